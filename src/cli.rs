@@ -1,0 +1,408 @@
+//! The command line: clap definitions and one function per command. Thin: every decision is
+//! the library's; this module parses words into types, opens the medium, calls, and prints
+//! (human text, or JSON with `--json`).
+
+mod demo;
+mod output;
+
+use crate::backup;
+use crate::config::{self, Config};
+use crate::error::Error;
+use crate::ids::BackupId;
+use crate::medium::Medium;
+use crate::progress::Meter;
+use crate::query;
+use crate::restore::{self, Target};
+use crate::tree::Kind;
+use crate::verify;
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use output::print_json;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Exit statuses besides 0 (success), 1 (error) and 2 (usage).
+pub const EXIT_PROBLEMS: u8 = 3;
+pub const EXIT_VERIFY_FAILED: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(name = "trayback", version, about = "Backups to removable, rotated disks", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Enrol or inspect a medium.
+    #[command(subcommand)]
+    Media(MediaCmd),
+    /// Make a backup on a medium (verified right after, unless --no-verify).
+    Backup(BackupArgs),
+    /// Re-read a backup from the medium and check every block and index location.
+    Verify(VerifyArgs),
+    /// Restore a backup, in whole or in part.
+    Restore(RestoreArgs),
+    /// List the backups on a medium.
+    List(MediumJson),
+    /// Draw the medium's dependency tree of backups.
+    Tree(MediumJson),
+    /// List files in a backup.
+    Ls(LsArgs),
+    /// Every distinct version of one file across the backups on a medium.
+    Versions(VersionsArgs),
+    /// What a backup added, changed and removed against its parent or another backup.
+    Diff(DiffArgs),
+    /// Back up, verify and restore a real directory onto a directory medium, and compare.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MediaCmd {
+    /// Write the media ID file and an empty store.
+    Init {
+        dir: PathBuf,
+        #[arg(long)]
+        label: String,
+        /// Wipe an already enrolled medium and enrol it anew.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the media ID file and a summary.
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct MediumJson {
+    /// The medium: a mounted backup disk or a directory.
+    #[arg(long)]
+    pub medium: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    /// monthly (full), weekly, daily or micro.
+    #[arg(long, value_parser = parse_kind)]
+    pub kind: Option<Kind>,
+    /// The backup to compare against (default: the latest verified one).
+    #[arg(long)]
+    pub parent: Option<BackupId>,
+    /// Record the backup as made at TIME (RFC 3339, or "YYYY-MM-DD HH:MM" UTC).
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    #[arg(long)]
+    pub no_verify: bool,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Back up PATH instead of the configured sources (repeatable).
+    #[arg(long = "source")]
+    pub sources: Vec<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    /// The backup (default: the newest).
+    pub id: Option<BackupId>,
+    #[arg(long, conflicts_with = "id")]
+    pub all: bool,
+    /// Re-read every block the backup references, not only those it wrote.
+    #[arg(long)]
+    pub read_all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    #[arg(long, conflicts_with = "at")]
+    pub backup: Option<BackupId>,
+    /// The newest verified backup made at or before TIME.
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    #[arg(long, required_unless_present = "in_place", conflicts_with = "in_place")]
+    pub to: Option<PathBuf>,
+    /// Restore to the original paths.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Paths in the backup to restore (default: everything).
+    pub paths: Vec<PathBuf>,
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Replace newer files and whatever is in the way.
+    #[arg(long)]
+    pub overwrite: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    /// The backup (default: the latest verified).
+    pub id: Option<BackupId>,
+    #[arg(default_value = "/")]
+    pub path: PathBuf,
+    #[arg(long, short)]
+    pub recursive: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionsArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    pub path: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    pub id: BackupId,
+    /// Compare with this backup instead of ID's parent (ID is then the older one).
+    pub other: Option<BackupId>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_kind(s: &str) -> Result<Kind, String> {
+    s.parse()
+}
+
+/// RFC 3339, "YYYY-MM-DD HH:MM[:SS]" or "YYYY-MM-DD" (UTC).
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap().and_utc());
+    }
+    Err(format!("{s:?} is not a time (use RFC 3339 or \"YYYY-MM-DD HH:MM\", UTC)"))
+}
+
+fn meter(what: &str, total: Option<u64>, json: bool) -> Meter {
+    if !json && std::io::stderr().is_terminal() {
+        Meter::bar(what, total)
+    } else {
+        Meter::hidden()
+    }
+}
+
+/// The config for a command: `--config`, else the system file if present, else defaults;
+/// `--source` replaces the sources.
+pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None if Path::new(config::DEFAULT_PATH).exists() => Config::load(Path::new(config::DEFAULT_PATH))?,
+        None => Config::default(),
+    };
+    if !sources.is_empty() {
+        let abs: Vec<PathBuf> = sources
+            .iter()
+            .map(|s| std::path::absolute(s).with_context(|| format!("{}: cannot make absolute", s.display())))
+            .collect::<Result<_>>()?;
+        cfg = cfg.with_sources(abs)?;
+    }
+    Ok(cfg)
+}
+
+/// Run a command; returns the process exit status.
+pub fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Media(MediaCmd::Init { dir, label, force, json }) => {
+            let m = Medium::init(&dir, &label, force, Utc::now())?;
+            if json {
+                print_json(&m)?;
+            } else {
+                println!("enrolled {} as medium {} ({:?})", dir.display(), m.media_id, m.label);
+            }
+            Ok(0)
+        }
+        Command::Media(MediaCmd::Show { dir, json }) => {
+            let m = Medium::open_read(&dir)?;
+            if json {
+                print_json(&serde_json::json!({ "media": m.media, "backups": m.tree.backups.len(),
+                    "packs": m.store.packs().len(), "blocks": m.store.block_count(), "free_bytes": m.free_space()? }))?;
+            } else {
+                output::print_media(&m)?;
+            }
+            Ok(0)
+        }
+        Command::Backup(a) => cmd_backup(a),
+        Command::Verify(a) => cmd_verify(a),
+        Command::Restore(a) => cmd_restore(a),
+        Command::List(a) => {
+            let m = Medium::open_read(&a.medium)?;
+            if a.json {
+                print_json(&m.tree.backups)?;
+            } else {
+                output::print_list(&m.tree);
+            }
+            Ok(0)
+        }
+        Command::Tree(a) => {
+            let m = Medium::open_read(&a.medium)?;
+            if a.json {
+                print_json(&m.tree)?;
+            } else {
+                print!("{}", query::draw_tree(&m.tree));
+            }
+            Ok(0)
+        }
+        Command::Ls(a) => {
+            let m = Medium::open_read(&a.medium)?;
+            let id = pick_backup(&m, a.id, None)?;
+            let rows = query::ls(&m, id, &a.path, a.recursive)?;
+            if a.json {
+                print_json(&rows)?;
+            } else {
+                output::print_ls(&rows);
+            }
+            Ok(0)
+        }
+        Command::Versions(a) => {
+            let m = Medium::open_read(&a.medium)?;
+            let abs = Path::new("/").join(&a.path);
+            let v = query::versions(&m, &abs)?;
+            if a.json {
+                print_json(&v)?;
+            } else if v.is_empty() {
+                bail!("{} is in no backup on this medium", abs.display());
+            } else {
+                output::print_versions(&v);
+            }
+            Ok(0)
+        }
+        Command::Diff(a) => {
+            let m = Medium::open_read(&a.medium)?;
+            let (from, to) = match a.other {
+                Some(o) => (a.id, o),
+                None => {
+                    let rec = m.tree.get(a.id).ok_or(Error::NoSuchBackup(a.id))?;
+                    let p = rec.parent.ok_or_else(|| anyhow!("backup {} has no parent; name a backup to compare with", a.id))?;
+                    (p, a.id)
+                }
+            };
+            let rows = query::diff(&m, from, to)?;
+            if a.json {
+                print_json(&rows)?;
+            } else {
+                output::print_diff(from, to, &rows);
+            }
+            Ok(0)
+        }
+        Command::Demo(a) => demo::run(a),
+    }
+}
+
+/// The backup a reading command means: the given one, or the latest verified (at `at`).
+fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> Result<BackupId> {
+    if let Some(id) = id {
+        m.tree.get(id).ok_or(Error::NoSuchBackup(id))?;
+        return Ok(id);
+    }
+    let rec = match at {
+        Some(t) => m.tree.latest_verified_at(t),
+        None => m.tree.latest_verified(),
+    };
+    rec.map(|r| r.id).ok_or_else(|| anyhow!("{}: no verified backup on this medium{}", m.root.display(),
+        at.map(|t| format!(" at or before {t}")).unwrap_or_default()))
+}
+
+fn cmd_backup(a: BackupArgs) -> Result<u8> {
+    let cfg = load_config(a.config.as_deref(), &a.sources)?;
+    let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
+    let kind = a.kind.unwrap_or(if m.tree.latest_verified().is_some() { Kind::Micro } else { Kind::Monthly });
+    let parent = if kind.is_full() { None } else { a.parent.or(m.tree.latest_verified().map(|r| r.id)) };
+    let cancel = AtomicBool::new(false);
+    let bar = meter("backup", None, a.json);
+    let req = backup::Request { kind, parent, at: a.at.unwrap_or_else(Utc::now), config: &cfg, meter: &bar, cancel: &cancel };
+    let header = backup::run(&mut m, &req)?;
+    let report = if a.no_verify {
+        None
+    } else {
+        let vm = meter("verify", Some(header.bytes.stored), a.json);
+        Some(verify::verify(&mut m, header.id, false, &vm)?)
+    };
+    if a.json {
+        print_json(&serde_json::json!({ "backup": header, "verify": report }))?;
+    } else {
+        output::print_backup(&m, &header, report.as_ref());
+    }
+    Ok(match report {
+        Some(r) if !r.ok => EXIT_VERIFY_FAILED,
+        _ if header.partial => EXIT_PROBLEMS,
+        _ => 0,
+    })
+}
+
+fn cmd_verify(a: VerifyArgs) -> Result<u8> {
+    let mut m = Medium::open_write(&a.medium, 3)?;
+    let bar = meter("verify", None, a.json);
+    let reports = if a.all {
+        verify::verify_all(&mut m, a.read_all, &bar)?
+    } else {
+        let id = match a.id {
+            Some(id) => id,
+            None => m.tree.backups.last().map(|b| b.id).ok_or_else(|| anyhow!("{}: no backups on this medium", a.medium.display()))?,
+        };
+        vec![verify::verify(&mut m, id, a.read_all, &bar)?]
+    };
+    if a.json {
+        print_json(&reports)?;
+    } else {
+        for r in &reports {
+            output::print_verify(r);
+        }
+    }
+    Ok(if reports.iter().all(|r| r.ok) { 0 } else { EXIT_VERIFY_FAILED })
+}
+
+fn cmd_restore(a: RestoreArgs) -> Result<u8> {
+    let m = Medium::open_read(&a.medium)?;
+    let id = pick_backup(&m, a.backup, a.at)?;
+    let target = match (a.to, a.in_place) {
+        (Some(d), false) => Target::Dir(d),
+        (None, true) => Target::InPlace,
+        _ => bail!("give exactly one of --to DIR and --in-place"),
+    };
+    let total = m.tree.get(id).map(|r| r.bytes_total);
+    let bar = meter("restore", total, a.json || a.dry_run);
+    let opts = restore::Options { target, paths: a.paths, dry_run: a.dry_run, overwrite: a.overwrite };
+    let r = restore::restore(&m, id, &opts, &bar)?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        output::print_restore(&r);
+    }
+    Ok(if r.problems.is_empty() && r.skipped_newer.is_empty() { 0 } else { EXIT_PROBLEMS })
+}
+
+

@@ -1,0 +1,56 @@
+//! Errors of the engine (medium, store, backup, verify, restore).
+//!
+//! Rules:
+//! - Every variant that comes from a file carries the path (or backup/block id) involved, so
+//!   that the one line a user sees says what is wrong *and where*.
+//! - The library never prints; it returns these and logs with `tracing`. Only `main.rs`/`cli`
+//!   turn them into a message and an exit code.
+//! - An error leaves the medium as it was: callers return before any commit point.
+
+use crate::ids::{BackupId, BlockId};
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{}: no such directory (is the medium mounted?)", .0.display())]
+    MediumMissing(PathBuf),
+    #[error("{}: not a trayback medium (no trayback/media.yaml); enrol it with `trayback media init`", .0.display())]
+    NotEnrolled(PathBuf),
+    #[error("{}: already enrolled as medium {id} ({label:?}); use --force to wipe it and enrol it anew", path.display())]
+    AlreadyEnrolled { path: PathBuf, id: String, label: String },
+    #[error("{}: medium is in use by another trayback process (lock held)", .0.display())]
+    Locked(PathBuf),
+    #[error("{}: damaged medium: {detail}", path.display())]
+    Damaged { path: PathBuf, detail: String },
+    #[error("{}: format version {found} is not supported (this trayback reads version {supported})", path.display())]
+    Version { path: PathBuf, found: u32, supported: u32 },
+    #[error("backup {0} is not on this medium")]
+    NoSuchBackup(BackupId),
+    #[error("block {0} is missing from the medium")]
+    MissingBlock(BlockId),
+    #[error("block {id} is damaged: {detail}")]
+    BadBlock { id: BlockId, detail: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("restore refused: backup entry {path:?} {reason}")]
+    Hostile { path: String, reason: String },
+}
+
+/// Attach a path to an `io::Error`.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}

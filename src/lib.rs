@@ -1,0 +1,30 @@
+//! trayback: backups to removable, rotated disks (see DESIGN.md and FORMAT.md).
+//!
+//! # Layout
+//! - [`config`]: the YAML configuration, validated once.
+//! - [`medium`]: a backup disk: media ID file, enrolment, lock, recovery, tree and headers.
+//! - [`store`]: content-addressed blocks in pack files; dedup, reads, garbage collection.
+//! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
+//! - [`scan`]: reading source metadata; [`backup`]: making a backup.
+//! - [`verify`]: spec [0040]; [`restore`]: plan, then write under one target.
+//! - [`tree`]: the pure dependency tree (spec Fig. 2).
+//! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
+//! - [`cli`]: the command line (thin).
+
+pub mod backup;
+pub mod cli;
+pub mod compare;
+pub mod config;
+pub mod error;
+pub mod fsio;
+pub mod ids;
+pub mod index;
+pub mod listing;
+pub mod medium;
+pub mod progress;
+pub mod query;
+pub mod restore;
+pub mod scan;
+pub mod store;
+pub mod tree;
+pub mod verify;

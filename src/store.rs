@@ -1,0 +1,403 @@
+//! The per-medium block store: content-addressed blocks and listing blobs in pack files.
+//!
+//! Invariants:
+//! - a block id is the SHA-256 of its uncompressed bytes; every read re-checks it;
+//! - a pack becomes visible (in the index, and so usable for deduplication) only after it is
+//!   complete, fsync'd and renamed into `packs/`, with its directory fsync'd;
+//! - garbage collection writes the survivors of a pack to a new pack and makes that durable
+//!   before it deletes the old one, so a crash at any point loses no live block.
+
+pub mod pack;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsio;
+use crate::ids::{BlockId, PackId};
+use pack::{BlobKind, Encoding, Entry, PackWriter};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Blocks are at most this long (spec [0012]: 256K byte blocks).
+pub const BLOCK_SIZE: usize = 256 * 1024;
+/// A pack is closed once it reaches this size.
+pub const PACK_TARGET: u64 = 32 << 20;
+
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    pub id: PackId,
+    pub writer: u64,
+    pub flags: u32,
+    pub len: u64,
+    /// False once the pack has been deleted (positions in the pack list never move).
+    pub present: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    pack: u32,
+    entry: Entry,
+}
+
+struct Writing {
+    backup: u64,
+    flags: u32,
+    current: Option<(PackWriter, PathBuf)>,
+    pending: HashSet<BlockId>,
+    written: Vec<PackId>,
+    stats: WriteStats,
+}
+
+/// What a writing session added to the store.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteStats {
+    pub blocks: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    level: i32,
+    packs: RwLock<Vec<PackInfo>>,
+    index: RwLock<HashMap<BlockId, Loc>>,
+    writing: Mutex<Writing>,
+    fds: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+/// A pack the store could not read on opening.
+#[derive(Clone, Debug)]
+pub struct PackDamage {
+    pub path: PathBuf,
+    pub detail: String,
+}
+
+impl Store {
+    /// Open the store under `<mount>/trayback`, reading every pack's trailer.
+    pub fn open(dir: &Path, level: i32) -> Result<(Store, Vec<PackDamage>)> {
+        let store = Store {
+            dir: dir.to_path_buf(),
+            level,
+            packs: RwLock::new(Vec::new()),
+            index: RwLock::new(HashMap::new()),
+            writing: Mutex::new(Writing {
+                backup: 0,
+                flags: 0,
+                current: None,
+                pending: HashSet::new(),
+                written: Vec::new(),
+                stats: WriteStats::default(),
+            }),
+            fds: Mutex::new(HashMap::new()),
+        };
+        let mut damage = Vec::new();
+        let packs_dir = dir.join("packs");
+        let mut paths = Vec::new();
+        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
+            let sub = sub.at(&packs_dir)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&sub).at(&sub)? {
+                let p = f.at(&sub)?.path();
+                if p.extension().is_some_and(|e| e == "pack") {
+                    paths.push(p);
+                }
+            }
+        }
+        paths.sort();
+        for p in paths {
+            let id = match p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<PackId>().ok()) {
+                Some(id) => id,
+                None => {
+                    damage.push(PackDamage { path: p, detail: "pack file name is not a pack id".into() });
+                    continue;
+                }
+            };
+            let file = File::open(&p).at(&p)?;
+            match pack::read_trailer(&file) {
+                Ok(t) => {
+                    let len = file.metadata().at(&p)?.len();
+                    store.register(PackInfo { id, writer: t.writer, flags: t.flags, len, present: true }, &t.entries);
+                }
+                Err(detail) => damage.push(PackDamage { path: p, detail }),
+            }
+        }
+        Ok((store, damage))
+    }
+
+    fn register(&self, info: PackInfo, entries: &[Entry]) {
+        let mut packs = self.packs.write().unwrap();
+        let n = packs.len() as u32;
+        packs.push(info);
+        let mut index = self.index.write().unwrap();
+        for e in entries {
+            index.insert(e.id, Loc { pack: n, entry: *e });
+        }
+    }
+
+    pub fn pack_path(&self, id: &PackId) -> PathBuf {
+        let s = id.to_string();
+        self.dir.join("packs").join(&s[..2]).join(format!("{s}.pack"))
+    }
+
+    /// The packs present on the medium.
+    pub fn packs(&self) -> Vec<PackInfo> {
+        self.packs.read().unwrap().iter().filter(|p| p.present).cloned().collect()
+    }
+
+    fn forget_pack(&self, id: &PackId) {
+        let mut packs = self.packs.write().unwrap();
+        if let Some(n) = packs.iter().position(|p| p.id == *id && p.present) {
+            packs[n].present = false;
+            self.index.write().unwrap().retain(|_, loc| loc.pack as usize != n);
+        }
+    }
+
+    pub fn contains(&self, id: &BlockId) -> bool {
+        self.index.read().unwrap().contains_key(id)
+    }
+
+    pub fn block_count(&self) -> usize {
+        self.index.read().unwrap().len()
+    }
+
+    /// Where a block is: its pack and trailer entry.
+    pub fn locate(&self, id: &BlockId) -> Option<(PackId, Entry)> {
+        let index = self.index.read().unwrap();
+        let loc = index.get(id)?;
+        Some((self.packs.read().unwrap()[loc.pack as usize].id, loc.entry))
+    }
+
+    /// Start a writing session for backup `backup` (0 with `FLAG_GC` for garbage collection).
+    pub fn begin(&self, backup: u64, flags: u32) {
+        let mut w = self.writing.lock().unwrap();
+        w.backup = backup;
+        w.flags = flags;
+        w.written.clear();
+        w.stats = WriteStats::default();
+    }
+
+    /// Store `raw` unless a block with its id is already there; returns its id.
+    pub fn put(&self, kind: BlobKind, raw: &[u8]) -> Result<BlockId> {
+        let id = BlockId::of(raw);
+        self.put_with_id(kind, id, raw)?;
+        Ok(id)
+    }
+
+    /// As [`Store::put`] with the id already computed. Returns whether it was new.
+    pub fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        if self.contains(&id) || self.writing.lock().unwrap().pending.contains(&id) {
+            return Ok(false);
+        }
+        let (enc, payload) = pack::encode(raw, self.level);
+        self.append(id, kind, enc, raw.len() as u32, &payload, true)
+    }
+
+    fn append(&self, id: BlockId, kind: BlobKind, enc: Encoding, raw_len: u32, payload: &[u8], dedup: bool) -> Result<bool> {
+        let mut w = self.writing.lock().unwrap();
+        if dedup && w.pending.contains(&id) {
+            return Ok(false);
+        }
+        if w.current.is_none() {
+            let pid = PackId::random();
+            let tmp = self.dir.join("tmp").join(format!("{pid}.pack"));
+            let file = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            w.current = Some((PackWriter::new(pid, file).at(&tmp)?, tmp));
+        }
+        let (pw, tmp) = w.current.as_mut().unwrap();
+        pw.append(id, kind, enc, raw_len, payload).at(tmp.clone())?;
+        let full = pw.len >= PACK_TARGET;
+        w.pending.insert(id);
+        w.stats.blocks += 1;
+        w.stats.bytes_raw += raw_len as u64;
+        w.stats.bytes_stored += payload.len() as u64;
+        if full {
+            self.close_pack(&mut w)?;
+        }
+        Ok(true)
+    }
+
+    fn close_pack(&self, w: &mut Writing) -> Result<()> {
+        let Some((pw, tmp)) = w.current.take() else {
+            return Ok(());
+        };
+        let (pid, entries, len) = pw.finish(w.backup, w.flags).at(&tmp)?;
+        let dest = self.pack_path(&pid);
+        let sub = dest.parent().unwrap();
+        fsio::create_dir_durable(sub).at(sub)?;
+        fs::rename(&tmp, &dest).at(&dest)?;
+        fsio::fsync_dir(sub).at(sub)?;
+        self.register(PackInfo { id: pid, writer: w.backup, flags: w.flags, len, present: true }, &entries);
+        for e in &entries {
+            w.pending.remove(&e.id);
+        }
+        w.written.push(pid);
+        Ok(())
+    }
+
+    /// Close the open pack, if any; returns every pack this session wrote and its totals.
+    pub fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
+        let mut w = self.writing.lock().unwrap();
+        self.close_pack(&mut w)?;
+        Ok((w.written.clone(), w.stats))
+    }
+
+    /// Undo an unfinished writing session: drop the open pack and delete the packs it
+    /// closed. Only for sessions whose blocks nothing committed refers to (a failed backup).
+    pub fn abort(&self) {
+        let written = {
+            let mut w = self.writing.lock().unwrap();
+            if let Some((pw, tmp)) = w.current.take() {
+                drop(pw);
+                let _ = fs::remove_file(&tmp);
+            }
+            w.pending.clear();
+            std::mem::take(&mut w.written)
+        };
+        for id in written {
+            if let Err(e) = self.remove_pack(&id) {
+                tracing::warn!(pack = %id, cause = %e, "cannot remove pack of a failed backup; recovery will");
+            }
+        }
+    }
+
+    fn file(&self, pack: u32) -> Result<Arc<File>> {
+        let mut fds = self.fds.lock().unwrap();
+        if let Some(f) = fds.get(&pack) {
+            return Ok(f.clone());
+        }
+        if fds.len() >= 256 {
+            fds.clear();
+        }
+        let id = self.packs.read().unwrap()[pack as usize].id;
+        let path = self.pack_path(&id);
+        let f = Arc::new(File::open(&path).at(&path)?);
+        fds.insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Read a block or listing blob and check its hash.
+    pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let loc = *self.index.read().unwrap().get(id).ok_or(Error::MissingBlock(*id))?;
+        let payload = self.read_payload(loc)?;
+        pack::decode(&loc.entry, &payload).map_err(|detail| Error::BadBlock { id: *id, detail })
+    }
+
+    fn read_payload(&self, loc: Loc) -> Result<Vec<u8>> {
+        let f = self.file(loc.pack)?;
+        let mut buf = vec![0u8; loc.entry.stored_len as usize];
+        f.read_exact_at(&mut buf, loc.entry.offset).map_err(|e| Error::BadBlock {
+            id: loc.entry.id,
+            detail: format!("cannot read from pack: {e}"),
+        })?;
+        Ok(buf)
+    }
+
+    /// Check that the record header at a block's recorded location names that block
+    /// (spec [0040]: each item begins at the offset the index gives).
+    pub fn check_location(&self, id: &BlockId) -> Result<()> {
+        let loc = *self.index.read().unwrap().get(id).ok_or(Error::MissingBlock(*id))?;
+        let f = self.file(loc.pack)?;
+        let mut h = [0u8; pack::RECORD_HEADER_LEN as usize];
+        f.read_exact_at(&mut h, loc.entry.offset - pack::RECORD_HEADER_LEN)
+            .map_err(|e| Error::BadBlock { id: *id, detail: format!("cannot read record header: {e}") })?;
+        match pack::parse_record_header(&h, loc.entry.offset) {
+            Some(e) if e == loc.entry => Ok(()),
+            _ => Err(Error::BadBlock { id: *id, detail: "record header at its index location does not match".into() }),
+        }
+    }
+
+    /// Forget open file handles (before packs are deleted or re-read from the device).
+    pub fn close_files(&self) {
+        self.fds.lock().unwrap().clear();
+    }
+
+    /// Delete a pack file and every index entry that points into it.
+    pub fn remove_pack(&self, id: &PackId) -> Result<()> {
+        let path = self.pack_path(id);
+        self.close_files();
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io { path, source: e }),
+        }
+        fsio::fsync_dir(path.parent().unwrap()).at(path.parent().unwrap())?;
+        self.forget_pack(id);
+        Ok(())
+    }
+
+    /// Reclaim the space of blocks not in `live`: packs with no live block are deleted, packs
+    /// mostly dead are rewritten with their live blocks. Durable before anything is deleted.
+    pub fn collect_garbage(&self, live: &HashSet<BlockId>) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let packs = self.packs.read().unwrap().clone();
+        // Which packs hold each live block's indexed copy.
+        let mut live_per_pack: HashMap<u32, Vec<Entry>> = HashMap::new();
+        let mut dead_per_pack: HashMap<u32, u64> = HashMap::new();
+        for (n, info) in packs.iter().enumerate() {
+            if !info.present {
+                continue;
+            }
+            let path = self.pack_path(&info.id);
+            let f = File::open(&path).at(&path)?;
+            let t = pack::read_trailer(&f).map_err(|detail| Error::Damaged { path: path.clone(), detail })?;
+            let index = self.index.read().unwrap();
+            for e in t.entries {
+                let indexed_here = index.get(&e.id).is_some_and(|l| l.pack as usize == n && l.entry.offset == e.offset);
+                if live.contains(&e.id) && indexed_here {
+                    live_per_pack.entry(n as u32).or_default().push(e);
+                } else {
+                    *dead_per_pack.entry(n as u32).or_default() += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
+                }
+            }
+        }
+        let mut to_delete = Vec::new();
+        self.begin(0, pack::FLAG_GC);
+        for (n, info) in packs.iter().enumerate() {
+            let n = n as u32;
+            let dead = dead_per_pack.get(&n).copied().unwrap_or(0);
+            let alive = live_per_pack.remove(&n).unwrap_or_default();
+            if !info.present {
+                continue;
+            }
+            if alive.is_empty() {
+                to_delete.push(info.id);
+                report.packs_deleted += 1;
+                report.bytes_freed += info.len;
+            } else if dead * 2 > info.len {
+                for e in &alive {
+                    let payload = self.read_payload(Loc { pack: n, entry: *e })?;
+                    pack::decode(e, &payload).map_err(|detail| Error::BadBlock { id: e.id, detail })?;
+                    self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
+                }
+                to_delete.push(info.id);
+                report.packs_rewritten += 1;
+                report.bytes_freed += dead;
+            }
+        }
+        // The survivors are durable (and indexed at their new places) before any deletion.
+        self.flush()?;
+        for id in to_delete {
+            let path = self.pack_path(&id);
+            self.close_files();
+            fs::remove_file(&path).at(&path)?;
+            self.forget_pack(&id);
+        }
+        let packs_dir = self.dir.join("packs");
+        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
+            let sub = sub.at(&packs_dir)?.path();
+            fsio::fsync_dir(&sub).at(&sub)?;
+        }
+        Ok(report)
+    }
+}
+
+/// What garbage collection reclaimed.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct GcReport {
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub bytes_freed: u64,
+}

@@ -1,0 +1,235 @@
+//! Pack files: the byte layout (FORMAT.md "Pack files"), writing one and reading its trailer.
+//!
+//! A pack is `header | record* | trailer | footer`. Each record repeats its block's id and
+//! lengths before the payload, so a pack can be read front to back without its trailer; the
+//! trailer lists every record so the block index can be rebuilt from trailers alone.
+//! A pack is written under `tmp/`, fsync'd and only then renamed into `packs/`: a pack in
+//! `packs/` is always complete.
+
+use crate::ids::{BlockId, PackId};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+
+pub const PACK_MAGIC: &[u8; 8] = b"TRAYPACK";
+pub const PACK_END_MAGIC: &[u8; 8] = b"TRAYPEND";
+pub const PACK_VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 16;
+pub const RECORD_HEADER_LEN: u64 = 44;
+pub const TRAILER_ENTRY_LEN: usize = 52;
+pub const FOOTER_LEN: u64 = 64;
+/// Footer flag: the pack was written by garbage collection, not by a backup.
+pub const FLAG_GC: u32 = 1;
+
+/// What a stored blob is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// File content.
+    Data = 0,
+    /// A directory listing (index node).
+    Listing = 1,
+}
+
+/// How a payload is encoded. Values ≥ 0x80 are reserved for encrypted encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Encoding {
+    Raw = 0,
+    Zstd = 1,
+}
+
+/// One record of a pack, as its trailer lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub id: BlockId,
+    pub kind: BlobKind,
+    pub encoding: Encoding,
+    pub raw_len: u32,
+    pub stored_len: u32,
+    /// Offset of the payload (just after the record header) in the pack file.
+    pub offset: u64,
+}
+
+/// A pack's trailer and footer.
+#[derive(Clone, Debug)]
+pub struct Trailer {
+    /// The backup that wrote the pack (0 for garbage collection).
+    pub writer: u64,
+    pub flags: u32,
+    pub entries: Vec<Entry>,
+}
+
+fn kind_from(b: u8) -> Option<BlobKind> {
+    match b {
+        0 => Some(BlobKind::Data),
+        1 => Some(BlobKind::Listing),
+        _ => None,
+    }
+}
+
+fn encoding_from(b: u8) -> Option<Encoding> {
+    match b {
+        0 => Some(Encoding::Raw),
+        1 => Some(Encoding::Zstd),
+        _ => None,
+    }
+}
+
+/// Encode the 44-byte header that precedes each payload.
+pub fn record_header(id: &BlockId, kind: BlobKind, enc: Encoding, raw: u32, stored: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[..32].copy_from_slice(&id.0);
+    h[32] = kind as u8;
+    h[33] = enc as u8;
+    h[36..40].copy_from_slice(&raw.to_le_bytes());
+    h[40..44].copy_from_slice(&stored.to_le_bytes());
+    h
+}
+
+/// Decode a record header; `None` if its kind or encoding is unknown.
+pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
+    Some(Entry {
+        id: BlockId(h[..32].try_into().unwrap()),
+        kind: kind_from(h[32])?,
+        encoding: encoding_from(h[33])?,
+        raw_len: u32::from_le_bytes(h[36..40].try_into().unwrap()),
+        stored_len: u32::from_le_bytes(h[40..44].try_into().unwrap()),
+        offset,
+    })
+}
+
+/// Appends records to a new pack file.
+pub struct PackWriter {
+    pub id: PackId,
+    out: BufWriter<File>,
+    pub len: u64,
+    pub entries: Vec<Entry>,
+}
+
+impl PackWriter {
+    pub fn new(id: PackId, file: File) -> io::Result<PackWriter> {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(PACK_MAGIC)?;
+        out.write_all(&PACK_VERSION.to_le_bytes())?;
+        out.write_all(&0u32.to_le_bytes())?;
+        Ok(PackWriter {
+            id,
+            out,
+            len: HEADER_LEN,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Append one record; returns its trailer entry.
+    pub fn append(&mut self, id: BlockId, kind: BlobKind, enc: Encoding, raw_len: u32, payload: &[u8]) -> io::Result<Entry> {
+        let stored_len = payload.len() as u32;
+        self.out.write_all(&record_header(&id, kind, enc, raw_len, stored_len))?;
+        self.out.write_all(payload)?;
+        let entry = Entry {
+            id,
+            kind,
+            encoding: enc,
+            raw_len,
+            stored_len,
+            offset: self.len + RECORD_HEADER_LEN,
+        };
+        self.len += RECORD_HEADER_LEN + payload.len() as u64;
+        self.entries.push(entry);
+        Ok(entry)
+    }
+
+    /// Write trailer and footer and fsync; the caller renames the file into place.
+    pub fn finish(mut self, writer: u64, flags: u32) -> io::Result<(PackId, Vec<Entry>, u64)> {
+        let trailer_offset = self.len;
+        let mut trailer = Vec::with_capacity(self.entries.len() * TRAILER_ENTRY_LEN);
+        for e in &self.entries {
+            trailer.extend_from_slice(&record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len));
+            trailer.extend_from_slice(&e.offset.to_le_bytes());
+        }
+        self.out.write_all(&trailer)?;
+        let mut footer = Vec::with_capacity(FOOTER_LEN as usize);
+        footer.extend_from_slice(&writer.to_le_bytes());
+        footer.extend_from_slice(&flags.to_le_bytes());
+        footer.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        footer.extend_from_slice(&trailer_offset.to_le_bytes());
+        footer.extend_from_slice(&Sha256::digest(&trailer));
+        footer.extend_from_slice(PACK_END_MAGIC);
+        debug_assert_eq!(footer.len() as u64, FOOTER_LEN);
+        self.out.write_all(&footer)?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let len = trailer_offset + trailer.len() as u64 + FOOTER_LEN;
+        Ok((self.id, self.entries, len))
+    }
+}
+
+/// Read and check a pack's header, footer and trailer.
+pub fn read_trailer(file: &File) -> Result<Trailer, String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len < HEADER_LEN + FOOTER_LEN {
+        return Err(format!("pack is {len} bytes, too short"));
+    }
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
+    if &header[..8] != PACK_MAGIC {
+        return Err("pack header magic is wrong".into());
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
+    if version != PACK_VERSION {
+        return Err(format!("pack format version {version} is not supported"));
+    }
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut footer, len - FOOTER_LEN).map_err(|e| e.to_string())?;
+    if &footer[56..64] != PACK_END_MAGIC {
+        return Err("pack footer magic is wrong (truncated pack?)".into());
+    }
+    let writer = u64::from_le_bytes(footer[0..8].try_into().unwrap());
+    let flags = u32::from_le_bytes(footer[8..12].try_into().unwrap());
+    let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
+    let trailer_offset = u64::from_le_bytes(footer[16..24].try_into().unwrap());
+    let trailer_len = count * TRAILER_ENTRY_LEN as u64;
+    if trailer_offset < HEADER_LEN || trailer_offset + trailer_len + FOOTER_LEN != len {
+        return Err("pack trailer offset does not match the file length".into());
+    }
+    let mut trailer = vec![0u8; trailer_len as usize];
+    file.read_exact_at(&mut trailer, trailer_offset).map_err(|e| e.to_string())?;
+    if Sha256::digest(&trailer).as_slice() != &footer[24..56] {
+        return Err("pack trailer checksum mismatch".into());
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
+        let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
+        let e = parse_record_header(chunk[..44].try_into().unwrap(), offset)
+            .ok_or("pack trailer names an unknown blob kind or encoding")?;
+        if e.offset < HEADER_LEN + RECORD_HEADER_LEN || e.offset + e.stored_len as u64 > trailer_offset {
+            return Err(format!("pack trailer entry for {} points outside the pack", e.id));
+        }
+        entries.push(e);
+    }
+    Ok(Trailer { writer, flags, entries })
+}
+
+/// Encode a payload: zstd at `level`, unless that is not smaller than the raw bytes.
+pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
+    match zstd::bulk::compress(raw, level) {
+        Ok(c) if c.len() < raw.len() => (Encoding::Zstd, c),
+        _ => (Encoding::Raw, raw.to_vec()),
+    }
+}
+
+/// Decode a payload and check it against its id.
+pub fn decode(e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let raw = match e.encoding {
+        Encoding::Raw => payload.to_vec(),
+        Encoding::Zstd => zstd::bulk::decompress(payload, e.raw_len as usize).map_err(|err| format!("cannot decompress: {err}"))?,
+    };
+    if raw.len() != e.raw_len as usize {
+        return Err(format!("length {} where {} was recorded", raw.len(), e.raw_len));
+    }
+    if BlockId::of(&raw) != e.id {
+        return Err("content does not match its SHA-256".into());
+    }
+    Ok(raw)
+}

@@ -1,0 +1,223 @@
+//! Verification (spec [0040]): read back what a backup wrote, from the device, and check
+//! every block hash and every index location; name the files any damage affects.
+//!
+//! A backup is marked verified in the tree only when nothing was found; a backup found damaged
+//! is marked unverified, so it is never chosen as a parent again.
+
+use crate::error::{Error, Result};
+use crate::fsio;
+use crate::ids::{BackupId, BlockId, PackId};
+use crate::index;
+use crate::listing::EntryKind;
+use crate::medium::Medium;
+use crate::progress::Meter;
+use crate::store::pack;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Damage {
+    pub what: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub backup: BackupId,
+    pub ok: bool,
+    pub read_all: bool,
+    pub packs_read: u64,
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    /// Damaged or missing blocks, packs and listings.
+    pub damage: Vec<Damage>,
+    /// Paths (as in the backup) whose content or listing is affected.
+    pub affected: Vec<String>,
+}
+
+/// Re-read and check every record of one pack from the device. Returns the good block ids
+/// and the damage found.
+fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
+    let path = m.store.pack_path(id);
+    let mut damage = Vec::new();
+    let mut good = Vec::new();
+    let bad = |detail: String| Damage { what: format!("pack {id}"), detail };
+    let mut bytes = Vec::new();
+    match File::open(&path) {
+        Ok(mut f) => {
+            fsio::drop_cache(&f);
+            if let Err(e) = f.read_to_end(&mut bytes) {
+                damage.push(bad(format!("cannot read {}: {e}", path.display())));
+                return (good, 0, damage);
+            }
+            let trailer = match pack::read_trailer(&f) {
+                Ok(t) => t,
+                Err(detail) => {
+                    damage.push(bad(detail));
+                    return (good, bytes.len() as u64, damage);
+                }
+            };
+            for e in &trailer.entries {
+                let start = (e.offset - pack::RECORD_HEADER_LEN) as usize;
+                let head: &[u8; 44] = bytes[start..start + 44].try_into().unwrap();
+                if pack::parse_record_header(head, e.offset).as_ref() != Some(e) {
+                    damage.push(Damage { what: format!("block {}", e.id), detail: format!("record header in pack {id} does not match the trailer") });
+                    continue;
+                }
+                let payload = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+                match pack::decode(e, payload) {
+                    Ok(_) => good.push(e.id),
+                    Err(detail) => damage.push(Damage { what: format!("block {}", e.id), detail: format!("in pack {id}: {detail}") }),
+                }
+            }
+        }
+        Err(e) => damage.push(bad(format!("cannot open {}: {e}", path.display()))),
+    }
+    (good, bytes.len() as u64, damage)
+}
+
+/// Verify backup `id`. With `read_all`, every block the backup references is re-read, not only
+/// those it wrote. Updates the tree's `verified` flag when the medium is open for writing.
+pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Result<Report> {
+    let header = m.header(id)?;
+    m.store.close_files();
+    let packs: Vec<PackId> = if read_all { m.store.packs().iter().map(|p| p.id).collect() } else { header.packs.clone() };
+    if read_all {
+        for p in &packs {
+            let path = m.store.pack_path(p);
+            if let Ok(f) = File::open(&path) {
+                fsio::drop_cache(&f);
+            }
+        }
+    }
+    // 1. Everything the backup wrote, read back from the device.
+    let results: Vec<_> = header.packs.par_iter().map(|p| check_pack(m, p)).collect();
+    let mut damage = Vec::new();
+    let mut checked: HashSet<BlockId> = HashSet::new();
+    let mut bytes_checked = 0;
+    let mut bad_blocks: HashMap<BlockId, String> = HashMap::new();
+    for (good, bytes, d) in results {
+        checked.extend(good);
+        bytes_checked += bytes;
+        meter.add(0, bytes);
+        for dm in d {
+            if let Some(b) = dm.what.strip_prefix("block ").and_then(|s| s.parse::<BlockId>().ok()) {
+                bad_blocks.insert(b, dm.detail.clone());
+            }
+            damage.push(dm);
+        }
+    }
+    // 2. Every location the index names: present, and (read_all) readable and intact.
+    let mut affected = Vec::new();
+    let mut blocks_checked = checked.len() as u64;
+    let mut checked_loc: HashSet<BlockId> = HashSet::new();
+    let mut check_block = |b: &BlockId, damage: &mut Vec<Damage>| -> bool {
+        if let Some(d) = bad_blocks.get(b) {
+            return d.is_empty();
+        }
+        let result = if checked.contains(b) {
+            if checked_loc.insert(*b) { m.store.check_location(b) } else { Ok(()) }
+        } else if read_all {
+            m.store.read(b).map(|raw| {
+                meter.add(0, raw.len() as u64);
+                bytes_checked += raw.len() as u64;
+            })
+        } else {
+            m.store.check_location(b)
+        };
+        blocks_checked += 1;
+        match result {
+            Ok(()) => {
+                bad_blocks.insert(*b, String::new());
+                true
+            }
+            Err(e) => {
+                let detail = e.to_string();
+                damage.push(Damage { what: format!("block {b}"), detail: detail.clone() });
+                bad_blocks.insert(*b, detail);
+                false
+            }
+        }
+    };
+    let root_ok = m.listing(&header.root);
+    if let Err(e) = &root_ok {
+        damage.push(Damage { what: "root listing".into(), detail: e.to_string() });
+        affected.push("/".to_string());
+    }
+    let mut walk_damage = Vec::new();
+    if root_ok.is_ok() {
+        walk_listing(m, &header.root, std::path::Path::new("/"), &mut |rel, e, damage: &mut Vec<Damage>| {
+            let mut ok = true;
+            for b in &e.blocks {
+                ok &= check_block(b, damage);
+            }
+            if !ok {
+                affected.push(rel.to_string_lossy().into_owned());
+            }
+            meter.add(u64::from(e.kind == EntryKind::File), 0);
+        }, &mut walk_damage)?;
+    }
+    damage.extend(walk_damage.iter().cloned());
+    for d in &walk_damage {
+        if let Some(p) = d.what.strip_prefix("listing of ") {
+            affected.push(p.to_string());
+        }
+    }
+    affected.sort();
+    affected.dedup();
+    let ok = damage.is_empty() && affected.is_empty();
+    meter.finish();
+    if m.writable() {
+        if let Some(rec) = m.tree.get_mut(id) {
+            rec.verified = ok;
+        }
+        m.save_tree()?;
+    }
+    if ok {
+        info!(backup = %id, blocks = blocks_checked, "backup verified");
+    } else {
+        warn!(backup = %id, damaged = damage.len(), files = affected.len(), "backup failed verification");
+    }
+    Ok(Report { backup: id, ok, read_all, packs_read: header.packs.len() as u64, blocks_checked, bytes_checked, damage, affected })
+}
+
+/// Walk a backup's listings, reporting unreadable listings as damage instead of failing.
+fn walk_listing(
+    m: &Medium,
+    id: &BlockId,
+    prefix: &std::path::Path,
+    f: &mut dyn FnMut(&std::path::Path, &crate::listing::Entry, &mut Vec<Damage>),
+    damage: &mut Vec<Damage>,
+) -> Result<()> {
+    let listing = match m.listing(id) {
+        Ok(l) => l,
+        Err(e @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
+            damage.push(Damage { what: format!("listing of {}", prefix.display()), detail: e.to_string() });
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for e in &listing.entries {
+        let rel = prefix.join(e.name.as_os());
+        index::check_entry(&rel, e)?;
+        f(&rel, e, damage);
+        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+            walk_listing(m, &sub, &rel, f, damage)?;
+        }
+    }
+    Ok(())
+}
+
+/// Verify every backup on the medium, oldest first.
+pub fn verify_all(m: &mut Medium, read_all: bool, meter: &Meter) -> Result<Vec<Report>> {
+    let ids: Vec<BackupId> = m.tree.backups.iter().map(|b| b.id).collect();
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(verify(m, id, read_all, meter)?);
+    }
+    Ok(out)
+}
