@@ -195,6 +195,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
             files_unchanged: get(&t.files_unchanged),
             sockets_skipped: get(&t.sockets),
             excluded: get(&t.excluded),
+            blobs_new: stats.blocks,
         },
         bytes: medium::Bytes {
             total: get(&t.bytes_total),

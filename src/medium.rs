@@ -54,6 +54,8 @@ pub struct Counts {
     pub files_unchanged: u64,
     pub sockets_skipped: u64,
     pub excluded: u64,
+    /// Blobs (data blocks and listings) this backup added to the store.
+    pub blobs_new: u64,
 }
 
 /// Byte totals of a backup.

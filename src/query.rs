@@ -225,7 +225,7 @@ fn diff_listing(m: &Medium, a: Option<BlockId>, b: Option<BlockId>, prefix: &Pat
                 std::cmp::Ordering::Greater => (None, sub(eb)),
                 std::cmp::Ordering::Equal => (sub(ea), sub(eb)),
             };
-            if sa != sb && (sa.is_some() && sb.is_some()) {
+            if sa != sb {
                 diff_listing(m, sa, sb, &rel, rows)?;
             }
         }

@@ -121,7 +121,14 @@ impl Store {
                     let len = file.metadata().at(&p)?.len();
                     store.register(PackInfo { id, writer: t.writer, flags: t.flags, len, present: true }, &t.entries);
                 }
-                Err(detail) => damage.push(PackDamage { path: p, detail }),
+                Err(detail) => {
+                    // Records describe themselves: index what can still be read.
+                    let bytes = fs::read(&p).at(&p)?;
+                    let entries = pack::scan_records(&bytes);
+                    tracing::warn!(path = %p.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
+                    store.register(PackInfo { id, writer: 0, flags: pack::FLAG_GC, len: bytes.len() as u64, present: true }, &entries);
+                    damage.push(PackDamage { path: p, detail });
+                }
             }
         }
         Ok((store, damage))

@@ -211,6 +211,28 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     Ok(Trailer { writer, flags, entries })
 }
 
+/// Salvage a pack whose trailer is unreadable: walk its records from the front and keep each
+/// whose header is sane and whose content matches its id. Stops at the first bad record.
+pub fn scan_records(bytes: &[u8]) -> Vec<Entry> {
+    let mut out = Vec::new();
+    if bytes.len() < HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
+        return out;
+    }
+    let mut pos = HEADER_LEN as usize;
+    while pos + RECORD_HEADER_LEN as usize <= bytes.len() {
+        let head: &[u8; 44] = bytes[pos..pos + 44].try_into().unwrap();
+        let offset = (pos + 44) as u64;
+        let Some(e) = parse_record_header(head, offset) else { break };
+        let end = offset as usize + e.stored_len as usize;
+        if end > bytes.len() || decode(&e, &bytes[offset as usize..end]).is_err() {
+            break;
+        }
+        out.push(e);
+        pos = end;
+    }
+    out
+}
+
 /// Encode a payload: zstd at `level`, unless that is not smaller than the raw bytes.
 pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
     match zstd::bulk::compress(raw, level) {

@@ -1,0 +1,57 @@
+//! A backup killed with SIGKILL mid-write leaves every committed backup intact.
+
+mod util;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use util::*;
+
+fn packs_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0)
+}
+
+on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
+    env.init();
+    write(&env.src.join("first/a.txt"), b"committed before the crash");
+    write(&env.src.join("first/b.bin"), &bytes(1, 3 << 20));
+    let snap = env.path("snap");
+    snapshot(&env.src, &snap);
+    let b1 = env.backup(&["--kind", "monthly"]);
+    // Enough new data (incompressible) that the next backup writes several packs.
+    for i in 0..6 {
+        write(&env.src.join(format!("second/f{i}.bin")), &bytes(50 + i, 40 << 20));
+    }
+    for (round, delay_ms) in [(0, 0u64), (1, 150), (2, 600)] {
+        let mut child = Command::new(bin())
+            .args(["backup", "--medium", env.medium.to_str().unwrap(), "--source", env.src.to_str().unwrap(), "--kind", "micro"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it is writing (a pack in tmp/), then a little more, then kill -9.
+        let tmp = env.medium.join("trayback/tmp");
+        let t0 = Instant::now();
+        while packs_in(&tmp) == 0 && t0.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let finished = child.try_wait().unwrap().is_some();
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::Kill).ok();
+        child.wait().unwrap();
+        if finished {
+            eprintln!("round {round}: backup finished before the kill");
+            continue;
+        }
+        // Opening for writing runs recovery; every earlier backup verifies in full.
+        let out = env.run(&["verify", "--medium", "{medium}", "--all", "--read-all"]);
+        assert!(out.status.success(), "round {round}: {}\n{}", text(&out.stdout), text(&out.stderr));
+        let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), 1, "round {round}: the partial backup is gone: {list}");
+        assert_eq!(packs_in(&tmp), 0, "round {round}: recovery emptied tmp/");
+        let restored = env.restore(b1, &format!("restore{round}"));
+        assert_same(&snap, &restored);
+    }
+    // The medium still takes backups, and the one after the crashes is complete.
+    let b2 = env.backup(&["--kind", "micro"]);
+    let restored = env.restore(b2, "after");
+    assert_same(&env.src, &restored);
+});
