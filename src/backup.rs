@@ -98,7 +98,10 @@ fn source_tree(sources: &[PathBuf]) -> VNode {
     for s in sources {
         let mut node = &mut root;
         for c in s.components().skip(1) {
-            node = node.children.entry(c.as_os_str().to_os_string()).or_default();
+            node = node
+                .children
+                .entry(c.as_os_str().to_os_string())
+                .or_default();
         }
         node.source = true;
     }
@@ -112,16 +115,27 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     }
     let config = req.config;
     if config.sources.is_empty() {
-        return Err(Error::Refused("no sources to back up (set `sources` in the config or pass --source)".into()));
+        return Err(Error::Refused(
+            "no sources to back up (set `sources` in the config or pass --source)".into(),
+        ));
     }
     let mut sources = Vec::new();
     for s in &config.sources {
-        let meta = std::fs::symlink_metadata(s).map_err(|source| Error::Io { path: s.clone(), source })?;
+        let meta = std::fs::symlink_metadata(s).map_err(|source| Error::Io {
+            path: s.clone(),
+            source,
+        })?;
         if !meta.is_dir() {
-            return Err(Error::Refused(format!("source {} is not a directory", s.display())));
+            return Err(Error::Refused(format!(
+                "source {} is not a directory",
+                s.display()
+            )));
         }
         if s.starts_with(&medium.root) {
-            return Err(Error::Refused(format!("source {} is on the medium itself", s.display())));
+            return Err(Error::Refused(format!(
+                "source {} is on the medium itself",
+                s.display()
+            )));
         }
         sources.push(s.clone());
     }
@@ -130,11 +144,16 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         None
     } else {
         let p = req.parent.ok_or_else(|| {
-            Error::Refused(format!("a {} backup needs a verified parent backup on this medium; make a monthly first", req.kind))
+            Error::Refused(format!(
+                "a {} backup needs a verified parent backup on this medium; make a monthly first",
+                req.kind
+            ))
         })?;
         let rec = medium.tree.get(p).ok_or(Error::NoSuchBackup(p))?;
         if !rec.verified {
-            return Err(Error::Refused(format!("backup {p} is not verified and cannot be a parent")));
+            return Err(Error::Refused(format!(
+                "backup {p} is not verified and cannot be a parent"
+            )));
         }
         Some(medium.header(p)?)
     };
@@ -157,7 +176,13 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     };
     let vroot = source_tree(&sources);
     let walked = (|| {
-        let root = dir_listing(&ctx, Path::new("/"), &vroot, None, parent.as_ref().map(|p| p.root))?;
+        let root = dir_listing(
+            &ctx,
+            Path::new("/"),
+            &vroot,
+            None,
+            parent.as_ref().map(|p| p.root),
+        )?;
         ctx.check_cancel()?;
         let (packs, stats) = store.flush()?;
         Ok::<_, Error>((root, packs, stats))
@@ -238,7 +263,13 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
 /// Build and store the listing of directory `path`. `vnode` restricts a directory above the
 /// sources to the children on the way to them; `dev` is the source's device when
 /// `one_file_system` applies; `parent` is this directory's listing in the parent backup.
-fn dir_listing(ctx: &Ctx, path: &Path, vnode: &VNode, dev: Option<u64>, parent: Option<BlockId>) -> Result<BlockId> {
+fn dir_listing(
+    ctx: &Ctx,
+    path: &Path,
+    vnode: &VNode,
+    dev: Option<u64>,
+    parent: Option<BlockId>,
+) -> Result<BlockId> {
     ctx.check_cancel()?;
     let parent_listing = match parent {
         Some(id) => Some(ctx.medium.listing(&id)?),
@@ -253,7 +284,11 @@ fn dir_listing(ctx: &Ctx, path: &Path, vnode: &VNode, dev: Option<u64>, parent: 
             }
         }
     } else {
-        vnode.children.iter().map(|(n, v)| (n.clone(), Some(v))).collect()
+        vnode
+            .children
+            .iter()
+            .map(|(n, v)| (n.clone(), Some(v)))
+            .collect()
     };
     let entries: Vec<Option<Entry>> = names
         .par_iter()
@@ -266,7 +301,14 @@ fn dir_listing(ctx: &Ctx, path: &Path, vnode: &VNode, dev: Option<u64>, parent: 
     ctx.store.put(BlobKind::Listing, &listing.encode())
 }
 
-fn entry_for(ctx: &Ctx, path: &Path, name: &OsString, vnode: Option<&VNode>, dev: Option<u64>, prev: Option<&Entry>) -> Result<Option<Entry>> {
+fn entry_for(
+    ctx: &Ctx,
+    path: &Path,
+    name: &OsString,
+    vnode: Option<&VNode>,
+    dev: Option<u64>,
+    prev: Option<&Entry>,
+) -> Result<Option<Entry>> {
     let real = vnode.is_none_or(|v| v.source);
     // The medium never backs up itself, and excluded paths are left out.
     if vnode.is_none() && (path == ctx.medium.root || ctx.config.exclude_set.is_match(path)) {
@@ -296,14 +338,30 @@ fn entry_for(ctx: &Ctx, path: &Path, name: &OsString, vnode: Option<&VNode>, dev
     match entry.kind {
         EntryKind::Dir => {
             t.dirs.fetch_add(1, Ordering::Relaxed);
-            let prev_sub = prev.filter(|p| p.kind == EntryKind::Dir).and_then(|p| p.subtree);
-            let child_dev = if vnode.is_some_and(|v| v.source) { Some(md.dev()) } else { dev };
+            let prev_sub = prev
+                .filter(|p| p.kind == EntryKind::Dir)
+                .and_then(|p| p.subtree);
+            let child_dev = if vnode.is_some_and(|v| v.source) {
+                Some(md.dev())
+            } else {
+                dev
+            };
             let other_fs = real && ctx.config.one_file_system && dev.is_some_and(|d| d != md.dev());
             let sub = if other_fs {
-                ctx.store.put(BlobKind::Listing, &Listing::new(Vec::new()).encode())?
+                ctx.store
+                    .put(BlobKind::Listing, &Listing::new(Vec::new()).encode())?
             } else {
-                let leaf = VNode { source: true, children: BTreeMap::new() };
-                dir_listing(ctx, path, vnode.unwrap_or(&leaf), child_dev.filter(|_| ctx.config.one_file_system), prev_sub)?
+                let leaf = VNode {
+                    source: true,
+                    children: BTreeMap::new(),
+                };
+                dir_listing(
+                    ctx,
+                    path,
+                    vnode.unwrap_or(&leaf),
+                    child_dev.filter(|_| ctx.config.one_file_system),
+                    prev_sub,
+                )?
             };
             entry.subtree = Some(sub);
         }
@@ -376,7 +434,10 @@ fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError>
         if n == 0 {
             break;
         }
-        let id = ctx.store.put(BlobKind::Data, &buf[..n]).map_err(ReadError::Medium)?;
+        let id = ctx
+            .store
+            .put(BlobKind::Data, &buf[..n])
+            .map_err(ReadError::Medium)?;
         blocks.push(id);
         size += n as u64;
         ctx.meter.add(0, n as u64);
@@ -393,7 +454,10 @@ fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError>
         || after.ctime_nsec() != before.ctime_nsec()
         || after.len() != size
     {
-        ctx.problem(path, "changed while being read; the stored copy may be inconsistent");
+        ctx.problem(
+            path,
+            "changed while being read; the stored copy may be inconsistent",
+        );
     }
     entry.size = size;
     entry.blocks = blocks;

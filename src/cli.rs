@@ -28,7 +28,12 @@ pub const EXIT_PROBLEMS: u8 = 3;
 pub const EXIT_VERIFY_FAILED: u8 = 4;
 
 #[derive(Parser, Debug)]
-#[command(name = "trayback", version, about = "Backups to removable, rotated disks", propagate_version = true)]
+#[command(
+    name = "trayback",
+    version,
+    about = "Backups to removable, rotated disks",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -137,7 +142,11 @@ pub struct RestoreArgs {
     /// The newest verified backup made at or before TIME.
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
-    #[arg(long, required_unless_present = "in_place", conflicts_with = "in_place")]
+    #[arg(
+        long,
+        required_unless_present = "in_place",
+        conflicts_with = "in_place"
+    )]
     pub to: Option<PathBuf>,
     /// Restore to the original paths.
     #[arg(long)]
@@ -196,7 +205,12 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Ok(t.and_utc());
         }
@@ -204,7 +218,9 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap().and_utc());
     }
-    Err(format!("{s:?} is not a time (use RFC 3339 or \"YYYY-MM-DD HH:MM\", UTC)"))
+    Err(format!(
+        "{s:?} is not a time (use RFC 3339 or \"YYYY-MM-DD HH:MM\", UTC)"
+    ))
 }
 
 fn meter(what: &str, total: Option<u64>, json: bool) -> Meter {
@@ -220,13 +236,18 @@ fn meter(what: &str, total: Option<u64>, json: bool) -> Meter {
 pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
     let mut cfg = match path {
         Some(p) => Config::load(p)?,
-        None if Path::new(config::DEFAULT_PATH).exists() => Config::load(Path::new(config::DEFAULT_PATH))?,
+        None if Path::new(config::DEFAULT_PATH).exists() => {
+            Config::load(Path::new(config::DEFAULT_PATH))?
+        }
         None => Config::default(),
     };
     if !sources.is_empty() {
         let abs: Vec<PathBuf> = sources
             .iter()
-            .map(|s| std::path::absolute(s).with_context(|| format!("{}: cannot make absolute", s.display())))
+            .map(|s| {
+                std::path::absolute(s)
+                    .with_context(|| format!("{}: cannot make absolute", s.display()))
+            })
             .collect::<Result<_>>()?;
         cfg = cfg.with_sources(abs)?;
     }
@@ -236,20 +257,32 @@ pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
 /// Run a command; returns the process exit status.
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Media(MediaCmd::Init { dir, label, force, json }) => {
+        Command::Media(MediaCmd::Init {
+            dir,
+            label,
+            force,
+            json,
+        }) => {
             let m = Medium::init(&dir, &label, force, Utc::now())?;
             if json {
                 print_json(&m)?;
             } else {
-                println!("enrolled {} as medium {} ({:?})", dir.display(), m.media_id, m.label);
+                println!(
+                    "enrolled {} as medium {} ({:?})",
+                    dir.display(),
+                    m.media_id,
+                    m.label
+                );
             }
             Ok(0)
         }
         Command::Media(MediaCmd::Show { dir, json }) => {
             let m = Medium::open_read(&dir)?;
             if json {
-                print_json(&serde_json::json!({ "media": m.media, "backups": m.tree.backups.len(),
-                    "packs": m.store.packs().len(), "blocks": m.store.block_count(), "free_bytes": m.free_space()? }))?;
+                print_json(
+                    &serde_json::json!({ "media": m.media, "backups": m.tree.backups.len(),
+                    "packs": m.store.packs().len(), "blocks": m.store.block_count(), "free_bytes": m.free_space()? }),
+                )?;
             } else {
                 output::print_media(&m)?;
             }
@@ -306,7 +339,12 @@ pub fn run(cli: Cli) -> Result<u8> {
                 Some(o) => (a.id, o),
                 None => {
                     let rec = m.tree.get(a.id).ok_or(Error::NoSuchBackup(a.id))?;
-                    let p = rec.parent.ok_or_else(|| anyhow!("backup {} has no parent; name a backup to compare with", a.id))?;
+                    let p = rec.parent.ok_or_else(|| {
+                        anyhow!(
+                            "backup {} has no parent; name a backup to compare with",
+                            a.id
+                        )
+                    })?;
                     (p, a.id)
                 }
             };
@@ -332,18 +370,38 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
         Some(t) => m.tree.latest_verified_at(t),
         None => m.tree.latest_verified(),
     };
-    rec.map(|r| r.id).ok_or_else(|| anyhow!("{}: no verified backup on this medium{}", m.root.display(),
-        at.map(|t| format!(" at or before {t}")).unwrap_or_default()))
+    rec.map(|r| r.id).ok_or_else(|| {
+        anyhow!(
+            "{}: no verified backup on this medium{}",
+            m.root.display(),
+            at.map(|t| format!(" at or before {t}")).unwrap_or_default()
+        )
+    })
 }
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
     let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
-    let kind = a.kind.unwrap_or(if m.tree.latest_verified().is_some() { Kind::Micro } else { Kind::Monthly });
-    let parent = if kind.is_full() { None } else { a.parent.or(m.tree.latest_verified().map(|r| r.id)) };
+    let kind = a.kind.unwrap_or(if m.tree.latest_verified().is_some() {
+        Kind::Micro
+    } else {
+        Kind::Monthly
+    });
+    let parent = if kind.is_full() {
+        None
+    } else {
+        a.parent.or(m.tree.latest_verified().map(|r| r.id))
+    };
     let cancel = AtomicBool::new(false);
     let bar = meter("backup", None, a.json);
-    let req = backup::Request { kind, parent, at: a.at.unwrap_or_else(Utc::now), config: &cfg, meter: &bar, cancel: &cancel };
+    let req = backup::Request {
+        kind,
+        parent,
+        at: a.at.unwrap_or_else(Utc::now),
+        config: &cfg,
+        meter: &bar,
+        cancel: &cancel,
+    };
     let header = backup::run(&mut m, &req)?;
     let report = if a.no_verify {
         None
@@ -366,15 +424,19 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     let mut m = Medium::open_write(&a.medium, 3)?;
     let bar = meter("verify", None, a.json);
-    let reports = if a.all {
-        verify::verify_all(&mut m, a.read_all, &bar)?
-    } else {
-        let id = match a.id {
-            Some(id) => id,
-            None => m.tree.backups.last().map(|b| b.id).ok_or_else(|| anyhow!("{}: no backups on this medium", a.medium.display()))?,
+    let reports =
+        if a.all {
+            verify::verify_all(&mut m, a.read_all, &bar)?
+        } else {
+            let id =
+                match a.id {
+                    Some(id) => id,
+                    None => m.tree.backups.last().map(|b| b.id).ok_or_else(|| {
+                        anyhow!("{}: no backups on this medium", a.medium.display())
+                    })?,
+                };
+            vec![verify::verify(&mut m, id, a.read_all, &bar)?]
         };
-        vec![verify::verify(&mut m, id, a.read_all, &bar)?]
-    };
     if a.json {
         print_json(&reports)?;
     } else {
@@ -382,7 +444,11 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             output::print_verify(r);
         }
     }
-    Ok(if reports.iter().all(|r| r.ok) { 0 } else { EXIT_VERIFY_FAILED })
+    Ok(if reports.iter().all(|r| r.ok) {
+        0
+    } else {
+        EXIT_VERIFY_FAILED
+    })
 }
 
 fn cmd_restore(a: RestoreArgs) -> Result<u8> {
@@ -395,14 +461,21 @@ fn cmd_restore(a: RestoreArgs) -> Result<u8> {
     };
     let total = m.tree.get(id).map(|r| r.bytes_total);
     let bar = meter("restore", total, a.json || a.dry_run);
-    let opts = restore::Options { target, paths: a.paths, dry_run: a.dry_run, overwrite: a.overwrite };
+    let opts = restore::Options {
+        target,
+        paths: a.paths,
+        dry_run: a.dry_run,
+        overwrite: a.overwrite,
+    };
     let r = restore::restore(&m, id, &opts, &bar)?;
     if a.json {
         print_json(&r)?;
     } else {
         output::print_restore(&r);
     }
-    Ok(if r.problems.is_empty() && r.skipped_newer.is_empty() { 0 } else { EXIT_PROBLEMS })
+    Ok(if r.problems.is_empty() && r.skipped_newer.is_empty() {
+        0
+    } else {
+        EXIT_PROBLEMS
+    })
 }
-
-

@@ -19,7 +19,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { owner: true, xattrs: true, dir_times: true }
+        Options {
+            owner: true,
+            xattrs: true,
+            dir_times: true,
+        }
     }
 }
 
@@ -28,7 +32,15 @@ pub fn trees(a: &Path, b: &Path, opts: Options) -> Vec<String> {
     let mut out = Vec::new();
     let mut links_a = HashMap::new();
     let mut links_b = HashMap::new();
-    walk(a, b, Path::new(""), opts, &mut out, &mut links_a, &mut links_b);
+    walk(
+        a,
+        b,
+        Path::new(""),
+        opts,
+        &mut out,
+        &mut links_a,
+        &mut links_b,
+    );
     out
 }
 
@@ -75,21 +87,37 @@ fn walk(
         (Ok(_), Err(_)) => return out.push(format!("{}: only in {}", rel.display(), a.display())),
         (Err(e), Err(_)) => return out.push(format!("{}: {e}", rel.display())),
     };
-    let name = if rel.as_os_str().is_empty() { ".".to_string() } else { rel.display().to_string() };
+    let name = if rel.as_os_str().is_empty() {
+        ".".to_string()
+    } else {
+        rel.display().to_string()
+    };
     let mut diff = |what: &str, x: String, y: String| {
         if x != y {
             out.push(format!("{name}: {what} {x} != {y}"));
         }
     };
-    diff("type", format!("{:?}", ma.file_type()), format!("{:?}", mb.file_type()));
+    diff(
+        "type",
+        format!("{:?}", ma.file_type()),
+        format!("{:?}", mb.file_type()),
+    );
     if ma.file_type() != mb.file_type() {
         return;
     }
     if !ma.file_type().is_symlink() {
-        diff("mode", format!("{:o}", ma.mode() & 0o7777), format!("{:o}", mb.mode() & 0o7777));
+        diff(
+            "mode",
+            format!("{:o}", ma.mode() & 0o7777),
+            format!("{:o}", mb.mode() & 0o7777),
+        );
     }
     if opts.owner {
-        diff("owner", format!("{}:{}", ma.uid(), ma.gid()), format!("{}:{}", mb.uid(), mb.gid()));
+        diff(
+            "owner",
+            format!("{}:{}", ma.uid(), ma.gid()),
+            format!("{}:{}", mb.uid(), mb.gid()),
+        );
     }
     if !ma.is_dir() || opts.dir_times {
         let t = |m: &fs::Metadata| scan::time_ns(m.mtime(), m.mtime_nsec()).to_string();
@@ -106,17 +134,31 @@ fn walk(
             out.push(format!("{name}: content differs"));
         }
         if ma.nlink() > 1 || mb.nlink() > 1 {
-            let first_a = links_a.entry((ma.dev(), ma.ino())).or_insert_with(|| name.clone()).clone();
-            let first_b = links_b.entry((mb.dev(), mb.ino())).or_insert_with(|| name.clone()).clone();
+            let first_a = links_a
+                .entry((ma.dev(), ma.ino()))
+                .or_insert_with(|| name.clone())
+                .clone();
+            let first_b = links_b
+                .entry((mb.dev(), mb.ino()))
+                .or_insert_with(|| name.clone())
+                .clone();
             if first_a != first_b {
-                out.push(format!("{name}: hard-linked with {first_a} in one tree, {first_b} in the other"));
+                out.push(format!(
+                    "{name}: hard-linked with {first_a} in one tree, {first_b} in the other"
+                ));
             }
         }
     } else if ft.is_symlink() {
-        diff("target", format!("{:?}", fs::read_link(&pa).ok()), format!("{:?}", fs::read_link(&pb).ok()));
+        diff(
+            "target",
+            format!("{:?}", fs::read_link(&pa).ok()),
+            format!("{:?}", fs::read_link(&pb).ok()),
+        );
     } else if ft.is_dir() {
         let names = |p: &Path| -> Vec<_> {
-            let mut v: Vec<_> = fs::read_dir(p).map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name())).collect()).unwrap_or_default();
+            let mut v: Vec<_> = fs::read_dir(p)
+                .map(|r| r.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+                .unwrap_or_default();
             v.sort();
             v
         };

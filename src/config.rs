@@ -15,7 +15,10 @@ pub enum ConfigError {
     #[error("config {}: {detail}", path.display())]
     Invalid { path: PathBuf, detail: String },
     #[error("config {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The file as written (every key optional; defaults from the spec).
@@ -115,7 +118,11 @@ impl Config {
 pub fn build_excludes(patterns: &[String]) -> Result<GlobSet, String> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        let pat = if p.contains('/') { p.clone() } else { format!("**/{p}") };
+        let pat = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("**/{p}")
+        };
         let g = globset::GlobBuilder::new(&pat)
             .literal_separator(true)
             .build()
@@ -148,9 +155,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        assert!(parse("compression_level: 40").unwrap_err().contains("compression_level"));
-        assert!(parse("sources: [relative/path]").unwrap_err().contains("sources"));
-        assert!(parse("one_file_system: maybe").unwrap_err().contains("one_file_system"));
+        assert!(parse("compression_level: 40")
+            .unwrap_err()
+            .contains("compression_level"));
+        assert!(parse("sources: [relative/path]")
+            .unwrap_err()
+            .contains("sources"));
+        assert!(parse("one_file_system: maybe")
+            .unwrap_err()
+            .contains("one_file_system"));
         assert!(parse("exclude: ['a[']").unwrap_err().contains("exclude"));
     }
 

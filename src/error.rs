@@ -22,13 +22,21 @@ pub enum Error {
     #[error("{}: not a trayback medium (no trayback/media.yaml); enrol it with `trayback media init`", .0.display())]
     NotEnrolled(PathBuf),
     #[error("{}: already enrolled as medium {id} ({label:?}); use --force to wipe it and enrol it anew", path.display())]
-    AlreadyEnrolled { path: PathBuf, id: String, label: String },
+    AlreadyEnrolled {
+        path: PathBuf,
+        id: String,
+        label: String,
+    },
     #[error("{}: medium is in use by another trayback process (lock held)", .0.display())]
     Locked(PathBuf),
     #[error("{}: damaged medium: {detail}", path.display())]
     Damaged { path: PathBuf, detail: String },
     #[error("{}: format version {found} is not supported (this trayback reads version {supported})", path.display())]
-    Version { path: PathBuf, found: u32, supported: u32 },
+    Version {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("backup {0} is not on this medium")]
     NoSuchBackup(BackupId),
     #[error("block {0} is missing from the medium")]

@@ -24,16 +24,26 @@ pub fn check_entry(rel: &Path, e: &Entry) -> Result<()> {
     };
     if let Some(reason) = bad_name(&e.name.0) {
         return Err(Error::Hostile {
-            path: format!("{}/{}", rel.parent().unwrap_or(Path::new("")).display(), e.name.lossy()),
+            path: format!(
+                "{}/{}",
+                rel.parent().unwrap_or(Path::new("")).display(),
+                e.name.lossy()
+            ),
             reason: reason.to_string(),
         });
     }
     match e.kind {
         EntryKind::Dir if e.subtree.is_none() => Err(hostile("is a directory without a listing")),
         EntryKind::Symlink if e.target.is_none() => Err(hostile("is a symlink without a target")),
-        EntryKind::Char | EntryKind::Block if e.rdev.is_none() => Err(hostile("is a device without a device number")),
-        k if k != EntryKind::File && !e.blocks.is_empty() => Err(hostile("is not a file but has content")),
-        EntryKind::File if e.blocks.len() as u64 != e.size.div_ceil(crate::store::BLOCK_SIZE as u64) => {
+        EntryKind::Char | EntryKind::Block if e.rdev.is_none() => {
+            Err(hostile("is a device without a device number"))
+        }
+        k if k != EntryKind::File && !e.blocks.is_empty() => {
+            Err(hostile("is not a file but has content"))
+        }
+        EntryKind::File
+            if e.blocks.len() as u64 != e.size.div_ceil(crate::store::BLOCK_SIZE as u64) =>
+        {
             Err(hostile("has a block list that does not match its size"))
         }
         _ => Ok(()),
@@ -41,7 +51,12 @@ pub fn check_entry(rel: &Path, e: &Entry) -> Result<()> {
 }
 
 /// Walk the tree under listing `id` in pre-order (sorted by name); `prefix` is its path.
-pub fn walk(m: &Medium, id: &BlockId, prefix: &Path, f: &mut dyn FnMut(&Path, &Entry) -> Result<Step>) -> Result<()> {
+pub fn walk(
+    m: &Medium,
+    id: &BlockId,
+    prefix: &Path,
+    f: &mut dyn FnMut(&Path, &Entry) -> Result<Step>,
+) -> Result<()> {
     let listing = m.listing(id)?;
     for e in &listing.entries {
         let rel = prefix.join(e.name.as_os());
@@ -63,7 +78,10 @@ pub fn components(path: &Path) -> Result<Vec<&std::ffi::OsStr>> {
             Component::RootDir | Component::CurDir => {}
             Component::Normal(n) => out.push(n),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::Refused(format!("{}: paths in a backup cannot contain \"..\"", path.display())))
+                return Err(Error::Refused(format!(
+                    "{}: paths in a backup cannot contain \"..\"",
+                    path.display()
+                )))
             }
         }
     }
@@ -78,7 +96,10 @@ pub fn lookup(m: &Medium, root: &BlockId, path: &Path) -> Result<Option<Vec<Entr
     let comps = components(path)?;
     let mut rel = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        let Some(e) = listing.get(std::os::unix::ffi::OsStrExt::as_bytes(*c)).cloned() else {
+        let Some(e) = listing
+            .get(std::os::unix::ffi::OsStrExt::as_bytes(*c))
+            .cloned()
+        else {
             return Ok(None);
         };
         rel.push(c);

@@ -43,7 +43,10 @@ impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => s.serialize_str(t),
-            Err(_) => BytesRepr::Hex { hex: hex::encode(&self.0) }.serialize(s),
+            Err(_) => BytesRepr::Hex {
+                hex: hex::encode(&self.0),
+            }
+            .serialize(s),
         }
     }
 }
@@ -52,7 +55,9 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match BytesRepr::deserialize(d)? {
             BytesRepr::Text(t) => Ok(Bytes(t.into_bytes())),
-            BytesRepr::Hex { hex } => hex::decode(hex).map(Bytes).map_err(serde::de::Error::custom),
+            BytesRepr::Hex { hex } => hex::decode(hex)
+                .map(Bytes)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -181,13 +186,17 @@ impl Listing {
 
     /// Decode and check a listing: known format, names valid and strictly sorted.
     pub fn decode(bytes: &[u8]) -> Result<Listing, String> {
-        let l: Listing = serde_json::from_slice(bytes).map_err(|e| format!("listing does not parse: {e}"))?;
+        let l: Listing =
+            serde_json::from_slice(bytes).map_err(|e| format!("listing does not parse: {e}"))?;
         if l.format != LISTING_FORMAT {
             return Err(format!("listing format {} is not supported", l.format));
         }
         for w in l.entries.windows(2) {
             if w[0].name >= w[1].name {
-                return Err(format!("listing entries out of order or repeated at {:?}", w[1].name.lossy()));
+                return Err(format!(
+                    "listing entries out of order or repeated at {:?}",
+                    w[1].name.lossy()
+                ));
             }
         }
         Ok(l)
@@ -238,7 +247,10 @@ mod tests {
             subtree: None,
             target: None,
             rdev: None,
-            xattrs: vec![Xattr { name: Bytes(b"user.a".to_vec()), value: Binary(vec![0, 255]) }],
+            xattrs: vec![Xattr {
+                name: Bytes(b"user.a".to_vec()),
+                value: Binary(vec![0, 255]),
+            }],
         }
     }
 
@@ -254,8 +266,13 @@ mod tests {
 
     #[test]
     fn repeated_names_are_refused() {
-        let l = Listing { format: 1, entries: vec![entry(b"a"), entry(b"a")] };
-        assert!(Listing::decode(&l.encode()).unwrap_err().contains("repeated"));
+        let l = Listing {
+            format: 1,
+            entries: vec![entry(b"a"), entry(b"a")],
+        };
+        assert!(Listing::decode(&l.encode())
+            .unwrap_err()
+            .contains("repeated"));
     }
 
     #[test]

@@ -110,7 +110,10 @@ pub struct Medium {
 }
 
 pub fn host_name() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -135,7 +138,11 @@ impl Medium {
                     Ok(m) => (m.media_id.to_string(), m.label),
                     Err(_) => ("(unreadable)".into(), String::new()),
                 };
-                return Err(Error::AlreadyEnrolled { path: root.to_path_buf(), id, label });
+                return Err(Error::AlreadyEnrolled {
+                    path: root.to_path_buf(),
+                    id,
+                    label,
+                });
             }
             let lock = lock_file(&dir, true)?;
             // Unenrol first (the marker goes before the data), then wipe.
@@ -155,9 +162,11 @@ impl Medium {
             let p = dir.join(sub);
             fsio::create_dir_durable(&p).at(&p)?;
         }
+        drop(lock_file(&dir, true)?);
         let tmp = dir.join("tmp");
         let tree = serde_yaml::to_string(&Tree::default()).unwrap();
-        fsio::atomic_write(&tmp, &dir.join("tree.yaml"), tree.as_bytes()).at(dir.join("tree.yaml"))?;
+        fsio::atomic_write(&tmp, &dir.join("tree.yaml"), tree.as_bytes())
+            .at(dir.join("tree.yaml"))?;
         let media = MediaFile {
             format: MEDIA_FORMAT,
             media_id: MediaId(uuid::Uuid::new_v4()),
@@ -183,7 +192,11 @@ impl Medium {
         }
         let m: MediaFile = read_yaml(&path)?;
         if m.format != MEDIA_FORMAT {
-            return Err(Error::Version { path, found: m.format, supported: MEDIA_FORMAT });
+            return Err(Error::Version {
+                path,
+                found: m.format,
+                supported: MEDIA_FORMAT,
+            });
         }
         Ok(m)
     }
@@ -201,13 +214,24 @@ impl Medium {
     fn open(root: &Path, write: bool, level: i32) -> Result<Medium> {
         let media = Medium::identify(root)?;
         let dir = root.join("trayback");
-        let lock = if write { Some(lock_file(&dir, false)?) } else { None };
+        let lock = if write {
+            Some(lock_file(&dir, false)?)
+        } else {
+            None
+        };
         let tree = read_tree(&dir)?;
         let (store, damage) = Store::open(&dir, level)?;
         for d in &damage {
             warn!(path = %d.path.display(), detail = %d.detail, "unreadable pack");
         }
-        let mut m = Medium { root: root.to_path_buf(), dir, media, tree, store, lock };
+        let mut m = Medium {
+            root: root.to_path_buf(),
+            dir,
+            media,
+            tree,
+            store,
+            lock,
+        };
         if write {
             m.recover()?;
         }
@@ -291,10 +315,17 @@ impl Medium {
         let path = self.backup_dir(id).join("header.yaml");
         let h: BackupHeader = read_yaml(&path)?;
         if h.format != HEADER_FORMAT {
-            return Err(Error::Version { path, found: h.format, supported: HEADER_FORMAT });
+            return Err(Error::Version {
+                path,
+                found: h.format,
+                supported: HEADER_FORMAT,
+            });
         }
         if h.id != id {
-            return Err(Error::Damaged { path, detail: format!("header names backup {} instead", h.id) });
+            return Err(Error::Damaged {
+                path,
+                detail: format!("header names backup {} instead", h.id),
+            });
         }
         Ok(h)
     }
@@ -307,7 +338,9 @@ impl Medium {
 
     /// Free bytes on the medium's file system (for an unprivileged writer).
     pub fn free_space(&self) -> Result<u64> {
-        let st = rustix::fs::statvfs(&self.dir).map_err(std::io::Error::from).at(&self.dir)?;
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(std::io::Error::from)
+            .at(&self.dir)?;
         Ok(st.f_bavail * st.f_frsize)
     }
 }
@@ -322,9 +355,14 @@ fn read_tree(dir: &Path) -> Result<Tree> {
         e => e,
     })?;
     if tree.format != TREE_FORMAT {
-        return Err(Error::Version { path, found: tree.format, supported: TREE_FORMAT });
+        return Err(Error::Version {
+            path,
+            found: tree.format,
+            supported: TREE_FORMAT,
+        });
     }
-    tree.check().map_err(|detail| Error::Damaged { path, detail })?;
+    tree.check()
+        .map_err(|detail| Error::Damaged { path, detail })?;
     Ok(tree)
 }
 
@@ -335,10 +373,21 @@ fn lock_file(dir: &Path, create_dirs: bool) -> Result<File> {
         fsio::create_dir_durable(&locks).at(&locks)?;
     }
     let path = locks.join("lock");
-    let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .at(&path)?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked(dir.parent().unwrap_or(dir).to_path_buf())),
-        Err(e) => Err(Error::Io { path, source: e.into() }),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err(Error::Locked(dir.parent().unwrap_or(dir).to_path_buf()))
+        }
+        Err(e) => Err(Error::Io {
+            path,
+            source: e.into(),
+        }),
     }
 }

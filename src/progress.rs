@@ -28,10 +28,17 @@ impl Meter {
         } else {
             "{prefix:>8} {spinner} {bytes} {binary_bytes_per_sec} {msg}"
         };
-        bar.set_style(ProgressStyle::with_template(template).unwrap().progress_chars("=> "));
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .unwrap()
+                .progress_chars("=> "),
+        );
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        Meter { bar: Some(bar), ..Meter::default() }
+        Meter {
+            bar: Some(bar),
+            ..Meter::default()
+        }
     }
 
     pub fn set_total(&self, total: u64) {

@@ -34,8 +34,11 @@ pub struct LsRow {
 }
 
 pub fn mtime(e: &Entry) -> DateTime<Utc> {
-    DateTime::from_timestamp(e.mtime_ns.div_euclid(1_000_000_000), e.mtime_ns.rem_euclid(1_000_000_000) as u32)
-        .unwrap_or_default()
+    DateTime::from_timestamp(
+        e.mtime_ns.div_euclid(1_000_000_000),
+        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .unwrap_or_default()
 }
 
 fn mode_string(e: &Entry) -> String {
@@ -70,12 +73,15 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
         Some(p) if m.tree.get(p).is_some() => Some(root_of(m, p)?),
         _ => None,
     };
-    let chain = index::lookup(m, &header.root, path)?
-        .ok_or_else(|| crate::error::Error::Refused(format!("{} is not in backup {id}", path.display())))?;
+    let chain = index::lookup(m, &header.root, path)?.ok_or_else(|| {
+        crate::error::Error::Refused(format!("{} is not in backup {id}", path.display()))
+    })?;
     let base: PathBuf = Path::new("/").join(path.strip_prefix("/").unwrap_or(path));
     let mut rows = Vec::new();
     let origin = |rel: &Path, e: &Entry| -> Result<Origin> {
-        let Some(pr) = &parent_root else { return Ok(Origin::Stored) };
+        let Some(pr) = &parent_root else {
+            return Ok(Origin::Stored);
+        };
         Ok(match index::lookup(m, pr, rel)? {
             Some(c) if c.last().is_some_and(|p| p.same_as(e)) => Origin::Unchanged,
             _ => Origin::Stored,
@@ -127,16 +133,30 @@ pub fn versions(m: &Medium, path: &Path) -> Result<Vec<Version>> {
     let mut out: Vec<Version> = Vec::new();
     for rec in &m.tree.backups {
         let root = root_of(m, rec.id)?;
-        let Some(chain) = index::lookup(m, &root, path)? else { continue };
+        let Some(chain) = index::lookup(m, &root, path)? else {
+            continue;
+        };
         let Some(e) = chain.last() else { continue };
         let content = match e.kind {
             EntryKind::File => e.content_id().to_string(),
-            EntryKind::Symlink => format!("-> {}", e.target.as_ref().map(|t| t.lossy()).unwrap_or_default()),
+            EntryKind::Symlink => format!(
+                "-> {}",
+                e.target.as_ref().map(|t| t.lossy()).unwrap_or_default()
+            ),
             k => format!("{k:?}").to_lowercase(),
         };
-        match out.iter_mut().find(|v| v.content == content && v.size == e.size) {
+        match out
+            .iter_mut()
+            .find(|v| v.content == content && v.size == e.size)
+        {
             Some(v) => v.backups.push(rec.id),
-            None => out.push(Version { content, size: e.size, mtime: mtime(e), backups: vec![rec.id], first_seen: rec.started }),
+            None => out.push(Version {
+                content,
+                size: e.size,
+                mtime: mtime(e),
+                backups: vec![rec.id],
+                first_seen: rec.started,
+            }),
         }
     }
     Ok(out)
@@ -161,11 +181,23 @@ pub struct DiffRow {
 /// skipped without being read, so the cost follows the size of the change.
 pub fn diff(m: &Medium, from: BackupId, to: BackupId) -> Result<Vec<DiffRow>> {
     let mut rows = Vec::new();
-    diff_listing(m, Some(root_of(m, from)?), Some(root_of(m, to)?), Path::new("/"), &mut rows)?;
+    diff_listing(
+        m,
+        Some(root_of(m, from)?),
+        Some(root_of(m, to)?),
+        Path::new("/"),
+        &mut rows,
+    )?;
     Ok(rows)
 }
 
-fn diff_listing(m: &Medium, a: Option<BlockId>, b: Option<BlockId>, prefix: &Path, rows: &mut Vec<DiffRow>) -> Result<()> {
+fn diff_listing(
+    m: &Medium,
+    a: Option<BlockId>,
+    b: Option<BlockId>,
+    prefix: &Path,
+    rows: &mut Vec<DiffRow>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
@@ -200,7 +232,14 @@ fn diff_listing(m: &Medium, a: Option<BlockId>, b: Option<BlockId>, prefix: &Pat
                 let (x, y) = (ea.unwrap(), eb.unwrap());
                 let mut x2 = x.clone();
                 x2.subtree = y.subtree;
-                (y, if x2.same_as(y) && x.kind == y.kind { None } else { Some(Change::Changed) })
+                (
+                    y,
+                    if x2.same_as(y) && x.kind == y.kind {
+                        None
+                    } else {
+                        Some(Change::Changed)
+                    },
+                )
             }
         };
         let rel = prefix.join(e.name.as_os());
@@ -208,18 +247,28 @@ fn diff_listing(m: &Medium, a: Option<BlockId>, b: Option<BlockId>, prefix: &Pat
         if let Some(c) = change {
             // A directory whose own attributes changed (e.g. its mtime) only because its
             // contents did is reported through its contents.
-            let dir_content_only = c == Change::Changed && e.kind == EntryKind::Dir && ea.unwrap().kind == EntryKind::Dir && {
-                let mut x = ea.unwrap().clone();
-                x.subtree = e.subtree;
-                x.mtime_ns = e.mtime_ns;
-                x.same_as(e)
-            };
+            let dir_content_only = c == Change::Changed
+                && e.kind == EntryKind::Dir
+                && ea.unwrap().kind == EntryKind::Dir
+                && {
+                    let mut x = ea.unwrap().clone();
+                    x.subtree = e.subtree;
+                    x.mtime_ns = e.mtime_ns;
+                    x.same_as(e)
+                };
             if !dir_content_only {
-                rows.push(DiffRow { change: c, path: rel.display().to_string(), kind: e.kind });
+                rows.push(DiffRow {
+                    change: c,
+                    path: rel.display().to_string(),
+                    kind: e.kind,
+                });
             }
         }
         if e.kind == EntryKind::Dir || ea.is_some_and(|x| x.kind == EntryKind::Dir) {
-            let sub = |x: Option<&Entry>| x.filter(|x| x.kind == EntryKind::Dir).and_then(|x| x.subtree);
+            let sub = |x: Option<&Entry>| {
+                x.filter(|x| x.kind == EntryKind::Dir)
+                    .and_then(|x| x.subtree)
+            };
             let (sa, sb) = match order {
                 std::cmp::Ordering::Less => (sub(ea), None),
                 std::cmp::Ordering::Greater => (None, sub(eb)),
@@ -236,7 +285,11 @@ fn diff_listing(m: &Medium, a: Option<BlockId>, b: Option<BlockId>, prefix: &Pat
 /// Draw the dependency tree like spec Fig. 2, collapsing runs of micro backups.
 pub fn draw_tree(tree: &Tree) -> String {
     let mut out = String::new();
-    let roots: Vec<_> = tree.backups.iter().filter(|b| b.parent.is_none_or(|p| tree.get(p).is_none())).collect();
+    let roots: Vec<_> = tree
+        .backups
+        .iter()
+        .filter(|b| b.parent.is_none_or(|p| tree.get(p).is_none()))
+        .collect();
     for r in roots {
         draw_node(tree, r.id, "", true, true, &mut out);
     }
@@ -260,15 +313,29 @@ fn draw_node(tree: &Tree, id: BackupId, prefix: &str, last: bool, root: bool, ou
     loop {
         let cur = *chain.last().unwrap();
         let kids: Vec<_> = tree.children(cur).collect();
-        if kids.len() == 1 && kids[0].kind == crate::tree::Kind::Micro && tree.get(cur).unwrap().kind == crate::tree::Kind::Micro {
+        if kids.len() == 1
+            && kids[0].kind == crate::tree::Kind::Micro
+            && tree.get(cur).unwrap().kind == crate::tree::Kind::Micro
+        {
             chain.push(kids[0].id);
         } else {
             break;
         }
     }
-    let connector = if root { "" } else if last { "└── " } else { "├── " };
+    let connector = if root {
+        ""
+    } else if last {
+        "└── "
+    } else {
+        "├── "
+    };
     let text = if chain.len() > 2 {
-        format!("{} … #{} ({} micro)", label(tree, chain[0]), chain.last().unwrap(), chain.len())
+        format!(
+            "{} … #{} ({} micro)",
+            label(tree, chain[0]),
+            chain.last().unwrap(),
+            chain.len()
+        )
     } else {
         label(tree, id)
     };
@@ -278,7 +345,11 @@ fn draw_node(tree: &Tree, id: BackupId, prefix: &str, last: bool, root: bool, ou
     }
     let end = *chain.last().unwrap();
     let kids: Vec<_> = tree.children(end).map(|b| b.id).collect();
-    let child_prefix = if root { prefix.to_string() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
+    let child_prefix = if root {
+        prefix.to_string()
+    } else {
+        format!("{prefix}{}", if last { "    " } else { "│   " })
+    };
     for (i, k) in kids.iter().enumerate() {
         draw_node(tree, *k, &child_prefix, i + 1 == kids.len(), false, out);
     }

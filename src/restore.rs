@@ -74,7 +74,11 @@ fn plan(m: &Medium, root: &crate::ids::BlockId, paths: &[PathBuf]) -> Result<Vec
     let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
     let mut push = |items: &mut Vec<Item>, rel: &Path, e: &Entry| {
         if seen.insert(rel.to_path_buf()) {
-            items.push(Item { rel: rel.to_path_buf(), entry: e.clone(), link_to: None });
+            items.push(Item {
+                rel: rel.to_path_buf(),
+                entry: e.clone(),
+                link_to: None,
+            });
         }
     };
     if paths.is_empty() {
@@ -136,17 +140,27 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         dry_run: opts.dry_run,
         ..Report::default()
     };
-    let total: u64 = items.iter().filter(|i| i.link_to.is_none()).map(|i| i.entry.size).sum();
+    let total: u64 = items
+        .iter()
+        .filter(|i| i.link_to.is_none())
+        .map(|i| i.entry.size)
+        .sum();
     meter.set_total(total);
     if opts.dry_run {
-        report.planned = items.iter().map(|i| base.join(&i.rel).display().to_string()).collect();
+        report.planned = items
+            .iter()
+            .map(|i| base.join(&i.rel).display().to_string())
+            .collect();
         tally(&mut report, &items);
         return Ok(report);
     }
     if let Target::Dir(d) = &opts.target {
         fs::create_dir_all(d).at(d)?;
         if !fs::metadata(d).at(d)?.is_dir() {
-            return Err(Error::Refused(format!("{}: restore target is not a directory", d.display())));
+            return Err(Error::Refused(format!(
+                "{}: restore target is not a directory",
+                d.display()
+            )));
         }
     }
     let is_root = rustix::process::geteuid().is_root();
@@ -162,7 +176,10 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         .filter(|i| i.entry.kind != EntryKind::Dir && i.link_to.is_none())
         .try_for_each(|it| -> Result<()> {
             let dest = base.join(&it.rel);
-            if matches!(opts.target, Target::InPlace) && !opts.overwrite && it.entry.kind == EntryKind::File {
+            if matches!(opts.target, Target::InPlace)
+                && !opts.overwrite
+                && it.entry.kind == EntryKind::File
+            {
                 if let Ok(md) = fs::symlink_metadata(&dest) {
                     let existing = crate::scan::time_ns(md.mtime(), md.mtime_nsec());
                     if existing > it.entry.mtime_ns {
@@ -193,7 +210,11 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         replace(&tmp, &dest, opts.overwrite)?;
     }
     // 4. Directory attributes, deepest first (writing into a directory changes its mtime).
-    for it in items.iter().rev().filter(|i| i.entry.kind == EntryKind::Dir) {
+    for it in items
+        .iter()
+        .rev()
+        .filter(|i| i.entry.kind == EntryKind::Dir)
+    {
         apply_meta(&base.join(&it.rel), &it.entry, is_root, &problems);
     }
     meter.finish();
@@ -224,7 +245,10 @@ fn tally(r: &mut Report, items: &[Item]) {
 }
 
 fn temp_name(dest: &Path) -> PathBuf {
-    dest.with_file_name(format!(".trayback-restore.{}", uuid::Uuid::new_v4().simple()))
+    dest.with_file_name(format!(
+        ".trayback-restore.{}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// Ensure `path` is a real directory (never following a symlink into somewhere else).
@@ -233,7 +257,11 @@ fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
         Ok(md) if md.is_dir() => Ok(()),
         Ok(md) => {
             if !overwrite {
-                let what = if md.file_type().is_symlink() { "a symlink" } else { "not a directory" };
+                let what = if md.file_type().is_symlink() {
+                    "a symlink"
+                } else {
+                    "not a directory"
+                };
                 return Err(Error::Refused(format!(
                     "{}: exists and is {what}, where the backup has a directory; refusing to write through it (--overwrite replaces it)",
                     path.display()
@@ -242,8 +270,13 @@ fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
             fs::remove_file(path).at(path)?;
             fs::DirBuilder::new().mode(0o700).create(path).at(path)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new().mode(0o700).create(path).at(path),
-        Err(e) => Err(Error::Io { path: path.to_path_buf(), source: e }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().mode(0o700).create(path).at(path)
+        }
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
     }
 }
 
@@ -283,22 +316,33 @@ fn write_item(m: &Medium, tmp: &Path, e: &Entry, meter: &Meter) -> Result<()> {
                 meter.add(0, data.len() as u64);
             }
             if offset != e.size {
-                return Err(Error::BadBlock { id: e.content_id(), detail: format!("{} bytes of content where {} were recorded", offset, e.size) });
+                return Err(Error::BadBlock {
+                    id: e.content_id(),
+                    detail: format!("{} bytes of content where {} were recorded", offset, e.size),
+                });
             }
             f.set_len(e.size).at(tmp)?;
             meter.add(1, 0);
             Ok(())
         }
-        EntryKind::Symlink => std::os::unix::fs::symlink(e.target.as_ref().unwrap().as_os(), tmp).at(tmp),
+        EntryKind::Symlink => {
+            std::os::unix::fs::symlink(e.target.as_ref().unwrap().as_os(), tmp).at(tmp)
+        }
         EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
             let ft = match e.kind {
                 EntryKind::Fifo => rustix::fs::FileType::Fifo,
                 EntryKind::Char => rustix::fs::FileType::CharacterDevice,
                 _ => rustix::fs::FileType::BlockDevice,
             };
-            rustix::fs::mknodat(rustix::fs::CWD, tmp, ft, rustix::fs::Mode::from_raw_mode(0o600), e.rdev.unwrap_or(0))
-                .map_err(io::Error::from)
-                .at(tmp)
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                tmp,
+                ft,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                e.rdev.unwrap_or(0),
+            )
+            .map_err(io::Error::from)
+            .at(tmp)
         }
         EntryKind::Dir => unreachable!("directories are made by make_dir"),
     }
@@ -332,7 +376,10 @@ fn write_sparse(f: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
 /// Apply owner, xattrs, mode and times; what the target refuses is reported, not fatal.
 fn apply_meta(path: &Path, e: &Entry, is_root: bool, problems: &Mutex<Vec<String>>) {
     let problem = |what: &str, err: &dyn std::fmt::Display| {
-        problems.lock().unwrap().push(format!("{}: cannot restore {what}: {err}", path.display()));
+        problems
+            .lock()
+            .unwrap()
+            .push(format!("{}: cannot restore {what}: {err}", path.display()));
     };
     if is_root {
         if let Err(err) = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)) {
@@ -344,7 +391,12 @@ fn apply_meta(path: &Path, e: &Entry, is_root: bool, problems: &Mutex<Vec<String
             Ok(n) => n,
             Err(_) => continue,
         };
-        if let Err(err) = rustix::fs::lsetxattr(path, name.as_c_str(), &x.value.0, rustix::fs::XattrFlags::empty()) {
+        if let Err(err) = rustix::fs::lsetxattr(
+            path,
+            name.as_c_str(),
+            &x.value.0,
+            rustix::fs::XattrFlags::empty(),
+        ) {
             problem(&format!("xattr {}", x.name.lossy()), &err);
         }
     }
@@ -357,8 +409,16 @@ fn apply_meta(path: &Path, e: &Entry, is_root: bool, problems: &Mutex<Vec<String
         tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
         tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000),
     };
-    let times = rustix::fs::Timestamps { last_access: ts, last_modification: ts };
-    if let Err(err) = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+    let times = rustix::fs::Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    };
+    if let Err(err) = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    ) {
         problem("times", &err);
     }
 }

@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 /// What `lstat` found.
+#[allow(clippy::large_enum_variant)] // built once per file and consumed at once
 pub enum Found {
     Entry(Entry),
     Socket,
@@ -50,7 +51,11 @@ pub fn entry_from(name: &[u8], md: &Metadata) -> Found {
         dev: md.dev(),
         ino: md.ino(),
         nlink: md.nlink(),
-        size: if kind == EntryKind::File { md.size() } else { 0 },
+        size: if kind == EntryKind::File {
+            md.size()
+        } else {
+            0
+        },
         blocks: Vec::new(),
         subtree: None,
         target: None,
@@ -103,7 +108,10 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
         };
         if let Some(len) = len {
             value.truncate(len);
-            out.push(Xattr { name: Bytes(name.to_vec()), value: Binary(value) });
+            out.push(Xattr {
+                name: Bytes(name.to_vec()),
+                value: Binary(value),
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

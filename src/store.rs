@@ -108,10 +108,17 @@ impl Store {
         }
         paths.sort();
         for p in paths {
-            let id = match p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<PackId>().ok()) {
+            let id = match p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<PackId>().ok())
+            {
                 Some(id) => id,
                 None => {
-                    damage.push(PackDamage { path: p, detail: "pack file name is not a pack id".into() });
+                    damage.push(PackDamage {
+                        path: p,
+                        detail: "pack file name is not a pack id".into(),
+                    });
                     continue;
                 }
             };
@@ -119,14 +126,32 @@ impl Store {
             match pack::read_trailer(&file) {
                 Ok(t) => {
                     let len = file.metadata().at(&p)?.len();
-                    store.register(PackInfo { id, writer: t.writer, flags: t.flags, len, present: true }, &t.entries);
+                    store.register(
+                        PackInfo {
+                            id,
+                            writer: t.writer,
+                            flags: t.flags,
+                            len,
+                            present: true,
+                        },
+                        &t.entries,
+                    );
                 }
                 Err(detail) => {
                     // Records describe themselves: index what can still be read.
                     let bytes = fs::read(&p).at(&p)?;
                     let entries = pack::scan_records(&bytes);
                     tracing::warn!(path = %p.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
-                    store.register(PackInfo { id, writer: 0, flags: pack::FLAG_GC, len: bytes.len() as u64, present: true }, &entries);
+                    store.register(
+                        PackInfo {
+                            id,
+                            writer: 0,
+                            flags: pack::FLAG_GC,
+                            len: bytes.len() as u64,
+                            present: true,
+                        },
+                        &entries,
+                    );
                     damage.push(PackDamage { path: p, detail });
                 }
             }
@@ -146,19 +171,31 @@ impl Store {
 
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
         let s = id.to_string();
-        self.dir.join("packs").join(&s[..2]).join(format!("{s}.pack"))
+        self.dir
+            .join("packs")
+            .join(&s[..2])
+            .join(format!("{s}.pack"))
     }
 
     /// The packs present on the medium.
     pub fn packs(&self) -> Vec<PackInfo> {
-        self.packs.read().unwrap().iter().filter(|p| p.present).cloned().collect()
+        self.packs
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|p| p.present)
+            .cloned()
+            .collect()
     }
 
     fn forget_pack(&self, id: &PackId) {
         let mut packs = self.packs.write().unwrap();
         if let Some(n) = packs.iter().position(|p| p.id == *id && p.present) {
             packs[n].present = false;
-            self.index.write().unwrap().retain(|_, loc| loc.pack as usize != n);
+            self.index
+                .write()
+                .unwrap()
+                .retain(|_, loc| loc.pack as usize != n);
         }
     }
 
@@ -202,7 +239,15 @@ impl Store {
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
     }
 
-    fn append(&self, id: BlockId, kind: BlobKind, enc: Encoding, raw_len: u32, payload: &[u8], dedup: bool) -> Result<bool> {
+    fn append(
+        &self,
+        id: BlockId,
+        kind: BlobKind,
+        enc: Encoding,
+        raw_len: u32,
+        payload: &[u8],
+        dedup: bool,
+    ) -> Result<bool> {
         let mut w = self.writing.lock().unwrap();
         if dedup && w.pending.contains(&id) {
             return Ok(false);
@@ -210,7 +255,11 @@ impl Store {
         if w.current.is_none() {
             let pid = PackId::random();
             let tmp = self.dir.join("tmp").join(format!("{pid}.pack"));
-            let file = OpenOptions::new().write(true).create_new(true).open(&tmp).at(&tmp)?;
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .at(&tmp)?;
             w.current = Some((PackWriter::new(pid, file).at(&tmp)?, tmp));
         }
         let (pw, tmp) = w.current.as_mut().unwrap();
@@ -236,7 +285,16 @@ impl Store {
         fsio::create_dir_durable(sub).at(sub)?;
         fs::rename(&tmp, &dest).at(&dest)?;
         fsio::fsync_dir(sub).at(sub)?;
-        self.register(PackInfo { id: pid, writer: w.backup, flags: w.flags, len, present: true }, &entries);
+        self.register(
+            PackInfo {
+                id: pid,
+                writer: w.backup,
+                flags: w.flags,
+                len,
+                present: true,
+            },
+            &entries,
+        );
         for e in &entries {
             w.pending.remove(&e.id);
         }
@@ -287,7 +345,12 @@ impl Store {
 
     /// Read a block or listing blob and check its hash.
     pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let loc = *self.index.read().unwrap().get(id).ok_or(Error::MissingBlock(*id))?;
+        let loc = *self
+            .index
+            .read()
+            .unwrap()
+            .get(id)
+            .ok_or(Error::MissingBlock(*id))?;
         let payload = self.read_payload(loc)?;
         pack::decode(&loc.entry, &payload).map_err(|detail| Error::BadBlock { id: *id, detail })
     }
@@ -295,24 +358,36 @@ impl Store {
     fn read_payload(&self, loc: Loc) -> Result<Vec<u8>> {
         let f = self.file(loc.pack)?;
         let mut buf = vec![0u8; loc.entry.stored_len as usize];
-        f.read_exact_at(&mut buf, loc.entry.offset).map_err(|e| Error::BadBlock {
-            id: loc.entry.id,
-            detail: format!("cannot read from pack: {e}"),
-        })?;
+        f.read_exact_at(&mut buf, loc.entry.offset)
+            .map_err(|e| Error::BadBlock {
+                id: loc.entry.id,
+                detail: format!("cannot read from pack: {e}"),
+            })?;
         Ok(buf)
     }
 
     /// Check that the record header at a block's recorded location names that block
     /// (spec [0040]: each item begins at the offset the index gives).
     pub fn check_location(&self, id: &BlockId) -> Result<()> {
-        let loc = *self.index.read().unwrap().get(id).ok_or(Error::MissingBlock(*id))?;
+        let loc = *self
+            .index
+            .read()
+            .unwrap()
+            .get(id)
+            .ok_or(Error::MissingBlock(*id))?;
         let f = self.file(loc.pack)?;
         let mut h = [0u8; pack::RECORD_HEADER_LEN as usize];
         f.read_exact_at(&mut h, loc.entry.offset - pack::RECORD_HEADER_LEN)
-            .map_err(|e| Error::BadBlock { id: *id, detail: format!("cannot read record header: {e}") })?;
+            .map_err(|e| Error::BadBlock {
+                id: *id,
+                detail: format!("cannot read record header: {e}"),
+            })?;
         match pack::parse_record_header(&h, loc.entry.offset) {
             Some(e) if e == loc.entry => Ok(()),
-            _ => Err(Error::BadBlock { id: *id, detail: "record header at its index location does not match".into() }),
+            _ => Err(Error::BadBlock {
+                id: *id,
+                detail: "record header at its index location does not match".into(),
+            }),
         }
     }
 
@@ -349,14 +424,20 @@ impl Store {
             }
             let path = self.pack_path(&info.id);
             let f = File::open(&path).at(&path)?;
-            let t = pack::read_trailer(&f).map_err(|detail| Error::Damaged { path: path.clone(), detail })?;
+            let t = pack::read_trailer(&f).map_err(|detail| Error::Damaged {
+                path: path.clone(),
+                detail,
+            })?;
             let index = self.index.read().unwrap();
             for e in t.entries {
-                let indexed_here = index.get(&e.id).is_some_and(|l| l.pack as usize == n && l.entry.offset == e.offset);
+                let indexed_here = index
+                    .get(&e.id)
+                    .is_some_and(|l| l.pack as usize == n && l.entry.offset == e.offset);
                 if live.contains(&e.id) && indexed_here {
                     live_per_pack.entry(n as u32).or_default().push(e);
                 } else {
-                    *dead_per_pack.entry(n as u32).or_default() += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
+                    *dead_per_pack.entry(n as u32).or_default() +=
+                        e.stored_len as u64 + pack::RECORD_HEADER_LEN;
                 }
             }
         }
@@ -376,7 +457,8 @@ impl Store {
             } else if dead * 2 > info.len {
                 for e in &alive {
                     let payload = self.read_payload(Loc { pack: n, entry: *e })?;
-                    pack::decode(e, &payload).map_err(|detail| Error::BadBlock { id: e.id, detail })?;
+                    pack::decode(e, &payload)
+                        .map_err(|detail| Error::BadBlock { id: e.id, detail })?;
                     self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
                 }
                 to_delete.push(info.id);

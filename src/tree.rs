@@ -143,17 +143,26 @@ impl Tree {
     pub fn check(&self) -> Result<(), String> {
         for (i, b) in self.backups.iter().enumerate() {
             if b.id >= self.next_id {
-                return Err(format!("backup {} is not below next_id {}", b.id, self.next_id));
+                return Err(format!(
+                    "backup {} is not below next_id {}",
+                    b.id, self.next_id
+                ));
             }
             if self.backups[..i].iter().any(|o| o.id >= b.id) {
                 return Err(format!("backup {} is listed out of order or twice", b.id));
             }
             if let Some(p) = b.parent {
                 if p >= b.id {
-                    return Err(format!("backup {} has a parent {p} that is not older", b.id));
+                    return Err(format!(
+                        "backup {} has a parent {p} that is not older",
+                        b.id
+                    ));
                 }
                 if self.get(p).is_none() {
-                    return Err(format!("backup {} has parent {p}, which is not in the tree", b.id));
+                    return Err(format!(
+                        "backup {} has parent {p}, which is not in the tree",
+                        b.id
+                    ));
                 }
             } else if !b.kind.is_full() {
                 return Err(format!("incremental backup {} has no parent", b.id));

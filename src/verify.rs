@@ -45,7 +45,10 @@ fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
     let path = m.store.pack_path(id);
     let mut damage = Vec::new();
     let mut good = Vec::new();
-    let bad = |detail: String| Damage { what: format!("pack {id}"), detail };
+    let bad = |detail: String| Damage {
+        what: format!("pack {id}"),
+        detail,
+    };
     let mut bytes = Vec::new();
     match File::open(&path) {
         Ok(mut f) => {
@@ -65,13 +68,19 @@ fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
                 let start = (e.offset - pack::RECORD_HEADER_LEN) as usize;
                 let head: &[u8; 44] = bytes[start..start + 44].try_into().unwrap();
                 if pack::parse_record_header(head, e.offset).as_ref() != Some(e) {
-                    damage.push(Damage { what: format!("block {}", e.id), detail: format!("record header in pack {id} does not match the trailer") });
+                    damage.push(Damage {
+                        what: format!("block {}", e.id),
+                        detail: format!("record header in pack {id} does not match the trailer"),
+                    });
                     continue;
                 }
                 let payload = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
                 match pack::decode(e, payload) {
                     Ok(_) => good.push(e.id),
-                    Err(detail) => damage.push(Damage { what: format!("block {}", e.id), detail: format!("in pack {id}: {detail}") }),
+                    Err(detail) => damage.push(Damage {
+                        what: format!("block {}", e.id),
+                        detail: format!("in pack {id}: {detail}"),
+                    }),
                 }
             }
         }
@@ -85,7 +94,11 @@ fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
 pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Result<Report> {
     let header = m.header(id)?;
     m.store.close_files();
-    let packs: Vec<PackId> = if read_all { m.store.packs().iter().map(|p| p.id).collect() } else { header.packs.clone() };
+    let packs: Vec<PackId> = if read_all {
+        m.store.packs().iter().map(|p| p.id).collect()
+    } else {
+        header.packs.clone()
+    };
     if read_all {
         for p in &packs {
             let path = m.store.pack_path(p);
@@ -105,7 +118,11 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         bytes_checked += bytes;
         meter.add(0, bytes);
         for dm in d {
-            if let Some(b) = dm.what.strip_prefix("block ").and_then(|s| s.parse::<BlockId>().ok()) {
+            if let Some(b) = dm
+                .what
+                .strip_prefix("block ")
+                .and_then(|s| s.parse::<BlockId>().ok())
+            {
                 bad_blocks.insert(b, dm.detail.clone());
             }
             damage.push(dm);
@@ -120,7 +137,11 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             return d.is_empty();
         }
         let result = if checked.contains(b) {
-            if checked_loc.insert(*b) { m.store.check_location(b) } else { Ok(()) }
+            if checked_loc.insert(*b) {
+                m.store.check_location(b)
+            } else {
+                Ok(())
+            }
         } else if read_all {
             m.store.read(b).map(|raw| {
                 meter.add(0, raw.len() as u64);
@@ -137,7 +158,10 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             }
             Err(e) => {
                 let detail = e.to_string();
-                damage.push(Damage { what: format!("block {b}"), detail: detail.clone() });
+                damage.push(Damage {
+                    what: format!("block {b}"),
+                    detail: detail.clone(),
+                });
                 bad_blocks.insert(*b, detail);
                 false
             }
@@ -145,21 +169,30 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     };
     let root_ok = m.listing(&header.root);
     if let Err(e) = &root_ok {
-        damage.push(Damage { what: "root listing".into(), detail: e.to_string() });
+        damage.push(Damage {
+            what: "root listing".into(),
+            detail: e.to_string(),
+        });
         affected.push("/".to_string());
     }
     let mut walk_damage = Vec::new();
     if root_ok.is_ok() {
-        walk_listing(m, &header.root, std::path::Path::new("/"), &mut |rel, e, damage: &mut Vec<Damage>| {
-            let mut ok = true;
-            for b in &e.blocks {
-                ok &= check_block(b, damage);
-            }
-            if !ok {
-                affected.push(rel.to_string_lossy().into_owned());
-            }
-            meter.add(u64::from(e.kind == EntryKind::File), 0);
-        }, &mut walk_damage)?;
+        walk_listing(
+            m,
+            &header.root,
+            std::path::Path::new("/"),
+            &mut |rel, e, damage: &mut Vec<Damage>| {
+                let mut ok = true;
+                for b in &e.blocks {
+                    ok &= check_block(b, damage);
+                }
+                if !ok {
+                    affected.push(rel.to_string_lossy().into_owned());
+                }
+                meter.add(u64::from(e.kind == EntryKind::File), 0);
+            },
+            &mut walk_damage,
+        )?;
     }
     damage.extend(walk_damage.iter().cloned());
     for d in &walk_damage {
@@ -182,7 +215,16 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     } else {
         warn!(backup = %id, damaged = damage.len(), files = affected.len(), "backup failed verification");
     }
-    Ok(Report { backup: id, ok, read_all, packs_read: header.packs.len() as u64, blocks_checked, bytes_checked, damage, affected })
+    Ok(Report {
+        backup: id,
+        ok,
+        read_all,
+        packs_read: header.packs.len() as u64,
+        blocks_checked,
+        bytes_checked,
+        damage,
+        affected,
+    })
 }
 
 /// Walk a backup's listings, reporting unreadable listings as damage instead of failing.
@@ -196,7 +238,10 @@ fn walk_listing(
     let listing = match m.listing(id) {
         Ok(l) => l,
         Err(e @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
-            damage.push(Damage { what: format!("listing of {}", prefix.display()), detail: e.to_string() });
+            damage.push(Damage {
+                what: format!("listing of {}", prefix.display()),
+                detail: e.to_string(),
+            });
             return Ok(());
         }
         Err(e) => return Err(e),

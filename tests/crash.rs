@@ -18,11 +18,22 @@ on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
     let b1 = env.backup(&["--kind", "monthly"]);
     // Enough new data (incompressible) that the next backup writes several packs.
     for i in 0..6 {
-        write(&env.src.join(format!("second/f{i}.bin")), &bytes(50 + i, 40 << 20));
+        write(
+            &env.src.join(format!("second/f{i}.bin")),
+            &bytes(50 + i, 40 << 20),
+        );
     }
     for (round, delay_ms) in [(0, 0u64), (1, 150), (2, 600)] {
         let mut child = Command::new(bin())
-            .args(["backup", "--medium", env.medium.to_str().unwrap(), "--source", env.src.to_str().unwrap(), "--kind", "micro"])
+            .args([
+                "backup",
+                "--medium",
+                env.medium.to_str().unwrap(),
+                "--source",
+                env.src.to_str().unwrap(),
+                "--kind",
+                "micro",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -35,7 +46,11 @@ on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
         }
         std::thread::sleep(Duration::from_millis(delay_ms));
         let finished = child.try_wait().unwrap().is_some();
-        rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::Kill).ok();
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::Kill,
+        )
+        .ok();
         child.wait().unwrap();
         if finished {
             eprintln!("round {round}: backup finished before the kill");
@@ -43,9 +58,19 @@ on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
         }
         // Opening for writing runs recovery; every earlier backup verifies in full.
         let out = env.run(&["verify", "--medium", "{medium}", "--all", "--read-all"]);
-        assert!(out.status.success(), "round {round}: {}\n{}", text(&out.stdout), text(&out.stderr));
-        let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
-        assert_eq!(list.as_array().unwrap().len(), 1, "round {round}: the partial backup is gone: {list}");
+        assert!(
+            out.status.success(),
+            "round {round}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        let list: serde_json::Value =
+            serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
+        assert_eq!(
+            list.as_array().unwrap().len(),
+            1,
+            "round {round}: the partial backup is gone: {list}"
+        );
         assert_eq!(packs_in(&tmp), 0, "round {round}: recovery emptied tmp/");
         let restored = env.restore(b1, &format!("restore{round}"));
         assert_same(&snap, &restored);

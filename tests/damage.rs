@@ -15,49 +15,87 @@ fn packs(env: &Env) -> Vec<std::path::PathBuf> {
     out
 }
 
-on_both_media!(one_flipped_byte_fails_verify_and_names_the_file, |env: &Env| {
-    env.init();
-    write(&env.src.join("small.txt"), b"tiny file");
-    write(&env.src.join("victim.bin"), &bytes(5, 2 << 20));
-    let b = env.backup(&["--kind", "monthly"]);
-    env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
-    // The pack holds victim.bin's 8 blocks (incompressible, so stored raw) then small
-    // blobs; a byte a quarter of the way in lies inside victim.bin's content.
-    let pack = packs(env).into_iter().next().unwrap();
-    let f = fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
-    let at = f.metadata().unwrap().len() / 4;
-    let mut byte = [0u8];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    let out = env.run(&["verify", "--medium", "{medium}", &b.to_string(), "--read-all"]);
-    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("victim.bin"), "{stdout}");
-    assert!(!stdout.contains("small.txt"), "{stdout}");
-    // The damaged backup is no longer verified, so it is never a parent.
-    let list: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
-    assert_eq!(list[0]["verified"], false);
-    // Restoring it fails loudly rather than writing wrong bytes.
-    let to = env.path("r");
-    let out = env.run(&["restore", "--medium", "{medium}", "--backup", &b.to_string(), "--to", to.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("damaged"), "{}", text(&out.stderr));
-});
+on_both_media!(
+    one_flipped_byte_fails_verify_and_names_the_file,
+    |env: &Env| {
+        env.init();
+        write(&env.src.join("small.txt"), b"tiny file");
+        write(&env.src.join("victim.bin"), &bytes(5, 2 << 20));
+        let b = env.backup(&["--kind", "monthly"]);
+        env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
+        // The pack holds victim.bin's 8 blocks (incompressible, so stored raw) then small
+        // blobs; a byte a quarter of the way in lies inside victim.bin's content.
+        let pack = packs(env).into_iter().next().unwrap();
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&pack)
+            .unwrap();
+        let at = f.metadata().unwrap().len() / 4;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let out = env.run(&[
+            "verify",
+            "--medium",
+            "{medium}",
+            &b.to_string(),
+            "--read-all",
+        ]);
+        assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("victim.bin"), "{stdout}");
+        assert!(!stdout.contains("small.txt"), "{stdout}");
+        // The damaged backup is no longer verified, so it is never a parent.
+        let list: serde_json::Value =
+            serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
+        assert_eq!(list[0]["verified"], false);
+        // Restoring it fails loudly rather than writing wrong bytes.
+        let to = env.path("r");
+        let out = env.run(&[
+            "restore",
+            "--medium",
+            "{medium}",
+            "--backup",
+            &b.to_string(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("damaged"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+);
 
-on_both_media!(a_truncated_pack_fails_verify_but_its_records_are_salvaged, |env: &Env| {
-    env.init();
-    write(&env.src.join("data.bin"), &bytes(8, 1 << 20));
-    let b = env.backup(&["--kind", "monthly"]);
-    let pack = packs(env).into_iter().next().unwrap();
-    let len = fs::metadata(&pack).unwrap().len();
-    // Cut the footer and part of the trailer off, as a torn write would.
-    fs::OpenOptions::new().write(true).open(&pack).unwrap().set_len(len - 100).unwrap();
-    let out = env.run(&["verify", "--medium", "{medium}", &b.to_string()]);
-    assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stdout).contains("truncated pack"), "{}", text(&out.stdout));
-    // Every record is still there, so the backup still restores byte-for-byte.
-    let restored = env.restore(b, "r");
-    assert_same(&env.src, &restored);
-});
+on_both_media!(
+    a_truncated_pack_fails_verify_but_its_records_are_salvaged,
+    |env: &Env| {
+        env.init();
+        write(&env.src.join("data.bin"), &bytes(8, 1 << 20));
+        let b = env.backup(&["--kind", "monthly"]);
+        let pack = packs(env).into_iter().next().unwrap();
+        let len = fs::metadata(&pack).unwrap().len();
+        // Cut the footer and part of the trailer off, as a torn write would.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&pack)
+            .unwrap()
+            .set_len(len - 100)
+            .unwrap();
+        let out = env.run(&["verify", "--medium", "{medium}", &b.to_string()]);
+        assert_eq!(out.status.code(), Some(4));
+        assert!(
+            text(&out.stdout).contains("truncated pack"),
+            "{}",
+            text(&out.stdout)
+        );
+        // Every record is still there, so the backup still restores byte-for-byte.
+        let restored = env.restore(b, "r");
+        assert_same(&env.src, &restored);
+    }
+);

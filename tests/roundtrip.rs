@@ -6,50 +6,82 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use util::*;
 
-on_both_media!(every_backup_restores_exactly_as_the_tree_was, |env: &Env| {
-    env.init();
-    make_rich_tree(&env.src);
-    let snap1 = env.path("snap1");
-    snapshot(&env.src, &snap1);
-    let b1 = env.backup(&["--kind", "monthly"]);
+on_both_media!(
+    every_backup_restores_exactly_as_the_tree_was,
+    |env: &Env| {
+        env.init();
+        make_rich_tree(&env.src);
+        let snap1 = env.path("snap1");
+        snapshot(&env.src, &snap1);
+        let b1 = env.backup(&["--kind", "monthly"]);
 
-    // modify, add, delete, chmod, touch
-    write(&env.src.join("docs/readme.txt"), b"changed content\n");
-    write(&env.src.join("new/dir/added.txt"), &bytes(9, 300_000));
-    fs::remove_file(env.src.join("deep/a/b/c/d/file")).unwrap();
-    fs::set_permissions(env.src.join("docs/report.bin"), fs::Permissions::from_mode(0o600)).unwrap();
-    let t = rustix::fs::Timespec { tv_sec: 1_000_000_000, tv_nsec: 123_456_789 };
-    rustix::fs::utimensat(rustix::fs::CWD, &env.src.join("empty"), &rustix::fs::Timestamps { last_access: t, last_modification: t }, rustix::fs::AtFlags::empty()).unwrap();
-    let snap2 = env.path("snap2");
-    snapshot(&env.src, &snap2);
-    let b2 = env.backup(&["--kind", "daily"]);
+        // modify, add, delete, chmod, touch
+        write(&env.src.join("docs/readme.txt"), b"changed content\n");
+        write(&env.src.join("new/dir/added.txt"), &bytes(9, 300_000));
+        fs::remove_file(env.src.join("deep/a/b/c/d/file")).unwrap();
+        fs::set_permissions(
+            env.src.join("docs/report.bin"),
+            fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let t = rustix::fs::Timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123_456_789,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            env.src.join("empty"),
+            &rustix::fs::Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        let snap2 = env.path("snap2");
+        snapshot(&env.src, &snap2);
+        let b2 = env.backup(&["--kind", "daily"]);
 
-    let h2 = env.header(b2);
-    assert_eq!(h2["parent"].as_u64(), Some(b1));
-    // readme + its hard link (changed), added.txt (new), report.bin (chmod), empty (touch)
-    // are re-read; sparse.img and the two oddly named files are taken from the parent.
-    assert_eq!(h2["counts"]["files_read"], 5, "{h2:?}");
-    assert_eq!(h2["counts"]["files_unchanged"], 3, "{h2:?}");
+        let h2 = env.header(b2);
+        assert_eq!(h2["parent"].as_u64(), Some(b1));
+        // readme + its hard link (changed), added.txt (new), report.bin (chmod), empty (touch)
+        // are re-read; sparse.img and the two oddly named files are taken from the parent.
+        assert_eq!(h2["counts"]["files_read"], 5, "{h2:?}");
+        assert_eq!(h2["counts"]["files_unchanged"], 3, "{h2:?}");
 
-    let r1 = env.restore(b1, "restore1");
-    assert_same(&snap1, &r1);
-    let r2 = env.restore(b2, "restore2");
-    assert_same(&snap2, &r2);
+        let r1 = env.restore(b1, "restore1");
+        assert_same(&snap1, &r1);
+        let r2 = env.restore(b2, "restore2");
+        assert_same(&snap2, &r2);
 
-    // Holes stay holes: 22 MiB apparent, about 1 MiB allocated.
-    let md = fs::metadata(r1.join("sparse.img")).unwrap();
-    use std::os::unix::fs::MetadataExt;
-    assert_eq!(md.len(), (21 << 20) + 4096);
-    assert!(md.blocks() * 512 < 2 << 20, "sparse file restored with {} bytes allocated", md.blocks() * 512);
-    // Hard links are restored as links.
-    assert_eq!(fs::metadata(r2.join("hardlink-to-readme")).unwrap().ino(), fs::metadata(r2.join("docs/readme.txt")).unwrap().ino());
-    // The diff of the incremental names exactly what changed.
-    let diff = env.ok(&["diff", "--medium", "{medium}", &b2.to_string()]);
-    for p in ["docs/readme.txt", "new/dir/added.txt", "deep/a/b/c/d/file", "docs/report.bin", "empty"] {
-        assert!(diff.contains(p), "diff does not name {p}:\n{diff}");
+        // Holes stay holes: 22 MiB apparent, about 1 MiB allocated.
+        let md = fs::metadata(r1.join("sparse.img")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(md.len(), (21 << 20) + 4096);
+        assert!(
+            md.blocks() * 512 < 2 << 20,
+            "sparse file restored with {} bytes allocated",
+            md.blocks() * 512
+        );
+        // Hard links are restored as links.
+        assert_eq!(
+            fs::metadata(r2.join("hardlink-to-readme")).unwrap().ino(),
+            fs::metadata(r2.join("docs/readme.txt")).unwrap().ino()
+        );
+        // The diff of the incremental names exactly what changed.
+        let diff = env.ok(&["diff", "--medium", "{medium}", &b2.to_string()]);
+        for p in [
+            "docs/readme.txt",
+            "new/dir/added.txt",
+            "deep/a/b/c/d/file",
+            "docs/report.bin",
+            "empty",
+        ] {
+            assert!(diff.contains(p), "diff does not name {p}:\n{diff}");
+        }
+        assert!(!diff.contains("sparse.img"), "{diff}");
     }
-    assert!(!diff.contains("sparse.img"), "{diff}");
-});
+);
 
 on_both_media!(partial_restore_and_versions, |env: &Env| {
     env.init();
@@ -60,17 +92,34 @@ on_both_media!(partial_restore_and_versions, |env: &Env| {
     env.backup(&["--kind", "micro"]);
     env.backup(&["--kind", "micro"]);
     let file = env.src.join("a/file.txt");
-    let v = env.ok(&["versions", "--medium", "{medium}", file.to_str().unwrap(), "--json"]);
+    let v = env.ok(&[
+        "versions",
+        "--medium",
+        "{medium}",
+        file.to_str().unwrap(),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&v).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v[0]["size"], 2);
     assert_eq!(v[1]["backups"].as_array().unwrap().len(), 2);
 
     let to = env.path("partial");
-    env.ok(&["restore", "--medium", "{medium}", "--backup", &b1.to_string(), "--to", to.to_str().unwrap(), file.to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &b1.to_string(),
+        "--to",
+        to.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
     let landed = to.join(file.strip_prefix("/").unwrap());
     assert_eq!(fs::read(&landed).unwrap(), b"v1");
-    assert!(!to.join(env.src.join("b").strip_prefix("/").unwrap()).exists());
+    assert!(!to
+        .join(env.src.join("b").strip_prefix("/").unwrap())
+        .exists());
 });
 
 #[test]
@@ -79,18 +128,48 @@ fn in_place_restore_keeps_newer_files_unless_overwrite() {
     env.init();
     let f = env.src.join("doc.txt");
     write(&f, b"old");
-    let t = rustix::fs::Timespec { tv_sec: 1_500_000_000, tv_nsec: 0 };
-    rustix::fs::utimensat(rustix::fs::CWD, &f, &rustix::fs::Timestamps { last_access: t, last_modification: t }, rustix::fs::AtFlags::empty()).unwrap();
+    let t = rustix::fs::Timespec {
+        tv_sec: 1_500_000_000,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &f,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
     write(&env.src.join("gone.txt"), b"deleted later");
     let b = env.backup(&["--kind", "monthly"]);
     write(&f, b"newer edit");
     fs::remove_file(env.src.join("gone.txt")).unwrap();
-    let out = env.run(&["restore", "--medium", "{medium}", "--backup", &b.to_string(), "--in-place"]);
+    let out = env.run(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &b.to_string(),
+        "--in-place",
+    ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("kept newer file"));
     assert_eq!(fs::read(&f).unwrap(), b"newer edit");
-    assert_eq!(fs::read(env.src.join("gone.txt")).unwrap(), b"deleted later");
-    env.ok(&["restore", "--medium", "{medium}", "--backup", &b.to_string(), "--in-place", "--overwrite"]);
+    assert_eq!(
+        fs::read(env.src.join("gone.txt")).unwrap(),
+        b"deleted later"
+    );
+    env.ok(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &b.to_string(),
+        "--in-place",
+        "--overwrite",
+    ]);
     assert_eq!(fs::read(&f).unwrap(), b"old");
 }
 
@@ -106,20 +185,55 @@ fn sockets_are_skipped_and_counted() {
 
 #[test]
 fn unreadable_files_make_a_partial_backup_that_names_them() {
-    if is_root() {
-        // Root reads everything; use a file that vanishes instead: a dangling permission
-        // test is meaningless. Check the partial path with a directory we cannot list by
-        // running as nobody is not possible here, so use an unreadable FIFO-free trick:
-        // a file whose read fails (a directory opened as file cannot happen). Skip.
-        eprintln!("SKIPPED: as root every file is readable");
-        return;
-    }
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init();
     write(&env.src.join("ok"), b"x");
     write(&env.src.join("secret"), b"y");
+    fs::create_dir(env.src.join("locked")).unwrap();
+    write(&env.src.join("locked/inside"), b"z");
+    // As root every file is readable: run the backup as `nobody` (owning the medium and
+    // the source, but not `secret` and `locked`, which only root may read).
+    let mut cmd = std::process::Command::new(if is_root() { "setpriv" } else { "env" });
+    if is_root() {
+        let nobody = 65534;
+        for p in [env.tmp.path(), &env.src, &env.src.join("ok")] {
+            std::os::unix::fs::chown(p, Some(nobody), Some(nobody)).unwrap();
+        }
+        fs::set_permissions(env.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&env.medium)
+            .status()
+            .unwrap();
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
+    }
     fs::set_permissions(env.src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
-    let out = env.run(&["backup", "--medium", "{medium}", "--source", "{src}"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stdout).contains("secret"));
+    fs::set_permissions(env.src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let out = cmd
+        .arg(bin())
+        .args([
+            "backup",
+            "--medium",
+            env.medium.to_str().unwrap(),
+            "--source",
+            env.src.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("PARTIAL") && stdout.contains("secret") && stdout.contains("locked"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("verified"), "{stdout}");
+    let h = env.header(1);
+    assert_eq!(h["partial"], true);
+    assert_eq!(h["problems"].as_array().unwrap().len(), 2, "{h:?}");
 }

@@ -38,24 +38,41 @@ impl Env {
     }
 
     pub fn with_size(kind: MediumKind, size: &str) -> Option<Env> {
-        let tmp = tempfile::Builder::new().prefix("trayback-test").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("trayback-test")
+            .tempdir()
+            .unwrap();
         let src = tmp.path().join("src");
         fs::create_dir(&src).unwrap();
         let medium = tmp.path().join("medium");
         fs::create_dir(&medium).unwrap();
         let mut image = None;
         if kind == MediumKind::Ext4 {
-            if !is_root() || !Path::new("/sbin/mkfs.ext4").exists() && !Path::new("/usr/sbin/mkfs.ext4").exists() {
+            if !is_root()
+                || !Path::new("/sbin/mkfs.ext4").exists()
+                    && !Path::new("/usr/sbin/mkfs.ext4").exists()
+            {
                 eprintln!("SKIPPED: an ext4 loop-device medium needs root and mkfs.ext4");
                 return None;
             }
             let img = tmp.path().join("medium.img");
             sh(Command::new("truncate").args(["-s", size]).arg(&img));
-            sh(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "TRAYBACK-TEST"]).arg(&img));
-            sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&medium));
+            sh(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", "TRAYBACK-TEST"])
+                .arg(&img));
+            sh(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&img)
+                .arg(&medium));
             image = Some(img);
         }
-        Some(Env { tmp, src, medium, kind, image })
+        Some(Env {
+            tmp,
+            src,
+            medium,
+            kind,
+            image,
+        })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -66,15 +83,28 @@ impl Env {
     pub fn run(&self, args: &[&str]) -> Output {
         let args: Vec<String> = args
             .iter()
-            .map(|a| a.replace("{medium}", self.medium.to_str().unwrap()).replace("{src}", self.src.to_str().unwrap()))
+            .map(|a| {
+                a.replace("{medium}", self.medium.to_str().unwrap())
+                    .replace("{src}", self.src.to_str().unwrap())
+            })
             .collect();
-        Command::new(bin()).args(&args).env("TRAYBACK_LOG", "warn").output().unwrap()
+        Command::new(bin())
+            .args(&args)
+            .env("TRAYBACK_LOG", "warn")
+            .output()
+            .unwrap()
     }
 
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "trayback {args:?} failed ({}):\n{}\n{}", out.status, text(&out.stdout), text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "trayback {args:?} failed ({}):\n{}\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         text(&out.stdout)
     }
 
@@ -84,17 +114,26 @@ impl Env {
 
     /// Back up `src` with the given extra args; returns the new backup's id.
     pub fn backup(&self, extra: &[&str]) -> u64 {
-        let mut args = vec!["backup", "--medium", "{medium}", "--source", "{src}", "--json"];
+        let mut args = vec![
+            "backup", "--medium", "{medium}", "--source", "{src}", "--json",
+        ];
         args.extend_from_slice(extra);
         let out = self.run(&args);
         let code = out.status.code().unwrap_or(-1);
-        assert!(code == 0 || code == 3, "backup failed ({code}):\n{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(
+            code == 0 || code == 3,
+            "backup failed ({code}):\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["backup"]["id"].as_u64().unwrap()
     }
 
     pub fn header(&self, id: u64) -> serde_json::Value {
-        let p = self.medium.join(format!("trayback/backups/{id:08}/header.yaml"));
+        let p = self
+            .medium
+            .join(format!("trayback/backups/{id:08}/header.yaml"));
         serde_yaml::from_str(&fs::read_to_string(p).unwrap()).unwrap()
     }
 
@@ -106,7 +145,15 @@ impl Env {
     /// Restore backup `id` into a fresh directory; returns where the source landed.
     pub fn restore(&self, id: u64, name: &str) -> PathBuf {
         let to = self.path(name);
-        self.ok(&["restore", "--medium", "{medium}", "--backup", &id.to_string(), "--to", to.to_str().unwrap()]);
+        self.ok(&[
+            "restore",
+            "--medium",
+            "{medium}",
+            "--backup",
+            &id.to_string(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
         to.join(self.src.strip_prefix("/").unwrap())
     }
 }
@@ -133,7 +180,11 @@ pub fn dir_bytes(p: &Path) -> u64 {
     for e in fs::read_dir(p).unwrap() {
         let e = e.unwrap();
         let md = e.metadata().unwrap();
-        n += if md.is_dir() { dir_bytes(&e.path()) } else { md.len() };
+        n += if md.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            md.len()
+        };
     }
     n
 }
@@ -143,7 +194,10 @@ pub fn fingerprint(p: &Path) -> Vec<(PathBuf, u64, u64)> {
     use std::hash::{Hash, Hasher};
     let mut out = Vec::new();
     fn go(p: &Path, out: &mut Vec<(PathBuf, u64, u64)>) {
-        let mut names: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for n in names {
             let md = fs::symlink_metadata(&n).unwrap();
@@ -190,7 +244,13 @@ pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
 /// other none.
 pub fn acl_user_read(uid: u32) -> Vec<u8> {
     let mut v = 2u32.to_le_bytes().to_vec();
-    for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, uid), (4, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+    for (tag, perm, id) in [
+        (1u16, 6u16, u32::MAX),
+        (2, 4, uid),
+        (4, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
         v.extend_from_slice(&tag.to_le_bytes());
         v.extend_from_slice(&perm.to_le_bytes());
         v.extend_from_slice(&id.to_le_bytes());
@@ -214,32 +274,69 @@ pub fn make_rich_tree(src: &Path) {
     f.write_all_at(&bytes(3, 1 << 20), 0).unwrap();
     f.write_all_at(&bytes(4, 4096), 21 << 20).unwrap();
     drop(f);
-    rustix::fs::mknodat(rustix::fs::CWD, &src.join("fifo"), rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o640), 0).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
     if is_root() {
         let dev = rustix::fs::makedev(1, 3);
-        rustix::fs::mknodat(rustix::fs::CWD, &src.join("null-dev"), rustix::fs::FileType::CharacterDevice, rustix::fs::Mode::from_raw_mode(0o600), dev).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            src.join("null-dev"),
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            dev,
+        )
+        .unwrap();
         std::os::unix::fs::lchown(src.join("docs/report.bin"), Some(1234), Some(5678)).unwrap();
     }
     set_xattr(&src.join("docs/readme.txt"), "user.comment", b"important");
     set_xattr(&src.join("docs"), "user.dirnote", &[0, 1, 2, 255]);
-    set_xattr(&src.join("docs/report.bin"), "system.posix_acl_access", &acl_user_read(4242));
+    set_xattr(
+        &src.join("docs/report.bin"),
+        "system.posix_acl_access",
+        &acl_user_read(4242),
+    );
     fs::set_permissions(src.join("deep/a"), fs::Permissions::from_mode(0o750)).unwrap();
     fs::set_permissions(src.join("empty"), fs::Permissions::from_mode(0o4755)).unwrap();
     // Non-UTF-8 name.
-    write(&src.join(OsStr::new(std::str::from_utf8(b"caf\xc3\xa9").unwrap())), b"utf8 name");
+    write(
+        &src.join(OsStr::new(std::str::from_utf8(b"caf\xc3\xa9").unwrap())),
+        b"utf8 name",
+    );
     use std::os::unix::ffi::OsStrExt;
     write(&src.join(OsStr::from_bytes(b"latin1-\xe9")), b"latin1 name");
 }
 
 /// Copy a tree exactly (content, modes, owners, times, xattrs, hard links, holes).
 pub fn snapshot(src: &Path, dest: &Path) {
-    sh(Command::new("cp").args(["-a", "--sparse=always"]).arg(src).arg(dest));
+    sh(Command::new("cp")
+        .args(["-a", "--sparse=always"])
+        .arg(src)
+        .arg(dest));
 }
 
 /// Assert that two trees are identical.
 pub fn assert_same(a: &Path, b: &Path) {
-    let diffs = trayback::compare::trees(a, b, trayback::compare::Options { owner: is_root(), ..Default::default() });
-    assert!(diffs.is_empty(), "{} differs from {}:\n{}", a.display(), b.display(), diffs.join("\n"));
+    let diffs = trayback::compare::trees(
+        a,
+        b,
+        trayback::compare::Options {
+            owner: is_root(),
+            ..Default::default()
+        },
+    );
+    assert!(
+        diffs.is_empty(),
+        "{} differs from {}:\n{}",
+        a.display(),
+        b.display(),
+        diffs.join("\n")
+    );
 }
 
 /// Generate a `#[test]` for each medium kind from a `fn(&Env)` body.

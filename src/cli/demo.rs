@@ -36,7 +36,10 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         }
         std::fs::create_dir_all(d)?;
     }
-    println!("1. enrolling a directory medium at {}", medium_dir.display());
+    println!(
+        "1. enrolling a directory medium at {}",
+        medium_dir.display()
+    );
     let media = Medium::init(&medium_dir, "demo", false, Utc::now())?;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
@@ -46,7 +49,17 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     let meter = Meter::hidden();
     println!("2. full (monthly) backup of {}", source.display());
     let t = std::time::Instant::now();
-    let h = backup::run(&mut m, &backup::Request { kind: Kind::Monthly, parent: None, at: Utc::now(), config: &cfg, meter: &meter, cancel: &cancel })?;
+    let h = backup::run(
+        &mut m,
+        &backup::Request {
+            kind: Kind::Monthly,
+            parent: None,
+            at: Utc::now(),
+            config: &cfg,
+            meter: &meter,
+            cancel: &cancel,
+        },
+    )?;
     println!(
         "   backup #{}: {} files, {} directories, {} symlinks; {} read, {} stored after dedup+zstd, {:.2}s",
         h.id, h.counts.files, h.counts.dirs, h.counts.symlinks, human(h.bytes.read), human(h.bytes.stored), t.elapsed().as_secs_f64()
@@ -56,30 +69,74 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     }
     println!("3. verifying backup #{} from the medium", h.id);
     let v = verify::verify(&mut m, h.id, true, &meter)?;
-    println!("   {} blocks checked, {}", v.blocks_checked, if v.ok { "all good" } else { "DAMAGE FOUND" });
+    println!(
+        "   {} blocks checked, {}",
+        v.blocks_checked,
+        if v.ok { "all good" } else { "DAMAGE FOUND" }
+    );
     if !v.ok {
         bail!("verification failed: {:?}", v.damage);
     }
     println!("4. incremental (micro) backup with nothing changed");
-    let h2 = backup::run(&mut m, &backup::Request { kind: Kind::Micro, parent: Some(h.id), at: Utc::now(), config: &cfg, meter: &meter, cancel: &cancel })?;
+    let h2 = backup::run(
+        &mut m,
+        &backup::Request {
+            kind: Kind::Micro,
+            parent: Some(h.id),
+            at: Utc::now(),
+            config: &cfg,
+            meter: &meter,
+            cancel: &cancel,
+        },
+    )?;
     verify::verify(&mut m, h2.id, false, &meter)?;
-    println!("   backup #{}: {} files unchanged, {} new", h2.id, h2.counts.files_unchanged, human(h2.bytes.stored));
-    println!("5. restoring backup #{} to {}", h2.id, restore_dir.display());
-    let opts = restore::Options { target: Target::Dir(restore_dir.clone()), paths: vec![], dry_run: false, overwrite: false };
+    println!(
+        "   backup #{}: {} files unchanged, {} new",
+        h2.id,
+        h2.counts.files_unchanged,
+        human(h2.bytes.stored)
+    );
+    println!(
+        "5. restoring backup #{} to {}",
+        h2.id,
+        restore_dir.display()
+    );
+    let opts = restore::Options {
+        target: Target::Dir(restore_dir.clone()),
+        paths: vec![],
+        dry_run: false,
+        overwrite: false,
+    };
     let r = restore::restore(&m, h2.id, &opts, &meter)?;
-    println!("   {} files ({}), {} directories", r.files, human(r.bytes), r.dirs);
+    println!(
+        "   {} files ({}), {} directories",
+        r.files,
+        human(r.bytes),
+        r.dirs
+    );
     let restored = restore_dir.join(source.strip_prefix("/").unwrap_or(&source));
-    println!("6. comparing {} with {}", source.display(), restored.display());
+    println!(
+        "6. comparing {} with {}",
+        source.display(),
+        restored.display()
+    );
     let diffs = compare::trees(&source, &restored, compare::Options::default());
     if diffs.is_empty() && !h.partial {
         println!("   identical: content, modes, owners, times, xattrs and links");
-        println!("done: medium at {}, restored copy at {}", medium_dir.display(), restore_dir.display());
+        println!(
+            "done: medium at {}, restored copy at {}",
+            medium_dir.display(),
+            restore_dir.display()
+        );
         Ok(0)
     } else {
         for d in diffs.iter().take(20) {
             println!("   differs: {d}");
         }
-        println!("   {} differences (files changing under the backup show up here)", diffs.len());
+        println!(
+            "   {} differences (files changing under the backup show up here)",
+            diffs.len()
+        );
         Ok(super::EXIT_PROBLEMS)
     }
 }

@@ -24,23 +24,40 @@ pub fn print_media(m: &Medium) -> anyhow::Result<()> {
     println!("medium   {}", m.media.media_id);
     println!("label    {}", m.media.label);
     println!("host     {}", m.media.host);
-    println!("created  {}", m.media.created.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "created  {}",
+        m.media.created.format("%Y-%m-%d %H:%M:%S UTC")
+    );
     println!("path     {}", m.root.display());
-    println!("backups  {} ({} verified)", m.tree.backups.len(), m.tree.backups.iter().filter(|b| b.verified).count());
+    println!(
+        "backups  {} ({} verified)",
+        m.tree.backups.len(),
+        m.tree.backups.iter().filter(|b| b.verified).count()
+    );
     let stored: u64 = m.store.packs().iter().map(|p| p.len).sum();
-    println!("store    {} in {} packs, {} blocks", human(stored), m.store.packs().len(), m.store.block_count());
+    println!(
+        "store    {} in {} packs, {} blocks",
+        human(stored),
+        m.store.packs().len(),
+        m.store.block_count()
+    );
     println!("free     {}", human(m.free_space()?));
     Ok(())
 }
 
 pub fn print_list(tree: &Tree) {
-    println!("{:>6}  {:<7}  {:>6}  {:<20}  {:<20}  {:<8}  {:>10}  {:>10}", "id", "kind", "parent", "started", "finished", "verified", "size", "new");
+    println!(
+        "{:>6}  {:<7}  {:>6}  {:<20}  {:<20}  {:<8}  {:>10}  {:>10}",
+        "id", "kind", "parent", "started", "finished", "verified", "size", "new"
+    );
     for b in &tree.backups {
         println!(
             "{:>6}  {:<7}  {:>6}  {:<20}  {:<20}  {:<8}  {:>10}  {:>10}{}",
             b.id,
             b.kind,
-            b.parent.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            b.parent
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
             b.started.format("%Y-%m-%d %H:%M:%S"),
             b.finished.format("%Y-%m-%d %H:%M:%S"),
             if b.verified { "yes" } else { "no" },
@@ -52,8 +69,18 @@ pub fn print_list(tree: &Tree) {
 }
 
 pub fn print_backup(m: &Medium, h: &BackupHeader, v: Option<&verify::Report>) {
-    let parent = h.parent.map(|p| format!(", parent #{p}")).unwrap_or_default();
-    println!("backup #{} ({}{}) committed on medium {:?} at {}", h.id, h.kind, parent, m.media.label, m.root.display());
+    let parent = h
+        .parent
+        .map(|p| format!(", parent #{p}"))
+        .unwrap_or_default();
+    println!(
+        "backup #{} ({}{}) committed on medium {:?} at {}",
+        h.id,
+        h.kind,
+        parent,
+        m.media.label,
+        m.root.display()
+    );
     let c = &h.counts;
     println!(
         "  files {} ({} read, {} unchanged), directories {}, symlinks {}, special {}",
@@ -67,7 +94,10 @@ pub fn print_backup(m: &Medium, h: &BackupHeader, v: Option<&verify::Report>) {
         human(h.bytes.stored)
     );
     if c.sockets_skipped > 0 || c.excluded > 0 {
-        println!("  skipped {} sockets, excluded {} paths", c.sockets_skipped, c.excluded);
+        println!(
+            "  skipped {} sockets, excluded {} paths",
+            c.sockets_skipped, c.excluded
+        );
     }
     if h.partial {
         println!("  PARTIAL: {} problems:", h.problems.len());
@@ -91,7 +121,11 @@ pub fn print_verify(r: &verify::Report) {
             human(r.bytes_checked)
         );
     } else {
-        println!("backup #{} FAILED verification: {} damaged items", r.backup, r.damage.len());
+        println!(
+            "backup #{} FAILED verification: {} damaged items",
+            r.backup,
+            r.damage.len()
+        );
         for d in &r.damage {
             println!("  {}: {}", d.what, d.detail);
         }
@@ -103,7 +137,11 @@ pub fn print_verify(r: &verify::Report) {
 }
 
 pub fn print_restore(r: &restore::Report) {
-    let verb = if r.dry_run { "would restore" } else { "restored" };
+    let verb = if r.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
     println!(
         "{verb} backup #{} to {}: {} files ({}), {} directories, {} symlinks, {} other",
         r.backup,
@@ -127,7 +165,11 @@ pub fn print_restore(r: &restore::Report) {
 
 pub fn print_ls(rows: &[LsRow]) {
     for r in rows {
-        let target = r.target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+        let target = r
+            .target
+            .as_ref()
+            .map(|t| format!(" -> {t}"))
+            .unwrap_or_default();
         println!(
             "{} {:>5} {:>5} {:>10} {} {:<9} {}{}",
             r.mode,
@@ -143,10 +185,22 @@ pub fn print_ls(rows: &[LsRow]) {
 }
 
 pub fn print_versions(v: &[Version]) {
-    println!("{:<14} {:<20} {:>12}  {:<20}  backups", "content", "modified", "size", "first backed up");
+    println!(
+        "{:<14} {:<20} {:>12}  {:<20}  backups",
+        "content", "modified", "size", "first backed up"
+    );
     for x in v {
         let ids: Vec<String> = x.backups.iter().map(|b| format!("#{b}")).collect();
-        let shown = if ids.len() > 6 { format!("{} … {} ({} backups)", ids[0], ids[ids.len() - 1], ids.len()) } else { ids.join(" ") };
+        let shown = if ids.len() > 6 {
+            format!(
+                "{} … {} ({} backups)",
+                ids[0],
+                ids[ids.len() - 1],
+                ids.len()
+            )
+        } else {
+            ids.join(" ")
+        };
         println!(
             "{:<14} {:<20} {:>12}  {:<20}  {}",
             x.content.chars().take(12).collect::<String>(),

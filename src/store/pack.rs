@@ -78,7 +78,13 @@ fn encoding_from(b: u8) -> Option<Encoding> {
 }
 
 /// Encode the 44-byte header that precedes each payload.
-pub fn record_header(id: &BlockId, kind: BlobKind, enc: Encoding, raw: u32, stored: u32) -> [u8; 44] {
+pub fn record_header(
+    id: &BlockId,
+    kind: BlobKind,
+    enc: Encoding,
+    raw: u32,
+    stored: u32,
+) -> [u8; 44] {
     let mut h = [0u8; 44];
     h[..32].copy_from_slice(&id.0);
     h[32] = kind as u8;
@@ -123,9 +129,17 @@ impl PackWriter {
     }
 
     /// Append one record; returns its trailer entry.
-    pub fn append(&mut self, id: BlockId, kind: BlobKind, enc: Encoding, raw_len: u32, payload: &[u8]) -> io::Result<Entry> {
+    pub fn append(
+        &mut self,
+        id: BlockId,
+        kind: BlobKind,
+        enc: Encoding,
+        raw_len: u32,
+        payload: &[u8],
+    ) -> io::Result<Entry> {
         let stored_len = payload.len() as u32;
-        self.out.write_all(&record_header(&id, kind, enc, raw_len, stored_len))?;
+        self.out
+            .write_all(&record_header(&id, kind, enc, raw_len, stored_len))?;
         self.out.write_all(payload)?;
         let entry = Entry {
             id,
@@ -145,7 +159,13 @@ impl PackWriter {
         let trailer_offset = self.len;
         let mut trailer = Vec::with_capacity(self.entries.len() * TRAILER_ENTRY_LEN);
         for e in &self.entries {
-            trailer.extend_from_slice(&record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len));
+            trailer.extend_from_slice(&record_header(
+                &e.id,
+                e.kind,
+                e.encoding,
+                e.raw_len,
+                e.stored_len,
+            ));
             trailer.extend_from_slice(&e.offset.to_le_bytes());
         }
         self.out.write_all(&trailer)?;
@@ -172,7 +192,8 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
         return Err(format!("pack is {len} bytes, too short"));
     }
     let mut header = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut header, 0).map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut header, 0)
+        .map_err(|e| e.to_string())?;
     if &header[..8] != PACK_MAGIC {
         return Err("pack header magic is wrong".into());
     }
@@ -181,7 +202,8 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
         return Err(format!("pack format version {version} is not supported"));
     }
     let mut footer = [0u8; FOOTER_LEN as usize];
-    file.read_exact_at(&mut footer, len - FOOTER_LEN).map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut footer, len - FOOTER_LEN)
+        .map_err(|e| e.to_string())?;
     if &footer[56..64] != PACK_END_MAGIC {
         return Err("pack footer magic is wrong (truncated pack?)".into());
     }
@@ -194,7 +216,8 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
         return Err("pack trailer offset does not match the file length".into());
     }
     let mut trailer = vec![0u8; trailer_len as usize];
-    file.read_exact_at(&mut trailer, trailer_offset).map_err(|e| e.to_string())?;
+    file.read_exact_at(&mut trailer, trailer_offset)
+        .map_err(|e| e.to_string())?;
     if Sha256::digest(&trailer).as_slice() != &footer[24..56] {
         return Err("pack trailer checksum mismatch".into());
     }
@@ -203,12 +226,21 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
         let e = parse_record_header(chunk[..44].try_into().unwrap(), offset)
             .ok_or("pack trailer names an unknown blob kind or encoding")?;
-        if e.offset < HEADER_LEN + RECORD_HEADER_LEN || e.offset + e.stored_len as u64 > trailer_offset {
-            return Err(format!("pack trailer entry for {} points outside the pack", e.id));
+        if e.offset < HEADER_LEN + RECORD_HEADER_LEN
+            || e.offset + e.stored_len as u64 > trailer_offset
+        {
+            return Err(format!(
+                "pack trailer entry for {} points outside the pack",
+                e.id
+            ));
         }
         entries.push(e);
     }
-    Ok(Trailer { writer, flags, entries })
+    Ok(Trailer {
+        writer,
+        flags,
+        entries,
+    })
 }
 
 /// Salvage a pack whose trailer is unreadable: walk its records from the front and keep each
@@ -222,7 +254,9 @@ pub fn scan_records(bytes: &[u8]) -> Vec<Entry> {
     while pos + RECORD_HEADER_LEN as usize <= bytes.len() {
         let head: &[u8; 44] = bytes[pos..pos + 44].try_into().unwrap();
         let offset = (pos + 44) as u64;
-        let Some(e) = parse_record_header(head, offset) else { break };
+        let Some(e) = parse_record_header(head, offset) else {
+            break;
+        };
         let end = offset as usize + e.stored_len as usize;
         if end > bytes.len() || decode(&e, &bytes[offset as usize..end]).is_err() {
             break;
@@ -245,10 +279,15 @@ pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 pub fn decode(e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
     let raw = match e.encoding {
         Encoding::Raw => payload.to_vec(),
-        Encoding::Zstd => zstd::bulk::decompress(payload, e.raw_len as usize).map_err(|err| format!("cannot decompress: {err}"))?,
+        Encoding::Zstd => zstd::bulk::decompress(payload, e.raw_len as usize)
+            .map_err(|err| format!("cannot decompress: {err}"))?,
     };
     if raw.len() != e.raw_len as usize {
-        return Err(format!("length {} where {} was recorded", raw.len(), e.raw_len));
+        return Err(format!(
+            "length {} where {} was recorded",
+            raw.len(),
+            e.raw_len
+        ));
     }
     if BlockId::of(&raw) != e.id {
         return Err("content does not match its SHA-256".into());

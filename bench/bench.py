@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""trayback benchmark: one command, a generated deterministic tree, real runs of the binary.
+
+    python3 bench/bench.py [--preset mixed|many-small|smoke] [--smoke] [--workdir DIR]
+                           [--cold] [--runs N] [--json]
+
+Steps (each a fresh process, timed wall-clock, peak RSS from wait4):
+  full backup (monthly), no-change incremental (micro), 1%-change incremental (micro),
+  full restore; plus the medium's size and the bare-walk / bare-read references.
+With --cold (root), the page cache is dropped before each step as well.
+The tree is generated from a fixed seed, so every run measures the same data.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PRESETS = {
+    # name: (small text files, medium binaries, large partly compressible, dirs)
+    "smoke": dict(text=400, medium=40, large=1, large_mb=8, medium_kb=256, dirs=20),
+    "mixed": dict(text=18000, medium=1800, large=6, large_mb=120, medium_kb=160, dirs=600),
+    "many-small": dict(text=200000, medium=0, large=0, large_mb=0, medium_kb=0, dirs=4000),
+}
+WORDS = ("backup tray medium verify restore block pack index listing monthly weekly daily micro "
+         "the of and to in is that for it as with was on be by this are or from at").split()
+
+
+def gen_text(rng, n):
+    return (" ".join(rng.choice(WORDS) for _ in range(n)) + "\n").encode()
+
+
+def generate(dest, p, seed=42):
+    rng = random.Random(seed)
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    dirs = [os.path.join(dest, f"d{i // 50:03d}", f"s{i:04d}") for i in range(p["dirs"])]
+    for d in dirs:
+        os.makedirs(d, exist_ok=True)
+    files = []
+    for i in range(p["text"]):
+        path = os.path.join(dirs[i % len(dirs)], f"t{i:06d}.txt")
+        with open(path, "wb") as f:
+            f.write(gen_text(rng, rng.randint(5, 400)))
+        files.append(path)
+    for i in range(p["medium"]):
+        path = os.path.join(dirs[(i * 7) % len(dirs)], f"m{i:05d}.bin")
+        with open(path, "wb") as f:
+            f.write(rng.randbytes(rng.randint(p["medium_kb"] // 4, p["medium_kb"]) * 1024))
+        files.append(path)
+    for i in range(p["large"]):
+        path = os.path.join(dest, f"large{i}.img")
+        with open(path, "wb") as f:
+            for _ in range(p["large_mb"]):
+                # half random, half text: partly compressible
+                f.write(rng.randbytes(512 * 1024))
+                f.write((gen_text(rng, 20000) * 8)[: 512 * 1024])
+        files.append(path)
+    for i in range(min(200, len(files) // 10)):
+        os.symlink(os.path.relpath(files[i], dirs[i % len(dirs)]), os.path.join(dirs[i % len(dirs)], f"link{i}"))
+    for i in range(min(100, len(files) // 20)):
+        os.link(files[-1 - i], files[-1 - i] + ".hl")
+    return files
+
+
+def mutate(files, fraction=0.01, seed=7):
+    """Change `fraction` of the files: text files get a line, binaries a rewritten 64 KiB."""
+    rng = random.Random(seed)
+    for path in rng.sample(files, max(1, int(len(files) * fraction))):
+        if path.endswith(".txt"):
+            with open(path, "ab") as f:
+                f.write(gen_text(rng, 20))
+        else:
+            size = os.path.getsize(path)
+            with open(path, "r+b") as f:
+                f.seek(rng.randrange(0, max(1, size - 65536)))
+                f.write(rng.randbytes(min(65536, size)))
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def run(cmd, cold=False):
+    """Run cmd; return (seconds, peak RSS in MiB)."""
+    if cold:
+        drop_caches()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    err = proc.stderr.read().decode()
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 3):
+        sys.exit(f"bench: {' '.join(cmd)} failed ({code}):\n{err}")
+    return elapsed, rusage.ru_maxrss / 1024
+
+
+def du(path):
+    total = 0
+    for root, _, names in os.walk(path):
+        for n in names:
+            total += os.lstat(os.path.join(root, n)).st_size
+    return total
+
+
+def bench_trayback(binary, src, work, files, cold):
+    medium = os.path.join(work, "medium")
+    restore = os.path.join(work, "restore")
+    for d in (medium, restore):
+        shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(medium)
+    subprocess.run([binary, "media", "init", medium, "--label", "bench"], check=True, stdout=subprocess.DEVNULL)
+    backup = [binary, "backup", "--medium", medium, "--source", src]
+    rows = {}
+    rows["full backup"] = run(backup + ["--kind", "monthly"], cold)
+    rows["no-change backup"] = run(backup + ["--kind", "micro"], cold)
+    mutate(files)
+    rows["1%-change backup"] = run(backup + ["--kind", "micro"], cold)
+    rows["full restore"] = run([binary, "restore", "--medium", medium, "--to", restore], cold)
+    size = du(os.path.join(medium, "trayback"))
+    # Check the restore really reproduced the source (content and names).
+    restored = os.path.join(restore, src.lstrip("/"))
+    out = subprocess.run(["diff", "-r", "--no-dereference", src, restored], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: restored tree differs from the source:\n{out.stdout[:2000]}")
+    return rows, size
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="mixed", choices=sorted(PRESETS))
+    ap.add_argument("--smoke", action="store_true", help="tiny run for CI (preset smoke)")
+    ap.add_argument("--workdir", default="/tmp/trayback-bench")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each step (root)")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/trayback"))
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    preset = "smoke" if a.smoke else a.preset
+    if not os.path.exists(a.binary):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    os.makedirs(a.workdir, exist_ok=True)
+    src = os.path.join(a.workdir, "src-" + preset)
+    t0 = time.perf_counter()
+    files = generate(src, PRESETS[preset])
+    data = du(src)
+    gen_s = time.perf_counter() - t0
+    walk = run(["find", src, "-printf", ""], a.cold)
+    read = run(["sh", "-c", f"find {src} -type f -print0 | xargs -0 cat > /dev/null"], a.cold)
+    rows, size = bench_trayback(a.binary, src, a.workdir, files, a.cold)
+    result = {
+        "preset": preset, "files": len(files), "bytes": data, "cold": a.cold,
+        "bare walk s": round(walk[0], 3), "bare read s": round(read[0], 3),
+        "steps": {k: {"seconds": round(v[0], 3), "peak_rss_mib": round(v[1], 1)} for k, v in rows.items()},
+        "medium bytes": size,
+    }
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"trayback bench: preset {preset}, {len(files)} files, {data / 2**20:.1f} MiB "
+          f"(generated in {gen_s:.1f}s), {'cold' if a.cold else 'warm'} cache")
+    print(f"| step | seconds | peak RSS MiB |\n|---|---:|---:|")
+    print(f"| bare walk (find) | {walk[0]:.2f} | |\n| bare read (cat) | {read[0]:.2f} | |")
+    for k, (s, rss) in rows.items():
+        print(f"| {k} | {s:.2f} | {rss:.0f} |")
+    print(f"| medium size | {size / 2**20:.1f} MiB | |")
+    if a.smoke:
+        print("bench smoke: ok")
+
+
+if __name__ == "__main__":
+    main()

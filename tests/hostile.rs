@@ -1,0 +1,201 @@
+//! A hostile index (`..`, absolute names, symlink tricks) never makes restore write outside
+//! its target.
+
+mod util;
+use std::fs;
+use trayback::ids::BackupId;
+use trayback::listing::{Bytes, Entry, EntryKind, Listing};
+use trayback::medium::Medium;
+use trayback::store::pack::BlobKind;
+use trayback::tree::BackupRecord;
+use util::*;
+
+/// Commit a copy of backup 1 whose listing of `src` gains `extra`, as backup 2.
+fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
+    let mut m = Medium::open_write(&env.medium, 3).unwrap();
+    let h1 = m.header(BackupId(1)).unwrap();
+    let id = m.tree.next_id;
+    m.store.begin(id.0, 0);
+    // Rebuild the path from / down to src with the extra entries in src's listing.
+    let comps: Vec<_> = env
+        .src
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut chain = vec![m.listing(&h1.root).unwrap()];
+    for c in &comps {
+        let e = chain
+            .last()
+            .unwrap()
+            .get(std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
+            .unwrap()
+            .clone();
+        chain.push(m.listing(&e.subtree.unwrap()).unwrap());
+    }
+    let mut entries = chain.pop().unwrap().entries;
+    entries.extend(extra);
+    let mut child = m
+        .store
+        .put(BlobKind::Listing, &Listing::new(entries).encode())
+        .unwrap();
+    for c in comps.iter().rev() {
+        let mut l = chain.pop().unwrap();
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec();
+        l.entries
+            .iter_mut()
+            .find(|e| e.name.0 == name)
+            .unwrap()
+            .subtree = Some(child);
+        child = m.store.put(BlobKind::Listing, &l.encode()).unwrap();
+    }
+    let (packs, _) = m.store.flush().unwrap();
+    let mut h = h1.clone();
+    h.id = id;
+    h.root = child;
+    h.packs = packs;
+    m.write_header(&h).unwrap();
+    let mut rec: BackupRecord = m.tree.get(BackupId(1)).unwrap().clone();
+    rec.id = id;
+    m.tree.add(rec);
+    m.save_tree().unwrap();
+    id.0
+}
+
+fn file_entry(name: &[u8], env: &Env) -> Entry {
+    // Reuse a real stored block so only the name is hostile.
+    let m = Medium::open_read(&env.medium).unwrap();
+    let h = m.header(BackupId(1)).unwrap();
+    let mut found = None;
+    trayback::index::walk(&m, &h.root, std::path::Path::new("/"), &mut |_, e| {
+        if e.kind == EntryKind::File && found.is_none() {
+            found = Some(e.clone());
+        }
+        Ok(trayback::index::Step::Descend)
+    })
+    .unwrap();
+    let mut e = found.unwrap();
+    e.name = Bytes(name.to_vec());
+    e
+}
+
+fn setup() -> Env {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("payload"), b"attacker-controlled");
+    env.backup(&["--kind", "monthly"]);
+    env
+}
+
+fn assert_refused(env: &Env, id: u64, needle: &str) {
+    let target = env.path("target");
+    let out = env.run(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &id.to_string(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "restore of a hostile backup succeeded"
+    );
+    assert!(
+        err.contains("restore refused") && err.contains(needle),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // Nothing written anywhere: not outside, and not even inside the target.
+    assert!(!env.path("x").exists() && !env.path("evil").exists());
+    assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none());
+}
+
+#[test]
+fn dot_dot_entries_are_refused() {
+    let env = setup();
+    let id = craft(&env, vec![file_entry(b"..", &env)]);
+    assert_refused(&env, id, "\"..\"");
+}
+
+#[test]
+fn names_with_slashes_and_absolute_names_are_refused() {
+    let env = setup();
+    let id = craft(&env, vec![file_entry(b"../../x", &env)]);
+    assert_refused(&env, id, "'/'");
+    let env = setup();
+    let abs = env.path("evil");
+    let id = craft(
+        &env,
+        vec![file_entry(abs.to_str().unwrap().as_bytes(), &env)],
+    );
+    assert_refused(&env, id, "'/'");
+    let env = setup();
+    let id = craft(&env, vec![file_entry(b"/etc/x", &env)]);
+    assert_refused(&env, id, "'/'");
+}
+
+#[test]
+fn a_symlink_and_a_directory_of_the_same_name_are_refused() {
+    let env = setup();
+    let mut link = file_entry(b"d", &env);
+    link.kind = EntryKind::Symlink;
+    link.blocks.clear();
+    link.size = 0;
+    link.target = Some(Bytes(env.tmp.path().to_str().unwrap().as_bytes().to_vec()));
+    let mut dir = file_entry(b"d", &env);
+    dir.kind = EntryKind::Dir;
+    dir.blocks.clear();
+    dir.size = 0;
+    dir.subtree = Some(trayback::ids::BlockId::of(b"whatever"));
+    let id = craft(&env, vec![link, dir]);
+    let target = env.path("target");
+    let out = env.run(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &id.to_string(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("repeated"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn restore_never_writes_through_a_symlink_in_the_target() {
+    let env = setup();
+    // The target already has a symlink where the backup has a directory.
+    let target = env.path("target");
+    let outside = env.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(&target).unwrap();
+    let first = env.src.components().nth(1).unwrap().as_os_str().to_owned(); // "tmp"
+    std::os::unix::fs::symlink(&outside, target.join(&first)).unwrap();
+    let out = env.run(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        "1",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("symlink"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "wrote through the symlink"
+    );
+}
