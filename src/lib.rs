@@ -7,7 +7,9 @@
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
 //! - [`scan`]: reading source metadata; [`backup`]: making a backup.
 //! - [`verify`]: spec [0040]; [`restore`]: plan, then write under one target.
-//! - [`tree`]: the pure dependency tree (spec Fig. 2).
+//! - [`tree`], [`schedule`], [`pare`]: pure planners over the dependency tree (spec
+//!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
+//!   [`simulate`] runs them over a modelled medium.
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`cli`]: the command line (thin).
 
@@ -20,11 +22,15 @@ pub mod fsio;
 pub mod ids;
 pub mod index;
 pub mod listing;
+pub mod maintain;
 pub mod medium;
+pub mod pare;
 pub mod progress;
 pub mod query;
 pub mod restore;
 pub mod scan;
+pub mod schedule;
+pub mod simulate;
 pub mod store;
 pub mod tree;
 pub mod verify;

@@ -164,8 +164,6 @@ impl Tree {
                         b.id
                     ));
                 }
-            } else if !b.kind.is_full() {
-                return Err(format!("incremental backup {} has no parent", b.id));
             }
         }
         Ok(())

@@ -1,0 +1,144 @@
+//! Carrying out the paring plan on a medium: remove a backup, reclaim the blocks nothing
+//! references any more, and make room before a backup by the plan of spec Figs. 3a/3b.
+//!
+//! Invariants: a backup is removed from `tree.yaml` (the commit point) before anything of it
+//! is deleted; garbage collection keeps every blob any listed backup references; the parent
+//! chosen for the next backup is never pared.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsio;
+use crate::ids::{BackupId, BlockId};
+use crate::listing::EntryKind;
+use crate::medium::Medium;
+use crate::pare::{self, Policy, Reason};
+use crate::store::GcReport;
+use crate::tree::{Kind, Tree};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashSet;
+use tracing::info;
+
+/// One backup pared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pared {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub started: DateTime<Utc>,
+    pub reason: Reason,
+}
+
+/// Every blob (listings and data blocks) the backups in the tree reference.
+pub fn live_blobs(m: &Medium) -> Result<HashSet<BlockId>> {
+    let mut live = HashSet::new();
+    for b in &m.tree.backups {
+        let root = m.header(b.id)?.root;
+        mark(m, root, &mut live)?;
+    }
+    Ok(live)
+}
+
+fn mark(m: &Medium, listing: BlockId, live: &mut HashSet<BlockId>) -> Result<()> {
+    if !live.insert(listing) {
+        return Ok(()); // this directory (and all below it) is already marked
+    }
+    for e in m.listing(&listing)?.entries {
+        live.extend(e.blocks.iter().copied());
+        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+            mark(m, sub, live)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the packs occupy, and bytes of the blobs still referenced (as stored).
+pub fn usage(m: &Medium) -> Result<(u64, u64)> {
+    let live = live_blobs(m)?;
+    let packs: u64 = m.store.packs().iter().map(|p| p.len).sum();
+    let live_bytes = live.iter().filter_map(|id| m.store.locate(id)).map(|(_, e)| e.stored_len as u64).sum();
+    Ok((packs, live_bytes))
+}
+
+/// Remove one backup: out of the tree first (committed), then its header directory.
+pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
+    let rec = m.tree.remove(id).ok_or(Error::NoSuchBackup(id))?;
+    if let Err(e) = m.save_tree() {
+        m.tree.add(rec);
+        return Err(e);
+    }
+    let dir = m.backup_dir(id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).at(&dir)?;
+        let parent = dir.parent().unwrap();
+        fsio::fsync_dir(parent).at(parent)?;
+    }
+    info!(backup = %id, kind = %rec.kind, %reason, "pared");
+    Ok(Pared { id, kind: rec.kind, started: rec.started, reason })
+}
+
+/// Reclaim the space of blobs no backup references.
+pub fn collect_garbage(m: &Medium) -> Result<GcReport> {
+    let live = live_blobs(m)?;
+    let r = m.store.collect_garbage(&live)?;
+    info!(packs_deleted = r.packs_deleted, packs_rewritten = r.packs_rewritten, freed = r.bytes_freed, "garbage collected");
+    Ok(r)
+}
+
+/// Pare micro backups past their age (step 100), as after every backup; then reclaim space.
+pub fn routine(m: &mut Medium, now: DateTime<Utc>, policy: &Policy, dry_run: bool) -> Result<Vec<Pared>> {
+    let plan = pare::expired(&m.tree, now, policy, &[]);
+    carry_out(m, plan, dry_run)
+}
+
+fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Result<Vec<Pared>> {
+    let mut out = Vec::new();
+    for (id, reason) in plan {
+        if dry_run {
+            let r = m.tree.get(id).unwrap();
+            out.push(Pared { id, kind: r.kind, started: r.started, reason });
+        } else {
+            out.push(pare_one(m, id, reason)?);
+        }
+    }
+    if !out.is_empty() && !dry_run {
+        collect_garbage(m)?;
+    }
+    Ok(out)
+}
+
+/// The order in which the plan would pare, all the way down, on a copy of the tree (for
+/// `trayback pare --dry-run`): step 100 first, then the flow chart.
+pub fn full_plan(tree: &Tree, now: DateTime<Utc>, policy: &Policy, protect: &[BackupId]) -> Vec<(BackupId, Reason)> {
+    let mut t = tree.clone();
+    let mut out = Vec::new();
+    while let Ok((id, r)) = pare::next_to_pare(&t, now, policy, protect) {
+        t.remove(id);
+        out.push((id, r));
+    }
+    out
+}
+
+/// The medium is too small even after paring everything the plan allows.
+#[derive(Debug, thiserror::Error)]
+#[error("medium too small: {needed} bytes needed, {free} free after paring all the plan allows ({})", pare::NothingToPare)]
+pub struct TooSmall {
+    pub needed: u64,
+    pub free: u64,
+}
+
+/// Pare by the plan until `needed` bytes are free, reclaiming space after each pare.
+pub fn make_room(m: &mut Medium, needed: u64, now: DateTime<Utc>, policy: &Policy, protect: &[BackupId]) -> Result<Result<Vec<Pared>, TooSmall>> {
+    let mut out = Vec::new();
+    loop {
+        let free = m.free_space()?;
+        if free >= needed {
+            return Ok(Ok(out));
+        }
+        match pare::next_to_pare(&m.tree, now, policy, protect) {
+            Ok((id, reason)) => {
+                out.push(pare_one(m, id, reason)?);
+                collect_garbage(m)?;
+            }
+            Err(_) => return Ok(Err(TooSmall { needed, free })),
+        }
+    }
+}

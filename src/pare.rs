@@ -1,0 +1,290 @@
+//! Which backup to pare (spec [0041]–[0048], Figs. 3a/3b), as pure functions of the tree,
+//! the policy and `now`. The store carries out the plan (`maintain`); `simulate` and the
+//! agent call the same functions.
+//!
+//! Invariants: a protected backup (the parent chosen for the backup about to be written) is
+//! never chosen; every choice carries the flow-chart step that made it.
+
+use crate::ids::BackupId;
+use crate::tree::{BackupRecord, Kind, Tree};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use std::fmt;
+
+/// The plan's thresholds (spec defaults).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Step 100: micro backups older than this are pared even when space is plentiful
+    /// (`None` keeps them, as spec Table 1 assumes).
+    pub micro_max_age: Option<Duration>,
+    /// Step 104: this many non-micro backups or more.
+    pub many_backups: usize,
+    /// Step 106: at least this many dailies (six weeks).
+    pub dailies_kept: usize,
+    /// Step 110: at least this many weeklies (six months).
+    pub weeklies_kept: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { micro_max_age: Some(Duration::days(7)), many_backups: 80, dailies_kept: 36, weeklies_kept: 18 }
+    }
+}
+
+/// Why a backup is pared: the step of the flow chart (Figs. 3a/3b).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "step")]
+pub enum Reason {
+    /// [0048]: unverified backups go before any verified one.
+    Unverified,
+    /// Step 100: a micro backup older than the maximum age (7 days).
+    Step100MicroTooOld,
+    /// Steps 104–108: 80+ non-micro backups and 36+ dailies: the oldest daily.
+    Step108OldestDaily,
+    /// Steps 104, 110–112: 80+ non-micro backups, fewer than 36 dailies, 18+ weeklies.
+    Step112OldestWeekly,
+    /// Steps 104, 110, 114: 80+ non-micro backups, fewer than 36 dailies and 18 weeklies.
+    Step114OldestMonthly,
+    /// Steps 116–118: the only backup; the medium is too small (notify the operator).
+    Step118SingleBackup,
+    /// Steps 120–124: more than M monthlies pre-date the oldest weekly.
+    Step124OldestMonthly { m: usize },
+    /// Steps 126–128: more than W weeklies pre-date the oldest daily.
+    Step128OldestWeekly { w: usize },
+    /// Steps 130–132: the oldest daily.
+    Step132OldestDaily,
+    /// Steps 134–136: the oldest monthly.
+    Step136OldestMonthly,
+    /// Steps 138–140: the oldest weekly.
+    Step140OldestWeekly,
+}
+
+impl Reason {
+    /// Whether the operator should be told the medium is too small (spec [0044]).
+    pub fn medium_too_small(self) -> bool {
+        self == Reason::Step118SingleBackup
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Unverified => write!(f, "unverified, pared before verified backups ([0048])"),
+            Reason::Step100MicroTooOld => write!(f, "step 100: micro backup older than the maximum age"),
+            Reason::Step108OldestDaily => write!(f, "steps 104-108: 80+ backups and 36+ dailies: oldest daily"),
+            Reason::Step112OldestWeekly => write!(f, "steps 110-112: 80+ backups and 18+ weeklies: oldest weekly"),
+            Reason::Step114OldestMonthly => write!(f, "step 114: 80+ backups, few dailies and weeklies: oldest monthly"),
+            Reason::Step118SingleBackup => write!(f, "steps 116-118: the only backup; the medium is too small"),
+            Reason::Step124OldestMonthly { m } => write!(f, "steps 122-124: more than M={m} monthlies before the oldest weekly"),
+            Reason::Step128OldestWeekly { w } => write!(f, "steps 126-128: more than W={w} weeklies before the oldest daily"),
+            Reason::Step132OldestDaily => write!(f, "steps 130-132: oldest daily"),
+            Reason::Step136OldestMonthly => write!(f, "steps 134-136: oldest monthly"),
+            Reason::Step140OldestWeekly => write!(f, "steps 138-140: oldest weekly"),
+        }
+    }
+}
+
+/// Step 142: the plan finds nothing to pare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("step 142: nothing left to pare (the medium is too small for this backup)")]
+pub struct NothingToPare;
+
+/// M and W of step 120 for `n` non-micro backups (n < 2 is treated as the smallest range).
+pub fn m_and_w(n: usize) -> (usize, usize) {
+    match n {
+        0..=7 => (0, 1),
+        8..=14 => (1, 2),
+        _ => ((n / 3).saturating_sub(2), (n / 6).max(3)),
+    }
+}
+
+fn oldest<'a>(it: impl Iterator<Item = &'a BackupRecord>) -> Option<&'a BackupRecord> {
+    it.min_by_key(|b| (b.started, b.id))
+}
+
+/// Micro backups older than the policy's maximum age (step 100), oldest first: pared after
+/// every backup, however much space is free.
+pub fn expired(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[BackupId]) -> Vec<(BackupId, Reason)> {
+    let Some(age) = p.micro_max_age else { return Vec::new() };
+    let mut v: Vec<&BackupRecord> =
+        tree.backups.iter().filter(|b| b.kind == Kind::Micro && now - b.started > age && !protect.contains(&b.id)).collect();
+    v.sort_by_key(|b| (b.started, b.id));
+    v.into_iter().map(|b| (b.id, Reason::Step100MicroTooOld)).collect()
+}
+
+/// The next backup to pare when space is needed (Figs. 3a/3b).
+pub fn next_to_pare(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[BackupId]) -> Result<(BackupId, Reason), NothingToPare> {
+    let cands = || tree.backups.iter().filter(|b| !protect.contains(&b.id));
+    let of = |k: Kind| cands().filter(move |b| b.kind == k);
+    let pick = |b: Option<&BackupRecord>, r: Reason| b.map(|b| (b.id, r));
+
+    if let Some(x) = pick(oldest(cands().filter(|b| !b.verified)), Reason::Unverified) {
+        return Ok(x);
+    }
+    if let Some(x) = expired(tree, now, p, protect).into_iter().next() {
+        return Ok(x);
+    }
+    // Counts are of the whole tree ("there are 80 or more backups"); choices skip protected.
+    let count = |k: Kind| tree.backups.iter().filter(|b| b.kind == k).count();
+    let n = tree.backups.iter().filter(|b| b.kind != Kind::Micro).count();
+    if n >= p.many_backups {
+        let r = if count(Kind::Daily) >= p.dailies_kept {
+            pick(oldest(of(Kind::Daily)), Reason::Step108OldestDaily)
+        } else if count(Kind::Weekly) >= p.weeklies_kept {
+            pick(oldest(of(Kind::Weekly)), Reason::Step112OldestWeekly)
+        } else {
+            pick(oldest(of(Kind::Monthly)), Reason::Step114OldestMonthly)
+        };
+        if let Some(x) = r {
+            return Ok(x);
+        }
+    }
+    if tree.backups.len() == 1 {
+        return pick(cands().next(), Reason::Step118SingleBackup).ok_or(NothingToPare);
+    }
+    let (m, w) = m_and_w(n);
+    let first = |k: Kind| tree.backups.iter().filter(|b| b.kind == k).map(|b| b.started).min();
+    if let Some(oldest_weekly) = first(Kind::Weekly) {
+        let before = tree.backups.iter().filter(|b| b.kind == Kind::Monthly && b.started < oldest_weekly).count();
+        if before > m {
+            if let Some(x) = pick(oldest(of(Kind::Monthly)), Reason::Step124OldestMonthly { m }) {
+                return Ok(x);
+            }
+        }
+    }
+    if let Some(oldest_daily) = first(Kind::Daily) {
+        let before = tree.backups.iter().filter(|b| b.kind == Kind::Weekly && b.started < oldest_daily).count();
+        if before > w {
+            if let Some(x) = pick(oldest(of(Kind::Weekly)), Reason::Step128OldestWeekly { w }) {
+                return Ok(x);
+            }
+        }
+    }
+    pick(oldest(of(Kind::Daily)), Reason::Step132OldestDaily)
+        .or_else(|| pick(oldest(of(Kind::Monthly)), Reason::Step136OldestMonthly))
+        .or_else(|| pick(oldest(of(Kind::Weekly)), Reason::Step140OldestWeekly))
+        .ok_or(NothingToPare)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Build a tree from a compact description: one letter per backup, oldest first, a day
+    /// apart (M monthly, W weekly, D daily, m micro); a trailing `?` marks it unverified.
+    fn tree(spec: &str) -> Tree {
+        let mut t = Tree::default();
+        let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let mut prev: Option<BackupId> = None;
+        let mut i = 0;
+        let chars: Vec<char> = spec.chars().filter(|c| !c.is_whitespace()).collect();
+        let mut j = 0;
+        while j < chars.len() {
+            let kind = match chars[j] {
+                'M' => Kind::Monthly,
+                'W' => Kind::Weekly,
+                'D' => Kind::Daily,
+                'm' => Kind::Micro,
+                c => panic!("bad spec char {c}"),
+            };
+            let verified = chars.get(j + 1) != Some(&'?');
+            if !verified {
+                j += 1;
+            }
+            i += 1;
+            let at = base + Duration::days(i);
+            t.add(BackupRecord {
+                id: BackupId(i as u64),
+                kind,
+                parent: if kind == Kind::Monthly { None } else { prev },
+                started: at,
+                finished: at,
+                verified,
+                partial: false,
+                bytes_total: 0,
+                bytes_new: 0,
+                bytes_stored: 0,
+            });
+            prev = Some(BackupId(i as u64));
+            j += 1;
+        }
+        t
+    }
+
+    fn now_after(t: &Tree, days: i64) -> DateTime<Utc> {
+        t.backups.last().unwrap().started + Duration::days(days)
+    }
+
+    fn rep(c: char, n: usize) -> String {
+        std::iter::repeat_n(c, n).collect()
+    }
+
+    #[test]
+    fn every_step_of_the_flow_chart() {
+        let p = Policy::default();
+        // (tree, days after the newest backup, expected: id and reason)
+        let many_dailies = format!("{}{}{}", rep('M', 20), rep('W', 24), rep('D', 36)); // 80, 36 dailies
+        let many_weeklies = format!("{}{}{}", rep('M', 40), rep('W', 18), rep('D', 22)); // 80, 22 dailies
+        let many_monthlies = format!("{}{}{}", rep('M', 60), rep('W', 10), rep('D', 10));
+        #[rustfmt::skip]
+        let cases: Vec<(String, i64, Result<(u64, Reason), NothingToPare>)> = vec![
+            ("MDD?D".into(), 0, Ok((3, Reason::Unverified))),
+            // recent micros are left alone by the chart; one monthly: the oldest monthly
+            ("Mmmm".into(), 0, Ok((1, Reason::Step136OldestMonthly))),
+            ("MDm".into(), 8, Ok((3, Reason::Step100MicroTooOld))),
+            (many_dailies.clone(), 0, Ok((45, Reason::Step108OldestDaily))),
+            (many_weeklies.clone(), 0, Ok((41, Reason::Step112OldestWeekly))),
+            (many_monthlies.clone(), 0, Ok((1, Reason::Step114OldestMonthly))),
+            ("M".into(), 0, Ok((1, Reason::Step118SingleBackup))),
+            // 2..7: M=0, W=1
+            ("MWD".into(), 0, Ok((1, Reason::Step124OldestMonthly { m: 0 }))),
+            ("WWD".into(), 0, Ok((1, Reason::Step128OldestWeekly { w: 1 }))),
+            ("MDD".into(), 0, Ok((2, Reason::Step132OldestDaily))),
+            // 8..14: M=1, W=2
+            ("MMWWDDDD".into(), 0, Ok((1, Reason::Step124OldestMonthly { m: 1 }))),
+            ("MWWWDDDD".into(), 0, Ok((2, Reason::Step128OldestWeekly { w: 2 }))),
+            ("MWWDDDDD".into(), 0, Ok((4, Reason::Step132OldestDaily))),
+            // 15..79: M = n/3 - 2, W = max(n/6, 3); n = 30: M = 8, W = 5
+            (format!("{}{}{}", rep('M', 9), rep('W', 5), rep('D', 16)), 0, Ok((1, Reason::Step124OldestMonthly { m: 8 }))),
+            (format!("{}{}{}", rep('M', 8), rep('W', 6), rep('D', 16)), 0, Ok((9, Reason::Step128OldestWeekly { w: 5 }))),
+            (format!("{}{}{}", rep('M', 8), rep('W', 5), rep('D', 17)), 0, Ok((14, Reason::Step132OldestDaily))),
+            // no dailies: the oldest monthly (136), then the oldest weekly (140)
+            ("MMW".into(), 0, Ok((1, Reason::Step124OldestMonthly { m: 0 }))),
+            ("MM".into(), 0, Ok((1, Reason::Step136OldestMonthly))),
+            ("WW".into(), 0, Ok((1, Reason::Step140OldestWeekly))),
+            // only recent micros: nothing the chart may pare
+            ("mm".into(), 0, Err(NothingToPare)),
+        ];
+        for (spec, days, want) in cases {
+            let t = tree(&spec);
+            let got = next_to_pare(&t, now_after(&t, days), &p, &[]).map(|(id, r)| (id.0, r));
+            assert_eq!(got, want, "tree {spec}");
+        }
+    }
+
+    #[test]
+    fn m_and_w_table() {
+        #[rustfmt::skip]
+        let cases = [(2, (0, 1)), (7, (0, 1)), (8, (1, 2)), (14, (1, 2)), (15, (3, 3)), (18, (4, 3)), (30, (8, 5)), (79, (24, 13))];
+        for (n, mw) in cases {
+            assert_eq!(m_and_w(n), mw, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn a_protected_backup_is_never_chosen() {
+        let t = tree("MDD");
+        let (id, r) = next_to_pare(&t, now_after(&t, 0), &Policy::default(), &[BackupId(2)]).unwrap();
+        assert_eq!((id.0, r), (3, Reason::Step132OldestDaily));
+        assert_eq!(next_to_pare(&tree("M"), now_after(&t, 0), &Policy::default(), &[BackupId(1)]), Err(NothingToPare));
+    }
+
+    #[test]
+    fn expired_micros_oldest_first_and_none_when_disabled() {
+        let t = tree("Mmmm");
+        let ids: Vec<u64> = expired(&t, now_after(&t, 7), &Policy::default(), &[]).iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, vec![2, 3]);
+        let keep = Policy { micro_max_age: None, ..Policy::default() };
+        assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
+    }
+}
