@@ -63,6 +63,9 @@ struct Ctx<'a> {
     medium: &'a Medium,
     config: &'a Config,
     full: bool,
+    /// Estimate only: stat and compare, read nothing, write nothing; count into `estimate`.
+    dry: bool,
+    estimate: AtomicU64,
     tally: Tally,
     problems: Mutex<Vec<Problem>>,
     meter: &'a Meter,
@@ -76,6 +79,19 @@ impl Ctx<'_> {
             path: path.to_string_lossy().into_owned(),
             error: error.to_string(),
         });
+    }
+
+    fn put_listing(&self, l: &Listing) -> Result<BlockId> {
+        let bytes = l.encode();
+        if self.dry {
+            let id = BlockId::of(&bytes);
+            if !self.store.contains(&id) {
+                self.estimate
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            return Ok(id);
+        }
+        self.store.put(BlobKind::Listing, &bytes)
     }
 
     fn check_cancel(&self) -> Result<()> {
@@ -169,6 +185,8 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         medium,
         config,
         full: req.kind.is_full(),
+        dry: false,
+        estimate: AtomicU64::new(0),
         tally: Tally::default(),
         problems: Mutex::new(Vec::new()),
         meter: req.meter,
@@ -260,6 +278,42 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     Ok(header)
 }
 
+/// An upper bound on the bytes a backup would add: content of the files that differ from
+/// backup `compare_with` (size, mtime, ctime, inode) plus the listings not yet stored. The
+/// same walk as a backup, reading no file content and writing nothing.
+pub fn estimate(
+    medium: &Medium,
+    config: &Config,
+    compare_with: Option<BackupId>,
+    cancel: &AtomicBool,
+) -> Result<u64> {
+    let parent_root = match compare_with {
+        Some(p) => Some(medium.header(p)?.root),
+        None => None,
+    };
+    let meter = Meter::hidden();
+    let ctx = Ctx {
+        store: &medium.store,
+        medium,
+        config,
+        full: false,
+        dry: true,
+        estimate: AtomicU64::new(0),
+        tally: Tally::default(),
+        problems: Mutex::new(Vec::new()),
+        meter: &meter,
+        cancel,
+    };
+    dir_listing(
+        &ctx,
+        Path::new("/"),
+        &source_tree(&config.sources),
+        None,
+        parent_root,
+    )?;
+    Ok(ctx.estimate.into_inner())
+}
+
 /// Build and store the listing of directory `path`. `vnode` restricts a directory above the
 /// sources to the children on the way to them; `dev` is the source's device when
 /// `one_file_system` applies; `parent` is this directory's listing in the parent backup.
@@ -297,8 +351,7 @@ fn dir_listing(
             entry_for(ctx, &path.join(name), name, *child, dev, prev)
         })
         .collect::<Result<_>>()?;
-    let listing = Listing::new(entries.into_iter().flatten().collect());
-    ctx.store.put(BlobKind::Listing, &listing.encode())
+    ctx.put_listing(&Listing::new(entries.into_iter().flatten().collect()))
 }
 
 fn entry_for(
@@ -375,7 +428,12 @@ fn entry_for(
                         && p.ctime_ns == entry.ctime_ns
                         && p.ino == entry.ino
                 });
-            if unchanged {
+            if ctx.dry && !unchanged {
+                ctx.estimate.fetch_add(
+                    entry.size + 36 * entry.size.div_ceil(BLOCK_SIZE as u64),
+                    Ordering::Relaxed,
+                );
+            } else if unchanged {
                 entry.blocks = prev.unwrap().blocks.clone();
                 t.files_unchanged.fetch_add(1, Ordering::Relaxed);
                 ctx.meter.add(1, entry.size);

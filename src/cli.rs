@@ -4,15 +4,18 @@
 
 mod demo;
 mod output;
+mod plan;
 
 use crate::backup;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::ids::BackupId;
+use crate::maintain;
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::query;
 use crate::restore::{self, Target};
+use crate::schedule::{self, Due, Why};
 use crate::tree::Kind;
 use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
@@ -60,6 +63,14 @@ pub enum Command {
     Versions(VersionsArgs),
     /// What a backup added, changed and removed against its parent or another backup.
     Diff(DiffArgs),
+    /// What backup is due on a medium now, and why.
+    Due(plan::DueArgs),
+    /// Pare backups by the spec's plan (micro backups past their age; more with --free).
+    Pare(plan::PareArgs),
+    /// Run the real schedule and paring plan over a modelled medium (a sizing tool).
+    Simulate(plan::SimulateArgs),
+    /// Repair a damaged medium.
+    Repair(plan::RepairArgs),
     /// Back up, verify and restore a real directory onto a directory medium, and compare.
     Demo(demo::DemoArgs),
 }
@@ -98,10 +109,10 @@ pub struct MediumJson {
 pub struct BackupArgs {
     #[arg(long)]
     pub medium: PathBuf,
-    /// monthly (full), weekly, daily or micro.
+    /// monthly (full), weekly, daily or micro (default: what the schedule says is due).
     #[arg(long, value_parser = parse_kind)]
     pub kind: Option<Kind>,
-    /// The backup to compare against (default: the latest verified one).
+    /// The backup to compare against (default: the spec's parent for the kind).
     #[arg(long)]
     pub parent: Option<BackupId>,
     /// Record the backup as made at TIME (RFC 3339, or "YYYY-MM-DD HH:MM" UTC).
@@ -279,10 +290,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Media(MediaCmd::Show { dir, json }) => {
             let m = Medium::open_read(&dir)?;
             if json {
-                print_json(
-                    &serde_json::json!({ "media": m.media, "backups": m.tree.backups.len(),
-                    "packs": m.store.packs().len(), "blocks": m.store.block_count(), "free_bytes": m.free_space()? }),
-                )?;
+                let (packs_bytes, live_bytes) = maintain::usage(&m)?;
+                print_json(&serde_json::json!({
+                    "media": m.media, "backups": m.tree.backups.len(), "packs": m.store.packs().len(),
+                    "blocks": m.store.block_count(), "free_bytes": m.free_space()?,
+                    "packs_bytes": packs_bytes, "live_bytes": live_bytes,
+                }))?;
             } else {
                 output::print_media(&m)?;
             }
@@ -356,6 +369,10 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Command::Due(a) => plan::due(a),
+        Command::Pare(a) => plan::pare(a),
+        Command::Simulate(a) => plan::simulate(a),
+        Command::Repair(a) => plan::repair(a),
         Command::Demo(a) => demo::run(a),
     }
 }
@@ -382,22 +399,53 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
     let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
-    let kind = a.kind.unwrap_or(if m.tree.latest_verified().is_some() {
-        Kind::Micro
-    } else {
-        Kind::Monthly
-    });
-    let parent = if kind.is_full() {
-        None
-    } else {
-        a.parent.or(m.tree.latest_verified().map(|r| r.id))
+    let now = a.at.unwrap_or_else(Utc::now);
+    let due = match a.kind {
+        Some(kind) => Due {
+            kind,
+            parent: if kind.is_full() {
+                None
+            } else {
+                a.parent.or(schedule::parent_for(&m.tree, kind))
+            },
+            why: Why::Requested,
+        },
+        None => match schedule::due(&m.tree, now, &cfg.schedule) {
+            Some(mut d) => {
+                if a.parent.is_some() && !d.kind.is_full() {
+                    d.parent = a.parent;
+                }
+                d
+            }
+            None => {
+                let next = schedule::next_due(&m.tree, now, &cfg.schedule);
+                if a.json {
+                    print_json(&serde_json::json!({ "backup": null, "next_due": next }))?;
+                } else {
+                    println!(
+                        "nothing due on {} until {} (use --kind to back up anyway)",
+                        a.medium.display(),
+                        next.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+                return Ok(0);
+            }
+        },
     };
     let cancel = AtomicBool::new(false);
+    let pared_before = match maintain::room_for_backup(&mut m, &cfg, due.parent, now, &cancel)? {
+        Ok(p) => p,
+        Err(too_small) => bail!(
+            "{}: {too_small}; the {} backup was not made",
+            a.medium.display(),
+            due.kind
+        ),
+    };
     let bar = meter("backup", None, a.json);
     let req = backup::Request {
-        kind,
-        parent,
-        at: a.at.unwrap_or_else(Utc::now),
+        kind: due.kind,
+        parent: due.parent,
+        at: now,
         config: &cfg,
         meter: &bar,
         cancel: &cancel,
@@ -409,10 +457,31 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         let vm = meter("verify", Some(header.bytes.stored), a.json);
         Some(verify::verify(&mut m, header.id, false, &vm)?)
     };
+    let pared_after = maintain::routine(&mut m, now, &cfg.pare, false)?;
     if a.json {
-        print_json(&serde_json::json!({ "backup": header, "verify": report }))?;
+        print_json(
+            &serde_json::json!({ "backup": header, "due": due, "verify": report, "pared_before": pared_before, "pared_after": pared_after }),
+        )?;
     } else {
+        for p in &pared_before {
+            println!(
+                "pared #{} ({}, {}) to make room: {}",
+                p.id,
+                p.kind,
+                p.started.format("%Y-%m-%d %H:%M"),
+                p.reason
+            );
+        }
         output::print_backup(&m, &header, report.as_ref());
+        for p in &pared_after {
+            println!(
+                "pared #{} ({}, {}): {}",
+                p.id,
+                p.kind,
+                p.started.format("%Y-%m-%d %H:%M"),
+                p.reason
+            );
+        }
     }
     Ok(match report {
         Some(r) if !r.ok => EXIT_VERIFY_FAILED,

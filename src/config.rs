@@ -72,7 +72,9 @@ pub struct Config {
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("{s:?} is not a duration (like 15m, 1h, 90s)"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 15m, 1h, 90s)"))?;
     let d = match unit {
         "s" => Duration::seconds(n),
         "" | "m" | "min" => Duration::minutes(n),
@@ -87,7 +89,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(s, "%H:%M").map_err(|_| format!("{s:?} is not a time of day (HH:MM, UTC)"))
+    NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?} is not a time of day (HH:MM, UTC)"))
 }
 
 impl Default for Config {
@@ -141,10 +144,12 @@ impl Config {
         let rs = raw.schedule.unwrap_or_default();
         let mut schedule = Schedule::default();
         if let Some(m) = &rs.micro_interval {
-            schedule.micro_interval = parse_duration(m).map_err(|e| bad(format!("schedule.micro_interval: {e}")))?;
+            schedule.micro_interval =
+                parse_duration(m).map_err(|e| bad(format!("schedule.micro_interval: {e}")))?;
         }
         if let Some(d) = &rs.daily_at {
-            schedule.daily_at = Some(parse_time_of_day(d).map_err(|e| bad(format!("schedule.daily_at: {e}")))?);
+            schedule.daily_at =
+                Some(parse_time_of_day(d).map_err(|e| bad(format!("schedule.daily_at: {e}")))?);
         }
         if let Some(w) = rs.weekly_every_days {
             if w == 0 {
@@ -154,17 +159,24 @@ impl Config {
         }
         match (rs.monthly_every_days, rs.monthly_day, &rs.monthly_at) {
             (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(bad("schedule: give monthly_every_days or monthly_day/monthly_at, not both".into()))
+                return Err(bad(
+                    "schedule: give monthly_every_days or monthly_day/monthly_at, not both".into(),
+                ))
             }
-            (Some(0), _, _) => return Err(bad("schedule.monthly_every_days: must be at least 1".into())),
+            (Some(0), _, _) => {
+                return Err(bad("schedule.monthly_every_days: must be at least 1".into()))
+            }
             (Some(n), None, None) => schedule.monthly = Monthly::EveryDays(n),
             (None, day, at) if day.is_some() || at.is_some() => {
                 let day = day.unwrap_or(1);
                 if !(1..=28).contains(&day) {
-                    return Err(bad(format!("schedule.monthly_day: {day} is out of range (1 to 28)")));
+                    return Err(bad(format!(
+                        "schedule.monthly_day: {day} is out of range (1 to 28)"
+                    )));
                 }
                 let at = match at {
-                    Some(a) => parse_time_of_day(a).map_err(|e| bad(format!("schedule.monthly_at: {e}")))?,
+                    Some(a) => parse_time_of_day(a)
+                        .map_err(|e| bad(format!("schedule.monthly_at: {e}")))?,
                     None => NaiveTime::from_hms_opt(0, 0, 0).unwrap(),
                 };
                 schedule.monthly = Monthly::DayOfMonth { day, at };
@@ -174,12 +186,20 @@ impl Config {
         let rp = raw.pare.unwrap_or_default();
         let mut pare = Policy::default();
         if let Some(d) = rp.micro_max_age_days {
-            pare.micro_max_age = if d == 0 { None } else { Some(Duration::days(d as i64)) };
+            pare.micro_max_age = if d == 0 {
+                None
+            } else {
+                Some(Duration::days(d as i64))
+            };
         }
         for (key, v, slot) in [
             ("pare.many_backups", rp.many_backups, &mut pare.many_backups),
             ("pare.dailies_kept", rp.dailies_kept, &mut pare.dailies_kept),
-            ("pare.weeklies_kept", rp.weeklies_kept, &mut pare.weeklies_kept),
+            (
+                "pare.weeklies_kept",
+                rp.weeklies_kept,
+                &mut pare.weeklies_kept,
+            ),
         ] {
             if let Some(v) = v {
                 if v == 0 {
@@ -272,15 +292,31 @@ mod tests {
     fn schedule_and_pare_keys() {
         let c = parse("schedule:\n  micro_interval: 5m\n  daily_at: '02:30'\n  monthly_day: 1\n  monthly_at: '03:00'\npare:\n  micro_max_age_days: 3\n  dailies_kept: 42\n").unwrap();
         assert_eq!(c.schedule.micro_interval, Duration::minutes(5));
-        assert_eq!(c.schedule.daily_at, Some(NaiveTime::from_hms_opt(2, 30, 0).unwrap()));
-        assert!(matches!(c.schedule.monthly, Monthly::DayOfMonth { day: 1, .. }));
+        assert_eq!(
+            c.schedule.daily_at,
+            Some(NaiveTime::from_hms_opt(2, 30, 0).unwrap())
+        );
+        assert!(matches!(
+            c.schedule.monthly,
+            Monthly::DayOfMonth { day: 1, .. }
+        ));
         assert_eq!(c.pare.micro_max_age, Some(Duration::days(3)));
         assert_eq!(c.pare.dailies_kept, 42);
         assert_eq!(c.pare.many_backups, 80);
-        assert!(parse("schedule:\n  micro_interval: 0m\n").unwrap_err().contains("schedule.micro_interval"));
-        assert!(parse("schedule:\n  daily_at: 25:00\n").unwrap_err().contains("schedule.daily_at"));
-        assert!(parse("schedule:\n  monthly_every_days: 28\n  monthly_day: 3\n").unwrap_err().contains("not both"));
-        assert!(parse("pare:\n  dailies_kept: 0\n").unwrap_err().contains("pare.dailies_kept"));
+        assert!(parse("schedule:\n  micro_interval: 0m\n")
+            .unwrap_err()
+            .contains("schedule.micro_interval"));
+        assert!(parse("schedule:\n  daily_at: 25:00\n")
+            .unwrap_err()
+            .contains("schedule.daily_at"));
+        assert!(
+            parse("schedule:\n  monthly_every_days: 28\n  monthly_day: 3\n")
+                .unwrap_err()
+                .contains("not both")
+        );
+        assert!(parse("pare:\n  dailies_kept: 0\n")
+            .unwrap_err()
+            .contains("pare.dailies_kept"));
         assert!(parse("pare:\n  bogus: 1\n").unwrap_err().contains("bogus"));
     }
 

@@ -54,7 +54,11 @@ fn mark(m: &Medium, listing: BlockId, live: &mut HashSet<BlockId>) -> Result<()>
 pub fn usage(m: &Medium) -> Result<(u64, u64)> {
     let live = live_blobs(m)?;
     let packs: u64 = m.store.packs().iter().map(|p| p.len).sum();
-    let live_bytes = live.iter().filter_map(|id| m.store.locate(id)).map(|(_, e)| e.stored_len as u64).sum();
+    let live_bytes = live
+        .iter()
+        .filter_map(|id| m.store.locate(id))
+        .map(|(_, e)| e.stored_len as u64)
+        .sum();
     Ok((packs, live_bytes))
 }
 
@@ -72,19 +76,34 @@ pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
         fsio::fsync_dir(parent).at(parent)?;
     }
     info!(backup = %id, kind = %rec.kind, %reason, "pared");
-    Ok(Pared { id, kind: rec.kind, started: rec.started, reason })
+    Ok(Pared {
+        id,
+        kind: rec.kind,
+        started: rec.started,
+        reason,
+    })
 }
 
 /// Reclaim the space of blobs no backup references.
 pub fn collect_garbage(m: &Medium) -> Result<GcReport> {
     let live = live_blobs(m)?;
     let r = m.store.collect_garbage(&live)?;
-    info!(packs_deleted = r.packs_deleted, packs_rewritten = r.packs_rewritten, freed = r.bytes_freed, "garbage collected");
+    info!(
+        packs_deleted = r.packs_deleted,
+        packs_rewritten = r.packs_rewritten,
+        freed = r.bytes_freed,
+        "garbage collected"
+    );
     Ok(r)
 }
 
 /// Pare micro backups past their age (step 100), as after every backup; then reclaim space.
-pub fn routine(m: &mut Medium, now: DateTime<Utc>, policy: &Policy, dry_run: bool) -> Result<Vec<Pared>> {
+pub fn routine(
+    m: &mut Medium,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    dry_run: bool,
+) -> Result<Vec<Pared>> {
     let plan = pare::expired(&m.tree, now, policy, &[]);
     carry_out(m, plan, dry_run)
 }
@@ -94,7 +113,12 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
     for (id, reason) in plan {
         if dry_run {
             let r = m.tree.get(id).unwrap();
-            out.push(Pared { id, kind: r.kind, started: r.started, reason });
+            out.push(Pared {
+                id,
+                kind: r.kind,
+                started: r.started,
+                reason,
+            });
         } else {
             out.push(pare_one(m, id, reason)?);
         }
@@ -107,7 +131,12 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
 
 /// The order in which the plan would pare, all the way down, on a copy of the tree (for
 /// `trayback pare --dry-run`): step 100 first, then the flow chart.
-pub fn full_plan(tree: &Tree, now: DateTime<Utc>, policy: &Policy, protect: &[BackupId]) -> Vec<(BackupId, Reason)> {
+pub fn full_plan(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    protect: &[BackupId],
+) -> Vec<(BackupId, Reason)> {
     let mut t = tree.clone();
     let mut out = Vec::new();
     while let Ok((id, r)) = pare::next_to_pare(&t, now, policy, protect) {
@@ -119,14 +148,102 @@ pub fn full_plan(tree: &Tree, now: DateTime<Utc>, policy: &Policy, protect: &[Ba
 
 /// The medium is too small even after paring everything the plan allows.
 #[derive(Debug, thiserror::Error)]
-#[error("medium too small: {needed} bytes needed, {free} free after paring all the plan allows ({})", pare::NothingToPare)]
+#[error(
+    "medium too small: {needed} bytes needed, {free} free after paring all the plan allows ({})",
+    pare::NothingToPare
+)]
 pub struct TooSmall {
     pub needed: u64,
     pub free: u64,
 }
 
+/// Space kept free beyond a backup's estimate (headers, tree, pack trailers, rounding).
+pub const RESERVE: u64 = 8 << 20;
+
+/// Before a backup: make sure the medium has room for it, paring by the plan if not.
+/// Cheap when space is plentiful (the last backup's full size fits); otherwise estimates the
+/// backup with a stat-only walk. The parent and the latest backup are never pared here.
+pub fn room_for_backup(
+    m: &mut Medium,
+    config: &crate::config::Config,
+    parent: Option<BackupId>,
+    now: DateTime<Utc>,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Result<Vec<Pared>, TooSmall>> {
+    let free = m.free_space()?;
+    let latest = m.tree.latest_verified().map(|b| (b.id, b.bytes_total));
+    if let Some((_, total)) = latest {
+        if free >= total + total / 50 + RESERVE {
+            return Ok(Ok(Vec::new()));
+        }
+    }
+    let est = crate::backup::estimate(m, config, latest.map(|l| l.0), cancel)?;
+    let needed = est + est / 50 + RESERVE;
+    let protect: Vec<BackupId> = parent.into_iter().chain(latest.map(|l| l.0)).collect();
+    info!(estimate = est, free, "making room for a backup");
+    make_room(m, needed, now, &config.pare, &protect)
+}
+
+/// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
+/// state is not in the headers, so every backup comes back unverified until verified again.
+pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let dir = m.dir.join("backups");
+    let mut headers = Vec::new();
+    for e in std::fs::read_dir(&dir).at(&dir)? {
+        let p = e.at(&dir)?.path().join("header.yaml");
+        let h: Result<crate::medium::BackupHeader> =
+            std::fs::read_to_string(&p).at(&p).and_then(|t| {
+                serde_yaml::from_str(&t).map_err(|err| Error::Damaged {
+                    path: p.clone(),
+                    detail: err.to_string(),
+                })
+            });
+        match h {
+            Ok(h) => headers.push(h),
+            Err(e) => notes.push(format!("skipped: {e}")),
+        }
+    }
+    headers.sort_by_key(|h| h.id);
+    let ids: HashSet<BackupId> = headers.iter().map(|h| h.id).collect();
+    let mut tree = Tree::default();
+    for h in &headers {
+        if let Some(p) = h.parent.filter(|p| !ids.contains(p)) {
+            notes.push(format!(
+                "backup {}: parent {p} is gone; it becomes a root",
+                h.id
+            ));
+        }
+        tree.add(crate::tree::BackupRecord {
+            id: h.id,
+            kind: h.kind,
+            parent: h.parent.filter(|p| ids.contains(p)),
+            started: h.started,
+            finished: h.finished,
+            verified: false,
+            partial: h.partial,
+            bytes_total: h.bytes.total,
+            bytes_new: h.bytes.new,
+            bytes_stored: h.bytes.stored,
+        });
+    }
+    m.tree = tree;
+    m.save_tree()?;
+    notes.push(format!(
+        "tree rebuilt with {} backups, all unverified: run `trayback verify --all`",
+        headers.len()
+    ));
+    Ok(notes)
+}
+
 /// Pare by the plan until `needed` bytes are free, reclaiming space after each pare.
-pub fn make_room(m: &mut Medium, needed: u64, now: DateTime<Utc>, policy: &Policy, protect: &[BackupId]) -> Result<Result<Vec<Pared>, TooSmall>> {
+pub fn make_room(
+    m: &mut Medium,
+    needed: u64,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    protect: &[BackupId],
+) -> Result<Result<Vec<Pared>, TooSmall>> {
     let mut out = Vec::new();
     loop {
         let free = m.free_space()?;

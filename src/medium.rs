@@ -211,6 +211,23 @@ impl Medium {
         Medium::open(root, true, level)
     }
 
+    /// Open for `repair --tree`: locked, with an empty tree in place of a damaged one and
+    /// no recovery (which would take every backup for uncommitted).
+    pub fn open_for_repair(root: &Path) -> Result<Medium> {
+        let media = Medium::identify(root)?;
+        let dir = root.join("trayback");
+        let lock = Some(lock_file(&dir, false)?);
+        let (store, _) = Store::open(&dir, 3)?;
+        Ok(Medium {
+            root: root.to_path_buf(),
+            dir,
+            media,
+            tree: Tree::default(),
+            store,
+            lock,
+        })
+    }
+
     fn open(root: &Path, write: bool, level: i32) -> Result<Medium> {
         let media = Medium::identify(root)?;
         let dir = root.join("trayback");

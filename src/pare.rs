@@ -27,7 +27,12 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { micro_max_age: Some(Duration::days(7)), many_backups: 80, dailies_kept: 36, weeklies_kept: 18 }
+        Policy {
+            micro_max_age: Some(Duration::days(7)),
+            many_backups: 80,
+            dailies_kept: 36,
+            weeklies_kept: 18,
+        }
     }
 }
 
@@ -70,13 +75,32 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Unverified => write!(f, "unverified, pared before verified backups ([0048])"),
-            Reason::Step100MicroTooOld => write!(f, "step 100: micro backup older than the maximum age"),
-            Reason::Step108OldestDaily => write!(f, "steps 104-108: 80+ backups and 36+ dailies: oldest daily"),
-            Reason::Step112OldestWeekly => write!(f, "steps 110-112: 80+ backups and 18+ weeklies: oldest weekly"),
-            Reason::Step114OldestMonthly => write!(f, "step 114: 80+ backups, few dailies and weeklies: oldest monthly"),
-            Reason::Step118SingleBackup => write!(f, "steps 116-118: the only backup; the medium is too small"),
-            Reason::Step124OldestMonthly { m } => write!(f, "steps 122-124: more than M={m} monthlies before the oldest weekly"),
-            Reason::Step128OldestWeekly { w } => write!(f, "steps 126-128: more than W={w} weeklies before the oldest daily"),
+            Reason::Step100MicroTooOld => {
+                write!(f, "step 100: micro backup older than the maximum age")
+            }
+            Reason::Step108OldestDaily => write!(
+                f,
+                "steps 104-108: 80+ backups and 36+ dailies: oldest daily"
+            ),
+            Reason::Step112OldestWeekly => write!(
+                f,
+                "steps 110-112: 80+ backups and 18+ weeklies: oldest weekly"
+            ),
+            Reason::Step114OldestMonthly => write!(
+                f,
+                "step 114: 80+ backups, few dailies and weeklies: oldest monthly"
+            ),
+            Reason::Step118SingleBackup => {
+                write!(f, "steps 116-118: the only backup; the medium is too small")
+            }
+            Reason::Step124OldestMonthly { m } => write!(
+                f,
+                "steps 122-124: more than M={m} monthlies before the oldest weekly"
+            ),
+            Reason::Step128OldestWeekly { w } => write!(
+                f,
+                "steps 126-128: more than W={w} weeklies before the oldest daily"
+            ),
             Reason::Step132OldestDaily => write!(f, "steps 130-132: oldest daily"),
             Reason::Step136OldestMonthly => write!(f, "steps 134-136: oldest monthly"),
             Reason::Step140OldestWeekly => write!(f, "steps 138-140: oldest weekly"),
@@ -104,16 +128,33 @@ fn oldest<'a>(it: impl Iterator<Item = &'a BackupRecord>) -> Option<&'a BackupRe
 
 /// Micro backups older than the policy's maximum age (step 100), oldest first: pared after
 /// every backup, however much space is free.
-pub fn expired(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[BackupId]) -> Vec<(BackupId, Reason)> {
-    let Some(age) = p.micro_max_age else { return Vec::new() };
-    let mut v: Vec<&BackupRecord> =
-        tree.backups.iter().filter(|b| b.kind == Kind::Micro && now - b.started > age && !protect.contains(&b.id)).collect();
+pub fn expired(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    p: &Policy,
+    protect: &[BackupId],
+) -> Vec<(BackupId, Reason)> {
+    let Some(age) = p.micro_max_age else {
+        return Vec::new();
+    };
+    let mut v: Vec<&BackupRecord> = tree
+        .backups
+        .iter()
+        .filter(|b| b.kind == Kind::Micro && now - b.started > age && !protect.contains(&b.id))
+        .collect();
     v.sort_by_key(|b| (b.started, b.id));
-    v.into_iter().map(|b| (b.id, Reason::Step100MicroTooOld)).collect()
+    v.into_iter()
+        .map(|b| (b.id, Reason::Step100MicroTooOld))
+        .collect()
 }
 
 /// The next backup to pare when space is needed (Figs. 3a/3b).
-pub fn next_to_pare(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[BackupId]) -> Result<(BackupId, Reason), NothingToPare> {
+pub fn next_to_pare(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    p: &Policy,
+    protect: &[BackupId],
+) -> Result<(BackupId, Reason), NothingToPare> {
     let cands = || tree.backups.iter().filter(|b| !protect.contains(&b.id));
     let of = |k: Kind| cands().filter(move |b| b.kind == k);
     let pick = |b: Option<&BackupRecord>, r: Reason| b.map(|b| (b.id, r));
@@ -126,7 +167,11 @@ pub fn next_to_pare(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[Back
     }
     // Counts are of the whole tree ("there are 80 or more backups"); choices skip protected.
     let count = |k: Kind| tree.backups.iter().filter(|b| b.kind == k).count();
-    let n = tree.backups.iter().filter(|b| b.kind != Kind::Micro).count();
+    let n = tree
+        .backups
+        .iter()
+        .filter(|b| b.kind != Kind::Micro)
+        .count();
     if n >= p.many_backups {
         let r = if count(Kind::Daily) >= p.dailies_kept {
             pick(oldest(of(Kind::Daily)), Reason::Step108OldestDaily)
@@ -143,17 +188,34 @@ pub fn next_to_pare(tree: &Tree, now: DateTime<Utc>, p: &Policy, protect: &[Back
         return pick(cands().next(), Reason::Step118SingleBackup).ok_or(NothingToPare);
     }
     let (m, w) = m_and_w(n);
-    let first = |k: Kind| tree.backups.iter().filter(|b| b.kind == k).map(|b| b.started).min();
+    let first = |k: Kind| {
+        tree.backups
+            .iter()
+            .filter(|b| b.kind == k)
+            .map(|b| b.started)
+            .min()
+    };
     if let Some(oldest_weekly) = first(Kind::Weekly) {
-        let before = tree.backups.iter().filter(|b| b.kind == Kind::Monthly && b.started < oldest_weekly).count();
+        let before = tree
+            .backups
+            .iter()
+            .filter(|b| b.kind == Kind::Monthly && b.started < oldest_weekly)
+            .count();
         if before > m {
-            if let Some(x) = pick(oldest(of(Kind::Monthly)), Reason::Step124OldestMonthly { m }) {
+            if let Some(x) = pick(
+                oldest(of(Kind::Monthly)),
+                Reason::Step124OldestMonthly { m },
+            ) {
                 return Ok(x);
             }
         }
     }
     if let Some(oldest_daily) = first(Kind::Daily) {
-        let before = tree.backups.iter().filter(|b| b.kind == Kind::Weekly && b.started < oldest_daily).count();
+        let before = tree
+            .backups
+            .iter()
+            .filter(|b| b.kind == Kind::Weekly && b.started < oldest_daily)
+            .count();
         if before > w {
             if let Some(x) = pick(oldest(of(Kind::Weekly)), Reason::Step128OldestWeekly { w }) {
                 return Ok(x);
@@ -174,7 +236,9 @@ mod tests {
     /// apart (M monthly, W weekly, D daily, m micro); a trailing `?` marks it unverified.
     fn tree(spec: &str) -> Tree {
         let mut t = Tree::default();
-        let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let base = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let mut prev: Option<BackupId> = None;
         let mut i = 0;
         let chars: Vec<char> = spec.chars().filter(|c| !c.is_whitespace()).collect();
@@ -226,8 +290,9 @@ mod tests {
         let many_dailies = format!("{}{}{}", rep('M', 20), rep('W', 24), rep('D', 36)); // 80, 36 dailies
         let many_weeklies = format!("{}{}{}", rep('M', 40), rep('W', 18), rep('D', 22)); // 80, 22 dailies
         let many_monthlies = format!("{}{}{}", rep('M', 60), rep('W', 10), rep('D', 10));
+        type Case = (String, i64, Result<(u64, Reason), NothingToPare>);
         #[rustfmt::skip]
-        let cases: Vec<(String, i64, Result<(u64, Reason), NothingToPare>)> = vec![
+        let cases: Vec<Case> = vec![
             ("MDD?D".into(), 0, Ok((3, Reason::Unverified))),
             // recent micros are left alone by the chart; one monthly: the oldest monthly
             ("Mmmm".into(), 0, Ok((1, Reason::Step136OldestMonthly))),
@@ -274,17 +339,32 @@ mod tests {
     #[test]
     fn a_protected_backup_is_never_chosen() {
         let t = tree("MDD");
-        let (id, r) = next_to_pare(&t, now_after(&t, 0), &Policy::default(), &[BackupId(2)]).unwrap();
+        let (id, r) =
+            next_to_pare(&t, now_after(&t, 0), &Policy::default(), &[BackupId(2)]).unwrap();
         assert_eq!((id.0, r), (3, Reason::Step132OldestDaily));
-        assert_eq!(next_to_pare(&tree("M"), now_after(&t, 0), &Policy::default(), &[BackupId(1)]), Err(NothingToPare));
+        assert_eq!(
+            next_to_pare(
+                &tree("M"),
+                now_after(&t, 0),
+                &Policy::default(),
+                &[BackupId(1)]
+            ),
+            Err(NothingToPare)
+        );
     }
 
     #[test]
     fn expired_micros_oldest_first_and_none_when_disabled() {
         let t = tree("Mmmm");
-        let ids: Vec<u64> = expired(&t, now_after(&t, 7), &Policy::default(), &[]).iter().map(|(id, _)| id.0).collect();
+        let ids: Vec<u64> = expired(&t, now_after(&t, 7), &Policy::default(), &[])
+            .iter()
+            .map(|(id, _)| id.0)
+            .collect();
         assert_eq!(ids, vec![2, 3]);
-        let keep = Policy { micro_max_age: None, ..Policy::default() };
+        let keep = Policy {
+            micro_max_age: None,
+            ..Policy::default()
+        };
         assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
     }
 }

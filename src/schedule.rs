@@ -44,6 +44,8 @@ impl Default for Schedule {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Why {
+    /// Asked for explicitly (`--kind`).
+    Requested,
     /// The medium holds no verified monthly backup: its first use (spec [0050]).
     FirstUseOfMedium,
     /// A month has passed since the last monthly (spec [0030]).
@@ -65,7 +67,10 @@ pub struct Due {
 }
 
 fn latest<'a>(tree: &'a Tree, kinds: &[Kind]) -> Option<&'a BackupRecord> {
-    tree.backups.iter().filter(|b| b.verified && kinds.contains(&b.kind)).max_by_key(|b| (b.started, b.id))
+    tree.backups
+        .iter()
+        .filter(|b| b.verified && kinds.contains(&b.kind))
+        .max_by_key(|b| (b.started, b.id))
 }
 
 /// The first moment `at` (UTC) on some day that is strictly after `after`.
@@ -82,7 +87,8 @@ fn next_time_of_day(after: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
 fn next_day_of_month(after: DateTime<Utc>, day: u32, at: NaiveTime) -> DateTime<Utc> {
     let (mut y, mut m) = (after.year(), after.month());
     loop {
-        let candidate = chrono::NaiveDate::from_ymd_opt(y, m, day.clamp(1, 28)).map(|d| Utc.from_utc_datetime(&d.and_time(at)));
+        let candidate = chrono::NaiveDate::from_ymd_opt(y, m, day.clamp(1, 28))
+            .map(|d| Utc.from_utc_datetime(&d.and_time(at)));
         if let Some(c) = candidate.filter(|c| *c > after) {
             return c;
         }
@@ -126,13 +132,19 @@ pub fn parent_for(tree: &Tree, kind: Kind) -> Option<BackupId> {
         Kind::Daily => &[Kind::Monthly, Kind::Weekly],
         Kind::Micro => &Kind::ALL,
     };
-    latest(tree, kinds).or_else(|| latest(tree, &Kind::ALL)).map(|b| b.id)
+    latest(tree, kinds)
+        .or_else(|| latest(tree, &Kind::ALL))
+        .map(|b| b.id)
 }
 
 /// What is due on this medium at `now`, if anything: the highest kind whose time has come.
 pub fn due(tree: &Tree, now: DateTime<Utc>, s: &Schedule) -> Option<Due> {
     let Some(times) = due_times(tree, s) else {
-        return Some(Due { kind: Kind::Monthly, parent: None, why: Why::FirstUseOfMedium });
+        return Some(Due {
+            kind: Kind::Monthly,
+            parent: None,
+            why: Why::FirstUseOfMedium,
+        });
     };
     let (kind, _) = times.into_iter().find(|(_, t)| *t <= now)?;
     let why = match kind {
@@ -141,7 +153,11 @@ pub fn due(tree: &Tree, now: DateTime<Utc>, s: &Schedule) -> Option<Due> {
         Kind::Daily => Why::DailyInterval,
         Kind::Micro => Why::MicroInterval,
     };
-    Some(Due { kind, parent: parent_for(tree, kind), why })
+    Some(Due {
+        kind,
+        parent: parent_for(tree, kind),
+        why,
+    })
 }
 
 /// When the next backup falls due (for the agent's timer): `now` if one is due already.
@@ -187,21 +203,76 @@ mod tests {
     fn decisions() {
         let s = Schedule::default();
         let m = || rec(1, Kind::Monthly, None, "2026-01-01T00:00:00Z", true);
+        type Case<'a> = (Tree, &'a str, Option<(Kind, Option<u64>, Why)>);
+
         #[rustfmt::skip]
-        let cases: Vec<(Tree, &str, Option<(Kind, Option<u64>, Why)>)> = vec![
-            (tree(vec![]), "2026-01-01T00:00:00Z", Some((Kind::Monthly, None, Why::FirstUseOfMedium))),
-            (tree(vec![rec(1, Kind::Monthly, None, "2026-01-01T00:00:00Z", false)]), "2026-01-01T01:00:00Z", Some((Kind::Monthly, None, Why::FirstUseOfMedium))),
+        let cases: Vec<Case> = vec![
+            (
+                tree(vec![]),
+                "2026-01-01T00:00:00Z",
+                Some((Kind::Monthly, None, Why::FirstUseOfMedium)),
+            ),
+            (
+                tree(vec![rec(
+                    1,
+                    Kind::Monthly,
+                    None,
+                    "2026-01-01T00:00:00Z",
+                    false,
+                )]),
+                "2026-01-01T01:00:00Z",
+                Some((Kind::Monthly, None, Why::FirstUseOfMedium)),
+            ),
             (tree(vec![m()]), "2026-01-01T00:14:59Z", None),
-            (tree(vec![m()]), "2026-01-01T00:15:00Z", Some((Kind::Micro, Some(1), Why::MicroInterval))),
-            (tree(vec![m()]), "2026-01-02T00:00:00Z", Some((Kind::Daily, Some(1), Why::DailyInterval))),
-            (tree(vec![m()]), "2026-01-08T00:00:00Z", Some((Kind::Weekly, Some(1), Why::WeeklyInterval))),
-            (tree(vec![m()]), "2026-01-29T00:00:00Z", Some((Kind::Monthly, None, Why::MonthlyInterval))),
+            (
+                tree(vec![m()]),
+                "2026-01-01T00:15:00Z",
+                Some((Kind::Micro, Some(1), Why::MicroInterval)),
+            ),
+            (
+                tree(vec![m()]),
+                "2026-01-02T00:00:00Z",
+                Some((Kind::Daily, Some(1), Why::DailyInterval)),
+            ),
+            (
+                tree(vec![m()]),
+                "2026-01-08T00:00:00Z",
+                Some((Kind::Weekly, Some(1), Why::WeeklyInterval)),
+            ),
+            (
+                tree(vec![m()]),
+                "2026-01-29T00:00:00Z",
+                Some((Kind::Monthly, None, Why::MonthlyInterval)),
+            ),
             // a medium away for two days gets one daily, parent on this medium
-            (tree(vec![m(), rec(2, Kind::Micro, Some(1), "2026-01-01T00:15:00Z", true)]), "2026-01-03T09:00:00Z", Some((Kind::Daily, Some(1), Why::DailyInterval))),
+            (
+                tree(vec![
+                    m(),
+                    rec(2, Kind::Micro, Some(1), "2026-01-01T00:15:00Z", true),
+                ]),
+                "2026-01-03T09:00:00Z",
+                Some((Kind::Daily, Some(1), Why::DailyInterval)),
+            ),
             // micro parent: the newest verified of any kind, never an unverified one
-            (tree(vec![m(), rec(2, Kind::Micro, Some(1), "2026-01-01T00:15:00Z", true), rec(3, Kind::Micro, Some(2), "2026-01-01T00:30:00Z", false)]), "2026-01-01T00:45:00Z", Some((Kind::Micro, Some(2), Why::MicroInterval))),
+            (
+                tree(vec![
+                    m(),
+                    rec(2, Kind::Micro, Some(1), "2026-01-01T00:15:00Z", true),
+                    rec(3, Kind::Micro, Some(2), "2026-01-01T00:30:00Z", false),
+                ]),
+                "2026-01-01T00:45:00Z",
+                Some((Kind::Micro, Some(2), Why::MicroInterval)),
+            ),
             // daily parent: the newer of the latest weekly and monthly
-            (tree(vec![m(), rec(2, Kind::Weekly, Some(1), "2026-01-08T00:00:00Z", true), rec(3, Kind::Daily, Some(2), "2026-01-09T00:00:00Z", true)]), "2026-01-10T00:00:00Z", Some((Kind::Daily, Some(2), Why::DailyInterval))),
+            (
+                tree(vec![
+                    m(),
+                    rec(2, Kind::Weekly, Some(1), "2026-01-08T00:00:00Z", true),
+                    rec(3, Kind::Daily, Some(2), "2026-01-09T00:00:00Z", true),
+                ]),
+                "2026-01-10T00:00:00Z",
+                Some((Kind::Daily, Some(2), Why::DailyInterval)),
+            ),
         ];
         for (i, (tr, now, want)) in cases.into_iter().enumerate() {
             let got = due(&tr, t(now), &s).map(|d| (d.kind, d.parent.map(|p| p.0), d.why));
@@ -213,14 +284,38 @@ mod tests {
     fn daily_at_a_time_of_day_and_calendar_months() {
         let s = Schedule {
             daily_at: Some(NaiveTime::from_hms_opt(2, 0, 0).unwrap()),
-            monthly: Monthly::DayOfMonth { day: 1, at: NaiveTime::from_hms_opt(3, 0, 0).unwrap() },
+            monthly: Monthly::DayOfMonth {
+                day: 1,
+                at: NaiveTime::from_hms_opt(3, 0, 0).unwrap(),
+            },
             ..Schedule::default()
         };
-        let tr = tree(vec![rec(1, Kind::Monthly, None, "2026-01-01T03:00:00Z", true)]);
-        assert_eq!(due(&tr, t("2026-01-02T01:59:00Z"), &s).unwrap().kind, Kind::Micro);
-        assert_eq!(due(&tr, t("2026-01-02T02:00:00Z"), &s).unwrap().kind, Kind::Daily);
-        assert_eq!(due(&tr, t("2026-02-01T02:59:00Z"), &s).unwrap().kind, Kind::Weekly);
-        assert_eq!(due(&tr, t("2026-02-01T03:00:00Z"), &s).unwrap().kind, Kind::Monthly);
-        assert_eq!(next_due(&tr, t("2026-01-01T03:01:00Z"), &s), t("2026-01-01T03:15:00Z"));
+        let tr = tree(vec![rec(
+            1,
+            Kind::Monthly,
+            None,
+            "2026-01-01T03:00:00Z",
+            true,
+        )]);
+        assert_eq!(
+            due(&tr, t("2026-01-02T01:59:00Z"), &s).unwrap().kind,
+            Kind::Micro
+        );
+        assert_eq!(
+            due(&tr, t("2026-01-02T02:00:00Z"), &s).unwrap().kind,
+            Kind::Daily
+        );
+        assert_eq!(
+            due(&tr, t("2026-02-01T02:59:00Z"), &s).unwrap().kind,
+            Kind::Weekly
+        );
+        assert_eq!(
+            due(&tr, t("2026-02-01T03:00:00Z"), &s).unwrap().kind,
+            Kind::Monthly
+        );
+        assert_eq!(
+            next_due(&tr, t("2026-01-01T03:01:00Z"), &s),
+            t("2026-01-01T03:15:00Z")
+        );
     }
 }

@@ -26,10 +26,27 @@ pub struct Model {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Created { seq: u64, id: BackupId, kind: Kind, parent: Option<BackupId>, time: DateTime<Utc>, size: u64 },
-    Pared { id: BackupId, kind: Kind, reason: Reason, time: DateTime<Utc> },
+    Created {
+        seq: u64,
+        id: BackupId,
+        kind: Kind,
+        parent: Option<BackupId>,
+        time: DateTime<Utc>,
+        size: u64,
+    },
+    Pared {
+        id: BackupId,
+        kind: Kind,
+        reason: Reason,
+        time: DateTime<Utc>,
+    },
     /// The backup could not be made: the plan found nothing more to pare (step 142).
-    Failed { kind: Kind, time: DateTime<Utc>, needed: u64, free: u64 },
+    Failed {
+        kind: Kind,
+        time: DateTime<Utc>,
+        needed: u64,
+        free: u64,
+    },
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -57,17 +74,43 @@ struct Medium {
 }
 
 impl Medium {
-    fn pare(&mut self, id: BackupId, reason: Reason, time: DateTime<Utc>, emit: &mut dyn FnMut(&Event)) {
-        let rec = self.tree.remove(id).expect("the plan chooses backups in the tree");
+    fn pare(
+        &mut self,
+        id: BackupId,
+        reason: Reason,
+        time: DateTime<Utc>,
+        emit: &mut dyn FnMut(&Event),
+    ) {
+        let rec = self
+            .tree
+            .remove(id)
+            .expect("the plan chooses backups in the tree");
         self.used -= self.sizes.remove(&id).unwrap_or(0);
         self.pared += 1;
-        emit(&Event::Pared { id, kind: rec.kind, reason, time });
+        emit(&Event::Pared {
+            id,
+            kind: rec.kind,
+            reason,
+            time,
+        });
     }
 }
 
 /// Run from `start` to `end` (inclusive), calling `emit` for every event.
-pub fn run(model: &Model, sched: &Schedule, policy: &Policy, start: DateTime<Utc>, end: DateTime<Utc>, emit: &mut dyn FnMut(&Event)) -> Summary {
-    let mut md = Medium { tree: Tree::default(), sizes: HashMap::new(), used: 0, pared: 0 };
+pub fn run(
+    model: &Model,
+    sched: &Schedule,
+    policy: &Policy,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    emit: &mut dyn FnMut(&Event),
+) -> Summary {
+    let mut md = Medium {
+        tree: Tree::default(),
+        sizes: HashMap::new(),
+        used: 0,
+        pared: 0,
+    };
     let (mut peak, mut created, mut failed) = (0u64, 0u64, 0u64);
     let mut t = start;
     while t <= end {
@@ -75,7 +118,11 @@ pub fn run(model: &Model, sched: &Schedule, policy: &Policy, start: DateTime<Utc
             t = schedule::next_due(&md.tree, t, sched);
             continue;
         };
-        let size = if due.kind == Kind::Monthly { model.full_size } else { model.change.get(&due.kind).copied().unwrap_or(0) };
+        let size = if due.kind == Kind::Monthly {
+            model.full_size
+        } else {
+            model.change.get(&due.kind).copied().unwrap_or(0)
+        };
         let protect: Vec<BackupId> = due.parent.into_iter().collect();
         let mut fits = true;
         if !model.keep_all {
@@ -91,7 +138,12 @@ pub fn run(model: &Model, sched: &Schedule, policy: &Policy, start: DateTime<Utc
         }
         if !fits {
             failed += 1;
-            emit(&Event::Failed { kind: due.kind, time: t, needed: size, free: model.capacity.saturating_sub(md.used) });
+            emit(&Event::Failed {
+                kind: due.kind,
+                time: t,
+                needed: size,
+                free: model.capacity.saturating_sub(md.used),
+            });
             t += sched.micro_interval;
             continue;
         }
@@ -112,7 +164,14 @@ pub fn run(model: &Model, sched: &Schedule, policy: &Policy, start: DateTime<Utc
         md.used += size;
         peak = peak.max(md.used);
         created += 1;
-        emit(&Event::Created { seq: created, id, kind: due.kind, parent: due.parent, time: t, size });
+        emit(&Event::Created {
+            seq: created,
+            id,
+            kind: due.kind,
+            parent: due.parent,
+            time: t,
+            size,
+        });
         if !model.keep_all {
             for (old, reason) in pare::expired(&md.tree, t, policy, &[]) {
                 md.pare(old, reason, t, emit);
@@ -121,13 +180,24 @@ pub fn run(model: &Model, sched: &Schedule, policy: &Policy, start: DateTime<Utc
         debug_assert!(md.tree.check().is_ok());
         t = schedule::next_due(&md.tree, t + Duration::nanoseconds(1), sched);
     }
-    let mut at_end: BTreeMap<Kind, KindSummary> = Kind::ALL.iter().map(|k| (*k, KindSummary::default())).collect();
+    let mut at_end: BTreeMap<Kind, KindSummary> = Kind::ALL
+        .iter()
+        .map(|k| (*k, KindSummary::default()))
+        .collect();
     for b in &md.tree.backups {
         let s = at_end.get_mut(&b.kind).unwrap();
         s.count += 1;
         s.oldest = Some(s.oldest.map_or(b.started, |o| o.min(b.started)));
     }
-    Summary { created, pared: md.pared, failed, at_end, used_at_end: md.used, peak_used: peak, capacity: model.capacity }
+    Summary {
+        created,
+        pared: md.pared,
+        failed,
+        at_end,
+        used_at_end: md.used,
+        peak_used: peak,
+        capacity: model.capacity,
+    }
 }
 
 #[cfg(test)]
@@ -135,17 +205,34 @@ mod tests {
     use super::*;
 
     fn start() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn table1_events() -> Vec<(u64, Kind, Option<u64>)> {
-        let model = Model { capacity: u64::MAX, full_size: 1, change: HashMap::new(), keep_all: true };
+        let model = Model {
+            capacity: u64::MAX,
+            full_size: 1,
+            change: HashMap::new(),
+            keep_all: true,
+        };
         let mut out = Vec::new();
-        run(&model, &Schedule::default(), &Policy::default(), start(), start() + Duration::days(28), &mut |e| {
-            if let Event::Created { id, kind, parent, .. } = e {
-                out.push((id.0, *kind, parent.map(|p| p.0)));
-            }
-        });
+        run(
+            &model,
+            &Schedule::default(),
+            &Policy::default(),
+            start(),
+            start() + Duration::days(28),
+            &mut |e| {
+                if let Event::Created {
+                    id, kind, parent, ..
+                } = e
+                {
+                    out.push((id.0, *kind, parent.map(|p| p.0)));
+                }
+            },
+        );
         out
     }
 
@@ -175,6 +262,14 @@ mod tests {
     fn a_month_has_fig_2s_counts() {
         let ev = table1_events();
         let count = |k: Kind| ev[..2688].iter().filter(|e| e.1 == k).count();
-        assert_eq!((count(Kind::Monthly), count(Kind::Weekly), count(Kind::Daily), count(Kind::Micro)), (1, 3, 24, 2660));
+        assert_eq!(
+            (
+                count(Kind::Monthly),
+                count(Kind::Weekly),
+                count(Kind::Daily),
+                count(Kind::Micro)
+            ),
+            (1, 3, 24, 2660)
+        );
     }
 }

@@ -454,7 +454,7 @@ impl Store {
                 to_delete.push(info.id);
                 report.packs_deleted += 1;
                 report.bytes_freed += info.len;
-            } else if dead * 2 > info.len {
+            } else if dead * 4 > info.len {
                 for e in &alive {
                     let payload = self.read_payload(Loc { pack: n, entry: *e })?;
                     pack::decode(e, &payload)

@@ -1,0 +1,349 @@
+//! The planning commands: `due`, `pare`, `simulate` and `repair`.
+
+use super::output::{human, print_json};
+use super::{load_config, parse_time};
+use crate::config::parse_duration;
+use crate::maintain;
+use crate::medium::Medium;
+use crate::schedule;
+use crate::simulate::{self, Event, Model};
+use crate::tree::Kind;
+use anyhow::{bail, Result};
+use chrono::{DateTime, Duration, Utc};
+use clap::Args;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct DueArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn due(a: DueArgs) -> Result<u8> {
+    let cfg = load_config(a.config.as_deref(), &[])?;
+    let m = Medium::open_read(&a.medium)?;
+    let now = a.at.unwrap_or_else(Utc::now);
+    let due = schedule::due(&m.tree, now, &cfg.schedule);
+    let next = schedule::next_due(&m.tree, now, &cfg.schedule);
+    if a.json {
+        print_json(&serde_json::json!({ "at": now, "due": due, "next_due": next }))?;
+    } else {
+        match due {
+            Some(d) => println!(
+                "{} backup due at {} ({}), parent {}",
+                d.kind,
+                now.format("%Y-%m-%d %H:%M:%S UTC"),
+                serde_json::to_value(d.why)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace('_', " "),
+                d.parent
+                    .map(|p| format!("#{p}"))
+                    .unwrap_or_else(|| "none (full backup)".into())
+            ),
+            None => println!(
+                "nothing due at {}; next at {}",
+                now.format("%Y-%m-%d %H:%M:%S UTC"),
+                next.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct PareArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    /// Show what the plan deletes, in order, and the flow-chart step behind each.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+    /// Pare by the plan until this many bytes are free.
+    #[arg(long)]
+    pub free: Option<u64>,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn pare(a: PareArgs) -> Result<u8> {
+    let cfg = load_config(a.config.as_deref(), &[])?;
+    let now = a.at.unwrap_or_else(Utc::now);
+    if a.dry_run {
+        let m = Medium::open_read(&a.medium)?;
+        let routine = crate::pare::expired(&m.tree, now, &cfg.pare, &[]);
+        let mut t = m.tree.clone();
+        for (id, _) in &routine {
+            t.remove(*id);
+        }
+        let if_needed = maintain::full_plan(&t, now, &cfg.pare, &[]);
+        let row = |id: &crate::ids::BackupId, r: &crate::pare::Reason| {
+            let b = m.tree.get(*id).unwrap();
+            serde_json::json!({ "id": id, "kind": b.kind, "started": b.started, "reason": r, "why": r.to_string() })
+        };
+        if a.json {
+            print_json(&serde_json::json!({
+                "now": routine.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
+                "when_space_is_needed": if_needed.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
+            }))?;
+        } else {
+            println!("pared now ({}):", routine.len());
+            for (id, r) in &routine {
+                let b = m.tree.get(*id).unwrap();
+                println!(
+                    "  #{id} {} {}  {r}",
+                    b.kind,
+                    b.started.format("%Y-%m-%d %H:%M")
+                );
+            }
+            println!("then, when space is needed, in this order:");
+            for (i, (id, r)) in if_needed.iter().enumerate() {
+                let b = m.tree.get(*id).unwrap();
+                println!(
+                    "  {:>3}. #{id} {} {}  {r}",
+                    i + 1,
+                    b.kind,
+                    b.started.format("%Y-%m-%d %H:%M")
+                );
+            }
+        }
+        return Ok(0);
+    }
+    let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
+    let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
+    let mut too_small = None;
+    if let Some(free) = a.free {
+        match maintain::make_room(&mut m, free, now, &cfg.pare, &[])? {
+            Ok(p) => pared.extend(p),
+            Err(e) => too_small = Some(e),
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "pared": pared, "free_bytes": m.free_space()? }))?;
+    } else {
+        for p in &pared {
+            println!(
+                "pared #{} ({}, {}): {}",
+                p.id,
+                p.kind,
+                p.started.format("%Y-%m-%d %H:%M"),
+                p.reason
+            );
+        }
+        println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+    }
+    if let Some(e) = too_small {
+        bail!("{}: {e}", a.medium.display());
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    #[arg(long)]
+    pub days: u32,
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<DateTime<Utc>>,
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub micro_interval: Option<Duration>,
+    /// The medium's capacity in bytes (suffixes K, M, G, T: powers of 1024).
+    #[arg(long, value_parser = parse_bytes, default_value = "2T")]
+    pub capacity: u64,
+    /// Size of a full (monthly) backup.
+    #[arg(long, value_parser = parse_bytes, default_value = "500G")]
+    pub full_size: u64,
+    /// KIND=BYTES: size of each weekly, daily or micro backup (repeatable).
+    #[arg(long = "change-size", value_parser = parse_change)]
+    pub change: Vec<(Kind, u64)>,
+    /// Never pare, as spec Table 1 assumes.
+    #[arg(long)]
+    pub no_pare: bool,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// One JSON object per event, then the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// "1500", "64K", "2.5G", "2T" (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        Some('T') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 500G)"))?;
+    if n < 0.0 {
+        return Err(format!("{s:?} is negative"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_change(s: &str) -> Result<(Kind, u64), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected KIND=BYTES"))?;
+    let kind: Kind = k.parse()?;
+    if kind.is_full() {
+        return Err("the size of a monthly is --full-size".into());
+    }
+    Ok((kind, parse_bytes(v)?))
+}
+
+pub fn simulate(a: SimulateArgs) -> Result<u8> {
+    let cfg = load_config(a.config.as_deref(), &[])?;
+    let mut sched = cfg.schedule.clone();
+    if let Some(mi) = a.micro_interval {
+        sched.micro_interval = mi;
+    }
+    // Default change sizes: a micro 1/5000 of the full backup, a daily 1/200, a weekly 1/50.
+    let mut change: HashMap<Kind, u64> = [
+        (Kind::Micro, a.full_size / 5000),
+        (Kind::Daily, a.full_size / 200),
+        (Kind::Weekly, a.full_size / 50),
+    ]
+    .into();
+    change.extend(a.change.iter().copied());
+    let model = Model {
+        capacity: a.capacity,
+        full_size: a.full_size,
+        change,
+        keep_all: a.no_pare,
+    };
+    let start = a.start.unwrap_or_else(|| {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    });
+    let end = start + Duration::days(a.days as i64);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut err = None;
+    let mut emit = |e: &Event| {
+        let r = if a.json {
+            serde_json::to_writer(&mut out, e)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out))
+        } else {
+            match e {
+                Event::Created {
+                    seq,
+                    id,
+                    kind,
+                    parent,
+                    time,
+                    size,
+                } => writeln!(
+                    out,
+                    "{} created #{id} {kind} parent {} ({}) [seq {seq}]",
+                    time.format("%Y-%m-%d %H:%M"),
+                    parent
+                        .map(|p| format!("#{p}"))
+                        .unwrap_or_else(|| "-".into()),
+                    human(*size)
+                ),
+                Event::Pared {
+                    id,
+                    kind,
+                    reason,
+                    time,
+                } => writeln!(
+                    out,
+                    "{} pared   #{id} {kind}: {reason}",
+                    time.format("%Y-%m-%d %H:%M")
+                ),
+                Event::Failed {
+                    kind,
+                    time,
+                    needed,
+                    free,
+                } => writeln!(
+                    out,
+                    "{} FAILED  {kind}: needs {}, {} free after paring all the plan allows",
+                    time.format("%Y-%m-%d %H:%M"),
+                    human(*needed),
+                    human(*free)
+                ),
+            }
+        };
+        if let Err(e) = r {
+            err.get_or_insert(e);
+        }
+    };
+    let summary = simulate::run(&model, &sched, &cfg.pare, start, end, &mut emit);
+    if let Some(e) = err {
+        return Err(e.into());
+    }
+    if a.json {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "event": "summary", "summary": summary }),
+        )?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "summary after {} days: {} created, {} pared, {} failed",
+            a.days, summary.created, summary.pared, summary.failed
+        )?;
+        for (k, s) in &summary.at_end {
+            writeln!(
+                out,
+                "  {:<8} {:>5}   oldest {}",
+                k.to_string(),
+                s.count,
+                s.oldest
+                    .map(|o| o.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|| "-".into())
+            )?;
+        }
+        writeln!(
+            out,
+            "  used {} of {} at the end; peak {}",
+            human(summary.used_at_end),
+            human(summary.capacity),
+            human(summary.peak_used)
+        )?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    #[arg(long)]
+    pub medium: PathBuf,
+    /// Rebuild tree.yaml from the backup headers.
+    #[arg(long)]
+    pub tree: bool,
+}
+
+pub fn repair(a: RepairArgs) -> Result<u8> {
+    if !a.tree {
+        bail!("say what to repair (--tree)");
+    }
+    let mut m = Medium::open_for_repair(&a.medium)?;
+    for n in maintain::rebuild_tree(&mut m)? {
+        println!("{n}");
+    }
+    Ok(0)
+}
