@@ -2,6 +2,7 @@
 //! the library's; this module parses words into types, opens the medium, calls, and prints
 //! (human text, or JSON with `--json`).
 
+mod agent_cmds;
 mod demo;
 mod output;
 mod plan;
@@ -71,6 +72,19 @@ pub enum Command {
     Simulate(plan::SimulateArgs),
     /// Repair a damaged medium.
     Repair(plan::RepairArgs),
+    /// Run the hot-plug agent (started by udev through systemd).
+    Agent(agent_cmds::AgentArgs),
+    /// What the agent sees: inserted media, jobs, next backups, media away.
+    Status(agent_cmds::StatusArgs),
+    /// Finish or abort the running job, unmount, and say when the tray is safe to remove.
+    Eject(agent_cmds::MediumSel),
+    /// Ask the agent for a backup on the inserted medium now.
+    BackupNow(agent_cmds::MediumSel),
+    /// Install the binary, udev rule, systemd unit and default config.
+    InstallSystem(agent_cmds::InstallArgs),
+    /// Move a --test-clock agent's clock forward (tests only).
+    #[command(hide = true)]
+    TestClock(agent_cmds::TestClockArgs),
     /// Back up, verify and restore a real directory onto a directory medium, and compare.
     Demo(demo::DemoArgs),
 }
@@ -373,6 +387,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Pare(a) => plan::pare(a),
         Command::Simulate(a) => plan::simulate(a),
         Command::Repair(a) => plan::repair(a),
+        Command::Agent(a) => agent_cmds::run_agent(a),
+        Command::Status(a) => agent_cmds::status(a),
+        Command::Eject(a) => agent_cmds::eject(a),
+        Command::BackupNow(a) => agent_cmds::backup_now(a),
+        Command::InstallSystem(a) => agent_cmds::install_system(a),
+        Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
     }
 }

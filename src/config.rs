@@ -34,6 +34,44 @@ struct RawConfig {
     compression_level: Option<i32>,
     schedule: Option<RawSchedule>,
     pare: Option<RawPare>,
+    agent: Option<RawAgent>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    auto_enrol_label: Option<String>,
+    devices: Option<Vec<String>>,
+    multiple_media: Option<MultipleMedia>,
+    eject_waits_for_micro: Option<bool>,
+    away_warning_days: Option<u32>,
+    notify_command: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+}
+
+/// With two media inserted at once: write to both, or only to the one inserted last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MultipleMedia {
+    All,
+    LastInserted,
+}
+
+/// The agent's settings.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Blank file systems whose label matches are enrolled automatically.
+    pub auto_enrol_label: Option<globset::GlobMatcher>,
+    pub auto_enrol_pattern: Option<String>,
+    /// Device nodes the agent considers (empty: every file system not mounted elsewhere).
+    pub devices: Option<GlobSet>,
+    pub multiple_media: MultipleMedia,
+    pub eject_waits_for_micro: bool,
+    pub away_warning_days: u32,
+    pub notify_command: Option<PathBuf>,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -66,6 +104,7 @@ pub struct Config {
     pub compression_level: i32,
     pub schedule: Schedule,
     pub pare: Policy,
+    pub agent: Agent,
 }
 
 /// "15m", "90s", "1h", "2d" (a bare number is minutes).
@@ -208,7 +247,47 @@ impl Config {
                 *slot = v;
             }
         }
+        let ra = raw.agent.unwrap_or_default();
+        let glob = |key: &str, p: &str| {
+            Glob::new(p)
+                .map(|g| g.compile_matcher())
+                .map_err(|e| bad(format!("{key}: {p:?}: {e}")))
+        };
+        let auto_enrol_label = match &ra.auto_enrol_label {
+            Some(p) => Some(glob("agent.auto_enrol_label", p)?),
+            None => None,
+        };
+        let devices = match &ra.devices {
+            Some(d) if !d.is_empty() => {
+                let mut b = GlobSetBuilder::new();
+                for p in d {
+                    b.add(Glob::new(p).map_err(|e| bad(format!("agent.devices: {p:?}: {e}")))?);
+                }
+                Some(b.build().map_err(|e| bad(format!("agent.devices: {e}")))?)
+            }
+            _ => None,
+        };
+        for (key, dir) in [
+            ("agent.run_dir", &ra.run_dir),
+            ("agent.state_dir", &ra.state_dir),
+        ] {
+            if dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+                return Err(bad(format!("{key}: must be an absolute path")));
+            }
+        }
+        let agent = Agent {
+            auto_enrol_label,
+            auto_enrol_pattern: ra.auto_enrol_label.clone(),
+            devices,
+            multiple_media: ra.multiple_media.unwrap_or(MultipleMedia::All),
+            eject_waits_for_micro: ra.eject_waits_for_micro.unwrap_or(true),
+            away_warning_days: ra.away_warning_days.unwrap_or(7),
+            notify_command: ra.notify_command,
+            run_dir: ra.run_dir.unwrap_or_else(|| "/run/trayback".into()),
+            state_dir: ra.state_dir.unwrap_or_else(|| "/var/lib/trayback".into()),
+        };
         Ok(Config {
+            agent,
             sources,
             exclude,
             exclude_set,
@@ -318,6 +397,16 @@ mod tests {
             .unwrap_err()
             .contains("pare.dailies_kept"));
         assert!(parse("pare:\n  bogus: 1\n").unwrap_err().contains("bogus"));
+        let c = parse("agent:\n  auto_enrol_label: 'TRAYBACK*'\n  devices: ['/dev/sd*']\n  multiple_media: last_inserted\n").unwrap();
+        assert!(c.agent.auto_enrol_label.unwrap().is_match("TRAYBACK-A"));
+        assert!(c.agent.devices.unwrap().is_match("/dev/sdb1"));
+        assert_eq!(c.agent.multiple_media, MultipleMedia::LastInserted);
+        assert!(parse("agent:\n  multiple_media: some\n")
+            .unwrap_err()
+            .contains("multiple_media"));
+        assert!(parse("agent:\n  run_dir: run\n")
+            .unwrap_err()
+            .contains("agent.run_dir"));
     }
 
     #[test]

@@ -43,12 +43,14 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Create a directory (and parents) and make its entry durable in its parent.
+/// Create a directory and make its entry durable in its parent. The parent must exist:
+/// never `create_dir_all`, so a medium whose mount vanished is never recreated on the root
+/// file system under the empty mount point.
 pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(dir)?;
+    fs::create_dir(dir)?;
     if let Some(parent) = dir.parent() {
         fsync_dir(parent)?;
     }

@@ -11,8 +11,10 @@
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
 //!   [`simulate`] runs them over a modelled medium.
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
+//! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket).
 //! - [`cli`]: the command line (thin).
 
+pub mod agent;
 pub mod backup;
 pub mod cli;
 pub mod compare;

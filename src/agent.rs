@@ -1,0 +1,823 @@
+//! The hot-plug agent: follows udev, recognises inserted media by their media ID file, and
+//! backs up to each by its own tree; answers the CLI on a control socket.
+//!
+//! Shape (mini-redis `server::run`): the main loop is a `select!` over udev events, signals
+//! and a periodic check; each inserted medium has a task whose loop is a `select!` over the
+//! next due time (from the pure schedule), commands and clock changes; engine work runs in
+//! `spawn_blocking`.
+//!
+//! Invariants:
+//! - a foreign disk, another host's medium or an unreadable one is only ever mounted
+//!   read-only (without journal replay) and never written;
+//! - before every job the mount point is checked to still be the device's;
+//! - a pulled medium's job is cancelled and its mount detached only after the job ended, so
+//!   no write can land on the root file system under the empty mount point.
+
+mod clock;
+mod control;
+mod devices;
+mod job;
+mod mounts;
+mod notify;
+mod register;
+
+pub use control::{call, socket_path, Request, Response};
+
+use crate::config::{Config, MultipleMedia};
+use crate::error::Error;
+use crate::medium::{self, MediaFile, Medium};
+use crate::progress::Meter;
+use crate::schedule::{self, Due, Why};
+use crate::tree::Kind;
+use chrono::{DateTime, Duration, Utc};
+use clock::Clock;
+use devices::{Disk, DiskEvent};
+use notify::{Event as Note, EventKind};
+use register::Register;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+pub struct Options {
+    pub config: Config,
+    pub socket: PathBuf,
+    pub test_clock: bool,
+}
+
+enum Cmd {
+    BackupNow(oneshot::Sender<Response>),
+    Eject(oneshot::Sender<Response>),
+    Stop,
+}
+
+struct Running {
+    kind: Kind,
+    started: DateTime<Utc>,
+    meter: Arc<Meter>,
+}
+
+#[derive(Default)]
+struct Live {
+    job: Option<Running>,
+    next_due: Option<DateTime<Utc>>,
+    backups: usize,
+    newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
+    free_bytes: u64,
+    last_error: Option<String>,
+}
+
+struct Inserted {
+    disk: Disk,
+    media: MediaFile,
+    mountpoint: PathBuf,
+    seq: u64,
+    tx: mpsc::Sender<Cmd>,
+    cancel: Arc<AtomicBool>,
+    live: Arc<Mutex<Live>>,
+}
+
+struct Agent {
+    cfg: Config,
+    clock: Clock,
+    host: String,
+    register: Mutex<Register>,
+    inserted: Mutex<HashMap<PathBuf, Inserted>>,
+    tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    warnings: Mutex<Vec<String>>,
+    seq: AtomicU64,
+    changed: watch::Sender<u64>,
+}
+
+/// Run the agent until SIGTERM or SIGINT.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(main_loop(opts))
+}
+
+async fn main_loop(opts: Options) -> anyhow::Result<()> {
+    let cfg = opts.config;
+    std::fs::create_dir_all(&cfg.agent.run_dir)?;
+    std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
+    let agent = Arc::new(Agent {
+        register: Mutex::new(Register::load(&cfg.agent.state_dir)),
+        clock: Clock::new(opts.test_clock),
+        host: medium::host_name(),
+        inserted: Mutex::new(HashMap::new()),
+        tasks: Mutex::new(HashMap::new()),
+        warnings: Mutex::new(Vec::new()),
+        seq: AtomicU64::new(0),
+        changed: watch::channel(0).0,
+        cfg,
+    });
+    // The control socket: root only.
+    let _ = std::fs::remove_file(&opts.socket);
+    if let Some(dir) = opts.socket.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(&opts.socket)?;
+    std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
+    tokio::spawn(serve(agent.clone(), listener));
+
+    // SAFETY: the udev monitor socket owns its netlink descriptor for as long as it lives, and
+    // `as_raw_fd` always returns that same descriptor.
+    let monitor = unsafe {
+        AsyncFd::register_with_interest(devices::monitor()?, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot watch udev: {}", e.into_parts().1))?;
+    for disk in devices::enumerate()? {
+        agent.clone().appeared(disk).await;
+    }
+    info!(socket = %opts.socket.display(), test_clock = opts.test_clock, "agent running");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            ready = monitor.readable() => {
+                let mut guard = ready?;
+                let events: Vec<DiskEvent> = guard.get_inner().iter().filter_map(|e| devices::event_of(&e)).collect();
+                guard.clear_ready();
+                for ev in events {
+                    debug!(?ev, "udev");
+                    match ev {
+                        DiskEvent::Appeared(d) => agent.clone().appeared(d).await,
+                        DiskEvent::Gone { devnode } => agent.gone(&devnode),
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = tick.tick() => agent.check_away(),
+        }
+    }
+    info!("stopping: aborting jobs and unmounting media");
+    agent.shutdown().await;
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}
+
+enum Identity {
+    Ours(MediaFile),
+    Blank,
+    Foreign(String),
+}
+
+impl Agent {
+    fn note(
+        &self,
+        event: EventKind,
+        disk: Option<&Disk>,
+        media: Option<&MediaFile>,
+        backup: Option<u64>,
+        message: String,
+    ) {
+        notify::send(
+            &self.cfg.agent.notify_command,
+            Note {
+                event,
+                medium: media.map(|m| m.media_id.to_string()),
+                label: media
+                    .map(|m| m.label.clone())
+                    .or_else(|| disk.and_then(|d| d.label.clone())),
+                device: disk.map(|d| d.devnode.display().to_string()),
+                backup,
+                message,
+            },
+        );
+    }
+
+    async fn appeared(self: Arc<Self>, disk: Disk) {
+        if self
+            .inserted
+            .lock()
+            .unwrap()
+            .values()
+            .any(|i| i.disk.devnode == disk.devnode && i.disk.fs_uuid == disk.fs_uuid)
+        {
+            return; // a repeated event for a medium we have
+        }
+        if let Some(set) = &self.cfg.agent.devices {
+            if !set.is_match(&disk.devnode) {
+                debug!(device = %disk.devnode.display(), "not a configured device");
+                return;
+            }
+        }
+        if mounts::mounted_anywhere(disk.devnum) {
+            debug!(device = %disk.devnode.display(), "mounted elsewhere; not a tray");
+            return;
+        }
+        // A clone of an inserted disk (same file system UUID): never mount it over the other.
+        let twin = self
+            .inserted
+            .lock()
+            .unwrap()
+            .values()
+            .find(|i| i.disk.fs_uuid == disk.fs_uuid)
+            .map(|i| (i.disk.devnode.clone(), i.media.clone()));
+        if let Some((other, m)) = twin {
+            let why = format!("{} is a copy of {} (file system {} and medium {} ({:?}) on both); not using the copy", disk.devnode.display(), other.display(), disk.fs_uuid, m.media_id, m.label);
+            warn!("{why}");
+            self.warnings.lock().unwrap().push(why.clone());
+            self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
+            return;
+        }
+        // A quick re-insertion: let the previous session of this file system finish first.
+        let previous = self.tasks.lock().unwrap().remove(&disk.fs_uuid);
+        if let Some(h) = previous {
+            let _ = h.await;
+        }
+        let mp = mounts::mountpoint(&self.cfg.agent.run_dir, &disk);
+        let (d2, mp2, auto) = (
+            disk.clone(),
+            mp.clone(),
+            self.cfg.agent.auto_enrol_label.clone(),
+        );
+        let identity = tokio::task::spawn_blocking(move || identify(&d2, &mp2, auto.as_ref()))
+            .await
+            .unwrap();
+        let media = match identity {
+            Identity::Foreign(why) => {
+                warn!(device = %disk.devnode.display(), %why, "not using this disk");
+                self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+                return;
+            }
+            Identity::Ours(m) if m.host != self.host => {
+                let why = format!(
+                    "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
+                    m.media_id, m.label, m.host, self.host
+                );
+                warn!(device = %disk.devnode.display(), %why, "not using this disk");
+                self.note(EventKind::UnknownMedium, Some(&disk), Some(&m), None, why);
+                return;
+            }
+            Identity::Ours(m) => {
+                let twin = self
+                    .inserted
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .find(|i| i.media.media_id == m.media_id)
+                    .map(|i| i.disk.devnode.clone());
+                if let Some(other) = twin {
+                    let why = format!("medium {} ({:?}) is on {} and {} at once (a cloned disk?); using neither copy of it twice", m.media_id, m.label, other.display(), disk.devnode.display());
+                    warn!("{why}");
+                    self.warnings.lock().unwrap().push(why.clone());
+                    self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
+                    return;
+                }
+                Some(m)
+            }
+            Identity::Blank => None,
+        };
+        // Ours or blank-and-enrollable: mount read-write, enrol if blank, open with recovery.
+        let (d2, mp2, now) = (disk.clone(), mp.clone(), self.clock.now());
+        let opened = tokio::task::spawn_blocking(move || -> Result<Medium, String> {
+            mounts::mount(&d2, &mp2, true)
+                .map_err(|e| format!("cannot mount {} read-write: {e}", d2.devnode.display()))?;
+            let r = (|| {
+                if media.is_none() {
+                    let label = d2.label.clone().unwrap_or_else(|| d2.fs_uuid.clone());
+                    Medium::init(&mp2, &label, false, now).map_err(|e| e.to_string())?;
+                    info!(device = %d2.devnode.display(), %label, "blank medium enrolled");
+                }
+                Medium::open_write(&mp2, 3).map_err(|e| e.to_string())
+            })();
+            if r.is_err() {
+                let _ = mounts::unmount(&mp2, false);
+            }
+            r
+        })
+        .await
+        .unwrap();
+        let medium = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
+                self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
+                return;
+            }
+        };
+        let media = medium.media.clone();
+        info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree.backups.len(), "medium inserted");
+        {
+            let mut reg = self.register.lock().unwrap();
+            reg.seen(
+                &media.media_id.to_string(),
+                &media.label,
+                &disk.devnode.display().to_string(),
+                &medium.tree,
+                self.clock.now(),
+            );
+            if let Err(e) = reg.save() {
+                warn!(cause = %e, "cannot save the register");
+            }
+        }
+        let (tx, rx) = mpsc::channel(8);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let live = Arc::new(Mutex::new(Live::default()));
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        self.inserted.lock().unwrap().insert(
+            disk.devnode.clone(),
+            Inserted {
+                disk: disk.clone(),
+                media,
+                mountpoint: mp.clone(),
+                seq,
+                tx,
+                cancel: cancel.clone(),
+                live: live.clone(),
+            },
+        );
+        self.changed.send_modify(|v| *v += 1);
+        let handle =
+            tokio::spawn(
+                self.clone()
+                    .medium_task(disk.clone(), mp, medium, rx, cancel, live),
+            );
+        self.tasks
+            .lock()
+            .unwrap()
+            .insert(disk.fs_uuid.clone(), handle);
+    }
+
+    /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
+    fn gone(&self, devnode: &Path) {
+        let ins = self.inserted.lock().unwrap().remove(devnode);
+        if let Some(i) = ins {
+            warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+            i.cancel.store(true, Ordering::SeqCst);
+            let _ = i.tx.try_send(Cmd::Stop);
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn may_write(&self, devnode: &Path) -> bool {
+        if self.cfg.agent.multiple_media == MultipleMedia::All {
+            return true;
+        }
+        let ins = self.inserted.lock().unwrap();
+        ins.values()
+            .max_by_key(|i| i.seq)
+            .is_none_or(|i| i.disk.devnode == devnode)
+    }
+
+    async fn medium_task(
+        self: Arc<Self>,
+        disk: Disk,
+        mp: PathBuf,
+        medium: Medium,
+        mut rx: mpsc::Receiver<Cmd>,
+        cancel: Arc<AtomicBool>,
+        live: Arc<Mutex<Live>>,
+    ) {
+        let mut medium = Some(medium);
+        let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
+        let mut eject: Option<oneshot::Sender<Response>> = None;
+        let mut changed = self.changed.subscribe();
+        let sched = self.cfg.schedule.clone();
+        loop {
+            self.refresh(medium.as_ref().unwrap(), &live);
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = self.clock.now();
+            let tree = &medium.as_ref().unwrap().tree;
+            let due = if !self.may_write(&disk.devnode) {
+                None
+            } else {
+                schedule::due(tree, now, &sched).or_else(|| {
+                    (!forced.is_empty()).then(|| Due {
+                        kind: Kind::Micro,
+                        parent: schedule::parent_for(tree, Kind::Micro),
+                        why: Why::Requested,
+                    })
+                })
+            };
+            if let Some(due) = due {
+                let meter = Arc::new(Meter::hidden());
+                live.lock().unwrap().job = Some(Running {
+                    kind: due.kind,
+                    started: now,
+                    meter: meter.clone(),
+                });
+                let mut m = medium.take().unwrap();
+                let (cfg, c2, mp2, devnum) =
+                    (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
+                info!(medium = %m.media.media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+                let (m, outcome) = tokio::task::spawn_blocking(move || {
+                    let o = job::run(&mut m, &cfg, &due, now, &c2, &meter, &|| {
+                        mounts::still_ours(&mp2, devnum)
+                    });
+                    (m, o)
+                })
+                .await
+                .unwrap();
+                live.lock().unwrap().job = None;
+                self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
+                medium = Some(m);
+                let answer = serde_json::to_value(&outcome).unwrap();
+                for r in forced.drain(..) {
+                    let _ = r.send(if outcome.error.is_none() {
+                        Response::ok(answer.clone())
+                    } else {
+                        Response {
+                            ok: false,
+                            error: outcome.error.clone(),
+                            data: answer.clone(),
+                        }
+                    });
+                }
+                continue;
+            }
+            let next = schedule::next_due(tree, self.clock.now(), &sched);
+            live.lock().unwrap().next_due = Some(next);
+            tokio::select! {
+                _ = self.clock.sleep_until(next) => {}
+                _ = changed.changed() => {}
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::BackupNow(r)) => forced.push(r),
+                    Some(Cmd::Eject(r)) => {
+                        eject = Some(r);
+                        break;
+                    }
+                    Some(Cmd::Stop) | None => break,
+                },
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Cmd::Eject(r) => eject = Some(r),
+                Cmd::BackupNow(r) => forced.push(r),
+                Cmd::Stop => {}
+            }
+        }
+        for r in forced {
+            let _ = r.send(Response::err(
+                "the medium was removed before the backup could run",
+            ));
+        }
+        // Tear down: release the medium (its lock), flush, unmount.
+        let media = medium.as_ref().map(|m| m.media.clone());
+        drop(medium);
+        let pulled = !disk.devnode.exists()
+            || self.inserted.lock().unwrap().get(&disk.devnode).is_none() && eject.is_none();
+        let (d2, mp2) = (disk.clone(), mp.clone());
+        let detach = tokio::task::spawn_blocking(move || {
+            mounts::sync();
+            let r = mounts::unmount(&mp2, pulled).or_else(|_| mounts::unmount(&mp2, true));
+            (
+                r,
+                if pulled {
+                    String::new()
+                } else {
+                    mounts::power_down(&d2)
+                },
+            )
+        })
+        .await
+        .unwrap();
+        self.inserted.lock().unwrap().remove(&disk.devnode);
+        self.changed.send_modify(|v| *v += 1);
+        if let Some(m) = &media {
+            let mut reg = self.register.lock().unwrap();
+            if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
+                s.last_seen = Some(self.clock.now());
+            }
+            let _ = reg.save();
+        }
+        match (detach.0, eject) {
+            (Ok(()), Some(reply)) => {
+                let msg = format!(
+                    "{} ({}) is safe to remove; {}",
+                    disk.devnode.display(),
+                    media.as_ref().map(|m| m.label.as_str()).unwrap_or("?"),
+                    detach.1
+                );
+                info!("{msg}");
+                self.note(
+                    EventKind::SafeToRemove,
+                    Some(&disk),
+                    media.as_ref(),
+                    None,
+                    msg.clone(),
+                );
+                let _ = reply.send(Response::ok(serde_json::json!({ "safe_to_remove": true, "device": disk.devnode, "message": msg })));
+            }
+            (Err(e), Some(reply)) => {
+                let _ = reply.send(Response::err(format!(
+                    "cannot unmount {}: {e}",
+                    mp.display()
+                )));
+            }
+            (Ok(()), None) => info!(device = %disk.devnode.display(), pulled, "medium released"),
+            (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
+        }
+    }
+
+    fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
+        let mut l = live.lock().unwrap();
+        l.backups = m.tree.backups.len();
+        l.newest.clear();
+        for b in m.tree.backups.iter().filter(|b| b.verified) {
+            let e = l.newest.entry(b.kind).or_insert((b.started, b.id.0));
+            if b.started >= e.0 {
+                *e = (b.started, b.id.0);
+            }
+        }
+        l.free_bytes = m.free_space().unwrap_or(0);
+    }
+
+    fn after_job(
+        &self,
+        disk: &Disk,
+        m: &Medium,
+        o: &job::Outcome,
+        live: &Mutex<Live>,
+        cancelled: bool,
+    ) {
+        let media = Some(&m.media);
+        if let Some(e) = &o.error {
+            if cancelled {
+                warn!(medium = %m.media.media_id, cause = %e, "backup cancelled");
+            } else {
+                error!(medium = %m.media.media_id, cause = %e, "backup failed");
+                self.note(
+                    EventKind::BackupFailed,
+                    Some(disk),
+                    media,
+                    o.backup,
+                    e.clone(),
+                );
+            }
+        }
+        if let Some(e) = &o.medium_too_small {
+            self.note(
+                EventKind::MediumTooSmall,
+                Some(disk),
+                media,
+                o.backup,
+                e.clone(),
+            );
+        }
+        if o.verified == Some(false) {
+            self.note(
+                EventKind::VerifyFailed,
+                Some(disk),
+                media,
+                o.backup,
+                format!(
+                    "backup failed verification; affected: {}",
+                    o.damaged_files.join(", ")
+                ),
+            );
+        }
+        if let Some(b) = o.backup {
+            info!(medium = %m.media.media_id, backup = b, kind = ?o.kind, verified = ?o.verified, pared = o.pared.len(), "backup done");
+        }
+        live.lock().unwrap().last_error = o.error.clone().or(o.medium_too_small.clone());
+        let mut reg = self.register.lock().unwrap();
+        reg.seen(
+            &m.media.media_id.to_string(),
+            &m.media.label,
+            &disk.devnode.display().to_string(),
+            &m.tree,
+            self.clock.now(),
+        );
+        let _ = reg.save();
+    }
+
+    /// Warn about media away longer than configured (once a day each).
+    fn check_away(&self) {
+        let now = self.clock.now();
+        let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
+        let inserted: Vec<String> = self
+            .inserted
+            .lock()
+            .unwrap()
+            .values()
+            .map(|i| i.media.media_id.to_string())
+            .collect();
+        let mut reg = self.register.lock().unwrap();
+        let mut notes = Vec::new();
+        for (id, s) in reg.media.iter_mut() {
+            let Some(seen) = s.last_seen else { continue };
+            if inserted.contains(id)
+                || now - seen <= limit
+                || s.warned_away.is_some_and(|w| now - w < Duration::days(1))
+            {
+                continue;
+            }
+            s.warned_away = Some(now);
+            notes.push((
+                id.clone(),
+                s.label.clone(),
+                format!(
+                    "medium {:?} has been away for {} days",
+                    s.label,
+                    (now - seen).num_days()
+                ),
+            ));
+        }
+        let _ = reg.save();
+        drop(reg);
+        for (id, label, msg) in notes {
+            warn!("{msg}");
+            notify::send(
+                &self.cfg.agent.notify_command,
+                Note {
+                    event: EventKind::MediumAway,
+                    medium: Some(id),
+                    label: Some(label),
+                    device: None,
+                    backup: None,
+                    message: msg,
+                },
+            );
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let now = self.clock.now();
+        let ins = self.inserted.lock().unwrap();
+        let inserted: Vec<_> = ins
+            .values()
+            .map(|i| {
+                let l = i.live.lock().unwrap();
+                serde_json::json!({
+                    "label": i.media.label, "media_id": i.media.media_id, "device": i.disk.devnode,
+                    "mountpoint": i.mountpoint, "backups": l.backups,
+                    "newest": l.newest.iter().map(|(k, (t, id))| (k.to_string(), serde_json::json!({"id": id, "started": t}))).collect::<BTreeMap<_, _>>(),
+                    "job": l.job.as_ref().map(|j| serde_json::json!({"kind": j.kind, "started": j.started, "files": j.meter.files(), "bytes": j.meter.bytes()})),
+                    "next_due": l.next_due, "free_bytes": l.free_bytes, "last_error": l.last_error,
+                    "writing": self.cfg.agent.multiple_media == MultipleMedia::All || ins.values().max_by_key(|o| o.seq).is_some_and(|o| o.seq == i.seq),
+                })
+            })
+            .collect();
+        let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
+        drop(ins);
+        let reg = self.register.lock().unwrap();
+        let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
+        let mut warnings = self.warnings.lock().unwrap().clone();
+        let known: Vec<_> = reg
+            .media
+            .iter()
+            .filter(|(id, _)| !ids.contains(id))
+            .map(|(id, s)| {
+                if let Some(seen) = s.last_seen.filter(|t| now - *t > limit) {
+                    warnings.push(format!("medium {:?} has been away for {} days", s.label, (now - seen).num_days()));
+                }
+                let newest = s.newest.values().max();
+                serde_json::json!({ "media_id": id, "label": s.label, "last_seen": s.last_seen, "last_device": s.last_device,
+                    "newest_backup": newest.map(|(t, id)| serde_json::json!({"id": id, "started": t})) })
+            })
+            .collect();
+        serde_json::json!({ "now": now, "host": self.host, "inserted": inserted, "known": known, "warnings": warnings })
+    }
+
+    fn find(
+        &self,
+        which: &Option<String>,
+    ) -> Result<(mpsc::Sender<Cmd>, Arc<AtomicBool>, Arc<Mutex<Live>>), String> {
+        let ins = self.inserted.lock().unwrap();
+        let matches: Vec<&Inserted> = ins
+            .values()
+            .filter(|i| match which {
+                None => true,
+                Some(w) => {
+                    i.media.label == *w
+                        || i.media.media_id.to_string() == *w
+                        || i.disk.devnode == Path::new(w)
+                        || i.mountpoint == Path::new(w)
+                }
+            })
+            .collect();
+        match matches.as_slice() {
+            [i] => Ok((i.tx.clone(), i.cancel.clone(), i.live.clone())),
+            [] => Err(match which {
+                Some(w) => format!("no inserted medium is {w:?}"),
+                None => "no medium is inserted".into(),
+            }),
+            _ => Err("several media are inserted; name one (label, media id or device)".into()),
+        }
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Status => Response::ok(self.status()),
+            Request::AdvanceClock { seconds } => {
+                match self.clock.advance(Duration::seconds(seconds)) {
+                    Ok(now) => {
+                        self.check_away();
+                        Response::ok(serde_json::json!({ "now": now }))
+                    }
+                    Err(e) => Response::err(e),
+                }
+            }
+            Request::BackupNow { medium } => {
+                let (tx, _, _) = match self.find(&medium) {
+                    Ok(x) => x,
+                    Err(e) => return Response::err(e),
+                };
+                let (rtx, rrx) = oneshot::channel();
+                if tx.send(Cmd::BackupNow(rtx)).await.is_err() {
+                    return Response::err("the medium is going away");
+                }
+                rrx.await
+                    .unwrap_or_else(|_| Response::err("the medium went away before the backup ran"))
+            }
+            Request::Eject { medium } => {
+                let (tx, cancel, live) = match self.find(&medium) {
+                    Ok(x) => x,
+                    Err(e) => return Response::err(e),
+                };
+                let abort = live.lock().unwrap().job.as_ref().is_some_and(|j| {
+                    j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
+                });
+                if abort {
+                    info!("eject: aborting the running backup");
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                let (rtx, rrx) = oneshot::channel();
+                if tx.send(Cmd::Eject(rtx)).await.is_err() {
+                    return Response::err("the medium is already going away");
+                }
+                rrx.await
+                    .unwrap_or_else(|_| Response::err("the medium went away during eject"))
+            }
+        }
+    }
+
+    async fn shutdown(&self) {
+        let all: Vec<(Arc<AtomicBool>, mpsc::Sender<Cmd>)> = self
+            .inserted
+            .lock()
+            .unwrap()
+            .values()
+            .map(|i| (i.cancel.clone(), i.tx.clone()))
+            .collect();
+        for (c, tx) in all {
+            c.store(true, Ordering::SeqCst);
+            let _ = tx.try_send(Cmd::Stop);
+        }
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, h)| h).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Mount read-only and read the media ID file.
+fn identify(disk: &Disk, mp: &Path, auto: Option<&globset::GlobMatcher>) -> Identity {
+    if let Err(e) = mounts::mount(disk, mp, false) {
+        return Identity::Foreign(format!(
+            "{}: cannot mount {} read-only: {e}",
+            disk.devnode.display(),
+            disk.fs_type
+        ));
+    }
+    let found = Medium::identify(mp);
+    let blank = mounts::is_blank(mp);
+    let _ = mounts::unmount(mp, false);
+    let label = disk.label.clone().unwrap_or_default();
+    match found {
+        Ok(m) => Identity::Ours(m),
+        Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
+        Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
+            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
+        }
+        Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
+        Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
+    }
+}
+
+async fn serve(agent: Arc<Agent>, listener: UnixListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            if let Ok(Some(line)) = lines.next_line().await {
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => agent.handle(req).await,
+                    Err(e) => Response::err(format!("bad request: {e}")),
+                };
+                let mut out = serde_json::to_vec(&resp).unwrap();
+                out.push(b'\n');
+                let _ = w.write_all(&out).await;
+            }
+        });
+    }
+}

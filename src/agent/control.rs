@@ -1,0 +1,80 @@
+//! The control socket: newline-delimited JSON requests and responses between the CLI and the
+//! agent over a Unix socket that only root can open.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_SOCKET: &str = "/run/trayback/agent.sock";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// Back up now on one inserted medium (by label, media id or device; any if only one).
+    BackupNow {
+        medium: Option<String>,
+    },
+    /// Finish or abort the job, unmount, power down; answers once safe to remove.
+    Eject {
+        medium: Option<String>,
+    },
+    /// Move a `--test-clock` agent's clock forward.
+    AdvanceClock {
+        seconds: i64,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+    pub fn err(e: impl Into<String>) -> Response {
+        Response {
+            ok: false,
+            error: Some(e.into()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+/// The socket path: `$TRAYBACK_SOCKET`, else the default.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("TRAYBACK_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+/// Send one request and wait for the answer (the CLI side).
+pub fn call(socket: &Path, req: &Request) -> Result<Response, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        format!(
+            "{}: cannot reach the trayback agent: {e} (is `trayback agent` running?)",
+            socket.display()
+        )
+    })?;
+    let mut line = serde_json::to_vec(req).unwrap();
+    line.push(b'\n');
+    s.write_all(&line)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let mut answer = String::new();
+    BufReader::new(s)
+        .read_line(&mut answer)
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    serde_json::from_str(&answer)
+        .map_err(|e| format!("{}: bad answer from the agent: {e}", socket.display()))
+}
