@@ -83,6 +83,10 @@ struct Inserted {
     live: Arc<Mutex<Live>>,
 }
 
+/// What the control handler needs of an inserted medium: its command channel, its cancel
+/// flag and its live state.
+type Handle = (mpsc::Sender<Cmd>, Arc<AtomicBool>, Arc<Mutex<Live>>);
+
 struct Agent {
     cfg: Config,
     clock: Clock,
@@ -339,11 +343,17 @@ impl Agent {
             },
         );
         self.changed.send_modify(|v| *v += 1);
-        let handle =
-            tokio::spawn(
-                self.clone()
-                    .medium_task(disk.clone(), mp, medium, rx, cancel, live),
-            );
+        let tx = self.inserted.lock().unwrap()[&disk.devnode].tx.clone();
+        let watchdog = tokio::spawn(watch_mount(mp.clone(), disk.devnum, cancel.clone(), tx));
+        let handle = tokio::spawn(self.clone().medium_task(
+            disk.clone(),
+            mp,
+            medium,
+            rx,
+            cancel,
+            live,
+            watchdog,
+        ));
         self.tasks
             .lock()
             .unwrap()
@@ -371,6 +381,7 @@ impl Agent {
             .is_none_or(|i| i.disk.devnode == devnode)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn medium_task(
         self: Arc<Self>,
         disk: Disk,
@@ -379,6 +390,7 @@ impl Agent {
         mut rx: mpsc::Receiver<Cmd>,
         cancel: Arc<AtomicBool>,
         live: Arc<Mutex<Live>>,
+        watchdog: tokio::task::JoinHandle<()>,
     ) {
         let mut medium = Some(medium);
         let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
@@ -466,21 +478,21 @@ impl Agent {
                 "the medium was removed before the backup could run",
             ));
         }
-        // Tear down: release the medium (its lock), flush, unmount.
+        // Tear down: release the medium (its lock and open files), flush, unmount.
+        watchdog.abort();
         let media = medium.as_ref().map(|m| m.media.clone());
         drop(medium);
-        let pulled = !disk.devnode.exists()
-            || self.inserted.lock().unwrap().get(&disk.devnode).is_none() && eject.is_none();
+        let ejecting = eject.is_some();
         let (d2, mp2) = (disk.clone(), mp.clone());
         let detach = tokio::task::spawn_blocking(move || {
             mounts::sync();
-            let r = mounts::unmount(&mp2, pulled).or_else(|_| mounts::unmount(&mp2, true));
+            let r = mounts::unmount(&mp2, !ejecting).or_else(|_| mounts::unmount(&mp2, true));
             (
                 r,
-                if pulled {
-                    String::new()
-                } else {
+                if ejecting {
                     mounts::power_down(&d2)
+                } else {
+                    String::new()
                 },
             )
         })
@@ -519,7 +531,7 @@ impl Agent {
                     mp.display()
                 )));
             }
-            (Ok(()), None) => info!(device = %disk.devnode.display(), pulled, "medium released"),
+            (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
     }
@@ -684,10 +696,7 @@ impl Agent {
         serde_json::json!({ "now": now, "host": self.host, "inserted": inserted, "known": known, "warnings": warnings })
     }
 
-    fn find(
-        &self,
-        which: &Option<String>,
-    ) -> Result<(mpsc::Sender<Cmd>, Arc<AtomicBool>, Arc<Mutex<Live>>), String> {
+    fn find(&self, which: &Option<String>) -> Result<Handle, String> {
         let ins = self.inserted.lock().unwrap();
         let matches: Vec<&Inserted> = ins
             .values()
@@ -772,6 +781,25 @@ impl Agent {
         let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, h)| h).collect();
         for t in tasks {
             let _ = t.await;
+        }
+    }
+}
+
+/// Watch that the mount is still the device's: a tray pulled (or the file system unmounted
+/// behind our back) cancels the job and ends the medium's session at once, even while the
+/// kernel keeps the device around because our files on it are still open.
+async fn watch_mount(mp: PathBuf, devnum: u64, cancel: Arc<AtomicBool>, tx: mpsc::Sender<Cmd>) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (mp2, gone) = (mp.clone(), mp.clone());
+        let ours = tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
+            .await
+            .unwrap_or(false);
+        if !ours {
+            warn!(mountpoint = %gone.display(), "the medium's file system went away (tray pulled?); stopping its job");
+            cancel.store(true, Ordering::SeqCst);
+            let _ = tx.send(Cmd::Stop).await;
+            return;
         }
     }
 }

@@ -1,0 +1,784 @@
+//! The hot-plug agent end to end: real systemd-udevd, real ext4 images on loop devices, the
+//! real binary. Root only (skipped otherwise, and CI runs as root). The agent's clock is moved
+//! with the hidden `test-clock` command so days pass in seconds.
+
+mod util;
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use util::*;
+
+/// Agents see every loop device: one scenario at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn tool(name: &str) -> bool {
+    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        .iter()
+        .any(|d| Path::new(d).join(name).exists())
+}
+
+/// Start systemd-udevd if it is not running, and install our rule where udevd reads it.
+fn udevd_with_rule() -> bool {
+    if !is_root() || !tool("udevadm") || !tool("losetup") || !tool("mkfs.ext4") {
+        eprintln!("SKIPPED: the agent tests need root, udevadm, losetup and mkfs.ext4 (scripts/setup.sh installs them)");
+        return false;
+    }
+    let running = Command::new("pgrep")
+        .args(["-x", "systemd-udevd"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !running {
+        let bin = [
+            "/lib/systemd/systemd-udevd",
+            "/usr/lib/systemd/systemd-udevd",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            eprintln!("SKIPPED: systemd-udevd not found");
+            return false;
+        };
+        sh(Command::new(bin).arg("--daemon"));
+        let t0 = Instant::now();
+        while !Command::new("pgrep")
+            .args(["-x", "systemd-udevd"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "systemd-udevd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fs::create_dir_all("/run/udev/rules.d").unwrap();
+    fs::write(
+        "/run/udev/rules.d/90-trayback.rules",
+        include_str!("../udev-rules/90-trayback.rules"),
+    )
+    .unwrap();
+    sh(Command::new("udevadm").args(["control", "--reload"]));
+    true
+}
+
+struct Lab {
+    tmp: tempfile::TempDir,
+    src: PathBuf,
+    socket: PathBuf,
+    config: PathBuf,
+    notes: PathBuf,
+    prefix: String,
+    agent: Option<Child>,
+    devices: Vec<String>,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Lab {
+    fn new(extra_config: &str) -> Option<Lab> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        if !udevd_with_rule() {
+            return None;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("trayback-agent")
+            .tempdir()
+            .unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        let prefix = format!("TBT{}", std::process::id() % 100000);
+        let notes = tmp.path().join("notes.jsonl");
+        let notify = tmp.path().join("notify.sh");
+        fs::write(&notify, format!("#!/bin/sh\ncat >> {}\n", notes.display())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&notify, fs::Permissions::from_mode(0o755)).unwrap();
+        let config = tmp.path().join("trayback.yaml");
+        let t = tmp.path().display();
+        fs::write(
+            &config,
+            format!(
+                "sources: [{src}]\nagent:\n  auto_enrol_label: '{prefix}*'\n  devices: ['/dev/loop*']\n  run_dir: {t}/run\n  state_dir: {t}/state\n  notify_command: {n}\n{extra_config}",
+                src = src.display(),
+                n = notify.display()
+            ),
+        )
+        .unwrap();
+        let socket = tmp.path().join("agent.sock");
+        let mut lab = Lab {
+            tmp,
+            src,
+            socket,
+            config,
+            notes,
+            prefix,
+            agent: None,
+            devices: Vec::new(),
+            _serial: serial,
+        };
+        lab.start_agent();
+        Some(lab)
+    }
+
+    fn start_agent(&mut self) {
+        let log = fs::File::create(self.tmp.path().join("agent.log")).unwrap();
+        let child = Command::new(bin())
+            .args(["agent", "--test-clock", "--config"])
+            .arg(&self.config)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("TRAYBACK_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let t0 = Instant::now();
+        while !self.socket.exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the agent did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.tmp.path().join("agent.log")).unwrap_or_default()
+    }
+
+    fn image(&self, name: &str, label: &str, size: &str) -> PathBuf {
+        let img = self.tmp.path().join(name);
+        sh(Command::new("truncate").args(["-s", size]).arg(&img));
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", label])
+            .arg(&img));
+        img
+    }
+
+    fn label(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    /// Attach an image: the kernel and udevd announce a new file system.
+    fn insert(&mut self, img: &Path) -> String {
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {}", text(&out.stderr));
+        let dev = text(&out.stdout).trim().to_string();
+        let _ = Command::new("udevadm")
+            .args(["settle", "-t", "10"])
+            .status();
+        self.devices.push(dev.clone());
+        dev
+    }
+
+    /// Pull a tray: the file system vanishes under the agent (as hotplug-lab.sh does).
+    fn pull(&mut self, dev: &str) {
+        let mounts = Command::new("findmnt")
+            .args(["-rn", "-S", dev, "-o", "TARGET"])
+            .output()
+            .unwrap();
+        for m in text(&mounts.stdout).lines() {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        sh(Command::new("losetup").args(["-d", dev]));
+        let _ = Command::new("udevadm")
+            .args(["settle", "-t", "10"])
+            .status();
+        self.devices.retain(|d| d != dev);
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("TRAYBACK_SOCKET", &self.socket)
+            .output()
+            .unwrap()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = self.ctl(&["status", "--json"]);
+        assert!(out.status.success(), "status: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn advance(&self, by: &str) {
+        let out = self.ctl(&["test-clock", by]);
+        assert!(out.status.success(), "test-clock: {}", text(&out.stderr));
+    }
+
+    /// Poll the status until `pred` holds.
+    fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            let s = self.status();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}; status {s:#}\nagent log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn notes(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(&self.notes)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn wait_note(&self, event: &str, secs: u64) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(n) = self.notes().into_iter().find(|n| n["event"] == event) {
+                return n;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "no {event} notification; got {:?}\nagent log:\n{}",
+                self.notes(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Mount an image (detached from the agent) read-only somewhere of our own.
+    fn mount_ro(&self, img: &Path, name: &str) -> PathBuf {
+        let mp = self.tmp.path().join(name);
+        fs::create_dir_all(&mp).unwrap();
+        sh(Command::new("mount")
+            .args(["-o", "loop,ro,noload"])
+            .arg(img)
+            .arg(&mp));
+        mp
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "trayback {args:?}: {}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn restore_latest(&self, medium: &Path, name: &str) -> PathBuf {
+        let to = self.tmp.path().join(name);
+        self.cli(&[
+            "restore",
+            "--medium",
+            medium.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        to.join(self.src.strip_prefix("/").unwrap())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&c),
+                rustix::process::Signal::Term,
+            );
+            let t0 = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let mounts = Command::new("findmnt")
+            .args(["-rn", "-o", "TARGET"])
+            .output()
+            .unwrap();
+        for m in text(&mounts.stdout)
+            .lines()
+            .filter(|m| m.starts_with(self.tmp.path().to_str().unwrap()))
+        {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+        for d in self.devices.drain(..) {
+            let _ = Command::new("losetup").args(["-d", &d]).status();
+        }
+    }
+}
+
+fn inserted(s: &serde_json::Value) -> Vec<serde_json::Value> {
+    s["inserted"].as_array().cloned().unwrap_or_default()
+}
+
+fn newest(s: &serde_json::Value, label: &str, kind: &str) -> Option<u64> {
+    inserted(s)
+        .into_iter()
+        .find(|m| m["label"] == label)
+        .and_then(|m| m["newest"][kind]["id"].as_u64())
+}
+
+fn idle(s: &serde_json::Value, label: &str) -> bool {
+    inserted(s)
+        .iter()
+        .any(|m| m["label"] == label && m["job"].is_null())
+}
+
+fn sha(p: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(p).unwrap()))
+}
+
+fn list(medium: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["list", "--json", "--medium"])
+        .arg(medium)
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn insert_rotate_and_restore_from_either_medium() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("docs/a.txt"), b"first version");
+    write(&lab.src.join("data.bin"), &bytes(1, 400_000));
+    let (la, lb) = (lab.label("A"), lab.label("B"));
+    let img_a = lab.image("a.img", &la, "96M");
+    let img_b = lab.image("b.img", &lb, "96M");
+
+    // Insert blank A: a monthly full appears with no other command.
+    let dev_a = lab.insert(&img_a);
+    let s = lab.wait_for("a monthly on A", 30, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    let mp_a = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
+    // Change files, advance time: micro backups on A, parents on A.
+    write(&lab.src.join("docs/a.txt"), b"second version");
+    lab.advance("15m");
+    lab.wait_for("a micro on A", 30, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    write(&lab.src.join("docs/new.txt"), b"added");
+    lab.advance("15m");
+    lab.wait_for("a second micro on A", 30, |s| {
+        newest(s, &la, "micro") == Some(3) && idle(s, &la)
+    });
+    let backups = list(&mp_a);
+    assert_eq!(
+        backups
+            .iter()
+            .map(|b| (b["kind"].as_str().unwrap(), b["parent"].as_u64()))
+            .collect::<Vec<_>>(),
+        vec![("monthly", None), ("micro", Some(1)), ("micro", Some(2))]
+    );
+    assert!(backups.iter().all(|b| b["verified"] == true));
+
+    // Pull A; insert blank B: a full backup on B.
+    lab.pull(&dev_a);
+    lab.wait_for("A gone", 20, |s| inserted(s).is_empty());
+    write(&lab.src.join("docs/b-only.txt"), b"made while B was in");
+    let snap_b = lab.tmp.path().join("snap-b");
+    snapshot(&lab.src, &snap_b);
+    let dev_b = lab.insert(&img_b);
+    lab.wait_for("a monthly on B", 30, |s| {
+        newest(s, &lb, "monthly").is_some() && idle(s, &lb)
+    });
+    lab.pull(&dev_b);
+    lab.wait_for("B gone", 20, |s| inserted(s).is_empty());
+
+    // Re-insert A after two days: the next backup on A is a daily whose parent is on A.
+    lab.advance("2d");
+    let snap_a = lab.tmp.path().join("snap-a");
+    snapshot(&lab.src, &snap_a);
+    let dev_a = lab.insert(&img_a);
+    let s = lab.wait_for("a daily on A", 30, |s| {
+        newest(s, &la, "daily").is_some() && idle(s, &la)
+    });
+    let mp_a = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
+    let backups = list(&mp_a);
+    let daily = backups.iter().find(|b| b["kind"] == "daily").unwrap();
+    assert_eq!(
+        daily["parent"], 1,
+        "the daily is based on A's own monthly: {backups:?}"
+    );
+    assert_eq!(
+        backups.iter().filter(|b| b["kind"] == "daily").count(),
+        1,
+        "one backup of the highest kind due, not a burst"
+    );
+    // status knows where B is and what it holds.
+    let s = lab.status();
+    let away: Vec<_> = s["known"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["label"] == lb)
+        .collect();
+    assert_eq!(away.len(), 1, "{s:#}");
+    assert!(away[0]["newest_backup"]["id"].as_u64().is_some());
+
+    // Eject A: exit 0 and "safe to remove" once unmounted.
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("safe to remove"));
+    assert!(
+        !mp_a.exists() || fs::read_dir(&mp_a).unwrap().next().is_none(),
+        "still mounted"
+    );
+    lab.wait_note("safe_to_remove", 10);
+    lab.pull(&dev_a);
+
+    // Each medium alone restores the whole source as it was at its newest backup.
+    let ma = lab.mount_ro(&img_a, "check-a");
+    assert_same(&snap_a, &lab.restore_latest(&ma, "restore-a"));
+    let mb = lab.mount_ro(&img_b, "check-b");
+    assert_same(&snap_b, &lab.restore_latest(&mb, "restore-b"));
+    let _ = Command::new("umount").arg(&ma).status();
+    let _ = Command::new("umount").arg(&mb).status();
+    // After more than the configured days away, status warns (and a notification goes out).
+    lab.advance("8d");
+    let s = lab.status();
+    assert!(
+        s["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("away")),
+        "{s:#}"
+    );
+    lab.wait_note("medium_away", 10);
+}
+
+#[test]
+fn foreign_and_other_hosts_disks_are_never_written() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"x");
+    // A foreign disk: no media ID file, a label that does not match.
+    let foreign = lab.image("foreign.img", "HOLIDAY-PHOTOS", "64M");
+    // Another host's medium.
+    let other = lab.image("other.img", &lab.label("OTHER"), "64M");
+    let mp = lab.tmp.path().join("prep");
+    fs::create_dir(&mp).unwrap();
+    sh(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&other)
+        .arg(&mp));
+    lab.cli(&["media", "init", mp.to_str().unwrap(), "--label", "theirs"]);
+    let media = mp.join("trayback/media.yaml");
+    let text_ = fs::read_to_string(&media).unwrap();
+    let host_line = text_
+        .lines()
+        .find(|l| l.starts_with("host:"))
+        .unwrap()
+        .to_string();
+    fs::write(&media, text_.replace(&host_line, "host: some-other-host")).unwrap();
+    sh(Command::new("umount").arg(&mp));
+    let (sum_foreign, sum_other) = (sha(&foreign), sha(&other));
+
+    let d1 = lab.insert(&foreign);
+    let n = lab.wait_note("unknown_medium", 20);
+    assert!(
+        n["message"].as_str().unwrap().contains("foreign disk"),
+        "{n}"
+    );
+    let d2 = lab.insert(&other);
+    let t0 = Instant::now();
+    while !lab.notes().iter().any(|n| {
+        n["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("belongs to host")
+    }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no notification for the other host's medium: {:?}",
+            lab.notes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(inserted(&lab.status()).is_empty(), "neither disk is in use");
+    lab.pull(&d1);
+    lab.pull(&d2);
+    assert_eq!(sha(&foreign), sum_foreign, "the foreign disk was written");
+    assert_eq!(
+        sha(&other),
+        sum_other,
+        "the other host's medium was written"
+    );
+}
+
+#[test]
+fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("small.txt"), b"committed first");
+    let la = lab.label("P");
+    let img = lab.image("p.img", &la, "1G");
+    let dev = lab.insert(&img);
+    lab.wait_for("the first monthly", 30, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    let snap = lab.tmp.path().join("snap1");
+    snapshot(&lab.src, &snap);
+    // A big change, so the next micro takes a while; pull the tray while it writes.
+    for i in 0..8 {
+        write(
+            &lab.src.join(format!("big-{i}.bin")),
+            &bytes(10 + i, 48 << 20),
+        );
+    }
+    lab.advance("15m");
+    lab.wait_for("the micro writing", 30, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["job"]["bytes"].as_u64().unwrap_or(0) > 8 << 20)
+    });
+    lab.pull(&dev);
+    lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
+    assert!(
+        lab.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent died:\n{}",
+        lab.log()
+    );
+    // The agent serves the next insertion: recovery removes the partial backup, and the
+    // micro, still due, is made again.
+    let _dev = lab.insert(&img);
+    lab.wait_for("the micro after re-insertion", 60, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mp = lab.tmp.path().join("check");
+    fs::create_dir(&mp).unwrap();
+    sh(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mp));
+    let backups = list(&mp);
+    assert_eq!(
+        backups.len(),
+        2,
+        "the monthly and the new micro, nothing partial: {backups:?}"
+    );
+    lab.cli(&[
+        "verify",
+        "--medium",
+        mp.to_str().unwrap(),
+        "--all",
+        "--read-all",
+    ]);
+    let to = lab.tmp.path().join("r1");
+    lab.cli(&[
+        "restore",
+        "--medium",
+        mp.to_str().unwrap(),
+        "--backup",
+        "1",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_same(&snap, &to.join(lab.src.strip_prefix("/").unwrap()));
+    assert_same(&lab.src, &lab.restore_latest(&mp, "r2"));
+    let _ = Command::new("umount").arg(&mp).status();
+}
+
+#[test]
+fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("first.txt"), b"small");
+    let la = lab.label("E");
+    let img = lab.image("e.img", &la, "1G");
+    let _dev = lab.insert(&img);
+    lab.wait_for("the first monthly", 30, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    for i in 0..8 {
+        write(
+            &lab.src.join(format!("big-{i}.bin")),
+            &bytes(20 + i, 48 << 20),
+        );
+    }
+    // A month later the next monthly (not a micro) runs; eject aborts it.
+    lab.advance("28d");
+    lab.wait_for("the monthly writing", 30, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["job"]["kind"] == "monthly" && m["job"]["bytes"].as_u64().unwrap_or(0) > 0)
+    });
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("safe to remove"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(inserted(&lab.status()).is_empty());
+    let mp = lab.tmp.path().join("check");
+    fs::create_dir(&mp).unwrap();
+    sh(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&img)
+        .arg(&mp));
+    lab.cli(&[
+        "verify",
+        "--medium",
+        mp.to_str().unwrap(),
+        "--all",
+        "--read-all",
+    ]);
+    assert_eq!(
+        list(&mp).len(),
+        1,
+        "the aborted monthly left nothing behind"
+    );
+    let _ = Command::new("umount").arg(&mp).status();
+}
+
+#[test]
+fn sigterm_aborts_cleanly_and_unmounts() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"x");
+    let la = lab.label("S");
+    let img = lab.image("s.img", &la, "64M");
+    let _dev = lab.insert(&img);
+    let s = lab.wait_for("the first monthly", 30, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    let mp = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
+    let mut child = lab.agent.take().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::Term,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status}");
+    let mounts = text(
+        &Command::new("findmnt")
+            .args(["-rn", "-o", "TARGET"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        !mounts.lines().any(|m| Path::new(m) == mp),
+        "still mounted after SIGTERM"
+    );
+}
+
+#[test]
+fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
+    let Some(mut lab) = Lab::new("") else { return };
+    let img = lab.image("u.img", &lab.label("U"), "64M");
+    let dev = lab.insert(&img);
+    let name = Path::new(&dev)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = Command::new("udevadm")
+        .args(["info", "--query=property", "--name", &dev])
+        .output()
+        .unwrap();
+    let props = text(&out.stdout);
+    assert!(props.contains("TRAYBACK_CANDIDATE=1"), "{props}");
+    assert!(
+        props.contains("SYSTEMD_WANTS=trayback-agent.service")
+            || props.contains("trayback-agent.service"),
+        "{props}"
+    );
+    let out = Command::new("udevadm")
+        .args(["test", &format!("/sys/class/block/{name}")])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        all.contains("90-trayback.rules"),
+        "udevadm test did not read our rule:\n{all}"
+    );
+    if Command::new("udevadm")
+        .args(["verify", "--help"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        let out = Command::new("udevadm")
+            .args(["verify", "udev-rules/90-trayback.rules"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "udevadm verify: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    } else {
+        eprintln!("note: this udevadm has no `verify`; checked with `udevadm test` only");
+    }
+    if tool("systemd-analyze") {
+        let dir = lab.tmp.path().join("units");
+        fs::create_dir(&dir).unwrap();
+        let unit = fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/trayback-agent.service"),
+        )
+        .unwrap();
+        fs::write(
+            dir.join("trayback-agent.service"),
+            unit.replace("/usr/local/bin/trayback", bin().to_str().unwrap()),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .args(["verify"])
+            .arg(dir.join("trayback-agent.service"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    } else {
+        eprintln!("note: systemd-analyze is not installed; the unit was not verified");
+    }
+    // install-system writes the rule, unit and config under a root of our choosing.
+    let root = lab.tmp.path().join("root");
+    let out = Command::new(bin())
+        .args(["install-system", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(root.join("etc/udev/rules.d/90-trayback.rules").exists());
+    assert!(root
+        .join("etc/systemd/system/trayback-agent.service")
+        .exists());
+    assert!(root.join("usr/local/bin/trayback").exists());
+    lab.pull(&dev);
+}
