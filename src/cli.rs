@@ -112,9 +112,9 @@ pub enum MediaCmd {
 
 #[derive(Args, Debug)]
 pub struct MediumJson {
-    /// The medium: a mounted backup disk or a directory.
+    /// The medium: a mounted backup disk or a directory (default: the inserted one).
     #[arg(long)]
-    pub medium: PathBuf,
+    pub medium: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -122,7 +122,8 @@ pub struct MediumJson {
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     /// monthly (full), weekly, daily or micro (default: what the schedule says is due).
     #[arg(long, value_parser = parse_kind)]
     pub kind: Option<Kind>,
@@ -146,7 +147,8 @@ pub struct BackupArgs {
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     /// The backup (default: the newest).
     pub id: Option<BackupId>,
     #[arg(long, conflicts_with = "id")]
@@ -161,7 +163,8 @@ pub struct VerifyArgs {
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     #[arg(long, conflicts_with = "at")]
     pub backup: Option<BackupId>,
     /// The newest verified backup made at or before TIME.
@@ -190,7 +193,8 @@ pub struct RestoreArgs {
 #[derive(Args, Debug)]
 pub struct LsArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     /// The backup (default: the latest verified).
     pub id: Option<BackupId>,
     #[arg(default_value = "/")]
@@ -204,7 +208,8 @@ pub struct LsArgs {
 #[derive(Args, Debug)]
 pub struct VersionsArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     pub path: PathBuf,
     #[arg(long)]
     pub json: bool,
@@ -213,7 +218,8 @@ pub struct VersionsArgs {
 #[derive(Args, Debug)]
 pub struct DiffArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     pub id: BackupId,
     /// Compare with this backup instead of ID's parent (ID is then the older one).
     pub other: Option<BackupId>,
@@ -319,7 +325,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => cmd_verify(a),
         Command::Restore(a) => cmd_restore(a),
         Command::List(a) => {
-            let m = Medium::open_read(&a.medium)?;
+            let m = Medium::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree.backups)?;
             } else {
@@ -328,7 +334,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Tree(a) => {
-            let m = Medium::open_read(&a.medium)?;
+            let m = Medium::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree)?;
             } else {
@@ -337,7 +343,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Ls(a) => {
-            let m = Medium::open_read(&a.medium)?;
+            let m = Medium::open_read(&medium_of(&a.medium)?)?;
             let id = pick_backup(&m, a.id, None)?;
             let rows = query::ls(&m, id, &a.path, a.recursive)?;
             if a.json {
@@ -348,7 +354,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Versions(a) => {
-            let m = Medium::open_read(&a.medium)?;
+            let m = Medium::open_read(&medium_of(&a.medium)?)?;
             let abs = Path::new("/").join(&a.path);
             let v = query::versions(&m, &abs)?;
             if a.json {
@@ -361,7 +367,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Diff(a) => {
-            let m = Medium::open_read(&a.medium)?;
+            let m = Medium::open_read(&medium_of(&a.medium)?)?;
             let (from, to) = match a.other {
                 Some(o) => (a.id, o),
                 None => {
@@ -397,6 +403,21 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// The medium a command means: the one given, else the one the agent has inserted.
+pub fn medium_of(given: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    let r = crate::agent::call(&crate::agent::socket_path(), &crate::agent::Request::Status)
+        .map_err(|e| anyhow!("no --medium given, and {e}"))?;
+    let inserted = r.data["inserted"].as_array().cloned().unwrap_or_default();
+    match inserted.as_slice() {
+        [m] => Ok(PathBuf::from(m["mountpoint"].as_str().unwrap_or_default())),
+        [] => bail!("no --medium given and no medium is inserted"),
+        _ => bail!("no --medium given and several media are inserted; name one with --medium"),
+    }
+}
+
 /// The backup a reading command means: the given one, or the latest verified (at `at`).
 fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> Result<BackupId> {
     if let Some(id) = id {
@@ -418,7 +439,7 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
-    let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
+    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
         Some(kind) => Due {
@@ -444,7 +465,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
                 } else {
                     println!(
                         "nothing due on {} until {} (use --kind to back up anyway)",
-                        a.medium.display(),
+                        medium_of(&a.medium)?.display(),
                         next.format("%Y-%m-%d %H:%M:%S UTC")
                     );
                 }
@@ -457,7 +478,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         Ok(p) => p,
         Err(too_small) => bail!(
             "{}: {too_small}; the {} backup was not made",
-            a.medium.display(),
+            medium_of(&a.medium)?.display(),
             due.kind
         ),
     };
@@ -511,7 +532,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
-    let mut m = Medium::open_write(&a.medium, 3)?;
+    let mut m = Medium::open_write(&medium_of(&a.medium)?, 3)?;
     let bar = meter("verify", None, a.json);
     let reports =
         if a.all {
@@ -521,7 +542,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
                 match a.id {
                     Some(id) => id,
                     None => m.tree.backups.last().map(|b| b.id).ok_or_else(|| {
-                        anyhow!("{}: no backups on this medium", a.medium.display())
+                        anyhow!("{}: no backups on this medium", m.root.display())
                     })?,
                 };
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
@@ -541,7 +562,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
 }
 
 fn cmd_restore(a: RestoreArgs) -> Result<u8> {
-    let m = Medium::open_read(&a.medium)?;
+    let m = Medium::open_read(&medium_of(&a.medium)?)?;
     let id = pick_backup(&m, a.backup, a.at)?;
     let target = match (a.to, a.in_place) {
         (Some(d), false) => Target::Dir(d),

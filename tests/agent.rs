@@ -782,3 +782,98 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
     assert!(root.join("usr/local/bin/trayback").exists());
     lab.pull(&dev);
 }
+
+#[test]
+fn with_two_media_only_the_last_inserted_is_written_and_a_clone_is_refused() {
+    let Some(mut lab) = Lab::new("  multiple_media: last_inserted\n") else {
+        return;
+    };
+    write(&lab.src.join("f.txt"), b"one");
+    let (la, lb) = (lab.label("A"), lab.label("B"));
+    let img_a = lab.image("a.img", &la, "64M");
+    let img_b = lab.image("b.img", &lb, "64M");
+    let _da = lab.insert(&img_a);
+    lab.wait_for("a monthly on A", 30, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    let db = lab.insert(&img_b);
+    lab.wait_for("a monthly on B", 30, |s| {
+        newest(s, &lb, "monthly").is_some() && idle(s, &lb)
+    });
+    write(&lab.src.join("f.txt"), b"two");
+    lab.advance("15m");
+    let s = lab.wait_for("a micro on B", 30, |s| {
+        newest(s, &lb, "micro").is_some() && idle(s, &lb)
+    });
+    assert_eq!(
+        newest(&s, &la, "micro"),
+        None,
+        "A is not written while B, inserted last, is in"
+    );
+    assert!(inserted(&s)
+        .iter()
+        .any(|m| m["label"] == la && m["writing"] == false));
+    // Reading commands need --medium when two media are in.
+    let out = Command::new(bin())
+        .args(["list"])
+        .env("TRAYBACK_SOCKET", &lab.socket)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("several media"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A byte-for-byte copy of A (same file system and media ID) is refused.
+    let clone = lab.tmp.path().join("a-copy.img");
+    fs::copy(&img_a, &clone).unwrap();
+    let dc = lab.insert(&clone);
+    let n = lab.wait_note("duplicate_medium", 20);
+    assert!(n["message"].as_str().unwrap().contains("copy"), "{n}");
+    assert_eq!(inserted(&lab.status()).len(), 2);
+    lab.pull(&dc);
+    // B goes: A is the last inserted again and gets its due micro.
+    lab.pull(&db);
+    lab.wait_for("a micro on A", 30, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    // With one medium in, reading commands default to it.
+    let out = Command::new(bin())
+        .args(["list", "--json"])
+        .env("TRAYBACK_SOCKET", &lab.socket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let l: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(l.as_array().unwrap().len(), 2);
+    let out = lab.ctl(&["backup-now", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_medium_too_small_for_the_backup_is_reported_and_left_as_it_was() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("big.bin"), &bytes(3, 40 << 20));
+    let la = lab.label("T");
+    let img = lab.image("t.img", &la, "24M");
+    let _d = lab.insert(&img);
+    let n = lab.wait_note("medium_too_small", 30);
+    assert!(
+        n["message"].as_str().unwrap().contains("medium too small"),
+        "{n}"
+    );
+    let s = lab.wait_for("the job to end", 30, |s| idle(s, &la));
+    assert_eq!(newest(&s, &la, "monthly"), None);
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success());
+    let mp = lab.mount_ro(&img, "check");
+    assert!(list(&mp).is_empty());
+    assert!(
+        fs::read_dir(mp.join("trayback/packs"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "no pack left behind"
+    );
+    let _ = Command::new("umount").arg(&mp).status();
+}

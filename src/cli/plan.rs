@@ -1,7 +1,7 @@
 //! The planning commands: `due`, `pare`, `simulate` and `repair`.
 
 use super::output::{human, print_json};
-use super::{load_config, parse_time};
+use super::{load_config, medium_of, parse_time};
 use crate::config::parse_duration;
 use crate::maintain;
 use crate::medium::Medium;
@@ -18,7 +18,8 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct DueArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
     #[arg(long)]
@@ -29,7 +30,7 @@ pub struct DueArgs {
 
 pub fn due(a: DueArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
-    let m = Medium::open_read(&a.medium)?;
+    let m = Medium::open_read(&medium_of(&a.medium)?)?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = schedule::due(&m.tree, now, &cfg.schedule);
     let next = schedule::next_due(&m.tree, now, &cfg.schedule);
@@ -62,7 +63,8 @@ pub fn due(a: DueArgs) -> Result<u8> {
 #[derive(Args, Debug)]
 pub struct PareArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     /// Show what the plan deletes, in order, and the flow-chart step behind each.
     #[arg(long)]
     pub dry_run: bool,
@@ -81,7 +83,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
     let now = a.at.unwrap_or_else(Utc::now);
     if a.dry_run {
-        let m = Medium::open_read(&a.medium)?;
+        let m = Medium::open_read(&medium_of(&a.medium)?)?;
         let routine = crate::pare::expired(&m.tree, now, &cfg.pare, &[]);
         let mut t = m.tree.clone();
         for (id, _) in &routine {
@@ -120,7 +122,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    let mut m = Medium::open_write(&a.medium, cfg.compression_level)?;
+    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
     let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
     let mut too_small = None;
     if let Some(free) = a.free {
@@ -144,7 +146,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
         println!("{} pared; {} free", pared.len(), human(m.free_space()?));
     }
     if let Some(e) = too_small {
-        bail!("{}: {e}", a.medium.display());
+        bail!("{}: {e}", medium_of(&a.medium)?.display());
     }
     Ok(0)
 }
@@ -331,7 +333,8 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
 #[derive(Args, Debug)]
 pub struct RepairArgs {
     #[arg(long)]
-    pub medium: PathBuf,
+    /// The medium (default: the one inserted, as the agent reports).
+    pub medium: Option<PathBuf>,
     /// Rebuild tree.yaml from the backup headers.
     #[arg(long)]
     pub tree: bool,
@@ -341,7 +344,7 @@ pub fn repair(a: RepairArgs) -> Result<u8> {
     if !a.tree {
         bail!("say what to repair (--tree)");
     }
-    let mut m = Medium::open_for_repair(&a.medium)?;
+    let mut m = Medium::open_for_repair(&medium_of(&a.medium)?)?;
     for n in maintain::rebuild_tree(&mut m)? {
         println!("{n}");
     }
