@@ -23,8 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = {
     # name: (small text files, medium binaries, large partly compressible, dirs)
     "smoke": dict(text=400, medium=40, large=1, large_mb=8, medium_kb=256, dirs=20),
-    "mixed": dict(text=18000, medium=1800, large=6, large_mb=120, medium_kb=160, dirs=600),
+    "mixed": dict(text=18000, medium=1800, large=6, large_mb=140, medium_kb=160, dirs=600),
     "many-small": dict(text=200000, medium=0, large=0, large_mb=0, medium_kb=0, dirs=4000),
+    "compare-smoke": dict(text=300, medium=20, large=1, large_mb=4, medium_kb=128, dirs=10),
 }
 WORDS = ("backup tray medium verify restore block pack index listing monthly weekly daily micro "
          "the of and to in is that for it as with was on be by this are or from at").split()
@@ -103,10 +104,14 @@ def run(cmd, cold=False):
 
 
 def du(path):
-    total = 0
+    """Bytes of the files under path, each inode counted once."""
+    total, seen = 0, set()
     for root, _, names in os.walk(path):
         for n in names:
-            total += os.lstat(os.path.join(root, n)).st_size
+            st = os.lstat(os.path.join(root, n))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 

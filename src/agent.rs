@@ -397,14 +397,29 @@ impl Agent {
         let mut eject: Option<oneshot::Sender<Response>> = None;
         let mut changed = self.changed.subscribe();
         let sched = self.cfg.schedule.clone();
-        loop {
+        // After a failed job, the next try waits a micro interval (no busy retry, no flood
+        // of notifications); a backup-now request tries at once.
+        let mut retry_after: Option<DateTime<Utc>> = None;
+        'session: loop {
             self.refresh(medium.as_ref().unwrap(), &live);
+            // Commands first, so eject and stop are never starved by due jobs.
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Cmd::BackupNow(r) => forced.push(r),
+                    Cmd::Eject(r) => {
+                        eject = Some(r);
+                        break 'session;
+                    }
+                    Cmd::Stop => break 'session,
+                }
+            }
             if cancel.load(Ordering::SeqCst) {
                 break;
             }
             let now = self.clock.now();
             let tree = &medium.as_ref().unwrap().tree;
-            let due = if !self.may_write(&disk.devnode) {
+            let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
+            let due = if !self.may_write(&disk.devnode) || backing_off {
                 None
             } else {
                 schedule::due(tree, now, &sched).or_else(|| {
@@ -435,6 +450,7 @@ impl Agent {
                 .await
                 .unwrap();
                 live.lock().unwrap().job = None;
+                retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
                 let answer = serde_json::to_value(&outcome).unwrap();
@@ -451,7 +467,10 @@ impl Agent {
                 }
                 continue;
             }
-            let next = schedule::next_due(tree, self.clock.now(), &sched);
+            let next = match retry_after {
+                Some(t) if backing_off => t,
+                _ => schedule::next_due(tree, self.clock.now(), &sched),
+            };
             live.lock().unwrap().next_due = Some(next);
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}

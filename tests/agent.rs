@@ -864,6 +864,33 @@ fn a_medium_too_small_for_the_backup_is_reported_and_left_as_it_was() {
     );
     let s = lab.wait_for("the job to end", 30, |s| idle(s, &la));
     assert_eq!(newest(&s, &la, "monthly"), None);
+    // Regression: a failed job was retried at once, in a busy loop that flooded notifications
+    // and starved `eject`. It now waits a micro interval before trying again.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lab.notes()
+            .iter()
+            .filter(|n| n["event"] == "medium_too_small")
+            .count(),
+        1,
+        "{:?}",
+        lab.notes()
+    );
+    lab.advance("15m");
+    let t0 = Instant::now();
+    while lab
+        .notes()
+        .iter()
+        .filter(|n| n["event"] == "medium_too_small")
+        .count()
+        < 2
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no retry after the micro interval"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success());
     let mp = lab.mount_ro(&img, "check");
