@@ -351,7 +351,14 @@ fn dir_listing(
             entry_for(ctx, &path.join(name), name, *child, dev, prev)
         })
         .collect::<Result<_>>()?;
-    ctx.put_listing(&Listing::new(entries.into_iter().flatten().collect()))
+    let listing = Listing::new(entries.into_iter().flatten().collect());
+    // An unchanged directory is its parent's listing: same id, nothing to encode or store.
+    if let (Some(pl), Some(id)) = (&parent_listing, parent) {
+        if pl.entries == listing.entries {
+            return Ok(id);
+        }
+    }
+    ctx.put_listing(&listing)
 }
 
 fn entry_for(
@@ -383,9 +390,21 @@ fn entry_for(
             return Ok(None);
         }
     };
-    match scan::xattrs(path) {
-        Ok(x) => entry.xattrs = x,
-        Err(e) => ctx.problem(path, format!("cannot read extended attributes: {e}")),
+    // Any change to extended attributes changes ctime: an entry whose ctime and inode match
+    // the parent's keeps the parent's xattrs without asking (a full backup always asks).
+    let same_inode = prev.is_some_and(|p| {
+        p.kind == entry.kind
+            && p.ctime_ns == entry.ctime_ns
+            && p.ino == entry.ino
+            && p.dev == entry.dev
+    });
+    if same_inode && !ctx.full {
+        entry.xattrs = prev.unwrap().xattrs.clone();
+    } else {
+        match scan::xattrs(path) {
+            Ok(x) => entry.xattrs = x,
+            Err(e) => ctx.problem(path, format!("cannot read extended attributes: {e}")),
+        }
     }
     let t = &ctx.tally;
     match entry.kind {

@@ -366,31 +366,6 @@ impl Store {
         Ok(buf)
     }
 
-    /// Check that the record header at a block's recorded location names that block
-    /// (spec [0040]: each item begins at the offset the index gives).
-    pub fn check_location(&self, id: &BlockId) -> Result<()> {
-        let loc = *self
-            .index
-            .read()
-            .unwrap()
-            .get(id)
-            .ok_or(Error::MissingBlock(*id))?;
-        let f = self.file(loc.pack)?;
-        let mut h = [0u8; pack::RECORD_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, loc.entry.offset - pack::RECORD_HEADER_LEN)
-            .map_err(|e| Error::BadBlock {
-                id: *id,
-                detail: format!("cannot read record header: {e}"),
-            })?;
-        match pack::parse_record_header(&h, loc.entry.offset) {
-            Some(e) if e == loc.entry => Ok(()),
-            _ => Err(Error::BadBlock {
-                id: *id,
-                detail: "record header at its index location does not match".into(),
-            }),
-        }
-    }
-
     /// Forget open file handles (before packs are deleted or re-read from the device).
     pub fn close_files(&self) {
         self.fds.lock().unwrap().clear();

@@ -131,24 +131,20 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     // 2. Every location the index names: present, and (read_all) readable and intact.
     let mut affected = Vec::new();
     let mut blocks_checked = checked.len() as u64;
-    let mut checked_loc: HashSet<BlockId> = HashSet::new();
+    // Blocks this backup wrote were re-read above; blocks it shares with older backups were
+    // verified with those and must still be in the store (with --read-all, read again).
     let mut check_block = |b: &BlockId, damage: &mut Vec<Damage>| -> bool {
         if let Some(d) = bad_blocks.get(b) {
             return d.is_empty();
         }
-        let result = if checked.contains(b) {
-            if checked_loc.insert(*b) {
-                m.store.check_location(b)
-            } else {
-                Ok(())
-            }
-        } else if read_all {
+        let present = || m.store.locate(b).map(|_| ()).ok_or(Error::MissingBlock(*b));
+        let result = if checked.contains(b) || !read_all {
+            present()
+        } else {
             m.store.read(b).map(|raw| {
                 meter.add(0, raw.len() as u64);
                 bytes_checked += raw.len() as u64;
             })
-        } else {
-            m.store.check_location(b)
         };
         blocks_checked += 1;
         match result {
@@ -177,10 +173,14 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     }
     let mut walk_damage = Vec::new();
     if root_ok.is_ok() {
+        // Descend into the listings this backup wrote; an unchanged subtree is an older
+        // backup's, verified with it (all of it with --read-all).
+        let descend = |sub: &BlockId| read_all || checked.contains(sub);
         walk_listing(
             m,
             &header.root,
             std::path::Path::new("/"),
+            &descend,
             &mut |rel, e, damage: &mut Vec<Damage>| {
                 let mut ok = true;
                 for b in &e.blocks {
@@ -232,6 +232,7 @@ fn walk_listing(
     m: &Medium,
     id: &BlockId,
     prefix: &std::path::Path,
+    descend: &dyn Fn(&BlockId) -> bool,
     f: &mut dyn FnMut(&std::path::Path, &crate::listing::Entry, &mut Vec<Damage>),
     damage: &mut Vec<Damage>,
 ) -> Result<()> {
@@ -251,7 +252,14 @@ fn walk_listing(
         index::check_entry(&rel, e)?;
         f(&rel, e, damage);
         if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-            walk_listing(m, &sub, &rel, f, damage)?;
+            if descend(&sub) {
+                walk_listing(m, &sub, &rel, descend, f, damage)?;
+            } else if m.store.locate(&sub).is_none() {
+                damage.push(Damage {
+                    what: format!("listing of {}", rel.display()),
+                    detail: Error::MissingBlock(sub).to_string(),
+                });
+            }
         }
     }
     Ok(())

@@ -501,11 +501,19 @@ fn foreign_and_other_hosts_disks_are_never_written() {
     let (sum_foreign, sum_other) = (sha(&foreign), sha(&other));
 
     let d1 = lab.insert(&foreign);
-    let n = lab.wait_note("unknown_medium", 20);
-    assert!(
-        n["message"].as_str().unwrap().contains("foreign disk"),
-        "{n}"
-    );
+    let t0 = Instant::now();
+    while !lab.notes().iter().any(|n| {
+        n["event"] == "unknown_medium"
+            && n["message"].as_str().unwrap_or("").contains("foreign disk")
+    }) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no notification naming the foreign disk: {:?}\n{}",
+            lab.notes(),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let d2 = lab.insert(&other);
     let t0 = Instant::now();
     while !lab.notes().iter().any(|n| {

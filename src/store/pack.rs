@@ -267,10 +267,24 @@ pub fn scan_records(bytes: &[u8]) -> Vec<Entry> {
     out
 }
 
+thread_local! {
+    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Encode a payload: zstd at `level`, unless that is not smaller than the raw bytes.
+/// Compression contexts are kept per thread (creating one per block costs more than small
+/// blocks take to compress).
 pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
-    match zstd::bulk::compress(raw, level) {
-        Ok(c) if c.len() < raw.len() => (Encoding::Zstd, c),
+    let compressed = CCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
+    });
+    match compressed {
+        Some(c) if c.len() < raw.len() => (Encoding::Zstd, c),
         _ => (Encoding::Raw, raw.to_vec()),
     }
 }
@@ -279,7 +293,16 @@ pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 pub fn decode(e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
     let raw = match e.encoding {
         Encoding::Raw => payload.to_vec(),
-        Encoding::Zstd => zstd::bulk::decompress(payload, e.raw_len as usize)
+        Encoding::Zstd => DCTX
+            .with(|d| {
+                let mut d = d.borrow_mut();
+                if d.is_none() {
+                    *d = zstd::bulk::Decompressor::new().ok();
+                }
+                d.as_mut()
+                    .map(|z| z.decompress(payload, e.raw_len as usize))
+            })
+            .unwrap_or_else(|| zstd::bulk::decompress(payload, e.raw_len as usize))
             .map_err(|err| format!("cannot decompress: {err}"))?,
     };
     if raw.len() != e.raw_len as usize {
