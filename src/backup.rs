@@ -503,11 +503,25 @@ fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError>
         *entry = e;
         entry.xattrs = xattrs;
     }
-    let mut buf = vec![0u8; BLOCK_SIZE];
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BLOCK_SIZE]);
+    }
+    BUF.with(|b| read_blocks(ctx, &mut f, &before, path, entry, &mut b.borrow_mut()))
+}
+
+/// The body of [`read_file`], with a reused block buffer.
+fn read_blocks(
+    ctx: &Ctx,
+    f: &mut File,
+    before: &std::fs::Metadata,
+    path: &Path,
+    entry: &mut Entry,
+    buf: &mut [u8],
+) -> Result<(), ReadError> {
     let mut size = 0u64;
     let mut blocks = Vec::with_capacity((before.len() as usize).div_ceil(BLOCK_SIZE));
     loop {
-        let n = read_full(&mut f, &mut buf).map_err(ReadError::Source)?;
+        let n = read_full(f, buf).map_err(ReadError::Source)?;
         if n == 0 {
             break;
         }

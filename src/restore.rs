@@ -188,13 +188,22 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
                     }
                 }
             }
-            let tmp = temp_name(&dest);
-            let result = write_item(m, &tmp, &it.entry, meter).and_then(|()| {
-                apply_meta(&tmp, &it.entry, is_root, &problems);
-                replace(&tmp, &dest, opts.overwrite)
+            // Nothing in the way: write under the final name (created exclusively, never
+            // through a symlink). Else write a temporary and rename it over what is there.
+            let fresh = matches!(fs::symlink_metadata(&dest), Err(e) if e.kind() == io::ErrorKind::NotFound);
+            let path = if fresh { dest.clone() } else { temp_name(&dest) };
+            let result = write_item(m, &path, &it.entry, is_root, &problems, meter).and_then(|()| {
+                if it.entry.kind != EntryKind::File {
+                    apply_meta(&path, &it.entry, is_root, &problems);
+                }
+                if fresh {
+                    Ok(())
+                } else {
+                    replace(&path, &dest, opts.overwrite)
+                }
             });
             if result.is_err() {
-                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&path);
             }
             result
         })?;
@@ -298,7 +307,14 @@ fn replace(tmp: &Path, dest: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// Create the item at `tmp`: content for files, the link for symlinks, the node for specials.
-fn write_item(m: &Medium, tmp: &Path, e: &Entry, meter: &Meter) -> Result<()> {
+fn write_item(
+    m: &Medium,
+    tmp: &Path,
+    e: &Entry,
+    is_root: bool,
+    problems: &Mutex<Vec<String>>,
+    meter: &Meter,
+) -> Result<()> {
     match e.kind {
         EntryKind::File => {
             let f = OpenOptions::new()
@@ -321,7 +337,10 @@ fn write_item(m: &Medium, tmp: &Path, e: &Entry, meter: &Meter) -> Result<()> {
                     detail: format!("{} bytes of content where {} were recorded", offset, e.size),
                 });
             }
-            f.set_len(e.size).at(tmp)?;
+            if f.metadata().at(tmp)?.len() != e.size {
+                f.set_len(e.size).at(tmp)?; // a hole at the end
+            }
+            apply_meta_fd(&f, tmp, e, is_root, problems);
             meter.add(1, 0);
             Ok(())
         }
@@ -371,6 +390,56 @@ fn write_sparse(f: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
     }
     debug_assert!(data.len() <= BLOCK_SIZE);
     Ok(())
+}
+
+/// As [`apply_meta`], through an open file (no path lookups).
+fn apply_meta_fd(
+    f: &fs::File,
+    path: &Path,
+    e: &Entry,
+    is_root: bool,
+    problems: &Mutex<Vec<String>>,
+) {
+    let problem = |what: &str, err: &dyn std::fmt::Display| {
+        problems
+            .lock()
+            .unwrap()
+            .push(format!("{}: cannot restore {what}: {err}", path.display()));
+    };
+    if is_root {
+        if let Err(err) = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)) {
+            problem("owner", &err);
+        }
+    }
+    for x in &e.xattrs {
+        let Ok(name) = std::ffi::CString::new(x.name.0.clone()) else {
+            continue;
+        };
+        if let Err(err) = rustix::fs::fsetxattr(
+            f,
+            name.as_c_str(),
+            &x.value.0,
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            problem(&format!("xattr {}", x.name.lossy()), &err);
+        }
+    }
+    if let Err(err) = rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(e.mode)) {
+        problem("mode", &err);
+    }
+    let ts = rustix::fs::Timespec {
+        tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
+        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000),
+    };
+    if let Err(err) = rustix::fs::futimens(
+        f,
+        &rustix::fs::Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+    ) {
+        problem("times", &err);
+    }
 }
 
 /// Apply owner, xattrs, mode and times; what the target refuses is reported, not fatal.
