@@ -504,25 +504,9 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
             &serde_json::json!({ "backup": header, "due": due, "verify": report, "pared_before": pared_before, "pared_after": pared_after }),
         )?;
     } else {
-        for p in &pared_before {
-            println!(
-                "pared #{} ({}, {}) to make room: {}",
-                p.id,
-                p.kind,
-                p.started.format("%Y-%m-%d %H:%M"),
-                p.reason
-            );
-        }
+        output::print_pared(" to make room", &pared_before);
         output::print_backup(&m, &header, report.as_ref());
-        for p in &pared_after {
-            println!(
-                "pared #{} ({}, {}): {}",
-                p.id,
-                p.kind,
-                p.started.format("%Y-%m-%d %H:%M"),
-                p.reason
-            );
-        }
+        output::print_pared("", &pared_after);
     }
     Ok(match report {
         Some(r) if !r.ok => EXIT_VERIFY_FAILED,

@@ -20,7 +20,7 @@ use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tracing::{info, warn};
@@ -194,7 +194,7 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
             let path = if fresh { dest.clone() } else { temp_name(&dest) };
             let result = write_item(m, &path, &it.entry, is_root, &problems, meter).and_then(|()| {
                 if it.entry.kind != EntryKind::File {
-                    apply_meta(&path, &it.entry, is_root, &problems);
+                    apply_meta(Meta::Path(&path), &it.entry, is_root, &problems);
                 }
                 if fresh {
                     Ok(())
@@ -224,7 +224,12 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         .rev()
         .filter(|i| i.entry.kind == EntryKind::Dir)
     {
-        apply_meta(&base.join(&it.rel), &it.entry, is_root, &problems);
+        apply_meta(
+            Meta::Path(&base.join(&it.rel)),
+            &it.entry,
+            is_root,
+            &problems,
+        );
     }
     meter.finish();
     report.problems = problems.into_inner().unwrap();
@@ -340,7 +345,7 @@ fn write_item(
             if f.metadata().at(tmp)?.len() != e.size {
                 f.set_len(e.size).at(tmp)?; // a hole at the end
             }
-            apply_meta_fd(&f, tmp, e, is_root, problems);
+            apply_meta(Meta::File(&f, tmp), e, is_root, problems);
             meter.add(1, 0);
             Ok(())
         }
@@ -392,14 +397,20 @@ fn write_sparse(f: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// As [`apply_meta`], through an open file (no path lookups).
-fn apply_meta_fd(
-    f: &fs::File,
-    path: &Path,
-    e: &Entry,
-    is_root: bool,
-    problems: &Mutex<Vec<String>>,
-) {
+/// Where metadata goes: a path (never followed if a symlink) or an open file.
+#[derive(Clone, Copy)]
+enum Meta<'a> {
+    Path(&'a Path),
+    File(&'a fs::File, &'a Path),
+}
+
+/// Apply owner, xattrs, mode and times (in that order: chown clears setuid bits, and ACLs
+/// are set before the mode that must agree with them). What the target refuses is reported,
+/// not fatal.
+fn apply_meta(to: Meta, e: &Entry, is_root: bool, problems: &Mutex<Vec<String>>) {
+    let path = match to {
+        Meta::Path(p) | Meta::File(_, p) => p,
+    };
     let problem = |what: &str, err: &dyn std::fmt::Display| {
         problems
             .lock()
@@ -407,7 +418,11 @@ fn apply_meta_fd(
             .push(format!("{}: cannot restore {what}: {err}", path.display()));
     };
     if is_root {
-        if let Err(err) = std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)) {
+        let r = match to {
+            Meta::Path(p) => std::os::unix::fs::lchown(p, Some(e.uid), Some(e.gid)),
+            Meta::File(f, _) => std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)),
+        };
+        if let Err(err) = r {
             problem("owner", &err);
         }
     }
@@ -415,64 +430,23 @@ fn apply_meta_fd(
         let Ok(name) = std::ffi::CString::new(x.name.0.clone()) else {
             continue;
         };
-        if let Err(err) = rustix::fs::fsetxattr(
-            f,
-            name.as_c_str(),
-            &x.value.0,
-            rustix::fs::XattrFlags::empty(),
-        ) {
-            problem(&format!("xattr {}", x.name.lossy()), &err);
-        }
-    }
-    if let Err(err) = rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(e.mode)) {
-        problem("mode", &err);
-    }
-    let ts = rustix::fs::Timespec {
-        tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000),
-    };
-    if let Err(err) = rustix::fs::futimens(
-        f,
-        &rustix::fs::Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-    ) {
-        problem("times", &err);
-    }
-}
-
-/// Apply owner, xattrs, mode and times; what the target refuses is reported, not fatal.
-fn apply_meta(path: &Path, e: &Entry, is_root: bool, problems: &Mutex<Vec<String>>) {
-    let problem = |what: &str, err: &dyn std::fmt::Display| {
-        problems
-            .lock()
-            .unwrap()
-            .push(format!("{}: cannot restore {what}: {err}", path.display()));
-    };
-    if is_root {
-        if let Err(err) = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid)) {
-            problem("owner", &err);
-        }
-    }
-    for x in &e.xattrs {
-        let name = match std::ffi::CString::new(x.name.0.clone()) {
-            Ok(n) => n,
-            Err(_) => continue,
+        let flags = rustix::fs::XattrFlags::empty();
+        let r = match to {
+            Meta::Path(p) => rustix::fs::lsetxattr(p, name.as_c_str(), &x.value.0, flags),
+            Meta::File(f, _) => rustix::fs::fsetxattr(f, name.as_c_str(), &x.value.0, flags),
         };
-        if let Err(err) = rustix::fs::lsetxattr(
-            path,
-            name.as_c_str(),
-            &x.value.0,
-            rustix::fs::XattrFlags::empty(),
-        ) {
+        if let Err(err) = r {
             problem(&format!("xattr {}", x.name.lossy()), &err);
         }
     }
-    if e.kind != EntryKind::Symlink {
-        if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode)) {
-            problem("mode", &err);
-        }
+    let mode = rustix::fs::Mode::from_raw_mode(e.mode);
+    let r = match to {
+        Meta::Path(_) if e.kind == EntryKind::Symlink => Ok(()), // symlinks have no mode of their own
+        Meta::Path(p) => rustix::fs::chmod(p, mode),
+        Meta::File(f, _) => rustix::fs::fchmod(f, mode),
+    };
+    if let Err(err) = r {
+        problem("mode", &err);
     }
     let ts = rustix::fs::Timespec {
         tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
@@ -482,12 +456,16 @@ fn apply_meta(path: &Path, e: &Entry, is_root: bool, problems: &Mutex<Vec<String
         last_access: ts,
         last_modification: ts,
     };
-    if let Err(err) = rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    ) {
+    let r = match to {
+        Meta::Path(p) => rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ),
+        Meta::File(f, _) => rustix::fs::futimens(f, &times),
+    };
+    if let Err(err) = r {
         problem("times", &err);
     }
 }

@@ -225,3 +225,16 @@ pub fn print_diff(from: BackupId, to: BackupId, rows: &[DiffRow]) {
         println!("{c} {}", r.path);
     }
 }
+
+/// One line per pared backup: `pared #ID (kind, started) WHY: reason`.
+pub fn print_pared(why: &str, pared: &[crate::maintain::Pared]) {
+    for p in pared {
+        println!(
+            "pared #{} ({}, {}){why}: {}",
+            p.id,
+            p.kind,
+            p.started.format("%Y-%m-%d %H:%M"),
+            p.reason
+        );
+    }
+}

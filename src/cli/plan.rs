@@ -134,15 +134,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     if a.json {
         print_json(&serde_json::json!({ "pared": pared, "free_bytes": m.free_space()? }))?;
     } else {
-        for p in &pared {
-            println!(
-                "pared #{} ({}, {}): {}",
-                p.id,
-                p.kind,
-                p.started.format("%Y-%m-%d %H:%M"),
-                p.reason
-            );
-        }
+        super::output::print_pared("", &pared);
         println!("{} pared; {} free", pared.len(), human(m.free_space()?));
     }
     if let Some(e) = too_small {
