@@ -32,6 +32,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use tracing::{info, warn};
 
+/// The walk waits on the device (stat of inodes not yet in memory) more than on the CPU, so
+/// it runs on more threads than there are cores: 8 keep a cold walk faster than a plain
+/// `find -printf %s`, where 2 make it half as fast.
+fn walk_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 32);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("walk-{i}"))
+            .build()
+            .expect("walk threads")
+    })
+}
+
 /// What to back up, and how.
 pub struct Request<'a> {
     pub kind: Kind,
@@ -194,13 +209,15 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     };
     let vroot = source_tree(&sources);
     let walked = (|| {
-        let root = dir_listing(
-            &ctx,
-            Path::new("/"),
-            &vroot,
-            None,
-            parent.as_ref().map(|p| p.root),
-        )?;
+        let root = walk_pool().install(|| {
+            dir_listing(
+                &ctx,
+                Path::new("/"),
+                &vroot,
+                None,
+                parent.as_ref().map(|p| p.root),
+            )
+        })?;
         ctx.check_cancel()?;
         let (packs, stats) = store.flush()?;
         Ok::<_, Error>((root, packs, stats))
@@ -304,13 +321,15 @@ pub fn estimate(
         meter: &meter,
         cancel,
     };
-    dir_listing(
-        &ctx,
-        Path::new("/"),
-        &source_tree(&config.sources),
-        None,
-        parent_root,
-    )?;
+    walk_pool().install(|| {
+        dir_listing(
+            &ctx,
+            Path::new("/"),
+            &source_tree(&config.sources),
+            None,
+            parent_root,
+        )
+    })?;
     Ok(ctx.estimate.into_inner())
 }
 

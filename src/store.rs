@@ -43,7 +43,9 @@ struct Loc {
 struct Writing {
     backup: u64,
     flags: u32,
-    current: Option<(PackWriter, PathBuf)>,
+    /// The open pack for each blob kind: data blocks and listings go to separate packs, so a
+    /// backup's index reads back as a few compact packs.
+    current: [Option<(PackWriter, PathBuf)>; 2],
     pending: HashSet<BlockId>,
     written: Vec<PackId>,
     stats: WriteStats,
@@ -84,7 +86,7 @@ impl Store {
             writing: Mutex::new(Writing {
                 backup: 0,
                 flags: 0,
-                current: None,
+                current: [None, None],
                 pending: HashSet::new(),
                 written: Vec::new(),
                 stats: WriteStats::default(),
@@ -252,7 +254,8 @@ impl Store {
         if dedup && w.pending.contains(&id) {
             return Ok(false);
         }
-        if w.current.is_none() {
+        let slot = kind as usize;
+        if w.current[slot].is_none() {
             let pid = PackId::random();
             let tmp = self.dir.join("tmp").join(format!("{pid}.pack"));
             let file = OpenOptions::new()
@@ -260,9 +263,9 @@ impl Store {
                 .create_new(true)
                 .open(&tmp)
                 .at(&tmp)?;
-            w.current = Some((PackWriter::new(pid, file).at(&tmp)?, tmp));
+            w.current[slot] = Some((PackWriter::new(pid, file).at(&tmp)?, tmp));
         }
-        let (pw, tmp) = w.current.as_mut().unwrap();
+        let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload).at(tmp.clone())?;
         let full = pw.len >= PACK_TARGET;
         w.pending.insert(id);
@@ -270,13 +273,13 @@ impl Store {
         w.stats.bytes_raw += raw_len as u64;
         w.stats.bytes_stored += payload.len() as u64;
         if full {
-            self.close_pack(&mut w)?;
+            self.close_pack(&mut w, slot)?;
         }
         Ok(true)
     }
 
-    fn close_pack(&self, w: &mut Writing) -> Result<()> {
-        let Some((pw, tmp)) = w.current.take() else {
+    fn close_pack(&self, w: &mut Writing, slot: usize) -> Result<()> {
+        let Some((pw, tmp)) = w.current[slot].take() else {
             return Ok(());
         };
         let (pid, entries, len) = pw.finish(w.backup, w.flags).at(&tmp)?;
@@ -305,7 +308,9 @@ impl Store {
     /// Close the open pack, if any; returns every pack this session wrote and its totals.
     pub fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
         let mut w = self.writing.lock().unwrap();
-        self.close_pack(&mut w)?;
+        // (Order does not matter for safety: nothing refers to these blobs until the commit.)
+        self.close_pack(&mut w, BlobKind::Data as usize)?;
+        self.close_pack(&mut w, BlobKind::Listing as usize)?;
         Ok((w.written.clone(), w.stats))
     }
 
@@ -314,9 +319,11 @@ impl Store {
     pub fn abort(&self) {
         let written = {
             let mut w = self.writing.lock().unwrap();
-            if let Some((pw, tmp)) = w.current.take() {
-                drop(pw);
-                let _ = fs::remove_file(&tmp);
+            for slot in &mut w.current {
+                if let Some((pw, tmp)) = slot.take() {
+                    drop(pw);
+                    let _ = fs::remove_file(&tmp);
+                }
             }
             w.pending.clear();
             std::mem::take(&mut w.written)

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use tracing::{info, warn};
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,44 +49,62 @@ fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
         what: format!("pack {id}"),
         detail,
     };
-    let mut bytes = Vec::new();
-    match File::open(&path) {
-        Ok(mut f) => {
-            fsio::drop_cache(&f);
-            if let Err(e) = f.read_to_end(&mut bytes) {
-                damage.push(bad(format!("cannot read {}: {e}", path.display())));
-                return (good, 0, damage);
-            }
-            let trailer = match pack::read_trailer(&f) {
-                Ok(t) => t,
-                Err(detail) => {
-                    damage.push(bad(detail));
-                    return (good, bytes.len() as u64, damage);
-                }
-            };
-            for e in &trailer.entries {
-                let start = (e.offset - pack::RECORD_HEADER_LEN) as usize;
-                let head: &[u8; 44] = bytes[start..start + 44].try_into().unwrap();
-                if pack::parse_record_header(head, e.offset).as_ref() != Some(e) {
-                    damage.push(Damage {
-                        what: format!("block {}", e.id),
-                        detail: format!("record header in pack {id} does not match the trailer"),
-                    });
-                    continue;
-                }
-                let payload = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-                match pack::decode(e, payload) {
-                    Ok(_) => good.push(e.id),
-                    Err(detail) => damage.push(Damage {
-                        what: format!("block {}", e.id),
-                        detail: format!("in pack {id}: {detail}"),
-                    }),
-                }
-            }
+    let f = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            damage.push(bad(format!("cannot open {}: {e}", path.display())));
+            return (good, 0, damage);
         }
-        Err(e) => damage.push(bad(format!("cannot open {}: {e}", path.display()))),
+    };
+    // Forget cached pages so what follows is read from the device (the pack was fsync'd).
+    fsio::drop_cache(&f);
+    let trailer = match pack::read_trailer(&f) {
+        Ok(t) => t,
+        Err(detail) => {
+            damage.push(bad(detail));
+            return (good, f.metadata().map(|m| m.len()).unwrap_or(0), damage);
+        }
+    };
+    // Stream the records front to back (large sequential reads, one block in memory at a time).
+    let mut r = std::io::BufReader::with_capacity(1 << 20, &f);
+    let mut pos = 0u64;
+    let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
+    let mut payload = Vec::new();
+    for e in &trailer.entries {
+        let start = e.offset - pack::RECORD_HEADER_LEN;
+        let read = (|| -> std::io::Result<()> {
+            if start != pos {
+                r.seek(std::io::SeekFrom::Start(start))?;
+            }
+            r.read_exact(&mut head)?;
+            payload.resize(e.stored_len as usize, 0);
+            r.read_exact(&mut payload)
+        })();
+        pos = e.offset + e.stored_len as u64;
+        if let Err(err) = read {
+            damage.push(Damage {
+                what: format!("block {}", e.id),
+                detail: format!("cannot read from pack {id}: {err}"),
+            });
+            pos = u64::MAX;
+            continue;
+        }
+        if pack::parse_record_header(&head, e.offset).as_ref() != Some(e) {
+            damage.push(Damage {
+                what: format!("block {}", e.id),
+                detail: format!("record header in pack {id} does not match the trailer"),
+            });
+            continue;
+        }
+        match pack::decode(e, &payload) {
+            Ok(_) => good.push(e.id),
+            Err(detail) => damage.push(Damage {
+                what: format!("block {}", e.id),
+                detail: format!("in pack {id}: {detail}"),
+            }),
+        }
     }
-    (good, bytes.len() as u64, damage)
+    (good, f.metadata().map(|m| m.len()).unwrap_or(0), damage)
 }
 
 /// Verify backup `id`. With `read_all`, every block the backup references is re-read, not only

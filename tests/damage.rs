@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use util::*;
 
+/// The medium's packs, largest first (data packs before listing packs).
 fn packs(env: &Env) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for d in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
@@ -12,6 +13,7 @@ fn packs(env: &Env) -> Vec<std::path::PathBuf> {
             out.push(p.unwrap().path());
         }
     }
+    out.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
     out
 }
 
@@ -23,8 +25,8 @@ on_both_media!(
         write(&env.src.join("victim.bin"), &bytes(5, 2 << 20));
         let b = env.backup(&["--kind", "monthly"]);
         env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
-        // The pack holds victim.bin's 8 blocks (incompressible, so stored raw) then small
-        // blobs; a byte a quarter of the way in lies inside victim.bin's content.
+        // The largest pack holds the data: victim.bin's 8 blocks (incompressible, so stored
+        // raw) and small.txt's; a byte a quarter of the way in lies inside victim.bin's.
         let pack = packs(env).into_iter().next().unwrap();
         let f = fs::OpenOptions::new()
             .read(true)
