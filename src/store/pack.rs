@@ -276,6 +276,9 @@ thread_local! {
 /// Compression contexts are kept per thread (creating one per block costs more than small
 /// blocks take to compress).
 pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
+    if incompressible(raw) {
+        return (Encoding::Raw, raw.to_vec());
+    }
     let compressed = CCTX.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -287,6 +290,32 @@ pub fn encode(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
         Some(c) if c.len() < raw.len() => (Encoding::Zstd, c),
         _ => (Encoding::Raw, raw.to_vec()),
     }
+}
+
+/// Whether a large block looks like random or already compressed data: three 4 KiB samples
+/// (start, middle, end) that zstd's fastest level cannot shrink by 3%. Spares compressing
+/// media files, archives and encrypted data only to store them raw.
+fn incompressible(raw: &[u8]) -> bool {
+    const SAMPLE: usize = 4096;
+    if raw.len() < 16 * SAMPLE {
+        return false;
+    }
+    let at = [0, raw.len() / 2 - SAMPLE / 2, raw.len() - SAMPLE];
+    thread_local! {
+        static FAST: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    FAST.with(|z| {
+        let mut z = z.borrow_mut();
+        if z.is_none() {
+            *z = zstd::bulk::Compressor::new(1).ok();
+        }
+        let Some(z) = z.as_mut() else { return false };
+        at.iter().all(|&i| {
+            let sample = &raw[i..i + SAMPLE];
+            z.compress(sample)
+                .map_or(true, |c| c.len() * 100 > sample.len() * 97)
+        })
+    })
 }
 
 /// Decode a payload and check it against its id.
