@@ -152,9 +152,9 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     }
     let mut sources = Vec::new();
     for s in &config.sources {
-        let meta = std::fs::symlink_metadata(s).map_err(|source| Error::Io {
+        let meta = std::fs::symlink_metadata(s).map_err(|cause| Error::Io {
             path: s.clone(),
-            source,
+            cause,
         })?;
         if !meta.is_dir() {
             return Err(Error::Refused(format!(

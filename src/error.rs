@@ -15,8 +15,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // Named `cause`, not `source`: the message already includes it, and a `source` would be
+    // printed twice by `{:#}`.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: io::Error },
     #[error("{}: no such directory (is the medium mounted?)", .0.display())]
     MediumMissing(PathBuf),
     #[error("{}: not a trayback medium (no trayback/media.yaml); enrol it with `trayback media init`", .0.display())]
@@ -56,9 +58,9 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io {
+        self.map_err(|cause| Error::Io {
             path: path.into(),
-            source,
+            cause,
         })
     }
 }

@@ -404,7 +404,7 @@ fn lock_file(dir: &Path, create_dirs: bool) -> Result<File> {
         }
         Err(e) => Err(Error::Io {
             path,
-            source: e.into(),
+            cause: e.into(),
         }),
     }
 }

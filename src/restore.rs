@@ -289,7 +289,7 @@ fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
         }
         Err(e) => Err(Error::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         }),
     }
 }

@@ -385,7 +385,7 @@ impl Store {
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io { path, source: e }),
+            Err(e) => return Err(Error::Io { path, cause: e }),
         }
         fsio::fsync_dir(path.parent().unwrap()).at(path.parent().unwrap())?;
         self.forget_pack(id);
