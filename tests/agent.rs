@@ -265,10 +265,19 @@ impl Lab {
 
     /// Mount an image (detached from the agent) read-only somewhere of our own.
     fn mount_ro(&self, img: &Path, name: &str) -> PathBuf {
+        self.mount(img, name, "loop,ro,noload")
+    }
+
+    /// Mount an image read-write (verify writes the tree's verified flags).
+    fn mount_rw(&self, img: &Path, name: &str) -> PathBuf {
+        self.mount(img, name, "loop")
+    }
+
+    fn mount(&self, img: &Path, name: &str, options: &str) -> PathBuf {
         let mp = self.tmp.path().join(name);
         fs::create_dir_all(&mp).unwrap();
         sh(Command::new("mount")
-            .args(["-o", "loop,ro,noload"])
+            .args(["-o", options])
             .arg(img)
             .arg(&mp));
         mp
@@ -580,12 +589,7 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     });
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let mp = lab.tmp.path().join("check");
-    fs::create_dir(&mp).unwrap();
-    sh(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&img)
-        .arg(&mp));
+    let mp = lab.mount_rw(&img, "check");
     let backups = list(&mp);
     assert_eq!(
         backups.len(),
@@ -645,12 +649,7 @@ fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
         text(&out.stdout)
     );
     assert!(inserted(&lab.status()).is_empty());
-    let mp = lab.tmp.path().join("check");
-    fs::create_dir(&mp).unwrap();
-    sh(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&img)
-        .arg(&mp));
+    let mp = lab.mount_rw(&img, "check");
     lab.cli(&[
         "verify",
         "--medium",
@@ -911,4 +910,36 @@ fn a_medium_too_small_for_the_backup_is_reported_and_left_as_it_was() {
         "no pack left behind"
     );
     let _ = Command::new("umount").arg(&mp).status();
+}
+
+#[test]
+fn a_failing_backup_is_notified_and_the_medium_stays_usable() {
+    let Some(mut lab) = Lab::new("") else { return };
+    // The only source vanishes: the backup fails with a message naming it.
+    fs::remove_dir_all(&lab.src).unwrap();
+    let la = lab.label("F");
+    let img = lab.image("f.img", &la, "64M");
+    let _d = lab.insert(&img);
+    let n = lab.wait_note("backup_failed", 30);
+    assert!(
+        n["message"]
+            .as_str()
+            .unwrap()
+            .contains(lab.src.to_str().unwrap()),
+        "{n}"
+    );
+    assert_eq!(n["label"], la);
+    // The source comes back: a backup-now succeeds on the same medium.
+    write(&lab.src.join("f"), b"back");
+    let out = lab.ctl(&["backup-now", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let s = lab.wait_for("a monthly", 20, |s| {
+        newest(s, &la, "monthly").is_some() && idle(s, &la)
+    });
+    assert!(inserted(&s)[0]["last_error"].is_null(), "{s:#}");
 }
