@@ -354,6 +354,16 @@ fn idle(s: &serde_json::Value, label: &str) -> bool {
         .any(|m| m["label"] == label && m["job"].is_null())
 }
 
+/// 384 MiB of new incompressible data (8 files), so the next backup takes a while.
+fn write_big(src: &Path, seed: u64) {
+    for i in 0..8 {
+        write(
+            &src.join(format!("big-{i}.bin")),
+            &bytes(seed + i, 48 << 20),
+        );
+    }
+}
+
 fn sha(p: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(p).unwrap()))
 }
@@ -562,12 +572,7 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     let snap = lab.tmp.path().join("snap1");
     snapshot(&lab.src, &snap);
     // A big change, so the next micro takes a while; pull the tray while it writes.
-    for i in 0..8 {
-        write(
-            &lab.src.join(format!("big-{i}.bin")),
-            &bytes(10 + i, 48 << 20),
-        );
-    }
+    write_big(&lab.src, 10);
     lab.advance("15m");
     lab.wait_for("the micro writing", 30, |s| {
         inserted(s)
@@ -628,12 +633,7 @@ fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
     lab.wait_for("the first monthly", 30, |s| {
         newest(s, &la, "monthly").is_some() && idle(s, &la)
     });
-    for i in 0..8 {
-        write(
-            &lab.src.join(format!("big-{i}.bin")),
-            &bytes(20 + i, 48 << 20),
-        );
-    }
+    write_big(&lab.src, 20);
     // A month later the next monthly (not a micro) runs; eject aborts it.
     lab.advance("28d");
     lab.wait_for("the monthly writing", 30, |s| {

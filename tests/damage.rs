@@ -56,15 +56,7 @@ on_both_media!(
         assert_eq!(list[0]["verified"], false);
         // Restoring it fails loudly rather than writing wrong bytes.
         let to = env.path("r");
-        let out = env.run(&[
-            "restore",
-            "--medium",
-            "{medium}",
-            "--backup",
-            &b.to_string(),
-            "--to",
-            to.to_str().unwrap(),
-        ]);
+        let out = env.try_restore(b, &to);
         assert!(!out.status.success());
         assert!(
             text(&out.stderr).contains("damaged"),

@@ -89,15 +89,7 @@ fn setup() -> Env {
 
 fn assert_refused(env: &Env, id: u64, needle: &str) {
     let target = env.path("target");
-    let out = env.run(&[
-        "restore",
-        "--medium",
-        "{medium}",
-        "--backup",
-        &id.to_string(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let out = env.try_restore(id, &target);
     let err = text(&out.stderr);
     assert!(
         !out.status.success(),
@@ -152,15 +144,7 @@ fn a_symlink_and_a_directory_of_the_same_name_are_refused() {
     dir.subtree = Some(trayback::ids::BlockId::of(b"whatever"));
     let id = craft(&env, vec![link, dir]);
     let target = env.path("target");
-    let out = env.run(&[
-        "restore",
-        "--medium",
-        "{medium}",
-        "--backup",
-        &id.to_string(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let out = env.try_restore(id, &target);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("repeated"),
@@ -179,15 +163,7 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
     fs::create_dir_all(&target).unwrap();
     let first = env.src.components().nth(1).unwrap().as_os_str().to_owned(); // "tmp"
     std::os::unix::fs::symlink(&outside, target.join(&first)).unwrap();
-    let out = env.run(&[
-        "restore",
-        "--medium",
-        "{medium}",
-        "--backup",
-        "1",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    let out = env.try_restore(1, &target);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("symlink"),

@@ -142,18 +142,31 @@ impl Env {
         dir_bytes(&self.medium.join("trayback"))
     }
 
-    /// Restore backup `id` into a fresh directory; returns where the source landed.
-    pub fn restore(&self, id: u64, name: &str) -> PathBuf {
-        let to = self.path(name);
-        self.ok(&[
+    /// Run `restore --backup ID --to TARGET` (TARGET may already exist); its output.
+    pub fn try_restore(&self, id: u64, target: &Path) -> Output {
+        self.run(&[
             "restore",
             "--medium",
             "{medium}",
             "--backup",
             &id.to_string(),
             "--to",
-            to.to_str().unwrap(),
-        ]);
+            target.to_str().unwrap(),
+        ])
+    }
+
+    /// Restore backup `id` into a fresh directory; returns where the source landed.
+    pub fn restore(&self, id: u64, name: &str) -> PathBuf {
+        let to = self.path(name);
+        let out = self.try_restore(id, &to);
+        assert!(
+            out.status.success(),
+            "restore of {id} failed:
+{}
+{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         to.join(self.src.strip_prefix("/").unwrap())
     }
 }
