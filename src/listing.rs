@@ -1,22 +1,25 @@
 //! The index: one listing blob per directory, a Merkle tree (FORMAT.md "Listings").
 //!
-//! A listing is the JSON encoding of [`Listing`], stored as a blob of kind `Listing` whose id
-//! is the SHA-256 of that JSON. Invariants:
+//! A listing is the binary encoding of [`Listing`] (FORMAT.md has the bytes), stored as a blob
+//! of kind `Listing` whose id is the SHA-256 of those bytes. Invariants:
 //! - entries are sorted by name bytes, names are unique, and the encoding is deterministic,
 //!   so an unchanged directory encodes to the same bytes and the same id as before;
 //! - names are single path components (checked again by every reader that writes files).
 
 use base64::Engine;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::ids::BlockId;
 
-pub const LISTING_FORMAT: u32 = 1;
+pub const LISTING_FORMAT: u32 = 2;
+const LISTING_MAGIC: &[u8; 4] = b"TLST";
+/// The fewest bytes an entry can take: a one-byte name, kind, the fixed fields, no xattrs.
+const MIN_ENTRY: usize = 2 + 1 + 1 + 12 + 16 + 24 + 2;
 
-/// Bytes that are usually UTF-8 (file names, symlink targets, xattr names). Encoded as a JSON
-/// string when they are valid UTF-8, else as `{"hex": "..."}`.
+/// Bytes that are usually UTF-8 (file names, symlink targets, xattr names). In the CLI's JSON
+/// output, a string when they are valid UTF-8, else `{"hex": "..."}`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Bytes(pub Vec<u8>);
 
@@ -32,32 +35,20 @@ impl Bytes {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum BytesRepr {
-    Text(String),
-    Hex { hex: String },
+/// How bytes that are not UTF-8 show in JSON output.
+#[derive(Serialize)]
+struct HexBytes {
+    hex: String,
 }
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(t) => s.serialize_str(t),
-            Err(_) => BytesRepr::Hex {
+            Err(_) => HexBytes {
                 hex: hex::encode(&self.0),
             }
             .serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match BytesRepr::deserialize(d)? {
-            BytesRepr::Text(t) => Ok(Bytes(t.into_bytes())),
-            BytesRepr::Hex { hex } => hex::decode(hex)
-                .map(Bytes)
-                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -72,17 +63,7 @@ impl Serialize for Binary {
     }
 }
 
-impl<'de> Deserialize<'de> for Binary {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map(Binary)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     File,
@@ -93,7 +74,7 @@ pub enum EntryKind {
     Block,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Xattr {
     pub name: Bytes,
     pub value: Binary,
@@ -104,8 +85,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// One directory entry with its attributes (from `lstat`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Entry {
     pub name: Bytes,
     pub kind: EntryKind,
@@ -164,8 +144,7 @@ impl Entry {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Listing {
     pub format: u32,
     pub entries: Vec<Entry>,
@@ -180,26 +159,58 @@ impl Listing {
         }
     }
 
+    /// The binary encoding (FORMAT.md "Listings"): deterministic, so an unchanged directory
+    /// encodes to the same bytes and the same id.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("listings always encode")
+        let mut out = Vec::with_capacity(12 + self.entries.len() * 128);
+        out.extend_from_slice(LISTING_MAGIC);
+        out.extend_from_slice(&self.format.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            encode_entry(e, &mut out);
+        }
+        out
     }
 
-    /// Decode and check a listing: known format, names valid and strictly sorted.
+    /// Decode and check a listing: known format, every length inside the blob, names valid
+    /// and strictly sorted, nothing left over.
     pub fn decode(bytes: &[u8]) -> Result<Listing, String> {
-        let l: Listing =
-            serde_json::from_slice(bytes).map_err(|e| format!("listing does not parse: {e}"))?;
-        if l.format != LISTING_FORMAT {
-            return Err(format!("listing format {} is not supported", l.format));
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(4)? != LISTING_MAGIC {
+            return Err("not a listing (bad magic)".into());
         }
-        for w in l.entries.windows(2) {
-            if w[0].name >= w[1].name {
-                return Err(format!(
-                    "listing entries out of order or repeated at {:?}",
-                    w[1].name.lossy()
-                ));
+        let format = r.u32()?;
+        if format != LISTING_FORMAT {
+            return Err(format!("listing format {format} is not supported"));
+        }
+        let count = r.u32()? as usize;
+        // Every entry takes at least MIN_ENTRY bytes: a hostile count cannot make us allocate.
+        if count > bytes.len() / MIN_ENTRY {
+            return Err(format!(
+                "listing claims {count} entries in {} bytes",
+                bytes.len()
+            ));
+        }
+        let mut entries: Vec<Entry> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let e = decode_entry(&mut r)?;
+            if let Some(prev) = entries.last() {
+                if prev.name >= e.name {
+                    return Err(format!(
+                        "listing entries out of order or repeated at {:?}",
+                        e.name.lossy()
+                    ));
+                }
             }
+            entries.push(e);
         }
-        Ok(l)
+        if r.at != bytes.len() {
+            return Err(format!(
+                "listing has {} bytes after its last entry",
+                bytes.len() - r.at
+            ));
+        }
+        Ok(Listing { format, entries })
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
@@ -208,6 +219,161 @@ impl Listing {
             .ok()
             .map(|i| &self.entries[i])
     }
+}
+
+fn kind_code(k: EntryKind) -> u8 {
+    match k {
+        EntryKind::File => 1,
+        EntryKind::Dir => 2,
+        EntryKind::Symlink => 3,
+        EntryKind::Fifo => 4,
+        EntryKind::Char => 5,
+        EntryKind::Block => 6,
+    }
+}
+
+fn put_bytes16(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u16).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_bytes32(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
+    put_bytes16(out, &e.name.0);
+    out.push(kind_code(e.kind));
+    for v in [e.mode, e.uid, e.gid] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [e.mtime_ns, e.ctime_ns] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [e.dev, e.ino, e.nlink] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    match e.kind {
+        EntryKind::File => {
+            out.extend_from_slice(&e.size.to_le_bytes());
+            out.extend_from_slice(&(e.blocks.len() as u32).to_le_bytes());
+            for b in &e.blocks {
+                out.extend_from_slice(&b.0);
+            }
+        }
+        EntryKind::Dir => out.extend_from_slice(&e.subtree.unwrap_or(BlockId([0; 32])).0),
+        EntryKind::Symlink => put_bytes32(out, e.target.as_ref().map_or(&[][..], |t| &t.0)),
+        EntryKind::Char | EntryKind::Block => {
+            out.extend_from_slice(&e.rdev.unwrap_or(0).to_le_bytes())
+        }
+        EntryKind::Fifo => {}
+    }
+    out.extend_from_slice(&(e.xattrs.len() as u16).to_le_bytes());
+    for x in &e.xattrs {
+        put_bytes16(out, &x.name.0);
+        put_bytes32(out, &x.value.0);
+    }
+}
+
+/// A bounds-checked cursor over a listing blob.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| format!("listing ends inside a field at byte {}", self.at))?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        Ok(self.take(N)?.try_into().expect("took N bytes"))
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        self.array().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        self.array().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        self.array().map(u64::from_le_bytes)
+    }
+    fn i64(&mut self) -> Result<i64, String> {
+        self.array().map(i64::from_le_bytes)
+    }
+    fn bytes16(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u16()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+    fn bytes32(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u32()? as usize;
+        Ok(self.take(n)?.to_vec())
+    }
+}
+
+fn decode_entry(r: &mut Reader) -> Result<Entry, String> {
+    let name = Bytes(r.bytes16()?);
+    let kind = match r.array::<1>()?[0] {
+        1 => EntryKind::File,
+        2 => EntryKind::Dir,
+        3 => EntryKind::Symlink,
+        4 => EntryKind::Fifo,
+        5 => EntryKind::Char,
+        6 => EntryKind::Block,
+        k => {
+            return Err(format!(
+                "listing entry {:?} has unknown kind {k}",
+                name.lossy()
+            ))
+        }
+    };
+    let mut e = Entry {
+        name,
+        kind,
+        mode: r.u32()?,
+        uid: r.u32()?,
+        gid: r.u32()?,
+        mtime_ns: r.i64()?,
+        ctime_ns: r.i64()?,
+        dev: r.u64()?,
+        ino: r.u64()?,
+        nlink: r.u64()?,
+        size: 0,
+        blocks: Vec::new(),
+        subtree: None,
+        target: None,
+        rdev: None,
+        xattrs: Vec::new(),
+    };
+    match kind {
+        EntryKind::File => {
+            e.size = r.u64()?;
+            let n = r.u32()? as usize;
+            let raw = r.take(n.checked_mul(32).ok_or("block count overflows")?)?;
+            e.blocks = raw
+                .chunks_exact(32)
+                .map(|c| BlockId(c.try_into().expect("32-byte chunk")))
+                .collect();
+        }
+        EntryKind::Dir => e.subtree = Some(BlockId(r.array()?)),
+        EntryKind::Symlink => e.target = Some(Bytes(r.bytes32()?)),
+        EntryKind::Char | EntryKind::Block => e.rdev = Some(r.u64()?),
+        EntryKind::Fifo => {}
+    }
+    let nx = r.u16()?;
+    for _ in 0..nx {
+        let name = Bytes(r.bytes16()?);
+        let value = Binary(r.bytes32()?);
+        e.xattrs.push(Xattr { name, value });
+    }
+    Ok(e)
 }
 
 /// Why a name cannot be a single path component, if it cannot.
@@ -264,10 +430,36 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Damaged or hostile bytes give an error, never a panic or a huge allocation.
+        #[test]
+        fn damaged_listings_are_refused(names in proptest::collection::btree_set(proptest::collection::vec(1u8..=255, 1..20), 1..8),
+                                        cut in 0usize..10_000, flip in 0usize..10_000, noise in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let bytes = Listing::new(names.iter().map(|n| entry(n)).collect()).encode();
+            let cut = cut % bytes.len();
+            prop_assert!(Listing::decode(&bytes[..cut]).is_err());
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert!(Listing::decode(&longer).is_err());
+            let mut flipped = bytes.clone();
+            flipped[flip % bytes.len()] ^= 0xff;
+            let _ = Listing::decode(&flipped);
+            let _ = Listing::decode(&noise);
+        }
+    }
+
+    #[test]
+    fn a_huge_entry_count_is_refused_before_allocating() {
+        let mut bytes = b"TLST".to_vec();
+        bytes.extend_from_slice(&LISTING_FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Listing::decode(&bytes).unwrap_err().contains("claims"));
+    }
+
     #[test]
     fn repeated_names_are_refused() {
         let l = Listing {
-            format: 1,
+            format: LISTING_FORMAT,
             entries: vec![entry(b"a"), entry(b"a")],
         };
         assert!(Listing::decode(&l.encode())

@@ -13,6 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsio;
 use crate::ids::{BlockId, PackId};
 use pack::{BlobKind, Encoding, Entry, PackWriter};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -34,10 +35,40 @@ pub struct PackInfo {
     pub present: bool,
 }
 
+/// Where a blob is: its pack (position in the pack list) and trailer entry, without the id
+/// (the index's key), so the index of a 200k-block medium stays small and cache-friendly.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
+    offset: u64,
     pack: u32,
-    entry: Entry,
+    raw_len: u32,
+    stored_len: u32,
+    kind: BlobKind,
+    encoding: Encoding,
+}
+
+impl Loc {
+    fn new(pack: u32, e: &Entry) -> Loc {
+        Loc {
+            offset: e.offset,
+            pack,
+            raw_len: e.raw_len,
+            stored_len: e.stored_len,
+            kind: e.kind,
+            encoding: e.encoding,
+        }
+    }
+
+    fn entry(&self, id: BlockId) -> Entry {
+        Entry {
+            id,
+            kind: self.kind,
+            encoding: self.encoding,
+            raw_len: self.raw_len,
+            stored_len: self.stored_len,
+            offset: self.offset,
+        }
+    }
 }
 
 struct Writing {
@@ -46,7 +77,7 @@ struct Writing {
     /// The open pack for each blob kind: data blocks and listings go to separate packs, so a
     /// backup's index reads back as a few compact packs.
     current: [Option<(PackWriter, PathBuf)>; 2],
-    pending: HashSet<BlockId>,
+    pending: FxHashSet<BlockId>,
     written: Vec<PackId>,
     stats: WriteStats,
 }
@@ -63,7 +94,8 @@ pub struct Store {
     dir: PathBuf,
     level: i32,
     packs: RwLock<Vec<PackInfo>>,
-    index: RwLock<HashMap<BlockId, Loc>>,
+    /// Block ids are SHA-256 digests, so a fast non-keyed hash is as good as any here.
+    index: RwLock<FxHashMap<BlockId, Loc>>,
     writing: Mutex<Writing>,
     fds: Mutex<HashMap<u32, Arc<File>>>,
 }
@@ -82,12 +114,12 @@ impl Store {
             dir: dir.to_path_buf(),
             level,
             packs: RwLock::new(Vec::new()),
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(FxHashMap::default()),
             writing: Mutex::new(Writing {
                 backup: 0,
                 flags: 0,
                 current: [None, None],
-                pending: HashSet::new(),
+                pending: FxHashSet::default(),
                 written: Vec::new(),
                 stats: WriteStats::default(),
             }),
@@ -109,6 +141,13 @@ impl Store {
             }
         }
         paths.sort();
+        // Size the index once (footers say how many records follow) instead of rehashing it
+        // as it grows.
+        let mut expected = 0;
+        for p in &paths {
+            expected += pack::footer_count(&File::open(p).at(p)?).unwrap_or(0);
+        }
+        store.index.write().unwrap().reserve(expected as usize);
         for p in paths {
             let id = match p
                 .file_stem()
@@ -167,7 +206,7 @@ impl Store {
         packs.push(info);
         let mut index = self.index.write().unwrap();
         for e in entries {
-            index.insert(e.id, Loc { pack: n, entry: *e });
+            index.insert(e.id, Loc::new(n, e));
         }
     }
 
@@ -213,7 +252,10 @@ impl Store {
     pub fn locate(&self, id: &BlockId) -> Option<(PackId, Entry)> {
         let index = self.index.read().unwrap();
         let loc = index.get(id)?;
-        Some((self.packs.read().unwrap()[loc.pack as usize].id, loc.entry))
+        Some((
+            self.packs.read().unwrap()[loc.pack as usize].id,
+            loc.entry(*id),
+        ))
     }
 
     /// Start a writing session for backup `backup` (0 with `FLAG_GC` for garbage collection).
@@ -358,16 +400,17 @@ impl Store {
             .unwrap()
             .get(id)
             .ok_or(Error::MissingBlock(*id))?;
-        let payload = self.read_payload(loc)?;
-        pack::decode(&loc.entry, &payload).map_err(|detail| Error::BadBlock { id: *id, detail })
+        let payload = self.read_payload(*id, loc)?;
+        pack::decode(&loc.entry(*id), &payload)
+            .map_err(|detail| Error::BadBlock { id: *id, detail })
     }
 
-    fn read_payload(&self, loc: Loc) -> Result<Vec<u8>> {
+    fn read_payload(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
         let f = self.file(loc.pack)?;
-        let mut buf = vec![0u8; loc.entry.stored_len as usize];
-        f.read_exact_at(&mut buf, loc.entry.offset)
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        f.read_exact_at(&mut buf, loc.offset)
             .map_err(|e| Error::BadBlock {
-                id: loc.entry.id,
+                id,
                 detail: format!("cannot read from pack: {e}"),
             })?;
         Ok(buf)
@@ -414,7 +457,7 @@ impl Store {
             for e in t.entries {
                 let indexed_here = index
                     .get(&e.id)
-                    .is_some_and(|l| l.pack as usize == n && l.entry.offset == e.offset);
+                    .is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
                 if live.contains(&e.id) && indexed_here {
                     live_per_pack.entry(n as u32).or_default().push(e);
                 } else {
@@ -438,7 +481,7 @@ impl Store {
                 report.bytes_freed += info.len;
             } else if dead * 4 > info.len {
                 for e in &alive {
-                    let payload = self.read_payload(Loc { pack: n, entry: *e })?;
+                    let payload = self.read_payload(e.id, Loc::new(n, e))?;
                     pack::decode(e, &payload)
                         .map_err(|detail| Error::BadBlock { id: e.id, detail })?;
                     self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;

@@ -186,6 +186,16 @@ impl PackWriter {
 }
 
 /// Read and check a pack's header, footer and trailer.
+/// How many records a pack's footer announces (unchecked: a hint to size the index).
+pub fn footer_count(file: &File) -> Option<u64> {
+    let len = file.metadata().ok()?.len();
+    let mut footer = [0u8; FOOTER_LEN as usize];
+    file.read_exact_at(&mut footer, len.checked_sub(FOOTER_LEN)?)
+        .ok()?;
+    (&footer[56..64] == PACK_END_MAGIC)
+        .then(|| u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64)
+}
+
 pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < HEADER_LEN + FOOTER_LEN {
