@@ -10,19 +10,19 @@
 //!   header, which is then marked partial; they never abort the backup.
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::{Bytes, Entry, EntryKind, Listing};
 use crate::medium::{self, BackupHeader, Counts, Medium, Problem};
 use crate::progress::Meter;
-use crate::scan::{self, Found};
+use crate::scan::{self, Attrs};
 use crate::store::pack::BlobKind;
 use crate::store::{Store, BLOCK_SIZE};
 use crate::tree::{BackupRecord, Kind};
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -76,6 +76,7 @@ struct Tally {
 struct Ctx<'a> {
     store: &'a Store,
     medium: &'a Medium,
+    medium_inode: Option<(u64, u64)>,
     config: &'a Config,
     full: bool,
     /// Estimate only: stat and compare, read nothing, write nothing; count into `estimate`.
@@ -139,6 +140,41 @@ fn source_tree(sources: &[PathBuf]) -> VNode {
     root
 }
 
+/// The configured sources as real paths (a symlink on the way to a source is resolved, so the
+/// walk from `/` reaches it), each an existing directory not on the medium.
+fn resolve_sources(medium: &Medium, config: &Config) -> Result<Vec<PathBuf>> {
+    let medium_root = std::fs::canonicalize(&medium.root).at(&medium.root)?;
+    let mut sources = Vec::new();
+    for s in &config.sources {
+        let meta = std::fs::symlink_metadata(s).at(s)?;
+        if !meta.is_dir() {
+            return Err(Error::Refused(format!(
+                "source {} is not a directory",
+                s.display()
+            )));
+        }
+        let real = std::fs::canonicalize(s).at(s)?;
+        if real.starts_with(&medium_root) {
+            return Err(Error::Refused(format!(
+                "source {} is on the medium itself",
+                s.display()
+            )));
+        }
+        if real != *s {
+            info!(source = %s.display(), real = %real.display(), "source reached through a symlink");
+        }
+        sources.push(real);
+    }
+    Ok(sources)
+}
+
+/// The medium's root directory as `(dev, ino)`: the walk leaves it out wherever it is found.
+fn medium_inode(medium: &Medium) -> Option<(u64, u64)> {
+    std::fs::metadata(&medium.root)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 /// Make a backup on `medium` (opened for writing). Returns the committed header.
 pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     if !medium.writable() {
@@ -150,26 +186,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
             "no sources to back up (set `sources` in the config or pass --source)".into(),
         ));
     }
-    let mut sources = Vec::new();
-    for s in &config.sources {
-        let meta = std::fs::symlink_metadata(s).map_err(|cause| Error::Io {
-            path: s.clone(),
-            cause,
-        })?;
-        if !meta.is_dir() {
-            return Err(Error::Refused(format!(
-                "source {} is not a directory",
-                s.display()
-            )));
-        }
-        if s.starts_with(&medium.root) {
-            return Err(Error::Refused(format!(
-                "source {} is on the medium itself",
-                s.display()
-            )));
-        }
-        sources.push(s.clone());
-    }
+    let sources = resolve_sources(medium, config)?;
     let id = medium.tree.next_id;
     let parent = if req.kind.is_full() {
         None
@@ -198,6 +215,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     let ctx = Ctx {
         store,
         medium,
+        medium_inode: medium_inode(medium),
         config,
         full: req.kind.is_full(),
         dry: false,
@@ -312,6 +330,7 @@ pub fn estimate(
     let ctx = Ctx {
         store: &medium.store,
         medium,
+        medium_inode: medium_inode(medium),
         config,
         full: false,
         dry: true,
@@ -325,7 +344,7 @@ pub fn estimate(
         dir_listing(
             &ctx,
             Path::new("/"),
-            &source_tree(&config.sources),
+            &source_tree(&resolve_sources(medium, config)?),
             None,
             parent_root,
         )
@@ -333,9 +352,24 @@ pub fn estimate(
     Ok(ctx.estimate.into_inner())
 }
 
+/// One name in a directory being walked, after `lstat`.
+struct Seen<'v> {
+    name: CString,
+    /// Set above the sources: the directories on the way to them.
+    vnode: Option<&'v VNode>,
+    attrs: Attrs,
+    /// Symlinks: the target, read relative to the directory.
+    target: Option<Vec<u8>>,
+}
+
 /// Build and store the listing of directory `path`. `vnode` restricts a directory above the
 /// sources to the children on the way to them; `dev` is the source's device when
 /// `one_file_system` applies; `parent` is this directory's listing in the parent backup.
+///
+/// The directory is listed and its entries `lstat`ed relative to one open descriptor, which is
+/// closed before the walk descends (so deep trees never hold many descriptors). Entries whose
+/// attributes all match the parent's are taken over as they are, without reading anything;
+/// when every entry is taken over, the directory's listing is the parent's, same id.
 fn dir_listing(
     ctx: &Ctx,
     path: &Path,
@@ -344,12 +378,62 @@ fn dir_listing(
     parent: Option<BlockId>,
 ) -> Result<BlockId> {
     ctx.check_cancel()?;
-    let parent_listing = match parent {
-        Some(id) => Some(ctx.medium.listing(&id)?),
-        None => None,
+    let parent_entries = match parent {
+        Some(id) => ctx.medium.listing(&id)?.entries,
+        None => Vec::new(),
     };
-    let names: Vec<(OsString, Option<&VNode>)> = if vnode.source {
-        match scan::read_dir_sorted(path) {
+    let parent_len = parent_entries.len();
+    let seen = scan_dir(ctx, path, vnode);
+    let mut entries = Vec::with_capacity(seen.len());
+    let mut same = 0;
+    let mut work = Vec::new();
+    let mut quick = Quick::default();
+    for (s, prev) in pair_with_parent(seen, parent_entries) {
+        match prev {
+            Some(p) if takes_over(ctx, &s, &p) => {
+                quick.count(&p);
+                entries.push(p);
+                same += 1;
+            }
+            prev => work.push((s, prev)),
+        }
+    }
+    quick.add_to(ctx);
+    let done: Vec<Option<(Entry, bool)>> = work
+        .into_par_iter()
+        .map(|(s, prev)| {
+            let e = entry_for(ctx, path, s, dev, prev.as_ref())?;
+            Ok(e.map(|e| {
+                let unchanged = prev.as_ref() == Some(&e);
+                (e, unchanged)
+            }))
+        })
+        .collect::<Result<_>>()?;
+    for (e, unchanged) in done.into_iter().flatten() {
+        same += usize::from(unchanged);
+        entries.push(e);
+    }
+    if let Some(id) = parent {
+        if same == parent_len && entries.len() == parent_len {
+            return Ok(id);
+        }
+    }
+    ctx.put_listing(&Listing::new(entries))
+}
+
+/// List directory `path` (or, above the sources, take `vnode`'s children) and `lstat` each
+/// name. Excluded names, sockets, the medium itself and names that vanished are left out;
+/// what cannot be read is reported as a problem.
+fn scan_dir<'v>(ctx: &Ctx, path: &Path, vnode: &'v VNode) -> Vec<Seen<'v>> {
+    let dir = match scan::open_dir(path, vnode.source) {
+        Ok(fd) => fd,
+        Err(e) => {
+            ctx.problem(path, format!("cannot open directory: {e}"));
+            return Vec::new();
+        }
+    };
+    let names: Vec<(CString, Option<&VNode>)> = if vnode.source {
+        match scan::read_dir_sorted(&dir) {
             Ok(names) => names.into_iter().map(|n| (n, None)).collect(),
             Err(e) => {
                 ctx.problem(path, format!("cannot list directory: {e}"));
@@ -360,69 +444,142 @@ fn dir_listing(
         vnode
             .children
             .iter()
-            .map(|(n, v)| (n.clone(), Some(v)))
+            .filter_map(|(n, v)| Some((CString::new(n.as_bytes()).ok()?, Some(v))))
             .collect()
     };
-    let entries: Vec<Option<Entry>> = names
-        .par_iter()
-        .map(|(name, child)| {
-            let prev = parent_listing.as_ref().and_then(|l| l.get(name.as_bytes()));
-            entry_for(ctx, &path.join(name), name, *child, dev, prev)
+    let excluding = !ctx.config.exclude_set.is_empty();
+    names
+        .into_par_iter()
+        .with_min_len(8)
+        .filter_map(|(name, vnode)| {
+            let full = || path.join(OsStr::from_bytes(name.as_bytes()));
+            if vnode.is_none() && excluding && ctx.config.exclude_set.is_match(full()) {
+                ctx.tally.excluded.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            let st = match scan::lstat_at(&dir, &name) {
+                Ok(st) => st,
+                // Deleted since it was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && vnode.is_none() => return None,
+                Err(e) => {
+                    ctx.problem(&full(), format!("cannot stat: {e}"));
+                    return None;
+                }
+            };
+            let Some(attrs) = Attrs::from_stat(&st) else {
+                ctx.tally.sockets.fetch_add(1, Ordering::Relaxed);
+                return None;
+            };
+            // The medium never backs up itself.
+            if attrs.kind == EntryKind::Dir && Some((attrs.dev, attrs.ino)) == ctx.medium_inode {
+                ctx.tally.excluded.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            let target = if attrs.kind == EntryKind::Symlink {
+                match scan::readlink_at(&dir, &name) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        ctx.problem(&full(), format!("cannot read symlink: {e}"));
+                        return None;
+                    }
+                }
+            } else {
+                None
+            };
+            Some(Seen {
+                name,
+                vnode,
+                attrs,
+                target,
+            })
         })
-        .collect::<Result<_>>()?;
-    let listing = Listing::new(entries.into_iter().flatten().collect());
-    // An unchanged directory is its parent's listing: same id, nothing to encode or store.
-    if let (Some(pl), Some(id)) = (&parent_listing, parent) {
-        if pl.entries == listing.entries {
-            return Ok(id);
-        }
-    }
-    ctx.put_listing(&listing)
+        .collect()
 }
 
+/// Pair each listed name with its entry in the parent's listing (both are sorted by name).
+fn pair_with_parent(seen: Vec<Seen>, parent: Vec<Entry>) -> Vec<(Seen, Option<Entry>)> {
+    let mut parent = parent.into_iter().peekable();
+    seen.into_iter()
+        .map(|s| {
+            let name = s.name.as_bytes();
+            while parent.next_if(|p| p.name.0.as_slice() < name).is_some() {}
+            let prev = parent.next_if(|p| p.name.0 == name);
+            (s, prev)
+        })
+        .collect()
+}
+
+/// Whether the parent's entry `p` describes exactly what `lstat` found now (so content,
+/// xattrs and target are the parent's too: any change to them changes ctime or the inode).
+/// Never for directories, whose subtree may have changed, nor in a full backup, which reads
+/// everything.
+fn takes_over(ctx: &Ctx, s: &Seen, p: &Entry) -> bool {
+    !ctx.full
+        && s.attrs.kind != EntryKind::Dir
+        && s.attrs.matches(p)
+        && (s.attrs.kind != EntryKind::Symlink
+            || p.target.as_ref().map(|t| &t.0) == s.target.as_ref())
+}
+
+/// Counts of the entries one directory took over from the parent, added up once.
+#[derive(Default)]
+struct Quick {
+    files: u64,
+    bytes: u64,
+    symlinks: u64,
+    specials: u64,
+}
+
+impl Quick {
+    fn count(&mut self, e: &Entry) {
+        match e.kind {
+            EntryKind::File => {
+                self.files += 1;
+                self.bytes += e.size;
+            }
+            EntryKind::Symlink => self.symlinks += 1,
+            EntryKind::Dir => {}
+            EntryKind::Fifo | EntryKind::Char | EntryKind::Block => self.specials += 1,
+        }
+    }
+
+    fn add_to(&self, ctx: &Ctx) {
+        let t = &ctx.tally;
+        t.files.fetch_add(self.files, Ordering::Relaxed);
+        t.files_unchanged.fetch_add(self.files, Ordering::Relaxed);
+        t.bytes_total.fetch_add(self.bytes, Ordering::Relaxed);
+        t.symlinks.fetch_add(self.symlinks, Ordering::Relaxed);
+        t.specials.fetch_add(self.specials, Ordering::Relaxed);
+        if self.files > 0 {
+            ctx.meter.add(self.files, self.bytes);
+        }
+    }
+}
+
+/// The entry for one name the parent's entry does not describe: a directory (walked), a new
+/// or changed file (read), or anything whose attributes changed.
 fn entry_for(
     ctx: &Ctx,
-    path: &Path,
-    name: &OsString,
-    vnode: Option<&VNode>,
+    dir: &Path,
+    seen: Seen,
     dev: Option<u64>,
     prev: Option<&Entry>,
 ) -> Result<Option<Entry>> {
-    let real = vnode.is_none_or(|v| v.source);
-    // The medium never backs up itself, and excluded paths are left out.
-    if vnode.is_none() && (path == ctx.medium.root || ctx.config.exclude_set.is_match(path)) {
-        ctx.tally.excluded.fetch_add(1, Ordering::Relaxed);
-        return Ok(None);
-    }
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(md) => md,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && vnode.is_none() => return Ok(None), // deleted since listed
-        Err(e) => {
-            ctx.problem(path, format!("cannot stat: {e}"));
-            return Ok(None);
-        }
-    };
-    let mut entry = match scan::entry_from(name.as_bytes(), &md) {
-        Found::Entry(e) => e,
-        Found::Socket => {
-            ctx.tally.sockets.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-    };
+    let path = dir.join(OsStr::from_bytes(seen.name.as_bytes()));
+    let a = seen.attrs;
+    let mut entry = a.entry(seen.name.into_bytes());
+    let real = seen.vnode.is_none_or(|v| v.source);
     // Any change to extended attributes changes ctime: an entry whose ctime and inode match
     // the parent's keeps the parent's xattrs without asking (a full backup always asks).
     let same_inode = prev.is_some_and(|p| {
-        p.kind == entry.kind
-            && p.ctime_ns == entry.ctime_ns
-            && p.ino == entry.ino
-            && p.dev == entry.dev
+        p.kind == a.kind && p.ctime_ns == a.ctime_ns && p.ino == a.ino && p.dev == a.dev
     });
     if same_inode && !ctx.full {
         entry.xattrs = prev.unwrap().xattrs.clone();
     } else {
-        match scan::xattrs(path) {
+        match scan::xattrs(&path) {
             Ok(x) => entry.xattrs = x,
-            Err(e) => ctx.problem(path, format!("cannot read extended attributes: {e}")),
+            Err(e) => ctx.problem(&path, format!("cannot read extended attributes: {e}")),
         }
     }
     let t = &ctx.tally;
@@ -432,15 +589,14 @@ fn entry_for(
             let prev_sub = prev
                 .filter(|p| p.kind == EntryKind::Dir)
                 .and_then(|p| p.subtree);
-            let child_dev = if vnode.is_some_and(|v| v.source) {
-                Some(md.dev())
+            let child_dev = if seen.vnode.is_some_and(|v| v.source) {
+                Some(a.dev)
             } else {
                 dev
             };
-            let other_fs = real && ctx.config.one_file_system && dev.is_some_and(|d| d != md.dev());
+            let other_fs = real && ctx.config.one_file_system && dev.is_some_and(|d| d != a.dev);
             let sub = if other_fs {
-                ctx.store
-                    .put(BlobKind::Listing, &Listing::new(Vec::new()).encode())?
+                ctx.put_listing(&Listing::new(Vec::new()))?
             } else {
                 let leaf = VNode {
                     source: true,
@@ -448,8 +604,8 @@ fn entry_for(
                 };
                 dir_listing(
                     ctx,
-                    path,
-                    vnode.unwrap_or(&leaf),
+                    &path,
+                    seen.vnode.unwrap_or(&leaf),
                     child_dev.filter(|_| ctx.config.one_file_system),
                     prev_sub,
                 )?
@@ -477,12 +633,12 @@ fn entry_for(
                 ctx.meter.add(1, entry.size);
             } else {
                 ctx.check_cancel()?;
-                match read_file(ctx, path, &mut entry) {
+                match read_file(ctx, &path, &mut entry) {
                     Ok(()) => {
                         t.files_read.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(ReadError::Source(e)) => {
-                        ctx.problem(path, format!("cannot read: {e}"));
+                        ctx.problem(&path, format!("cannot read: {e}"));
                         return Ok(None);
                     }
                     Err(ReadError::Medium(e)) => return Err(e),
@@ -492,13 +648,7 @@ fn entry_for(
         }
         EntryKind::Symlink => {
             t.symlinks.fetch_add(1, Ordering::Relaxed);
-            match std::fs::read_link(path) {
-                Ok(target) => entry.target = Some(Bytes::from_os(target.as_os_str())),
-                Err(e) => {
-                    ctx.problem(path, format!("cannot read symlink: {e}"));
-                    return Ok(None);
-                }
-            }
+            entry.target = seen.target.map(Bytes);
         }
         EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
             t.specials.fetch_add(1, Ordering::Relaxed);
@@ -515,13 +665,17 @@ enum ReadError {
 /// Read a file's content into blocks. Attributes come from the open file, so they describe
 /// the content read; a file that changed meanwhile is stored as read and reported.
 fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError> {
-    let mut f = File::open(path).map_err(ReadError::Source)?;
-    let before = f.metadata().map_err(ReadError::Source)?;
-    if let Found::Entry(e) = scan::entry_from(entry.name.0.as_slice(), &before) {
-        let xattrs = std::mem::take(&mut entry.xattrs);
-        *entry = e;
-        entry.xattrs = xattrs;
-    }
+    let mut f = scan::open_file(path).map_err(ReadError::Source)?;
+    let before =
+        scan::fstat(&f)
+            .map_err(ReadError::Source)
+            .and_then(|st| match Attrs::from_stat(&st) {
+                Some(a) if a.kind == EntryKind::File => Ok(a),
+                _ => Err(ReadError::Source(io::Error::other(
+                    "is no longer a regular file",
+                ))),
+            })?;
+    before.apply(entry);
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BLOCK_SIZE]);
     }
@@ -532,13 +686,13 @@ fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError>
 fn read_blocks(
     ctx: &Ctx,
     f: &mut File,
-    before: &std::fs::Metadata,
+    before: &Attrs,
     path: &Path,
     entry: &mut Entry,
     buf: &mut [u8],
 ) -> Result<(), ReadError> {
     let mut size = 0u64;
-    let mut blocks = Vec::with_capacity((before.len() as usize).div_ceil(BLOCK_SIZE));
+    let mut blocks = Vec::with_capacity((before.size as usize).div_ceil(BLOCK_SIZE));
     loop {
         let n = read_full(f, buf).map_err(ReadError::Source)?;
         if n == 0 {
@@ -557,13 +711,10 @@ fn read_blocks(
         }
     }
     ctx.meter.add(1, 0);
-    let after = f.metadata().map_err(ReadError::Source)?;
-    if after.mtime() != before.mtime()
-        || after.mtime_nsec() != before.mtime_nsec()
-        || after.ctime() != before.ctime()
-        || after.ctime_nsec() != before.ctime_nsec()
-        || after.len() != size
-    {
+    let after = scan::fstat(f).ok().and_then(|st| Attrs::from_stat(&st));
+    if after.is_none_or(|a| {
+        a.mtime_ns != before.mtime_ns || a.ctime_ns != before.ctime_ns || a.size != size
+    }) {
         ctx.problem(
             path,
             "changed while being read; the stored copy may be inconsistent",

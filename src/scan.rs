@@ -4,74 +4,172 @@
 //! Attributes come from `lstat` (a symlink is recorded, never followed).
 
 use crate::listing::{Binary, Bytes, Entry, EntryKind, Xattr};
-use std::ffi::{CString, OsString};
-use std::fs::{self, Metadata};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RawMode, Stat};
+use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::OwnedFd;
 use std::path::Path;
-
-/// What `lstat` found.
-#[allow(clippy::large_enum_variant)] // built once per file and consumed at once
-pub enum Found {
-    Entry(Entry),
-    Socket,
-}
 
 pub fn time_ns(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
-/// Build an entry (without content, subtree or xattrs) from metadata.
-pub fn entry_from(name: &[u8], md: &Metadata) -> Found {
-    let ft = md.file_type();
-    let kind = if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_fifo() {
-        EntryKind::Fifo
-    } else if ft.is_char_device() {
-        EntryKind::Char
-    } else if ft.is_block_device() {
-        EntryKind::Block
-    } else {
-        return Found::Socket;
-    };
-    Found::Entry(Entry {
-        name: Bytes(name.to_vec()),
-        kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        mtime_ns: time_ns(md.mtime(), md.mtime_nsec()),
-        ctime_ns: time_ns(md.ctime(), md.ctime_nsec()),
-        dev: md.dev(),
-        ino: md.ino(),
-        nlink: md.nlink(),
-        size: if kind == EntryKind::File {
-            md.size()
-        } else {
-            0
-        },
-        blocks: Vec::new(),
-        subtree: None,
-        target: None,
-        rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then(|| md.rdev()),
-        xattrs: Vec::new(),
-    })
+/// One inode's attributes, from `lstat` (or `fstat` of an open file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    pub kind: EntryKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    /// Regular files only; 0 for anything else.
+    pub size: u64,
+    /// Character and block devices only.
+    pub rdev: Option<u64>,
 }
 
-/// The names in a directory, sorted by bytes.
-pub fn read_dir_sorted(path: &Path) -> io::Result<Vec<OsString>> {
-    let mut names = Vec::new();
-    for e in fs::read_dir(path)? {
-        names.push(e?.file_name());
+impl Attrs {
+    /// The attributes in `st`, or `None` for a socket (never stored).
+    // The stat fields' integer types differ between architectures.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    pub fn from_stat(st: &Stat) -> Option<Attrs> {
+        let kind = match FileType::from_raw_mode(st.st_mode as RawMode) {
+            FileType::RegularFile => EntryKind::File,
+            FileType::Directory => EntryKind::Dir,
+            FileType::Symlink => EntryKind::Symlink,
+            FileType::Fifo => EntryKind::Fifo,
+            FileType::CharacterDevice => EntryKind::Char,
+            FileType::BlockDevice => EntryKind::Block,
+            _ => return None,
+        };
+        Some(Attrs {
+            kind,
+            mode: st.st_mode as u32 & 0o7777,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime_ns: time_ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime_ns: time_ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            nlink: st.st_nlink as u64,
+            size: if kind == EntryKind::File {
+                st.st_size as u64
+            } else {
+                0
+            },
+            rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then_some(st.st_rdev as u64),
+        })
     }
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+
+    /// An entry with these attributes and nothing else (no content, subtree, target, xattrs).
+    pub fn entry(&self, name: Vec<u8>) -> Entry {
+        let mut e = Entry {
+            name: Bytes(name),
+            kind: self.kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 0,
+            size: 0,
+            blocks: Vec::new(),
+            subtree: None,
+            target: None,
+            rdev: None,
+            xattrs: Vec::new(),
+        };
+        self.apply(&mut e);
+        e
+    }
+
+    /// Set `e`'s attributes to these, keeping its name, content, subtree, target and xattrs.
+    pub fn apply(&self, e: &mut Entry) {
+        e.kind = self.kind;
+        e.mode = self.mode;
+        e.uid = self.uid;
+        e.gid = self.gid;
+        e.mtime_ns = self.mtime_ns;
+        e.ctime_ns = self.ctime_ns;
+        e.dev = self.dev;
+        e.ino = self.ino;
+        e.nlink = self.nlink;
+        e.size = self.size;
+        e.rdev = self.rdev;
+    }
+
+    /// Does `e` carry exactly these attributes?
+    pub fn matches(&self, e: &Entry) -> bool {
+        self.kind == e.kind
+            && self.mode == e.mode
+            && self.uid == e.uid
+            && self.gid == e.gid
+            && self.mtime_ns == e.mtime_ns
+            && self.ctime_ns == e.ctime_ns
+            && self.dev == e.dev
+            && self.ino == e.ino
+            && self.nlink == e.nlink
+            && self.size == e.size
+            && self.rdev == e.rdev
+    }
+}
+
+/// Open a directory without following a symlink in its place. `list`: to read its entries;
+/// otherwise only as a base for `*at` calls (`O_PATH`, which needs no read permission).
+pub fn open_dir(path: &Path, list: bool) -> io::Result<OwnedFd> {
+    let how = if list { OFlags::RDONLY } else { OFlags::PATH };
+    Ok(rustix::fs::open(
+        path,
+        how | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The names in an open directory (without `.` and `..`), sorted by bytes.
+pub fn read_dir_sorted(dir: &OwnedFd) -> io::Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for e in Dir::read_from(dir)? {
+        let e = e?;
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            names.push(n.to_owned());
+        }
+    }
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok(names)
+}
+
+/// `lstat` of `name` in directory `dir`.
+pub fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// The target of symlink `name` in directory `dir`.
+pub fn readlink_at(dir: &OwnedFd, name: &CStr) -> io::Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// Open a regular file for reading, refusing a symlink, and never blocking on a FIFO or device
+/// that took the file's place since it was listed.
+pub fn open_file(path: &Path) -> io::Result<File> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(File::from(fd))
+}
+
+/// `fstat` of an open file.
+pub fn fstat(f: &File) -> io::Result<Stat> {
+    Ok(rustix::fs::fstat(f)?)
 }
 
 /// Extended attributes of a path (not following symlinks), sorted by name.

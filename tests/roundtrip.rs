@@ -237,3 +237,69 @@ fn unreadable_files_make_a_partial_backup_that_names_them() {
     assert_eq!(h["partial"], true);
     assert_eq!(h["problems"].as_array().unwrap().len(), 2, "{h:?}");
 }
+
+#[test]
+fn a_source_reached_through_a_symlinked_directory_is_backed_up() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("docs/f.txt"), b"through a link");
+    let link = env.path("via");
+    std::os::unix::fs::symlink(env.tmp.path(), &link).unwrap();
+    let via = link.join("src");
+    let out = env.ok(&[
+        "backup",
+        "--medium",
+        "{medium}",
+        "--source",
+        via.to_str().unwrap(),
+        "--kind",
+        "monthly",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = v["backup"]["id"].as_u64().unwrap();
+    // The header names the real directory, and the walk from / reached it.
+    let real = fs::canonicalize(&env.src).unwrap();
+    assert_eq!(env.header(id)["sources"][0], real.to_str().unwrap());
+    assert_eq!(env.header(id)["counts"]["files"], 1);
+    let to = env.path("restored");
+    assert!(env.try_restore(id, &to).status.success());
+    let landed = to.join(real.strip_prefix("/").unwrap()).join("docs/f.txt");
+    assert_eq!(fs::read(landed).unwrap(), b"through a link");
+}
+
+#[test]
+fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    write(&env.src.join("data/f.txt"), b"data");
+    fs::create_dir(env.src.join("disk")).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .current_dir(&env.src)
+            .env("TRAYBACK_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    run(&["media", "init", "disk", "--label", "Inside"]);
+    let src = env.src.to_str().unwrap();
+    run(&[
+        "backup", "--medium", "disk", "--source", src, "--kind", "monthly",
+    ]);
+    run(&[
+        "backup", "--medium", "disk", "--source", src, "--kind", "micro",
+    ]);
+    let listed = run(&["ls", "--medium", "disk", "--json", "2", src]);
+    assert!(
+        listed.contains("data") && !listed.contains("disk"),
+        "{listed}"
+    );
+    let h: serde_json::Value = serde_yaml::from_str(
+        &fs::read_to_string(env.src.join("disk/trayback/backups/00000002/header.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(h["counts"]["excluded"], 1);
+    assert_eq!(h["counts"]["files"], 1);
+}
