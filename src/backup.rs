@@ -30,7 +30,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The walk waits on the device (stat of inodes not yet in memory) more than on the CPU, so
 /// it runs on more threads than there are cores: 8 keep a cold walk faster than a plain
@@ -38,7 +38,12 @@ use tracing::{info, warn};
 fn walk_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 32);
+        let n = std::env::var("TB_WALK")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(
+                (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 32),
+            );
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("walk-{i}"))
@@ -57,6 +62,9 @@ pub struct Request<'a> {
     pub config: &'a Config,
     pub meter: &'a Meter,
     pub cancel: &'a AtomicBool,
+    /// A verify follows: re-read each pack from the device as soon as it is closed, in the
+    /// background while the backup goes on, so the verify need not read it again.
+    pub verify_after: bool,
 }
 
 #[derive(Default)]
@@ -212,6 +220,9 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     let t0 = std::time::Instant::now();
     let store = &medium.store;
     store.begin(id.0, 0);
+    if req.verify_after {
+        store.check_packs_as_written();
+    }
     let ctx = Ctx {
         store,
         medium,
@@ -241,7 +252,13 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         Ok::<_, Error>((root, packs, stats))
     })();
     let (root, packs, stats) = match walked {
-        Ok(v) => v,
+        Ok(v) => {
+            debug!(
+                elapsed_ms = t0.elapsed().as_millis() as u64,
+                "sources walked, packs durable"
+            );
+            v
+        }
         Err(e) => {
             store.abort();
             return Err(e);

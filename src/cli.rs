@@ -490,6 +490,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         config: &cfg,
         meter: &bar,
         cancel: &cancel,
+        verify_after: !a.no_verify,
     };
     let header = backup::run(&mut m, &req)?;
     let report = if a.no_verify {

@@ -62,3 +62,190 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 pub fn drop_cache(file: &File) {
     let _ = rustix::fs::fadvise(file, 0, 0, rustix::fs::Advice::DontNeed);
 }
+
+/// Reads a file front to back from the device, not from the page cache: with `O_DIRECT`
+/// (aligned 1 MiB reads into this process's buffer, nothing cached), or, on a file system that
+/// refuses `O_DIRECT`, through the cache after [`drop_cache`].
+pub struct DeviceReader {
+    file: File,
+    direct: bool,
+    /// Over-allocated by `ALIGN` so that `buf[start..start + CHUNK]` is aligned.
+    buf: Vec<u8>,
+    start: usize,
+    /// File offset of `buf[start]`, the bytes held, and the read position among them.
+    base: u64,
+    filled: usize,
+    at: usize,
+    /// The last fill reached the end of the file.
+    eof: bool,
+}
+
+const ALIGN: usize = 4096;
+const CHUNK: usize = 1 << 20;
+
+impl DeviceReader {
+    pub fn open(path: &Path) -> io::Result<DeviceReader> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC;
+        let (file, direct) = match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => (File::from(fd), true),
+            Err(rustix::io::Errno::INVAL) => (buffered(path)?, false),
+            Err(e) => return Err(e.into()),
+        };
+        let buf = vec![0u8; CHUNK + ALIGN];
+        let start = buf.as_ptr().align_offset(ALIGN);
+        Ok(DeviceReader {
+            file,
+            direct,
+            buf,
+            start,
+            base: 0,
+            filled: 0,
+            at: 0,
+            eof: false,
+        })
+    }
+
+    /// Continue reading at `offset`.
+    pub fn seek_to(&mut self, offset: u64) -> io::Result<()> {
+        if (self.base..=self.base + self.filled as u64).contains(&offset) {
+            self.at = (offset - self.base) as usize;
+            if self.at < self.filled || self.eof {
+                return Ok(());
+            }
+        }
+        let aligned = offset - offset % ALIGN as u64;
+        self.fill(aligned)?;
+        self.at = ((offset - aligned) as usize).min(self.filled);
+        Ok(())
+    }
+
+    /// Fill the buffer from aligned `offset`; at the end of the file it holds fewer bytes.
+    fn fill(&mut self, offset: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.base = offset;
+        self.filled = 0;
+        self.at = 0;
+        self.eof = false;
+        while self.filled < CHUNK {
+            let to = &mut self.buf[self.start + self.filled..self.start + CHUNK];
+            match self.file.read_at(to, offset + self.filled as u64) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.filled += n;
+                    // A short direct read ends at the end of the file.
+                    if self.direct && n % ALIGN != 0 {
+                        self.eof = true;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.direct && e.raw_os_error() == Some(libc_einval()) => {
+                    // Opened, but the file system will not read directly after all.
+                    self.file =
+                        buffered(Path::new(&format!("/proc/self/fd/{}", fd_of(&self.file))))?;
+                    self.direct = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn libc_einval() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
+fn fd_of(f: &File) -> i32 {
+    use std::os::fd::AsRawFd;
+    f.as_raw_fd()
+}
+
+/// Open for ordinary reading, with the file's cached pages dropped first.
+fn buffered(path: &Path) -> io::Result<File> {
+    let f = File::open(path)?;
+    drop_cache(&f);
+    Ok(f)
+}
+
+impl io::Read for DeviceReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.filled {
+            if self.eof {
+                return Ok(0);
+            }
+            let next = self.base + self.filled as u64;
+            self.seek_to(next)?;
+            if self.at == self.filled {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.filled - self.at);
+        let from = self.start + self.at;
+        out[..n].copy_from_slice(&self.buf[from..from + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+    }
+
+    #[test]
+    fn the_device_reader_returns_exactly_the_file_across_alignment_and_chunk_edges() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [
+            0,
+            1,
+            4095,
+            4096,
+            4097,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK + 17,
+        ] {
+            let path = dir.path().join(format!("f{len}"));
+            let data = content(len);
+            fs::write(&path, &data).unwrap();
+            let mut all = Vec::new();
+            DeviceReader::open(&path)
+                .unwrap()
+                .read_to_end(&mut all)
+                .unwrap();
+            assert!(all == data, "whole file of {len} bytes");
+            for at in [
+                0,
+                1,
+                4095,
+                4096,
+                CHUNK - 3,
+                CHUNK + 5,
+                len.saturating_sub(2),
+                len,
+            ] {
+                if at > len {
+                    continue;
+                }
+                let mut r = DeviceReader::open(&path).unwrap();
+                // Read a little first, so the seek is sometimes inside the held chunk.
+                let mut head = vec![0u8; len.min(10)];
+                r.read_exact(&mut head).unwrap();
+                r.seek_to(at as u64).unwrap();
+                let mut rest = Vec::new();
+                r.read_to_end(&mut rest).unwrap();
+                assert!(rest == data[at..], "{len} bytes from {at}");
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ use pack::{BlobKind, Encoding, Entry, PackWriter};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -80,6 +81,70 @@ struct Writing {
     pending: FxHashSet<BlockId>,
     written: Vec<PackId>,
     stats: WriteStats,
+    /// Check each closed pack in the background ([`Store::check_packs_as_written`]).
+    check_packs: bool,
+    checker: Option<Checker>,
+}
+
+/// A thread that re-reads closed packs from the device while the backup goes on.
+struct Checker {
+    send: std::sync::mpsc::Sender<PackId>,
+    thread: std::thread::JoinHandle<HashMap<PackId, PackCheck>>,
+}
+
+/// How many closed packs wait for their check. Writers wait while it is above
+/// [`MAX_UNCHECKED`]: on a busy machine the checker would otherwise fall ever further behind
+/// and its work would all be left for after the backup.
+#[derive(Default)]
+struct Backlog {
+    packs: Mutex<usize>,
+    shrunk: std::sync::Condvar,
+}
+
+const MAX_UNCHECKED: usize = 2;
+
+impl Backlog {
+    fn add(&self, n: isize) {
+        let mut p = self.packs.lock().unwrap();
+        *p = p.saturating_add_signed(n);
+        self.shrunk.notify_all();
+    }
+
+    fn wait_until_small(&self) {
+        let p = self.packs.lock().unwrap();
+        let _p = self.shrunk.wait_while(p, |p| *p > MAX_UNCHECKED).unwrap();
+    }
+}
+
+impl Checker {
+    fn start(dir: PathBuf, backlog: Arc<Backlog>) -> Checker {
+        let (send, recv) = std::sync::mpsc::channel::<PackId>();
+        let thread = std::thread::Builder::new()
+            .name("pack-check".into())
+            .spawn(move || {
+                let mut out = HashMap::new();
+                for id in recv {
+                    let path = pack_path(&dir, &id);
+                    let r =
+                        std::panic::catch_unwind(|| check_pack(&path, &id)).unwrap_or_else(|_| {
+                            PackCheck {
+                                damage: vec![(None, "checking the pack failed".into())],
+                                ..PackCheck::default()
+                            }
+                        });
+                    out.insert(id, r);
+                    backlog.add(-1);
+                }
+                out
+            })
+            .expect("pack-check thread");
+        Checker { send, thread }
+    }
+
+    fn finish(self) -> HashMap<PackId, PackCheck> {
+        drop(self.send);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// What a writing session added to the store.
@@ -98,6 +163,92 @@ pub struct Store {
     index: RwLock<FxHashMap<BlockId, Loc>>,
     writing: Mutex<Writing>,
     fds: Mutex<HashMap<u32, Arc<File>>>,
+    backlog: Arc<Backlog>,
+}
+
+/// Where pack `id` lives under the store directory `dir`.
+fn pack_path(dir: &Path, id: &PackId) -> PathBuf {
+    let s = id.to_string();
+    dir.join("packs").join(&s[..2]).join(format!("{s}.pack"))
+}
+
+/// What re-reading one pack from the device found.
+#[derive(Clone, Debug, Default)]
+pub struct PackCheck {
+    /// Records whose content matched their id.
+    pub good: Vec<BlockId>,
+    /// Bytes of the pack file.
+    pub bytes: u64,
+    /// Each problem: with the block it concerns, or `None` for the pack as a whole.
+    pub damage: Vec<(Option<BlockId>, String)>,
+}
+
+/// Re-read and check every record of pack `id` at `path` from the device (not the page
+/// cache): trailer and footer, each record header against the trailer, each payload decoded
+/// and hashed. Records are streamed front to back, one in memory at a time.
+pub fn check_pack(path: &Path, id: &PackId) -> PackCheck {
+    let mut out = PackCheck::default();
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => {
+            out.damage
+                .push((None, format!("cannot open {}: {e}", path.display())));
+            return out;
+        }
+    };
+    out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // The pack was fsync'd: forget its cached pages, so the trailer comes from the device too.
+    fsio::drop_cache(&f);
+    let trailer = match pack::read_trailer(&f) {
+        Ok(t) => t,
+        Err(detail) => {
+            out.damage.push((None, detail));
+            return out;
+        }
+    };
+    let mut r = match fsio::DeviceReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            out.damage
+                .push((None, format!("cannot open {}: {e}", path.display())));
+            return out;
+        }
+    };
+    let mut pos = 0u64;
+    let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
+    let mut payload = Vec::new();
+    for e in &trailer.entries {
+        let start = e.offset - pack::RECORD_HEADER_LEN;
+        let read = (|| -> std::io::Result<()> {
+            if start != pos {
+                r.seek_to(start)?;
+            }
+            r.read_exact(&mut head)?;
+            payload.resize(e.stored_len as usize, 0);
+            r.read_exact(&mut payload)
+        })();
+        pos = e.offset + e.stored_len as u64;
+        if let Err(err) = read {
+            out.damage
+                .push((Some(e.id), format!("cannot read from pack {id}: {err}")));
+            pos = u64::MAX;
+            continue;
+        }
+        if pack::parse_record_header(&head, e.offset).as_ref() != Some(e) {
+            out.damage.push((
+                Some(e.id),
+                format!("record header in pack {id} does not match the trailer"),
+            ));
+            continue;
+        }
+        match pack::decode(e, &payload) {
+            Ok(_) => out.good.push(e.id),
+            Err(detail) => out
+                .damage
+                .push((Some(e.id), format!("in pack {id}: {detail}"))),
+        }
+    }
+    out
 }
 
 /// A pack the store could not read on opening.
@@ -122,8 +273,11 @@ impl Store {
                 pending: FxHashSet::default(),
                 written: Vec::new(),
                 stats: WriteStats::default(),
+                check_packs: false,
+                checker: None,
             }),
             fds: Mutex::new(HashMap::new()),
+            backlog: Arc::default(),
         };
         let mut damage = Vec::new();
         let packs_dir = dir.join("packs");
@@ -211,11 +365,7 @@ impl Store {
     }
 
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        let s = id.to_string();
-        self.dir
-            .join("packs")
-            .join(&s[..2])
-            .join(format!("{s}.pack"))
+        pack_path(&self.dir, id)
     }
 
     /// The packs present on the medium.
@@ -279,6 +429,7 @@ impl Store {
         if self.contains(&id) || self.writing.lock().unwrap().pending.contains(&id) {
             return Ok(false);
         }
+        self.backlog.wait_until_small();
         let (enc, payload) = pack::encode(raw, self.level);
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
     }
@@ -315,50 +466,115 @@ impl Store {
         w.stats.bytes_raw += raw_len as u64;
         w.stats.bytes_stored += payload.len() as u64;
         if full {
-            self.close_pack(&mut w, slot)?;
+            // Finish (fsync) the full pack without holding the lock: the other threads go on
+            // compressing into a new pack meanwhile.
+            let closing = w.current[slot].take();
+            let (backup, flags) = (w.backup, w.flags);
+            drop(w);
+            self.close_pack(closing, backup, flags)?;
         }
         Ok(true)
     }
 
-    fn close_pack(&self, w: &mut Writing, slot: usize) -> Result<()> {
-        let Some((pw, tmp)) = w.current[slot].take() else {
+    /// Finish a pack: trailer and footer, fsync, rename into `packs/`, fsync the directory,
+    /// then index it. Its blobs stay `pending` (deduplicated against) until they are indexed.
+    fn close_pack(
+        &self,
+        closing: Option<(PackWriter, PathBuf)>,
+        backup: u64,
+        flags: u32,
+    ) -> Result<()> {
+        let Some((pw, tmp)) = closing else {
             return Ok(());
         };
-        let (pid, entries, len) = pw.finish(w.backup, w.flags).at(&tmp)?;
+        let (pid, entries, len) = match pw.finish(backup, flags) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(Error::Io {
+                    path: tmp,
+                    cause: e,
+                });
+            }
+        };
         let dest = self.pack_path(&pid);
         let sub = dest.parent().unwrap();
-        fsio::create_dir_durable(sub).at(sub)?;
-        fs::rename(&tmp, &dest).at(&dest)?;
-        fsio::fsync_dir(sub).at(sub)?;
+        let placed = (|| {
+            fsio::create_dir_durable(sub).at(sub)?;
+            fs::rename(&tmp, &dest).at(&dest)?;
+            // From here on the pack is in packs/: `abort` must know of it even if this fails.
+            self.writing.lock().unwrap().written.push(pid);
+            fsio::fsync_dir(sub).at(sub)
+        })();
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         self.register(
             PackInfo {
                 id: pid,
-                writer: w.backup,
-                flags: w.flags,
+                writer: backup,
+                flags,
                 len,
                 present: true,
             },
             &entries,
         );
+        let mut w = self.writing.lock().unwrap();
         for e in &entries {
             w.pending.remove(&e.id);
         }
-        w.written.push(pid);
+        if w.check_packs {
+            let backlog = self.backlog.clone();
+            let checker = w
+                .checker
+                .get_or_insert_with(|| Checker::start(self.dir.clone(), backlog));
+            self.backlog.add(1);
+            if checker.send.send(pid).is_err() {
+                // The checker is gone; the verify will read this pack itself.
+                self.backlog.add(-1);
+            }
+        }
         Ok(())
     }
 
-    /// Close the open pack, if any; returns every pack this session wrote and its totals.
+    /// Close the open packs, if any; returns every pack this session wrote and its totals.
     pub fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
-        let mut w = self.writing.lock().unwrap();
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
-        self.close_pack(&mut w, BlobKind::Data as usize)?;
-        self.close_pack(&mut w, BlobKind::Listing as usize)?;
+        for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {
+            let (closing, backup, flags) = {
+                let mut w = self.writing.lock().unwrap();
+                (w.current[slot].take(), w.backup, w.flags)
+            };
+            self.close_pack(closing, backup, flags)?;
+        }
+        let w = self.writing.lock().unwrap();
         Ok((w.written.clone(), w.stats))
+    }
+
+    /// Re-read every pack of this writing session from the device as soon as it is closed, in
+    /// the background, for [`Store::pack_checks`] (the verify after a backup).
+    pub fn check_packs_as_written(&self) {
+        self.writing.lock().unwrap().check_packs = true;
+    }
+
+    /// Wait for the background checks of the packs written so far and take their results.
+    pub fn pack_checks(&self) -> HashMap<PackId, PackCheck> {
+        let checker = {
+            let mut w = self.writing.lock().unwrap();
+            w.check_packs = false;
+            w.checker.take()
+        };
+        let checks = checker.map(Checker::finish).unwrap_or_default();
+        *self.backlog.packs.lock().unwrap() = 0;
+        checks
     }
 
     /// Undo an unfinished writing session: drop the open pack and delete the packs it
     /// closed. Only for sessions whose blocks nothing committed refers to (a failed backup).
     pub fn abort(&self) {
+        // Stop checking what is about to be deleted.
+        drop(self.pack_checks());
         let written = {
             let mut w = self.writing.lock().unwrap();
             for slot in &mut w.current {

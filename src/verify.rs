@@ -11,12 +11,11 @@ use crate::index;
 use crate::listing::EntryKind;
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::pack;
+use crate::store::{self, PackCheck};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{Read, Seek};
 use tracing::{info, warn};
 
 #[derive(Clone, Debug, Serialize)]
@@ -39,74 +38,6 @@ pub struct Report {
     pub affected: Vec<String>,
 }
 
-/// Re-read and check every record of one pack from the device. Returns the good block ids
-/// and the damage found.
-fn check_pack(m: &Medium, id: &PackId) -> (Vec<BlockId>, u64, Vec<Damage>) {
-    let path = m.store.pack_path(id);
-    let mut damage = Vec::new();
-    let mut good = Vec::new();
-    let bad = |detail: String| Damage {
-        what: format!("pack {id}"),
-        detail,
-    };
-    let f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            damage.push(bad(format!("cannot open {}: {e}", path.display())));
-            return (good, 0, damage);
-        }
-    };
-    // Forget cached pages so what follows is read from the device (the pack was fsync'd).
-    fsio::drop_cache(&f);
-    let trailer = match pack::read_trailer(&f) {
-        Ok(t) => t,
-        Err(detail) => {
-            damage.push(bad(detail));
-            return (good, f.metadata().map(|m| m.len()).unwrap_or(0), damage);
-        }
-    };
-    // Stream the records front to back (large sequential reads, one block in memory at a time).
-    let mut r = std::io::BufReader::with_capacity(1 << 20, &f);
-    let mut pos = 0u64;
-    let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
-    let mut payload = Vec::new();
-    for e in &trailer.entries {
-        let start = e.offset - pack::RECORD_HEADER_LEN;
-        let read = (|| -> std::io::Result<()> {
-            if start != pos {
-                r.seek(std::io::SeekFrom::Start(start))?;
-            }
-            r.read_exact(&mut head)?;
-            payload.resize(e.stored_len as usize, 0);
-            r.read_exact(&mut payload)
-        })();
-        pos = e.offset + e.stored_len as u64;
-        if let Err(err) = read {
-            damage.push(Damage {
-                what: format!("block {}", e.id),
-                detail: format!("cannot read from pack {id}: {err}"),
-            });
-            pos = u64::MAX;
-            continue;
-        }
-        if pack::parse_record_header(&head, e.offset).as_ref() != Some(e) {
-            damage.push(Damage {
-                what: format!("block {}", e.id),
-                detail: format!("record header in pack {id} does not match the trailer"),
-            });
-            continue;
-        }
-        match pack::decode(e, &payload) {
-            Ok(_) => good.push(e.id),
-            Err(detail) => damage.push(Damage {
-                what: format!("block {}", e.id),
-                detail: format!("in pack {id}: {detail}"),
-            }),
-        }
-    }
-    (good, f.metadata().map(|m| m.len()).unwrap_or(0), damage)
-}
-
 /// Verify backup `id`. With `read_all`, every block the backup references is re-read, not only
 /// those it wrote. Updates the tree's `verified` flag when the medium is open for writing.
 pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Result<Report> {
@@ -125,25 +56,37 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             }
         }
     }
-    // 1. Everything the backup wrote, read back from the device.
-    let results: Vec<_> = header.packs.par_iter().map(|p| check_pack(m, p)).collect();
+    // 1. Everything the backup wrote, read back from the device (packs the backup had checked
+    //    as it wrote them are not read twice).
+    let mut early = m.store.pack_checks();
+    let results: Vec<PackCheck> = header
+        .packs
+        .par_iter()
+        .map(|p| {
+            early
+                .get(p)
+                .cloned()
+                .unwrap_or_else(|| store::check_pack(&m.store.pack_path(p), p))
+        })
+        .collect();
+    early.clear();
     let mut damage = Vec::new();
     let mut checked: HashSet<BlockId> = HashSet::new();
     let mut bytes_checked = 0;
     let mut bad_blocks: HashMap<BlockId, String> = HashMap::new();
-    for (good, bytes, d) in results {
-        checked.extend(good);
-        bytes_checked += bytes;
-        meter.add(0, bytes);
-        for dm in d {
-            if let Some(b) = dm
-                .what
-                .strip_prefix("block ")
-                .and_then(|s| s.parse::<BlockId>().ok())
-            {
-                bad_blocks.insert(b, dm.detail.clone());
-            }
-            damage.push(dm);
+    for (p, r) in header.packs.iter().zip(results) {
+        checked.extend(r.good);
+        bytes_checked += r.bytes;
+        meter.add(0, r.bytes);
+        for (block, detail) in r.damage {
+            let what = match block {
+                Some(b) => {
+                    bad_blocks.insert(b, detail.clone());
+                    format!("block {b}")
+                }
+                None => format!("pack {p}"),
+            };
+            damage.push(Damage { what, detail });
         }
     }
     // 2. Every location the index names: present, and (read_all) readable and intact.

@@ -73,6 +73,7 @@ pub fn run(
         config: cfg,
         meter,
         cancel,
+        verify_after: true,
     };
     let header = match backup::run(m, &req) {
         Ok(h) => h,

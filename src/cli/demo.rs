@@ -58,6 +58,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
             config: &cfg,
             meter: &meter,
             cancel: &cancel,
+            verify_after: true,
         },
     )?;
     println!(
@@ -87,6 +88,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
             config: &cfg,
             meter: &meter,
             cancel: &cancel,
+            verify_after: true,
         },
     )?;
     verify::verify(&mut m, h2.id, false, &meter)?;

@@ -185,7 +185,6 @@ impl PackWriter {
     }
 }
 
-/// Read and check a pack's header, footer and trailer.
 /// How many records a pack's footer announces (unchecked: a hint to size the index).
 pub fn footer_count(file: &File) -> Option<u64> {
     let len = file.metadata().ok()?.len();
@@ -196,6 +195,7 @@ pub fn footer_count(file: &File) -> Option<u64> {
         .then(|| u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64)
 }
 
+/// Read and check a pack's header, footer and trailer.
 pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < HEADER_LEN + FOOTER_LEN {
