@@ -19,6 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Blocks are at most this long (spec [0012]: 256K byte blocks).
@@ -161,9 +162,26 @@ pub struct Store {
     packs: RwLock<Vec<PackInfo>>,
     /// Block ids are SHA-256 digests, so a fast non-keyed hash is as good as any here.
     index: RwLock<FxHashMap<BlockId, Loc>>,
+    /// Packs (positions in `packs`) whose trailers are not in `index` yet. Opening reads the
+    /// listing packs only: a backup with nothing changed, `ls` or `diff` never need the data
+    /// packs' trailers (200 000 of them take longer to index than such a backup takes to walk).
+    /// The first lookup that misses reads them all.
+    unindexed: Mutex<Vec<u32>>,
+    all_indexed: AtomicBool,
+    /// How many records the unindexed packs' footers announce (to size the index once).
+    expected_data_blocks: AtomicU64,
     writing: Mutex<Writing>,
     fds: Mutex<HashMap<u32, Arc<File>>>,
     backlog: Arc<Backlog>,
+}
+
+/// The footer flags of a pack for blob kind `slot`: listing packs say so.
+fn slot_flags(flags: u32, slot: usize) -> u32 {
+    if slot == BlobKind::Listing as usize {
+        flags | pack::FLAG_LISTINGS
+    } else {
+        flags
+    }
 }
 
 /// Where pack `id` lives under the store directory `dir`.
@@ -266,6 +284,9 @@ impl Store {
             level,
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(FxHashMap::default()),
+            unindexed: Mutex::new(Vec::new()),
+            all_indexed: AtomicBool::new(false),
+            expected_data_blocks: AtomicU64::new(0),
             writing: Mutex::new(Writing {
                 backup: 0,
                 flags: 0,
@@ -295,13 +316,7 @@ impl Store {
             }
         }
         paths.sort();
-        // Size the index once (footers say how many records follow) instead of rehashing it
-        // as it grows.
-        let mut expected = 0;
-        for p in &paths {
-            expected += pack::footer_count(&File::open(p).at(p)?).unwrap_or(0);
-        }
-        store.index.write().unwrap().reserve(expected as usize);
+        let mut unindexed = Vec::new();
         for p in paths {
             let id = match p
                 .file_stem()
@@ -318,43 +333,39 @@ impl Store {
                 }
             };
             let file = File::open(&p).at(&p)?;
-            match pack::read_trailer(&file) {
-                Ok(t) => {
-                    let len = file.metadata().at(&p)?.len();
-                    store.register(
-                        PackInfo {
-                            id,
-                            writer: t.writer,
-                            flags: t.flags,
-                            len,
-                            present: true,
-                        },
-                        &t.entries,
-                    );
-                }
-                Err(detail) => {
-                    // Records describe themselves: index what can still be read.
-                    let bytes = fs::read(&p).at(&p)?;
-                    let entries = pack::scan_records(&bytes);
-                    tracing::warn!(path = %p.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
-                    store.register(
-                        PackInfo {
-                            id,
-                            writer: 0,
-                            flags: pack::FLAG_GC,
-                            len: bytes.len() as u64,
-                            present: true,
-                        },
-                        &entries,
-                    );
-                    damage.push(PackDamage { path: p, detail });
-                }
+            let len = file.metadata().at(&p)?.len();
+            if let Some(f) = pack::read_footer(&file).filter(|f| f.flags & pack::FLAG_LISTINGS == 0)
+            {
+                // A data pack: indexed when first needed (its footer names its writer now,
+                // for recovery).
+                let n = store.register(
+                    PackInfo {
+                        id,
+                        writer: f.writer,
+                        flags: f.flags,
+                        len,
+                        present: true,
+                    },
+                    &[],
+                );
+                unindexed.push((n, f.count));
+                continue;
+            }
+            if let Err(detail) = store.index_pack(&p, id, &file, None) {
+                damage.push(PackDamage { path: p, detail });
             }
         }
+        *store.unindexed.lock().unwrap() = unindexed.iter().map(|(n, _)| *n).collect();
+        store
+            .all_indexed
+            .store(unindexed.is_empty(), Ordering::Release);
+        store
+            .expected_data_blocks
+            .store(unindexed.iter().map(|(_, c)| *c).sum(), Ordering::Relaxed);
         Ok((store, damage))
     }
 
-    fn register(&self, info: PackInfo, entries: &[Entry]) {
+    fn register(&self, info: PackInfo, entries: &[Entry]) -> u32 {
         let mut packs = self.packs.write().unwrap();
         let n = packs.len() as u32;
         packs.push(info);
@@ -362,6 +373,97 @@ impl Store {
         for e in entries {
             index.insert(e.id, Loc::new(n, e));
         }
+        n
+    }
+
+    /// Read pack `id`'s trailer and index its records; a damaged trailer is salvaged by
+    /// walking the records (and reported). `n`: the pack is registered already, at `n`.
+    fn index_pack(
+        &self,
+        path: &Path,
+        id: PackId,
+        file: &File,
+        n: Option<u32>,
+    ) -> Result<(), String> {
+        let (info, entries, damage) = match pack::read_trailer(file) {
+            Ok(t) => {
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let info = PackInfo {
+                    id,
+                    writer: t.writer,
+                    flags: t.flags,
+                    len,
+                    present: true,
+                };
+                (info, t.entries, None)
+            }
+            Err(detail) => {
+                // Records describe themselves: index what can still be read.
+                let bytes = fs::read(path).unwrap_or_default();
+                let entries = pack::scan_records(&bytes);
+                tracing::warn!(path = %path.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
+                let info = PackInfo {
+                    id,
+                    writer: 0,
+                    flags: pack::FLAG_GC,
+                    len: bytes.len() as u64,
+                    present: true,
+                };
+                (info, entries, Some(detail))
+            }
+        };
+        match n {
+            None => {
+                self.register(info, &entries);
+            }
+            Some(n) => {
+                let mut index = self.index.write().unwrap();
+                for e in &entries {
+                    index.entry(e.id).or_insert(Loc::new(n, e));
+                }
+            }
+        }
+        damage.map_or(Ok(()), Err)
+    }
+
+    /// Index the data packs not indexed yet (once; every lookup that misses calls this).
+    fn index_all(&self) {
+        if self.all_indexed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut pending = self.unindexed.lock().unwrap();
+        if !pending.is_empty() {
+            self.index
+                .write()
+                .unwrap()
+                .reserve(self.expected_data_blocks.load(Ordering::Relaxed) as usize);
+        }
+        for n in pending.drain(..) {
+            let info = self.packs.read().unwrap()[n as usize].clone();
+            if !info.present {
+                continue;
+            }
+            let path = self.pack_path(&info.id);
+            let indexed = File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| self.index_pack(&path, info.id, &f, Some(n)));
+            if let Err(detail) = indexed {
+                tracing::warn!(path = %path.display(), %detail, "unreadable pack");
+            }
+        }
+        self.all_indexed.store(true, Ordering::Release);
+    }
+
+    /// Where blob `id` is, indexing the data packs first if it is not among the indexed.
+    fn loc(&self, id: &BlockId) -> Option<Loc> {
+        if let Some(l) = self.index.read().unwrap().get(id) {
+            return Some(*l);
+        }
+        if self.all_indexed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.index_all();
+        self.index.read().unwrap().get(id).copied()
     }
 
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
@@ -383,6 +485,7 @@ impl Store {
         let mut packs = self.packs.write().unwrap();
         if let Some(n) = packs.iter().position(|p| p.id == *id && p.present) {
             packs[n].present = false;
+            self.unindexed.lock().unwrap().retain(|&u| u as usize != n);
             self.index
                 .write()
                 .unwrap()
@@ -391,17 +494,17 @@ impl Store {
     }
 
     pub fn contains(&self, id: &BlockId) -> bool {
-        self.index.read().unwrap().contains_key(id)
+        self.loc(id).is_some()
     }
 
     pub fn block_count(&self) -> usize {
+        self.index_all();
         self.index.read().unwrap().len()
     }
 
     /// Where a block is: its pack and trailer entry.
     pub fn locate(&self, id: &BlockId) -> Option<(PackId, Entry)> {
-        let index = self.index.read().unwrap();
-        let loc = index.get(id)?;
+        let loc = self.loc(id)?;
         Some((
             self.packs.read().unwrap()[loc.pack as usize].id,
             loc.entry(*id),
@@ -426,7 +529,13 @@ impl Store {
 
     /// As [`Store::put`] with the id already computed. Returns whether it was new.
     pub fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
-        if self.contains(&id) || self.writing.lock().unwrap().pending.contains(&id) {
+        // Listings live in listing packs, which are always indexed: looking one up never
+        // needs the data packs' trailers.
+        let stored = match kind {
+            BlobKind::Listing => self.index.read().unwrap().contains_key(&id),
+            BlobKind::Data => self.contains(&id),
+        };
+        if stored || self.writing.lock().unwrap().pending.contains(&id) {
             return Ok(false);
         }
         self.backlog.wait_until_small();
@@ -469,7 +578,7 @@ impl Store {
             // Finish (fsync) the full pack without holding the lock: the other threads go on
             // compressing into a new pack meanwhile.
             let closing = w.current[slot].take();
-            let (backup, flags) = (w.backup, w.flags);
+            let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
             drop(w);
             self.close_pack(closing, backup, flags)?;
         }
@@ -544,7 +653,7 @@ impl Store {
         for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {
             let (closing, backup, flags) = {
                 let mut w = self.writing.lock().unwrap();
-                (w.current[slot].take(), w.backup, w.flags)
+                (w.current[slot].take(), w.backup, slot_flags(w.flags, slot))
             };
             self.close_pack(closing, backup, flags)?;
         }
@@ -610,12 +719,7 @@ impl Store {
 
     /// Read a block or listing blob and check its hash.
     pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let loc = *self
-            .index
-            .read()
-            .unwrap()
-            .get(id)
-            .ok_or(Error::MissingBlock(*id))?;
+        let loc = self.loc(id).ok_or(Error::MissingBlock(*id))?;
         let payload = self.read_payload(*id, loc)?;
         pack::decode(&loc.entry(*id), &payload)
             .map_err(|detail| Error::BadBlock { id: *id, detail })
@@ -654,6 +758,7 @@ impl Store {
     /// Reclaim the space of blocks not in `live`: packs with no live block are deleted, packs
     /// mostly dead are rewritten with their live blocks. Durable before anything is deleted.
     pub fn collect_garbage(&self, live: &HashSet<BlockId>) -> Result<GcReport> {
+        self.index_all();
         let mut report = GcReport::default();
         let packs = self.packs.read().unwrap().clone();
         // Which packs hold each live block's indexed copy.

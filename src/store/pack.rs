@@ -21,6 +21,8 @@ pub const TRAILER_ENTRY_LEN: usize = 52;
 pub const FOOTER_LEN: u64 = 64;
 /// Footer flag: the pack was written by garbage collection, not by a backup.
 pub const FLAG_GC: u32 = 1;
+/// Footer flag: the pack holds listing blobs only.
+pub const FLAG_LISTINGS: u32 = 2;
 
 /// What a stored blob is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,14 +187,25 @@ impl PackWriter {
     }
 }
 
-/// How many records a pack's footer announces (unchecked: a hint to size the index).
-pub fn footer_count(file: &File) -> Option<u64> {
+/// What a pack's footer says, read alone (the trailer's checksum is not checked here).
+#[derive(Clone, Copy, Debug)]
+pub struct Footer {
+    pub writer: u64,
+    pub flags: u32,
+    pub count: u64,
+}
+
+/// A pack's footer, if it has one (magic in place).
+pub fn read_footer(file: &File) -> Option<Footer> {
     let len = file.metadata().ok()?.len();
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, len.checked_sub(FOOTER_LEN)?)
         .ok()?;
-    (&footer[56..64] == PACK_END_MAGIC)
-        .then(|| u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64)
+    (&footer[56..64] == PACK_END_MAGIC).then(|| Footer {
+        writer: u64::from_le_bytes(footer[0..8].try_into().unwrap()),
+        flags: u32::from_le_bytes(footer[8..12].try_into().unwrap()),
+        count: u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64,
+    })
 }
 
 /// Read and check a pack's header, footer and trailer.
