@@ -4,10 +4,11 @@
 //! Attributes come from `lstat` (a symlink is recorded, never followed).
 
 use crate::listing::{Binary, Bytes, Entry, EntryKind, Xattr};
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, RawMode, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, RawMode, Stat};
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -132,18 +133,27 @@ pub fn open_dir(path: &Path, list: bool) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// The names in an open directory (without `.` and `..`), sorted by bytes.
+/// The names in an open directory (without `.` and `..`), sorted by bytes. Reads with
+/// `getdents64` into a 64 KiB buffer, so a directory of a few hundred entries takes one call.
 pub fn read_dir_sorted(dir: &OwnedFd) -> io::Result<Vec<CString>> {
-    let mut names = Vec::new();
-    for e in Dir::read_from(dir)? {
-        let e = e?;
-        let n = e.file_name();
-        if n != c"." && n != c".." {
-            names.push(n.to_owned());
-        }
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<MaybeUninit<u8>>> =
+            std::cell::RefCell::new(vec![MaybeUninit::uninit(); 64 << 10]);
     }
-    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    Ok(names)
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut names = Vec::new();
+        let mut entries = RawDir::new(dir, &mut buf);
+        while let Some(e) = entries.next() {
+            let e = e?;
+            let n = e.file_name();
+            if n != c"." && n != c".." {
+                names.push(n.to_owned());
+            }
+        }
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Ok(names)
+    })
 }
 
 /// `lstat` of `name` in directory `dir`.
