@@ -649,6 +649,9 @@ impl Store {
 
     /// Close the open packs, if any; returns every pack this session wrote and its totals.
     pub fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
+        // The last packs are left to the verify, which checks them in parallel; the checker
+        // thread would take them one after the other.
+        self.writing.lock().unwrap().check_packs = false;
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
         for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {
             let (closing, backup, flags) = {

@@ -13,10 +13,10 @@ use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::store::{self, PackCheck};
 use rayon::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Damage {
@@ -58,7 +58,19 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     }
     // 1. Everything the backup wrote, read back from the device (packs the backup had checked
     //    as it wrote them are not read twice).
+    let t0 = std::time::Instant::now();
     let mut early = m.store.pack_checks();
+    let reused = header
+        .packs
+        .iter()
+        .filter(|p| early.contains_key(p))
+        .count();
+    debug!(
+        waited_ms = t0.elapsed().as_millis() as u64,
+        reused,
+        of = header.packs.len(),
+        "packs checked while writing"
+    );
     let results: Vec<PackCheck> = header
         .packs
         .par_iter()
@@ -71,9 +83,9 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         .collect();
     early.clear();
     let mut damage = Vec::new();
-    let mut checked: HashSet<BlockId> = HashSet::new();
+    let mut checked: FxHashSet<BlockId> = FxHashSet::default();
     let mut bytes_checked = 0;
-    let mut bad_blocks: HashMap<BlockId, String> = HashMap::new();
+    let mut bad_blocks: FxHashMap<BlockId, String> = FxHashMap::default();
     for (p, r) in header.packs.iter().zip(results) {
         checked.extend(r.good);
         bytes_checked += r.bytes;
@@ -89,6 +101,10 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             damage.push(Damage { what, detail });
         }
     }
+    debug!(
+        elapsed_ms = t0.elapsed().as_millis() as u64,
+        "packs checked"
+    );
     // 2. Every location the index names: present, and (read_all) readable and intact.
     let mut affected = Vec::new();
     let mut blocks_checked = checked.len() as u64;
