@@ -71,6 +71,7 @@ struct Item {
 /// Build the plan: every item to restore in pre-order, checked.
 fn plan(m: &Medium, root: &crate::ids::BlockId, paths: &[PathBuf]) -> Result<Vec<Item>> {
     let mut items: Vec<Item> = Vec::new();
+    // Only needed when the paths asked for overlap: a whole-tree walk meets each path once.
     let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
     let mut push = |items: &mut Vec<Item>, rel: &Path, e: &Entry| {
         if seen.insert(rel.to_path_buf()) {
@@ -83,7 +84,11 @@ fn plan(m: &Medium, root: &crate::ids::BlockId, paths: &[PathBuf]) -> Result<Vec
     };
     if paths.is_empty() {
         index::walk(m, root, Path::new(""), &mut |rel, e| {
-            push(&mut items, rel, e);
+            items.push(Item {
+                rel: rel.to_path_buf(),
+                entry: e.clone(),
+                link_to: None,
+            });
             Ok(Step::Descend)
         })?;
     } else {
