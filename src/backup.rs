@@ -38,12 +38,7 @@ use tracing::{debug, info, warn};
 fn walk_pool() -> &'static rayon::ThreadPool {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let n = std::env::var("TB_WALK")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(
-                (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 32),
-            );
+        let n = (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(8, 32);
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .thread_name(|i| format!("walk-{i}"))
