@@ -87,10 +87,11 @@ struct Writing {
     checker: Option<Checker>,
 }
 
-/// A thread that re-reads closed packs from the device while the backup goes on.
+/// Threads that re-read closed packs from the device while the backup goes on: one per core,
+/// so that when writers wait for the checks (see [`Backlog`]) every core checks.
 struct Checker {
     send: std::sync::mpsc::Sender<PackId>,
-    thread: std::thread::JoinHandle<HashMap<PackId, PackCheck>>,
+    threads: Vec<std::thread::JoinHandle<HashMap<PackId, PackCheck>>>,
 }
 
 /// How many closed packs wait for their check. Writers wait while it is above
@@ -120,31 +121,44 @@ impl Backlog {
 impl Checker {
     fn start(dir: PathBuf, backlog: Arc<Backlog>) -> Checker {
         let (send, recv) = std::sync::mpsc::channel::<PackId>();
-        let thread = std::thread::Builder::new()
-            .name("pack-check".into())
-            .spawn(move || {
-                let mut out = HashMap::new();
-                for id in recv {
-                    let path = pack_path(&dir, &id);
-                    let r =
-                        std::panic::catch_unwind(|| check_pack(&path, &id)).unwrap_or_else(|_| {
-                            PackCheck {
-                                damage: vec![(None, "checking the pack failed".into())],
-                                ..PackCheck::default()
-                            }
-                        });
-                    out.insert(id, r);
-                    backlog.add(-1);
-                }
-                out
+        let recv = Arc::new(Mutex::new(recv));
+        let n = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4);
+        let threads = (0..n)
+            .map(|i| {
+                let (dir, backlog, recv) = (dir.clone(), backlog.clone(), recv.clone());
+                std::thread::Builder::new()
+                    .name(format!("pack-check-{i}"))
+                    .spawn(move || {
+                        let mut out = HashMap::new();
+                        loop {
+                            let next = recv.lock().unwrap().recv();
+                            let Ok(id) = next else { break };
+                            let path = pack_path(&dir, &id);
+                            let r = std::panic::catch_unwind(|| check_pack(&path, &id))
+                                .unwrap_or_else(|_| PackCheck {
+                                    damage: vec![(None, "checking the pack failed".into())],
+                                    ..PackCheck::default()
+                                });
+                            out.insert(id, r);
+                            backlog.add(-1);
+                        }
+                        out
+                    })
+                    .expect("pack-check thread")
             })
-            .expect("pack-check thread");
-        Checker { send, thread }
+            .collect();
+        Checker { send, threads }
     }
 
     fn finish(self) -> HashMap<PackId, PackCheck> {
         drop(self.send);
-        self.thread.join().unwrap_or_default()
+        let mut all = HashMap::new();
+        for t in self.threads {
+            all.extend(t.join().unwrap_or_default());
+        }
+        all
     }
 }
 
