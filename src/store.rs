@@ -119,14 +119,15 @@ impl Backlog {
 }
 
 impl Checker {
-    fn start(dir: PathBuf, backlog: Arc<Backlog>) -> Checker {
+    /// `None` if no thread could be started (the verify then reads every pack itself).
+    fn start(dir: PathBuf, backlog: Arc<Backlog>) -> Option<Checker> {
         let (send, recv) = std::sync::mpsc::channel::<PackId>();
         let recv = Arc::new(Mutex::new(recv));
         let n = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .min(4);
         let threads = (0..n)
-            .map(|i| {
+            .filter_map(|i| {
                 let (dir, backlog, recv) = (dir.clone(), backlog.clone(), recv.clone());
                 std::thread::Builder::new()
                     .name(format!("pack-check-{i}"))
@@ -146,10 +147,10 @@ impl Checker {
                         }
                         out
                     })
-                    .expect("pack-check thread")
+                    .ok()
             })
-            .collect();
-        Checker { send, threads }
+            .collect::<Vec<_>>();
+        (!threads.is_empty()).then_some(Checker { send, threads })
     }
 
     fn finish(self) -> HashMap<PackId, PackCheck> {
@@ -647,11 +648,14 @@ impl Store {
         for e in &entries {
             w.pending.remove(&e.id);
         }
-        if w.check_packs {
-            let backlog = self.backlog.clone();
-            let checker = w
-                .checker
-                .get_or_insert_with(|| Checker::start(self.dir.clone(), backlog));
+        if w.check_packs && w.checker.is_none() {
+            w.checker = Checker::start(self.dir.clone(), self.backlog.clone());
+            if w.checker.is_none() {
+                tracing::warn!("cannot start pack-check threads; the verify will read every pack");
+                w.check_packs = false;
+            }
+        }
+        if let Some(checker) = w.checker.as_ref().filter(|_| w.check_packs) {
             self.backlog.add(1);
             if checker.send.send(pid).is_err() {
                 // The checker is gone; the verify will read this pack itself.
