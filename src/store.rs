@@ -85,7 +85,11 @@ struct Writing {
     /// Check each closed pack in the background ([`Store::check_packs_as_written`]).
     check_packs: bool,
     checker: Option<Checker>,
+    /// How the checker checks a pack: [`check_pack`] (tests put a failing device in between).
+    check: CheckFn,
 }
+
+type CheckFn = fn(&Path, &PackId) -> PackCheck;
 
 /// Threads that re-read closed packs from the device while the backup goes on: one per core,
 /// so that when writers wait for the checks (see [`Backlog`]) every core checks.
@@ -120,7 +124,7 @@ impl Backlog {
 
 impl Checker {
     /// `None` if no thread could be started (the verify then reads every pack itself).
-    fn start(dir: PathBuf, backlog: Arc<Backlog>) -> Option<Checker> {
+    fn start(dir: PathBuf, backlog: Arc<Backlog>, check: CheckFn) -> Option<Checker> {
         let (send, recv) = std::sync::mpsc::channel::<PackId>();
         let recv = Arc::new(Mutex::new(recv));
         let n = std::thread::available_parallelism()
@@ -137,11 +141,12 @@ impl Checker {
                             let next = recv.lock().unwrap().recv();
                             let Ok(id) = next else { break };
                             let path = pack_path(&dir, &id);
-                            let r = std::panic::catch_unwind(|| check_pack(&path, &id))
-                                .unwrap_or_else(|_| PackCheck {
+                            let r = std::panic::catch_unwind(|| check(&path, &id)).unwrap_or_else(
+                                |_| PackCheck {
                                     damage: vec![(None, "checking the pack failed".into())],
                                     ..PackCheck::default()
-                                });
+                                },
+                            );
                             out.insert(id, r);
                             backlog.add(-1);
                         }
@@ -311,6 +316,7 @@ impl Store {
                 stats: WriteStats::default(),
                 check_packs: false,
                 checker: None,
+                check: check_pack,
             }),
             fds: Mutex::new(HashMap::new()),
             backlog: Arc::default(),
@@ -649,7 +655,7 @@ impl Store {
             w.pending.remove(&e.id);
         }
         if w.check_packs && w.checker.is_none() {
-            w.checker = Checker::start(self.dir.clone(), self.backlog.clone());
+            w.checker = Checker::start(self.dir.clone(), self.backlog.clone(), w.check);
             if w.checker.is_none() {
                 tracing::warn!("cannot start pack-check threads; the verify will read every pack");
                 w.check_packs = false;
@@ -686,6 +692,13 @@ impl Store {
     /// the background, for [`Store::pack_checks`] (the verify after a backup).
     pub fn check_packs_as_written(&self) {
         self.writing.lock().unwrap().check_packs = true;
+    }
+
+    /// Check packs written from now on with `check` instead of [`check_pack`] (for tests that
+    /// simulate a device returning something else than what was written).
+    #[doc(hidden)]
+    pub fn set_pack_check(&self, check: fn(&Path, &PackId) -> PackCheck) {
+        self.writing.lock().unwrap().check = check;
     }
 
     /// Wait for the background checks of the packs written so far and take their results.

@@ -129,3 +129,66 @@ on_both_media!(
         env.backup(&["--kind", "monthly"]);
     }
 );
+
+/// A device that returns something else than what was written (simulated: each pack checked
+/// while the backup goes on is changed between its fsync and that check) fails the backup's
+/// verify, which relies on those checks and does not read those packs again.
+#[test]
+fn damage_found_while_the_backup_writes_fails_its_verify() {
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+    use trayback::store::{self, PackCheck};
+    use trayback::{backup, config::Config, ids::PackId, progress::Meter, tree::Kind, verify};
+
+    fn flaky_device(path: &Path, id: &PackId) -> PackCheck {
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let at = f.metadata().unwrap().len() / 2;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+        f.sync_all().unwrap();
+        store::check_pack(path, id)
+    }
+
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    // 40 MiB that does not compress: the first 32 MiB pack closes (and is checked) while the
+    // backup goes on; the rest is closed at the end and checked by the verify itself.
+    write(&env.src.join("big.bin"), &bytes(3, 40 << 20));
+    write(&env.src.join("small.txt"), b"small");
+    let mut m = trayback::medium::Medium::open_write(&env.medium, 3).unwrap();
+    m.store.set_pack_check(flaky_device);
+    let cfg = Config::default()
+        .with_sources(vec![env.src.clone()])
+        .unwrap();
+    let h = backup::run(
+        &mut m,
+        &backup::Request {
+            kind: Kind::Monthly,
+            parent: None,
+            at: chrono::Utc::now(),
+            config: &cfg,
+            meter: &Meter::hidden(),
+            cancel: &AtomicBool::new(false),
+            verify_after: true,
+        },
+    )
+    .unwrap();
+    let r = verify::verify(&mut m, h.id, false, &Meter::hidden()).unwrap();
+    assert!(!r.ok, "{r:?}");
+    assert!(
+        r.affected.iter().any(|p| p.ends_with("big.bin")),
+        "{:?}",
+        r.affected
+    );
+    assert!(!r.affected.iter().any(|p| p.ends_with("small.txt")));
+    drop(m);
+    // The backup is not verified, so it will never be a parent.
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
+    assert_eq!(list[0]["verified"], false);
+}
