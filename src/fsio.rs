@@ -67,6 +67,7 @@ pub fn drop_cache(file: &File) {
 /// (aligned 1 MiB reads into this process's buffer, nothing cached), or, on a file system that
 /// refuses `O_DIRECT`, through the cache after [`drop_cache`].
 pub struct DeviceReader {
+    path: std::path::PathBuf,
     file: File,
     direct: bool,
     /// Over-allocated by `ALIGN` so that `buf[start..start + CHUNK]` is aligned.
@@ -95,6 +96,7 @@ impl DeviceReader {
         let buf = vec![0u8; CHUNK + ALIGN];
         let start = buf.as_ptr().align_offset(ALIGN);
         Ok(DeviceReader {
+            path: path.to_path_buf(),
             file,
             direct,
             buf,
@@ -143,10 +145,12 @@ impl DeviceReader {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.direct && e.raw_os_error() == Some(libc_einval()) => {
+                Err(e)
+                    if self.direct
+                        && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+                {
                     // Opened, but the file system will not read directly after all.
-                    self.file =
-                        buffered(Path::new(&format!("/proc/self/fd/{}", fd_of(&self.file))))?;
+                    self.file = buffered(&self.path)?;
                     self.direct = false;
                 }
                 Err(e) => return Err(e),
@@ -154,15 +158,6 @@ impl DeviceReader {
         }
         Ok(())
     }
-}
-
-fn libc_einval() -> i32 {
-    rustix::io::Errno::INVAL.raw_os_error()
-}
-
-fn fd_of(f: &File) -> i32 {
-    use std::os::fd::AsRawFd;
-    f.as_raw_fd()
 }
 
 /// Open for ordinary reading, with the file's cached pages dropped first.

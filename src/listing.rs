@@ -24,9 +24,6 @@ const MIN_ENTRY: usize = 2 + 1 + 1 + 12 + 16 + 24 + 2;
 pub struct Bytes(pub Vec<u8>);
 
 impl Bytes {
-    pub fn from_os(s: &OsStr) -> Bytes {
-        Bytes(s.as_bytes().to_vec())
-    }
     pub fn as_os(&self) -> &OsStr {
         OsStr::from_bytes(&self.0)
     }
@@ -118,6 +115,28 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry of `kind` named `name`, every attribute zero and nothing attached.
+    pub fn new(name: Bytes, kind: EntryKind) -> Entry {
+        Entry {
+            name,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 0,
+            size: 0,
+            blocks: Vec::new(),
+            subtree: None,
+            target: None,
+            rdev: None,
+            xattrs: Vec::new(),
+        }
+    }
+
     /// A content id for humans: the SHA-256 of the concatenated block ids.
     pub fn content_id(&self) -> BlockId {
         let mut all = Vec::with_capacity(self.blocks.len() * 32);
@@ -334,24 +353,15 @@ fn decode_entry(r: &mut Reader) -> Result<Entry, String> {
             ))
         }
     };
-    let mut e = Entry {
-        name,
-        kind,
-        mode: r.u32()?,
-        uid: r.u32()?,
-        gid: r.u32()?,
-        mtime_ns: r.i64()?,
-        ctime_ns: r.i64()?,
-        dev: r.u64()?,
-        ino: r.u64()?,
-        nlink: r.u64()?,
-        size: 0,
-        blocks: Vec::new(),
-        subtree: None,
-        target: None,
-        rdev: None,
-        xattrs: Vec::new(),
-    };
+    let mut e = Entry::new(name, kind);
+    e.mode = r.u32()?;
+    e.uid = r.u32()?;
+    e.gid = r.u32()?;
+    e.mtime_ns = r.i64()?;
+    e.ctime_ns = r.i64()?;
+    e.dev = r.u64()?;
+    e.ino = r.u64()?;
+    e.nlink = r.u64()?;
     match kind {
         EntryKind::File => {
             e.size = r.u64()?;

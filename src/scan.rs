@@ -69,24 +69,7 @@ impl Attrs {
 
     /// An entry with these attributes and nothing else (no content, subtree, target, xattrs).
     pub fn entry(&self, name: Vec<u8>) -> Entry {
-        let mut e = Entry {
-            name: Bytes(name),
-            kind: self.kind,
-            mode: 0,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            dev: 0,
-            ino: 0,
-            nlink: 0,
-            size: 0,
-            blocks: Vec::new(),
-            subtree: None,
-            target: None,
-            rdev: None,
-            xattrs: Vec::new(),
-        };
+        let mut e = Entry::new(Bytes(name), self.kind);
         self.apply(&mut e);
         e
     }

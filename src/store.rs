@@ -654,13 +654,6 @@ impl Store {
         for e in &entries {
             w.pending.remove(&e.id);
         }
-        if w.check_packs && w.checker.is_none() {
-            w.checker = Checker::start(self.dir.clone(), self.backlog.clone(), w.check);
-            if w.checker.is_none() {
-                tracing::warn!("cannot start pack-check threads; the verify will read every pack");
-                w.check_packs = false;
-            }
-        }
         if let Some(checker) = w.checker.as_ref().filter(|_| w.check_packs) {
             self.backlog.add(1);
             if checker.send.send(pid).is_err() {
@@ -691,11 +684,19 @@ impl Store {
     /// Re-read every pack of this writing session from the device as soon as it is closed, in
     /// the background, for [`Store::pack_checks`] (the verify after a backup).
     pub fn check_packs_as_written(&self) {
-        self.writing.lock().unwrap().check_packs = true;
+        let mut w = self.writing.lock().unwrap();
+        if w.checker.is_none() {
+            w.checker = Checker::start(self.dir.clone(), self.backlog.clone(), w.check);
+        }
+        w.check_packs = w.checker.is_some();
+        if !w.check_packs {
+            tracing::warn!("cannot start pack-check threads; the verify will read every pack");
+        }
     }
 
-    /// Check packs written from now on with `check` instead of [`check_pack`] (for tests that
-    /// simulate a device returning something else than what was written).
+    /// Check packs with `check` instead of [`check_pack`] from the next
+    /// [`Store::check_packs_as_written`] on (for tests that simulate a device returning
+    /// something else than what was written).
     #[doc(hidden)]
     pub fn set_pack_check(&self, check: fn(&Path, &PackId) -> PackCheck) {
         self.writing.lock().unwrap().check = check;

@@ -239,6 +239,13 @@ impl Lab {
         }
     }
 
+    /// Wait until medium `label` has its first monthly and the agent is idle on it.
+    fn wait_first_monthly(&self, label: &str) -> serde_json::Value {
+        self.wait_for("the first monthly", 30, |s| {
+            newest(s, label, "monthly").is_some() && idle(s, label)
+        })
+    }
+
     fn notes(&self) -> Vec<serde_json::Value> {
         fs::read_to_string(&self.notes)
             .unwrap_or_default()
@@ -566,9 +573,7 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     let la = lab.label("P");
     let img = lab.image("p.img", &la, "1G");
     let dev = lab.insert(&img);
-    lab.wait_for("the first monthly", 30, |s| {
-        newest(s, &la, "monthly").is_some() && idle(s, &la)
-    });
+    lab.wait_first_monthly(&la);
     let snap = lab.tmp.path().join("snap1");
     snapshot(&lab.src, &snap);
     // A big change, so the next micro takes a while; pull the tray while it writes.
@@ -630,9 +635,7 @@ fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
     let la = lab.label("E");
     let img = lab.image("e.img", &la, "1G");
     let _dev = lab.insert(&img);
-    lab.wait_for("the first monthly", 30, |s| {
-        newest(s, &la, "monthly").is_some() && idle(s, &la)
-    });
+    lab.wait_first_monthly(&la);
     write_big(&lab.src, 20);
     // A month later the next monthly (not a micro) runs; eject aborts it.
     lab.advance("28d");
@@ -672,9 +675,7 @@ fn sigterm_aborts_cleanly_and_unmounts() {
     let la = lab.label("S");
     let img = lab.image("s.img", &la, "64M");
     let _dev = lab.insert(&img);
-    let s = lab.wait_for("the first monthly", 30, |s| {
-        newest(s, &la, "monthly").is_some() && idle(s, &la)
-    });
+    let s = lab.wait_first_monthly(&la);
     let mp = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
     let mut child = lab.agent.take().unwrap();
     rustix::process::kill_process(

@@ -17,6 +17,20 @@ fn packs(env: &Env) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// XOR `mask` into the byte of `path` at `at(file length)`, durably.
+fn flip_bits(path: &std::path::Path, at: impl Fn(u64) -> u64, mask: u8) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let at = at(f.metadata().unwrap().len());
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ mask], at).unwrap();
+    f.sync_all().unwrap();
+}
+
 on_both_media!(
     one_flipped_byte_fails_verify_and_names_the_file,
     |env: &Env| {
@@ -28,17 +42,7 @@ on_both_media!(
         // The largest pack holds the data: victim.bin's 8 blocks (incompressible, so stored
         // raw) and small.txt's; a byte a quarter of the way in lies inside victim.bin's.
         let pack = packs(env).into_iter().next().unwrap();
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&pack)
-            .unwrap();
-        let at = f.metadata().unwrap().len() / 4;
-        let mut byte = [0u8];
-        f.read_exact_at(&mut byte, at).unwrap();
-        f.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
+        flip_bits(&pack, |len| len / 4, 0x40);
         let out = env.run(&[
             "verify",
             "--medium",
@@ -103,17 +107,7 @@ on_both_media!(
         let pack = packs(env).into_iter().next().unwrap();
         // The trailer (52 bytes per record) ends where the 64-byte footer begins: flip a byte
         // of its last entry, so only the footer's checksum of the trailer can notice.
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&pack)
-            .unwrap();
-        let at = f.metadata().unwrap().len() - 64 - 20;
-        let mut byte = [0u8];
-        f.read_exact_at(&mut byte, at).unwrap();
-        f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
+        flip_bits(&pack, |len| len - 64 - 20, 0x01);
         let out = env.run(&["verify", "--medium", "{medium}", &b.to_string()]);
         assert_eq!(out.status.code(), Some(4), "{}", text(&out.stdout));
         assert!(
@@ -141,16 +135,7 @@ fn damage_found_while_the_backup_writes_fails_its_verify() {
     use trayback::{backup, config::Config, ids::PackId, progress::Meter, tree::Kind, verify};
 
     fn flaky_device(path: &Path, id: &PackId) -> PackCheck {
-        let f = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        let at = f.metadata().unwrap().len() / 2;
-        let mut byte = [0u8];
-        f.read_exact_at(&mut byte, at).unwrap();
-        f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-        f.sync_all().unwrap();
+        flip_bits(path, |len| len / 2, 0x10);
         store::check_pack(path, id)
     }
 
