@@ -311,15 +311,15 @@ impl Agent {
                 return;
             }
         };
-        let media = medium.media.clone();
-        info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree.backups.len(), "medium inserted");
+        let media = medium.media().clone();
+        info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
         {
             let mut reg = self.register.lock().unwrap();
             reg.seen(
                 &media.media_id.to_string(),
                 &media.label,
                 &disk.devnode.display().to_string(),
-                &medium.tree,
+                medium.tree(),
                 self.clock.now(),
             );
             if let Err(e) = reg.save() {
@@ -417,7 +417,7 @@ impl Agent {
                 break;
             }
             let now = self.clock.now();
-            let tree = &medium.as_ref().unwrap().tree;
+            let tree = &medium.as_ref().unwrap().tree();
             let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
             let due = if !self.may_write(&disk.devnode) || backing_off {
                 None
@@ -440,7 +440,7 @@ impl Agent {
                 let mut m = medium.take().unwrap();
                 let (cfg, c2, mp2, devnum) =
                     (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
-                info!(medium = %m.media.media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+                info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
                 let (m, outcome) = tokio::task::spawn_blocking(move || {
                     let o = job::run(&mut m, &cfg, &due, now, &c2, &meter, &|| {
                         mounts::still_ours(&mp2, devnum)
@@ -499,7 +499,7 @@ impl Agent {
         }
         // Tear down: release the medium (its lock and open files), flush, unmount.
         watchdog.abort();
-        let media = medium.as_ref().map(|m| m.media.clone());
+        let media = medium.as_ref().map(|m| m.media().clone());
         drop(medium);
         let ejecting = eject.is_some();
         let (d2, mp2) = (disk.clone(), mp.clone());
@@ -557,9 +557,9 @@ impl Agent {
 
     fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
         let mut l = live.lock().unwrap();
-        l.backups = m.tree.backups.len();
+        l.backups = m.tree().backups.len();
         l.newest.clear();
-        for b in m.tree.backups.iter().filter(|b| b.verified) {
+        for b in m.tree().backups.iter().filter(|b| b.verified) {
             let e = l.newest.entry(b.kind).or_insert((b.started, b.id.0));
             if b.started >= e.0 {
                 *e = (b.started, b.id.0);
@@ -576,12 +576,12 @@ impl Agent {
         live: &Mutex<Live>,
         cancelled: bool,
     ) {
-        let media = Some(&m.media);
+        let media = Some(m.media());
         if let Some(e) = &o.error {
             if cancelled {
-                warn!(medium = %m.media.media_id, cause = %e, "backup cancelled");
+                warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
             } else {
-                error!(medium = %m.media.media_id, cause = %e, "backup failed");
+                error!(medium = %m.media().media_id, cause = %e, "backup failed");
                 self.note(
                     EventKind::BackupFailed,
                     Some(disk),
@@ -613,15 +613,15 @@ impl Agent {
             );
         }
         if let Some(b) = o.backup {
-            info!(medium = %m.media.media_id, backup = b, kind = ?o.kind, verified = ?o.verified, pared = o.pared.len(), "backup done");
+            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified, pared = o.pared.len(), "backup done");
         }
         live.lock().unwrap().last_error = o.error.clone().or(o.medium_too_small.clone());
         let mut reg = self.register.lock().unwrap();
         reg.seen(
-            &m.media.media_id.to_string(),
-            &m.media.label,
+            &m.media().media_id.to_string(),
+            &m.media().label,
             &disk.devnode.display().to_string(),
-            &m.tree,
+            m.tree(),
             self.clock.now(),
         );
         let _ = reg.save();

@@ -13,12 +13,12 @@ use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::{Bytes, Entry, EntryKind, Listing};
-use crate::medium::{self, BackupHeader, Counts, Medium, Problem};
+use crate::medium::{self, BackupHeader, BackupWriter, Counts, Medium, Problem};
 use crate::progress::Meter;
 use crate::scan::{self, Attrs};
 use crate::store::pack::BlobKind;
 use crate::store::{Store, BLOCK_SIZE};
-use crate::tree::{BackupRecord, Kind};
+use crate::tree::Kind;
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
@@ -78,6 +78,8 @@ struct Tally {
 
 struct Ctx<'a> {
     store: &'a Store,
+    /// Where new blobs go (`None` for an estimate, which writes nothing).
+    writer: Option<&'a BackupWriter<'a>>,
     medium: &'a Medium,
     medium_inode: Option<(u64, u64)>,
     config: &'a Config,
@@ -110,7 +112,12 @@ impl Ctx<'_> {
             }
             return Ok(id);
         }
-        self.store.put(BlobKind::Listing, &bytes)
+        self.writer()?.put(BlobKind::Listing, &bytes)
+    }
+
+    fn writer(&self) -> Result<&BackupWriter<'_>> {
+        self.writer
+            .ok_or_else(|| Error::Refused("an estimate writes nothing".into()))
     }
 
     fn check_cancel(&self) -> Result<()> {
@@ -146,7 +153,7 @@ fn source_tree(sources: &[PathBuf]) -> VNode {
 /// The configured sources as real paths (a symlink on the way to a source is resolved, so the
 /// walk from `/` reaches it), each an existing directory not on the medium.
 fn resolve_sources(medium: &Medium, config: &Config) -> Result<Vec<PathBuf>> {
-    let medium_root = std::fs::canonicalize(&medium.root).at(&medium.root)?;
+    let medium_root = std::fs::canonicalize(medium.root()).at(medium.root())?;
     let mut sources = Vec::new();
     for s in &config.sources {
         let meta = std::fs::symlink_metadata(s).at(s)?;
@@ -173,7 +180,7 @@ fn resolve_sources(medium: &Medium, config: &Config) -> Result<Vec<PathBuf>> {
 
 /// The medium's root directory as `(dev, ino)`: the walk leaves it out wherever it is found.
 fn medium_inode(medium: &Medium) -> Option<(u64, u64)> {
-    std::fs::metadata(&medium.root)
+    std::fs::metadata(medium.root())
         .ok()
         .map(|m| (m.dev(), m.ino()))
 }
@@ -190,7 +197,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         ));
     }
     let sources = resolve_sources(medium, config)?;
-    let id = medium.tree.next_id;
+    let id = medium.tree().next_id;
     let parent = if req.kind.is_full() {
         None
     } else {
@@ -200,7 +207,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
                 req.kind
             ))
         })?;
-        let rec = medium.tree.get(p).ok_or(Error::NoSuchBackup(p))?;
+        let rec = medium.tree().get(p).ok_or(Error::NoSuchBackup(p))?;
         if !rec.verified {
             return Err(Error::Refused(format!(
                 "backup {p} is not verified and cannot be a parent"
@@ -213,13 +220,10 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         req.meter.set_total(p.bytes.total);
     }
     let t0 = std::time::Instant::now();
-    let store = &medium.store;
-    store.begin(id.0, 0);
-    if req.verify_after {
-        store.check_packs_as_written();
-    }
+    let writer = medium.begin_backup(req.verify_after)?;
     let ctx = Ctx {
-        store,
+        store: medium.store(),
+        writer: Some(&writer),
         medium,
         medium_inode: medium_inode(medium),
         config,
@@ -243,10 +247,11 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
             )
         })?;
         ctx.check_cancel()?;
-        let (packs, stats) = store.flush()?;
-        Ok::<_, Error>((root, packs, stats))
+        let staged = writer.finish()?;
+        Ok::<_, Error>((root, staged))
     })();
-    let (root, packs, stats) = match walked {
+    // On an error the writer, dropped, deletes what it wrote.
+    let (root, staged) = match walked {
         Ok(v) => {
             debug!(
                 elapsed_ms = t0.elapsed().as_millis() as u64,
@@ -254,11 +259,9 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
             );
             v
         }
-        Err(e) => {
-            store.abort();
-            return Err(e);
-        }
+        Err(e) => return Err(e),
     };
+    let stats = staged.stats;
     let t = &ctx.tally;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let mut problems = ctx.problems.into_inner().unwrap();
@@ -269,7 +272,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         id,
         kind: req.kind,
         parent: parent.as_ref().map(|p| p.id),
-        media_id: medium.media.media_id,
+        media_id: medium.media().media_id,
         host: medium::host_name(),
         sources: sources.clone(),
         started: req.at,
@@ -295,31 +298,10 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         },
         partial: !problems.is_empty(),
         problems,
-        packs,
+        packs: staged.packs.clone(),
     };
-    let committed = (|| {
-        medium.write_header(&header)?;
-        medium.tree.add(BackupRecord {
-            id,
-            kind: header.kind,
-            parent: header.parent,
-            started: header.started,
-            finished: header.finished,
-            verified: false,
-            partial: header.partial,
-            bytes_total: header.bytes.total,
-            bytes_new: header.bytes.new,
-            bytes_stored: header.bytes.stored,
-        });
-        medium.save_tree()
-    })();
-    if let Err(e) = committed {
-        medium.tree.remove(id);
-        medium.tree.next_id = id;
-        medium.store.abort();
-        let _ = std::fs::remove_dir_all(medium.backup_dir(id));
-        return Err(e);
-    }
+    drop(writer);
+    medium.commit_backup(staged, &header)?;
     req.meter.finish();
     info!(backup = %id, files = header.counts.files, new_bytes = header.bytes.new, partial = header.partial, "backup committed");
     Ok(header)
@@ -340,7 +322,8 @@ pub fn estimate(
     };
     let meter = Meter::hidden();
     let ctx = Ctx {
-        store: &medium.store,
+        store: medium.store(),
+        writer: None,
         medium,
         medium_inode: medium_inode(medium),
         config,
@@ -711,8 +694,8 @@ fn read_blocks(
             break;
         }
         let id = ctx
-            .store
-            .put(BlobKind::Data, &buf[..n])
+            .writer()
+            .and_then(|w| w.put(BlobKind::Data, &buf[..n]))
             .map_err(ReadError::Medium)?;
         blocks.push(id);
         size += n as u64;

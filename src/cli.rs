@@ -312,8 +312,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             if json {
                 let (packs_bytes, live_bytes) = maintain::usage(&m)?;
                 print_json(&serde_json::json!({
-                    "media": m.media, "backups": m.tree.backups.len(), "packs": m.store.packs().len(),
-                    "blocks": m.store.block_count(), "free_bytes": m.free_space()?,
+                    "media": m.media(), "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
+                    "blocks": m.store().block_count(), "free_bytes": m.free_space()?,
                     "packs_bytes": packs_bytes, "live_bytes": live_bytes,
                 }))?;
             } else {
@@ -327,18 +327,18 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::List(a) => {
             let m = Medium::open_read(&medium_of(&a.medium)?)?;
             if a.json {
-                print_json(&m.tree.backups)?;
+                print_json(&m.tree().backups)?;
             } else {
-                output::print_list(&m.tree);
+                output::print_list(m.tree());
             }
             Ok(0)
         }
         Command::Tree(a) => {
             let m = Medium::open_read(&medium_of(&a.medium)?)?;
             if a.json {
-                print_json(&m.tree)?;
+                print_json(&m.tree())?;
             } else {
-                print!("{}", query::draw_tree(&m.tree));
+                print!("{}", query::draw_tree(m.tree()));
             }
             Ok(0)
         }
@@ -371,7 +371,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             let (from, to) = match a.other {
                 Some(o) => (a.id, o),
                 None => {
-                    let rec = m.tree.get(a.id).ok_or(Error::NoSuchBackup(a.id))?;
+                    let rec = m.tree().get(a.id).ok_or(Error::NoSuchBackup(a.id))?;
                     let p = rec.parent.ok_or_else(|| {
                         anyhow!(
                             "backup {} has no parent; name a backup to compare with",
@@ -421,17 +421,17 @@ pub fn medium_of(given: &Option<PathBuf>) -> Result<PathBuf> {
 /// The backup a reading command means: the given one, or the latest verified (at `at`).
 fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> Result<BackupId> {
     if let Some(id) = id {
-        m.tree.get(id).ok_or(Error::NoSuchBackup(id))?;
+        m.tree().get(id).ok_or(Error::NoSuchBackup(id))?;
         return Ok(id);
     }
     let rec = match at {
-        Some(t) => m.tree.latest_verified_at(t),
-        None => m.tree.latest_verified(),
+        Some(t) => m.tree().latest_verified_at(t),
+        None => m.tree().latest_verified(),
     };
     rec.map(|r| r.id).ok_or_else(|| {
         anyhow!(
             "{}: no verified backup on this medium{}",
-            m.root.display(),
+            m.root().display(),
             at.map(|t| format!(" at or before {t}")).unwrap_or_default()
         )
     })
@@ -447,11 +447,11 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
             parent: if kind.is_full() {
                 None
             } else {
-                a.parent.or(schedule::parent_for(&m.tree, kind))
+                a.parent.or(schedule::parent_for(m.tree(), kind))
             },
             why: Why::Requested,
         },
-        None => match schedule::due(&m.tree, now, &cfg.schedule) {
+        None => match schedule::due(m.tree(), now, &cfg.schedule) {
             Some(mut d) => {
                 if a.parent.is_some() && !d.kind.is_full() {
                     d.parent = a.parent;
@@ -459,7 +459,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
                 d
             }
             None => {
-                let next = schedule::next_due(&m.tree, now, &cfg.schedule);
+                let next = schedule::next_due(m.tree(), now, &cfg.schedule);
                 if a.json {
                     print_json(&serde_json::json!({ "backup": null, "next_due": next }))?;
                 } else {
@@ -526,8 +526,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             let id =
                 match a.id {
                     Some(id) => id,
-                    None => m.tree.backups.last().map(|b| b.id).ok_or_else(|| {
-                        anyhow!("{}: no backups on this medium", m.root.display())
+                    None => m.tree().backups.last().map(|b| b.id).ok_or_else(|| {
+                        anyhow!("{}: no backups on this medium", m.root().display())
                     })?,
                 };
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
@@ -554,7 +554,7 @@ fn cmd_restore(a: RestoreArgs) -> Result<u8> {
         (None, true) => Target::InPlace,
         _ => bail!("give exactly one of --to DIR and --in-place"),
     };
-    let total = m.tree.get(id).map(|r| r.bytes_total);
+    let total = m.tree().get(id).map(|r| r.bytes_total);
     let bar = meter("restore", total, a.json || a.dry_run);
     let opts = restore::Options {
         target,

@@ -67,8 +67,9 @@ pub fn drop_cache(file: &File) {
 /// (aligned 1 MiB reads into this process's buffer, nothing cached), or, on a file system that
 /// refuses `O_DIRECT`, through the cache after [`drop_cache`].
 pub struct DeviceReader {
-    path: std::path::PathBuf,
     file: File,
+    /// The same file opened without `O_DIRECT`, for when the file system refuses it.
+    plain: Option<File>,
     direct: bool,
     /// Over-allocated by `ALIGN` so that `buf[start..start + CHUNK]` is aligned.
     buf: Vec<u8>,
@@ -85,19 +86,21 @@ const ALIGN: usize = 4096;
 const CHUNK: usize = 1 << 20;
 
 impl DeviceReader {
-    pub fn open(path: &Path) -> io::Result<DeviceReader> {
-        use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::RDONLY | OFlags::DIRECT | OFlags::CLOEXEC;
-        let (file, direct) = match rustix::fs::open(path, flags, Mode::empty()) {
-            Ok(fd) => (File::from(fd), true),
-            Err(rustix::io::Errno::INVAL) => (buffered(path)?, false),
-            Err(e) => return Err(e.into()),
+    /// Read `direct` (opened with `O_DIRECT`, where the file system allows it) or else
+    /// `plain` (the same file opened for ordinary reading).
+    pub fn new(direct: Option<File>, plain: File) -> DeviceReader {
+        let (file, plain, direct) = match direct {
+            Some(d) => (d, Some(plain), true),
+            None => {
+                drop_cache(&plain);
+                (plain, None, false)
+            }
         };
         let buf = vec![0u8; CHUNK + ALIGN];
         let start = buf.as_ptr().align_offset(ALIGN);
-        Ok(DeviceReader {
-            path: path.to_path_buf(),
+        DeviceReader {
             file,
+            plain,
             direct,
             buf,
             start,
@@ -105,7 +108,7 @@ impl DeviceReader {
             filled: 0,
             at: 0,
             eof: false,
-        })
+        }
     }
 
     /// Continue reading at `offset`.
@@ -150,7 +153,9 @@ impl DeviceReader {
                         && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
                 {
                     // Opened, but the file system will not read directly after all.
-                    self.file = buffered(&self.path)?;
+                    let plain = self.plain.take().ok_or(e)?;
+                    drop_cache(&plain);
+                    self.file = plain;
                     self.direct = false;
                 }
                 Err(e) => return Err(e),
@@ -158,13 +163,6 @@ impl DeviceReader {
         }
         Ok(())
     }
-}
-
-/// Open for ordinary reading, with the file's cached pages dropped first.
-fn buffered(path: &Path) -> io::Result<File> {
-    let f = File::open(path)?;
-    drop_cache(&f);
-    Ok(f)
 }
 
 impl io::Read for DeviceReader {
@@ -192,6 +190,12 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    fn open(path: &Path) -> DeviceReader {
+        use rustix::fs::{Mode, OFlags};
+        let direct = rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECT, Mode::empty()).ok();
+        DeviceReader::new(direct.map(File::from), File::open(path).unwrap())
+    }
+
     fn content(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
     }
@@ -214,10 +218,7 @@ mod tests {
             let data = content(len);
             fs::write(&path, &data).unwrap();
             let mut all = Vec::new();
-            DeviceReader::open(&path)
-                .unwrap()
-                .read_to_end(&mut all)
-                .unwrap();
+            open(&path).read_to_end(&mut all).unwrap();
             assert!(all == data, "whole file of {len} bytes");
             for at in [
                 0,
@@ -232,7 +233,7 @@ mod tests {
                 if at > len {
                     continue;
                 }
-                let mut r = DeviceReader::open(&path).unwrap();
+                let mut r = open(&path);
                 // Read a little first, so the seek is sometimes inside the held chunk.
                 let mut head = vec![0u8; len.min(10)];
                 r.read_exact(&mut head).unwrap();

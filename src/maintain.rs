@@ -5,17 +5,18 @@
 //! is deleted; garbage collection keeps every blob any listed backup references; the parent
 //! chosen for the next backup is never pared.
 
-use crate::error::{Error, IoContext, Result};
-use crate::fsio;
+use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::EntryKind;
-use crate::medium::Medium;
+use crate::medium::{Medium, Wait};
 use crate::pare::{self, Policy, Reason};
 use crate::store::GcReport;
 use crate::tree::{Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 use tracing::info;
 
 /// One backup pared.
@@ -30,33 +31,32 @@ pub struct Pared {
 /// Every blob (listings and data blocks) the backups in the tree reference.
 pub fn live_blobs(m: &Medium) -> Result<HashSet<BlockId>> {
     let mut live = HashSet::new();
-    for b in &m.tree.backups {
-        let root = m.header(b.id)?.root;
-        mark(m, root, &mut live)?;
-    }
-    Ok(live)
-}
-
-fn mark(m: &Medium, listing: BlockId, live: &mut HashSet<BlockId>) -> Result<()> {
-    if !live.insert(listing) {
-        return Ok(()); // this directory (and all below it) is already marked
-    }
-    for e in m.listing(&listing)?.entries {
-        live.extend(e.blocks.iter().copied());
-        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-            mark(m, sub, live)?;
+    // Listings still to read: depth is data, so a deep tree cannot overflow the stack.
+    let mut todo = Vec::new();
+    for b in &m.tree().backups {
+        todo.push(m.header(b.id)?.root);
+        while let Some(listing) = todo.pop() {
+            if !live.insert(listing) {
+                continue; // this directory (and all below it) is already marked
+            }
+            for e in m.listing(&listing)?.entries {
+                live.extend(e.blocks.iter().copied());
+                if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+                    todo.push(sub);
+                }
+            }
         }
     }
-    Ok(())
+    Ok(live)
 }
 
 /// Bytes the packs occupy, and bytes of the blobs still referenced (as stored).
 pub fn usage(m: &Medium) -> Result<(u64, u64)> {
     let live = live_blobs(m)?;
-    let packs: u64 = m.store.packs().iter().map(|p| p.len).sum();
+    let packs: u64 = m.store().packs().iter().map(|p| p.len).sum();
     let live_bytes = live
         .iter()
-        .filter_map(|id| m.store.locate(id))
+        .filter_map(|id| m.store().locate(id))
         .map(|(_, e)| e.stored_len as u64)
         .sum();
     Ok((packs, live_bytes))
@@ -64,17 +64,7 @@ pub fn usage(m: &Medium) -> Result<(u64, u64)> {
 
 /// Remove one backup: out of the tree first (committed), then its header directory.
 pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
-    let rec = m.tree.remove(id).ok_or(Error::NoSuchBackup(id))?;
-    if let Err(e) = m.save_tree() {
-        m.tree.add(rec);
-        return Err(e);
-    }
-    let dir = m.backup_dir(id);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).at(&dir)?;
-        let parent = dir.parent().unwrap();
-        fsio::fsync_dir(parent).at(parent)?;
-    }
+    let rec = m.remove_backup(id)?;
     info!(backup = %id, kind = %rec.kind, %reason, "pared");
     Ok(Pared {
         id,
@@ -84,17 +74,20 @@ pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
     })
 }
 
-/// Reclaim the space of blobs no backup references.
-pub fn collect_garbage(m: &Medium) -> Result<GcReport> {
+/// Reclaim the space of blobs no backup references, waiting for readers as `wait` says;
+/// `None` if readers kept the medium (nothing reclaimed; the garbage stays for next time).
+pub fn collect_garbage(m: &mut Medium, wait: Wait) -> Result<Option<GcReport>> {
     let live = live_blobs(m)?;
-    let r = m.store.collect_garbage(&live)?;
+    let Some(r) = m.collect_garbage(&live, wait)? else {
+        return Ok(None);
+    };
     info!(
         packs_deleted = r.packs_deleted,
         packs_rewritten = r.packs_rewritten,
         freed = r.bytes_freed,
         "garbage collected"
     );
-    Ok(r)
+    Ok(Some(r))
 }
 
 /// Pare micro backups past their age (step 100), as after every backup; then reclaim space.
@@ -104,7 +97,7 @@ pub fn routine(
     policy: &Policy,
     dry_run: bool,
 ) -> Result<Vec<Pared>> {
-    let plan = pare::expired(&m.tree, now, policy, &[]);
+    let plan = pare::expired(m.tree(), now, policy, &[]);
     carry_out(m, plan, dry_run)
 }
 
@@ -112,7 +105,7 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
     let mut out = Vec::new();
     for (id, reason) in plan {
         if dry_run {
-            let r = m.tree.get(id).unwrap();
+            let r = m.tree().get(id).unwrap();
             out.push(Pared {
                 id,
                 kind: r.kind,
@@ -124,7 +117,7 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
         }
     }
     if !out.is_empty() && !dry_run {
-        collect_garbage(m)?;
+        collect_garbage(m, Wait::No)?;
     }
     Ok(out)
 }
@@ -171,7 +164,7 @@ pub fn room_for_backup(
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Result<Vec<Pared>, TooSmall>> {
     let free = m.free_space()?;
-    let latest = m.tree.latest_verified().map(|b| (b.id, b.bytes_total));
+    let latest = m.tree().latest_verified().map(|b| (b.id, b.bytes_total));
     if let Some((_, total)) = latest {
         if free >= total + total / 50 + RESERVE {
             return Ok(Ok(Vec::new()));
@@ -181,29 +174,13 @@ pub fn room_for_backup(
     let needed = est + est / 50 + RESERVE;
     let protect: Vec<BackupId> = parent.into_iter().chain(latest.map(|l| l.0)).collect();
     info!(estimate = est, free, "making room for a backup");
-    make_room(m, needed, now, &config.pare, &protect)
+    make_room(m, needed, now, &config.pare, &protect, cancel)
 }
 
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
 /// state is not in the headers, so every backup comes back unverified until verified again.
 pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
-    let dir = m.dir.join("backups");
-    let mut headers = Vec::new();
-    for e in std::fs::read_dir(&dir).at(&dir)? {
-        let p = e.at(&dir)?.path().join("header.yaml");
-        let h: Result<crate::medium::BackupHeader> =
-            std::fs::read_to_string(&p).at(&p).and_then(|t| {
-                serde_yaml::from_str(&t).map_err(|err| Error::Damaged {
-                    path: p.clone(),
-                    detail: err.to_string(),
-                })
-            });
-        match h {
-            Ok(h) => headers.push(h),
-            Err(e) => notes.push(format!("skipped: {e}")),
-        }
-    }
+    let (mut headers, mut notes) = m.headers_on_disk()?;
     headers.sort_by_key(|h| h.id);
     let ids: HashSet<BackupId> = headers.iter().map(|h| h.id).collect();
     let mut tree = Tree::default();
@@ -227,14 +204,17 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
             bytes_stored: h.bytes.stored,
         });
     }
-    m.tree = tree;
-    m.save_tree()?;
+    m.replace_tree(tree)?;
     notes.push(format!(
         "tree rebuilt with {} backups, all unverified: run `trayback verify --all`",
         headers.len()
     ));
     Ok(notes)
 }
+
+/// How long making room waits for readers (a restore, `ls`) to let go of the medium before
+/// it gives up: space is reclaimed only while nobody reads.
+pub const READERS_WAIT: Duration = Duration::from_secs(600);
 
 /// Pare by the plan until `needed` bytes are free, reclaiming space after each pare.
 pub fn make_room(
@@ -243,6 +223,7 @@ pub fn make_room(
     now: DateTime<Utc>,
     policy: &Policy,
     protect: &[BackupId],
+    cancel: &AtomicBool,
 ) -> Result<Result<Vec<Pared>, TooSmall>> {
     let mut out = Vec::new();
     loop {
@@ -250,10 +231,15 @@ pub fn make_room(
         if free >= needed {
             return Ok(Ok(out));
         }
-        match pare::next_to_pare(&m.tree, now, policy, protect) {
+        match pare::next_to_pare(m.tree(), now, policy, protect) {
             Ok((id, reason)) => {
                 out.push(pare_one(m, id, reason)?);
-                collect_garbage(m)?;
+                if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+                    return Err(Error::Refused(format!(
+                        "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
+                        m.root().display()
+                    )));
+                }
             }
             Err(_) => return Ok(Err(TooSmall { needed, free })),
         }

@@ -1,21 +1,38 @@
-//! A medium: one backup disk (or directory) holding `trayback/` (FORMAT.md).
+//! A medium: one backup disk (or directory) holding `trayback/` (FORMAT.md), and the one
+//! owner of every access to it.
 //!
-//! Opening a medium for writing takes an exclusive lock and runs recovery, which removes what
-//! an interrupted writer left (files in `tmp/`, backup directories the tree does not list,
-//! packs written by a backup that never committed) and never touches anything committed.
-//! A backup is committed when `tree.yaml` lists it; `tree.yaml` is only ever replaced with
-//! [`fsio::atomic_write`].
+//! Invariants:
+//! - every file below `trayback/` is reached through [`Beneath`]: relative to one directory
+//!   descriptor, never through a symlink, never onto another file system; records are read as
+//!   regular files with a size cap, and errors never quote their bytes;
+//! - the fields are private: other modules read through accessors and write through the small
+//!   transaction API ([`Medium::begin_backup`] → [`BackupWriter`] → [`Medium::commit_backup`],
+//!   [`Medium::mark_verified`], [`Medium::remove_backup`], [`Medium::collect_garbage`],
+//!   [`Medium::replace_tree`]), each following the commit protocol of FORMAT.md;
+//! - opening for writing takes the exclusive writer lock and runs recovery, which removes
+//!   what an interrupted writer left and never touches anything committed;
+//! - readers hold a shared lock on `locks/readers` for as long as they have the medium open;
+//!   whatever deletes a pack or a backup's directory holds it exclusively, or leaves the
+//!   deletion for later, so a restore, `ls` or verify that has started never loses a block;
+//! - `trayback/` is `0700` and everything written in it `0600`.
 
-use crate::error::{Error, IoContext, Result};
-use crate::fsio;
+pub mod beneath;
+
+use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, MediaId, PackId};
 use crate::listing::Listing;
-use crate::store::{self, Store};
-use crate::tree::{Kind, Tree, TREE_FORMAT};
+use crate::store::pack::BlobKind;
+use crate::store::{self, GcReport, PackCheck, Store, WriteStats};
+use crate::tree::{BackupRecord, Kind, Tree, TREE_FORMAT};
+pub use beneath::Beneath;
+use beneath::Kind as EntryType;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
+use std::collections::HashSet;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 pub const MEDIA_FORMAT: u32 = 1;
@@ -97,16 +114,28 @@ pub struct BackupHeader {
     pub packs: Vec<PackId>,
 }
 
+/// How much of each record a reader takes before refusing it as damage.
+const MAX_MEDIA_FILE: u64 = 64 << 10;
+const MAX_TREE_FILE: u64 = 64 << 20;
+const MAX_HEADER_FILE: u64 = 64 << 20;
+
+/// How a medium is held open.
+enum Hold {
+    /// Reading: a shared lock on `locks/readers` (none on a medium too old to have it).
+    Read(#[allow(dead_code)] Option<File>),
+    /// Writing: the exclusive writer lock on `locks/lock`.
+    Write(#[allow(dead_code)] File),
+}
+
 /// An opened medium.
 pub struct Medium {
-    /// The mount point (or directory) given by the user.
-    pub root: PathBuf,
-    /// `<root>/trayback`.
-    pub dir: PathBuf,
-    pub media: MediaFile,
-    pub tree: Tree,
-    pub store: Store,
-    lock: Option<File>,
+    /// The mount point (or directory) given by the user, for messages.
+    root: PathBuf,
+    dir: Arc<Beneath>,
+    media: MediaFile,
+    tree: Tree,
+    store: Store,
+    hold: Hold,
 }
 
 pub fn host_name() -> String {
@@ -116,25 +145,56 @@ pub fn host_name() -> String {
         .into_owned()
 }
 
-fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).at(path)?;
-    serde_yaml::from_str(&text).map_err(|e| Error::Damaged {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
+/// Read YAML record `rel` (a regular file of at most `cap` bytes). A parse error says where,
+/// never what: the bytes of a hostile file are not quoted back.
+fn read_yaml<T: serde::de::DeserializeOwned>(dir: &Beneath, rel: &str, cap: u64) -> Result<T> {
+    let bytes = dir.read_small(rel, cap)?;
+    serde_yaml::from_slice(&bytes).map_err(|e| Error::Damaged {
+        path: dir.shown(rel),
+        detail: match e.location() {
+            Some(l) => format!(
+                "does not parse as this record (line {}, column {})",
+                l.line(),
+                l.column()
+            ),
+            None => "does not parse as this record".into(),
+        },
     })
+}
+
+fn backup_rel(id: BackupId) -> String {
+    format!("backups/{:08}", id.0)
+}
+
+/// What [`Medium::identify`] reads: the media ID file, checked.
+fn read_media(dir: &Beneath) -> Result<MediaFile> {
+    if !dir.exists("media.yaml")? {
+        return Err(Error::NotEnrolled(
+            dir.shown("")
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf(),
+        ));
+    }
+    let m: MediaFile = read_yaml(dir, "media.yaml", MAX_MEDIA_FILE)?;
+    if m.format != MEDIA_FORMAT {
+        return Err(Error::Version {
+            path: dir.shown("media.yaml"),
+            found: m.format,
+            supported: MEDIA_FORMAT,
+        });
+    }
+    Ok(m)
 }
 
 impl Medium {
     /// Enrol `root` as a new medium. Refuses an enrolled one unless `force` (which wipes it).
     pub fn init(root: &Path, label: &str, force: bool, now: DateTime<Utc>) -> Result<MediaFile> {
-        if !root.is_dir() {
-            return Err(Error::MediumMissing(root.to_path_buf()));
-        }
-        let dir = root.join("trayback");
-        let media_path = dir.join("media.yaml");
-        if media_path.exists() {
+        let dir = Beneath::create(root)?;
+        dir.make_private()?;
+        if dir.exists("media.yaml")? {
             if !force {
-                let (id, label) = match read_yaml::<MediaFile>(&media_path) {
+                let (id, label) = match read_media(&dir) {
                     Ok(m) => (m.media_id.to_string(), m.label),
                     Err(_) => ("(unreadable)".into(), String::new()),
                 };
@@ -144,29 +204,22 @@ impl Medium {
                     label,
                 });
             }
-            let lock = lock_file(&dir, true)?;
+            dir.mkdir("locks")?;
+            let lock = lock_writer(&dir)?;
             // Unenrol first (the marker goes before the data), then wipe.
-            fs::remove_file(&media_path).at(&media_path)?;
-            fsio::fsync_dir(&dir).at(&dir)?;
+            dir.remove_file("media.yaml")?;
             for sub in ["backups", "packs", "tmp", "tree.yaml"] {
-                let p = dir.join(sub);
-                if p.is_dir() {
-                    fs::remove_dir_all(&p).at(&p)?;
-                } else if p.exists() {
-                    fs::remove_file(&p).at(&p)?;
-                }
+                dir.remove_all(sub)?;
             }
             drop(lock);
         }
-        for sub in ["", "backups", "packs", "locks", "tmp"] {
-            let p = dir.join(sub);
-            fsio::create_dir_durable(&p).at(&p)?;
+        for sub in ["backups", "packs", "locks", "tmp"] {
+            dir.mkdir(sub)?;
         }
-        drop(lock_file(&dir, true)?);
-        let tmp = dir.join("tmp");
-        let tree = serde_yaml::to_string(&Tree::default()).unwrap();
-        fsio::atomic_write(&tmp, &dir.join("tree.yaml"), tree.as_bytes())
-            .at(dir.join("tree.yaml"))?;
+        drop(lock_writer(&dir)?);
+        readers_lock(&dir, true)?;
+        let tree = serde_yaml::to_string(&Tree::default()).expect("a tree serializes");
+        dir.atomic_write("tree.yaml", tree.as_bytes())?;
         let media = MediaFile {
             format: MEDIA_FORMAT,
             media_id: MediaId(uuid::Uuid::new_v4()),
@@ -174,177 +227,349 @@ impl Medium {
             host: host_name(),
             created: now,
         };
-        let text = serde_yaml::to_string(&media).unwrap();
+        let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
-        fsio::atomic_write(&tmp, &media_path, text.as_bytes()).at(&media_path)?;
+        dir.atomic_write("media.yaml", text.as_bytes())?;
         info!(medium = %media.media_id, label, path = %root.display(), "medium enrolled");
         Ok(media)
     }
 
     /// Read the media ID file of `root` without opening the store.
     pub fn identify(root: &Path) -> Result<MediaFile> {
-        if !root.is_dir() {
-            return Err(Error::MediumMissing(root.to_path_buf()));
-        }
-        let path = root.join("trayback").join("media.yaml");
-        if !path.exists() {
-            return Err(Error::NotEnrolled(root.to_path_buf()));
-        }
-        let m: MediaFile = read_yaml(&path)?;
-        if m.format != MEDIA_FORMAT {
-            return Err(Error::Version {
-                path,
-                found: m.format,
-                supported: MEDIA_FORMAT,
-            });
-        }
-        Ok(m)
+        read_media(&Beneath::open(root)?)
     }
 
-    /// Open for reading: no lock, no recovery; sees only what `tree.yaml` lists.
+    /// Open for reading: a shared readers' lock, no recovery; sees only what `tree.yaml`
+    /// lists. Works on a read-only mount.
     pub fn open_read(root: &Path) -> Result<Medium> {
-        Medium::open(root, false, 3)
+        let dir = Beneath::open(root)?;
+        let media = read_media(&dir)?;
+        let hold = Hold::Read(readers_lock(&dir, false)?);
+        Medium::open(root, dir, media, hold, 3, read_tree)
     }
 
     /// Open for writing: exclusive lock, then recovery.
     pub fn open_write(root: &Path, level: i32) -> Result<Medium> {
-        Medium::open(root, true, level)
+        let dir = Beneath::open(root)?;
+        let media = read_media(&dir)?;
+        let hold = Hold::Write(lock_writer(&dir)?);
+        dir.make_private()?;
+        readers_lock(&dir, true)?;
+        let mut m = Medium::open(root, dir, media, hold, level, read_tree)?;
+        m.recover()?;
+        Ok(m)
     }
 
     /// Open for `repair --tree`: locked, with an empty tree in place of a damaged one and
     /// no recovery (which would take every backup for uncommitted).
     pub fn open_for_repair(root: &Path) -> Result<Medium> {
-        let media = Medium::identify(root)?;
-        let dir = root.join("trayback");
-        let lock = Some(lock_file(&dir, false)?);
-        let (store, _) = Store::open(&dir, 3)?;
-        Ok(Medium {
-            root: root.to_path_buf(),
-            dir,
-            media,
-            tree: Tree::default(),
-            store,
-            lock,
-        })
+        let dir = Beneath::open(root)?;
+        let media = read_media(&dir)?;
+        let hold = Hold::Write(lock_writer(&dir)?);
+        dir.make_private()?;
+        readers_lock(&dir, true)?;
+        Medium::open(root, dir, media, hold, 3, |_| Ok(Tree::default()))
     }
 
-    fn open(root: &Path, write: bool, level: i32) -> Result<Medium> {
-        let media = Medium::identify(root)?;
-        let dir = root.join("trayback");
-        let lock = if write {
-            Some(lock_file(&dir, false)?)
-        } else {
-            None
-        };
-        let tree = read_tree(&dir)?;
-        let (store, damage) = Store::open(&dir, level)?;
+    fn open(
+        root: &Path,
+        dir: Beneath,
+        media: MediaFile,
+        hold: Hold,
+        level: i32,
+        tree: fn(&Beneath) -> Result<Tree>,
+    ) -> Result<Medium> {
+        let tree = tree(&dir)?;
+        let dir = Arc::new(dir);
+        let (store, damage) = Store::open(dir.clone(), level)?;
         for d in &damage {
             warn!(path = %d.path.display(), detail = %d.detail, "unreadable pack");
         }
-        let mut m = Medium {
+        Ok(Medium {
             root: root.to_path_buf(),
             dir,
             media,
             tree,
             store,
-            lock,
-        };
-        if write {
-            m.recover()?;
-        }
-        Ok(m)
+            hold,
+        })
+    }
+
+    /// The mount point or directory the medium was opened at.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn media(&self) -> &MediaFile {
+        &self.media
+    }
+
+    /// The dependency tree as committed (or as this writer changed and committed it).
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The block store, for reading (writes go through [`BackupWriter`]).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn writable(&self) -> bool {
-        self.lock.is_some()
+        matches!(self.hold, Hold::Write(_))
     }
 
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.dir.join("tmp")
-    }
-
-    pub fn backup_dir(&self, id: BackupId) -> PathBuf {
-        self.dir.join("backups").join(format!("{:08}", id.0))
+    fn require_writable(&self) -> Result<()> {
+        if self.writable() {
+            Ok(())
+        } else {
+            Err(Error::Refused(format!(
+                "{}: medium is not open for writing",
+                self.root.display()
+            )))
+        }
     }
 
     /// Remove what an interrupted writer left behind. Touches nothing `tree.yaml` lists.
+    /// Deletions wait for no reader: with readers at work they are left for the next time.
     fn recover(&mut self) -> Result<()> {
-        let tmp = self.tmp_dir();
-        fsio::create_dir_durable(&tmp).at(&tmp)?;
-        for f in fs::read_dir(&tmp).at(&tmp)? {
-            let p = f.at(&tmp)?.path();
-            warn!(path = %p.display(), "recovery: removing temporary file");
-            if p.is_dir() {
-                fs::remove_dir_all(&p).at(&p)?;
-            } else {
-                fs::remove_file(&p).at(&p)?;
-            }
+        self.dir.mkdir("tmp")?;
+        for (name, _) in self.dir.list("tmp")? {
+            let rel = format!("tmp/{}", name.to_string_lossy());
+            warn!(path = %self.dir.shown(&rel).display(), "recovery: removing temporary file");
+            self.dir.remove_all(&rel)?;
         }
+        let Some(_readers) = self.exclusive(Wait::No)? else {
+            info!(medium = %self.media.media_id, "readers at work; recovery leaves deletions for later");
+            return Ok(());
+        };
         for p in self.store.packs() {
             if p.flags & store::pack::FLAG_GC == 0 && p.writer >= self.tree.next_id.0 {
                 warn!(pack = %p.id, backup = p.writer, "recovery: removing pack of an uncommitted backup");
                 self.store.remove_pack(&p.id)?;
             }
         }
-        let backups = self.dir.join("backups");
-        for f in fs::read_dir(&backups).at(&backups)? {
-            let p = f.at(&backups)?.path();
-            let listed = p
-                .file_name()
-                .and_then(|n| n.to_str())
+        self.remove_unlisted_backups()
+    }
+
+    /// Remove `backups/<id>/` directories that the tree does not list (uncommitted or pared).
+    fn remove_unlisted_backups(&self) -> Result<()> {
+        for (name, _) in self.dir.list("backups")? {
+            let listed = name
+                .to_str()
+                .filter(|n| n.len() == 8)
                 .and_then(|n| n.parse::<u64>().ok())
                 .is_some_and(|n| self.tree.get(BackupId(n)).is_some());
             if !listed {
-                warn!(path = %p.display(), "recovery: removing uncommitted or pared backup");
-                fs::remove_dir_all(&p).at(&p)?;
+                let rel = format!("backups/{}", name.to_string_lossy());
+                warn!(path = %self.dir.shown(&rel).display(), "recovery: removing uncommitted or pared backup");
+                self.dir.remove_all(&rel)?;
             }
         }
-        fsio::fsync_dir(&backups).at(&backups)?;
-        fsio::fsync_dir(&tmp).at(&tmp)?;
         Ok(())
     }
 
-    /// Replace `tree.yaml` with the in-memory tree (the commit point of every change).
-    pub fn save_tree(&self) -> Result<()> {
-        assert!(self.writable(), "tree saved without the medium's lock");
-        self.tree.check().map_err(|detail| Error::Damaged {
-            path: self.dir.join("tree.yaml"),
+    /// Take `locks/readers` exclusively (no reader has the medium open), waiting as `wait`
+    /// says; `None` if readers are still at work.
+    fn exclusive(&self, wait: Wait) -> Result<Option<File>> {
+        let f = readers_lock_file(&self.dir, true)?.expect("created");
+        let deadline = match wait {
+            Wait::No => None,
+            Wait::Up(d, _) => Some(Instant::now() + d),
+        };
+        loop {
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(f)),
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(self.dir.err("locks/readers", e.into())),
+            }
+            match (deadline, wait) {
+                (Some(d), Wait::Up(_, cancel))
+                    if Instant::now() < d && !cancel.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    /// Replace `tree.yaml` with `tree` (the commit point of every change), after checking it.
+    fn save_tree(&self, tree: &Tree) -> Result<()> {
+        self.require_writable()?;
+        tree.check().map_err(|detail| Error::Damaged {
+            path: self.dir.shown("tree.yaml"),
             detail: format!("refusing to write an inconsistent tree: {detail}"),
         })?;
-        let text = serde_yaml::to_string(&self.tree).unwrap();
-        let path = self.dir.join("tree.yaml");
-        fsio::atomic_write(&self.tmp_dir(), &path, text.as_bytes()).at(&path)
+        let text = serde_yaml::to_string(tree).expect("a tree serializes");
+        self.dir.atomic_write("tree.yaml", text.as_bytes())
     }
 
-    /// Write a backup's header (before the tree lists it).
-    pub fn write_header(&self, h: &BackupHeader) -> Result<()> {
-        let dir = self.backup_dir(h.id);
-        fsio::create_dir_durable(&dir).at(&dir)?;
-        let path = dir.join("header.yaml");
-        let text = serde_yaml::to_string(h).unwrap();
-        fsio::atomic_write(&self.tmp_dir(), &path, text.as_bytes()).at(&path)
-    }
-
-    pub fn header(&self, id: BackupId) -> Result<BackupHeader> {
-        if self.tree.get(id).is_none() {
-            return Err(Error::NoSuchBackup(id));
+    /// Start writing backup `tree.next_id`. With `check_as_written`, each pack is re-read
+    /// from the device in the background as soon as it is closed (for the verify after).
+    pub fn begin_backup(&self, check_as_written: bool) -> Result<BackupWriter<'_>> {
+        self.require_writable()?;
+        let id = self.tree.next_id;
+        self.store.begin(id.0, 0);
+        if check_as_written {
+            self.store.check_packs_as_written();
         }
-        let path = self.backup_dir(id).join("header.yaml");
-        let h: BackupHeader = read_yaml(&path)?;
+        Ok(BackupWriter {
+            m: self,
+            id,
+            done: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Commit a backup: its header, then `tree.yaml` listing it (the commit point). On
+    /// failure nothing of it stays.
+    pub fn commit_backup(&mut self, staged: Staged, header: &BackupHeader) -> Result<()> {
+        self.require_writable()?;
+        if header.id != staged.id || header.id != self.tree.next_id {
+            self.abandon(staged);
+            return Err(Error::Refused(
+                "backup header does not match its writer".into(),
+            ));
+        }
+        let id = header.id;
+        let rel = backup_rel(id);
+        let mut tree = self.tree.clone();
+        tree.add(BackupRecord {
+            id,
+            kind: header.kind,
+            parent: header.parent,
+            started: header.started,
+            finished: header.finished,
+            verified: false,
+            partial: header.partial,
+            bytes_total: header.bytes.total,
+            bytes_new: header.bytes.new,
+            bytes_stored: header.bytes.stored,
+        });
+        let committed = (|| {
+            self.dir.mkdir(&rel)?;
+            let text = serde_yaml::to_string(header).expect("a header serializes");
+            self.dir
+                .atomic_write(&format!("{rel}/header.yaml"), text.as_bytes())?;
+            self.save_tree(&tree)
+        })();
+        match committed {
+            Ok(()) => {
+                self.tree = tree;
+                Ok(())
+            }
+            Err(e) => {
+                self.abandon(staged);
+                let _ = self.dir.remove_all(&rel);
+                Err(e)
+            }
+        }
+    }
+
+    /// Give up a backup whose blobs are written but not committed: delete its packs (or leave
+    /// them to recovery).
+    pub fn abandon(&mut self, staged: Staged) {
+        let _ = staged;
+        self.store.abort();
+    }
+
+    /// Record the result of verifying backup `id` (spec [0040]); only verified backups are
+    /// parents.
+    pub fn mark_verified(&mut self, id: BackupId, ok: bool) -> Result<()> {
+        let mut tree = self.tree.clone();
+        let rec = tree.get_mut(id).ok_or(Error::NoSuchBackup(id))?;
+        if rec.verified == ok {
+            return Ok(());
+        }
+        rec.verified = ok;
+        self.save_tree(&tree)?;
+        self.tree = tree;
+        Ok(())
+    }
+
+    /// Remove backup `id`: out of `tree.yaml` first (committed; its children take its parent),
+    /// then its directory — unless readers are at work, when recovery removes it later.
+    pub fn remove_backup(&mut self, id: BackupId) -> Result<BackupRecord> {
+        let mut tree = self.tree.clone();
+        let rec = tree.remove(id).ok_or(Error::NoSuchBackup(id))?;
+        self.save_tree(&tree)?;
+        self.tree = tree;
+        if let Some(_readers) = self.exclusive(Wait::No)? {
+            self.dir.remove_all(&backup_rel(id))?;
+        }
+        Ok(rec)
+    }
+
+    /// Replace the whole tree (`repair --tree`).
+    pub fn replace_tree(&mut self, tree: Tree) -> Result<()> {
+        self.save_tree(&tree)?;
+        self.tree = tree;
+        Ok(())
+    }
+
+    /// Reclaim the space of blobs not in `live` (see [`Store::collect_garbage`]). Packs are
+    /// only deleted while no reader has the medium open: this waits for readers as `wait`
+    /// says, and otherwise reclaims nothing and returns `None` (the garbage stays for later).
+    pub fn collect_garbage(
+        &mut self,
+        live: &HashSet<BlockId>,
+        wait: Wait,
+    ) -> Result<Option<GcReport>> {
+        self.require_writable()?;
+        let Some(_readers) = self.exclusive(wait)? else {
+            info!(medium = %self.media.media_id, "readers at work; garbage collection left for later");
+            return Ok(None);
+        };
+        self.remove_unlisted_backups()?;
+        self.store.collect_garbage(live).map(Some)
+    }
+
+    /// Every `backups/<id>/header.yaml` on the medium, listed or not (`repair --tree`), and
+    /// a note for each that cannot be read.
+    pub fn headers_on_disk(&self) -> Result<(Vec<BackupHeader>, Vec<String>)> {
+        let mut headers = Vec::new();
+        let mut notes = Vec::new();
+        for (name, kind) in self.dir.list("backups")? {
+            let id = name.to_str().and_then(|n| n.parse::<u64>().ok());
+            let Some(id) = id.filter(|_| kind == EntryType::Dir) else {
+                notes.push(format!(
+                    "skipped: {}: not a backup directory",
+                    self.dir.shown("backups").join(&name).display()
+                ));
+                continue;
+            };
+            match self.read_header(BackupId(id)) {
+                Ok(h) => headers.push(h),
+                Err(e) => notes.push(format!("skipped: {e}")),
+            }
+        }
+        Ok((headers, notes))
+    }
+
+    fn read_header(&self, id: BackupId) -> Result<BackupHeader> {
+        let rel = format!("{}/header.yaml", backup_rel(id));
+        let h: BackupHeader = read_yaml(&self.dir, &rel, MAX_HEADER_FILE)?;
         if h.format != HEADER_FORMAT {
             return Err(Error::Version {
-                path,
+                path: self.dir.shown(&rel),
                 found: h.format,
                 supported: HEADER_FORMAT,
             });
         }
         if h.id != id {
             return Err(Error::Damaged {
-                path,
+                path: self.dir.shown(&rel),
                 detail: format!("header names backup {} instead", h.id),
             });
         }
         Ok(h)
+    }
+
+    /// The header of committed backup `id`.
+    pub fn header(&self, id: BackupId) -> Result<BackupHeader> {
+        if self.tree.get(id).is_none() {
+            return Err(Error::NoSuchBackup(id));
+        }
+        self.read_header(id)
     }
 
     /// Read and decode one listing blob.
@@ -353,24 +578,95 @@ impl Medium {
         Listing::decode(&bytes).map_err(|detail| Error::BadBlock { id: *id, detail })
     }
 
+    /// Read one blob and check its hash.
+    pub fn read_block(&self, id: &BlockId) -> Result<Vec<u8>> {
+        self.store.read(id)
+    }
+
     /// Free bytes on the medium's file system (for an unprivileged writer).
     pub fn free_space(&self) -> Result<u64> {
-        let st = rustix::fs::statvfs(&self.dir)
-            .map_err(std::io::Error::from)
-            .at(&self.dir)?;
-        Ok(st.f_bavail * st.f_frsize)
+        self.dir.free_space()
+    }
+
+    /// Check packs with `check` instead of re-reading them (tests that simulate a device
+    /// returning something else than what was written).
+    #[doc(hidden)]
+    pub fn set_pack_check(&self, check: fn(&Beneath, &PackId) -> PackCheck) {
+        self.store.set_pack_check(check);
     }
 }
 
-fn read_tree(dir: &Path) -> Result<Tree> {
-    let path = dir.join("tree.yaml");
-    let tree: Tree = read_yaml(&path).map_err(|e| match e {
+/// How long a writer waits for readers before it deletes.
+#[derive(Clone, Copy)]
+pub enum Wait<'a> {
+    No,
+    /// Up to this long, or until the flag is set.
+    Up(Duration, &'a std::sync::atomic::AtomicBool),
+}
+
+/// Writing one backup's blobs. Dropped before [`BackupWriter::finish`], it deletes what it
+/// wrote.
+pub struct BackupWriter<'m> {
+    m: &'m Medium,
+    id: BackupId,
+    done: std::sync::atomic::AtomicBool,
+}
+
+/// A backup's blobs, durable and not yet committed: [`Medium::commit_backup`] or
+/// [`Medium::abandon`] it.
+#[must_use]
+pub struct Staged {
+    id: BackupId,
+    pub packs: Vec<PackId>,
+    pub stats: WriteStats,
+}
+
+impl BackupWriter<'_> {
+    /// The id the backup will have.
+    pub fn id(&self) -> BackupId {
+        self.id
+    }
+
+    /// Store `raw` unless the medium has it; returns its id.
+    pub fn put(&self, kind: BlobKind, raw: &[u8]) -> Result<BlockId> {
+        self.m.store.put(kind, raw)
+    }
+
+    /// As [`BackupWriter::put`] with the id already computed; returns whether it was new.
+    pub fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        self.m.store.put_with_id(kind, id, raw)
+    }
+
+    /// Close the open packs: every blob written is durable. Dropping the writer after this
+    /// deletes nothing: the staged backup is committed or abandoned.
+    pub fn finish(&self) -> Result<Staged> {
+        let (packs, stats) = self.m.store.flush()?;
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(Staged {
+            id: self.id,
+            packs,
+            stats,
+        })
+    }
+}
+
+impl Drop for BackupWriter<'_> {
+    fn drop(&mut self) {
+        if !self.done.load(std::sync::atomic::Ordering::Relaxed) {
+            self.m.store.abort();
+        }
+    }
+}
+
+fn read_tree(dir: &Beneath) -> Result<Tree> {
+    let tree: Tree = read_yaml(dir, "tree.yaml", MAX_TREE_FILE).map_err(|e| match e {
         Error::Damaged { path, detail } => Error::Damaged {
             path,
             detail: format!("{detail} (rebuild it with `trayback repair --tree`)"),
         },
         e => e,
     })?;
+    let path = dir.shown("tree.yaml");
     if tree.format != TREE_FORMAT {
         return Err(Error::Version {
             path,
@@ -383,28 +679,35 @@ fn read_tree(dir: &Path) -> Result<Tree> {
     Ok(tree)
 }
 
-/// Take the medium's lock: exclusive, never waiting.
-fn lock_file(dir: &Path, create_dirs: bool) -> Result<File> {
-    let locks = dir.join("locks");
-    if create_dirs {
-        fsio::create_dir_durable(&locks).at(&locks)?;
-    }
-    let path = locks.join("lock");
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .at(&path)?;
+/// Take the writer's lock: exclusive, never waiting.
+fn lock_writer(dir: &Beneath) -> Result<File> {
+    let f = dir.open_lock("locks/lock", true)?.expect("created");
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            Err(Error::Locked(dir.parent().unwrap_or(dir).to_path_buf()))
-        }
-        Err(e) => Err(Error::Io {
-            path,
-            cause: e.into(),
-        }),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked(
+            dir.shown("")
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf(),
+        )),
+        Err(e) => Err(dir.err("locks/lock", e.into())),
     }
+}
+
+fn readers_lock_file(dir: &Beneath, create: bool) -> Result<Option<File>> {
+    dir.open_lock("locks/readers", create)
+}
+
+/// A reader's shared lock on `locks/readers`: waits while a writer deletes. `None` on a medium
+/// without the file (made before it existed, and mounted read-only).
+fn readers_lock(dir: &Beneath, create: bool) -> Result<Option<File>> {
+    let Some(f) = readers_lock_file(dir, create)? else {
+        return Ok(None);
+    };
+    if create {
+        return Ok(Some(f)); // a writer only makes sure it exists
+    }
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)
+        .map_err(|e| dir.err("locks/readers", e.into()))?;
+    Ok(Some(f))
 }

@@ -70,7 +70,7 @@ fn root_of(m: &Medium, id: BackupId) -> Result<BlockId> {
 pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<LsRow>> {
     let header = m.header(id)?;
     let parent_root = match header.parent {
-        Some(p) if m.tree.get(p).is_some() => Some(root_of(m, p)?),
+        Some(p) if m.tree().get(p).is_some() => Some(root_of(m, p)?),
         _ => None,
     };
     let chain = index::lookup(m, &header.root, path)?.ok_or_else(|| {
@@ -131,7 +131,7 @@ pub struct Version {
 /// Every distinct version of one file across the backups on this medium (spec [0006], [0056]).
 pub fn versions(m: &Medium, path: &Path) -> Result<Vec<Version>> {
     let mut out: Vec<Version> = Vec::new();
-    for rec in &m.tree.backups {
+    for rec in &m.tree().backups {
         let root = root_of(m, rec.id)?;
         let Some(chain) = index::lookup(m, &root, path)? else {
             continue;

@@ -336,7 +336,7 @@ fn write_item(
                 .at(tmp)?;
             let mut offset = 0u64;
             for b in &e.blocks {
-                let data = m.store.read(b)?;
+                let data = m.store().read(b)?;
                 write_sparse(&f, &data, offset).at(tmp)?;
                 offset += data.len() as u64;
                 meter.add(0, data.len() as u64);

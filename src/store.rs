@@ -9,16 +9,17 @@
 
 pub mod pack;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ids::{BlockId, PackId};
+use crate::medium::beneath::{Beneath, Kind as EntryType};
 use pack::{BlobKind, Encoding, Entry, PackWriter};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -78,7 +79,7 @@ struct Writing {
     flags: u32,
     /// The open pack for each blob kind: data blocks and listings go to separate packs, so a
     /// backup's index reads back as a few compact packs.
-    current: [Option<(PackWriter, PathBuf)>; 2],
+    current: [Option<(PackWriter, String)>; 2],
     pending: FxHashSet<BlockId>,
     written: Vec<PackId>,
     stats: WriteStats,
@@ -89,7 +90,7 @@ struct Writing {
     check: CheckFn,
 }
 
-type CheckFn = fn(&Path, &PackId) -> PackCheck;
+type CheckFn = fn(&Beneath, &PackId) -> PackCheck;
 
 /// Threads that re-read closed packs from the device while the backup goes on: one per core,
 /// so that when writers wait for the checks (see [`Backlog`]) every core checks.
@@ -124,7 +125,7 @@ impl Backlog {
 
 impl Checker {
     /// `None` if no thread could be started (the verify then reads every pack itself).
-    fn start(dir: PathBuf, backlog: Arc<Backlog>, check: CheckFn) -> Option<Checker> {
+    fn start(dir: Arc<Beneath>, backlog: Arc<Backlog>, check: CheckFn) -> Option<Checker> {
         let (send, recv) = std::sync::mpsc::channel::<PackId>();
         let recv = Arc::new(Mutex::new(recv));
         let n = std::thread::available_parallelism()
@@ -140,8 +141,7 @@ impl Checker {
                         loop {
                             let next = recv.lock().unwrap().recv();
                             let Ok(id) = next else { break };
-                            let path = pack_path(&dir, &id);
-                            let r = std::panic::catch_unwind(|| check(&path, &id)).unwrap_or_else(
+                            let r = std::panic::catch_unwind(|| check(&dir, &id)).unwrap_or_else(
                                 |_| PackCheck {
                                     damage: vec![(None, "checking the pack failed".into())],
                                     ..PackCheck::default()
@@ -177,7 +177,7 @@ pub struct WriteStats {
 }
 
 pub struct Store {
-    dir: PathBuf,
+    dir: Arc<Beneath>,
     level: i32,
     packs: RwLock<Vec<PackInfo>>,
     /// Block ids are SHA-256 digests, so a fast non-keyed hash is as good as any here.
@@ -204,11 +204,17 @@ fn slot_flags(flags: u32, slot: usize) -> u32 {
     }
 }
 
-/// Where pack `id` lives under the store directory `dir`.
-fn pack_path(dir: &Path, id: &PackId) -> PathBuf {
+/// Where pack `id` lives below `trayback/`: `packs/<xx>/<id>.pack`.
+pub fn pack_rel(id: &PackId) -> String {
     let s = id.to_string();
-    dir.join("packs").join(&s[..2]).join(format!("{s}.pack"))
+    format!("packs/{}/{s}.pack", &s[..2])
 }
+
+/// The largest pack file a reader looks at: a writer closes a pack at [`PACK_TARGET`], after
+/// at most one more blob. Anything larger is damage, refused without reading it.
+pub const MAX_PACK_LEN: u64 = 128 << 20;
+/// The largest record salvage reads from a pack whose trailer is damaged.
+const MAX_SALVAGE_RECORD: u64 = 64 << 20;
 
 /// What re-reading one pack from the device found.
 #[derive(Clone, Debug, Default)]
@@ -221,16 +227,19 @@ pub struct PackCheck {
     pub damage: Vec<(Option<BlockId>, String)>,
 }
 
-/// Re-read and check every record of pack `id` at `path` from the device (not the page
-/// cache): trailer and footer, each record header against the trailer, each payload decoded
-/// and hashed. Records are streamed front to back, one in memory at a time.
-pub fn check_pack(path: &Path, id: &PackId) -> PackCheck {
+/// Re-read and check every record of pack `id` from the device (not the page cache):
+/// trailer and footer, each record header against the trailer, each payload decoded and
+/// hashed. Records are streamed front to back, one in memory at a time.
+pub fn check_pack(dir: &Beneath, id: &PackId) -> PackCheck {
     let mut out = PackCheck::default();
-    let f = match File::open(path) {
+    let rel = pack_rel(id);
+    let opened = dir
+        .open_file(&rel)
+        .and_then(|plain| Ok((dir.open_direct(&rel)?, plain)));
+    let (direct, f) = match opened {
         Ok(f) => f,
         Err(e) => {
-            out.damage
-                .push((None, format!("cannot open {}: {e}", path.display())));
+            out.damage.push((None, format!("cannot open: {e}")));
             return out;
         }
     };
@@ -244,14 +253,7 @@ pub fn check_pack(path: &Path, id: &PackId) -> PackCheck {
             return out;
         }
     };
-    let mut r = match fsio::DeviceReader::open(path) {
-        Ok(r) => r,
-        Err(e) => {
-            out.damage
-                .push((None, format!("cannot open {}: {e}", path.display())));
-            return out;
-        }
-    };
+    let mut r = fsio::DeviceReader::new(direct, f);
     let mut pos = 0u64;
     let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
     let mut payload = Vec::new();
@@ -297,10 +299,11 @@ pub struct PackDamage {
 }
 
 impl Store {
-    /// Open the store under `<mount>/trayback`, reading every pack's trailer.
-    pub fn open(dir: &Path, level: i32) -> Result<(Store, Vec<PackDamage>)> {
+    /// Open the store in `trayback/`: index the listing packs' trailers, note the data
+    /// packs' footers (their trailers are read on first need).
+    pub(crate) fn open(dir: Arc<Beneath>, level: i32) -> Result<(Store, Vec<PackDamage>)> {
         let store = Store {
-            dir: dir.to_path_buf(),
+            dir,
             level,
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(FxHashMap::default()),
@@ -322,39 +325,40 @@ impl Store {
             backlog: Arc::default(),
         };
         let mut damage = Vec::new();
-        let packs_dir = dir.join("packs");
-        let mut paths = Vec::new();
-        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
-            let sub = sub.at(&packs_dir)?.path();
-            if !sub.is_dir() {
+        let mut ids = Vec::new();
+        for (sub, kind) in store.dir.list("packs")? {
+            let sub = sub.to_string_lossy();
+            if kind != EntryType::Dir {
                 continue;
             }
-            for f in fs::read_dir(&sub).at(&sub)? {
-                let p = f.at(&sub)?.path();
-                if p.extension().is_some_and(|e| e == "pack") {
-                    paths.push(p);
+            for (name, _) in store.dir.list(&format!("packs/{sub}"))? {
+                let name = name.to_string_lossy();
+                let Some(stem) = name.strip_suffix(".pack") else {
+                    continue;
+                };
+                match stem.parse::<PackId>() {
+                    Ok(id) if pack_rel(&id) == format!("packs/{sub}/{name}") => ids.push(id),
+                    _ => damage.push(PackDamage {
+                        path: store.dir.shown(&format!("packs/{sub}/{name}")),
+                        detail: "pack file name is not a pack id in its place".into(),
+                    }),
                 }
             }
         }
-        paths.sort();
+        ids.sort();
         let mut unindexed = Vec::new();
-        for p in paths {
-            let id = match p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<PackId>().ok())
-            {
-                Some(id) => id,
-                None => {
+        for id in ids {
+            let p = store.dir.shown(&pack_rel(&id));
+            let (file, len) = match store.open_pack(&id) {
+                Ok(f) => f,
+                Err(e) => {
                     damage.push(PackDamage {
                         path: p,
-                        detail: "pack file name is not a pack id".into(),
+                        detail: e.to_string(),
                     });
                     continue;
                 }
             };
-            let file = File::open(&p).at(&p)?;
-            let len = file.metadata().at(&p)?.len();
             if let Some(f) = pack::read_footer(&file).filter(|f| f.flags & pack::FLAG_LISTINGS == 0)
             {
                 // A data pack: indexed when first needed (its footer names its writer now,
@@ -372,7 +376,7 @@ impl Store {
                 unindexed.push((n, f.count));
                 continue;
             }
-            if let Err(detail) = store.index_pack(&p, id, &file, None) {
+            if let Err(detail) = store.index_pack(id, &file, None) {
                 damage.push(PackDamage { path: p, detail });
             }
         }
@@ -399,13 +403,7 @@ impl Store {
 
     /// Read pack `id`'s trailer and index its records; a damaged trailer is salvaged by
     /// walking the records (and reported). `n`: the pack is registered already, at `n`.
-    fn index_pack(
-        &self,
-        path: &Path,
-        id: PackId,
-        file: &File,
-        n: Option<u32>,
-    ) -> Result<(), String> {
+    fn index_pack(&self, id: PackId, file: &File, n: Option<u32>) -> Result<(), String> {
         let (info, entries, damage) = match pack::read_trailer(file) {
             Ok(t) => {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -420,14 +418,14 @@ impl Store {
             }
             Err(detail) => {
                 // Records describe themselves: index what can still be read.
-                let bytes = fs::read(path).unwrap_or_default();
-                let entries = pack::scan_records(&bytes);
+                let (entries, len) = salvage(file);
+                let path = self.dir.shown(&pack_rel(&id));
                 tracing::warn!(path = %path.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
                 let info = PackInfo {
                     id,
                     writer: 0,
                     flags: pack::FLAG_GC,
-                    len: bytes.len() as u64,
+                    len,
                     present: true,
                 };
                 (info, entries, Some(detail))
@@ -464,11 +462,12 @@ impl Store {
             if !info.present {
                 continue;
             }
-            let path = self.pack_path(&info.id);
-            let indexed = File::open(&path)
+            let indexed = self
+                .open_pack(&info.id)
                 .map_err(|e| e.to_string())
-                .and_then(|f| self.index_pack(&path, info.id, &f, Some(n)));
+                .and_then(|(f, _)| self.index_pack(info.id, &f, Some(n)));
             if let Err(detail) = indexed {
+                let path = self.dir.shown(&pack_rel(&info.id));
                 tracing::warn!(path = %path.display(), %detail, "unreadable pack");
             }
         }
@@ -487,8 +486,36 @@ impl Store {
         self.index.read().unwrap().get(id).copied()
     }
 
+    /// Where pack `id` is, for messages.
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
-        pack_path(&self.dir, id)
+        self.dir.shown(&pack_rel(id))
+    }
+
+    /// Open pack `id` (a regular file below `trayback/`, never through a link) and its
+    /// length, refusing one longer than any writer makes.
+    fn open_pack(&self, id: &PackId) -> Result<(File, u64)> {
+        let rel = pack_rel(id);
+        let f = self.dir.open_file(&rel)?;
+        let len = f.metadata().map_err(|e| self.dir.err(&rel, e))?.len();
+        if len > MAX_PACK_LEN {
+            return Err(Error::Damaged {
+                path: self.dir.shown(&rel),
+                detail: format!("pack of {len} bytes is larger than any writer makes; refused"),
+            });
+        }
+        Ok((f, len))
+    }
+
+    /// Forget pack `id`'s cached pages, so it is read from the device next.
+    pub fn drop_cached(&self, id: &PackId) {
+        if let Ok((f, _)) = self.open_pack(id) {
+            fsio::drop_cache(&f);
+        }
+    }
+
+    /// Re-read and check pack `id` from the device (see [`check_pack`]).
+    pub fn check_pack(&self, id: &PackId) -> PackCheck {
+        check_pack(&self.dir, id)
     }
 
     /// The packs present on the medium.
@@ -533,7 +560,7 @@ impl Store {
     }
 
     /// Start a writing session for backup `backup` (0 with `FLAG_GC` for garbage collection).
-    pub fn begin(&self, backup: u64, flags: u32) {
+    pub(crate) fn begin(&self, backup: u64, flags: u32) {
         let mut w = self.writing.lock().unwrap();
         w.backup = backup;
         w.flags = flags;
@@ -542,14 +569,14 @@ impl Store {
     }
 
     /// Store `raw` unless a block with its id is already there; returns its id.
-    pub fn put(&self, kind: BlobKind, raw: &[u8]) -> Result<BlockId> {
+    pub(crate) fn put(&self, kind: BlobKind, raw: &[u8]) -> Result<BlockId> {
         let id = BlockId::of(raw);
         self.put_with_id(kind, id, raw)?;
         Ok(id)
     }
 
     /// As [`Store::put`] with the id already computed. Returns whether it was new.
-    pub fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+    pub(crate) fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
         // Listings live in listing packs, which are always indexed: looking one up never
         // needs the data packs' trailers.
         let stored = match kind {
@@ -580,16 +607,14 @@ impl Store {
         let slot = kind as usize;
         if w.current[slot].is_none() {
             let pid = PackId::random();
-            let tmp = self.dir.join("tmp").join(format!("{pid}.pack"));
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .at(&tmp)?;
-            w.current[slot] = Some((PackWriter::new(pid, file).at(&tmp)?, tmp));
+            let tmp = format!("tmp/{pid}.pack");
+            let file = self.dir.create_new(&tmp)?;
+            let pw = PackWriter::new(pid, file).map_err(|e| self.dir.err(&tmp, e))?;
+            w.current[slot] = Some((pw, tmp));
         }
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
-        pw.append(id, kind, enc, raw_len, payload).at(tmp.clone())?;
+        pw.append(id, kind, enc, raw_len, payload)
+            .map_err(|e| self.dir.err(tmp, e))?;
         let full = pw.len >= PACK_TARGET;
         w.pending.insert(id);
         w.stats.blocks += 1;
@@ -610,7 +635,7 @@ impl Store {
     /// then index it. Its blobs stay `pending` (deduplicated against) until they are indexed.
     fn close_pack(
         &self,
-        closing: Option<(PackWriter, PathBuf)>,
+        closing: Option<(PackWriter, String)>,
         backup: u64,
         flags: u32,
     ) -> Result<()> {
@@ -620,24 +645,25 @@ impl Store {
         let (pid, entries, len) = match pw.finish(backup, flags) {
             Ok(v) => v,
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                return Err(Error::Io {
-                    path: tmp,
-                    cause: e,
-                });
+                let _ = self.dir.remove_file(&tmp);
+                return Err(self.dir.err(&tmp, e));
             }
         };
-        let dest = self.pack_path(&pid);
-        let sub = dest.parent().unwrap();
+        let dest = pack_rel(&pid);
+        let sub = dest.rsplit_once('/').unwrap().0;
         let placed = (|| {
-            fsio::create_dir_durable(sub).at(sub)?;
-            fs::rename(&tmp, &dest).at(&dest)?;
-            // From here on the pack is in packs/: `abort` must know of it even if this fails.
-            self.writing.lock().unwrap().written.push(pid);
-            fsio::fsync_dir(sub).at(sub)
+            self.dir.mkdir(sub)?;
+            // `rename` fsyncs packs/<xx>/ once the pack is in it.
+            let r = self.dir.rename(&tmp, &dest);
+            if self.dir.exists(&dest).unwrap_or(true) {
+                // From here on the pack is in packs/: `abort` must know of it even if the
+                // directory's fsync failed.
+                self.writing.lock().unwrap().written.push(pid);
+            }
+            r
         })();
         if let Err(e) = placed {
-            let _ = fs::remove_file(&tmp);
+            let _ = self.dir.remove_file(&tmp);
             return Err(e);
         }
         self.register(
@@ -665,7 +691,7 @@ impl Store {
     }
 
     /// Close the open packs, if any; returns every pack this session wrote and its totals.
-    pub fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
+    pub(crate) fn flush(&self) -> Result<(Vec<PackId>, WriteStats)> {
         // The last packs are left to the verify, which checks them in parallel; the checker
         // thread would take them one after the other.
         self.writing.lock().unwrap().check_packs = false;
@@ -683,7 +709,7 @@ impl Store {
 
     /// Re-read every pack of this writing session from the device as soon as it is closed, in
     /// the background, for [`Store::pack_checks`] (the verify after a backup).
-    pub fn check_packs_as_written(&self) {
+    pub(crate) fn check_packs_as_written(&self) {
         let mut w = self.writing.lock().unwrap();
         if w.checker.is_none() {
             w.checker = Checker::start(self.dir.clone(), self.backlog.clone(), w.check);
@@ -698,12 +724,12 @@ impl Store {
     /// [`Store::check_packs_as_written`] on (for tests that simulate a device returning
     /// something else than what was written).
     #[doc(hidden)]
-    pub fn set_pack_check(&self, check: fn(&Path, &PackId) -> PackCheck) {
+    pub(crate) fn set_pack_check(&self, check: fn(&Beneath, &PackId) -> PackCheck) {
         self.writing.lock().unwrap().check = check;
     }
 
     /// Wait for the background checks of the packs written so far and take their results.
-    pub fn pack_checks(&self) -> HashMap<PackId, PackCheck> {
+    pub(crate) fn pack_checks(&self) -> HashMap<PackId, PackCheck> {
         let checker = {
             let mut w = self.writing.lock().unwrap();
             w.check_packs = false;
@@ -716,7 +742,7 @@ impl Store {
 
     /// Undo an unfinished writing session: drop the open pack and delete the packs it
     /// closed. Only for sessions whose blocks nothing committed refers to (a failed backup).
-    pub fn abort(&self) {
+    pub(crate) fn abort(&self) {
         // Stop checking what is about to be deleted.
         drop(self.pack_checks());
         let written = {
@@ -724,7 +750,7 @@ impl Store {
             for slot in &mut w.current {
                 if let Some((pw, tmp)) = slot.take() {
                     drop(pw);
-                    let _ = fs::remove_file(&tmp);
+                    let _ = self.dir.remove_file(&tmp);
                 }
             }
             w.pending.clear();
@@ -746,8 +772,7 @@ impl Store {
             fds.clear();
         }
         let id = self.packs.read().unwrap()[pack as usize].id;
-        let path = self.pack_path(&id);
-        let f = Arc::new(File::open(&path).at(&path)?);
+        let f = Arc::new(self.open_pack(&id)?.0);
         fds.insert(pack, f.clone());
         Ok(f)
     }
@@ -772,27 +797,21 @@ impl Store {
     }
 
     /// Forget open file handles (before packs are deleted or re-read from the device).
-    pub fn close_files(&self) {
+    pub(crate) fn close_files(&self) {
         self.fds.lock().unwrap().clear();
     }
 
     /// Delete a pack file and every index entry that points into it.
-    pub fn remove_pack(&self, id: &PackId) -> Result<()> {
-        let path = self.pack_path(id);
+    pub(crate) fn remove_pack(&self, id: &PackId) -> Result<()> {
         self.close_files();
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io { path, cause: e }),
-        }
-        fsio::fsync_dir(path.parent().unwrap()).at(path.parent().unwrap())?;
+        self.dir.remove_file(&pack_rel(id))?;
         self.forget_pack(id);
         Ok(())
     }
 
     /// Reclaim the space of blocks not in `live`: packs with no live block are deleted, packs
     /// mostly dead are rewritten with their live blocks. Durable before anything is deleted.
-    pub fn collect_garbage(&self, live: &HashSet<BlockId>) -> Result<GcReport> {
+    pub(crate) fn collect_garbage(&self, live: &HashSet<BlockId>) -> Result<GcReport> {
         self.index_all();
         let mut report = GcReport::default();
         let packs = self.packs.read().unwrap().clone();
@@ -803,10 +822,9 @@ impl Store {
             if !info.present {
                 continue;
             }
-            let path = self.pack_path(&info.id);
-            let f = File::open(&path).at(&path)?;
+            let (f, _) = self.open_pack(&info.id)?;
             let t = pack::read_trailer(&f).map_err(|detail| Error::Damaged {
-                path: path.clone(),
+                path: self.pack_path(&info.id),
                 detail,
             })?;
             let index = self.index.read().unwrap();
@@ -850,15 +868,8 @@ impl Store {
         // The survivors are durable (and indexed at their new places) before any deletion.
         self.flush()?;
         for id in to_delete {
-            let path = self.pack_path(&id);
-            self.close_files();
-            fs::remove_file(&path).at(&path)?;
-            self.forget_pack(&id);
-        }
-        let packs_dir = self.dir.join("packs");
-        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
-            let sub = sub.at(&packs_dir)?.path();
-            fsio::fsync_dir(&sub).at(&sub)?;
+            // `remove_pack` fsyncs the pack's directory.
+            self.remove_pack(&id)?;
         }
         Ok(report)
     }
@@ -870,4 +881,40 @@ pub struct GcReport {
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
     pub bytes_freed: u64,
+}
+
+/// Salvage a pack whose trailer is unreadable: walk its records from the front, one in memory
+/// at a time, and keep each whose header is sane and whose content matches its id. Stops at
+/// the first bad record. Returns the records and the file's length.
+fn salvage(file: &File) -> (Vec<Entry>, u64) {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut out = Vec::new();
+    let mut head = [0u8; pack::HEADER_LEN as usize];
+    if file.read_exact_at(&mut head, 0).is_err() || &head[..8] != pack::PACK_MAGIC {
+        return (out, len);
+    }
+    let mut pos = pack::HEADER_LEN;
+    let mut rec = [0u8; pack::RECORD_HEADER_LEN as usize];
+    let mut payload = Vec::new();
+    while pos + pack::RECORD_HEADER_LEN <= len {
+        if file.read_exact_at(&mut rec, pos).is_err() {
+            break;
+        }
+        let offset = pos + pack::RECORD_HEADER_LEN;
+        let Some(e) = pack::parse_record_header(&rec, offset) else {
+            break;
+        };
+        let end = offset + e.stored_len as u64;
+        if end > len || e.stored_len as u64 > MAX_SALVAGE_RECORD {
+            break;
+        }
+        payload.resize(e.stored_len as usize, 0);
+        if file.read_exact_at(&mut payload, offset).is_err() || pack::decode(&e, &payload).is_err()
+        {
+            break;
+        }
+        out.push(e);
+        pos = end;
+    }
+    (out, len)
 }

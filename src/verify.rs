@@ -5,17 +5,15 @@
 //! is marked unverified, so it is never chosen as a parent again.
 
 use crate::error::{Error, Result};
-use crate::fsio;
 use crate::ids::{BackupId, BlockId, PackId};
 use crate::index;
 use crate::listing::EntryKind;
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::{self, PackCheck};
+use crate::store::PackCheck;
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
-use std::fs::File;
 use tracing::{debug, info, warn};
 
 #[derive(Clone, Debug, Serialize)]
@@ -42,24 +40,21 @@ pub struct Report {
 /// those it wrote. Updates the tree's `verified` flag when the medium is open for writing.
 pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Result<Report> {
     let header = m.header(id)?;
-    m.store.close_files();
+    m.store().close_files();
     let packs: Vec<PackId> = if read_all {
-        m.store.packs().iter().map(|p| p.id).collect()
+        m.store().packs().iter().map(|p| p.id).collect()
     } else {
         header.packs.clone()
     };
     if read_all {
         for p in &packs {
-            let path = m.store.pack_path(p);
-            if let Ok(f) = File::open(&path) {
-                fsio::drop_cache(&f);
-            }
+            m.store().drop_cached(p);
         }
     }
     // 1. Everything the backup wrote, read back from the device (packs the backup had checked
     //    as it wrote them are not read twice).
     let t0 = std::time::Instant::now();
-    let mut early = m.store.pack_checks();
+    let mut early = m.store().pack_checks();
     let reused = header
         .packs
         .iter()
@@ -78,7 +73,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             early
                 .get(p)
                 .cloned()
-                .unwrap_or_else(|| store::check_pack(&m.store.pack_path(p), p))
+                .unwrap_or_else(|| m.store().check_pack(p))
         })
         .collect();
     early.clear();
@@ -114,11 +109,16 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         if let Some(d) = bad_blocks.get(b) {
             return d.is_empty();
         }
-        let present = || m.store.locate(b).map(|_| ()).ok_or(Error::MissingBlock(*b));
+        let present = || {
+            m.store()
+                .locate(b)
+                .map(|_| ())
+                .ok_or(Error::MissingBlock(*b))
+        };
         let result = if checked.contains(b) || !read_all {
             present()
         } else {
-            m.store.read(b).map(|raw| {
+            m.store().read(b).map(|raw| {
                 meter.add(0, raw.len() as u64);
                 bytes_checked += raw.len() as u64;
             })
@@ -182,10 +182,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     let ok = damage.is_empty() && affected.is_empty();
     meter.finish();
     if m.writable() {
-        if let Some(rec) = m.tree.get_mut(id) {
-            rec.verified = ok;
-        }
-        m.save_tree()?;
+        m.mark_verified(id, ok)?;
     }
     if ok {
         info!(backup = %id, blocks = blocks_checked, "backup verified");
@@ -231,7 +228,7 @@ fn walk_listing(
         if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
             if descend(&sub) {
                 walk_listing(m, &sub, &rel, descend, f, damage)?;
-            } else if m.store.locate(&sub).is_none() {
+            } else if m.store().locate(&sub).is_none() {
                 damage.push(Damage {
                     what: format!("listing of {}", rel.display()),
                     detail: Error::MissingBlock(sub).to_string(),
@@ -244,7 +241,7 @@ fn walk_listing(
 
 /// Verify every backup on the medium, oldest first.
 pub fn verify_all(m: &mut Medium, read_all: bool, meter: &Meter) -> Result<Vec<Report>> {
-    let ids: Vec<BackupId> = m.tree.backups.iter().map(|b| b.id).collect();
+    let ids: Vec<BackupId> = m.tree().backups.iter().map(|b| b.id).collect();
     let mut out = Vec::new();
     for id in ids {
         out.push(verify(m, id, read_all, meter)?);

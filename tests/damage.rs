@@ -129,14 +129,14 @@ on_both_media!(
 /// verify, which relies on those checks and does not read those packs again.
 #[test]
 fn damage_found_while_the_backup_writes_fails_its_verify() {
-    use std::path::Path;
     use std::sync::atomic::AtomicBool;
+    use trayback::medium::Beneath;
     use trayback::store::{self, PackCheck};
     use trayback::{backup, config::Config, ids::PackId, progress::Meter, tree::Kind, verify};
 
-    fn flaky_device(path: &Path, id: &PackId) -> PackCheck {
-        flip_bits(path, |len| len / 2, 0x10);
-        store::check_pack(path, id)
+    fn flaky_device(dir: &Beneath, id: &PackId) -> PackCheck {
+        flip_bits(&dir.shown(&store::pack_rel(id)), |len| len / 2, 0x10);
+        store::check_pack(dir, id)
     }
 
     let env = Env::new(MediumKind::Dir).unwrap();
@@ -146,7 +146,7 @@ fn damage_found_while_the_backup_writes_fails_its_verify() {
     write(&env.src.join("big.bin"), &bytes(3, 40 << 20));
     write(&env.src.join("small.txt"), b"small");
     let mut m = trayback::medium::Medium::open_write(&env.medium, 3).unwrap();
-    m.store.set_pack_check(flaky_device);
+    m.set_pack_check(flaky_device);
     let cfg = Config::default()
         .with_sources(vec![env.src.clone()])
         .unwrap();

@@ -7,15 +7,14 @@ use trayback::ids::BackupId;
 use trayback::listing::{Bytes, Entry, EntryKind, Listing};
 use trayback::medium::Medium;
 use trayback::store::pack::BlobKind;
-use trayback::tree::BackupRecord;
 use util::*;
 
 /// Commit a copy of backup 1 whose listing of `src` gains `extra`, as backup 2.
 fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
     let mut m = Medium::open_write(&env.medium, 3).unwrap();
     let h1 = m.header(BackupId(1)).unwrap();
-    let id = m.tree.next_id;
-    m.store.begin(id.0, 0);
+    let w = m.begin_backup(false).unwrap();
+    let id = w.id();
     // Rebuild the path from / down to src with the extra entries in src's listing.
     let comps: Vec<_> = env
         .src
@@ -35,8 +34,7 @@ fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
     }
     let mut entries = chain.pop().unwrap().entries;
     entries.extend(extra);
-    let mut child = m
-        .store
+    let mut child = w
         .put(BlobKind::Listing, &Listing::new(entries).encode())
         .unwrap();
     for c in comps.iter().rev() {
@@ -47,18 +45,16 @@ fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
             .find(|e| e.name.0 == name)
             .unwrap()
             .subtree = Some(child);
-        child = m.store.put(BlobKind::Listing, &l.encode()).unwrap();
+        child = w.put(BlobKind::Listing, &l.encode()).unwrap();
     }
-    let (packs, _) = m.store.flush().unwrap();
+    let staged = w.finish().unwrap();
+    drop(w);
     let mut h = h1.clone();
     h.id = id;
     h.root = child;
-    h.packs = packs;
-    m.write_header(&h).unwrap();
-    let mut rec: BackupRecord = m.tree.get(BackupId(1)).unwrap().clone();
-    rec.id = id;
-    m.tree.add(rec);
-    m.save_tree().unwrap();
+    h.packs = staged.packs.clone();
+    m.commit_backup(staged, &h).unwrap();
+    m.mark_verified(id, true).unwrap();
     id.0
 }
 

@@ -21,25 +21,25 @@ pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
 }
 
 pub fn print_media(m: &Medium) -> anyhow::Result<()> {
-    println!("medium   {}", m.media.media_id);
-    println!("label    {}", m.media.label);
-    println!("host     {}", m.media.host);
+    println!("medium   {}", m.media().media_id);
+    println!("label    {}", m.media().label);
+    println!("host     {}", m.media().host);
     println!(
         "created  {}",
-        m.media.created.format("%Y-%m-%d %H:%M:%S UTC")
+        m.media().created.format("%Y-%m-%d %H:%M:%S UTC")
     );
-    println!("path     {}", m.root.display());
+    println!("path     {}", m.root().display());
     println!(
         "backups  {} ({} verified)",
-        m.tree.backups.len(),
-        m.tree.backups.iter().filter(|b| b.verified).count()
+        m.tree().backups.len(),
+        m.tree().backups.iter().filter(|b| b.verified).count()
     );
-    let stored: u64 = m.store.packs().iter().map(|p| p.len).sum();
+    let stored: u64 = m.store().packs().iter().map(|p| p.len).sum();
     println!(
         "store    {} in {} packs, {} blocks",
         human(stored),
-        m.store.packs().len(),
-        m.store.block_count()
+        m.store().packs().len(),
+        m.store().block_count()
     );
     println!("free     {}", human(m.free_space()?));
     Ok(())
@@ -78,8 +78,8 @@ pub fn print_backup(m: &Medium, h: &BackupHeader, v: Option<&verify::Report>) {
         h.id,
         h.kind,
         parent,
-        m.media.label,
-        m.root.display()
+        m.media().label,
+        m.root().display()
     );
     let c = &h.counts;
     println!(

@@ -32,8 +32,8 @@ pub fn due(a: DueArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
     let m = Medium::open_read(&medium_of(&a.medium)?)?;
     let now = a.at.unwrap_or_else(Utc::now);
-    let due = schedule::due(&m.tree, now, &cfg.schedule);
-    let next = schedule::next_due(&m.tree, now, &cfg.schedule);
+    let due = schedule::due(m.tree(), now, &cfg.schedule);
+    let next = schedule::next_due(m.tree(), now, &cfg.schedule);
     if a.json {
         print_json(&serde_json::json!({ "at": now, "due": due, "next_due": next }))?;
     } else {
@@ -84,14 +84,14 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     let now = a.at.unwrap_or_else(Utc::now);
     if a.dry_run {
         let m = Medium::open_read(&medium_of(&a.medium)?)?;
-        let routine = crate::pare::expired(&m.tree, now, &cfg.pare, &[]);
-        let mut t = m.tree.clone();
+        let routine = crate::pare::expired(m.tree(), now, &cfg.pare, &[]);
+        let mut t = m.tree().clone();
         for (id, _) in &routine {
             t.remove(*id);
         }
         let if_needed = maintain::full_plan(&t, now, &cfg.pare, &[]);
         let row = |id: &crate::ids::BackupId, r: &crate::pare::Reason| {
-            let b = m.tree.get(*id).unwrap();
+            let b = m.tree().get(*id).unwrap();
             serde_json::json!({ "id": id, "kind": b.kind, "started": b.started, "reason": r, "why": r.to_string() })
         };
         if a.json {
@@ -102,7 +102,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
         } else {
             println!("pared now ({}):", routine.len());
             for (id, r) in &routine {
-                let b = m.tree.get(*id).unwrap();
+                let b = m.tree().get(*id).unwrap();
                 println!(
                     "  #{id} {} {}  {r}",
                     b.kind,
@@ -111,7 +111,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
             }
             println!("then, when space is needed, in this order:");
             for (i, (id, r)) in if_needed.iter().enumerate() {
-                let b = m.tree.get(*id).unwrap();
+                let b = m.tree().get(*id).unwrap();
                 println!(
                     "  {:>3}. #{id} {} {}  {r}",
                     i + 1,
@@ -126,7 +126,14 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
     let mut too_small = None;
     if let Some(free) = a.free {
-        match maintain::make_room(&mut m, free, now, &cfg.pare, &[])? {
+        match maintain::make_room(
+            &mut m,
+            free,
+            now,
+            &cfg.pare,
+            &[],
+            &std::sync::atomic::AtomicBool::new(false),
+        )? {
             Ok(p) => pared.extend(p),
             Err(e) => too_small = Some(e),
         }
