@@ -16,7 +16,6 @@
 mod clock;
 mod control;
 mod devices;
-mod job;
 mod mounts;
 mod notify;
 mod register;
@@ -25,6 +24,7 @@ pub use control::{call, socket_path, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
 use crate::error::Error;
+use crate::job;
 use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
@@ -442,25 +442,39 @@ impl Agent {
                     (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
                 info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
                 let (m, outcome) = tokio::task::spawn_blocking(move || {
-                    let o = job::run(&mut m, &cfg, &due, now, &c2, &meter, &|| {
-                        mounts::still_ours(&mp2, devnum)
-                    });
+                    let still_ours = || mounts::still_ours(&mp2, devnum);
+                    let o = job::run(
+                        &mut m,
+                        &job::Job {
+                            due,
+                            at: now,
+                            config: &cfg,
+                            verify: true,
+                            cancel: &c2,
+                            backup_meter: &meter,
+                            verify_meter: &Meter::hidden(),
+                            still_ours: &still_ours,
+                        },
+                    );
                     (m, o)
                 })
                 .await
                 .unwrap();
                 live.lock().unwrap().job = None;
-                retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
+                retry_after = outcome
+                    .backup
+                    .is_none()
+                    .then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
                 let answer = serde_json::to_value(&outcome).unwrap();
                 for r in forced.drain(..) {
-                    let _ = r.send(if outcome.error.is_none() {
+                    let _ = r.send(if outcome.failure.is_none() {
                         Response::ok(answer.clone())
                     } else {
                         Response {
                             ok: false,
-                            error: outcome.error.clone(),
+                            error: outcome.error(),
                             data: answer.clone(),
                         }
                     });
@@ -577,7 +591,7 @@ impl Agent {
         cancelled: bool,
     ) {
         let media = Some(m.media());
-        if let Some(e) = &o.error {
+        if let Some(e) = &o.error() {
             if cancelled {
                 warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
             } else {
@@ -586,36 +600,36 @@ impl Agent {
                     EventKind::BackupFailed,
                     Some(disk),
                     media,
-                    o.backup,
+                    o.backup_id(),
                     e.clone(),
                 );
             }
         }
-        if let Some(e) = &o.medium_too_small {
+        if let Some(e) = o.too_small.as_ref().map(|t| t.to_string()) {
             self.note(
                 EventKind::MediumTooSmall,
                 Some(disk),
                 media,
-                o.backup,
+                o.backup_id(),
                 e.clone(),
             );
         }
-        if o.verified == Some(false) {
+        if o.verified() == Some(false) {
             self.note(
                 EventKind::VerifyFailed,
                 Some(disk),
                 media,
-                o.backup,
+                o.backup_id(),
                 format!(
                     "backup failed verification; affected: {}",
-                    o.damaged_files.join(", ")
+                    o.damaged_files().join(", ")
                 ),
             );
         }
-        if let Some(b) = o.backup {
-            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified, pared = o.pared.len(), "backup done");
+        if let Some(b) = o.backup_id() {
+            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
-        live.lock().unwrap().last_error = o.error.clone().or(o.medium_too_small.clone());
+        live.lock().unwrap().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
         let mut reg = self.register.lock().unwrap();
         reg.seen(
             &m.media().media_id.to_string(),

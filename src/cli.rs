@@ -7,10 +7,10 @@ mod demo;
 mod output;
 mod plan;
 
-use crate::backup;
 use crate::config::{self, Config};
 use crate::error::Error;
 use crate::ids::BackupId;
+use crate::job;
 use crate::maintain;
 use crate::medium::Medium;
 use crate::progress::Meter;
@@ -474,50 +474,59 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         },
     };
     let cancel = AtomicBool::new(false);
-    let pared_before = match maintain::room_for_backup(&mut m, &cfg, due.parent, now, &cancel)? {
-        Ok(p) => p,
-        Err(too_small) => bail!(
-            "{}: {too_small}; the {} backup was not made",
-            medium_of(&a.medium)?.display(),
-            due.kind
-        ),
-    };
     let bar = meter("backup", None, a.json);
-    let req = backup::Request {
-        kind: due.kind,
-        parent: due.parent,
-        at: now,
-        config: &cfg,
-        meter: &bar,
-        cancel: &cancel,
-        verify_after: !a.no_verify,
-    };
-    let header = backup::run(&mut m, &req)?;
-    let report = if a.no_verify {
-        None
-    } else {
-        let vm = meter("verify", Some(header.bytes.stored), a.json);
-        Some(verify::verify(&mut m, header.id, false, &vm)?)
-    };
-    let pared_after = maintain::routine(&mut m, now, &cfg.pare, false)?;
+    let vm = meter("verify", None, a.json);
+    let o = job::run(
+        &mut m,
+        &job::Job {
+            due: due.clone(),
+            at: now,
+            config: &cfg,
+            verify: !a.no_verify,
+            cancel: &cancel,
+            backup_meter: &bar,
+            verify_meter: &vm,
+            still_ours: &|| true,
+        },
+    );
     if a.json {
-        print_json(
-            &serde_json::json!({ "backup": header, "due": due, "verify": report, "pared_before": pared_before, "pared_after": pared_after }),
-        )?;
+        // The outcome's fields (backup, verify, pared_before, pared_after, …) and what was due.
+        let mut v = serde_json::to_value(&o)?;
+        v["due"] = serde_json::to_value(&due)?;
+        print_json(&v)?;
     } else {
-        output::print_pared(" to make room", &pared_before);
-        output::print_backup(&m, &header, report.as_ref());
-        output::print_pared("", &pared_after);
+        output::print_pared(" to make room", &o.pared_before);
+        if let Some(h) = &o.backup {
+            output::print_backup(&m, h, o.verify.as_ref());
+        }
+        output::print_pared("", &o.pared_after);
+        if let Some(t @ job::TooSmall::OnlyOneFits) = &o.too_small {
+            println!("warning: {t}");
+        }
     }
-    Ok(match report {
-        Some(r) if !r.ok => EXIT_VERIFY_FAILED,
-        _ if header.partial => EXIT_PROBLEMS,
+    if let Some(f) = &o.failure {
+        bail!("{}: {}", medium_of(&a.medium)?.display(), f.message);
+    }
+    Ok(match (&o.backup, o.verified()) {
+        (_, Some(false)) => EXIT_VERIFY_FAILED,
+        (Some(h), _) if h.partial => EXIT_PROBLEMS,
         _ => 0,
     })
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, 3)?;
+    let root = medium_of(&a.medium)?;
+    // On a read-only mount the check runs all the same; only its result is not recorded.
+    let mut m = match Medium::open_write(&root, 3) {
+        Err(e) if e.is_read_only() => {
+            eprintln!(
+                "trayback: {}: read-only; verifying without recording the result",
+                root.display()
+            );
+            Medium::open_read(&root)?
+        }
+        m => m?,
+    };
     let bar = meter("verify", None, a.json);
     let reports =
         if a.all {

@@ -51,6 +51,14 @@ pub enum Error {
     Hostile { path: String, reason: String },
 }
 
+impl Error {
+    /// The medium (or file) is on a read-only file system.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Error::Io { cause, .. }
+            if cause.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()))
+    }
+}
+
 /// Attach a path to an `io::Error`.
 pub trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;

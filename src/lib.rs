@@ -7,6 +7,8 @@
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
 //! - [`scan`]: reading source metadata; [`backup`]: making a backup.
 //! - [`verify`]: spec [0040]; [`restore`]: plan, then write under one target.
+//! - [`job`]: the one backup job (room → backup → verify → pare) that the CLI, the agent and
+//!   `demo` run.
 //! - [`tree`], [`schedule`], [`pare`]: pure planners over the dependency tree (spec
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
 //!   [`simulate`] runs them over a modelled medium.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod fsio;
 pub mod ids;
 pub mod index;
+pub mod job;
 pub mod listing;
 pub mod maintain;
 pub mod medium;

@@ -13,14 +13,14 @@ use crate::pare::{self, Policy, Reason};
 use crate::store::GcReport;
 use crate::tree::{Kind, Tree};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tracing::info;
 
 /// One backup pared.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Pared {
     pub id: BackupId,
     pub kind: Kind,

@@ -8,7 +8,7 @@
 use crate::ids::BackupId;
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The plan's thresholds (spec defaults).
@@ -37,7 +37,7 @@ impl Default for Policy {
 }
 
 /// Why a backup is pared: the step of the flow chart (Figs. 3a/3b).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "step")]
 pub enum Reason {
     /// [0048]: unverified backups go before any verified one.

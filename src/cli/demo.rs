@@ -2,18 +2,20 @@
 //! full backup of a real directory, verifies it, restores it elsewhere and compares.
 
 use super::output::human;
-use crate::backup;
 use crate::compare;
 use crate::config::Config;
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::restore::{self, Target};
 use crate::tree::Kind;
-use crate::verify;
-use anyhow::{bail, Result};
+use crate::ids::BackupId;
+use crate::job;
+use crate::schedule::{Due, Why};
+use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 use clap::Args;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 #[derive(Args, Debug)]
@@ -21,20 +23,44 @@ pub struct DemoArgs {
     /// The directory to back up.
     #[arg(long, default_value = "/etc")]
     pub source: PathBuf,
-    /// Where the medium and the restored copy go (emptied first).
-    #[arg(long, default_value = "/tmp/trayback-demo")]
-    pub workdir: PathBuf,
+    /// Where the medium and the restored copy go: a new private directory (default: a fresh
+    /// one under the temporary directory). An existing one must be an empty real directory.
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+}
+
+/// A private (0700) working directory that nobody else could have prepared: a fresh one, or
+/// the operator's, which must be missing or an empty real directory (never a symlink).
+fn private_workdir(dir: Option<&Path>) -> Result<PathBuf> {
+    let Some(dir) = dir else {
+        return Ok(tempfile::Builder::new()
+            .prefix("trayback-demo-")
+            .tempdir()?
+            .keep());
+    };
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+        }
+        Err(e) => return Err(e.into()),
+        Ok(m) if !m.is_dir() => bail!("{}: not a directory (or a symlink)", dir.display()),
+        Ok(_) => {
+            if std::fs::read_dir(dir)?.next().is_some() {
+                bail!("{}: not empty; give a new or empty directory", dir.display());
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(dir.to_path_buf())
 }
 
 pub fn run(a: DemoArgs) -> Result<u8> {
     let source = std::path::absolute(&a.source)?;
-    let medium_dir = a.workdir.join("medium");
-    let restore_dir = a.workdir.join("restore");
+    let workdir = private_workdir(a.workdir.as_deref())?;
+    let medium_dir = workdir.join("medium");
+    let restore_dir = workdir.join("restore");
     for d in [&medium_dir, &restore_dir] {
-        if d.exists() {
-            std::fs::remove_dir_all(d)?;
-        }
-        std::fs::create_dir_all(d)?;
+        std::fs::create_dir(d)?;
     }
     println!(
         "1. enrolling a directory medium at {}",
@@ -47,20 +73,33 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     let mut m = Medium::open_write(&medium_dir, cfg.compression_level)?;
     let cancel = AtomicBool::new(false);
     let meter = Meter::hidden();
-    println!("2. full (monthly) backup of {}", source.display());
+    let job = |m: &mut Medium, kind: Kind, parent: Option<BackupId>| {
+        let o = job::run(
+            m,
+            &job::Job {
+                due: Due {
+                    kind,
+                    parent,
+                    why: Why::Requested,
+                },
+                at: Utc::now(),
+                config: &cfg,
+                verify: true,
+                cancel: &cancel,
+                backup_meter: &meter,
+                verify_meter: &meter,
+                still_ours: &|| true,
+            },
+        );
+        match (o.failure, o.backup, o.verify) {
+            (Some(f), _, _) => Err(anyhow!("{}", f.message)),
+            (None, Some(h), Some(v)) => Ok((h, v)),
+            _ => Err(anyhow!("the job made no verified backup")),
+        }
+    };
+    println!("2. full (monthly) backup of {}, verified from the medium", source.display());
     let t = std::time::Instant::now();
-    let h = backup::run(
-        &mut m,
-        &backup::Request {
-            kind: Kind::Monthly,
-            parent: None,
-            at: Utc::now(),
-            config: &cfg,
-            meter: &meter,
-            cancel: &cancel,
-            verify_after: true,
-        },
-    )?;
+    let (h, v) = job(&mut m, Kind::Monthly, None)?;
     println!(
         "   backup #{}: {} files, {} directories, {} symlinks; {} read, {} stored after dedup+zstd, {:.2}s",
         h.id, h.counts.files, h.counts.dirs, h.counts.symlinks, human(h.bytes.read), human(h.bytes.stored), t.elapsed().as_secs_f64()
@@ -68,10 +107,9 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     for p in &h.problems {
         println!("   problem: {}: {}", p.path, p.error);
     }
-    println!("3. verifying backup #{} from the medium", h.id);
-    let v = verify::verify(&mut m, h.id, true, &meter)?;
     println!(
-        "   {} blocks checked, {}",
+        "3. verification of backup #{}: {} blocks checked, {}",
+        h.id,
         v.blocks_checked,
         if v.ok { "all good" } else { "DAMAGE FOUND" }
     );
@@ -79,19 +117,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         bail!("verification failed: {:?}", v.damage);
     }
     println!("4. incremental (micro) backup with nothing changed");
-    let h2 = backup::run(
-        &mut m,
-        &backup::Request {
-            kind: Kind::Micro,
-            parent: Some(h.id),
-            at: Utc::now(),
-            config: &cfg,
-            meter: &meter,
-            cancel: &cancel,
-            verify_after: true,
-        },
-    )?;
-    verify::verify(&mut m, h2.id, false, &meter)?;
+    let (h2, _) = job(&mut m, Kind::Micro, Some(h.id))?;
     println!(
         "   backup #{}: {} files unchanged, {} new",
         h2.id,

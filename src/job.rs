@@ -1,0 +1,198 @@
+//! One backup job, the same for the CLI, the agent and `demo`: make room by the paring plan,
+//! back up what is due, verify it (spec [0040]), pare micro backups past their age. The
+//! sequence exists only here; callers decide what is due and present the typed [`Outcome`].
+//!
+//! Invariants: nothing is written once `still_ours` says the medium is no longer where it was
+//! opened; a stage that fails ends the job (later stages are not tried), and what earlier
+//! stages did (backups pared to make room) is still reported.
+
+use crate::backup;
+use crate::config::Config;
+use crate::maintain::{self, Pared};
+use crate::medium::{BackupHeader, Medium};
+use crate::progress::Meter;
+use crate::schedule::Due;
+use crate::tree::Kind;
+use crate::verify;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+
+/// What to do.
+pub struct Job<'a> {
+    pub due: Due,
+    /// The backup's recorded time, and "now" for the paring plan.
+    pub at: DateTime<Utc>,
+    pub config: &'a Config,
+    /// Verify after writing (only the CLI's `--no-verify` turns this off).
+    pub verify: bool,
+    pub cancel: &'a AtomicBool,
+    pub backup_meter: &'a Meter,
+    pub verify_meter: &'a Meter,
+    /// Asked before each stage that writes: is the medium still mounted where it was?
+    pub still_ours: &'a dyn Fn() -> bool,
+}
+
+/// The stage at which a job failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The medium is no longer mounted where it was: nothing written.
+    Gone,
+    Room,
+    Backup,
+    Verify,
+    Pare,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub stage: Stage,
+    pub message: String,
+}
+
+/// The medium is too small (spec [0044]): the plan pared down to one backup, or could not
+/// make room at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TooSmall {
+    /// Step 118: only one backup fits; the backup was made.
+    OnlyOneFits,
+    /// Step 118 or 142: no room even after paring all the plan allows; no backup made.
+    NoRoom { needed: u64, free: u64 },
+}
+
+impl std::fmt::Display for TooSmall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TooSmall::OnlyOneFits => {
+                write!(
+                    f,
+                    "only one backup fits on this medium; use a larger one (spec [0044])"
+                )
+            }
+            TooSmall::NoRoom { needed, free } => write!(
+                f,
+                "{}",
+                maintain::TooSmall {
+                    needed: *needed,
+                    free: *free
+                }
+            ),
+        }
+    }
+}
+
+/// What a job did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub kind: Kind,
+    /// The committed backup, if one was made.
+    pub backup: Option<BackupHeader>,
+    pub verify: Option<verify::Report>,
+    pub pared_before: Vec<Pared>,
+    pub pared_after: Vec<Pared>,
+    pub too_small: Option<TooSmall>,
+    pub failure: Option<Failure>,
+}
+
+impl Outcome {
+    fn new(kind: Kind) -> Outcome {
+        Outcome {
+            kind,
+            backup: None,
+            verify: None,
+            pared_before: Vec::new(),
+            pared_after: Vec::new(),
+            too_small: None,
+            failure: None,
+        }
+    }
+
+    fn fail(mut self, stage: Stage, message: impl std::fmt::Display) -> Outcome {
+        self.failure = Some(Failure {
+            stage,
+            message: message.to_string(),
+        });
+        self
+    }
+
+    pub fn backup_id(&self) -> Option<u64> {
+        self.backup.as_ref().map(|h| h.id.0)
+    }
+
+    /// `Some(ok)` once the verify ran.
+    pub fn verified(&self) -> Option<bool> {
+        self.verify.as_ref().map(|r| r.ok)
+    }
+
+    /// Paths the verify found damaged.
+    pub fn damaged_files(&self) -> &[String] {
+        self.verify.as_ref().map_or(&[], |r| &r.affected)
+    }
+
+    pub fn error(&self) -> Option<String> {
+        self.failure.as_ref().map(|f| f.message.clone())
+    }
+
+    pub fn pared(&self) -> usize {
+        self.pared_before.len() + self.pared_after.len()
+    }
+}
+
+const GONE: &str = "the medium is no longer mounted where it was; nothing written";
+
+/// Run one job on `m` (open for writing).
+pub fn run(m: &mut Medium, job: &Job) -> Outcome {
+    let due = &job.due;
+    let mut out = Outcome::new(due.kind);
+    if !(job.still_ours)() {
+        return out.fail(Stage::Gone, GONE);
+    }
+    match maintain::room_for_backup(m, job.config, due.parent, job.at, job.cancel) {
+        Ok(Ok(p)) => {
+            if p.iter().any(|p| p.reason.medium_too_small()) {
+                out.too_small = Some(TooSmall::OnlyOneFits);
+            }
+            out.pared_before = p;
+        }
+        Ok(Err(t)) => {
+            out.too_small = Some(TooSmall::NoRoom {
+                needed: t.needed,
+                free: t.free,
+            });
+            let message = format!("{t}; the {} backup was not made", due.kind);
+            return out.fail(Stage::Room, message);
+        }
+        Err(e) => return out.fail(Stage::Room, e),
+    }
+    if !(job.still_ours)() {
+        return out.fail(Stage::Gone, GONE);
+    }
+    let req = backup::Request {
+        kind: due.kind,
+        parent: due.parent,
+        at: job.at,
+        config: job.config,
+        meter: job.backup_meter,
+        cancel: job.cancel,
+        verify_after: job.verify,
+    };
+    let header = match backup::run(m, &req) {
+        Ok(h) => h,
+        Err(e) => return out.fail(Stage::Backup, e),
+    };
+    let id = header.id;
+    out.backup = Some(header);
+    if job.verify {
+        match verify::verify(m, id, false, job.verify_meter) {
+            Ok(r) => out.verify = Some(r),
+            Err(e) => return out.fail(Stage::Verify, format!("verify: {e}")),
+        }
+    }
+    match maintain::routine(m, job.at, &job.config.pare, false) {
+        Ok(p) => out.pared_after = p,
+        Err(e) => return out.fail(Stage::Pare, format!("pare: {e}")),
+    }
+    out
+}
