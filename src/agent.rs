@@ -461,10 +461,7 @@ impl Agent {
                 .await
                 .unwrap();
                 live.lock().unwrap().job = None;
-                retry_after = outcome
-                    .backup
-                    .is_none()
-                    .then(|| now + sched.micro_interval);
+                retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
                 let answer = serde_json::to_value(&outcome).unwrap();

@@ -76,7 +76,8 @@ impl std::fmt::Display for TooSmall {
                 "{}",
                 maintain::TooSmall {
                     needed: *needed,
-                    free: *free
+                    free: *free,
+                    pared: Vec::new(),
                 }
             ),
         }
@@ -157,6 +158,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
             out.pared_before = p;
         }
         Ok(Err(t)) => {
+            out.pared_before = t.pared.clone();
             out.too_small = Some(TooSmall::NoRoom {
                 needed: t.needed,
                 free: t.free,

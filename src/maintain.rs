@@ -148,6 +148,8 @@ pub fn full_plan(
 pub struct TooSmall {
     pub needed: u64,
     pub free: u64,
+    /// What was pared on the way before the plan ran out.
+    pub pared: Vec<Pared>,
 }
 
 /// Space kept free beyond a backup's estimate (headers, tree, pack trailers, rounding).
@@ -241,7 +243,13 @@ pub fn make_room(
                     )));
                 }
             }
-            Err(_) => return Ok(Err(TooSmall { needed, free })),
+            Err(_) => {
+                return Ok(Err(TooSmall {
+                    needed,
+                    free,
+                    pared: out,
+                }))
+            }
         }
     }
 }

@@ -4,13 +4,13 @@
 use super::output::human;
 use crate::compare;
 use crate::config::Config;
+use crate::ids::BackupId;
+use crate::job;
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::restore::{self, Target};
-use crate::tree::Kind;
-use crate::ids::BackupId;
-use crate::job;
 use crate::schedule::{Due, Why};
+use crate::tree::Kind;
 use anyhow::{anyhow, bail, Result};
 use chrono::Utc;
 use clap::Args;
@@ -46,7 +46,10 @@ fn private_workdir(dir: Option<&Path>) -> Result<PathBuf> {
         Ok(m) if !m.is_dir() => bail!("{}: not a directory (or a symlink)", dir.display()),
         Ok(_) => {
             if std::fs::read_dir(dir)?.next().is_some() {
-                bail!("{}: not empty; give a new or empty directory", dir.display());
+                bail!(
+                    "{}: not empty; give a new or empty directory",
+                    dir.display()
+                );
             }
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
@@ -97,7 +100,10 @@ pub fn run(a: DemoArgs) -> Result<u8> {
             _ => Err(anyhow!("the job made no verified backup")),
         }
     };
-    println!("2. full (monthly) backup of {}, verified from the medium", source.display());
+    println!(
+        "2. full (monthly) backup of {}, verified from the medium",
+        source.display()
+    );
     let t = std::time::Instant::now();
     let (h, v) = job(&mut m, Kind::Monthly, None)?;
     println!(

@@ -135,7 +135,10 @@ pub fn pare(a: PareArgs) -> Result<u8> {
             &std::sync::atomic::AtomicBool::new(false),
         )? {
             Ok(p) => pared.extend(p),
-            Err(e) => too_small = Some(e),
+            Err(mut e) => {
+                pared.append(&mut e.pared);
+                too_small = Some(e);
+            }
         }
     }
     if a.json {
