@@ -197,6 +197,7 @@ fn media_yaml_as_dev_zero_a_fifo_or_a_secret_is_refused_quickly_and_never_quoted
 }
 
 /// Peak RSS of a finished child, in KiB (`wait4`'s `ru_maxrss`).
+#[allow(clippy::zombie_processes)] // reaped by `wait4` below, which also gives its peak RSS
 fn run_measured(env: &Env, args: &[&str]) -> (bool, String, u64) {
     let args: Vec<String> = args
         .iter()
