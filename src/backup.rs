@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - nothing is committed before every pack and listing is durable (the store fsyncs packs;
-//!   the header and tree go through `fsio::atomic_write`);
+//!   the header and tree are replaced atomically by the medium);
 //! - a failed or cancelled backup leaves the medium as it was: its packs are removed at once,
 //!   and recovery removes them if we die first;
 //! - problems with single source files (unreadable, changed while read) are recorded in the

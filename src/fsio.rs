@@ -1,9 +1,9 @@
-//! The one way trayback writes a file that replaces another, and the few raw file-system
-//! calls the engine shares.
+//! Raw file-system helpers shared by the engine: the atomic replacement of a host file (the
+//! agent's register), and reading a file from the device rather than the page cache.
 //!
-//! Invariant (DESIGN.md commit protocol): a file written with [`atomic_write`] is either the
-//! old version or the complete new one after any crash: it goes to `tmp/`, is fsync'd, renamed
-//! into place, and the directory it landed in is fsync'd.
+//! Files on a medium are never written here: [`crate::medium::Beneath`] owns every access to
+//! `trayback/` and has its own atomic write (the commit protocol of FORMAT.md). Invariant of
+//! [`atomic_write`]: after any crash the file is the old version or the complete new one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -41,20 +41,6 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> 
 /// Make a directory's entries (creations, renames, removals) durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// Create a directory and make its entry durable in its parent. The parent must exist:
-/// never `create_dir_all`, so a medium whose mount vanished is never recreated on the root
-/// file system under the empty mount point.
-pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir(dir)?;
-    if let Some(parent) = dir.parent() {
-        fsync_dir(parent)?;
-    }
-    Ok(())
 }
 
 /// Ask the kernel to forget the cached pages of a file, so the next read comes from the

@@ -1,4 +1,4 @@
-//! trayback: backups to removable, rotated disks (see DESIGN.md and FORMAT.md).
+//! trayback: backups to removable, rotated disks (see ARCHITECTURE.md and FORMAT.md).
 //!
 //! # Layout
 //! - [`config`]: the YAML configuration, validated once.
