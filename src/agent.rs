@@ -28,6 +28,7 @@ use crate::job;
 use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
+use crate::status;
 use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
@@ -464,16 +465,10 @@ impl Agent {
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
-                let answer = serde_json::to_value(&outcome).unwrap();
                 for r in forced.drain(..) {
-                    let _ = r.send(if outcome.failure.is_none() {
-                        Response::ok(answer.clone())
-                    } else {
-                        Response {
-                            ok: false,
-                            error: outcome.error(),
-                            data: answer.clone(),
-                        }
+                    let _ = r.send(match outcome.error() {
+                        None => Response::ok(&outcome),
+                        Some(e) => Response::failed(e, &outcome),
                     });
                 }
                 continue;
@@ -553,7 +548,11 @@ impl Agent {
                     None,
                     msg.clone(),
                 );
-                let _ = reply.send(Response::ok(serde_json::json!({ "safe_to_remove": true, "device": disk.devnode, "message": msg })));
+                let _ = reply.send(Response::ok(&status::Ejected {
+                    safe_to_remove: true,
+                    device: disk.devnode.clone(),
+                    message: msg,
+                }));
             }
             (Err(e), Some(reply)) => {
                 let _ = reply.send(Response::err(format!(
@@ -688,21 +687,45 @@ impl Agent {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> status::Status {
         let now = self.clock.now();
         let ins = self.inserted.lock().unwrap();
-        let inserted: Vec<_> = ins
+        let newest_seq = ins.values().map(|o| o.seq).max();
+        let inserted = ins
             .values()
             .map(|i| {
                 let l = i.live.lock().unwrap();
-                serde_json::json!({
-                    "label": i.media.label, "media_id": i.media.media_id, "device": i.disk.devnode,
-                    "mountpoint": i.mountpoint, "backups": l.backups,
-                    "newest": l.newest.iter().map(|(k, (t, id))| (k.to_string(), serde_json::json!({"id": id, "started": t}))).collect::<BTreeMap<_, _>>(),
-                    "job": l.job.as_ref().map(|j| serde_json::json!({"kind": j.kind, "started": j.started, "files": j.meter.files(), "bytes": j.meter.bytes()})),
-                    "next_due": l.next_due, "free_bytes": l.free_bytes, "last_error": l.last_error,
-                    "writing": self.cfg.agent.multiple_media == MultipleMedia::All || ins.values().max_by_key(|o| o.seq).is_some_and(|o| o.seq == i.seq),
-                })
+                status::Inserted {
+                    label: i.media.label.clone(),
+                    media_id: i.media.media_id,
+                    device: i.disk.devnode.clone(),
+                    mountpoint: i.mountpoint.clone(),
+                    backups: l.backups,
+                    newest: l
+                        .newest
+                        .iter()
+                        .map(|(k, (t, id))| {
+                            (
+                                *k,
+                                status::BackupRef {
+                                    id: *id,
+                                    started: *t,
+                                },
+                            )
+                        })
+                        .collect(),
+                    job: l.job.as_ref().map(|j| status::Job {
+                        kind: j.kind,
+                        started: j.started,
+                        files: j.meter.files(),
+                        bytes: j.meter.bytes(),
+                    }),
+                    next_due: l.next_due,
+                    free_bytes: l.free_bytes,
+                    last_error: l.last_error.clone(),
+                    writing: self.cfg.agent.multiple_media == MultipleMedia::All
+                        || newest_seq == Some(i.seq),
+                }
             })
             .collect();
         let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
@@ -710,20 +733,37 @@ impl Agent {
         let reg = self.register.lock().unwrap();
         let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
         let mut warnings = self.warnings.lock().unwrap().clone();
-        let known: Vec<_> = reg
+        let known = reg
             .media
             .iter()
             .filter(|(id, _)| !ids.contains(id))
             .map(|(id, s)| {
                 if let Some(seen) = s.last_seen.filter(|t| now - *t > limit) {
-                    warnings.push(format!("medium {:?} has been away for {} days", s.label, (now - seen).num_days()));
+                    warnings.push(format!(
+                        "medium {:?} has been away for {} days",
+                        s.label,
+                        (now - seen).num_days()
+                    ));
                 }
-                let newest = s.newest.values().max();
-                serde_json::json!({ "media_id": id, "label": s.label, "last_seen": s.last_seen, "last_device": s.last_device,
-                    "newest_backup": newest.map(|(t, id)| serde_json::json!({"id": id, "started": t})) })
+                status::Away {
+                    media_id: id.clone(),
+                    label: s.label.clone(),
+                    last_seen: s.last_seen,
+                    last_device: s.last_device.clone(),
+                    newest_backup: s.newest.values().max().map(|(t, id)| status::BackupRef {
+                        id: *id,
+                        started: *t,
+                    }),
+                }
             })
             .collect();
-        serde_json::json!({ "now": now, "host": self.host, "inserted": inserted, "known": known, "warnings": warnings })
+        status::Status {
+            now,
+            host: self.host.clone(),
+            inserted,
+            known,
+            warnings,
+        }
     }
 
     fn find(&self, which: &Option<String>) -> Result<Handle, String> {
@@ -752,12 +792,12 @@ impl Agent {
 
     async fn handle(&self, req: Request) -> Response {
         match req {
-            Request::Status => Response::ok(self.status()),
+            Request::Status => Response::ok(&self.status()),
             Request::AdvanceClock { seconds } => {
                 match self.clock.advance(Duration::seconds(seconds)) {
                     Ok(now) => {
                         self.check_away();
-                        Response::ok(serde_json::json!({ "now": now }))
+                        Response::ok(&status::ClockNow { now })
                     }
                     Err(e) => Response::err(e),
                 }

@@ -13,7 +13,8 @@
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
 //!   [`simulate`] runs them over a modelled medium.
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
-//! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket).
+//! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
+//!   [`status`]: what it answers, as types the CLI reads back.
 //! - [`cli`]: the command line (thin).
 
 pub mod agent;
@@ -36,6 +37,7 @@ pub mod restore;
 pub mod scan;
 pub mod schedule;
 pub mod simulate;
+pub mod status;
 pub mod store;
 pub mod tree;
 pub mod verify;

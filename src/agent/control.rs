@@ -36,13 +36,30 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(data: serde_json::Value) -> Response {
+    /// A success carrying `data`, one of the types of [`crate::status`] (or a job outcome).
+    pub fn ok(data: &impl Serialize) -> Response {
         Response {
             ok: true,
             error: None,
-            data,
+            data: serde_json::to_value(data).expect("answers serialize"),
         }
     }
+
+    /// A failure that still carries what was done (a job's outcome).
+    pub fn failed(error: String, data: &impl Serialize) -> Response {
+        Response {
+            ok: false,
+            error: Some(error),
+            data: serde_json::to_value(data).expect("answers serialize"),
+        }
+    }
+
+    /// The data as the type the request answers with.
+    pub fn data_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| format!("bad answer from the agent: {e}"))
+    }
+
     pub fn err(e: impl Into<String>) -> Response {
         Response {
             ok: false,

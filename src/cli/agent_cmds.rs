@@ -4,6 +4,8 @@
 use super::load_config;
 use super::output::{human, print_json};
 use crate::agent::{self, Request, Response};
+use crate::job::Outcome;
+use crate::status::{ClockNow, Ejected, Status};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -49,9 +51,10 @@ fn ask(req: &Request) -> Result<Response> {
     Ok(r)
 }
 
-fn answer(r: Response) -> Result<serde_json::Value> {
+/// The answer's data as the type the request answers with, or the agent's refusal.
+fn answer<T: serde::de::DeserializeOwned>(r: Response) -> Result<T> {
     if r.ok {
-        Ok(r.data)
+        r.data_as().map_err(anyhow::Error::msg)
     } else {
         bail!("{}", r.error.unwrap_or_else(|| "the agent refused".into()))
     }
@@ -64,76 +67,63 @@ pub struct StatusArgs {
 }
 
 pub fn status(a: StatusArgs) -> Result<u8> {
-    let s = answer(ask(&Request::Status)?)?;
+    let s: Status = answer(ask(&Request::Status)?)?;
     if a.json {
         print_json(&s)?;
         return Ok(0);
     }
-    let empty = vec![];
-    let inserted = s["inserted"].as_array().unwrap_or(&empty);
-    if inserted.is_empty() {
+    let at = |t: &chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    if s.inserted.is_empty() {
         println!("no medium inserted");
     }
-    for m in inserted {
+    for m in &s.inserted {
         println!(
             "inserted: {} ({}) on {} at {}",
-            m["label"].as_str().unwrap_or("?"),
-            m["media_id"].as_str().unwrap_or("?"),
-            m["device"].as_str().unwrap_or("?"),
-            m["mountpoint"].as_str().unwrap_or("?")
+            m.label,
+            m.media_id,
+            m.device.display(),
+            m.mountpoint.display()
         );
-        if let Some(newest) = m["newest"].as_object() {
-            for (k, v) in newest {
-                println!(
-                    "  last {k:<8} #{} at {}",
-                    v["id"],
-                    v["started"].as_str().unwrap_or("?")
-                );
-            }
+        for (k, b) in &m.newest {
+            println!("  last {k:<8} #{} at {}", b.id, at(&b.started));
         }
-        match m["job"].as_object() {
+        match &m.job {
             Some(j) => println!(
                 "  running: {} backup since {} ({} files, {})",
-                j["kind"].as_str().unwrap_or("?"),
-                j["started"].as_str().unwrap_or("?"),
-                j["files"],
-                human(j["bytes"].as_u64().unwrap_or(0))
+                j.kind,
+                at(&j.started),
+                j.files,
+                human(j.bytes)
             ),
-            None => println!("  next due: {}", m["next_due"].as_str().unwrap_or("-")),
+            None => println!("  next due: {}", m.next_due.as_ref().map_or("-".into(), at)),
         }
         println!(
             "  free: {}{}",
-            human(m["free_bytes"].as_u64().unwrap_or(0)),
-            if m["writing"] == false {
-                " (not written: another medium was inserted last)"
-            } else {
+            human(m.free_bytes),
+            if m.writing {
                 ""
+            } else {
+                " (not written: another medium was inserted last)"
             }
         );
-        if let Some(e) = m["last_error"].as_str() {
+        if let Some(e) = &m.last_error {
             println!("  last error: {e}");
         }
     }
-    for k in s["known"].as_array().unwrap_or(&empty) {
-        let newest = k["newest_backup"]
-            .as_object()
-            .map(|n| {
-                format!(
-                    "newest backup #{} at {}",
-                    n["id"],
-                    n["started"].as_str().unwrap_or("?")
-                )
-            })
-            .unwrap_or_else(|| "no backups".into());
+    for k in &s.known {
+        let newest = k.newest_backup.map_or_else(
+            || "no backups".into(),
+            |n| format!("newest backup #{} at {}", n.id, at(&n.started)),
+        );
         println!(
             "away: {} ({}), last seen {}, {newest}",
-            k["label"].as_str().unwrap_or("?"),
-            k["media_id"].as_str().unwrap_or("?"),
-            k["last_seen"].as_str().unwrap_or("never")
+            k.label,
+            k.media_id,
+            k.last_seen.as_ref().map_or("never".into(), at)
         );
     }
-    for w in s["warnings"].as_array().unwrap_or(&empty) {
-        println!("warning: {}", w.as_str().unwrap_or_default());
+    for w in &s.warnings {
+        println!("warning: {w}");
     }
     Ok(0)
 }
@@ -147,28 +137,29 @@ pub struct MediumSel {
 }
 
 pub fn eject(a: MediumSel) -> Result<u8> {
-    let r = answer(ask(&Request::Eject { medium: a.medium })?)?;
+    let r: Ejected = answer(ask(&Request::Eject { medium: a.medium })?)?;
     if a.json {
         print_json(&r)?;
     } else {
-        println!("{}", r["message"].as_str().unwrap_or("safe to remove"));
+        println!("{}", r.message);
     }
     Ok(0)
 }
 
 pub fn backup_now(a: MediumSel) -> Result<u8> {
     let r = ask(&Request::BackupNow { medium: a.medium })?;
-    let ok = r.ok;
+    let outcome: Option<Outcome> = r.data_as().ok();
     if a.json {
         print_json(&r)?;
-    } else if let Some(b) = r.data["backup"].as_u64() {
-        println!(
-            "backup #{b} ({}) made, verified: {}",
-            r.data["kind"].as_str().unwrap_or("?"),
-            r.data["verified"]
-        );
+    } else if let Some(h) = outcome.as_ref().and_then(|o| o.backup.as_ref()) {
+        let verified = match outcome.as_ref().and_then(Outcome::verified) {
+            Some(true) => "yes",
+            Some(false) => "NO (damage found)",
+            None => "not yet",
+        };
+        println!("backup #{} ({}) made, verified: {verified}", h.id, h.kind);
     }
-    if !ok {
+    if !r.ok {
         bail!("{}", r.error.unwrap_or_else(|| "backup failed".into()));
     }
     Ok(0)
@@ -182,10 +173,10 @@ pub struct TestClockArgs {
 
 pub fn test_clock(a: TestClockArgs) -> Result<u8> {
     let d = crate::config::parse_duration(&a.advance).map_err(anyhow::Error::msg)?;
-    let r = answer(ask(&Request::AdvanceClock {
+    let r: ClockNow = answer(ask(&Request::AdvanceClock {
         seconds: d.num_seconds(),
     })?)?;
-    println!("agent clock now {}", r["now"].as_str().unwrap_or("?"));
+    println!("agent clock now {}", r.now.to_rfc3339());
     Ok(0)
 }
 

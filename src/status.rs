@@ -1,0 +1,79 @@
+//! What the agent answers on its control socket, as types both sides share (serde both ways):
+//! the agent builds these values, the CLI reads them back as the same types — no JSON read
+//! back by string keys.
+
+use crate::ids::MediaId;
+use crate::tree::Kind;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// `trayback status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub now: DateTime<Utc>,
+    pub host: String,
+    pub inserted: Vec<Inserted>,
+    /// Media this host knows that are not inserted (away, e.g. off-site).
+    pub known: Vec<Away>,
+    pub warnings: Vec<String>,
+}
+
+/// A backup by id and start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BackupRef {
+    pub id: u64,
+    pub started: DateTime<Utc>,
+}
+
+/// An inserted medium.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Inserted {
+    pub label: String,
+    pub media_id: MediaId,
+    pub device: PathBuf,
+    pub mountpoint: PathBuf,
+    pub backups: usize,
+    /// The newest verified backup of each kind.
+    pub newest: BTreeMap<Kind, BackupRef>,
+    pub job: Option<Job>,
+    pub next_due: Option<DateTime<Utc>>,
+    pub free_bytes: u64,
+    pub last_error: Option<String>,
+    /// False when another medium, inserted later, is the one written.
+    pub writing: bool,
+}
+
+/// The job running on an inserted medium.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Job {
+    pub kind: Kind,
+    pub started: DateTime<Utc>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// A known medium that is not inserted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Away {
+    pub media_id: String,
+    pub label: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub last_device: Option<String>,
+    pub newest_backup: Option<BackupRef>,
+}
+
+/// The answer to `eject`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ejected {
+    pub safe_to_remove: bool,
+    pub device: PathBuf,
+    pub message: String,
+}
+
+/// The answer to `test-clock`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ClockNow {
+    pub now: DateTime<Utc>,
+}
