@@ -25,7 +25,7 @@ pub use control::{call, socket_path, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
 use crate::error::Error;
-use crate::medium::{self, MediaFile, Medium};
+use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
 use crate::tree::Kind;
@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -94,6 +94,9 @@ struct Agent {
     register: Mutex<Register>,
     inserted: Mutex<HashMap<PathBuf, Inserted>>,
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Media whose task failed, by device, until the device goes or comes back.
+    released: Mutex<HashMap<PathBuf, Released>>,
+    test_panic: Option<(PanicAt, String)>,
     warnings: Mutex<Vec<String>>,
     seq: AtomicU64,
     changed: watch::Sender<u64>,
@@ -118,6 +121,8 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         host: medium::host_name(),
         inserted: Mutex::new(HashMap::new()),
         tasks: Mutex::new(HashMap::new()),
+        released: Mutex::new(HashMap::new()),
+        test_panic: opts.test_clock.then(test_panic_hook).flatten(),
         warnings: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
         changed: watch::channel(0).0,
@@ -170,10 +175,83 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A medium identified read-only and proven to be this host's.
+struct Identified {
+    media: MediaFile,
+    /// `media.yaml` as read on the identification mount, compared byte for byte with what
+    /// the read-write mount shows.
+    bytes: Vec<u8>,
+    proof: Proof,
+}
+
 enum Identity {
-    Ours(MediaFile),
+    Ours(Identified),
     Blank,
+    /// A media ID file, but not this host's medium (another host's, or not proven).
+    NotOurs(MediaFile, String),
     Foreign(String),
+}
+
+/// Why a disk mounted read-write is not used: it is not what was identified (foreign,
+/// notified as an unknown medium), or something failed.
+enum Refusal {
+    Foreign(String),
+    Failed(String),
+}
+
+/// One medium's session, as its supervisor knows it.
+struct Session {
+    disk: Disk,
+    mp: PathBuf,
+    seq: u64,
+    media: MediaFile,
+    cancel: Arc<AtomicBool>,
+    live: Arc<Mutex<Live>>,
+}
+
+/// A medium whose task failed and was cleaned up: what `eject` answers for it.
+struct Released {
+    disk: Disk,
+    media: MediaFile,
+    mountpoint: PathBuf,
+    unmounted: bool,
+    message: String,
+}
+
+/// Where the hidden test hook (`TRAYBACK_TEST_PANIC=job:LABEL` or `task:LABEL`, honoured
+/// only with `--test-clock`) makes a medium's task panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PanicAt {
+    /// In the engine work (`spawn_blocking`).
+    Job,
+    /// In the medium's async task.
+    Task,
+}
+
+/// A lock that survives a panic elsewhere: a task that panicked while holding one of the
+/// agent's locks must not take the rest of the agent with it.
+trait Locked<T> {
+    fn locked(&self) -> MutexGuard<'_, T>;
+}
+
+impl<T> Locked<T> for Mutex<T> {
+    fn locked(&self) -> MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a failed task's `JoinError` says.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "cancelled".into();
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into());
+    format!("panicked: {msg}")
 }
 
 impl Agent {
@@ -203,8 +281,7 @@ impl Agent {
     async fn appeared(self: Arc<Self>, disk: Disk) {
         if self
             .inserted
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .any(|i| i.disk.devnode == disk.devnode && i.disk.fs_uuid == disk.fs_uuid)
         {
@@ -220,92 +297,130 @@ impl Agent {
             debug!(device = %disk.devnode.display(), "mounted elsewhere; not a tray");
             return;
         }
+        self.released.locked().remove(&disk.devnode);
+        let Some(fs) = mounts::FsType::from_udev(&disk.fs_type) else {
+            let why = format!(
+                "{}: file system type {:?} is not one trayback uses (ext2/3/4, xfs, btrfs); not mounting it",
+                disk.devnode.display(),
+                disk.fs_type
+            );
+            warn!(%why, "not using this disk");
+            self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+            return;
+        };
         // A clone of an inserted disk (same file system UUID): never mount it over the other.
         let twin = self
             .inserted
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .find(|i| i.disk.fs_uuid == disk.fs_uuid)
             .map(|i| (i.disk.devnode.clone(), i.media.clone()));
         if let Some((other, m)) = twin {
             let why = format!("{} is a copy of {} (file system {} and medium {} ({:?}) on both); not using the copy", disk.devnode.display(), other.display(), disk.fs_uuid, m.media_id, m.label);
             warn!("{why}");
-            self.warnings.lock().unwrap().push(why.clone());
+            self.warnings.locked().push(why.clone());
             self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
             return;
         }
         // A quick re-insertion: let the previous session of this file system finish first.
-        let previous = self.tasks.lock().unwrap().remove(&disk.fs_uuid);
+        let previous = self.tasks.locked().remove(&disk.fs_uuid);
         if let Some(h) = previous {
             let _ = h.await;
         }
         let mp = mounts::mountpoint(&self.cfg.agent.run_dir, &disk);
-        let (d2, mp2, auto) = (
+        let (d2, mp2, auto, host, state) = (
             disk.clone(),
             mp.clone(),
             self.cfg.agent.auto_enrol_label.clone(),
+            self.host.clone(),
+            self.cfg.agent.state_dir.clone(),
         );
-        let identity = tokio::task::spawn_blocking(move || identify(&d2, &mp2, auto.as_ref()))
-            .await
-            .unwrap();
-        let media = match identity {
+        let identity = match tokio::task::spawn_blocking(move || {
+            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state)
+        })
+        .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
+                Identity::Foreign(format!(
+                    "{}: identification failed ({}); not using this disk",
+                    disk.devnode.display(),
+                    panic_message(e)
+                ))
+            }
+        };
+        let identified = match identity {
             Identity::Foreign(why) => {
                 warn!(device = %disk.devnode.display(), %why, "not using this disk");
                 self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
                 return;
             }
-            Identity::Ours(m) if m.host != self.host => {
-                let why = format!(
-                    "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
-                    m.media_id, m.label, m.host, self.host
-                );
+            Identity::NotOurs(m, why) => {
                 warn!(device = %disk.devnode.display(), %why, "not using this disk");
                 self.note(EventKind::UnknownMedium, Some(&disk), Some(&m), None, why);
                 return;
             }
-            Identity::Ours(m) => {
+            Identity::Ours(id) => {
                 let twin = self
                     .inserted
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .values()
-                    .find(|i| i.media.media_id == m.media_id)
+                    .find(|i| i.media.media_id == id.media.media_id)
                     .map(|i| i.disk.devnode.clone());
                 if let Some(other) = twin {
+                    let m = &id.media;
                     let why = format!("medium {} ({:?}) is on {} and {} at once (a cloned disk?); using neither copy of it twice", m.media_id, m.label, other.display(), disk.devnode.display());
                     warn!("{why}");
-                    self.warnings.lock().unwrap().push(why.clone());
-                    self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
+                    self.warnings.locked().push(why.clone());
+                    self.note(EventKind::DuplicateMedium, Some(&disk), Some(m), None, why);
                     return;
                 }
-                Some(m)
+                Some(id)
             }
             Identity::Blank => None,
         };
-        // Ours or blank-and-enrollable: mount read-write, enrol if blank, open with recovery.
-        let (d2, mp2, now) = (disk.clone(), mp.clone(), self.clock.now());
-        let opened = tokio::task::spawn_blocking(move || -> Result<Medium, String> {
-            mounts::mount(&d2, &mp2, true)
-                .map_err(|e| format!("cannot mount {} read-write: {e}", d2.devnode.display()))?;
-            let r = (|| {
-                if media.is_none() {
-                    let label = d2.label.clone().unwrap_or_else(|| d2.fs_uuid.clone());
-                    Medium::init(&mp2, &label, false, now).map_err(|e| e.to_string())?;
-                    info!(device = %d2.devnode.display(), %label, "blank medium enrolled");
-                }
-                Medium::open_write(&mp2, 3).map_err(|e| e.to_string())
-            })();
+        // Proven ours, or blank and enrollable: mount read-write, check again that it is what
+        // was identified (the replay skipped when identifying happens now), enrol if blank,
+        // open with recovery.
+        let (d2, mp2, now, state) = (
+            disk.clone(),
+            mp.clone(),
+            self.clock.now(),
+            self.cfg.agent.state_dir.clone(),
+        );
+        let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
+            mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
+                Refusal::Failed(format!(
+                    "cannot mount {} read-write: {e}",
+                    d2.devnode.display()
+                ))
+            })?;
+            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
             if r.is_err() {
-                let _ = mounts::unmount(&mp2, false);
+                let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
             }
             r
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            Err(Refusal::Failed(format!(
+                "opening the medium failed ({})",
+                panic_message(e)
+            )))
+        });
         let medium = match opened {
             Ok(m) => m,
-            Err(e) => {
+            Err(Refusal::Foreign(why)) => {
+                warn!(device = %disk.devnode.display(), %why, "not using this disk");
+                self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+                return;
+            }
+            Err(Refusal::Failed(e)) => {
+                // Never leave a mount behind, whatever failed.
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
                 error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
                 self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
                 return;
@@ -314,7 +429,7 @@ impl Agent {
         let media = medium.media.clone();
         info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree.backups.len(), "medium inserted");
         {
-            let mut reg = self.register.lock().unwrap();
+            let mut reg = self.register.locked();
             reg.seen(
                 &media.media_id.to_string(),
                 &media.label,
@@ -330,39 +445,120 @@ impl Agent {
         let cancel = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Live::default()));
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        self.inserted.lock().unwrap().insert(
+        self.inserted.locked().insert(
             disk.devnode.clone(),
             Inserted {
                 disk: disk.clone(),
-                media,
+                media: media.clone(),
                 mountpoint: mp.clone(),
                 seq,
-                tx,
+                tx: tx.clone(),
                 cancel: cancel.clone(),
                 live: live.clone(),
             },
         );
         self.changed.send_modify(|v| *v += 1);
-        let tx = self.inserted.lock().unwrap()[&disk.devnode].tx.clone();
-        let watchdog = tokio::spawn(watch_mount(mp.clone(), disk.devnum, cancel.clone(), tx));
-        let handle = tokio::spawn(self.clone().medium_task(
-            disk.clone(),
+        let session = Session {
+            disk: disk.clone(),
             mp,
-            medium,
-            rx,
+            seq,
+            media,
             cancel,
             live,
-            watchdog,
+        };
+        let handle = tokio::spawn(self.clone().supervise(session, medium, tx, rx));
+        self.tasks.locked().insert(disk.fs_uuid.clone(), handle);
+    }
+
+    /// Run a medium's task and clean up after it whatever happens: a panic in the task or
+    /// in its engine work unmounts that medium, forgets it and notifies, and leaves the
+    /// rest of the agent (other media, the control socket) untouched.
+    async fn supervise(
+        self: Arc<Self>,
+        s: Session,
+        medium: Medium,
+        tx: mpsc::Sender<Cmd>,
+        rx: mpsc::Receiver<Cmd>,
+    ) {
+        let watchdog = tokio::spawn(watch_mount(
+            s.mp.clone(),
+            s.disk.devnum,
+            s.cancel.clone(),
+            tx,
         ));
-        self.tasks
-            .lock()
-            .unwrap()
-            .insert(disk.fs_uuid.clone(), handle);
+        let task = tokio::spawn(self.clone().medium_task(
+            s.disk.clone(),
+            s.mp.clone(),
+            medium,
+            rx,
+            s.cancel.clone(),
+            s.live.clone(),
+            watchdog.abort_handle(),
+        ));
+        let failure = match task.await {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(e) => Some(format!("its task failed: {}", panic_message(e))),
+        };
+        watchdog.abort();
+        if let Some(why) = failure {
+            self.abandon(&s, why).await;
+        }
+    }
+
+    /// After a medium's task failed: unmount the medium (lazily if it is busy), forget it,
+    /// remember why for `eject`, and notify.
+    async fn abandon(&self, s: &Session, why: String) {
+        s.cancel.store(true, Ordering::SeqCst);
+        let mp = s.mp.clone();
+        let detached = tokio::task::spawn_blocking(move || {
+            mounts::sync();
+            mounts::unmount(&mp, false).or_else(|_| mounts::unmount(&mp, true))
+        })
+        .await;
+        let unmounted = matches!(detached, Ok(Ok(())));
+        {
+            let mut ins = self.inserted.locked();
+            if ins.get(&s.disk.devnode).is_some_and(|i| i.seq == s.seq) {
+                ins.remove(&s.disk.devnode);
+            }
+        }
+        let message = format!(
+            "medium {} ({:?}) on {}: {why}; {}; nothing more is written to it until it is inserted again",
+            s.media.media_id,
+            s.media.label,
+            s.disk.devnode.display(),
+            if unmounted {
+                "it was unmounted and is safe to remove".to_string()
+            } else {
+                format!("it could not be unmounted from {}", s.mp.display())
+            }
+        );
+        error!(device = %s.disk.devnode.display(), medium = %s.media.media_id, "{message}");
+        self.released.locked().insert(
+            s.disk.devnode.clone(),
+            Released {
+                disk: s.disk.clone(),
+                media: s.media.clone(),
+                mountpoint: s.mp.clone(),
+                unmounted,
+                message: message.clone(),
+            },
+        );
+        self.changed.send_modify(|v| *v += 1);
+        self.note(
+            EventKind::BackupFailed,
+            Some(&s.disk),
+            Some(&s.media),
+            None,
+            message,
+        );
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
     fn gone(&self, devnode: &Path) {
-        let ins = self.inserted.lock().unwrap().remove(devnode);
+        self.released.locked().remove(devnode);
+        let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
             warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
             i.cancel.store(true, Ordering::SeqCst);
@@ -375,7 +571,7 @@ impl Agent {
         if self.cfg.agent.multiple_media == MultipleMedia::All {
             return true;
         }
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         ins.values()
             .max_by_key(|i| i.seq)
             .is_none_or(|i| i.disk.devnode == devnode)
@@ -390,8 +586,8 @@ impl Agent {
         mut rx: mpsc::Receiver<Cmd>,
         cancel: Arc<AtomicBool>,
         live: Arc<Mutex<Live>>,
-        watchdog: tokio::task::JoinHandle<()>,
-    ) {
+        watchdog: tokio::task::AbortHandle,
+    ) -> Result<(), String> {
         let mut medium = Some(medium);
         let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
         let mut eject: Option<oneshot::Sender<Response>> = None;
@@ -432,7 +628,7 @@ impl Agent {
             };
             if let Some(due) = due {
                 let meter = Arc::new(Meter::hidden());
-                live.lock().unwrap().job = Some(Running {
+                live.locked().job = Some(Running {
                     kind: due.kind,
                     started: now,
                     meter: meter.clone(),
@@ -441,15 +637,33 @@ impl Agent {
                 let (cfg, c2, mp2, devnum) =
                     (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
                 info!(medium = %m.media.media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
-                let (m, outcome) = tokio::task::spawn_blocking(move || {
+                if self.test_panic_at(PanicAt::Task, &m.media.label) {
+                    panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
+                }
+                let panic_job = self.test_panic_at(PanicAt::Job, &m.media.label);
+                let joined = tokio::task::spawn_blocking(move || {
+                    if panic_job {
+                        panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
+                    }
                     let o = job::run(&mut m, &cfg, &due, now, &c2, &meter, &|| {
                         mounts::still_ours(&mp2, devnum)
                     });
                     (m, o)
                 })
-                .await
-                .unwrap();
-                live.lock().unwrap().job = None;
+                .await;
+                let (m, outcome) = match joined {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // The medium went with the job; the supervisor cleans up.
+                        live.locked().job = None;
+                        let why = format!("its backup job failed ({})", panic_message(e));
+                        for r in forced.drain(..) {
+                            let _ = r.send(Response::err(why.clone()));
+                        }
+                        return Err(why);
+                    }
+                };
+                live.locked().job = None;
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
@@ -471,7 +685,7 @@ impl Agent {
                 Some(t) if backing_off => t,
                 _ => schedule::next_due(tree, self.clock.now(), &sched),
             };
-            live.lock().unwrap().next_due = Some(next);
+            live.locked().next_due = Some(next);
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = changed.changed() => {}
@@ -516,11 +730,11 @@ impl Agent {
             )
         })
         .await
-        .unwrap();
-        self.inserted.lock().unwrap().remove(&disk.devnode);
+        .unwrap_or_else(|e| (Err(std::io::Error::other(panic_message(e))), String::new()));
+        self.inserted.locked().remove(&disk.devnode);
         self.changed.send_modify(|v| *v += 1);
         if let Some(m) = &media {
-            let mut reg = self.register.lock().unwrap();
+            let mut reg = self.register.locked();
             if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
                 s.last_seen = Some(self.clock.now());
             }
@@ -553,10 +767,18 @@ impl Agent {
             (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
+        Ok(())
+    }
+
+    /// Does the test hook make this medium's task panic here?
+    fn test_panic_at(&self, at: PanicAt, label: &str) -> bool {
+        self.test_panic
+            .as_ref()
+            .is_some_and(|(a, l)| *a == at && l == label)
     }
 
     fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
-        let mut l = live.lock().unwrap();
+        let mut l = live.locked();
         l.backups = m.tree.backups.len();
         l.newest.clear();
         for b in m.tree.backups.iter().filter(|b| b.verified) {
@@ -615,8 +837,8 @@ impl Agent {
         if let Some(b) = o.backup {
             info!(medium = %m.media.media_id, backup = b, kind = ?o.kind, verified = ?o.verified, pared = o.pared.len(), "backup done");
         }
-        live.lock().unwrap().last_error = o.error.clone().or(o.medium_too_small.clone());
-        let mut reg = self.register.lock().unwrap();
+        live.locked().last_error = o.error.clone().or(o.medium_too_small.clone());
+        let mut reg = self.register.locked();
         reg.seen(
             &m.media.media_id.to_string(),
             &m.media.label,
@@ -638,7 +860,7 @@ impl Agent {
             .values()
             .map(|i| i.media.media_id.to_string())
             .collect();
-        let mut reg = self.register.lock().unwrap();
+        let mut reg = self.register.locked();
         let mut notes = Vec::new();
         for (id, s) in reg.media.iter_mut() {
             let Some(seen) = s.last_seen else { continue };
@@ -679,11 +901,11 @@ impl Agent {
 
     fn status(&self) -> serde_json::Value {
         let now = self.clock.now();
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         let inserted: Vec<_> = ins
             .values()
             .map(|i| {
-                let l = i.live.lock().unwrap();
+                let l = i.live.locked();
                 serde_json::json!({
                     "label": i.media.label, "media_id": i.media.media_id, "device": i.disk.devnode,
                     "mountpoint": i.mountpoint, "backups": l.backups,
@@ -696,9 +918,9 @@ impl Agent {
             .collect();
         let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
         drop(ins);
-        let reg = self.register.lock().unwrap();
+        let reg = self.register.locked();
         let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
-        let mut warnings = self.warnings.lock().unwrap().clone();
+        let mut warnings = self.warnings.locked().clone();
         let known: Vec<_> = reg
             .media
             .iter()
@@ -716,7 +938,7 @@ impl Agent {
     }
 
     fn find(&self, which: &Option<String>) -> Result<Handle, String> {
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         let matches: Vec<&Inserted> = ins
             .values()
             .filter(|i| match which {
@@ -766,9 +988,9 @@ impl Agent {
             Request::Eject { medium } => {
                 let (tx, cancel, live) = match self.find(&medium) {
                     Ok(x) => x,
-                    Err(e) => return Response::err(e),
+                    Err(e) => return self.released_answer(&medium).unwrap_or(Response::err(e)),
                 };
-                let abort = live.lock().unwrap().job.as_ref().is_some_and(|j| {
+                let abort = live.locked().job.as_ref().is_some_and(|j| {
                     j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
                 });
                 if abort {
@@ -777,12 +999,56 @@ impl Agent {
                 }
                 let (rtx, rrx) = oneshot::channel();
                 if tx.send(Cmd::Eject(rtx)).await.is_err() {
-                    return Response::err("the medium is already going away");
+                    return self.after_task_ended(&medium).await;
                 }
-                rrx.await
-                    .unwrap_or_else(|_| Response::err("the medium went away during eject"))
+                match rrx.await {
+                    Ok(r) => r,
+                    Err(_) => self.after_task_ended(&medium).await,
+                }
             }
         }
+    }
+
+    /// The answer to `eject` for a medium whose task failed and was cleaned up.
+    fn released_answer(&self, which: &Option<String>) -> Option<Response> {
+        let rel = self.released.locked();
+        let matches: Vec<&Released> = rel
+            .values()
+            .filter(|r| match which {
+                None => true,
+                Some(w) => {
+                    r.media.label == *w
+                        || r.media.media_id.to_string() == *w
+                        || r.disk.devnode == Path::new(w)
+                        || r.mountpoint == Path::new(w)
+                }
+            })
+            .collect();
+        let [r] = matches.as_slice() else {
+            return None;
+        };
+        Some(if r.unmounted {
+            let msg = format!(
+                "{} ({}) was already unmounted after its task failed; safe to remove",
+                r.disk.devnode.display(),
+                r.media.label
+            );
+            Response::ok(serde_json::json!({ "safe_to_remove": true, "device": r.disk.devnode, "message": msg, "failure": r.message }))
+        } else {
+            Response::err(r.message.clone())
+        })
+    }
+
+    /// `eject` found the medium's task gone (it ended or failed just now): wait for its
+    /// clean-up, then answer from what it left.
+    async fn after_task_ended(&self, which: &Option<String>) -> Response {
+        let t0 = std::time::Instant::now();
+        while self.find(which).is_ok() && t0.elapsed() < std::time::Duration::from_secs(30) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        self.released_answer(which).unwrap_or_else(|| {
+            Response::err("the medium went away during eject; it is no longer mounted by the agent")
+        })
     }
 
     async fn shutdown(&self) {
@@ -797,7 +1063,7 @@ impl Agent {
             c.store(true, Ordering::SeqCst);
             let _ = tx.try_send(Cmd::Stop);
         }
-        let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, h)| h).collect();
+        let tasks: Vec<_> = self.tasks.locked().drain().map(|(_, h)| h).collect();
         for t in tasks {
             let _ = t.await;
         }
@@ -823,9 +1089,40 @@ async fn watch_mount(mp: PathBuf, devnum: u64, cancel: Arc<AtomicBool>, tx: mpsc
     }
 }
 
-/// Mount read-only and read the media ID file.
-fn identify(disk: &Disk, mp: &Path, auto: Option<&globset::GlobMatcher>) -> Identity {
-    if let Err(e) = mounts::mount(disk, mp, false) {
+/// The test hook, from `TRAYBACK_TEST_PANIC` (`job:LABEL` or `task:LABEL`).
+fn test_panic_hook() -> Option<(PanicAt, String)> {
+    let v = std::env::var("TRAYBACK_TEST_PANIC").ok()?;
+    let (at, label) = v.split_once(':')?;
+    let at = match at {
+        "job" => PanicAt::Job,
+        "task" => PanicAt::Task,
+        _ => return None,
+    };
+    warn!(?at, label, "test hook: this medium's task will panic");
+    Some((at, label.to_string()))
+}
+
+/// A refusal to write, as one line naming the device (not our mount point).
+fn refusal(disk: &Disk, e: Error) -> Refusal {
+    match e {
+        Error::Foreign { reason, .. } => {
+            Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
+        }
+        e => Refusal::Failed(e.to_string()),
+    }
+}
+
+/// Mount read-only without any journal or log replay, read the media ID file, and decide
+/// what the disk is: this host's medium only if its MAC verifies with this host's key.
+fn identify(
+    disk: &Disk,
+    fstype: mounts::FsType,
+    mp: &Path,
+    auto: Option<&globset::GlobMatcher>,
+    host: &str,
+    state_dir: &Path,
+) -> Identity {
+    if let Err(e) = mounts::mount(disk, fstype, mp, false) {
         return Identity::Foreign(format!(
             "{}: cannot mount {} read-only: {e}",
             disk.devnode.display(),
@@ -833,11 +1130,39 @@ fn identify(disk: &Disk, mp: &Path, auto: Option<&globset::GlobMatcher>) -> Iden
         ));
     }
     let found = Medium::identify(mp);
+    let bytes = std::fs::read(mp.join("trayback").join("media.yaml")).unwrap_or_default();
     let blank = mounts::is_blank(mp);
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();
     match found {
-        Ok(m) => Identity::Ours(m),
+        Ok(m) if m.host != host => {
+            let why = format!(
+                "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
+                m.media_id,
+                m.label.chars().take(64).collect::<String>(),
+                m.host.chars().take(64).collect::<String>(),
+                host
+            );
+            Identity::NotOurs(m, why)
+        }
+        Ok(m) => match medium::prove(state_dir, mp, &m) {
+            Ok(proof) => Identity::Ours(Identified {
+                media: m,
+                bytes,
+                proof,
+            }),
+            Err(e) => {
+                let why = match refusal(disk, e) {
+                    Refusal::Foreign(why) => why,
+                    Refusal::Failed(e) => format!(
+                        "{}: cannot check medium {}: {e}",
+                        disk.devnode.display(),
+                        m.media_id
+                    ),
+                };
+                Identity::NotOurs(m, why)
+            }
+        },
         Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
         Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
             Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
@@ -845,6 +1170,59 @@ fn identify(disk: &Disk, mp: &Path, auto: Option<&globset::GlobMatcher>) -> Iden
         Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
         Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
     }
+}
+
+/// On the read-write mount, before anything is written: the disk must still be what was
+/// identified read-only (the replay skipped then has happened now): the same `media.yaml`,
+/// byte for byte, proven again; a blank disk still blank. Then enrol a blank one, and open
+/// with recovery.
+fn open_identified(
+    disk: &Disk,
+    mp: &Path,
+    identified: Option<&Identified>,
+    now: DateTime<Utc>,
+    state_dir: &Path,
+) -> Result<Medium, Refusal> {
+    let changed = |m: &MediaFile| {
+        Refusal::Foreign(format!(
+            "{}: {}",
+            disk.devnode.display(),
+            ForeignReason::new(m, Unproven::Changed)
+        ))
+    };
+    match identified {
+        Some(id) => {
+            let path = mp.join("trayback").join("media.yaml");
+            let bytes = std::fs::read(&path).map_err(|_| changed(&id.media))?;
+            if bytes != id.bytes {
+                return Err(changed(&id.media));
+            }
+            let m = Medium::identify(mp).map_err(|_| changed(&id.media))?;
+            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
+            if proof != id.proof {
+                return Err(changed(&id.media));
+            }
+        }
+        None => {
+            if !mounts::is_blank(mp) {
+                return Err(Refusal::Foreign(format!(
+                    "{}: the file system identified as blank is not blank once mounted read-write (journal replay?); not enrolling it",
+                    disk.devnode.display()
+                )));
+            }
+            let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
+            Medium::init(mp, &label, false, now, state_dir)
+                .map_err(|e| Refusal::Failed(e.to_string()))?;
+            info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
+        }
+    }
+    let m = Medium::open_write(mp, 3).map_err(|e| Refusal::Failed(e.to_string()))?;
+    // What the writer opened is what was proven.
+    let proof = medium::prove(state_dir, mp, &m.media).map_err(|e| refusal(disk, e))?;
+    if identified.is_some_and(|id| id.proof != proof) {
+        return Err(changed(&m.media));
+    }
+    Ok(m)
 }
 
 async fn serve(agent: Arc<Agent>, listener: UnixListener) {

@@ -12,7 +12,7 @@ use crate::config::{self, Config};
 use crate::error::Error;
 use crate::ids::BackupId;
 use crate::maintain;
-use crate::medium::Medium;
+use crate::medium::{self, Medium};
 use crate::progress::Meter;
 use crate::query;
 use crate::restore::{self, Target};
@@ -105,6 +105,19 @@ pub enum MediaCmd {
     /// Show the media ID file and a summary.
     Show {
         dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an existing medium for this host (format 1, another host's, or one whose key
+    /// this host lost): a new key kept on this host, and a media ID file sealed with it.
+    Adopt {
+        dir: PathBuf,
+        /// Replace the key this host already holds for the medium's id (the disk that
+        /// verified with the old key becomes foreign).
+        #[arg(long)]
+        replace_key: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -294,7 +307,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             force,
             json,
         }) => {
-            let m = Medium::init(&dir, &label, force, Utc::now())?;
+            let m = Medium::init(&dir, &label, force, Utc::now(), &state_dir(None)?)?;
             if json {
                 print_json(&m)?;
             } else {
@@ -303,6 +316,34 @@ pub fn run(cli: Cli) -> Result<u8> {
                     dir.display(),
                     m.media_id,
                     m.label
+                );
+            }
+            Ok(0)
+        }
+        Command::Media(MediaCmd::Adopt {
+            dir,
+            replace_key,
+            config,
+            json,
+        }) => {
+            let state = state_dir(config.as_deref())?;
+            let a = medium::adopt(&state, &dir, &medium::host_name(), replace_key)?;
+            if json {
+                print_json(&a)?;
+            } else if a.already {
+                println!(
+                    "{} is already this host's medium {} ({:?}); nothing changed",
+                    dir.display(),
+                    a.media.media_id,
+                    a.media.label
+                );
+            } else {
+                println!(
+                    "adopted {} as this host's medium {} ({:?}); its key is in {}",
+                    dir.display(),
+                    a.media.media_id,
+                    a.media.label,
+                    medium::key_path(&state, &a.media.media_id).display()
                 );
             }
             Ok(0)
@@ -403,6 +444,34 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Where this host keeps its per-medium keys: the config's `agent.state_dir` (or
+/// `$TRAYBACK_STATE_DIR`, or the default for this user).
+pub fn state_dir(config: Option<&Path>) -> Result<PathBuf> {
+    Ok(load_config(config, &[])?.agent.state_dir)
+}
+
+/// Open a medium for writing, only once it is proven to be one of this host's media: its
+/// `media.yaml` MAC verifies with the key kept in `state_dir` (before the lock and recovery,
+/// which write), and the file the writer then opened is the one proven.
+pub fn open_proven(root: &Path, level: i32, state_dir: &Path) -> Result<Medium> {
+    let proof = medium::prove(state_dir, root, &Medium::identify(root)?)?;
+    let m = Medium::open_write(root, level)?;
+    check_same(root, &m, &proof)?;
+    Ok(m)
+}
+
+/// The medium opened is the one proven (its ID file did not change in between).
+pub fn check_same(root: &Path, m: &Medium, proof: &medium::Proof) -> Result<()> {
+    if m.media.media_id != proof.media_id || m.media.mac.as_deref() != Some(proof.mac.as_str()) {
+        return Err(Error::Foreign {
+            path: root.to_path_buf(),
+            reason: medium::ForeignReason::new(&m.media, medium::Unproven::Changed),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// The medium a command means: the one given, else the one the agent has inserted.
 pub fn medium_of(given: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = given {
@@ -439,7 +508,11 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
+    let mut m = open_proven(
+        &medium_of(&a.medium)?,
+        cfg.compression_level,
+        &cfg.agent.state_dir,
+    )?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
         Some(kind) => Due {
@@ -517,7 +590,17 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
 }
 
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, 3)?;
+    let root = medium_of(&a.medium)?;
+    // Verification marks backups verified (a write) only on a medium proven to be ours;
+    // on any other it reports and records nothing.
+    let mut m = match open_proven(&root, 3, &state_dir(None)?) {
+        Ok(m) => m,
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Foreign { .. })) => {
+            eprintln!("trayback: {e:#}; verifying without recording the result");
+            Medium::open_read(&root)?
+        }
+        Err(e) => return Err(e),
+    };
     let bar = meter("verify", None, a.json);
     let reports =
         if a.all {

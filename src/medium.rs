@@ -18,7 +18,10 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
-pub const MEDIA_FORMAT: u32 = 1;
+mod key;
+pub use key::{adopt, key_path, prove, Adopted, ForeignReason, MediumKey, Proof, Unproven};
+
+pub const MEDIA_FORMAT: u32 = 2;
 pub const HEADER_FORMAT: u32 = 1;
 
 /// The media ID file, `trayback/media.yaml`.
@@ -30,6 +33,10 @@ pub struct MediaFile {
     pub label: String,
     pub host: String,
     pub created: DateTime<Utc>,
+    /// Format 2: HMAC-SHA-256 proving the host that keeps this medium's key enrolled it
+    /// (see `key`); absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A problem met while backing up one path.
@@ -125,8 +132,15 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 impl Medium {
-    /// Enrol `root` as a new medium. Refuses an enrolled one unless `force` (which wipes it).
-    pub fn init(root: &Path, label: &str, force: bool, now: DateTime<Utc>) -> Result<MediaFile> {
+    /// Enrol `root` as a new medium, keeping its key in `state_dir`. Refuses an enrolled one
+    /// unless `force` (which wipes it, and only a medium proven to be this host's).
+    pub fn init(
+        root: &Path,
+        label: &str,
+        force: bool,
+        now: DateTime<Utc>,
+        state_dir: &Path,
+    ) -> Result<MediaFile> {
         if !root.is_dir() {
             return Err(Error::MediumMissing(root.to_path_buf()));
         }
@@ -144,6 +158,7 @@ impl Medium {
                     label,
                 });
             }
+            key::prove(state_dir, root, &Medium::identify(root)?)?;
             let lock = lock_file(&dir, true)?;
             // Unenrol first (the marker goes before the data), then wipe.
             fs::remove_file(&media_path).at(&media_path)?;
@@ -167,13 +182,15 @@ impl Medium {
         let tree = serde_yaml::to_string(&Tree::default()).unwrap();
         fsio::atomic_write(&tmp, &dir.join("tree.yaml"), tree.as_bytes())
             .at(dir.join("tree.yaml"))?;
-        let media = MediaFile {
+        let mut media = MediaFile {
             format: MEDIA_FORMAT,
             media_id: MediaId(uuid::Uuid::new_v4()),
             label: label.to_string(),
             host: host_name(),
             created: now,
+            mac: None,
         };
+        key::enrol(state_dir, &mut media)?;
         let text = serde_yaml::to_string(&media).unwrap();
         // The media ID file is written last: it is what makes the directory a medium.
         fsio::atomic_write(&tmp, &media_path, text.as_bytes()).at(&media_path)?;
@@ -191,7 +208,8 @@ impl Medium {
             return Err(Error::NotEnrolled(root.to_path_buf()));
         }
         let m: MediaFile = read_yaml(&path)?;
-        if m.format != MEDIA_FORMAT {
+        // Format 1 (no MAC) stays readable; writers require the proof (`key::prove`).
+        if !(1..=MEDIA_FORMAT).contains(&m.format) {
             return Err(Error::Version {
                 path,
                 found: m.format,

@@ -1,5 +1,11 @@
 //! Mounting media under the run directory, checking a mount is still the device's before
 //! writing, and powering a disk down after eject.
+//!
+//! Invariant: the identification mount never writes to the disk. It is read-only and skips
+//! every log or journal replay (ext3/4 `noload`, XFS `norecovery`, btrfs `nologreplay`), and
+//! only the file system types the udev rule names are mounted at all ([`FsType`]). Because
+//! the replay is skipped, what the read-write mount shows can differ from what was
+//! identified: the agent re-reads the media ID file after it (see `agent.rs`).
 
 use super::devices::Disk;
 use std::fs;
@@ -7,6 +13,51 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use sys_mount::{FilesystemType, Mount, MountFlags, UnmountFlags};
+
+/// The file system types trayback mounts: exactly those `udev-rules/90-trayback.rules`
+/// names (`ext4|ext3|ext2|xfs|btrfs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsType {
+    Ext2,
+    Ext3,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FsType {
+    /// The type from udev's `ID_FS_TYPE`; `None` for a type trayback does not use.
+    pub fn from_udev(s: &str) -> Option<FsType> {
+        Some(match s {
+            "ext2" => FsType::Ext2,
+            "ext3" => FsType::Ext3,
+            "ext4" => FsType::Ext4,
+            "xfs" => FsType::Xfs,
+            "btrfs" => FsType::Btrfs,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+
+    /// Mount data for the read-only identification mount: no journal or log replay.
+    pub fn identify_options(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "",
+            FsType::Ext3 | FsType::Ext4 => "noload",
+            FsType::Xfs => "norecovery",
+            FsType::Btrfs => "nologreplay",
+        }
+    }
+}
 
 /// Where a disk is mounted: `<run_dir>/<fs-uuid>`.
 pub fn mountpoint(run_dir: &Path, disk: &Disk) -> PathBuf {
@@ -30,10 +81,10 @@ pub fn mounted_anywhere(devnum: u64) -> bool {
         .unwrap_or(true)
 }
 
-/// Mount `disk` at `target`: read-only for identification (and without journal replay on
-/// ext3/4, so a foreign disk is never written), or read-write for a medium we will write.
-/// Always nosuid, nodev, noexec.
-pub fn mount(disk: &Disk, target: &Path, writable: bool) -> io::Result<()> {
+/// Mount `disk` (of type `fs`) at `target`: read-only without any replay for
+/// identification ([`FsType::identify_options`]), so a disk is never written before it is
+/// proven ours, or read-write for a medium we will write. Always nosuid, nodev, noexec.
+pub fn mount(disk: &Disk, fs: FsType, target: &Path, writable: bool) -> io::Result<()> {
     fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
@@ -42,12 +93,10 @@ pub fn mount(disk: &Disk, target: &Path, writable: bool) -> io::Result<()> {
     let mut data = "";
     if !writable {
         flags |= MountFlags::RDONLY;
-        if matches!(disk.fs_type.as_str(), "ext3" | "ext4") {
-            data = "noload";
-        }
+        data = fs.identify_options();
     }
     let m = Mount::builder()
-        .fstype(FilesystemType::from(disk.fs_type.as_str()))
+        .fstype(FilesystemType::from(fs.name()))
         .flags(flags)
         .data(data)
         .mount(&disk.devnode, target)?;
@@ -122,4 +171,35 @@ pub fn power_down(disk: &Disk) -> String {
 /// Flush everything to the devices.
 pub fn sync() {
     rustix::fs::sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_udev_rules_types_and_never_a_replay_when_identifying() {
+        let rule = include_str!("../../udev-rules/90-trayback.rules");
+        let line = rule
+            .lines()
+            .find(|l| l.starts_with("ENV{ID_FS_TYPE}"))
+            .unwrap();
+        let named = line.split('"').nth(1).unwrap();
+        for t in named.split('|') {
+            assert_eq!(FsType::from_udev(t).map(FsType::name), Some(t), "{t}");
+        }
+        for t in ["vfat", "exfat", "ntfs", "iso9660", "", "EXT4"] {
+            assert_eq!(FsType::from_udev(t), None, "{t}");
+        }
+        use FsType::*;
+        for (t, opts) in [
+            (Ext2, ""),
+            (Ext3, "noload"),
+            (Ext4, "noload"),
+            (Xfs, "norecovery"),
+            (Btrfs, "nologreplay"),
+        ] {
+            assert_eq!(t.identify_options(), opts, "{t:?}");
+        }
+    }
 }

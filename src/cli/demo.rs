@@ -40,11 +40,13 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         "1. enrolling a directory medium at {}",
         medium_dir.display()
     );
-    let media = Medium::init(&medium_dir, "demo", false, Utc::now())?;
+    // The demo's medium key is kept beside it, not in the host's state directory.
+    let state = a.workdir.join("state");
+    let media = Medium::init(&medium_dir, "demo", false, Utc::now(), &state)?;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
     let cfg = Config::default().with_sources(vec![source.clone()])?;
-    let mut m = Medium::open_write(&medium_dir, cfg.compression_level)?;
+    let mut m = super::open_proven(&medium_dir, cfg.compression_level, &state)?;
     let cancel = AtomicBool::new(false);
     let meter = Meter::hidden();
     println!("2. full (monthly) backup of {}", source.display());
