@@ -278,6 +278,7 @@ fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
             .args(args)
             .current_dir(&env.src)
             .env("TRAYBACK_LOG", "warn")
+            .env("TRAYBACK_STATE_DIR", env.state_dir())
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
