@@ -34,7 +34,7 @@ use clock::Clock;
 use devices::{Disk, DiskEvent};
 use notify::{Event as Note, EventKind};
 use register::Register;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -96,6 +96,9 @@ struct Agent {
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Media whose task failed, by device, until the device goes or comes back.
     released: Mutex<HashMap<PathBuf, Released>>,
+    /// Disks refused as unknown (device, file system UUID), until the device goes: udev
+    /// repeats events for a device, the notification is sent once.
+    refused: Mutex<HashSet<(PathBuf, String)>>,
     test_panic: Option<(PanicAt, String)>,
     warnings: Mutex<Vec<String>>,
     seq: AtomicU64,
@@ -122,6 +125,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         inserted: Mutex::new(HashMap::new()),
         tasks: Mutex::new(HashMap::new()),
         released: Mutex::new(HashMap::new()),
+        refused: Mutex::new(HashSet::new()),
         test_panic: opts.test_clock.then(test_panic_hook).flatten(),
         warnings: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
@@ -287,6 +291,13 @@ impl Agent {
         {
             return; // a repeated event for a medium we have
         }
+        if self
+            .refused
+            .locked()
+            .contains(&(disk.devnode.clone(), disk.fs_uuid.clone()))
+        {
+            return; // a repeated event for a disk already refused (and notified)
+        }
         if let Some(set) = &self.cfg.agent.devices {
             if !set.is_match(&disk.devnode) {
                 debug!(device = %disk.devnode.display(), "not a configured device");
@@ -304,8 +315,7 @@ impl Agent {
                 disk.devnode.display(),
                 disk.fs_type
             );
-            warn!(%why, "not using this disk");
-            self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+            self.refuse(&disk, None, why);
             return;
         };
         // A clone of an inserted disk (same file system UUID): never mount it over the other.
@@ -353,13 +363,11 @@ impl Agent {
         };
         let identified = match identity {
             Identity::Foreign(why) => {
-                warn!(device = %disk.devnode.display(), %why, "not using this disk");
-                self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+                self.refuse(&disk, None, why);
                 return;
             }
             Identity::NotOurs(m, why) => {
-                warn!(device = %disk.devnode.display(), %why, "not using this disk");
-                self.note(EventKind::UnknownMedium, Some(&disk), Some(&m), None, why);
+                self.refuse(&disk, Some(&m), why);
                 return;
             }
             Identity::Ours(id) => {
@@ -413,8 +421,7 @@ impl Agent {
         let medium = match opened {
             Ok(m) => m,
             Err(Refusal::Foreign(why)) => {
-                warn!(device = %disk.devnode.display(), %why, "not using this disk");
-                self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+                self.refuse(&disk, None, why);
                 return;
             }
             Err(Refusal::Failed(e)) => {
@@ -468,6 +475,15 @@ impl Agent {
         };
         let handle = tokio::spawn(self.clone().supervise(session, medium, tx, rx));
         self.tasks.locked().insert(disk.fs_uuid.clone(), handle);
+    }
+
+    /// Refuse a disk as unknown: logged and notified once, until the device goes.
+    fn refuse(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
+        warn!(device = %disk.devnode.display(), %why, "not using this disk");
+        self.refused
+            .locked()
+            .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
+        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
     }
 
     /// Run a medium's task and clean up after it whatever happens: a panic in the task or
@@ -558,6 +574,7 @@ impl Agent {
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
     fn gone(&self, devnode: &Path) {
         self.released.locked().remove(devnode);
+        self.refused.locked().retain(|(d, _)| d != devnode);
         let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
             warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
@@ -1033,7 +1050,9 @@ impl Agent {
                 r.disk.devnode.display(),
                 r.media.label
             );
-            Response::ok(serde_json::json!({ "safe_to_remove": true, "device": r.disk.devnode, "message": msg, "failure": r.message }))
+            Response::ok(
+                serde_json::json!({ "safe_to_remove": true, "device": r.disk.devnode, "message": msg, "failure": r.message }),
+            )
         } else {
             Response::err(r.message.clone())
         })

@@ -374,7 +374,10 @@ mod tests {
         let c = parse(include_str!("../config/trayback.yaml")).unwrap();
         assert!(!c.sources.is_empty());
         // Regression: the shipped config enrolled any blank stick labelled TRAYBACK*.
-        assert!(c.agent.auto_enrol_label.is_none(), "no automatic enrolment by default");
+        assert!(
+            c.agent.auto_enrol_label.is_none(),
+            "no automatic enrolment by default"
+        );
     }
 
     #[test]

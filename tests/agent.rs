@@ -1071,7 +1071,11 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
     let host_line = format!("host: {host}");
     let imgs = [
         stranger(&lab, "s1.img", "Evil-1", |t| {
-            replace_line(&replace_line(&t, "media_id:", &id_line), "host:", &host_line)
+            replace_line(
+                &replace_line(&t, "media_id:", &id_line),
+                "host:",
+                &host_line,
+            )
         }),
         stranger(&lab, "s2.img", "Evil-2", |t| {
             let t = replace_line(&t, "media_id:", &id_line);
@@ -1138,7 +1142,10 @@ fn the_shipped_config_does_not_enrol_a_blank_trayback_stick() {
             format!("{head}{src}{rest}")
                 .replace("devices: []", "devices: ['/dev/loop*']")
                 .replace("run_dir: /run/trayback", &format!("run_dir: {t}/run"))
-                .replace("state_dir: /var/lib/trayback", &format!("state_dir: {t}/state"))
+                .replace(
+                    "state_dir: /var/lib/trayback",
+                    &format!("state_dir: {t}/state"),
+                )
                 .replace(
                     "# notify_command: /usr/local/bin/trayback-notify",
                     &format!("notify_command: {t}/notify.sh"),
@@ -1148,7 +1155,9 @@ fn the_shipped_config_does_not_enrol_a_blank_trayback_stick() {
     ) else {
         return;
     };
-    assert!(fs::read_to_string(&lab.config).unwrap().contains("notify_command: /"));
+    assert!(fs::read_to_string(&lab.config)
+        .unwrap()
+        .contains("notify_command: /"));
     write(&lab.src.join("f"), b"x");
     let img = lab.image("x.img", "TRAYBACK-X", "64M");
     let sum = sha(&img);
@@ -1162,14 +1171,29 @@ fn the_shipped_config_does_not_enrol_a_blank_trayback_stick() {
     assert!(inserted(&lab.status()).is_empty());
     std::thread::sleep(Duration::from_millis(500));
     lab.pull(&dev);
-    assert_eq!(sha(&img), sum, "a blank stick was written by the default config");
+    assert_eq!(
+        sha(&img),
+        sum,
+        "a blank stick was written by the default config"
+    );
     assert!(!lab.state_dir().join("keys").exists(), "a key was made");
 }
 
 #[test]
+fn a_panicking_backup_job_is_unmounted_and_notified_and_the_others_go_on() {
+    a_panicking_medium("job");
+}
+
+#[test]
 fn a_panicking_medium_task_is_unmounted_and_notified_and_the_others_go_on() {
+    a_panicking_medium("task");
+}
+
+/// The hidden test hook makes medium P's task panic `at` its first job (`job`: in the
+/// engine's `spawn_blocking`, `task`: in the async task itself).
+fn a_panicking_medium(at: &str) {
     let lp = format!("TBT{}-P", std::process::id() % 100000);
-    let hook = format!("job:{lp}");
+    let hook = format!("{at}:{lp}");
     let Some(mut lab) = Lab::custom(
         |l| l.default_config(""),
         &[("TRAYBACK_TEST_PANIC", hook.as_str())],
@@ -1224,7 +1248,9 @@ fn identification_of_a_dirty_xfs_replays_nothing() {
     lab.stop_agent();
     let img = lab.tmp.path().join("dirty.img");
     sh(Command::new("truncate").args(["-s", "320M"]).arg(&img));
-    sh(Command::new("mkfs.xfs").args(["-q", "-L", "HOLIDAY-XFS"]).arg(&img));
+    sh(Command::new("mkfs.xfs")
+        .args(["-q", "-L", "HOLIDAY-XFS"])
+        .arg(&img));
     let mp = lab.mount_rw(&img, "prep");
     for i in 0..3 {
         write(&mp.join(format!("f{i}")), &bytes(i, 1 << 20));
@@ -1232,19 +1258,40 @@ fn identification_of_a_dirty_xfs_replays_nothing() {
     sh(&mut Command::new("sync"));
     write(&mp.join("after-sync"), b"only in the log");
     // Shut the file system down without flushing the log: it needs recovery.
-    sh(Command::new("xfs_io").args(["-x", "-c", "shutdown"]).arg(&mp));
+    sh(Command::new("xfs_io")
+        .args(["-x", "-c", "shutdown"])
+        .arg(&mp));
     sh(Command::new("umount").arg(&mp));
     let sum = sha(&img);
     // The test means something only if a plain read-only mount would replay the log.
     let copy = lab.tmp.path().join("copy.img");
-    sh(Command::new("cp").args(["--sparse=always"]).arg(&img).arg(&copy));
-    let dev = text(&Command::new("losetup").args(["-f", "--show"]).arg(&copy).output().unwrap().stdout).trim().to_string();
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&img)
+        .arg(&copy));
+    let dev = text(
+        &Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&copy)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
     let probe = lab.tmp.path().join("probe");
     fs::create_dir(&probe).unwrap();
-    sh(Command::new("mount").args(["-o", "ro"]).arg(&dev).arg(&probe));
+    sh(Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(&dev)
+        .arg(&probe));
     sh(Command::new("umount").arg(&probe));
     sh(Command::new("losetup").args(["-d", &dev]));
-    assert_ne!(sha(&copy), sum, "the log was not dirty; the test proves nothing");
+    assert_ne!(
+        sha(&copy),
+        sum,
+        "the log was not dirty; the test proves nothing"
+    );
     fs::remove_file(&copy).unwrap();
     // A blank XFS medium for the second half, made before the agent runs again.
     let lx = lab.label("X");
@@ -1255,7 +1302,10 @@ fn identification_of_a_dirty_xfs_replays_nothing() {
 
     let dev = lab.insert(&img);
     let n = wait_note_for(&lab, "HOLIDAY-XFS", 30);
-    assert!(n["message"].as_str().unwrap().contains("foreign disk"), "{n}");
+    assert!(
+        n["message"].as_str().unwrap().contains("foreign disk"),
+        "{n}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     lab.pull(&dev);
     assert_eq!(sha(&img), sum, "identifying the disk replayed its log");
@@ -1264,4 +1314,25 @@ fn identification_of_a_dirty_xfs_replays_nothing() {
     write(&lab.src.join("f"), b"on xfs");
     let _dx = lab.insert(&img_x);
     lab.wait_first_monthly(&lx);
+}
+
+#[test]
+fn a_btrfs_medium_is_identified_without_log_replay_and_used() {
+    if !tool("mkfs.btrfs") {
+        eprintln!("SKIPPED: needs mkfs.btrfs (scripts/setup.sh installs btrfs-progs)");
+        return;
+    }
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"on btrfs");
+    let lb = lab.label("B");
+    let img = lab.tmp.path().join("b.img");
+    sh(Command::new("truncate").args(["-s", "256M"]).arg(&img));
+    sh(Command::new("mkfs.btrfs").args(["-q", "-L", &lb]).arg(&img));
+    let _d = lab.insert(&img);
+    lab.wait_first_monthly(&lb);
+    assert!(
+        !lab.log().contains("cannot mount"),
+        "the identification mount options were refused:\n{}",
+        lab.log()
+    );
 }

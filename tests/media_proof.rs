@@ -35,9 +35,16 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
     env.init();
     let key = key_file(&env);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(
-        fs::metadata(key.parent().unwrap()).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(key.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o700
     );
     env.backup(&["--kind", "monthly"]);
@@ -46,7 +53,9 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
     let before = fingerprint(&env.medium);
     let err = refused(
         &env,
-        &["backup", "--medium", "{medium}", "--source", "{src}", "--kind", "micro"],
+        &[
+            "backup", "--medium", "{medium}", "--source", "{src}", "--kind", "micro",
+        ],
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(
@@ -56,12 +65,23 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
     // Every other writer refuses too.
     refused(&env, &["pare", "--medium", "{medium}"]);
     refused(&env, &["repair", "--medium", "{medium}", "--tree"]);
-    refused(&env, &["media", "init", "{medium}", "--label", "X", "--force"]);
+    refused(
+        &env,
+        &["media", "init", "{medium}", "--label", "X", "--force"],
+    );
     // Verify reports, but does not record.
     let out = env.run(&["verify", "--medium", "{medium}", "--all"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("without recording"), "{}", text(&out.stderr));
-    assert_eq!(fingerprint(&env.medium), before, "an unproven medium was changed");
+    assert!(
+        text(&out.stderr).contains("without recording"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        fingerprint(&env.medium),
+        before,
+        "an unproven medium was changed"
+    );
     // Readers need no key.
     env.ok(&["list", "--medium", "{medium}"]);
     // The operator adopts it: writable again, with the same identity.
@@ -98,9 +118,14 @@ fn a_format_1_medium_is_read_but_written_only_once_adopted() {
     assert!(env.try_restore(1, &to).status.success());
     let err = refused(
         &env,
-        &["backup", "--medium", "{medium}", "--source", "{src}", "--kind", "micro"],
+        &[
+            "backup", "--medium", "{medium}", "--source", "{src}", "--kind", "micro",
+        ],
     );
-    assert!(err.contains("format 1") && err.contains("media adopt"), "{err}");
+    assert!(
+        err.contains("format 1") && err.contains("media adopt"),
+        "{err}"
+    );
     assert_eq!(fs::read_to_string(&path).unwrap(), v1);
     env.ok(&["media", "adopt", "{medium}"]);
     let v2 = fs::read_to_string(&path).unwrap();
@@ -133,7 +158,9 @@ fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
     let fake_s = fake.to_str().unwrap();
     let err = refused(
         &env,
-        &["backup", "--medium", fake_s, "--source", "{src}", "--kind", "monthly"],
+        &[
+            "backup", "--medium", fake_s, "--source", "{src}", "--kind", "monthly",
+        ],
     );
     assert!(err.contains("does not verify"), "{err}");
     let err = refused(&env, &["media", "adopt", fake_s]);

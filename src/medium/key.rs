@@ -54,7 +54,8 @@ impl MediumKey {
         let mut k = [0u8; KEY_LEN];
         let mut filled = 0;
         while filled < KEY_LEN {
-            filled += rustix::rand::getrandom(&mut k[filled..], rustix::rand::GetRandomFlags::empty())?;
+            filled +=
+                rustix::rand::getrandom(&mut k[filled..], rustix::rand::GetRandomFlags::empty())?;
         }
         Ok(MediumKey(k))
     }
@@ -305,7 +306,9 @@ mod tests {
     fn media() -> MediaFile {
         MediaFile {
             format: 2,
-            media_id: MediaId(uuid::Uuid::parse_str("5250cd7d-6caa-4a55-99f2-9526c1c59446").unwrap()),
+            media_id: MediaId(
+                uuid::Uuid::parse_str("5250cd7d-6caa-4a55-99f2-9526c1c59446").unwrap(),
+            ),
             label: "Tray A".into(),
             host: "fileserver".into(),
             created: DateTime::parse_from_rfc3339("2026-11-29T19:19:40.123456789Z")
@@ -362,7 +365,10 @@ mod tests {
     #[test]
     fn sub_keys_differ_by_label() {
         let key = MediumKey::from_bytes([1; 32]);
-        assert_ne!(key.subkey(MAC_KEY_LABEL), key.subkey("trayback pack encryption v1"));
+        assert_ne!(
+            key.subkey(MAC_KEY_LABEL),
+            key.subkey("trayback pack encryption v1")
+        );
         assert_eq!(format!("{key:?}"), "MediumKey(…)");
     }
 
@@ -381,13 +387,29 @@ mod tests {
         assert_eq!(why(prove(state.path(), root, &fake)), Some(Unproven::NoKey));
         enrol(state.path(), &mut m).unwrap();
         assert!(prove(state.path(), root, &m).is_ok());
-        assert_eq!(why(prove(state.path(), root, &fake)), Some(Unproven::BadMac));
+        assert_eq!(
+            why(prove(state.path(), root, &fake)),
+            Some(Unproven::BadMac)
+        );
         let dir = keys_dir(state.path());
         let file = key_path(state.path(), &m.media_id);
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         let e = prove(state.path(), root, &fake).unwrap_err().to_string();
-        assert!(!e.contains('\n') && e.contains("5250cd7d") && e.contains("Tray A"), "{e}");
+        assert!(
+            !e.contains('\n') && e.contains("5250cd7d") && e.contains("Tray A"),
+            "{e}"
+        );
     }
 }
