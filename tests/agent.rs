@@ -1336,3 +1336,60 @@ fn a_btrfs_medium_is_identified_without_log_replay_and_used() {
         lab.log()
     );
 }
+
+#[test]
+fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"x");
+    let la = lab.label("J");
+    let img = lab.image("j.img", &la, "64M");
+    let dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev);
+    // A crash image: media.yaml replaced and committed to the journal, not yet checkpointed.
+    // Read-only without replay (noload) it shows the proven file; read-write, the new one.
+    lab.stop_agent();
+    let mp = lab.mount_rw(&img, "prep");
+    let media = mp.join("trayback/media.yaml");
+    let changed = fs::read_to_string(&media)
+        .unwrap()
+        .replace(&format!("label: {la}"), "label: replayed");
+    let tmp = mp.join("trayback/tmp/media.yaml.new");
+    fs::write(&tmp, changed).unwrap();
+    fs::File::open(&tmp).unwrap().sync_all().unwrap();
+    fs::rename(&tmp, &media).unwrap();
+    fs::File::open(mp.join("trayback"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let crash = lab.tmp.path().join("crash.img");
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&img)
+        .arg(&crash));
+    sh(Command::new("umount").arg(&mp));
+    let register = lab.state_dir().join("register.yaml");
+    let reg_before = fs::read(&register).unwrap();
+    lab.start_agent();
+    let dev = lab.insert(&crash);
+    let n = lab.wait_note("unknown_medium", 30);
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("changed between"), "{n}");
+    assert!(inserted(&lab.status()).is_empty());
+    assert!(!mounted(&dev), "still mounted");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.pull(&dev);
+    assert_eq!(
+        fs::read(&register).unwrap(),
+        reg_before,
+        "the register was updated"
+    );
+    let mp = lab.mount_ro(&crash, "check");
+    assert!(fs::read_to_string(mp.join("trayback/media.yaml"))
+        .unwrap()
+        .contains("label: replayed"));
+    assert_eq!(list(&mp).len(), 1, "nothing was backed up");
+    let _ = Command::new("umount").arg(&mp).status();
+}
