@@ -7,11 +7,22 @@
 //! `spawn_blocking`.
 //!
 //! Invariants:
-//! - a foreign disk, another host's medium or an unreadable one is only ever mounted
-//!   read-only (without journal replay) and never written;
+//! - a disk is written only if it is proven to be this host's (`medium::prove`: its
+//!   `media.yaml` MAC verifies with the key this host keeps for its id), or is blank and its
+//!   label matches the configured `auto_enrol_label`; what a disk merely says (its host, its
+//!   id) proves nothing;
+//! - a foreign disk, another host's medium, an unproven or unreadable one is only ever
+//!   mounted read-only, with no journal or log replay (`mounts::FsType`), never written,
+//!   never recovered, notified once, and never updates the register;
+//! - after the read-write mount and before any write, `media.yaml` is read again and must be
+//!   byte for byte the file proven (a blank disk must still be blank): a replay the
+//!   identification skipped cannot change what is written to;
 //! - before every job the mount point is checked to still be the device's;
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended, so
-//!   no write can land on the root file system under the empty mount point.
+//!   no write can land on the root file system under the empty mount point;
+//! - each medium's task runs under a supervisor: if it (or its engine work) panics, that
+//!   medium is unmounted, forgotten and notified, and nothing else is affected; no task
+//!   result is unwrapped.
 
 mod clock;
 mod control;

@@ -307,7 +307,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             force,
             json,
         }) => {
-            let m = Medium::init(&dir, &label, force, Utc::now(), &state_dir(None)?)?;
+            let state = state_dir(None)?;
+            let old = force
+                .then(|| Medium::identify(&dir).ok().map(|m| m.media_id))
+                .flatten();
+            let m = Medium::init(&dir, &label, force, Utc::now(), &state)?;
+            // The wiped medium's key is of no more use (init proved it before wiping).
+            if let Some(id) = old {
+                let _ = std::fs::remove_file(medium::key_path(&state, &id));
+            }
             if json {
                 print_json(&m)?;
             } else {
