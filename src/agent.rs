@@ -1142,6 +1142,9 @@ fn refusal(disk: &Disk, e: Error) -> Refusal {
     }
 }
 
+/// The largest media ID file the agent reads.
+const MEDIA_FILE_MAX: u64 = 64 * 1024;
+
 /// Mount read-only without any journal or log replay, read the media ID file, and decide
 /// what the disk is: this host's medium only if its MAC verifies with this host's key.
 fn identify(
@@ -1159,8 +1162,17 @@ fn identify(
             disk.fs_type
         ));
     }
+    // A media ID file is a few hundred bytes; a huge one is not read at all.
+    let media_path = mp.join("trayback").join("media.yaml");
+    if std::fs::symlink_metadata(&media_path).is_ok_and(|m| m.len() > MEDIA_FILE_MAX) {
+        let _ = mounts::unmount(mp, false);
+        return Identity::Foreign(format!(
+            "{}: its trayback/media.yaml is larger than {MEDIA_FILE_MAX} bytes; not a trayback medium",
+            disk.devnode.display()
+        ));
+    }
     let found = Medium::identify(mp);
-    let bytes = std::fs::read(mp.join("trayback").join("media.yaml")).unwrap_or_default();
+    let bytes = std::fs::read(&media_path).unwrap_or_default();
     let blank = mounts::is_blank(mp);
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();

@@ -47,7 +47,8 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
             & 0o777,
         0o700
     );
-    env.backup(&["--kind", "monthly"]);
+    // Not verified yet: a verify that recorded its result would change the tree.
+    env.backup(&["--kind", "monthly", "--no-verify"]);
     fs::remove_file(&key).unwrap();
     write(&env.src.join("f.txt"), b"two");
     let before = fingerprint(&env.medium);
@@ -94,6 +95,9 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
     );
     assert_eq!(a["media"]["media_id"], b["media"]["media_id"]);
     assert_ne!(a["media"]["mac"], b["media"]["mac"], "a new key, a new MAC");
+    env.ok(&["verify", "--medium", "{medium}", "--all"]);
+    let tree = fs::read_to_string(env.medium.join("trayback/tree.yaml")).unwrap();
+    assert!(tree.contains("verified: true"), "{tree}");
     assert_eq!(env.backup(&["--kind", "micro"]), 2);
 }
 
