@@ -27,29 +27,32 @@
 mod clock;
 mod control;
 mod devices;
+mod identify;
 mod job;
 mod mounts;
 mod notify;
 mod register;
+mod supervise;
 
 pub use control::{call, socket_path, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
-use crate::error::Error;
-use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
+use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
 use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
 use devices::{Disk, DiskEvent};
+use identify::{identify, open_identified, Identity, Refusal};
 use notify::{Event as Note, EventKind};
 use register::Register;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+use supervise::{panic_message, test_panic_hook, Locked, PanicAt, Released, Session};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -188,85 +191,6 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     agent.shutdown().await;
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
-}
-
-/// A medium identified read-only and proven to be this host's.
-struct Identified {
-    media: MediaFile,
-    /// `media.yaml` as read on the identification mount, compared byte for byte with what
-    /// the read-write mount shows.
-    bytes: Vec<u8>,
-    proof: Proof,
-}
-
-enum Identity {
-    Ours(Identified),
-    Blank,
-    /// A media ID file, but not this host's medium (another host's, or not proven).
-    NotOurs(MediaFile, String),
-    Foreign(String),
-}
-
-/// Why a disk mounted read-write is not used: it is not what was identified (foreign,
-/// notified as an unknown medium), or something failed.
-enum Refusal {
-    Foreign(String),
-    Failed(String),
-}
-
-/// One medium's session, as its supervisor knows it.
-struct Session {
-    disk: Disk,
-    mp: PathBuf,
-    seq: u64,
-    media: MediaFile,
-    cancel: Arc<AtomicBool>,
-    live: Arc<Mutex<Live>>,
-}
-
-/// A medium whose task failed and was cleaned up: what `eject` answers for it.
-struct Released {
-    disk: Disk,
-    media: MediaFile,
-    mountpoint: PathBuf,
-    unmounted: bool,
-    message: String,
-}
-
-/// Where the hidden test hook (`TRAYBACK_TEST_PANIC=job:LABEL` or `task:LABEL`, honoured
-/// only with `--test-clock`) makes a medium's task panic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum PanicAt {
-    /// In the engine work (`spawn_blocking`).
-    Job,
-    /// In the medium's async task.
-    Task,
-}
-
-/// A lock that survives a panic elsewhere: a task that panicked while holding one of the
-/// agent's locks must not take the rest of the agent with it.
-trait Locked<T> {
-    fn locked(&self) -> MutexGuard<'_, T>;
-}
-
-impl<T> Locked<T> for Mutex<T> {
-    fn locked(&self) -> MutexGuard<'_, T> {
-        self.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// What a failed task's `JoinError` says.
-fn panic_message(e: tokio::task::JoinError) -> String {
-    if !e.is_panic() {
-        return "cancelled".into();
-    }
-    let p = e.into_panic();
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into());
-    format!("panicked: {msg}")
 }
 
 impl Agent {
@@ -497,91 +421,6 @@ impl Agent {
         self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
     }
 
-    /// Run a medium's task and clean up after it whatever happens: a panic in the task or
-    /// in its engine work unmounts that medium, forgets it and notifies, and leaves the
-    /// rest of the agent (other media, the control socket) untouched.
-    async fn supervise(
-        self: Arc<Self>,
-        s: Session,
-        medium: Medium,
-        tx: mpsc::Sender<Cmd>,
-        rx: mpsc::Receiver<Cmd>,
-    ) {
-        let watchdog = tokio::spawn(watch_mount(
-            s.mp.clone(),
-            s.disk.devnum,
-            s.cancel.clone(),
-            tx,
-        ));
-        let task = tokio::spawn(self.clone().medium_task(
-            s.disk.clone(),
-            s.mp.clone(),
-            medium,
-            rx,
-            s.cancel.clone(),
-            s.live.clone(),
-            watchdog.abort_handle(),
-        ));
-        let failure = match task.await {
-            Ok(Ok(())) => None,
-            Ok(Err(why)) => Some(why),
-            Err(e) => Some(format!("its task failed: {}", panic_message(e))),
-        };
-        watchdog.abort();
-        if let Some(why) = failure {
-            self.abandon(&s, why).await;
-        }
-    }
-
-    /// After a medium's task failed: unmount the medium (lazily if it is busy), forget it,
-    /// remember why for `eject`, and notify.
-    async fn abandon(&self, s: &Session, why: String) {
-        s.cancel.store(true, Ordering::SeqCst);
-        let mp = s.mp.clone();
-        let detached = tokio::task::spawn_blocking(move || {
-            mounts::sync();
-            mounts::unmount(&mp, false).or_else(|_| mounts::unmount(&mp, true))
-        })
-        .await;
-        let unmounted = matches!(detached, Ok(Ok(())));
-        {
-            let mut ins = self.inserted.locked();
-            if ins.get(&s.disk.devnode).is_some_and(|i| i.seq == s.seq) {
-                ins.remove(&s.disk.devnode);
-            }
-        }
-        let message = format!(
-            "medium {} ({:?}) on {}: {why}; {}; nothing more is written to it until it is inserted again",
-            s.media.media_id,
-            s.media.label,
-            s.disk.devnode.display(),
-            if unmounted {
-                "it was unmounted and is safe to remove".to_string()
-            } else {
-                format!("it could not be unmounted from {}", s.mp.display())
-            }
-        );
-        error!(device = %s.disk.devnode.display(), medium = %s.media.media_id, "{message}");
-        self.released.locked().insert(
-            s.disk.devnode.clone(),
-            Released {
-                disk: s.disk.clone(),
-                media: s.media.clone(),
-                mountpoint: s.mp.clone(),
-                unmounted,
-                message: message.clone(),
-            },
-        );
-        self.changed.send_modify(|v| *v += 1);
-        self.note(
-            EventKind::BackupFailed,
-            Some(&s.disk),
-            Some(&s.media),
-            None,
-            message,
-        );
-    }
-
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
     fn gone(&self, devnode: &Path) {
         self.released.locked().remove(devnode);
@@ -796,13 +635,6 @@ impl Agent {
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
         Ok(())
-    }
-
-    /// Does the test hook make this medium's task panic here?
-    fn test_panic_at(&self, at: PanicAt, label: &str) -> bool {
-        self.test_panic
-            .as_ref()
-            .is_some_and(|(a, l)| *a == at && l == label)
     }
 
     fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
@@ -1037,50 +869,6 @@ impl Agent {
         }
     }
 
-    /// The answer to `eject` for a medium whose task failed and was cleaned up.
-    fn released_answer(&self, which: &Option<String>) -> Option<Response> {
-        let rel = self.released.locked();
-        let matches: Vec<&Released> = rel
-            .values()
-            .filter(|r| match which {
-                None => true,
-                Some(w) => {
-                    r.media.label == *w
-                        || r.media.media_id.to_string() == *w
-                        || r.disk.devnode == Path::new(w)
-                        || r.mountpoint == Path::new(w)
-                }
-            })
-            .collect();
-        let [r] = matches.as_slice() else {
-            return None;
-        };
-        Some(if r.unmounted {
-            let msg = format!(
-                "{} ({}) was already unmounted after its task failed; safe to remove",
-                r.disk.devnode.display(),
-                r.media.label
-            );
-            Response::ok(
-                serde_json::json!({ "safe_to_remove": true, "device": r.disk.devnode, "message": msg, "failure": r.message }),
-            )
-        } else {
-            Response::err(r.message.clone())
-        })
-    }
-
-    /// `eject` found the medium's task gone (it ended or failed just now): wait for its
-    /// clean-up, then answer from what it left.
-    async fn after_task_ended(&self, which: &Option<String>) -> Response {
-        let t0 = std::time::Instant::now();
-        while self.find(which).is_ok() && t0.elapsed() < std::time::Duration::from_secs(30) {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        self.released_answer(which).unwrap_or_else(|| {
-            Response::err("the medium went away during eject; it is no longer mounted by the agent")
-        })
-    }
-
     async fn shutdown(&self) {
         let all: Vec<(Arc<AtomicBool>, mpsc::Sender<Cmd>)> = self
             .inserted
@@ -1117,154 +905,6 @@ async fn watch_mount(mp: PathBuf, devnum: u64, cancel: Arc<AtomicBool>, tx: mpsc
             return;
         }
     }
-}
-
-/// The test hook, from `TRAYBACK_TEST_PANIC` (`job:LABEL` or `task:LABEL`).
-fn test_panic_hook() -> Option<(PanicAt, String)> {
-    let v = std::env::var("TRAYBACK_TEST_PANIC").ok()?;
-    let (at, label) = v.split_once(':')?;
-    let at = match at {
-        "job" => PanicAt::Job,
-        "task" => PanicAt::Task,
-        _ => return None,
-    };
-    warn!(?at, label, "test hook: this medium's task will panic");
-    Some((at, label.to_string()))
-}
-
-/// A refusal to write, as one line naming the device (not our mount point).
-fn refusal(disk: &Disk, e: Error) -> Refusal {
-    match e {
-        Error::Foreign { reason, .. } => {
-            Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
-        }
-        e => Refusal::Failed(e.to_string()),
-    }
-}
-
-/// The largest media ID file the agent reads.
-const MEDIA_FILE_MAX: u64 = 64 * 1024;
-
-/// Mount read-only without any journal or log replay, read the media ID file, and decide
-/// what the disk is: this host's medium only if its MAC verifies with this host's key.
-fn identify(
-    disk: &Disk,
-    fstype: mounts::FsType,
-    mp: &Path,
-    auto: Option<&globset::GlobMatcher>,
-    host: &str,
-    state_dir: &Path,
-) -> Identity {
-    if let Err(e) = mounts::mount(disk, fstype, mp, false) {
-        return Identity::Foreign(format!(
-            "{}: cannot mount {} read-only: {e}",
-            disk.devnode.display(),
-            disk.fs_type
-        ));
-    }
-    // A media ID file is a few hundred bytes; a huge one is not read at all.
-    let media_path = mp.join("trayback").join("media.yaml");
-    if std::fs::symlink_metadata(&media_path).is_ok_and(|m| m.len() > MEDIA_FILE_MAX) {
-        let _ = mounts::unmount(mp, false);
-        return Identity::Foreign(format!(
-            "{}: its trayback/media.yaml is larger than {MEDIA_FILE_MAX} bytes; not a trayback medium",
-            disk.devnode.display()
-        ));
-    }
-    let found = Medium::identify(mp);
-    let bytes = std::fs::read(&media_path).unwrap_or_default();
-    let blank = mounts::is_blank(mp);
-    let _ = mounts::unmount(mp, false);
-    let label = disk.label.clone().unwrap_or_default();
-    match found {
-        Ok(m) if m.host != host => {
-            let why = format!(
-                "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
-                m.media_id,
-                m.label.chars().take(64).collect::<String>(),
-                m.host.chars().take(64).collect::<String>(),
-                host
-            );
-            Identity::NotOurs(m, why)
-        }
-        Ok(m) => match medium::prove(state_dir, mp, &m) {
-            Ok(proof) => Identity::Ours(Identified {
-                media: m,
-                bytes,
-                proof,
-            }),
-            Err(e) => {
-                let why = match refusal(disk, e) {
-                    Refusal::Foreign(why) => why,
-                    Refusal::Failed(e) => format!(
-                        "{}: cannot check medium {}: {e}",
-                        disk.devnode.display(),
-                        m.media_id
-                    ),
-                };
-                Identity::NotOurs(m, why)
-            }
-        },
-        Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
-        Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
-            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
-        }
-        Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
-        Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
-    }
-}
-
-/// On the read-write mount, before anything is written: the disk must still be what was
-/// identified read-only (the replay skipped then has happened now): the same `media.yaml`,
-/// byte for byte, proven again; a blank disk still blank. Then enrol a blank one, and open
-/// with recovery.
-fn open_identified(
-    disk: &Disk,
-    mp: &Path,
-    identified: Option<&Identified>,
-    now: DateTime<Utc>,
-    state_dir: &Path,
-) -> Result<Medium, Refusal> {
-    let changed = |m: &MediaFile| {
-        Refusal::Foreign(format!(
-            "{}: {}",
-            disk.devnode.display(),
-            ForeignReason::new(m, Unproven::Changed)
-        ))
-    };
-    match identified {
-        Some(id) => {
-            let path = mp.join("trayback").join("media.yaml");
-            let bytes = std::fs::read(&path).map_err(|_| changed(&id.media))?;
-            if bytes != id.bytes {
-                return Err(changed(&id.media));
-            }
-            let m = Medium::identify(mp).map_err(|_| changed(&id.media))?;
-            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
-            if proof != id.proof {
-                return Err(changed(&id.media));
-            }
-        }
-        None => {
-            if !mounts::is_blank(mp) {
-                return Err(Refusal::Foreign(format!(
-                    "{}: the file system identified as blank is not blank once mounted read-write (journal replay?); not enrolling it",
-                    disk.devnode.display()
-                )));
-            }
-            let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            Medium::init(mp, &label, false, now, state_dir)
-                .map_err(|e| Refusal::Failed(e.to_string()))?;
-            info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
-        }
-    }
-    let m = Medium::open_write(mp, 3).map_err(|e| Refusal::Failed(e.to_string()))?;
-    // What the writer opened is what was proven.
-    let proof = medium::prove(state_dir, mp, &m.media).map_err(|e| refusal(disk, e))?;
-    if identified.is_some_and(|id| id.proof != proof) {
-        return Err(changed(&m.media));
-    }
-    Ok(m)
 }
 
 async fn serve(agent: Arc<Agent>, listener: UnixListener) {
