@@ -262,19 +262,21 @@ pub struct Adopted {
 
 /// The operator's explicit act of taking an existing medium (format 1, another host's, or
 /// one whose key this host lost) for this host: a new key, kept on the host, and
-/// `media.yaml` rewritten as format 2 with this host's name and the MAC. Holds the
+/// `media.yaml` rewritten as format 2 with this host's name and the MAC (a medium proven
+/// with this host's key but naming an old host name is re-sealed with the same key). Holds the
 /// medium's lock while it writes. Refuses to replace a key this host holds for the same
 /// id (another disk claiming that id would take the place of the real one) unless
 /// `replace_key`.
 pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Result<Adopted> {
     let m = super::Medium::identify(root)?;
-    if prove(state_dir, root, &m).is_ok() && m.host == host {
+    let proven = prove(state_dir, root, &m).is_ok();
+    if proven && m.host == host {
         return Ok(Adopted {
             media: m,
             already: true,
         });
     }
-    if !replace_key && load(state_dir, &m.media_id)?.is_some() {
+    if !proven && !replace_key && load(state_dir, &m.media_id)?.is_some() {
         return Err(Error::Refused(format!(
             "{}: this host already holds a key for medium {} and this disk's media.yaml does not verify with it; \
              adopting would make the disk that does verify foreign. Use --replace-key if this disk is the one to keep",
@@ -286,7 +288,13 @@ pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Re
     let lock = lock_file(&dir, false)?;
     let mut media = m.clone();
     media.host = host.to_string();
-    enrol(state_dir, &mut media)?;
+    match load(state_dir, &m.media_id)? {
+        // Ours already, under another host name (the host was renamed): the same key.
+        Some(key) if proven => key.seal(&mut media),
+        _ => {
+            enrol(state_dir, &mut media)?;
+        }
+    }
     let text = serde_yaml::to_string(&media).expect("a media file serializes");
     let path = dir.join("media.yaml");
     fsio::atomic_write(&dir.join("tmp"), &path, text.as_bytes()).at(&path)?;
