@@ -781,6 +781,8 @@ impl Agent {
         let reg = self.register.locked();
         let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
         let mut warnings = self.warnings.locked().clone();
+        // Media whose task failed stay listed until they are pulled.
+        warnings.extend(self.released.locked().values().map(|r| r.message.clone()));
         let known: Vec<_> = reg
             .media
             .iter()

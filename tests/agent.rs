@@ -1205,6 +1205,9 @@ fn a_panicking_medium(at: &str) {
     let lq = lab.label("Q");
     let img_p = lab.image("p.img", &lp, "64M");
     let img_q = lab.image("q.img", &lq, "64M");
+    // Q is in and backed up first; P comes while Q stays.
+    let _dev_q = lab.insert(&img_q);
+    lab.wait_first_monthly(&lq);
     let dev_p = lab.insert(&img_p);
     let n = lab.wait_note("backup_failed", 30);
     let msg = n["message"].as_str().unwrap();
@@ -1213,8 +1216,12 @@ fn a_panicking_medium(at: &str) {
         "{n}"
     );
     assert_eq!(n["label"], lp);
-    lab.wait_for("P forgotten", 20, |s| inserted(s).is_empty());
+    lab.wait_for("P forgotten", 20, |s| {
+        inserted(s).iter().all(|m| m["label"] != lp.as_str())
+    });
     assert!(!mounted(&dev_p), "P is still mounted after its task failed");
+    let warnings = lab.status()["warnings"].to_string();
+    assert!(warnings.contains("panicked"), "{warnings}");
     // Eject answers for it, sensibly.
     let out = lab.ctl(&["eject", &lp]);
     assert!(
@@ -1223,9 +1230,12 @@ fn a_panicking_medium(at: &str) {
         text(&out.stdout),
         text(&out.stderr)
     );
-    // The agent goes on: a second medium gets its backup.
-    let _dev_q = lab.insert(&img_q);
-    lab.wait_first_monthly(&lq);
+    // The agent goes on: Q is still in and gets its next backup.
+    write(&lab.src.join("f.txt"), b"changed");
+    lab.advance("15m");
+    lab.wait_for("a micro on Q", 30, |s| {
+        newest(s, &lq, "micro").is_some() && idle(s, &lq)
+    });
     assert!(
         lab.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
         "the agent died:\n{}",
