@@ -1403,3 +1403,29 @@ fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write()
     assert_eq!(list(&mp).len(), 1, "nothing was backed up");
     let _ = Command::new("umount").arg(&mp).status();
 }
+
+#[test]
+fn a_file_system_type_the_udev_rule_does_not_name_is_never_mounted() {
+    if !tool("mkfs.vfat") {
+        eprintln!("SKIPPED: needs mkfs.vfat (scripts/setup.sh installs dosfstools)");
+        return;
+    }
+    let Some(mut lab) = Lab::new("") else { return };
+    // A FAT stick, labelled as auto-enrolment would want.
+    let img = lab.tmp.path().join("fat.img");
+    sh(Command::new("truncate").args(["-s", "32M"]).arg(&img));
+    sh(Command::new("mkfs.vfat").args(["-n", "TBTFAT"]).arg(&img));
+    let sum = sha(&img);
+    let dev = lab.insert(&img);
+    let n = lab.wait_note("unknown_medium", 30);
+    let msg = n["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"vfat\"") && msg.contains("not one trayback uses"),
+        "{n}"
+    );
+    assert!(!lab.log().contains("cannot mount"), "{}", lab.log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.notes().len(), 1, "{:?}", lab.notes());
+    lab.pull(&dev);
+    assert_eq!(sha(&img), sum);
+}
