@@ -268,6 +268,9 @@ pub struct Adopted {
 /// id (another disk claiming that id would take the place of the real one) unless
 /// `replace_key`.
 pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Result<Adopted> {
+    super::Medium::identify(root)?; // not enrolled, unreadable: say so before locking
+    let dir = root.join("trayback");
+    let lock = lock_file(&dir, false)?;
     let m = super::Medium::identify(root)?;
     let proven = prove(state_dir, root, &m).is_ok();
     if proven && m.host == host {
@@ -284,8 +287,6 @@ pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Re
             m.media_id
         )));
     }
-    let dir = root.join("trayback");
-    let lock = lock_file(&dir, false)?;
     let mut media = m.clone();
     media.host = host.to_string();
     match load(state_dir, &m.media_id)? {
