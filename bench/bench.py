@@ -121,6 +121,8 @@ def bench_trayback(binary, src, work, files, cold):
     for d in (medium, restore):
         shutil.rmtree(d, ignore_errors=True)
     os.makedirs(medium)
+    # The medium's key stays with the benchmark, not in the host's state directory.
+    os.environ["TRAYBACK_STATE_DIR"] = os.path.join(work, "state")
     subprocess.run([binary, "media", "init", medium, "--label", "bench"], check=True, stdout=subprocess.DEVNULL)
     backup = [binary, "backup", "--medium", medium, "--source", src]
     rows = {}

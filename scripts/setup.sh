@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian/Ubuntu machine lacks to build and test trayback:
 # pkg-config + libudev-dev (the udev crate), udev (udevd, udevadm), e2fsprogs (mkfs.ext4 for
-# loop-device media), util-linux (mount, losetup, setpriv), coreutils. Idempotent; quiet
-# when everything is there. Needs root (or sudo) only when something is missing.
+# loop-device media), xfsprogs, btrfs-progs and dosfstools (XFS, btrfs and FAT disks in the
+# agent tests), util-linux (mount, losetup, setpriv), coreutils. Idempotent; quiet when
+# everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,9 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v udevadm >/dev/null || missing+=(udev)
 command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || missing+=(e2fsprogs)
 command -v setpriv >/dev/null || missing+=(util-linux)
+command -v mkfs.xfs >/dev/null || [ -x /sbin/mkfs.xfs ] || missing+=(xfsprogs)
+command -v mkfs.btrfs >/dev/null || [ -x /sbin/mkfs.btrfs ] || missing+=(btrfs-progs)
+command -v mkfs.vfat >/dev/null || [ -x /sbin/mkfs.vfat ] || missing+=(dosfstools)
 command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
 

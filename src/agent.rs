@@ -7,23 +7,35 @@
 //! `spawn_blocking`.
 //!
 //! Invariants:
-//! - a foreign disk, another host's medium or an unreadable one is only ever mounted
-//!   read-only (without journal replay) and never written;
+//! - a disk is written only if it is proven to be this host's (`medium::prove`: its
+//!   `media.yaml` MAC verifies with the key this host keeps for its id), or is blank and its
+//!   label matches the configured `auto_enrol_label`; what a disk merely says (its host, its
+//!   id) proves nothing;
+//! - a foreign disk, another host's medium, an unproven or unreadable one is only ever
+//!   mounted read-only, with no journal or log replay (`mounts::FsType`), never written,
+//!   never recovered, notified once, and never updates the register;
+//! - after the read-write mount and before any write, `media.yaml` is read again and must be
+//!   byte for byte the file proven (a blank disk must still be blank): a replay the
+//!   identification skipped cannot change what is written to;
 //! - before every job the mount point is checked to still be the device's;
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended, so
-//!   no write can land on the root file system under the empty mount point.
+//!   no write can land on the root file system under the empty mount point;
+//! - each medium's task runs under a supervisor: if it (or its engine work) panics, that
+//!   medium is unmounted, forgotten and notified, and nothing else is affected; no task
+//!   result is unwrapped.
 
 mod clock;
 mod control;
 mod devices;
+mod identify;
 mod mounts;
 mod notify;
 mod register;
+mod supervise;
 
 pub use control::{call, socket_path, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
-use crate::error::Error;
 use crate::job;
 use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
@@ -33,13 +45,15 @@ use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
 use devices::{Disk, DiskEvent};
+use identify::{identify, open_identified, Identity, Refusal};
 use notify::{Event as Note, EventKind};
 use register::Register;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use supervise::{panic_message, test_panic_hook, Locked, PanicAt, Released, Session};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
@@ -95,6 +109,12 @@ struct Agent {
     register: Mutex<Register>,
     inserted: Mutex<HashMap<PathBuf, Inserted>>,
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Media whose task failed, by device, until the device goes or comes back.
+    released: Mutex<HashMap<PathBuf, Released>>,
+    /// Disks refused as unknown (device, file system UUID), until the device goes: udev
+    /// repeats events for a device, the notification is sent once.
+    refused: Mutex<HashSet<(PathBuf, String)>>,
+    test_panic: Option<(PanicAt, String)>,
     warnings: Mutex<Vec<String>>,
     seq: AtomicU64,
     changed: watch::Sender<u64>,
@@ -119,6 +139,9 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         host: medium::host_name(),
         inserted: Mutex::new(HashMap::new()),
         tasks: Mutex::new(HashMap::new()),
+        released: Mutex::new(HashMap::new()),
+        refused: Mutex::new(HashSet::new()),
+        test_panic: opts.test_clock.then(test_panic_hook).flatten(),
         warnings: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
         changed: watch::channel(0).0,
@@ -171,12 +194,6 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum Identity {
-    Ours(MediaFile),
-    Blank,
-    Foreign(String),
-}
-
 impl Agent {
     fn note(
         &self,
@@ -204,12 +221,18 @@ impl Agent {
     async fn appeared(self: Arc<Self>, disk: Disk) {
         if self
             .inserted
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .any(|i| i.disk.devnode == disk.devnode && i.disk.fs_uuid == disk.fs_uuid)
         {
             return; // a repeated event for a medium we have
+        }
+        if self
+            .refused
+            .locked()
+            .contains(&(disk.devnode.clone(), disk.fs_uuid.clone()))
+        {
+            return; // a repeated event for a disk already refused (and notified)
         }
         if let Some(set) = &self.cfg.agent.devices {
             if !set.is_match(&disk.devnode) {
@@ -221,92 +244,126 @@ impl Agent {
             debug!(device = %disk.devnode.display(), "mounted elsewhere; not a tray");
             return;
         }
+        self.released.locked().remove(&disk.devnode);
+        let Some(fs) = mounts::FsType::from_udev(&disk.fs_type) else {
+            let why = format!(
+                "{}: file system type {:?} is not one trayback uses (ext2/3/4, xfs, btrfs); not mounting it",
+                disk.devnode.display(),
+                disk.fs_type
+            );
+            self.refuse(&disk, None, why);
+            return;
+        };
         // A clone of an inserted disk (same file system UUID): never mount it over the other.
         let twin = self
             .inserted
-            .lock()
-            .unwrap()
+            .locked()
             .values()
             .find(|i| i.disk.fs_uuid == disk.fs_uuid)
             .map(|i| (i.disk.devnode.clone(), i.media.clone()));
         if let Some((other, m)) = twin {
             let why = format!("{} is a copy of {} (file system {} and medium {} ({:?}) on both); not using the copy", disk.devnode.display(), other.display(), disk.fs_uuid, m.media_id, m.label);
             warn!("{why}");
-            self.warnings.lock().unwrap().push(why.clone());
+            self.warnings.locked().push(why.clone());
             self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
             return;
         }
         // A quick re-insertion: let the previous session of this file system finish first.
-        let previous = self.tasks.lock().unwrap().remove(&disk.fs_uuid);
+        let previous = self.tasks.locked().remove(&disk.fs_uuid);
         if let Some(h) = previous {
             let _ = h.await;
         }
         let mp = mounts::mountpoint(&self.cfg.agent.run_dir, &disk);
-        let (d2, mp2, auto) = (
+        let (d2, mp2, auto, host, state) = (
             disk.clone(),
             mp.clone(),
             self.cfg.agent.auto_enrol_label.clone(),
+            self.host.clone(),
+            self.cfg.agent.state_dir.clone(),
         );
-        let identity = tokio::task::spawn_blocking(move || identify(&d2, &mp2, auto.as_ref()))
-            .await
-            .unwrap();
-        let media = match identity {
+        let identity = match tokio::task::spawn_blocking(move || {
+            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state)
+        })
+        .await
+        {
+            Ok(i) => i,
+            Err(e) => {
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
+                Identity::Foreign(format!(
+                    "{}: identification failed ({}); not using this disk",
+                    disk.devnode.display(),
+                    panic_message(e)
+                ))
+            }
+        };
+        let identified = match identity {
             Identity::Foreign(why) => {
-                warn!(device = %disk.devnode.display(), %why, "not using this disk");
-                self.note(EventKind::UnknownMedium, Some(&disk), None, None, why);
+                self.refuse(&disk, None, why);
                 return;
             }
-            Identity::Ours(m) if m.host != self.host => {
-                let why = format!(
-                    "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
-                    m.media_id, m.label, m.host, self.host
-                );
-                warn!(device = %disk.devnode.display(), %why, "not using this disk");
-                self.note(EventKind::UnknownMedium, Some(&disk), Some(&m), None, why);
+            Identity::NotOurs(m, why) => {
+                self.refuse(&disk, Some(&m), why);
                 return;
             }
-            Identity::Ours(m) => {
+            Identity::Ours(id) => {
                 let twin = self
                     .inserted
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .values()
-                    .find(|i| i.media.media_id == m.media_id)
+                    .find(|i| i.media.media_id == id.media.media_id)
                     .map(|i| i.disk.devnode.clone());
                 if let Some(other) = twin {
+                    let m = &id.media;
                     let why = format!("medium {} ({:?}) is on {} and {} at once (a cloned disk?); using neither copy of it twice", m.media_id, m.label, other.display(), disk.devnode.display());
                     warn!("{why}");
-                    self.warnings.lock().unwrap().push(why.clone());
-                    self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
+                    self.warnings.locked().push(why.clone());
+                    self.note(EventKind::DuplicateMedium, Some(&disk), Some(m), None, why);
                     return;
                 }
-                Some(m)
+                Some(id)
             }
             Identity::Blank => None,
         };
-        // Ours or blank-and-enrollable: mount read-write, enrol if blank, open with recovery.
-        let (d2, mp2, now) = (disk.clone(), mp.clone(), self.clock.now());
-        let opened = tokio::task::spawn_blocking(move || -> Result<Medium, String> {
-            mounts::mount(&d2, &mp2, true)
-                .map_err(|e| format!("cannot mount {} read-write: {e}", d2.devnode.display()))?;
-            let r = (|| {
-                if media.is_none() {
-                    let label = d2.label.clone().unwrap_or_else(|| d2.fs_uuid.clone());
-                    Medium::init(&mp2, &label, false, now).map_err(|e| e.to_string())?;
-                    info!(device = %d2.devnode.display(), %label, "blank medium enrolled");
-                }
-                Medium::open_write(&mp2, 3).map_err(|e| e.to_string())
-            })();
+        // Proven ours, or blank and enrollable: mount read-write, check again that it is what
+        // was identified (the replay skipped when identifying happens now), enrol if blank,
+        // open with recovery.
+        let (d2, mp2, now, state) = (
+            disk.clone(),
+            mp.clone(),
+            self.clock.now(),
+            self.cfg.agent.state_dir.clone(),
+        );
+        let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
+            mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
+                Refusal::Failed(format!(
+                    "cannot mount {} read-write: {e}",
+                    d2.devnode.display()
+                ))
+            })?;
+            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
             if r.is_err() {
-                let _ = mounts::unmount(&mp2, false);
+                let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
             }
             r
         })
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            Err(Refusal::Failed(format!(
+                "opening the medium failed ({})",
+                panic_message(e)
+            )))
+        });
         let medium = match opened {
             Ok(m) => m,
-            Err(e) => {
+            Err(Refusal::Foreign(why)) => {
+                self.refuse(&disk, None, why);
+                return;
+            }
+            Err(Refusal::Failed(e)) => {
+                // Never leave a mount behind, whatever failed.
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
                 error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
                 self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
                 return;
@@ -315,7 +372,7 @@ impl Agent {
         let media = medium.media().clone();
         info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
         {
-            let mut reg = self.register.lock().unwrap();
+            let mut reg = self.register.locked();
             reg.seen(
                 &media.media_id.to_string(),
                 &media.label,
@@ -331,39 +388,45 @@ impl Agent {
         let cancel = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Live::default()));
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
-        self.inserted.lock().unwrap().insert(
+        self.inserted.locked().insert(
             disk.devnode.clone(),
             Inserted {
                 disk: disk.clone(),
-                media,
+                media: media.clone(),
                 mountpoint: mp.clone(),
                 seq,
-                tx,
+                tx: tx.clone(),
                 cancel: cancel.clone(),
                 live: live.clone(),
             },
         );
         self.changed.send_modify(|v| *v += 1);
-        let tx = self.inserted.lock().unwrap()[&disk.devnode].tx.clone();
-        let watchdog = tokio::spawn(watch_mount(mp.clone(), disk.devnum, cancel.clone(), tx));
-        let handle = tokio::spawn(self.clone().medium_task(
-            disk.clone(),
+        let session = Session {
+            disk: disk.clone(),
             mp,
-            medium,
-            rx,
+            seq,
+            media,
             cancel,
             live,
-            watchdog,
-        ));
-        self.tasks
-            .lock()
-            .unwrap()
-            .insert(disk.fs_uuid.clone(), handle);
+        };
+        let handle = tokio::spawn(self.clone().supervise(session, medium, tx, rx));
+        self.tasks.locked().insert(disk.fs_uuid.clone(), handle);
+    }
+
+    /// Refuse a disk as unknown: logged and notified once, until the device goes.
+    fn refuse(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
+        warn!(device = %disk.devnode.display(), %why, "not using this disk");
+        self.refused
+            .locked()
+            .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
+        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
     fn gone(&self, devnode: &Path) {
-        let ins = self.inserted.lock().unwrap().remove(devnode);
+        self.released.locked().remove(devnode);
+        self.refused.locked().retain(|(d, _)| d != devnode);
+        let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
             warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
             i.cancel.store(true, Ordering::SeqCst);
@@ -376,7 +439,7 @@ impl Agent {
         if self.cfg.agent.multiple_media == MultipleMedia::All {
             return true;
         }
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         ins.values()
             .max_by_key(|i| i.seq)
             .is_none_or(|i| i.disk.devnode == devnode)
@@ -391,8 +454,8 @@ impl Agent {
         mut rx: mpsc::Receiver<Cmd>,
         cancel: Arc<AtomicBool>,
         live: Arc<Mutex<Live>>,
-        watchdog: tokio::task::JoinHandle<()>,
-    ) {
+        watchdog: tokio::task::AbortHandle,
+    ) -> Result<(), String> {
         let mut medium = Some(medium);
         let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
         let mut eject: Option<oneshot::Sender<Response>> = None;
@@ -433,7 +496,7 @@ impl Agent {
             };
             if let Some(due) = due {
                 let meter = Arc::new(Meter::hidden());
-                live.lock().unwrap().job = Some(Running {
+                live.locked().job = Some(Running {
                     kind: due.kind,
                     started: now,
                     meter: meter.clone(),
@@ -442,7 +505,14 @@ impl Agent {
                 let (cfg, c2, mp2, devnum) =
                     (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
                 info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
-                let (m, outcome) = tokio::task::spawn_blocking(move || {
+                if self.test_panic_at(PanicAt::Task, &m.media().label) {
+                    panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
+                }
+                let panic_job = self.test_panic_at(PanicAt::Job, &m.media().label);
+                let joined = tokio::task::spawn_blocking(move || {
+                    if panic_job {
+                        panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
+                    }
                     let still_ours = || mounts::still_ours(&mp2, devnum);
                     let o = job::run(
                         &mut m,
@@ -459,9 +529,20 @@ impl Agent {
                     );
                     (m, o)
                 })
-                .await
-                .unwrap();
-                live.lock().unwrap().job = None;
+                .await;
+                let (m, outcome) = match joined {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // The medium went with the job; the supervisor cleans up.
+                        live.locked().job = None;
+                        let why = format!("its backup job failed ({})", panic_message(e));
+                        for r in forced.drain(..) {
+                            let _ = r.send(Response::err(why.clone()));
+                        }
+                        return Err(why);
+                    }
+                };
+                live.locked().job = None;
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
@@ -477,7 +558,7 @@ impl Agent {
                 Some(t) if backing_off => t,
                 _ => schedule::next_due(tree, self.clock.now(), &sched),
             };
-            live.lock().unwrap().next_due = Some(next);
+            live.locked().next_due = Some(next);
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 _ = changed.changed() => {}
@@ -522,11 +603,11 @@ impl Agent {
             )
         })
         .await
-        .unwrap();
-        self.inserted.lock().unwrap().remove(&disk.devnode);
+        .unwrap_or_else(|e| (Err(std::io::Error::other(panic_message(e))), String::new()));
+        self.inserted.locked().remove(&disk.devnode);
         self.changed.send_modify(|v| *v += 1);
         if let Some(m) = &media {
-            let mut reg = self.register.lock().unwrap();
+            let mut reg = self.register.locked();
             if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
                 s.last_seen = Some(self.clock.now());
             }
@@ -552,6 +633,7 @@ impl Agent {
                     safe_to_remove: true,
                     device: disk.devnode.clone(),
                     message: msg,
+                    failure: None,
                 }));
             }
             (Err(e), Some(reply)) => {
@@ -563,10 +645,11 @@ impl Agent {
             (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
+        Ok(())
     }
 
     fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
-        let mut l = live.lock().unwrap();
+        let mut l = live.locked();
         l.backups = m.tree().backups.len();
         l.newest.clear();
         for b in m.tree().backups.iter().filter(|b| b.verified) {
@@ -625,8 +708,8 @@ impl Agent {
         if let Some(b) = o.backup_id() {
             info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
-        live.lock().unwrap().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
-        let mut reg = self.register.lock().unwrap();
+        live.locked().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
+        let mut reg = self.register.locked();
         reg.seen(
             &m.media().media_id.to_string(),
             &m.media().label,
@@ -648,7 +731,7 @@ impl Agent {
             .values()
             .map(|i| i.media.media_id.to_string())
             .collect();
-        let mut reg = self.register.lock().unwrap();
+        let mut reg = self.register.locked();
         let mut notes = Vec::new();
         for (id, s) in reg.media.iter_mut() {
             let Some(seen) = s.last_seen else { continue };
@@ -689,12 +772,12 @@ impl Agent {
 
     fn status(&self) -> status::Status {
         let now = self.clock.now();
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         let newest_seq = ins.values().map(|o| o.seq).max();
         let inserted = ins
             .values()
             .map(|i| {
-                let l = i.live.lock().unwrap();
+                let l = i.live.locked();
                 status::Inserted {
                     label: i.media.label.clone(),
                     media_id: i.media.media_id,
@@ -730,9 +813,11 @@ impl Agent {
             .collect();
         let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
         drop(ins);
-        let reg = self.register.lock().unwrap();
+        let reg = self.register.locked();
         let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
-        let mut warnings = self.warnings.lock().unwrap().clone();
+        let mut warnings = self.warnings.locked().clone();
+        // Media whose task failed stay listed until they are pulled.
+        warnings.extend(self.released.locked().values().map(|r| r.message.clone()));
         let known = reg
             .media
             .iter()
@@ -767,7 +852,7 @@ impl Agent {
     }
 
     fn find(&self, which: &Option<String>) -> Result<Handle, String> {
-        let ins = self.inserted.lock().unwrap();
+        let ins = self.inserted.locked();
         let matches: Vec<&Inserted> = ins
             .values()
             .filter(|i| match which {
@@ -817,9 +902,9 @@ impl Agent {
             Request::Eject { medium } => {
                 let (tx, cancel, live) = match self.find(&medium) {
                     Ok(x) => x,
-                    Err(e) => return Response::err(e),
+                    Err(e) => return self.released_answer(&medium).unwrap_or(Response::err(e)),
                 };
-                let abort = live.lock().unwrap().job.as_ref().is_some_and(|j| {
+                let abort = live.locked().job.as_ref().is_some_and(|j| {
                     j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
                 });
                 if abort {
@@ -828,10 +913,12 @@ impl Agent {
                 }
                 let (rtx, rrx) = oneshot::channel();
                 if tx.send(Cmd::Eject(rtx)).await.is_err() {
-                    return Response::err("the medium is already going away");
+                    return self.after_task_ended(&medium).await;
                 }
-                rrx.await
-                    .unwrap_or_else(|_| Response::err("the medium went away during eject"))
+                match rrx.await {
+                    Ok(r) => r,
+                    Err(_) => self.after_task_ended(&medium).await,
+                }
             }
         }
     }
@@ -848,7 +935,7 @@ impl Agent {
             c.store(true, Ordering::SeqCst);
             let _ = tx.try_send(Cmd::Stop);
         }
-        let tasks: Vec<_> = self.tasks.lock().unwrap().drain().map(|(_, h)| h).collect();
+        let tasks: Vec<_> = self.tasks.locked().drain().map(|(_, h)| h).collect();
         for t in tasks {
             let _ = t.await;
         }
@@ -871,30 +958,6 @@ async fn watch_mount(mp: PathBuf, devnum: u64, cancel: Arc<AtomicBool>, tx: mpsc
             let _ = tx.send(Cmd::Stop).await;
             return;
         }
-    }
-}
-
-/// Mount read-only and read the media ID file.
-fn identify(disk: &Disk, mp: &Path, auto: Option<&globset::GlobMatcher>) -> Identity {
-    if let Err(e) = mounts::mount(disk, mp, false) {
-        return Identity::Foreign(format!(
-            "{}: cannot mount {} read-only: {e}",
-            disk.devnode.display(),
-            disk.fs_type
-        ));
-    }
-    let found = Medium::identify(mp);
-    let blank = mounts::is_blank(mp);
-    let _ = mounts::unmount(mp, false);
-    let label = disk.label.clone().unwrap_or_default();
-    match found {
-        Ok(m) => Identity::Ours(m),
-        Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
-        Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
-            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
-        }
-        Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
-        Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::ids::BackupId;
 use crate::job;
 use crate::maintain;
-use crate::medium::Medium;
+use crate::medium::{self, Medium};
 use crate::progress::Meter;
 use crate::query;
 use crate::restore::{self, Target};
@@ -105,6 +105,19 @@ pub enum MediaCmd {
     /// Show the media ID file and a summary.
     Show {
         dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an existing medium for this host (format 1, another host's, or one whose key
+    /// this host lost): a new key kept on this host, and a media ID file sealed with it.
+    Adopt {
+        dir: PathBuf,
+        /// Replace the key this host already holds for the medium's id (the disk that
+        /// verified with the old key becomes foreign).
+        #[arg(long)]
+        replace_key: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -294,7 +307,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             force,
             json,
         }) => {
-            let m = Medium::init(&dir, &label, force, Utc::now())?;
+            let state = state_dir(None)?;
+            let old = force
+                .then(|| Medium::identify(&dir).ok().map(|m| m.media_id))
+                .flatten();
+            let m = Medium::init(&dir, &label, force, Utc::now(), &state)?;
+            // The wiped medium's key is of no more use (init proved it before wiping).
+            if let Some(id) = old {
+                let _ = std::fs::remove_file(medium::key_path(&state, &id));
+            }
             if json {
                 print_json(&m)?;
             } else {
@@ -303,6 +324,34 @@ pub fn run(cli: Cli) -> Result<u8> {
                     dir.display(),
                     m.media_id,
                     m.label
+                );
+            }
+            Ok(0)
+        }
+        Command::Media(MediaCmd::Adopt {
+            dir,
+            replace_key,
+            config,
+            json,
+        }) => {
+            let state = state_dir(config.as_deref())?;
+            let a = medium::adopt(&state, &dir, &medium::host_name(), replace_key)?;
+            if json {
+                print_json(&a)?;
+            } else if a.already {
+                println!(
+                    "{} is already this host's medium {} ({:?}); nothing changed",
+                    dir.display(),
+                    a.media.media_id,
+                    a.media.label
+                );
+            } else {
+                println!(
+                    "adopted {} as this host's medium {} ({:?}); its key is in {}",
+                    dir.display(),
+                    a.media.media_id,
+                    a.media.label,
+                    medium::key_path(&state, &a.media.media_id).display()
                 );
             }
             Ok(0)
@@ -403,6 +452,12 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Where this host keeps its per-medium keys: the config's `agent.state_dir` (or
+/// `$TRAYBACK_STATE_DIR`, or the default for this user).
+pub fn state_dir(config: Option<&Path>) -> Result<PathBuf> {
+    Ok(load_config(config, &[])?.agent.state_dir)
+}
+
 /// The medium a command means: the one given, else the one the agent has inserted.
 pub fn medium_of(given: &Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = given {
@@ -439,7 +494,11 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
+    let mut m = Medium::open_write(
+        &medium_of(&a.medium)?,
+        cfg.compression_level,
+        &cfg.agent.state_dir,
+    )?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
         Some(kind) => Due {
@@ -516,8 +575,15 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
 
 fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     let root = medium_of(&a.medium)?;
-    // On a read-only mount the check runs all the same; only its result is not recorded.
-    let mut m = match Medium::open_write(&root, 3) {
+    // Verification marks backups verified (a write) only on a medium proven to be ours and
+    // writable; on any other (foreign, or a read-only mount) the check runs all the same and
+    // its result is not recorded.
+    let mut m = match Medium::open_write(&root, 3, &state_dir(None)?) {
+        Ok(m) => m,
+        Err(e @ Error::Foreign { .. }) => {
+            eprintln!("trayback: {e}; verifying without recording the result");
+            Medium::open_read(&root)?
+        }
         Err(e) if e.is_read_only() => {
             eprintln!(
                 "trayback: {}: read-only; verifying without recording the result",
@@ -525,7 +591,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             );
             Medium::open_read(&root)?
         }
-        m => m?,
+        Err(e) => return Err(e.into()),
     };
     let bar = meter("verify", None, a.json);
     let reports =

@@ -13,6 +13,27 @@ use std::path::{Path, PathBuf};
 /// Where the agent and CLI look when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/trayback/trayback.yaml";
 
+/// Overrides `agent.state_dir` (the register and the per-medium keys); tests point it into a
+/// temporary directory.
+pub const STATE_DIR_ENV: &str = "TRAYBACK_STATE_DIR";
+
+/// The state directory when none is configured: `/var/lib/trayback` for root; for other
+/// users `$XDG_STATE_HOME/trayback`, else `~/.local/state/trayback`.
+pub fn default_state_dir() -> PathBuf {
+    let system = PathBuf::from("/var/lib/trayback");
+    if rustix::process::geteuid().is_root() {
+        return system;
+    }
+    let abs = |v: std::ffi::OsString| Some(PathBuf::from(v)).filter(|p| p.is_absolute());
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").and_then(abs) {
+        return x.join("trayback");
+    }
+    match std::env::var_os("HOME").and_then(abs) {
+        Some(h) => h.join(".local/state/trayback"),
+        None => system,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {}: {detail}", path.display())]
@@ -61,7 +82,8 @@ pub enum MultipleMedia {
 /// The agent's settings.
 #[derive(Debug, Clone)]
 pub struct Agent {
-    /// Blank file systems whose label matches are enrolled automatically.
+    /// Blank file systems whose label matches are enrolled automatically (only when the
+    /// configuration says so: no default).
     pub auto_enrol_label: Option<globset::GlobMatcher>,
     pub auto_enrol_pattern: Option<String>,
     /// Device nodes the agent considers (empty: every file system not mounted elsewhere).
@@ -71,6 +93,8 @@ pub struct Agent {
     pub away_warning_days: u32,
     pub notify_command: Option<PathBuf>,
     pub run_dir: PathBuf,
+    /// The register and the per-medium keys: `$TRAYBACK_STATE_DIR`, else `agent.state_dir`,
+    /// else [`default_state_dir`].
     pub state_dir: PathBuf,
 }
 
@@ -284,7 +308,11 @@ impl Config {
             away_warning_days: ra.away_warning_days.unwrap_or(7),
             notify_command: ra.notify_command,
             run_dir: ra.run_dir.unwrap_or_else(|| "/run/trayback".into()),
-            state_dir: ra.state_dir.unwrap_or_else(|| "/var/lib/trayback".into()),
+            state_dir: match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+                Some(d) if Path::new(&d).is_absolute() => d.into(),
+                Some(_) => return Err(bad(format!("{STATE_DIR_ENV}: must be an absolute path"))),
+                None => ra.state_dir.unwrap_or_else(default_state_dir),
+            },
         };
         Ok(Config {
             agent,
@@ -345,6 +373,11 @@ mod tests {
     fn the_shipped_default_config_is_valid() {
         let c = parse(include_str!("../config/trayback.yaml")).unwrap();
         assert!(!c.sources.is_empty());
+        // Regression: the shipped config enrolled any blank stick labelled TRAYBACK*.
+        assert!(
+            c.agent.auto_enrol_label.is_none(),
+            "no automatic enrolment by default"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! - The library never prints; it returns these and logs with `tracing`. Only `main.rs`/`cli`
 //!   turn them into a message and an exit code.
 //! - An error leaves the medium as it was: callers return before any commit point.
+//! - Bytes read from a disk that is not proven to be ours are never quoted beyond its media id
+//!   and (cut, escaped) label: [`Error::Foreign`].
 
 use crate::ids::{BackupId, BlockId};
 use std::io;
@@ -47,6 +49,12 @@ pub enum Error {
     BadBlock { id: BlockId, detail: String },
     #[error("{0}")]
     Refused(String),
+    /// A medium not proven to be this host's (`medium::prove`): never written.
+    #[error("{}: {reason}", path.display())]
+    Foreign {
+        path: PathBuf,
+        reason: crate::medium::ForeignReason,
+    },
     #[error("restore refused: backup entry {path:?} {reason}")]
     Hostile { path: String, reason: String },
 }

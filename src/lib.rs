@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: the YAML configuration, validated once.
-//! - [`medium`]: a backup disk: media ID file, enrolment, lock, recovery, tree and headers.
+//! - [`medium`]: a backup disk: media ID file, enrolment, lock, recovery, tree and headers;
+//!   its proof of ownership (per-medium keys kept on the host, the MAC in `media.yaml`).
 //! - [`store`]: content-addressed blocks in pack files; dedup, reads, garbage collection.
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
 //! - [`scan`]: reading source metadata; [`backup`]: making a backup.

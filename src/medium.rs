@@ -35,7 +35,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-pub const MEDIA_FORMAT: u32 = 1;
+mod key;
+pub use key::{adopt, key_path, prove, Adopted, ForeignReason, MediumKey, Proof, Unproven};
+
+pub const MEDIA_FORMAT: u32 = 2;
 pub const HEADER_FORMAT: u32 = 1;
 
 /// The media ID file, `trayback/media.yaml`.
@@ -47,6 +50,10 @@ pub struct MediaFile {
     pub label: String,
     pub host: String,
     pub created: DateTime<Utc>,
+    /// Format 2: HMAC-SHA-256 proving the host that keeps this medium's key enrolled it
+    /// (see `key`); absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A problem met while backing up one path.
@@ -177,7 +184,8 @@ fn read_media(dir: &Beneath) -> Result<MediaFile> {
         ));
     }
     let m: MediaFile = read_yaml(dir, "media.yaml", MAX_MEDIA_FILE)?;
-    if m.format != MEDIA_FORMAT {
+    // Format 1 (no MAC) stays readable; writers require the proof (`key::prove`).
+    if !(1..=MEDIA_FORMAT).contains(&m.format) {
         return Err(Error::Version {
             path: dir.shown("media.yaml"),
             found: m.format,
@@ -188,8 +196,15 @@ fn read_media(dir: &Beneath) -> Result<MediaFile> {
 }
 
 impl Medium {
-    /// Enrol `root` as a new medium. Refuses an enrolled one unless `force` (which wipes it).
-    pub fn init(root: &Path, label: &str, force: bool, now: DateTime<Utc>) -> Result<MediaFile> {
+    /// Enrol `root` as a new medium, keeping its key in `state_dir`. Refuses an enrolled one
+    /// unless `force` (which wipes it, and only a medium proven to be this host's).
+    pub fn init(
+        root: &Path,
+        label: &str,
+        force: bool,
+        now: DateTime<Utc>,
+        state_dir: &Path,
+    ) -> Result<MediaFile> {
         let dir = Beneath::create(root)?;
         dir.make_private()?;
         if dir.exists("media.yaml")? {
@@ -204,6 +219,7 @@ impl Medium {
                     label,
                 });
             }
+            key::prove(state_dir, root, &read_media(&dir)?)?;
             dir.mkdir("locks")?;
             let lock = lock_writer(&dir)?;
             // Unenrol first (the marker goes before the data), then wipe.
@@ -220,13 +236,15 @@ impl Medium {
         readers_lock(&dir, true)?;
         let tree = serde_yaml::to_string(&Tree::default()).expect("a tree serializes");
         dir.atomic_write("tree.yaml", tree.as_bytes())?;
-        let media = MediaFile {
+        let mut media = MediaFile {
             format: MEDIA_FORMAT,
             media_id: MediaId(uuid::Uuid::new_v4()),
             label: label.to_string(),
             host: host_name(),
             created: now,
+            mac: None,
         };
+        key::enrol(state_dir, &mut media)?;
         let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
@@ -248,27 +266,40 @@ impl Medium {
         Medium::open(root, dir, media, hold, 3, read_tree)
     }
 
-    /// Open for writing: exclusive lock, then recovery.
-    pub fn open_write(root: &Path, level: i32) -> Result<Medium> {
-        let dir = Beneath::open(root)?;
-        let media = read_media(&dir)?;
-        let hold = Hold::Write(lock_writer(&dir)?);
-        dir.make_private()?;
-        readers_lock(&dir, true)?;
+    /// Open for writing, only a medium proven to be this host's (its `media.yaml` MAC
+    /// verifies with the key kept in `state_dir`): the proof before anything is written, the
+    /// exclusive lock, the same proven file again under the lock, then recovery.
+    pub fn open_write(root: &Path, level: i32, state_dir: &Path) -> Result<Medium> {
+        let (dir, media, hold) = Medium::lock_proven(root, state_dir)?;
         let mut m = Medium::open(root, dir, media, hold, level, read_tree)?;
         m.recover()?;
         Ok(m)
     }
 
-    /// Open for `repair --tree`: locked, with an empty tree in place of a damaged one and
-    /// no recovery (which would take every backup for uncommitted).
-    pub fn open_for_repair(root: &Path) -> Result<Medium> {
+    /// Open for `repair --tree` (proven and locked as [`Medium::open_write`]), with an empty
+    /// tree in place of a damaged one and no recovery (which would take every backup for
+    /// uncommitted).
+    pub fn open_for_repair(root: &Path, state_dir: &Path) -> Result<Medium> {
+        let (dir, media, hold) = Medium::lock_proven(root, state_dir)?;
+        Medium::open(root, dir, media, hold, 3, |_| Ok(Tree::default()))
+    }
+
+    fn lock_proven(root: &Path, state_dir: &Path) -> Result<(Beneath, MediaFile, Hold)> {
         let dir = Beneath::open(root)?;
         let media = read_media(&dir)?;
+        let proof = key::prove(state_dir, root, &media)?;
         let hold = Hold::Write(lock_writer(&dir)?);
+        // Another writer could have replaced media.yaml before we held the lock.
+        let again = read_media(&dir)?;
+        if key::prove(state_dir, root, &again)? != proof {
+            return Err(Error::Foreign {
+                path: root.to_path_buf(),
+                reason: ForeignReason::new(&again, Unproven::Changed),
+            });
+        }
         dir.make_private()?;
         readers_lock(&dir, true)?;
-        Medium::open(root, dir, media, hold, 3, |_| Ok(Tree::default()))
+        Ok((dir, again, hold))
     }
 
     fn open(

@@ -70,6 +70,9 @@ pub struct Ejected {
     pub safe_to_remove: bool,
     pub device: PathBuf,
     pub message: String,
+    /// Why the medium's task ended early, when it failed before the eject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// The answer to `test-clock`.

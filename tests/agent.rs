@@ -76,12 +76,30 @@ struct Lab {
     notes: PathBuf,
     prefix: String,
     agent: Option<Child>,
+    agent_env: Vec<(String, String)>,
     devices: Vec<String>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lab {
     fn new(extra_config: &str) -> Option<Lab> {
+        Lab::custom(|l| l.default_config(extra_config), &[])
+    }
+
+    /// The tests' usual config: this lab's source, loop devices only, auto-enrolment of
+    /// labels with this run's prefix, state and notifications in the lab.
+    fn default_config(&self, extra_config: &str) -> String {
+        format!(
+            "sources: [{src}]\nagent:\n  auto_enrol_label: '{prefix}*'\n  devices: ['/dev/loop*']\n  run_dir: {t}/run\n  state_dir: {t}/state\n  notify_command: {n}\n{extra_config}",
+            src = self.src.display(),
+            prefix = self.prefix,
+            t = self.tmp.path().display(),
+            n = self.tmp.path().join("notify.sh").display()
+        )
+    }
+
+    /// A lab whose config is `config(&lab)` and whose agent gets `env`.
+    fn custom(config: impl FnOnce(&Lab) -> String, env: &[(&str, &str)]) -> Option<Lab> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         if !udevd_with_rule() {
             return None;
@@ -98,31 +116,30 @@ impl Lab {
         fs::write(&notify, format!("#!/bin/sh\ncat >> {}\n", notes.display())).unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&notify, fs::Permissions::from_mode(0o755)).unwrap();
-        let config = tmp.path().join("trayback.yaml");
-        let t = tmp.path().display();
-        fs::write(
-            &config,
-            format!(
-                "sources: [{src}]\nagent:\n  auto_enrol_label: '{prefix}*'\n  devices: ['/dev/loop*']\n  run_dir: {t}/run\n  state_dir: {t}/state\n  notify_command: {n}\n{extra_config}",
-                src = src.display(),
-                n = notify.display()
-            ),
-        )
-        .unwrap();
         let socket = tmp.path().join("agent.sock");
         let mut lab = Lab {
+            config: tmp.path().join("trayback.yaml"),
             tmp,
             src,
             socket,
-            config,
             notes,
             prefix,
             agent: None,
+            agent_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             devices: Vec::new(),
             _serial: serial,
         };
+        fs::write(&lab.config, config(&lab)).unwrap();
         lab.start_agent();
         Some(lab)
+    }
+
+    /// The host state of this lab's agent (register, keys): never the real host's.
+    fn state_dir(&self) -> PathBuf {
+        self.tmp.path().join("state")
     }
 
     fn start_agent(&mut self) {
@@ -133,6 +150,8 @@ impl Lab {
             .arg("--socket")
             .arg(&self.socket)
             .env("TRAYBACK_LOG", "info")
+            .env("TRAYBACK_STATE_DIR", self.state_dir())
+            .envs(self.agent_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -291,7 +310,11 @@ impl Lab {
     }
 
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(bin()).args(args).output().unwrap();
+        let out = Command::new(bin())
+            .args(args)
+            .env("TRAYBACK_STATE_DIR", self.state_dir())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "trayback {args:?}: {}\n{}",
@@ -314,8 +337,9 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
+impl Lab {
+    /// Stop the agent (SIGTERM, then SIGKILL after 30 s).
+    fn stop_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_child(&c),
@@ -328,6 +352,13 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = fs::remove_file(&self.socket);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_agent();
         let mounts = Command::new("findmnt")
             .args(["-rn", "-o", "TARGET"])
             .output()
@@ -943,4 +974,458 @@ fn a_failing_backup_is_notified_and_the_medium_stays_usable() {
         newest(s, &la, "monthly").is_some() && idle(s, &la)
     });
     assert!(inserted(&s)[0]["last_error"].is_null(), "{s:#}");
+}
+
+fn host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Is anything mounted from `dev`?
+fn mounted(dev: &str) -> bool {
+    let out = Command::new("findmnt")
+        .args(["-rn", "-S", dev, "-o", "TARGET"])
+        .output()
+        .unwrap();
+    !text(&out.stdout).trim().is_empty()
+}
+
+/// Wait for one notification about the disk labelled `label`.
+fn wait_note_for(lab: &Lab, label: &str, secs: u64) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        if let Some(n) = lab.notes().into_iter().find(|n| n["label"] == label) {
+            return n;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "no notification for {label}; got {:?}\nagent log:\n{}",
+            lab.notes(),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A stranger's stick: an ext4 image holding a `trayback/` enrolled by another host's keys
+/// (made with `mkfs.ext4 -d`, never mounted here), its media.yaml then changed by `edit`.
+fn stranger(lab: &Lab, name: &str, media_label: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let root = lab.tmp.path().join(format!("{name}-root"));
+    fs::create_dir(&root).unwrap();
+    let out = Command::new(bin())
+        .args(["media", "init"])
+        .arg(&root)
+        .args(["--label", media_label])
+        .env("TRAYBACK_STATE_DIR", lab.tmp.path().join("stranger-state"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let media = root.join("trayback/media.yaml");
+    fs::write(&media, edit(fs::read_to_string(&media).unwrap())).unwrap();
+    let img = lab.tmp.path().join(name);
+    sh(Command::new("truncate").args(["-s", "64M"]).arg(&img));
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", &format!("STRANGER-{media_label}"), "-d"])
+        .arg(&root)
+        .arg(&img));
+    img
+}
+
+fn replace_line(text_: &str, key: &str, with: &str) -> String {
+    text_
+        .lines()
+        .map(|l| {
+            if l.starts_with(key) {
+                with.to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[test]
+fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("secret.txt"), b"not for strangers");
+    // One real medium, enrolled and backed up, then taken away.
+    let la = lab.label("A");
+    let img_a = lab.image("a.img", &la, "64M");
+    let dev_a = lab.insert(&img_a);
+    let s = lab.wait_first_monthly(&la);
+    let real_id = inserted(&s)[0]["media_id"].as_str().unwrap().to_string();
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev_a);
+    let register = lab.state_dir().join("register.yaml");
+    let reg_before = fs::read(&register).unwrap();
+    let host = host_name();
+    // 1: the real medium's id copied, format 2 with a MAC made with another key.
+    // 2: the real medium's id copied, format 1 without a MAC.
+    // 3: its own id, a MAC from another host's key, `host:` this host.
+    let id_line = format!("media_id: {real_id}");
+    let host_line = format!("host: {host}");
+    let imgs = [
+        stranger(&lab, "s1.img", "Evil-1", |t| {
+            replace_line(
+                &replace_line(&t, "media_id:", &id_line),
+                "host:",
+                &host_line,
+            )
+        }),
+        stranger(&lab, "s2.img", "Evil-2", |t| {
+            let t = replace_line(&t, "media_id:", &id_line);
+            let t = replace_line(&t, "format:", "format: 1");
+            t.lines()
+                .filter(|l| !l.starts_with("mac:"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        }),
+        stranger(&lab, "s3.img", "Evil-3", |t| {
+            replace_line(&t, "host:", &host_line)
+        }),
+    ];
+    let why = ["does not verify", "no MAC", "no key"];
+    for (i, img) in imgs.iter().enumerate() {
+        let label = format!("Evil-{}", i + 1);
+        let sum = sha(img);
+        let dev = lab.insert(img);
+        let n = wait_note_for(&lab, &label, 30);
+        let msg = n["message"].as_str().unwrap();
+        assert_eq!(n["event"], "unknown_medium", "{n}");
+        assert!(
+            msg.contains("not proven") && msg.contains(why[i]) && !msg.contains('\n'),
+            "{label}: {msg}"
+        );
+        assert!(inserted(&lab.status()).is_empty(), "{label} is in use");
+        assert!(!mounted(&dev), "{label} is still mounted");
+        // Give a wrong decision time to show, then check nothing was written.
+        std::thread::sleep(Duration::from_millis(500));
+        lab.pull(&dev);
+        assert_eq!(sha(img), sum, "{label} was written");
+        assert_eq!(
+            lab.notes().iter().filter(|n| n["label"] == label).count(),
+            1,
+            "one notification for {label}: {:?}",
+            lab.notes()
+        );
+    }
+    assert_eq!(
+        fs::read(&register).unwrap(),
+        reg_before,
+        "the register was updated from a stranger's disk"
+    );
+    // The real medium is still ours.
+    let _dev = lab.insert(&img_a);
+    lab.wait_for("A back", 30, |s| idle(s, &la));
+}
+
+#[test]
+fn the_shipped_config_does_not_enrol_a_blank_trayback_stick() {
+    let shipped = include_str!("../config/trayback.yaml");
+    assert!(
+        !shipped
+            .lines()
+            .any(|l| l.trim_start().starts_with("auto_enrol_label:")),
+        "the shipped config enrols sticks"
+    );
+    let Some(mut lab) = Lab::custom(
+        |l| {
+            let t = l.tmp.path().display();
+            let src = format!("sources:\n  - {}\n", l.src.display());
+            let (head, rest) = shipped.split_once("sources:\n").unwrap();
+            let rest = &rest[rest.find("\n\n").unwrap()..];
+            format!("{head}{src}{rest}")
+                .replace("devices: []", "devices: ['/dev/loop*']")
+                .replace("run_dir: /run/trayback", &format!("run_dir: {t}/run"))
+                .replace(
+                    "state_dir: /var/lib/trayback",
+                    &format!("state_dir: {t}/state"),
+                )
+                .replace(
+                    "# notify_command: /usr/local/bin/trayback-notify",
+                    &format!("notify_command: {t}/notify.sh"),
+                )
+        },
+        &[],
+    ) else {
+        return;
+    };
+    assert!(fs::read_to_string(&lab.config)
+        .unwrap()
+        .contains("notify_command: /"));
+    write(&lab.src.join("f"), b"x");
+    let img = lab.image("x.img", "TRAYBACK-X", "64M");
+    let sum = sha(&img);
+    let dev = lab.insert(&img);
+    let n = wait_note_for(&lab, "TRAYBACK-X", 30);
+    assert_eq!(n["event"], "unknown_medium", "{n}");
+    assert!(
+        n["message"].as_str().unwrap().contains("foreign disk"),
+        "{n}"
+    );
+    assert!(inserted(&lab.status()).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    lab.pull(&dev);
+    assert_eq!(
+        sha(&img),
+        sum,
+        "a blank stick was written by the default config"
+    );
+    assert!(!lab.state_dir().join("keys").exists(), "a key was made");
+}
+
+#[test]
+fn a_panicking_backup_job_is_unmounted_and_notified_and_the_others_go_on() {
+    a_panicking_medium("job");
+}
+
+#[test]
+fn a_panicking_medium_task_is_unmounted_and_notified_and_the_others_go_on() {
+    a_panicking_medium("task");
+}
+
+/// The hidden test hook makes medium P's task panic `at` its first job (`job`: in the
+/// engine's `spawn_blocking`, `task`: in the async task itself).
+fn a_panicking_medium(at: &str) {
+    let lp = format!("TBT{}-P", std::process::id() % 100000);
+    let hook = format!("{at}:{lp}");
+    let Some(mut lab) = Lab::custom(
+        |l| l.default_config(""),
+        &[("TRAYBACK_TEST_PANIC", hook.as_str())],
+    ) else {
+        return;
+    };
+    assert_eq!(lab.label("P"), lp);
+    write(&lab.src.join("f.txt"), b"data");
+    let lq = lab.label("Q");
+    let img_p = lab.image("p.img", &lp, "64M");
+    let img_q = lab.image("q.img", &lq, "64M");
+    // Q is in and backed up first; P comes while Q stays.
+    let _dev_q = lab.insert(&img_q);
+    lab.wait_first_monthly(&lq);
+    let dev_p = lab.insert(&img_p);
+    let n = lab.wait_note("backup_failed", 30);
+    let msg = n["message"].as_str().unwrap();
+    assert!(
+        msg.contains("panicked") && msg.contains("safe to remove"),
+        "{n}"
+    );
+    assert_eq!(n["label"], lp);
+    lab.wait_for("P forgotten", 20, |s| {
+        inserted(s).iter().all(|m| m["label"] != lp.as_str())
+    });
+    assert!(!mounted(&dev_p), "P is still mounted after its task failed");
+    let warnings = lab.status()["warnings"].to_string();
+    assert!(warnings.contains("panicked"), "{warnings}");
+    // Eject answers for it, sensibly.
+    let out = lab.ctl(&["eject", &lp]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("safe to remove"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // The agent goes on: Q is still in and gets its next backup.
+    write(&lab.src.join("f.txt"), b"changed");
+    lab.advance("15m");
+    lab.wait_for("a micro on Q", 30, |s| {
+        newest(s, &lq, "micro").is_some() && idle(s, &lq)
+    });
+    assert!(
+        lab.agent.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent died:\n{}",
+        lab.log()
+    );
+    lab.pull(&dev_p);
+    let mp = lab.mount_ro(&img_p, "check-p");
+    assert!(list(&mp).is_empty(), "nothing committed on P");
+    let _ = Command::new("umount").arg(&mp).status();
+}
+
+#[test]
+fn identification_of_a_dirty_xfs_replays_nothing() {
+    if !tool("mkfs.xfs") || !tool("xfs_io") {
+        eprintln!("SKIPPED: needs mkfs.xfs and xfs_io (scripts/setup.sh installs xfsprogs)");
+        return;
+    }
+    let Some(mut lab) = Lab::new("") else { return };
+    // Made while no agent runs: the mounts below must not be raced by an identification.
+    lab.stop_agent();
+    let img = lab.tmp.path().join("dirty.img");
+    sh(Command::new("truncate").args(["-s", "320M"]).arg(&img));
+    sh(Command::new("mkfs.xfs")
+        .args(["-q", "-L", "HOLIDAY-XFS"])
+        .arg(&img));
+    let mp = lab.mount_rw(&img, "prep");
+    for i in 0..3 {
+        write(&mp.join(format!("f{i}")), &bytes(i, 1 << 20));
+    }
+    sh(&mut Command::new("sync"));
+    write(&mp.join("after-sync"), b"only in the log");
+    // Shut the file system down without flushing the log: it needs recovery.
+    sh(Command::new("xfs_io")
+        .args(["-x", "-c", "shutdown"])
+        .arg(&mp));
+    sh(Command::new("umount").arg(&mp));
+    let sum = sha(&img);
+    // The test means something only if a plain read-only mount would replay the log.
+    let copy = lab.tmp.path().join("copy.img");
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&img)
+        .arg(&copy));
+    let dev = text(
+        &Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&copy)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let probe = lab.tmp.path().join("probe");
+    fs::create_dir(&probe).unwrap();
+    sh(Command::new("mount")
+        .args(["-o", "ro"])
+        .arg(&dev)
+        .arg(&probe));
+    sh(Command::new("umount").arg(&probe));
+    sh(Command::new("losetup").args(["-d", &dev]));
+    assert_ne!(
+        sha(&copy),
+        sum,
+        "the log was not dirty; the test proves nothing"
+    );
+    fs::remove_file(&copy).unwrap();
+    // A blank XFS medium for the second half, made before the agent runs again.
+    let lx = lab.label("X");
+    let img_x = lab.tmp.path().join("x.img");
+    sh(Command::new("truncate").args(["-s", "320M"]).arg(&img_x));
+    sh(Command::new("mkfs.xfs").args(["-q", "-L", &lx]).arg(&img_x));
+    lab.start_agent();
+
+    let dev = lab.insert(&img);
+    let n = wait_note_for(&lab, "HOLIDAY-XFS", 30);
+    assert!(
+        n["message"].as_str().unwrap().contains("foreign disk"),
+        "{n}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    lab.pull(&dev);
+    assert_eq!(sha(&img), sum, "identifying the disk replayed its log");
+
+    // An XFS medium is used as any other: enrolled, backed up.
+    write(&lab.src.join("f"), b"on xfs");
+    let _dx = lab.insert(&img_x);
+    lab.wait_first_monthly(&lx);
+}
+
+#[test]
+fn a_btrfs_medium_is_identified_without_log_replay_and_used() {
+    if !tool("mkfs.btrfs") {
+        eprintln!("SKIPPED: needs mkfs.btrfs (scripts/setup.sh installs btrfs-progs)");
+        return;
+    }
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"on btrfs");
+    let lb = lab.label("B");
+    let img = lab.tmp.path().join("b.img");
+    sh(Command::new("truncate").args(["-s", "256M"]).arg(&img));
+    sh(Command::new("mkfs.btrfs").args(["-q", "-L", &lb]).arg(&img));
+    let _d = lab.insert(&img);
+    lab.wait_first_monthly(&lb);
+    assert!(
+        !lab.log().contains("cannot mount"),
+        "the identification mount options were refused:\n{}",
+        lab.log()
+    );
+}
+
+#[test]
+fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"x");
+    let la = lab.label("J");
+    let img = lab.image("j.img", &la, "64M");
+    let dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev);
+    // A crash image: media.yaml replaced and committed to the journal, not yet checkpointed.
+    // Read-only without replay (noload) it shows the proven file; read-write, the new one.
+    lab.stop_agent();
+    let mp = lab.mount_rw(&img, "prep");
+    let media = mp.join("trayback/media.yaml");
+    let changed = fs::read_to_string(&media)
+        .unwrap()
+        .replace(&format!("label: {la}"), "label: replayed");
+    let tmp = mp.join("trayback/tmp/media.yaml.new");
+    fs::write(&tmp, changed).unwrap();
+    fs::File::open(&tmp).unwrap().sync_all().unwrap();
+    fs::rename(&tmp, &media).unwrap();
+    fs::File::open(mp.join("trayback"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let crash = lab.tmp.path().join("crash.img");
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&img)
+        .arg(&crash));
+    sh(Command::new("umount").arg(&mp));
+    let register = lab.state_dir().join("register.yaml");
+    let reg_before = fs::read(&register).unwrap();
+    lab.start_agent();
+    let dev = lab.insert(&crash);
+    let n = lab.wait_note("unknown_medium", 30);
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("changed between"), "{n}");
+    assert!(inserted(&lab.status()).is_empty());
+    assert!(!mounted(&dev), "still mounted");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.pull(&dev);
+    assert_eq!(
+        fs::read(&register).unwrap(),
+        reg_before,
+        "the register was updated"
+    );
+    let mp = lab.mount_ro(&crash, "check");
+    assert!(fs::read_to_string(mp.join("trayback/media.yaml"))
+        .unwrap()
+        .contains("label: replayed"));
+    assert_eq!(list(&mp).len(), 1, "nothing was backed up");
+    let _ = Command::new("umount").arg(&mp).status();
+}
+
+#[test]
+fn a_file_system_type_the_udev_rule_does_not_name_is_never_mounted() {
+    if !tool("mkfs.vfat") {
+        eprintln!("SKIPPED: needs mkfs.vfat (scripts/setup.sh installs dosfstools)");
+        return;
+    }
+    let Some(mut lab) = Lab::new("") else { return };
+    // A FAT stick, labelled as auto-enrolment would want.
+    let img = lab.tmp.path().join("fat.img");
+    sh(Command::new("truncate").args(["-s", "32M"]).arg(&img));
+    sh(Command::new("mkfs.vfat").args(["-n", "TBTFAT"]).arg(&img));
+    let sum = sha(&img);
+    let dev = lab.insert(&img);
+    let n = lab.wait_note("unknown_medium", 30);
+    let msg = n["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"vfat\"") && msg.contains("not one trayback uses"),
+        "{n}"
+    );
+    assert!(!lab.log().contains("cannot mount"), "{}", lab.log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(lab.notes().len(), 1, "{:?}", lab.notes());
+    lab.pull(&dev);
+    assert_eq!(sha(&img), sum);
 }

@@ -39,6 +39,7 @@ on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
                 "--kind",
                 "micro",
             ])
+            .env("TRAYBACK_STATE_DIR", env.state_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -145,7 +145,7 @@ fn damage_found_while_the_backup_writes_fails_its_verify() {
     // backup goes on; the rest is closed at the end and checked by the verify itself.
     write(&env.src.join("big.bin"), &bytes(3, 40 << 20));
     write(&env.src.join("small.txt"), b"small");
-    let mut m = trayback::medium::Medium::open_write(&env.medium, 3).unwrap();
+    let mut m = trayback::medium::Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
     m.set_pack_check(flaky_device);
     let cfg = Config::default()
         .with_sources(vec![env.src.clone()])

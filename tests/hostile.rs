@@ -11,7 +11,7 @@ use util::*;
 
 /// Commit a copy of backup 1 whose listing of `src` gains `extra`, as backup 2.
 fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
-    let mut m = Medium::open_write(&env.medium, 3).unwrap();
+    let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
     let h1 = m.header(BackupId(1)).unwrap();
     let w = m.begin_backup(false).unwrap();
     let id = w.id();

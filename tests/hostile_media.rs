@@ -340,9 +340,10 @@ fn a_reader_that_has_started_never_loses_its_blocks_to_a_pare() {
     // ...while a writer pares by the plan until "all" space is free: it pares backup 1 (the
     // oldest monthly; the newest stays) and then waits for the reader before reclaiming.
     let before = dir_bytes(&env.medium);
-    let medium = env.medium.clone();
+    let (medium, state) = (env.medium.clone(), env.state_dir());
     let pare = std::thread::spawn(move || {
         Command::new(bin())
+            .env("TRAYBACK_STATE_DIR", state)
             .args(["pare", "--json", "--free", "100000000000000000", "--medium"])
             .arg(&medium)
             .output()

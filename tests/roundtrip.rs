@@ -203,6 +203,7 @@ fn unreadable_files_make_a_partial_backup_that_names_them() {
         std::process::Command::new("chown")
             .args(["-R", "65534:65534"])
             .arg(&env.medium)
+            .arg(env.state_dir()) // the medium's key: the user's own
             .status()
             .unwrap();
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
@@ -211,6 +212,7 @@ fn unreadable_files_make_a_partial_backup_that_names_them() {
     fs::set_permissions(env.src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
     let out = cmd
         .arg(bin())
+        .env("TRAYBACK_STATE_DIR", env.state_dir())
         .args([
             "backup",
             "--medium",
@@ -278,6 +280,7 @@ fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
             .args(args)
             .current_dir(&env.src)
             .env("TRAYBACK_LOG", "warn")
+            .env("TRAYBACK_STATE_DIR", env.state_dir())
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));

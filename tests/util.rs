@@ -79,6 +79,11 @@ impl Env {
         self.tmp.path().join(rel)
     }
 
+    /// This test's host state (the per-medium keys): never the real host's.
+    pub fn state_dir(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
     /// Run trayback with `args`; `{medium}` and `{src}` are replaced.
     pub fn run(&self, args: &[&str]) -> Output {
         let args: Vec<String> = args
@@ -91,6 +96,7 @@ impl Env {
         Command::new(bin())
             .args(&args)
             .env("TRAYBACK_LOG", "warn")
+            .env("TRAYBACK_STATE_DIR", self.state_dir())
             .output()
             .unwrap()
     }

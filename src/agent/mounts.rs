@@ -1,12 +1,65 @@
 //! Mounting media under the run directory, checking a mount is still the device's before
 //! writing, and powering a disk down after eject.
+//!
+//! Invariant: the identification mount never writes to the disk. It is read-only and skips
+//! every log or journal replay (ext3/4 `noload`, XFS `norecovery`, btrfs
+//! `rescue=nologreplay`: the spelling of `nologreplay` that kernels since 5.9 take and
+//! recent ones require), and only the file system types the udev rule names are mounted at
+//! all ([`FsType`]). Because the replay is skipped, what the read-write mount shows can
+//! differ from what was identified: the agent re-reads the media ID file after it (see
+//! `agent.rs`).
 
 use super::devices::Disk;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use sys_mount::{FilesystemType, Mount, MountFlags, UnmountFlags};
+
+/// The file system types trayback mounts: exactly those `udev-rules/90-trayback.rules`
+/// names (`ext4|ext3|ext2|xfs|btrfs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsType {
+    Ext2,
+    Ext3,
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FsType {
+    /// The type from udev's `ID_FS_TYPE`; `None` for a type trayback does not use.
+    pub fn from_udev(s: &str) -> Option<FsType> {
+        Some(match s {
+            "ext2" => FsType::Ext2,
+            "ext3" => FsType::Ext3,
+            "ext4" => FsType::Ext4,
+            "xfs" => FsType::Xfs,
+            "btrfs" => FsType::Btrfs,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+
+    /// Mount data for the read-only identification mount: no journal or log replay.
+    pub fn identify_options(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "",
+            FsType::Ext3 | FsType::Ext4 => "noload",
+            FsType::Xfs => "norecovery",
+            FsType::Btrfs => "rescue=nologreplay",
+        }
+    }
+}
 
 /// Where a disk is mounted: `<run_dir>/<fs-uuid>`.
 pub fn mountpoint(run_dir: &Path, disk: &Disk) -> PathBuf {
@@ -18,22 +71,72 @@ pub fn mountpoint(run_dir: &Path, disk: &Disk) -> PathBuf {
     run_dir.join(safe)
 }
 
-/// Is the device mounted anywhere (by someone else, e.g. the system disk)?
-pub fn mounted_anywhere(devnum: u64) -> bool {
-    let (major, minor) = (rustix::fs::major(devnum), rustix::fs::minor(devnum));
-    let want = format!("{major}:{minor}");
-    fs::read_to_string("/proc/self/mountinfo")
-        .map(|t| {
-            t.lines()
-                .any(|l| l.split(' ').nth(2) == Some(want.as_str()))
-        })
-        .unwrap_or(true)
+/// One line of `/proc/self/mountinfo`: the mount point, the device number the kernel
+/// reports for the file system (`major:minor`), and the mount source.
+struct MountLine {
+    target: PathBuf,
+    dev: String,
+    source: String,
 }
 
-/// Mount `disk` at `target`: read-only for identification (and without journal replay on
-/// ext3/4, so a foreign disk is never written), or read-write for a medium we will write.
-/// Always nosuid, nodev, noexec.
-pub fn mount(disk: &Disk, target: &Path, writable: bool) -> io::Result<()> {
+fn mount_lines() -> Option<Vec<MountLine>> {
+    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                let sep = f.iter().position(|x| *x == "-")?;
+                Some(MountLine {
+                    target: PathBuf::from(unescape(f.get(4)?)),
+                    dev: f.get(2)?.to_string(),
+                    source: unescape(f.get(sep + 2)?),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl MountLine {
+    /// Is this a mount of the block device `devnum`? By the device number the kernel reports
+    /// or, for file systems that report an anonymous one (btrfs), by the mount source.
+    fn of(&self, devnum: u64) -> bool {
+        let (major, minor) = (rustix::fs::major(devnum), rustix::fs::minor(devnum));
+        self.dev == format!("{major}:{minor}")
+            || (self.source.starts_with('/')
+                && fs::metadata(&self.source)
+                    .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == devnum))
+    }
+}
+
+/// Is the device mounted anywhere (by someone else, e.g. the system disk)?
+pub fn mounted_anywhere(devnum: u64) -> bool {
+    mount_lines().is_none_or(|lines| lines.iter().any(|l| l.of(devnum)))
+}
+
+/// Mount `disk` (of type `fs`) at `target`: read-only without any replay for
+/// identification ([`FsType::identify_options`]), so a disk is never written before it is
+/// proven ours, or read-write for a medium we will write. Always nosuid, nodev, noexec.
+pub fn mount(disk: &Disk, fs: FsType, target: &Path, writable: bool) -> io::Result<()> {
     fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
@@ -42,12 +145,10 @@ pub fn mount(disk: &Disk, target: &Path, writable: bool) -> io::Result<()> {
     let mut data = "";
     if !writable {
         flags |= MountFlags::RDONLY;
-        if matches!(disk.fs_type.as_str(), "ext3" | "ext4") {
-            data = "noload";
-        }
+        data = fs.identify_options();
     }
     let m = Mount::builder()
-        .fstype(FilesystemType::from(disk.fs_type.as_str()))
+        .fstype(FilesystemType::from(fs.name()))
         .flags(flags)
         .data(data)
         .mount(&disk.devnode, target)?;
@@ -78,9 +179,28 @@ fn libc_einval() -> i32 {
 /// Is `target` still the mount of the device `devnum`? Checked before every job, so nothing is
 /// ever written into an empty mount directory on the root file system.
 pub fn still_ours(target: &Path, devnum: u64) -> bool {
-    fs::metadata(target)
-        .map(|m| m.dev() == devnum)
-        .unwrap_or(false)
+    let Ok(m) = fs::metadata(target) else {
+        return false;
+    };
+    if m.dev() == devnum {
+        return true;
+    }
+    // btrfs reports an anonymous device number: the mount at `target` must be there, of
+    // this device.
+    let Some(parent) = target.parent().and_then(|p| fs::metadata(p).ok()) else {
+        return false;
+    };
+    let Ok(target) = fs::canonicalize(target) else {
+        return false;
+    };
+    m.dev() != parent.dev()
+        && mount_lines().is_some_and(|lines| {
+            lines
+                .iter()
+                .rev()
+                .find(|l| l.target == target)
+                .is_some_and(|l| l.of(devnum))
+        })
 }
 
 /// A file system with nothing on it but `lost+found`.
@@ -122,4 +242,42 @@ pub fn power_down(disk: &Disk) -> String {
 /// Flush everything to the devices.
 pub fn sync() {
     rustix::fs::sync();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_udev_rules_types_and_never_a_replay_when_identifying() {
+        let rule = include_str!("../../udev-rules/90-trayback.rules");
+        let line = rule
+            .lines()
+            .find(|l| l.starts_with("ENV{ID_FS_TYPE}"))
+            .unwrap();
+        let named = line.split('"').nth(1).unwrap();
+        for t in named.split('|') {
+            assert_eq!(FsType::from_udev(t).map(FsType::name), Some(t), "{t}");
+        }
+        for t in ["vfat", "exfat", "ntfs", "iso9660", "", "EXT4"] {
+            assert_eq!(FsType::from_udev(t), None, "{t}");
+        }
+        use FsType::*;
+        for (t, opts) in [
+            (Ext2, ""),
+            (Ext3, "noload"),
+            (Ext4, "noload"),
+            (Xfs, "norecovery"),
+            (Btrfs, "rescue=nologreplay"),
+        ] {
+            assert_eq!(t.identify_options(), opts, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape("/run/a\\040b"), "/run/a b");
+        assert_eq!(unescape("/plain"), "/plain");
+        assert_eq!(unescape("/end\\04"), "/end\\04");
+    }
 }

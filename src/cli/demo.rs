@@ -69,11 +69,13 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         "1. enrolling a directory medium at {}",
         medium_dir.display()
     );
-    let media = Medium::init(&medium_dir, "demo", false, Utc::now())?;
+    // The demo's medium key is kept beside it, not in the host's state directory.
+    let state = workdir.join("state");
+    let media = Medium::init(&medium_dir, "demo", false, Utc::now(), &state)?;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
     let cfg = Config::default().with_sources(vec![source.clone()])?;
-    let mut m = Medium::open_write(&medium_dir, cfg.compression_level)?;
+    let mut m = Medium::open_write(&medium_dir, cfg.compression_level, &state)?;
     let cancel = AtomicBool::new(false);
     let meter = Meter::hidden();
     let job = |m: &mut Medium, kind: Kind, parent: Option<BackupId>| {

@@ -122,7 +122,11 @@ pub fn pare(a: PareArgs) -> Result<u8> {
         }
         return Ok(0);
     }
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
+    let mut m = Medium::open_write(
+        &medium_of(&a.medium)?,
+        cfg.compression_level,
+        &cfg.agent.state_dir,
+    )?;
     let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
     let mut too_small = None;
     if let Some(free) = a.free {
@@ -340,13 +344,17 @@ pub struct RepairArgs {
     /// Rebuild tree.yaml from the backup headers.
     #[arg(long)]
     pub tree: bool,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 pub fn repair(a: RepairArgs) -> Result<u8> {
     if !a.tree {
         bail!("say what to repair (--tree)");
     }
-    let mut m = Medium::open_for_repair(&medium_of(&a.medium)?)?;
+    let root = medium_of(&a.medium)?;
+    let state = super::state_dir(a.config.as_deref())?;
+    let mut m = Medium::open_for_repair(&root, &state)?;
     for n in maintain::rebuild_tree(&mut m)? {
         println!("{n}");
     }

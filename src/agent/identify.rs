@@ -1,0 +1,177 @@
+//! Deciding what an inserted disk is, and checking it again once mounted read-write.
+//!
+//! Invariants:
+//! - identification mounts read-only with no journal or log replay (`mounts::FsType`), so it
+//!   never changes a byte of the disk, and reads at most a 64 KiB media ID file;
+//! - a disk is [`Identity::Ours`] only if its `media.yaml` MAC verifies with the key this host
+//!   keeps for its id (`medium::prove`); claiming this host or a known id proves nothing;
+//! - [`open_identified`] runs on the read-write mount before anything is written and refuses
+//!   a disk whose `media.yaml` is not byte for byte the one proven (or a blank disk that is no
+//!   longer blank): the replay the identification skipped has happened by then.
+
+use super::devices::Disk;
+use super::mounts;
+use crate::error::Error;
+use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
+use chrono::{DateTime, Utc};
+use std::path::Path;
+use tracing::info;
+
+/// A medium identified read-only and proven to be this host's.
+pub(super) struct Identified {
+    pub media: MediaFile,
+    /// `media.yaml` as read on the identification mount, compared byte for byte with what
+    /// the read-write mount shows.
+    pub bytes: Vec<u8>,
+    pub proof: Proof,
+}
+
+pub(super) enum Identity {
+    Ours(Identified),
+    Blank,
+    /// A media ID file, but not this host's medium (another host's, or not proven).
+    NotOurs(MediaFile, String),
+    Foreign(String),
+}
+
+/// Why a disk mounted read-write is not used: it is not what was identified (foreign,
+/// notified as an unknown medium), or something failed.
+pub(super) enum Refusal {
+    Foreign(String),
+    Failed(String),
+}
+
+/// A refusal to write, as one line naming the device (not our mount point).
+pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
+    match e {
+        Error::Foreign { reason, .. } => {
+            Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
+        }
+        e => Refusal::Failed(e.to_string()),
+    }
+}
+
+/// The largest media ID file the agent reads.
+const MEDIA_FILE_MAX: u64 = 64 * 1024;
+
+/// Mount read-only without any journal or log replay, read the media ID file, and decide
+/// what the disk is: this host's medium only if its MAC verifies with this host's key.
+pub(super) fn identify(
+    disk: &Disk,
+    fstype: mounts::FsType,
+    mp: &Path,
+    auto: Option<&globset::GlobMatcher>,
+    host: &str,
+    state_dir: &Path,
+) -> Identity {
+    if let Err(e) = mounts::mount(disk, fstype, mp, false) {
+        return Identity::Foreign(format!(
+            "{}: cannot mount {} read-only: {e}",
+            disk.devnode.display(),
+            disk.fs_type
+        ));
+    }
+    // A media ID file is a few hundred bytes; a huge one is not read at all.
+    let media_path = mp.join("trayback").join("media.yaml");
+    if std::fs::symlink_metadata(&media_path).is_ok_and(|m| m.len() > MEDIA_FILE_MAX) {
+        let _ = mounts::unmount(mp, false);
+        return Identity::Foreign(format!(
+            "{}: its trayback/media.yaml is larger than {MEDIA_FILE_MAX} bytes; not a trayback medium",
+            disk.devnode.display()
+        ));
+    }
+    let found = Medium::identify(mp);
+    let bytes = std::fs::read(&media_path).unwrap_or_default();
+    let blank = mounts::is_blank(mp);
+    let _ = mounts::unmount(mp, false);
+    let label = disk.label.clone().unwrap_or_default();
+    match found {
+        Ok(m) if m.host != host => {
+            let why = format!(
+                "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
+                m.media_id,
+                m.label.chars().take(64).collect::<String>(),
+                m.host.chars().take(64).collect::<String>(),
+                host
+            );
+            Identity::NotOurs(m, why)
+        }
+        Ok(m) => match medium::prove(state_dir, mp, &m) {
+            Ok(proof) => Identity::Ours(Identified {
+                media: m,
+                bytes,
+                proof,
+            }),
+            Err(e) => {
+                let why = match refusal(disk, e) {
+                    Refusal::Foreign(why) => why,
+                    Refusal::Failed(e) => format!(
+                        "{}: cannot check medium {}: {e}",
+                        disk.devnode.display(),
+                        m.media_id
+                    ),
+                };
+                Identity::NotOurs(m, why)
+            }
+        },
+        Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
+        Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
+            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
+        }
+        Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
+        Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
+    }
+}
+
+/// On the read-write mount, before anything is written: the disk must still be what was
+/// identified read-only (the replay skipped then has happened now): the same `media.yaml`,
+/// byte for byte, proven again; a blank disk still blank. Then enrol a blank one, and open
+/// with recovery.
+pub(super) fn open_identified(
+    disk: &Disk,
+    mp: &Path,
+    identified: Option<&Identified>,
+    now: DateTime<Utc>,
+    state_dir: &Path,
+) -> Result<Medium, Refusal> {
+    let changed = |m: &MediaFile| {
+        Refusal::Foreign(format!(
+            "{}: {}",
+            disk.devnode.display(),
+            ForeignReason::new(m, Unproven::Changed)
+        ))
+    };
+    match identified {
+        Some(id) => {
+            let path = mp.join("trayback").join("media.yaml");
+            let bytes = std::fs::read(&path).map_err(|_| changed(&id.media))?;
+            if bytes != id.bytes {
+                return Err(changed(&id.media));
+            }
+            let m = Medium::identify(mp).map_err(|_| changed(&id.media))?;
+            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
+            if proof != id.proof {
+                return Err(changed(&id.media));
+            }
+        }
+        None => {
+            if !mounts::is_blank(mp) {
+                return Err(Refusal::Foreign(format!(
+                    "{}: the file system identified as blank is not blank once mounted read-write (journal replay?); not enrolling it",
+                    disk.devnode.display()
+                )));
+            }
+            let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
+            Medium::init(mp, &label, false, now, state_dir)
+                .map_err(|e| Refusal::Failed(e.to_string()))?;
+            info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
+        }
+    }
+    let m = Medium::open_write(mp, 3, state_dir).map_err(|e| Refusal::Failed(e.to_string()))?;
+    // What the writer opened is what was proven.
+    let proof = medium::prove(state_dir, mp, m.media()).map_err(|e| refusal(disk, e))?;
+    if identified.is_some_and(|id| id.proof != proof) {
+        return Err(changed(m.media()));
+    }
+    Ok(m)
+}
