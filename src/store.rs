@@ -550,6 +550,8 @@ impl Store {
 
     /// As [`Store::put`] with the id already computed. Returns whether it was new.
     pub fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        // Never write what a reader would refuse (FORMAT.md caps a blob's length by kind).
+        pack::check_raw_len(kind, raw.len() as u64).map_err(Error::Refused)?;
         // Listings live in listing packs, which are always indexed: looking one up never
         // needs the data packs' trailers.
         let stored = match kind {

@@ -5,8 +5,19 @@
 //! trailer lists every record so the block index can be rebuilt from trailers alone.
 //! A pack is written under `tmp/`, fsync'd and only then renamed into `packs/`: a pack in
 //! `packs/` is always complete.
+//!
+//! Everything read back is untrusted (a medium that has been away may have been changed by
+//! anyone). Every length is checked before it is used to allocate: a record's `raw_len` is
+//! at most [`max_raw_len`] of its kind (a data block [`BLOCK_SIZE`], a listing
+//! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
+//! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
+//! file. Decompression never produces more than `raw_len` bytes, and a large listing is
+//! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
+//! compression bomb costs no memory.
 
 use crate::ids::{BlockId, PackId};
+use crate::listing::MAX_LISTING_LEN;
+use crate::store::BLOCK_SIZE;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -96,16 +107,69 @@ pub fn record_header(
     h
 }
 
-/// Decode a record header; `None` if its kind or encoding is unknown.
-pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
-    Some(Entry {
-        id: BlockId(h[..32].try_into().unwrap()),
-        kind: kind_from(h[32])?,
-        encoding: encoding_from(h[33])?,
+/// The largest uncompressed length a blob of `kind` may have (FORMAT.md "Pack files").
+pub fn max_raw_len(kind: BlobKind) -> u32 {
+    match kind {
+        BlobKind::Data => BLOCK_SIZE as u32,
+        BlobKind::Listing => MAX_LISTING_LEN as u32,
+    }
+}
+
+/// Why a blob of `kind` cannot be `raw_len` bytes long, if it cannot (writers check this
+/// too, so that they never write what readers refuse).
+pub fn check_raw_len(kind: BlobKind, raw_len: u64) -> Result<(), String> {
+    let max = max_raw_len(kind);
+    if raw_len > max as u64 {
+        let what = match kind {
+            BlobKind::Data => "data block",
+            BlobKind::Listing => "listing",
+        };
+        return Err(format!(
+            "{what} of {raw_len} bytes is longer than the format allows ({max})"
+        ));
+    }
+    Ok(())
+}
+
+/// Decode and check a record header (or the first 44 bytes of a trailer entry): known kind
+/// and encoding, lengths within the kind's cap, a raw payload exactly `raw_len` long.
+pub fn parse_record(h: &[u8; 44], offset: u64) -> Result<Entry, String> {
+    let id = BlockId(h[..32].try_into().unwrap());
+    let kind = kind_from(h[32]).ok_or_else(|| format!("record {id} has unknown kind {}", h[32]))?;
+    let encoding = encoding_from(h[33])
+        .ok_or_else(|| format!("record {id} has unknown encoding {}", h[33]))?;
+    let e = Entry {
+        id,
+        kind,
+        encoding,
         raw_len: u32::from_le_bytes(h[36..40].try_into().unwrap()),
         stored_len: u32::from_le_bytes(h[40..44].try_into().unwrap()),
         offset,
-    })
+    };
+    check_lengths(&e)?;
+    Ok(e)
+}
+
+/// The length rules every record keeps, checked before any length is used.
+fn check_lengths(e: &Entry) -> Result<(), String> {
+    check_raw_len(e.kind, e.raw_len as u64).map_err(|d| format!("record {}: {d}", e.id))?;
+    // A writer stores a payload compressed only when that makes it smaller.
+    let stored_ok = match e.encoding {
+        Encoding::Raw => e.stored_len == e.raw_len,
+        Encoding::Zstd => e.stored_len <= e.raw_len,
+    };
+    if !stored_ok {
+        return Err(format!(
+            "record {}: {} stored bytes cannot hold {} raw bytes as {:?}",
+            e.id, e.stored_len, e.raw_len, e.encoding
+        ));
+    }
+    Ok(())
+}
+
+/// Decode a record header; `None` if it breaks a rule of [`parse_record`].
+pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
+    parse_record(h, offset).ok()
 }
 
 /// Appends records to a new pack file.
@@ -235,7 +299,11 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
     let trailer_offset = u64::from_le_bytes(footer[16..24].try_into().unwrap());
     let trailer_len = count * TRAILER_ENTRY_LEN as u64;
-    if trailer_offset < HEADER_LEN || trailer_offset + trailer_len + FOOTER_LEN != len {
+    // Checked: a hostile offset must not wrap around to match the length.
+    let end = trailer_offset
+        .checked_add(trailer_len)
+        .and_then(|e| e.checked_add(FOOTER_LEN));
+    if trailer_offset < HEADER_LEN || end != Some(len) {
         return Err("pack trailer offset does not match the file length".into());
     }
     let mut trailer = vec![0u8; trailer_len as usize];
@@ -247,10 +315,10 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let mut entries = Vec::with_capacity(count as usize);
     for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
-        let e = parse_record_header(chunk[..44].try_into().unwrap(), offset)
-            .ok_or("pack trailer names an unknown blob kind or encoding")?;
+        let e = parse_record(chunk[..44].try_into().unwrap(), offset)
+            .map_err(|d| format!("pack trailer: {d}"))?;
         if e.offset < HEADER_LEN + RECORD_HEADER_LEN
-            || e.offset + e.stored_len as u64 > trailer_offset
+            || e.offset.saturating_add(e.stored_len as u64) > trailer_offset
         {
             return Err(format!(
                 "pack trailer entry for {} points outside the pack",
@@ -341,8 +409,65 @@ fn incompressible(raw: &[u8]) -> bool {
     })
 }
 
-/// Decode a payload and check it against its id.
+/// Listings longer than this are hashed in a streaming pass before they are decompressed
+/// into memory, so that a bomb (a small payload that claims a large `raw_len` and inflates
+/// to garbage) is refused without allocating its length.
+const STREAM_CHECK_ABOVE: u32 = 4 << 20;
+
+/// The largest zstd window a reader accepts (2^24 = 16 MiB; level 19 uses 2^23). A streaming
+/// decoder allocates the window a frame asks for.
+const MAX_WINDOW_LOG: u32 = 24;
+
+/// Decompress `payload` in a streaming pass without keeping the output: check it inflates to
+/// exactly `e.raw_len` bytes whose SHA-256 is `e.id`. Memory: the window and a 64 KiB buffer.
+fn check_stream(e: &Entry, payload: &[u8]) -> Result<(), String> {
+    use std::io::Read;
+    let mut d = zstd::stream::read::Decoder::with_buffer(payload)
+        .map_err(|err| format!("cannot decompress: {err}"))?;
+    d.window_log_max(MAX_WINDOW_LOG)
+        .map_err(|err| format!("cannot decompress: {err}"))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = d
+            .read(&mut buf)
+            .map_err(|err| format!("cannot decompress: {err}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > e.raw_len as u64 {
+            return Err(format!(
+                "inflates to more than the {} bytes recorded",
+                e.raw_len
+            ));
+        }
+        hash.update(&buf[..n]);
+    }
+    if total != e.raw_len as u64 {
+        return Err(format!("length {total} where {} was recorded", e.raw_len));
+    }
+    if hash.finalize().as_slice() != e.id.0 {
+        return Err("content does not match its SHA-256".into());
+    }
+    Ok(())
+}
+
+/// Decode a payload and check it against its id. Allocates at most `e.raw_len` bytes, which
+/// is checked against the kind's cap first.
 pub fn decode(e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    check_lengths(e)?;
+    if payload.len() != e.stored_len as usize {
+        return Err(format!(
+            "payload of {} bytes where {} were recorded",
+            payload.len(),
+            e.stored_len
+        ));
+    }
+    if e.encoding == Encoding::Zstd && e.raw_len > STREAM_CHECK_ABOVE {
+        check_stream(e, payload)?;
+    }
     let raw = match e.encoding {
         Encoding::Raw => payload.to_vec(),
         Encoding::Zstd => DCTX
