@@ -149,27 +149,70 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         affected.push("/".to_string());
     }
     let mut walk_damage = Vec::new();
-    if root_ok.is_ok() {
+    if let Ok(root) = root_ok {
         // Descend into the listings this backup wrote; an unchanged subtree is an older
         // backup's, verified with it (all of it with --read-all).
-        let descend = |sub: &BlockId| read_all || checked.contains(sub);
-        walk_listing(
-            m,
-            &header.root,
-            std::path::Path::new("/"),
-            &descend,
-            &mut |rel, e, damage: &mut Vec<Damage>| {
-                let mut ok = true;
-                for b in &e.blocks {
-                    ok &= check_block(b, damage);
+        let mut limit = index::Limit::of(m, &header);
+        let mut w: index::Walk = index::Walk::new(std::path::Path::new("/"), &mut limit);
+        w.enter(root, ());
+        loop {
+            let next = match w.next() {
+                Ok(Some((rel, e, ()))) => {
+                    let mut ok = true;
+                    for b in &e.blocks {
+                        ok &= check_block(b, &mut damage);
+                    }
+                    if !ok {
+                        affected.push(rel.to_string_lossy().into_owned());
+                    }
+                    meter.add(u64::from(e.kind == EntryKind::File), 0);
+                    match (e.kind, e.subtree) {
+                        (EntryKind::Dir, Some(sub)) if read_all || checked.contains(&sub) => {
+                            match m.listing(&sub) {
+                                Ok(l) => Some(l),
+                                Err(
+                                    err @ (Error::MissingBlock(_)
+                                    | Error::BadBlock { .. }
+                                    | Error::Io { .. }),
+                                ) => {
+                                    walk_damage.push(Damage {
+                                        what: format!("listing of {}", rel.display()),
+                                        detail: err.to_string(),
+                                    });
+                                    None
+                                }
+                                Err(err) => return Err(err),
+                            }
+                        }
+                        (EntryKind::Dir, Some(sub)) => {
+                            if m.store.locate(&sub).is_none() {
+                                walk_damage.push(Damage {
+                                    what: format!("listing of {}", rel.display()),
+                                    detail: Error::MissingBlock(sub).to_string(),
+                                });
+                            }
+                            None
+                        }
+                        _ => None,
+                    }
                 }
-                if !ok {
-                    affected.push(rel.to_string_lossy().into_owned());
+                Ok(None) => break,
+                // A hostile index (a bad name, more entries than the header counts) is damage:
+                // the backup fails verification and is never a parent again.
+                Err(err @ (Error::Hostile { .. } | Error::Damaged { .. })) => {
+                    damage.push(Damage {
+                        what: "index".into(),
+                        detail: err.to_string(),
+                    });
+                    affected.push("/".to_string());
+                    break;
                 }
-                meter.add(u64::from(e.kind == EntryKind::File), 0);
-            },
-            &mut walk_damage,
-        )?;
+                Err(err) => return Err(err),
+            };
+            if let Some(l) = next {
+                w.enter(l, ());
+            }
+        }
     }
     damage.extend(walk_damage.iter().cloned());
     for d in &walk_damage {
@@ -202,44 +245,6 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         damage,
         affected,
     })
-}
-
-/// Walk a backup's listings, reporting unreadable listings as damage instead of failing.
-fn walk_listing(
-    m: &Medium,
-    id: &BlockId,
-    prefix: &std::path::Path,
-    descend: &dyn Fn(&BlockId) -> bool,
-    f: &mut dyn FnMut(&std::path::Path, &crate::listing::Entry, &mut Vec<Damage>),
-    damage: &mut Vec<Damage>,
-) -> Result<()> {
-    let listing = match m.listing(id) {
-        Ok(l) => l,
-        Err(e @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
-            damage.push(Damage {
-                what: format!("listing of {}", prefix.display()),
-                detail: e.to_string(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    for e in &listing.entries {
-        let rel = prefix.join(e.name.as_os());
-        index::check_entry(&rel, e)?;
-        f(&rel, e, damage);
-        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-            if descend(&sub) {
-                walk_listing(m, &sub, &rel, descend, f, damage)?;
-            } else if m.store.locate(&sub).is_none() {
-                damage.push(Damage {
-                    what: format!("listing of {}", rel.display()),
-                    detail: Error::MissingBlock(sub).to_string(),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Verify every backup on the medium, oldest first.
