@@ -20,8 +20,8 @@ pub const LISTING_FORMAT: u32 = 2;
 const LISTING_MAGIC: &[u8; 4] = b"TLST";
 /// The longest listing (encoded, uncompressed) a reader accepts and a writer writes: 256 MiB,
 /// a directory of a million entries at 268 bytes each (a file of up to five blocks with a
-/// 60-byte name takes about 270). Decoding one this long takes at most ~12 times as much
-/// memory (the worst case: entries of one-byte xattrs).
+/// 60-byte name takes about 270). Decoding a listing allocates at most about 8 times its
+/// length (the worst case: entries of one-byte xattrs; `tests/decode_alloc.rs` measures it).
 pub const MAX_LISTING_LEN: usize = 256 << 20;
 /// The fewest bytes an entry can take: a one-byte name, kind, the fixed fields, no xattrs.
 const MIN_ENTRY: usize = 2 + 1 + 1 + 12 + 16 + 24 + 2;
