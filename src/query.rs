@@ -456,3 +456,79 @@ fn label(tree: &Tree, id: BackupId) -> String {
         if b.verified { "" } else { " (unverified)" }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{BackupRecord, Kind};
+
+    fn tree(recs: &[(u64, Kind, Option<u64>)]) -> Tree {
+        let mut t = Tree::default();
+        for &(id, kind, parent) in recs {
+            let at = DateTime::from_timestamp(1_700_000_000 + id as i64 * 60, 0).unwrap();
+            t.add(BackupRecord {
+                id: BackupId(id),
+                kind,
+                parent: parent.map(BackupId),
+                started: at,
+                finished: at,
+                verified: true,
+                partial: false,
+                bytes_total: 0,
+                bytes_new: 0,
+                bytes_stored: 0,
+            });
+        }
+        t
+    }
+
+    #[test]
+    fn the_drawn_tree_nests_branches_and_collapses_micro_runs() {
+        use Kind::*;
+        let t = tree(&[
+            (1, Monthly, None),
+            (2, Weekly, Some(1)),
+            (3, Daily, Some(2)),
+            (4, Micro, Some(3)),
+            (5, Micro, Some(4)),
+            (6, Micro, Some(5)),
+            (7, Daily, Some(2)),
+        ]);
+        let shape: Vec<String> = draw_tree(&t)
+            .lines()
+            .map(|l| {
+                // Keep the drawing and the ids, drop the times.
+                l.split(' ')
+                    .filter(|w| !w.contains(':') && !w.contains('-') || w.contains('─'))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "#1 monthly",
+                "└── #2 weekly",
+                "    ├── #3 daily",
+                "    │   └── #4 micro … #6 (3 micro)",
+                "    └── #7 daily",
+            ],
+            "{}",
+            draw_tree(&t)
+        );
+    }
+
+    #[test]
+    fn a_100_000_deep_chain_draws_in_linear_time_and_width() {
+        let mut recs = vec![(1, Kind::Monthly, None)];
+        recs.extend((2..=100_000).map(|id| (id, Kind::Daily, Some(id - 1))));
+        let t = tree(&recs);
+        let t0 = std::time::Instant::now();
+        let out = draw_tree(&t);
+        assert!(t0.elapsed().as_secs() < 5, "{:?}", t0.elapsed());
+        assert_eq!(out.lines().count(), 100_000);
+        assert!(out
+            .lines()
+            .all(|l| l.chars().count() < 4 * MAX_DRAWN_DEPTH + 80));
+    }
+}

@@ -76,8 +76,16 @@ fn worst_cases() -> Vec<Vec<u8>> {
 fn decoding_allocates_in_proportion_to_the_input() {
     for bytes in worst_cases() {
         let peak = peak_of(|| Listing::decode(&bytes));
-        eprintln!("{} bytes: peak {peak} ({:.1}x)", bytes.len(), peak as f64 / bytes.len() as f64);
-        assert!(bounded(bytes.len(), peak), "{} bytes took {peak}", bytes.len());
+        eprintln!(
+            "{} bytes: peak {peak} ({:.1}x)",
+            bytes.len(),
+            peak as f64 / bytes.len() as f64
+        );
+        assert!(
+            bounded(bytes.len(), peak),
+            "{} bytes took {peak}",
+            bytes.len()
+        );
     }
     // A pack record claiming more than its kind's cap is refused before anything is allocated.
     let id = BlockId::of(b"x");
@@ -121,7 +129,12 @@ fn decoding_allocates_in_proportion_to_the_input() {
                     }
                 }
                 let peak = peak_of(|| Listing::decode(&bytes));
-                prop_assert!(bounded(bytes.len(), peak), "{} bytes took {}", bytes.len(), peak);
+                prop_assert!(
+                    bounded(bytes.len(), peak),
+                    "{} bytes took {}",
+                    bytes.len(),
+                    peak
+                );
                 Ok(())
             },
         )
