@@ -169,7 +169,7 @@ struct Frame<T> {
 }
 
 /// The walk over a tree of listings, in pre-order sorted by name, with an explicit stack:
-/// [`Walk::next`] gives the next entry and its path; after a directory, [`Walk::enter`]
+/// [`Walk::next_entry`] gives the next entry and its path; after a directory, [`Walk::enter`]
 /// with that directory's listing descends into it (not calling it skips the directory).
 /// Each open directory carries a `T` of the caller's (e.g. the matching listing of another
 /// backup). Every entry is counted against the [`Limit`] and checked with [`check_entry`].
@@ -189,7 +189,7 @@ impl<'l, T> Walk<'l, T> {
         }
     }
 
-    /// Descend into the directory `next` returned last (or, at first, the start directory).
+    /// Descend into the directory `next_entry` returned last (or, at first, the start directory).
     pub fn enter(&mut self, listing: Listing, data: T) {
         self.stack.push(Frame {
             listing,
@@ -206,7 +206,7 @@ impl<'l, T> Walk<'l, T> {
 
     /// The next entry in pre-order: its path, the entry and the data of its directory.
     #[allow(clippy::type_complexity)]
-    pub fn next(&mut self) -> Result<Option<(&Path, &Entry, &T)>> {
+    pub fn next_entry(&mut self) -> Result<Option<(&Path, &Entry, &T)>> {
         loop {
             let Some(top) = self.stack.last_mut() else {
                 return Ok(None);
@@ -256,7 +256,7 @@ pub fn walk_limited(
     w.enter(m.listing(id)?, ());
     loop {
         let sub = {
-            let Some((rel, e, ())) = w.next()? else {
+            let Some((rel, e, ())) = w.next_entry()? else {
                 return Ok(());
             };
             match (f(rel, e)?, e.kind, e.subtree) {

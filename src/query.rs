@@ -171,7 +171,7 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
     w.enter(m.listing(&dir)?, parent_dir);
     loop {
         let next = {
-            let Some((rel, e, inp)) = w.next()? else {
+            let Some((rel, e, inp)) = w.next_entry()? else {
                 break;
             };
             rows.push(row(rel, e, inp.origin(e)));

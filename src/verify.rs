@@ -156,7 +156,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         let mut w: index::Walk = index::Walk::new(std::path::Path::new("/"), &mut limit);
         w.enter(root, ());
         loop {
-            let next = match w.next() {
+            let next = match w.next_entry() {
                 Ok(Some((rel, e, ()))) => {
                     let mut ok = true;
                     for b in &e.blocks {

@@ -777,7 +777,7 @@ fn apply(op: &Op, bytes: &mut Vec<u8>) {
             }
         }
         Op::Huge { at, value } => {
-            let at = at % n & !3;
+            let at = (at % n) & !3;
             for (i, b) in value.to_le_bytes().iter().enumerate() {
                 if let Some(x) = bytes.get_mut(at + i) {
                     *x = *b;
