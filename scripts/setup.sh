@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what a fresh Debian/Ubuntu machine lacks to build and test trayback:
 # pkg-config + libudev-dev (the udev crate), udev (udevd, udevadm), e2fsprogs (mkfs.ext4 for
-# loop-device media), util-linux (mount, losetup, setpriv), coreutils. Idempotent; quiet
+# loop-device media), util-linux (mount, losetup, setpriv), coreutils, time (GNU time). Idempotent; quiet
 # when everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || missing+=(e2fsprogs
 command -v setpriv >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
+[ -x /usr/bin/time ] || missing+=(time)   # GNU time: peak RSS in tests/no_panic.rs
 
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""

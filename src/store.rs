@@ -420,14 +420,13 @@ impl Store {
             }
             Err(detail) => {
                 // Records describe themselves: index what can still be read.
-                let bytes = fs::read(path).unwrap_or_default();
-                let entries = pack::scan_records(&bytes);
+                let entries = pack::scan_file(file);
                 tracing::warn!(path = %path.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
                 let info = PackInfo {
                     id,
                     writer: 0,
                     flags: pack::FLAG_GC,
-                    len: bytes.len() as u64,
+                    len: file.metadata().map(|m| m.len()).unwrap_or(0),
                     present: true,
                 };
                 (info, entries, Some(detail))
@@ -457,7 +456,8 @@ impl Store {
             self.index
                 .write()
                 .unwrap()
-                .reserve(self.expected_data_blocks.load(Ordering::Relaxed) as usize);
+                // Footers are untrusted: reserve for at most 16M blocks (4 TiB of content).
+                .reserve((self.expected_data_blocks.load(Ordering::Relaxed) as usize).min(1 << 24));
         }
         for n in pending.drain(..) {
             let info = self.packs.read().unwrap()[n as usize].clone();

@@ -493,6 +493,47 @@ fn a_listing_bomb_is_refused_in_bounded_memory() {
     }
 }
 
+/// Sparse 4 GiB pack files (free on disk): one whose footer claims a trailer of 82 million
+/// records, one with no footer at all (salvaged by walking its records). Neither is read
+/// into memory.
+#[test]
+fn sparse_huge_packs_are_refused_in_bounded_memory() {
+    let env = small_medium();
+    let len: u64 = 4 << 30;
+    let dir = env.medium.join("trayback/packs/00");
+    fs::create_dir_all(&dir).unwrap();
+    for (name, footer) in [
+        ("00000000000000000000000000000004", true),
+        ("00000000000000000000000000000005", false),
+    ] {
+        let f = fs::File::create(dir.join(format!("{name}.pack"))).unwrap();
+        f.set_len(len).unwrap();
+        use std::os::unix::fs::FileExt;
+        let mut head = b"TRAYPACK".to_vec();
+        head.extend_from_slice(&1u32.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        f.write_all_at(&head, 0).unwrap();
+        if footer {
+            let count = (len - 16 - 64) / 52;
+            let mut foot = Vec::new();
+            foot.extend_from_slice(&1u64.to_le_bytes());
+            foot.extend_from_slice(&pack::FLAG_LISTINGS.to_le_bytes());
+            foot.extend_from_slice(&(count as u32).to_le_bytes());
+            foot.extend_from_slice(&(len - 64 - count * 52).to_le_bytes());
+            foot.extend_from_slice(&[0u8; 32]);
+            foot.extend_from_slice(b"TRAYPEND");
+            f.write_all_at(&foot, len - 64).unwrap();
+        }
+    }
+    let mut runs = Vec::new();
+    for c in reading_commands(&env.medium, 1, 1, "/x", env.tmp.path()) {
+        let r = run_bounded(&c, TIMEOUT);
+        r.sane(MAX_RSS_MIB);
+        runs.push(r);
+    }
+    report("sparse 4 GiB packs", &runs);
+}
+
 /// Config values that passed validation and then panicked in the schedule.
 #[test]
 fn huge_config_durations_and_counts_are_refused_naming_the_key() {

@@ -17,7 +17,7 @@
 
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
-use crate::store::BLOCK_SIZE;
+use crate::store::{BLOCK_SIZE, PACK_TARGET};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -30,6 +30,11 @@ pub const HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: u64 = 44;
 pub const TRAILER_ENTRY_LEN: usize = 52;
 pub const FOOTER_LEN: u64 = 64;
+/// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
+/// bytes and every record takes at least its 44-byte header, so a pack holds at most
+/// 762 601; readers refuse a footer that claims more (its trailer would be read into memory).
+pub const MAX_PACK_RECORDS: u64 = 1 << 20;
+const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN + 1 <= MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.
 pub const FLAG_GC: u32 = 1;
 /// Footer flag: the pack holds listing blobs only.
@@ -259,16 +264,20 @@ pub struct Footer {
     pub count: u64,
 }
 
-/// A pack's footer, if it has one (magic in place).
+/// A pack's footer, if it has one (magic in place) and its record count is possible: at most
+/// [`MAX_PACK_RECORDS`], with a trailer that fits in the file.
 pub fn read_footer(file: &File) -> Option<Footer> {
     let len = file.metadata().ok()?.len();
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, len.checked_sub(FOOTER_LEN)?)
         .ok()?;
-    (&footer[56..64] == PACK_END_MAGIC).then(|| Footer {
+    let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
+    let possible = count <= MAX_PACK_RECORDS
+        && HEADER_LEN + count * TRAILER_ENTRY_LEN as u64 + FOOTER_LEN <= len;
+    (&footer[56..64] == PACK_END_MAGIC && possible).then(|| Footer {
         writer: u64::from_le_bytes(footer[0..8].try_into().unwrap()),
         flags: u32::from_le_bytes(footer[8..12].try_into().unwrap()),
-        count: u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64,
+        count,
     })
 }
 
@@ -297,6 +306,11 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let writer = u64::from_le_bytes(footer[0..8].try_into().unwrap());
     let flags = u32::from_le_bytes(footer[8..12].try_into().unwrap());
     let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
+    if count > MAX_PACK_RECORDS {
+        return Err(format!(
+            "pack footer claims {count} records (at most {MAX_PACK_RECORDS})"
+        ));
+    }
     let trailer_offset = u64::from_le_bytes(footer[16..24].try_into().unwrap());
     let trailer_len = count * TRAILER_ENTRY_LEN as u64;
     // Checked: a hostile offset must not wrap around to match the length.
@@ -350,6 +364,42 @@ pub fn scan_records(bytes: &[u8]) -> Vec<Entry> {
         };
         let end = offset as usize + e.stored_len as usize;
         if end > bytes.len() || decode(&e, &bytes[offset as usize..end]).is_err() {
+            break;
+        }
+        out.push(e);
+        pos = end;
+    }
+    out
+}
+
+/// [`scan_records`] over a file, reading one record at a time (a payload is at most its
+/// kind's cap), so salvaging a damaged pack never holds more than one record in memory.
+pub fn scan_file(file: &File) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return out;
+    };
+    let mut magic = [0u8; 8];
+    if file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC {
+        return out;
+    }
+    let mut pos = HEADER_LEN;
+    let mut payload = Vec::new();
+    while pos + RECORD_HEADER_LEN <= len && (out.len() as u64) < MAX_PACK_RECORDS {
+        let mut head = [0u8; RECORD_HEADER_LEN as usize];
+        if file.read_exact_at(&mut head, pos).is_err() {
+            break;
+        }
+        let offset = pos + RECORD_HEADER_LEN;
+        let Some(e) = parse_record_header(&head, offset) else {
+            break;
+        };
+        let end = offset + e.stored_len as u64;
+        payload.resize(e.stored_len as usize, 0);
+        if end > len
+            || file.read_exact_at(&mut payload, offset).is_err()
+            || decode(&e, &payload).is_err()
+        {
             break;
         }
         out.push(e);
