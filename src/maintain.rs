@@ -37,14 +37,20 @@ pub fn live_blobs(m: &Medium) -> Result<HashSet<BlockId>> {
     Ok(live)
 }
 
+/// Mark `listing` and everything below it live. Each listing is read once however often it is
+/// referenced (so a DAG of listings costs its size, not its paths), with an explicit stack (so
+/// a tree of any depth costs no call frames).
 fn mark(m: &Medium, listing: BlockId, live: &mut HashSet<BlockId>) -> Result<()> {
-    if !live.insert(listing) {
-        return Ok(()); // this directory (and all below it) is already marked
-    }
-    for e in m.listing(&listing)?.entries {
-        live.extend(e.blocks.iter().copied());
-        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-            mark(m, sub, live)?;
+    let mut todo = vec![listing];
+    while let Some(listing) = todo.pop() {
+        if !live.insert(listing) {
+            continue; // this directory (and all below it) is already marked
+        }
+        for e in m.listing(&listing)?.entries {
+            live.extend(e.blocks.iter().copied());
+            if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+                todo.push(sub);
+            }
         }
     }
     Ok(())

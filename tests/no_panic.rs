@@ -14,7 +14,6 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use trayback::ids::{BackupId, BlockId, PackId};
 use trayback::index::{self, Step};
@@ -161,7 +160,8 @@ fn args(medium: &Path, a: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// Every reading command, on backup `b` (and `a` for diff), restoring to `scratch`.
+/// Every reading command, on backup `b` (and `a` for diff), restoring to `scratch`; `media
+/// show --json` marks every live blob.
 fn reading_commands(medium: &Path, a: u64, b: u64, file: &str, scratch: &Path) -> Vec<Vec<String>> {
     let (a, b) = (a.to_string(), b.to_string());
     let to = scratch.join("restored");
@@ -187,6 +187,7 @@ fn reading_commands(medium: &Path, a: u64, b: u64, file: &str, scratch: &Path) -
         ),
         args(medium, &["diff", "--medium", "{medium}", &a, &b]),
         args(medium, &["versions", "--medium", "{medium}", file]),
+        args(medium, &["media", "show", "{medium}", "--json"]),
     ]
 }
 
@@ -697,6 +698,7 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
             "--read-all",
         ],
         vec!["diff", "--medium", "{medium}", "1", &b.to_string()],
+        vec!["media", "show", "{medium}", "--json"],
     ] {
         let r = run_bounded(&args(&env.medium, &c), Duration::from_secs(60));
         r.sane(MAX_RSS_MIB * 2);
@@ -709,24 +711,20 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
 // ---------------------------------------------------------------------------------------
 // The property test
 
-/// A medium made by the real binary: a monthly and a daily of a few files, then the paths of
-/// its packs, headers and tree.yaml, and a file's path.
-fn fixture() -> &'static (Env, PathBuf) {
-    static F: OnceLock<(Env, PathBuf)> = OnceLock::new();
-    F.get_or_init(|| {
-        let env = Env::new(MediumKind::Dir).unwrap();
-        env.init();
-        write(&env.src.join("a.txt"), b"hello");
-        write(&env.src.join("victim.bin"), &bytes(1, 300_000));
-        write(&env.src.join("sub/b.txt"), b"world");
-        std::os::unix::fs::symlink("a.txt", env.src.join("link")).unwrap();
-        env.backup(&["--kind", "monthly"]);
-        write(&env.src.join("sub/c.txt"), &bytes(2, 5000));
-        write(&env.src.join("a.txt"), b"hello again");
-        env.backup(&["--kind", "daily"]);
-        let file = env.src.join("a.txt");
-        (env, file)
-    })
+/// A medium made by the real binary (a monthly and a daily of a few files), and a file's path.
+fn fixture() -> (Env, PathBuf) {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("a.txt"), b"hello");
+    write(&env.src.join("victim.bin"), &bytes(1, 300_000));
+    write(&env.src.join("sub/b.txt"), b"world");
+    std::os::unix::fs::symlink("a.txt", env.src.join("link")).unwrap();
+    env.backup(&["--kind", "monthly"]);
+    write(&env.src.join("sub/c.txt"), &bytes(2, 5000));
+    write(&env.src.join("a.txt"), b"hello again");
+    env.backup(&["--kind", "daily"]);
+    let file = env.src.join("a.txt");
+    (env, file)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -849,19 +847,22 @@ fn damage() -> impl Strategy<Value = Damage> {
     ]
 }
 
-proptest! {
-    // 150 cases take about 30 s; PROPTEST_CASES=5000 hunts for longer.
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(150),
+/// Damage one pack, header, tree.yaml or listing of a real medium: every reading command ends
+/// with success or an error, never a panic, a signal or a hang, in bounded memory. 150 cases
+/// take about 40 s; PROPTEST_CASES=5000 hunts for longer.
+#[test]
+fn damaged_media_never_panic_hang_or_balloon() {
+    let (env, file) = fixture();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(150);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
         failure_persistence: None,
         ..ProptestConfig::default()
-    })]
-
-    /// Damage one pack, header, tree.yaml or listing of a real medium: every reading command
-    /// ends with success or an error, never a panic, a signal or a hang, in bounded memory.
-    #[test]
-    fn damaged_media_never_panic_hang_or_balloon(d in damage()) {
-        let (env, file) = fixture();
+    });
+    let result = runner.run(&damage(), |d| {
         let scratch = tempfile::tempdir().unwrap();
         let medium = scratch.path().join("medium");
         copy_dir(&env.medium, &medium);
@@ -875,7 +876,8 @@ proptest! {
                 fs::write(path, bytes).unwrap();
             }
             Damage::Listing { which, op } => {
-                let dir = [PathBuf::from("/"), env.src.clone(), env.src.join("sub")][*which].clone();
+                let dir =
+                    [PathBuf::from("/"), env.src.clone(), env.src.join("sub")][*which].clone();
                 let mut m = Medium::open_write(&medium, 3).unwrap();
                 let h = m.header(BackupId(1)).unwrap();
                 let chain = index::lookup(&m, &h.root, &dir).unwrap().unwrap();
@@ -890,5 +892,9 @@ proptest! {
             run_bounded(&c, TIMEOUT).sane(MAX_RSS_MIB);
             let _ = fs::remove_dir_all(scratch.path().join("restored"));
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
 }

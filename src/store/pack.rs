@@ -34,7 +34,7 @@ pub const FOOTER_LEN: u64 = 64;
 /// bytes and every record takes at least its 44-byte header, so a pack holds at most
 /// 762 601; readers refuse a footer that claims more (its trailer would be read into memory).
 pub const MAX_PACK_RECORDS: u64 = 1 << 20;
-const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN + 1 <= MAX_PACK_RECORDS);
+const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN < MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.
 pub const FLAG_GC: u32 = 1;
 /// Footer flag: the pack holds listing blobs only.
