@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ids::{BackupId, BlockId, PackId};
 use crate::index;
-use crate::listing::EntryKind;
+use crate::listing::{EntryKind, Listing};
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::store::{self, PackCheck};
@@ -167,31 +167,9 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                     }
                     meter.add(u64::from(e.kind == EntryKind::File), 0);
                     match (e.kind, e.subtree) {
-                        (EntryKind::Dir, Some(sub)) if read_all || checked.contains(&sub) => {
-                            match m.listing(&sub) {
-                                Ok(l) => Some(l),
-                                Err(
-                                    err @ (Error::MissingBlock(_)
-                                    | Error::BadBlock { .. }
-                                    | Error::Io { .. }),
-                                ) => {
-                                    walk_damage.push(Damage {
-                                        what: format!("listing of {}", rel.display()),
-                                        detail: err.to_string(),
-                                    });
-                                    None
-                                }
-                                Err(err) => return Err(err),
-                            }
-                        }
                         (EntryKind::Dir, Some(sub)) => {
-                            if m.store.locate(&sub).is_none() {
-                                walk_damage.push(Damage {
-                                    what: format!("listing of {}", rel.display()),
-                                    detail: Error::MissingBlock(sub).to_string(),
-                                });
-                            }
-                            None
+                            let descend = read_all || checked.contains(&sub);
+                            subtree(m, rel, &sub, descend, &mut walk_damage)?
                         }
                         _ => None,
                     }
@@ -245,6 +223,37 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         damage,
         affected,
     })
+}
+
+/// The listing of directory `rel` to descend into (`descend`), or `None`: not descending (the
+/// listing must still be in the store) or unreadable, which is recorded as damage.
+fn subtree(
+    m: &Medium,
+    rel: &std::path::Path,
+    sub: &BlockId,
+    descend: bool,
+    damage: &mut Vec<Damage>,
+) -> Result<Option<Listing>> {
+    let missing = |detail: String, damage: &mut Vec<Damage>| {
+        damage.push(Damage {
+            what: format!("listing of {}", rel.display()),
+            detail,
+        })
+    };
+    if !descend {
+        if m.store.locate(sub).is_none() {
+            missing(Error::MissingBlock(*sub).to_string(), damage);
+        }
+        return Ok(None);
+    }
+    match m.listing(sub) {
+        Ok(l) => Ok(Some(l)),
+        Err(err @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
+            missing(err.to_string(), damage);
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Verify every backup on the medium, oldest first.

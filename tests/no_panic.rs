@@ -5,6 +5,9 @@
 //! 101), a signal (an abort, a stack overflow), a hang or a peak RSS over [`MAX_RSS_MIB`]
 //! fails the test. The property test damages one file of a real small medium at random; the
 //! regression tests are the attacks reported, one each, named after what broke.
+//!
+//! `TRAYBACK_BIN=/path/to/old/trayback cargo test --test no_panic` runs the same attacks on
+//! another build (the media are still made by this one), to see them work there.
 
 mod util;
 
@@ -99,7 +102,7 @@ fn run_bounded(args: &[String], timeout: Duration) -> Ran {
     let mut child = Command::new("/usr/bin/time")
         .args(["-f", "%M %x", "-o"])
         .arg(&stat)
-        .arg(bin())
+        .arg(std::env::var_os("TRAYBACK_BIN").map_or_else(bin, PathBuf::from))
         .args(args)
         .env("TRAYBACK_LOG", "warn")
         .stdin(Stdio::null())
