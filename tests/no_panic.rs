@@ -711,6 +711,49 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
     report("10 000-deep directories", &runs);
 }
 
+/// 100 000 levels: verify and the live-blob walk of `media show` once recursed per level and
+/// overflowed the stack; the explicit stacks hold one path and one listing per level.
+#[test]
+fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
+    let env = small_medium();
+    let mut m = Medium::open_write(&env.medium, 3).unwrap();
+    let (_, file) = a_file(&m, 1);
+    let id = m.tree.next_id;
+    m.store.begin(id.0, 0);
+    let mut child = m
+        .store
+        .put(BlobKind::Listing, &Listing::new(vec![file]).encode())
+        .unwrap();
+    for _ in 0..100_000 {
+        child = m
+            .store
+            .put(
+                BlobKind::Listing,
+                &Listing::new(vec![dir_entry(b"d", child)]).encode(),
+            )
+            .unwrap();
+    }
+    let b = commit(&mut m, child, 100_000, 1);
+    drop(m);
+    let mut runs = Vec::new();
+    for c in [
+        vec![
+            "verify",
+            "--medium",
+            "{medium}",
+            &b.to_string(),
+            "--read-all",
+        ],
+        vec!["media", "show", "{medium}", "--json"],
+    ] {
+        let r = run_bounded(&args(&env.medium, &c), Duration::from_secs(60));
+        r.sane(MAX_RSS_MIB);
+        assert_eq!(r.code, Some(0), "{c:?}: {}", r.stderr);
+        runs.push(r);
+    }
+    report("100 000-deep directories", &runs);
+}
+
 // ---------------------------------------------------------------------------------------
 // The property test
 
