@@ -2,8 +2,8 @@
 # Install what a fresh Debian/Ubuntu machine lacks to build and test trayback:
 # pkg-config + libudev-dev (the udev crate), udev (udevd, udevadm), e2fsprogs (mkfs.ext4 for
 # loop-device media), xfsprogs, btrfs-progs and dosfstools (XFS, btrfs and FAT disks in the
-# agent tests), util-linux (mount, losetup, setpriv), coreutils. Idempotent; quiet when
-# everything is there. Needs root (or sudo) only when something is missing.
+# agent tests), util-linux (mount, losetup, setpriv), coreutils, time (GNU time).
+# Idempotent; quiet when everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 missing=()
@@ -17,6 +17,7 @@ command -v mkfs.btrfs >/dev/null || [ -x /sbin/mkfs.btrfs ] || missing+=(btrfs-p
 command -v mkfs.vfat >/dev/null || [ -x /sbin/mkfs.vfat ] || missing+=(dosfstools)
 command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
+[ -x /usr/bin/time ] || missing+=(time)   # GNU time: peak RSS in tests/no_panic.rs
 
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""

@@ -2,6 +2,10 @@
 //!
 //! Unknown keys and bad values are errors that name the key and the line (serde_yaml's
 //! location); nothing downstream re-checks what this module accepted.
+//!
+//! Every duration and count has a range ([`MAX_INTERVAL_DAYS`] and friends), checked here:
+//! the schedule adds these intervals to backup times (at most the year 9999, see
+//! `tree::latest`), and with at most ten years added nothing can leave chrono's range.
 
 use crate::pare::Policy;
 use crate::schedule::{Monthly, Schedule};
@@ -131,7 +135,17 @@ pub struct Config {
     pub agent: Agent,
 }
 
-/// "15m", "90s", "1h", "2d" (a bare number is minutes).
+/// The longest interval (`micro_interval`, `weekly_every_days`), in days.
+pub const MAX_INTERVAL_DAYS: u32 = 366;
+/// The longest `monthly_every_days`: ten years.
+pub const MAX_MONTHLY_DAYS: u32 = 3660;
+/// The longest `micro_max_age_days` and `away_warning_days`: a hundred years.
+pub const MAX_AGE_DAYS: u32 = 36600;
+/// The largest `many_backups`, `dailies_kept`, `weeklies_kept`.
+pub const MAX_KEPT: usize = 1_000_000;
+
+/// "15m", "90s", "1h", "2d" (a bare number is minutes); from 1 second to
+/// [`MAX_INTERVAL_DAYS`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -139,16 +153,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{s:?} is not a duration (like 15m, 1h, 90s)"))?;
     let d = match unit {
-        "s" => Duration::seconds(n),
-        "" | "m" | "min" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
+        "s" => Duration::try_seconds(n),
+        "" | "m" | "min" => Duration::try_minutes(n),
+        "h" => Duration::try_hours(n),
+        "d" => Duration::try_days(n),
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m, h or d)")),
     };
-    if d <= Duration::zero() {
-        return Err(format!("{s:?} must be longer than zero"));
+    let max = Duration::days(MAX_INTERVAL_DAYS as i64);
+    match d {
+        Some(d) if d <= Duration::zero() => Err(format!("{s:?} must be longer than zero")),
+        Some(d) if d <= max => Ok(d),
+        _ => Err(format!(
+            "{s:?} is out of range (1s to {MAX_INTERVAL_DAYS}d)"
+        )),
     }
-    Ok(d)
+}
+
+/// `value` if it is within `lo..=hi`, else an error naming `key` and the range.
+fn in_range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<T, String> {
+    if value < lo || value > hi {
+        return Err(format!("{key}: {value} is out of range ({lo} to {hi})"));
+    }
+    Ok(value)
 }
 
 fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
@@ -215,9 +246,7 @@ impl Config {
                 Some(parse_time_of_day(d).map_err(|e| bad(format!("schedule.daily_at: {e}")))?);
         }
         if let Some(w) = rs.weekly_every_days {
-            if w == 0 {
-                return Err(bad("schedule.weekly_every_days: must be at least 1".into()));
-            }
+            let w = in_range("schedule.weekly_every_days", w, 1, MAX_INTERVAL_DAYS).map_err(bad)?;
             schedule.weekly_every = Duration::days(w as i64);
         }
         match (rs.monthly_every_days, rs.monthly_day, &rs.monthly_at) {
@@ -226,10 +255,11 @@ impl Config {
                     "schedule: give monthly_every_days or monthly_day/monthly_at, not both".into(),
                 ))
             }
-            (Some(0), _, _) => {
-                return Err(bad("schedule.monthly_every_days: must be at least 1".into()))
+            (Some(n), None, None) => {
+                let n =
+                    in_range("schedule.monthly_every_days", n, 1, MAX_MONTHLY_DAYS).map_err(bad)?;
+                schedule.monthly = Monthly::EveryDays(n)
             }
-            (Some(n), None, None) => schedule.monthly = Monthly::EveryDays(n),
             (None, day, at) if day.is_some() || at.is_some() => {
                 let day = day.unwrap_or(1);
                 if !(1..=28).contains(&day) {
@@ -249,6 +279,7 @@ impl Config {
         let rp = raw.pare.unwrap_or_default();
         let mut pare = Policy::default();
         if let Some(d) = rp.micro_max_age_days {
+            let d = in_range("pare.micro_max_age_days", d, 0, MAX_AGE_DAYS).map_err(bad)?;
             pare.micro_max_age = if d == 0 {
                 None
             } else {
@@ -265,10 +296,7 @@ impl Config {
             ),
         ] {
             if let Some(v) = v {
-                if v == 0 {
-                    return Err(bad(format!("{key}: must be at least 1")));
-                }
-                *slot = v;
+                *slot = in_range(key, v, 1, MAX_KEPT).map_err(bad)?;
             }
         }
         let ra = raw.agent.unwrap_or_default();
@@ -305,7 +333,13 @@ impl Config {
             devices,
             multiple_media: ra.multiple_media.unwrap_or(MultipleMedia::All),
             eject_waits_for_micro: ra.eject_waits_for_micro.unwrap_or(true),
-            away_warning_days: ra.away_warning_days.unwrap_or(7),
+            away_warning_days: in_range(
+                "agent.away_warning_days",
+                ra.away_warning_days.unwrap_or(7),
+                0,
+                MAX_AGE_DAYS,
+            )
+            .map_err(bad)?,
             notify_command: ra.notify_command,
             run_dir: ra.run_dir.unwrap_or_else(|| "/run/trayback".into()),
             state_dir: match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
@@ -440,6 +474,68 @@ mod tests {
         assert!(parse("agent:\n  run_dir: run\n")
             .unwrap_err()
             .contains("agent.run_dir"));
+    }
+
+    /// Values that once passed validation and then panicked in the schedule.
+    #[test]
+    fn huge_durations_and_counts_are_refused_naming_the_key_and_range() {
+        for (text, key, range) in [
+            (
+                "schedule:\n  micro_interval: 9223372036854775807s\n",
+                "schedule.micro_interval",
+                "1s to 366d",
+            ),
+            (
+                "schedule:\n  micro_interval: 9223372036854775807d\n",
+                "schedule.micro_interval",
+                "1s to 366d",
+            ),
+            (
+                "schedule:\n  micro_interval: 367d\n",
+                "schedule.micro_interval",
+                "1s to 366d",
+            ),
+            (
+                "schedule:\n  monthly_every_days: 4294967295\n",
+                "schedule.monthly_every_days",
+                "1 to 3660",
+            ),
+            (
+                "schedule:\n  monthly_every_days: 0\n",
+                "schedule.monthly_every_days",
+                "1 to 3660",
+            ),
+            (
+                "schedule:\n  weekly_every_days: 4294967295\n",
+                "schedule.weekly_every_days",
+                "1 to 366",
+            ),
+            (
+                "pare:\n  micro_max_age_days: 4294967295\n",
+                "pare.micro_max_age_days",
+                "0 to 36600",
+            ),
+            (
+                "pare:\n  many_backups: 18446744073709551615\n",
+                "pare.many_backups",
+                "1 to 1000000",
+            ),
+            (
+                "pare:\n  dailies_kept: 0\n",
+                "pare.dailies_kept",
+                "1 to 1000000",
+            ),
+            (
+                "agent:\n  away_warning_days: 4294967295\n",
+                "agent.away_warning_days",
+                "0 to 36600",
+            ),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(key) && e.contains(range), "{text}: {e}");
+        }
+        let c = parse("schedule:\n  micro_interval: 366d\n  monthly_every_days: 3660\n").unwrap();
+        assert_eq!(c.schedule.micro_interval, Duration::days(366));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! of kind `Listing` whose id is the SHA-256 of those bytes. Invariants:
 //! - entries are sorted by name bytes, names are unique, and the encoding is deterministic,
 //!   so an unchanged directory encodes to the same bytes and the same id as before;
-//! - names are single path components (checked again by every reader that writes files).
+//! - names are single path components (checked again by every reader that writes files);
+//! - a listing is at most [`MAX_LISTING_LEN`] bytes, and decoding one allocates at most a
+//!   small multiple of its length (every count is checked against the bytes left before
+//!   anything is reserved for it), so a hostile listing costs memory in proportion to its size.
 
 use base64::Engine;
 use serde::{Serialize, Serializer};
@@ -15,6 +18,11 @@ use crate::ids::BlockId;
 
 pub const LISTING_FORMAT: u32 = 2;
 const LISTING_MAGIC: &[u8; 4] = b"TLST";
+/// The longest listing (encoded, uncompressed) a reader accepts and a writer writes: 256 MiB,
+/// a directory of a million entries at 268 bytes each (a file of up to five blocks with a
+/// 60-byte name takes about 270). Decoding a listing allocates at most about 8 times its
+/// length (the worst case: entries of one-byte xattrs; `tests/decode_alloc.rs` measures it).
+pub const MAX_LISTING_LEN: usize = 256 << 20;
 /// The fewest bytes an entry can take: a one-byte name, kind, the fixed fields, no xattrs.
 const MIN_ENTRY: usize = 2 + 1 + 1 + 12 + 16 + 24 + 2;
 
@@ -194,6 +202,12 @@ impl Listing {
     /// Decode and check a listing: known format, every length inside the blob, names valid
     /// and strictly sorted, nothing left over.
     pub fn decode(bytes: &[u8]) -> Result<Listing, String> {
+        if bytes.len() > MAX_LISTING_LEN {
+            return Err(format!(
+                "listing of {} bytes is longer than the format allows ({MAX_LISTING_LEN})",
+                bytes.len()
+            ));
+        }
         let mut r = Reader { bytes, at: 0 };
         if r.take(4)? != LISTING_MAGIC {
             return Err("not a listing (bad magic)".into());
@@ -377,7 +391,16 @@ fn decode_entry(r: &mut Reader) -> Result<Entry, String> {
         EntryKind::Char | EntryKind::Block => e.rdev = Some(r.u64()?),
         EntryKind::Fifo => {}
     }
-    let nx = r.u16()?;
+    let nx = r.u16()? as usize;
+    // Each xattr takes at least its two length fields: reserve only what the bytes can hold.
+    if nx * 6 > r.bytes.len() - r.at {
+        return Err(format!(
+            "listing entry {:?} claims {nx} xattrs in the {} bytes left",
+            e.name.lossy(),
+            r.bytes.len() - r.at
+        ));
+    }
+    e.xattrs.reserve_exact(nx);
     for _ in 0..nx {
         let name = Bytes(r.bytes16()?);
         let value = Binary(r.bytes32()?);

@@ -31,23 +31,30 @@ pub struct Pared {
 /// Every blob (listings and data blocks) the backups in the tree reference.
 pub fn live_blobs(m: &Medium) -> Result<HashSet<BlockId>> {
     let mut live = HashSet::new();
-    // Listings still to read: depth is data, so a deep tree cannot overflow the stack.
-    let mut todo = Vec::new();
     for b in &m.tree().backups {
-        todo.push(m.header(b.id)?.root);
-        while let Some(listing) = todo.pop() {
-            if !live.insert(listing) {
-                continue; // this directory (and all below it) is already marked
-            }
-            for e in m.listing(&listing)?.entries {
-                live.extend(e.blocks.iter().copied());
-                if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-                    todo.push(sub);
-                }
+        let root = m.header(b.id)?.root;
+        mark(m, root, &mut live)?;
+    }
+    Ok(live)
+}
+
+/// Mark `listing` and everything below it live. Each listing is read once however often it is
+/// referenced (so a DAG of listings costs its size, not its paths), with an explicit stack (so
+/// a tree of any depth costs no call frames).
+fn mark(m: &Medium, listing: BlockId, live: &mut HashSet<BlockId>) -> Result<()> {
+    let mut todo = vec![listing];
+    while let Some(listing) = todo.pop() {
+        if !live.insert(listing) {
+            continue; // this directory (and all below it) is already marked
+        }
+        for e in m.listing(&listing)?.entries {
+            live.extend(e.blocks.iter().copied());
+            if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+                todo.push(sub);
             }
         }
     }
-    Ok(live)
+    Ok(())
 }
 
 /// Bytes the packs occupy, and bytes of the blobs still referenced (as stored).

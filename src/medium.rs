@@ -595,6 +595,16 @@ impl Medium {
         Ok(h)
     }
 
+    /// Where backup `id`'s header is, for messages.
+    pub fn header_path(&self, id: BackupId) -> PathBuf {
+        self.dir.shown(&format!("{}/header.yaml", backup_rel(id)))
+    }
+
+    /// Where the tree is, for messages.
+    pub fn tree_path(&self) -> PathBuf {
+        self.dir.shown("tree.yaml")
+    }
+
     /// The header of committed backup `id`.
     pub fn header(&self, id: BackupId) -> Result<BackupHeader> {
         if self.tree.get(id).is_none() {

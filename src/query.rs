@@ -3,12 +3,13 @@
 
 use crate::error::Result;
 use crate::ids::{BackupId, BlockId};
-use crate::index::{self, Step};
+use crate::index;
 use crate::listing::{Entry, EntryKind, Listing};
 use crate::medium::Medium;
 use crate::tree::Tree;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Whether an entry's content was read in this backup or taken from the parent.
@@ -65,8 +66,46 @@ fn root_of(m: &Medium, id: BackupId) -> Result<BlockId> {
     Ok(m.header(id)?.root)
 }
 
+/// The parent backup's view of a directory being listed.
+enum InParent {
+    /// The parent has no such directory (or no parent): everything is stored.
+    Absent,
+    /// Same listing id as in the parent: everything below is unchanged.
+    Same,
+    /// The parent's listing of the directory.
+    Listing(Listing),
+}
+
+impl InParent {
+    fn origin(&self, e: &Entry) -> Origin {
+        match self {
+            InParent::Absent => Origin::Stored,
+            InParent::Same => Origin::Unchanged,
+            InParent::Listing(l) => match l.get(&e.name.0) {
+                Some(p) if p.same_as(e) => Origin::Unchanged,
+                _ => Origin::Stored,
+            },
+        }
+    }
+
+    /// The parent's view of subdirectory `e` (a directory entry listed under `self`).
+    fn below(&self, m: &Medium, e: &Entry) -> Result<InParent> {
+        let sub = match self {
+            InParent::Absent => return Ok(InParent::Absent),
+            InParent::Same => return Ok(InParent::Same),
+            InParent::Listing(l) => l.get(&e.name.0).filter(|p| p.kind == EntryKind::Dir),
+        };
+        Ok(match sub.and_then(|p| p.subtree) {
+            None => InParent::Absent,
+            Some(id) if Some(id) == e.subtree => InParent::Same,
+            Some(id) => InParent::Listing(m.listing(&id)?),
+        })
+    }
+}
+
 /// List `path` in backup `id` (recursively with `recursive`), marking stored/unchanged
-/// against the backup's parent.
+/// against the backup's parent. The parent's listings are walked alongside (one read per
+/// directory, none below an unchanged one), so the cost follows the size of the listing.
 pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<LsRow>> {
     let header = m.header(id)?;
     let parent_root = match header.parent {
@@ -77,43 +116,73 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
         crate::error::Error::Refused(format!("{} is not in backup {id}", path.display()))
     })?;
     let base: PathBuf = Path::new("/").join(path.strip_prefix("/").unwrap_or(path));
+    // The parent's entry at `path`, and its listing if that is a directory.
+    let parent_chain = match &parent_root {
+        Some(pr) => index::lookup(m, pr, path)?,
+        None => None,
+    };
+    let row = |rel: &Path, e: &Entry, origin: Origin| LsRow {
+        path: rel.display().to_string(),
+        kind: e.kind,
+        mode: mode_string(e),
+        uid: e.uid,
+        gid: e.gid,
+        size: e.size,
+        mtime: mtime(e),
+        origin,
+        target: e.target.as_ref().map(|t| t.lossy()),
+    };
     let mut rows = Vec::new();
-    let origin = |rel: &Path, e: &Entry| -> Result<Origin> {
-        let Some(pr) = &parent_root else {
-            return Ok(Origin::Stored);
-        };
-        Ok(match index::lookup(m, pr, rel)? {
-            Some(c) if c.last().is_some_and(|p| p.same_as(e)) => Origin::Unchanged,
-            _ => Origin::Stored,
-        })
-    };
-    let mut push = |rel: &Path, e: &Entry| -> Result<()> {
-        rows.push(LsRow {
-            path: rel.display().to_string(),
-            kind: e.kind,
-            mode: mode_string(e),
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            mtime: mtime(e),
-            origin: origin(rel, e)?,
-            target: e.target.as_ref().map(|t| t.lossy()),
-        });
-        Ok(())
-    };
-    let dir = match chain.last() {
-        None => Some(header.root),
-        Some(e) if e.kind == EntryKind::Dir => e.subtree,
+    let (dir, parent_dir) = match chain.last() {
+        None => (
+            header.root,
+            match parent_root {
+                Some(pr) if pr == header.root => InParent::Same,
+                Some(pr) => InParent::Listing(m.listing(&pr)?),
+                None => InParent::Absent,
+            },
+        ),
         Some(e) => {
-            push(&base, e)?;
-            None
+            let pe = parent_chain.as_ref().and_then(|c| c.last());
+            if e.kind != EntryKind::Dir {
+                let origin = match pe {
+                    Some(p) if p.same_as(e) => Origin::Unchanged,
+                    _ => Origin::Stored,
+                };
+                rows.push(row(&base, e, origin));
+                return Ok(rows);
+            }
+            let Some(sub) = e.subtree else {
+                return Ok(rows);
+            };
+            let parent_dir = match pe
+                .filter(|p| p.kind == EntryKind::Dir)
+                .and_then(|p| p.subtree)
+            {
+                None => InParent::Absent,
+                Some(ps) if ps == sub => InParent::Same,
+                Some(ps) => InParent::Listing(m.listing(&ps)?),
+            };
+            (sub, parent_dir)
         }
     };
-    if let Some(d) = dir {
-        index::walk(m, &d, &base, &mut |rel, e| {
-            push(rel, e)?;
-            Ok(if recursive { Step::Descend } else { Step::Skip })
-        })?;
+    let mut limit = index::Limit::of(m, &header);
+    let mut w: index::Walk<InParent> = index::Walk::new(&base, &mut limit);
+    w.enter(m.listing(&dir)?, parent_dir);
+    loop {
+        let next = {
+            let Some((rel, e, inp)) = w.next_entry()? else {
+                break;
+            };
+            rows.push(row(rel, e, inp.origin(e)));
+            match (recursive, e.kind, e.subtree) {
+                (true, EntryKind::Dir, Some(sub)) => Some((m.listing(&sub)?, inp.below(m, e)?)),
+                _ => None,
+            }
+        };
+        if let Some((l, inp)) = next {
+            w.enter(l, inp);
+        }
     }
     Ok(rows)
 }
@@ -178,28 +247,14 @@ pub struct DiffRow {
 }
 
 /// What changed from backup `from` to backup `to`. Subtrees with the same listing id are
-/// skipped without being read, so the cost follows the size of the change.
+/// skipped without being read, so the cost follows the size of the change. Walked with an
+/// explicit stack, within the entries both headers count.
 pub fn diff(m: &Medium, from: BackupId, to: BackupId) -> Result<Vec<DiffRow>> {
+    let (ha, hb) = (m.header(from)?, m.header(to)?);
+    let mut limit = index::Limit::of_both(m, &ha, &hb);
     let mut rows = Vec::new();
-    diff_listing(
-        m,
-        Some(root_of(m, from)?),
-        Some(root_of(m, to)?),
-        Path::new("/"),
-        &mut rows,
-    )?;
-    Ok(rows)
-}
-
-fn diff_listing(
-    m: &Medium,
-    a: Option<BlockId>,
-    b: Option<BlockId>,
-    prefix: &Path,
-    rows: &mut Vec<DiffRow>,
-) -> Result<()> {
-    if a == b {
-        return Ok(());
+    if ha.root == hb.root {
+        return Ok(rows);
     }
     let load = |id: Option<BlockId>| -> Result<Listing> {
         match id {
@@ -207,28 +262,51 @@ fn diff_listing(
             None => Ok(Listing::new(Vec::new())),
         }
     };
-    let (la, lb) = (load(a)?, load(b)?);
-    let (mut i, mut j) = (0, 0);
-    while i < la.entries.len() || j < lb.entries.len() {
-        let ea = la.entries.get(i);
-        let eb = lb.entries.get(j);
+    /// Two listings of the same directory being compared.
+    struct Pair {
+        a: Listing,
+        b: Listing,
+        i: usize,
+        j: usize,
+        /// The length of `path` at this directory.
+        base: usize,
+    }
+    let mut path: Vec<u8> = b"/".to_vec();
+    let mut stack = vec![Pair {
+        a: load(Some(ha.root))?,
+        b: load(Some(hb.root))?,
+        i: 0,
+        j: 0,
+        base: 1,
+    }];
+    while let Some(top) = stack.last_mut() {
+        let (la, lb) = (&top.a, &top.b);
+        if top.i >= la.entries.len() && top.j >= lb.entries.len() {
+            let done = stack.pop().expect("a frame");
+            path.truncate(done.base);
+            continue;
+        }
+        let ea = la.entries.get(top.i);
+        let eb = lb.entries.get(top.j);
         let order = match (ea, eb) {
             (Some(x), Some(y)) => x.name.cmp(&y.name),
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
+        limit.take()?;
         let (e, change) = match order {
             std::cmp::Ordering::Less => {
-                i += 1;
+                top.i += 1;
                 (ea.unwrap(), Some(Change::Removed))
             }
             std::cmp::Ordering::Greater => {
-                j += 1;
+                top.j += 1;
                 (eb.unwrap(), Some(Change::Added))
             }
             std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
+                top.i += 1;
+                top.j += 1;
+                limit.take()?;
                 let (x, y) = (ea.unwrap(), eb.unwrap());
                 let mut x2 = x.clone();
                 x2.subtree = y.subtree;
@@ -242,8 +320,13 @@ fn diff_listing(
                 )
             }
         };
-        let rel = prefix.join(e.name.as_os());
-        index::check_entry(&rel, e)?;
+        path.truncate(top.base);
+        if !path.ends_with(b"/") {
+            path.push(b'/');
+        }
+        path.extend_from_slice(&e.name.0);
+        let rel = Path::new(std::ffi::OsStr::from_bytes(&path));
+        index::check_entry(rel, e)?;
         if let Some(c) = change {
             // A directory whose own attributes changed (e.g. its mtime) only because its
             // contents did is reported through its contents.
@@ -275,29 +358,96 @@ fn diff_listing(
                 std::cmp::Ordering::Equal => (sub(ea), sub(eb)),
             };
             if sa != sb {
-                diff_listing(m, sa, sb, &rel, rows)?;
+                let base = path.len();
+                stack.push(Pair {
+                    a: load(sa)?,
+                    b: load(sb)?,
+                    i: 0,
+                    j: 0,
+                    base,
+                });
             }
         }
     }
-    Ok(())
+    Ok(rows)
 }
 
-/// Draw the dependency tree like spec Fig. 2, collapsing runs of micro backups.
+/// Indentation stops growing after this many levels, so a hostile or absurdly deep tree
+/// (a parent chain of 100 000 backups) draws in output linear in its size.
+const MAX_DRAWN_DEPTH: usize = 32;
+
+/// Draw the dependency tree like spec Fig. 2, collapsing runs of micro backups. Iterative,
+/// with the children of every backup found once: linear in the size of the tree.
 pub fn draw_tree(tree: &Tree) -> String {
+    let kids = tree.children_map();
+    let children = |id: BackupId| kids.get(&id).map_or(&[][..], |v| v.as_slice());
     let mut out = String::new();
-    let roots: Vec<_> = tree
+    // Work to do, last first: (backup, prefix of its line, last among siblings, a root, depth).
+    let mut todo: Vec<(BackupId, String, bool, bool, usize)> = tree
         .backups
         .iter()
         .filter(|b| b.parent.is_none_or(|p| tree.get(p).is_none()))
+        .map(|b| (b.id, String::new(), true, true, 0))
+        .rev()
         .collect();
-    for r in roots {
-        draw_node(tree, r.id, "", true, true, &mut out);
+    while let Some((id, prefix, last, root, depth)) = todo.pop() {
+        // Follow a chain of single micro children and print it as one line.
+        let mut chain = vec![id];
+        loop {
+            let cur = *chain.last().unwrap();
+            let k = children(cur);
+            if k.len() == 1
+                && tree
+                    .get(k[0])
+                    .is_some_and(|b| b.kind == crate::tree::Kind::Micro)
+                && tree
+                    .get(cur)
+                    .is_some_and(|b| b.kind == crate::tree::Kind::Micro)
+            {
+                chain.push(k[0]);
+            } else {
+                break;
+            }
+        }
+        let connector = if root {
+            ""
+        } else if last {
+            "└── "
+        } else {
+            "├── "
+        };
+        let text = if chain.len() > 2 {
+            format!(
+                "{} … #{} ({} micro)",
+                label(tree, chain[0]),
+                chain.last().unwrap(),
+                chain.len()
+            )
+        } else {
+            label(tree, id)
+        };
+        out.push_str(&format!("{prefix}{connector}{text}\n"));
+        if chain.len() == 2 {
+            chain.pop();
+        }
+        let end = *chain.last().unwrap();
+        let child_prefix = if root || depth >= MAX_DRAWN_DEPTH {
+            prefix
+        } else {
+            format!("{prefix}{}", if last { "    " } else { "│   " })
+        };
+        let k = children(end);
+        for (i, c) in k.iter().enumerate().rev() {
+            todo.push((*c, child_prefix.clone(), i + 1 == k.len(), false, depth + 1));
+        }
     }
     out
 }
 
 fn label(tree: &Tree, id: BackupId) -> String {
-    let b = tree.get(id).unwrap();
+    let Some(b) = tree.get(id) else {
+        return format!("#{id}");
+    };
     format!(
         "#{} {} {}{}",
         b.id,
@@ -307,50 +457,78 @@ fn label(tree: &Tree, id: BackupId) -> String {
     )
 }
 
-fn draw_node(tree: &Tree, id: BackupId, prefix: &str, last: bool, root: bool, out: &mut String) {
-    // Follow a chain of single micro children and print it as one line.
-    let mut chain = vec![id];
-    loop {
-        let cur = *chain.last().unwrap();
-        let kids: Vec<_> = tree.children(cur).collect();
-        if kids.len() == 1
-            && kids[0].kind == crate::tree::Kind::Micro
-            && tree.get(cur).unwrap().kind == crate::tree::Kind::Micro
-        {
-            chain.push(kids[0].id);
-        } else {
-            break;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{BackupRecord, Kind};
+
+    fn tree(recs: &[(u64, Kind, Option<u64>)]) -> Tree {
+        let mut t = Tree::default();
+        for &(id, kind, parent) in recs {
+            let at = DateTime::from_timestamp(1_700_000_000 + id as i64 * 60, 0).unwrap();
+            t.add(BackupRecord {
+                id: BackupId(id),
+                kind,
+                parent: parent.map(BackupId),
+                started: at,
+                finished: at,
+                verified: true,
+                partial: false,
+                bytes_total: 0,
+                bytes_new: 0,
+                bytes_stored: 0,
+            });
         }
+        t
     }
-    let connector = if root {
-        ""
-    } else if last {
-        "└── "
-    } else {
-        "├── "
-    };
-    let text = if chain.len() > 2 {
-        format!(
-            "{} … #{} ({} micro)",
-            label(tree, chain[0]),
-            chain.last().unwrap(),
-            chain.len()
-        )
-    } else {
-        label(tree, id)
-    };
-    out.push_str(&format!("{prefix}{connector}{text}\n"));
-    if chain.len() == 2 {
-        chain.pop();
+
+    #[test]
+    fn the_drawn_tree_nests_branches_and_collapses_micro_runs() {
+        use Kind::*;
+        let t = tree(&[
+            (1, Monthly, None),
+            (2, Weekly, Some(1)),
+            (3, Daily, Some(2)),
+            (4, Micro, Some(3)),
+            (5, Micro, Some(4)),
+            (6, Micro, Some(5)),
+            (7, Daily, Some(2)),
+        ]);
+        let shape: Vec<String> = draw_tree(&t)
+            .lines()
+            .map(|l| {
+                // Keep the drawing and the ids, drop the times.
+                l.split(' ')
+                    .filter(|w| !w.contains(':') && !w.contains('-') || w.contains('─'))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                "#1 monthly",
+                "└── #2 weekly",
+                "    ├── #3 daily",
+                "    │   └── #4 micro … #6 (3 micro)",
+                "    └── #7 daily",
+            ],
+            "{}",
+            draw_tree(&t)
+        );
     }
-    let end = *chain.last().unwrap();
-    let kids: Vec<_> = tree.children(end).map(|b| b.id).collect();
-    let child_prefix = if root {
-        prefix.to_string()
-    } else {
-        format!("{prefix}{}", if last { "    " } else { "│   " })
-    };
-    for (i, k) in kids.iter().enumerate() {
-        draw_node(tree, *k, &child_prefix, i + 1 == kids.len(), false, out);
+
+    #[test]
+    fn a_100_000_deep_chain_draws_in_linear_time_and_width() {
+        let mut recs = vec![(1, Kind::Monthly, None)];
+        recs.extend((2..=100_000).map(|id| (id, Kind::Daily, Some(id - 1))));
+        let t = tree(&recs);
+        let t0 = std::time::Instant::now();
+        let out = draw_tree(&t);
+        assert!(t0.elapsed().as_secs() < 5, "{:?}", t0.elapsed());
+        assert_eq!(out.lines().count(), 100_000);
+        assert!(out
+            .lines()
+            .all(|l| l.chars().count() < 4 * MAX_DRAWN_DEPTH + 80));
     }
 }

@@ -5,6 +5,10 @@
 //! the given medium's tree is consulted, so after a swap the decision comes from the inserted
 //! disk alone (spec [0050]). A medium away for days gets one backup of the highest kind due,
 //! not a burst of catch-ups: each decision is made afresh from the newest backups.
+//!
+//! Times come from the tree (years 1970 to 9999, `Tree::check`) and intervals from the
+//! config (at most ten years, `config`); every addition is still checked ([`add_or_never`]) and
+//! saturates at chrono's end of time ("never"), so no tree or config can make it panic.
 
 use crate::ids::BackupId;
 use crate::tree::{BackupRecord, Kind, Tree};
@@ -66,6 +70,11 @@ pub struct Due {
     pub why: Why,
 }
 
+/// `t + d`, or the end of chrono's time (never) if that is out of range.
+pub fn add_or_never(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn latest<'a>(tree: &'a Tree, kinds: &[Kind]) -> Option<&'a BackupRecord> {
     tree.backups
         .iter()
@@ -79,47 +88,52 @@ fn next_time_of_day(after: DateTime<Utc>, at: NaiveTime) -> DateTime<Utc> {
     if same_day > after {
         same_day
     } else {
-        same_day + Duration::days(1)
+        add_or_never(same_day, Duration::days(1))
     }
 }
 
 /// The first (day, time) of a calendar month strictly after `after`.
 fn next_day_of_month(after: DateTime<Utc>, day: u32, at: NaiveTime) -> DateTime<Utc> {
     let (mut y, mut m) = (after.year(), after.month());
-    loop {
+    // Day 1 to 28 exists in every month: one of the next 13 months has it after `after`.
+    for _ in 0..13 {
         let candidate = chrono::NaiveDate::from_ymd_opt(y, m, day.clamp(1, 28))
             .map(|d| Utc.from_utc_datetime(&d.and_time(at)));
         if let Some(c) = candidate.filter(|c| *c > after) {
             return c;
         }
         if m == 12 {
-            y += 1;
+            y = y.saturating_add(1);
             m = 1;
         } else {
             m += 1;
         }
     }
+    DateTime::<Utc>::MAX_UTC
 }
 
 /// When each kind next falls due on this tree (`None` for monthly means "now": no monthly).
 fn due_times(tree: &Tree, s: &Schedule) -> Option<[(Kind, DateTime<Utc>); 4]> {
     let monthly = latest(tree, &[Kind::Monthly])?;
     let monthly_due = match &s.monthly {
-        Monthly::EveryDays(n) => monthly.started + Duration::days(*n as i64),
+        Monthly::EveryDays(n) => add_or_never(monthly.started, Duration::days(*n as i64)),
         Monthly::DayOfMonth { day, at } => next_day_of_month(monthly.started, *day, *at),
     };
     let weekly_base = latest(tree, &[Kind::Monthly, Kind::Weekly]).unwrap();
     let daily_base = latest(tree, &[Kind::Monthly, Kind::Weekly, Kind::Daily]).unwrap();
     let daily_due = match s.daily_at {
-        None => daily_base.started + Duration::days(1),
+        None => add_or_never(daily_base.started, Duration::days(1)),
         Some(t) => next_time_of_day(daily_base.started, t),
     };
     let any = latest(tree, &Kind::ALL).unwrap();
     Some([
         (Kind::Monthly, monthly_due),
-        (Kind::Weekly, weekly_base.started + s.weekly_every),
+        (
+            Kind::Weekly,
+            add_or_never(weekly_base.started, s.weekly_every),
+        ),
         (Kind::Daily, daily_due),
-        (Kind::Micro, any.started + s.micro_interval),
+        (Kind::Micro, add_or_never(any.started, s.micro_interval)),
     ])
 }
 
@@ -278,6 +292,32 @@ mod tests {
             let got = due(&tr, t(now), &s).map(|d| (d.kind, d.parent.map(|p| p.0), d.why));
             assert_eq!(got, want, "case {i}");
         }
+    }
+
+    /// A far-future time (once a panic in `started + interval`) gives "never", not a panic.
+    #[test]
+    fn far_future_times_and_huge_intervals_do_not_overflow() {
+        let far = DateTime::<Utc>::MAX_UTC - Duration::seconds(1);
+        let s = Schedule {
+            micro_interval: Duration::days(100_000),
+            weekly_every: Duration::days(100_000),
+            monthly: Monthly::EveryDays(u32::MAX),
+            ..Schedule::default()
+        };
+        let mut r = rec(1, Kind::Monthly, None, "2026-01-01T00:00:00Z", true);
+        r.started = far;
+        let tr = tree(vec![r]);
+        assert_eq!(due(&tr, far, &s), None);
+        assert_eq!(next_due(&tr, far, &s), DateTime::<Utc>::MAX_UTC);
+        let s = Schedule {
+            daily_at: Some(NaiveTime::from_hms_opt(2, 0, 0).unwrap()),
+            monthly: Monthly::DayOfMonth {
+                day: 28,
+                at: NaiveTime::from_hms_opt(3, 0, 0).unwrap(),
+            },
+            ..Schedule::default()
+        };
+        next_due(&tr, far, &s);
     }
 
     #[test]

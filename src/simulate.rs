@@ -113,7 +113,8 @@ pub fn run(
     };
     let (mut peak, mut created, mut failed) = (0u64, 0u64, 0u64);
     let mut t = start;
-    while t <= end {
+    // `t` only grows; at the end of chrono's time ("never") nothing more falls due.
+    while t <= end && t < DateTime::<Utc>::MAX_UTC {
         let Some(due) = schedule::due(&md.tree, t, sched) else {
             t = schedule::next_due(&md.tree, t, sched);
             continue;
@@ -144,7 +145,7 @@ pub fn run(
                 needed: size,
                 free: model.capacity.saturating_sub(md.used),
             });
-            t += sched.micro_interval;
+            t = schedule::add_or_never(t, sched.micro_interval);
             continue;
         }
         let id = md.tree.next_id;
@@ -178,7 +179,11 @@ pub fn run(
             }
         }
         debug_assert!(md.tree.check().is_ok());
-        t = schedule::next_due(&md.tree, t + Duration::nanoseconds(1), sched);
+        t = schedule::next_due(
+            &md.tree,
+            schedule::add_or_never(t, Duration::nanoseconds(1)),
+            sched,
+        );
     }
     let mut at_end: BTreeMap<Kind, KindSummary> = Kind::ALL
         .iter()

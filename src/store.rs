@@ -210,11 +210,11 @@ pub fn pack_rel(id: &PackId) -> String {
     format!("packs/{}/{s}.pack", &s[..2])
 }
 
-/// The largest pack file a reader looks at: a writer closes a pack at [`PACK_TARGET`], after
-/// at most one more blob. Anything larger is damage, refused without reading it.
-pub const MAX_PACK_LEN: u64 = 128 << 20;
-/// The largest record salvage reads from a pack whose trailer is damaged.
-const MAX_SALVAGE_RECORD: u64 = 64 << 20;
+/// The largest pack file a reader looks at: a writer closes a pack once it reaches
+/// [`PACK_TARGET`], so a pack is at most that plus one blob (a listing, the largest kind, is
+/// at most [`crate::listing::MAX_LISTING_LEN`]) plus its trailer and footer. Anything larger
+/// is damage, refused without reading it.
+pub const MAX_PACK_LEN: u64 = PACK_TARGET + crate::listing::MAX_LISTING_LEN as u64 + (16 << 20);
 
 /// What re-reading one pack from the device found.
 #[derive(Clone, Debug, Default)]
@@ -418,14 +418,14 @@ impl Store {
             }
             Err(detail) => {
                 // Records describe themselves: index what can still be read.
-                let (entries, len) = salvage(file);
+                let entries = pack::scan_file(file);
                 let path = self.dir.shown(&pack_rel(&id));
                 tracing::warn!(path = %path.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
                 let info = PackInfo {
                     id,
                     writer: 0,
                     flags: pack::FLAG_GC,
-                    len,
+                    len: file.metadata().map(|m| m.len()).unwrap_or(0),
                     present: true,
                 };
                 (info, entries, Some(detail))
@@ -455,7 +455,8 @@ impl Store {
             self.index
                 .write()
                 .unwrap()
-                .reserve(self.expected_data_blocks.load(Ordering::Relaxed) as usize);
+                // Footers are untrusted: reserve for at most 16M blocks (4 TiB of content).
+                .reserve((self.expected_data_blocks.load(Ordering::Relaxed) as usize).min(1 << 24));
         }
         for n in pending.drain(..) {
             let info = self.packs.read().unwrap()[n as usize].clone();
@@ -577,6 +578,8 @@ impl Store {
 
     /// As [`Store::put`] with the id already computed. Returns whether it was new.
     pub(crate) fn put_with_id(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        // Never write what a reader would refuse (FORMAT.md caps a blob's length by kind).
+        pack::check_raw_len(kind, raw.len() as u64).map_err(Error::Refused)?;
         // Listings live in listing packs, which are always indexed: looking one up never
         // needs the data packs' trailers.
         let stored = match kind {
@@ -881,40 +884,4 @@ pub struct GcReport {
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
     pub bytes_freed: u64,
-}
-
-/// Salvage a pack whose trailer is unreadable: walk its records from the front, one in memory
-/// at a time, and keep each whose header is sane and whose content matches its id. Stops at
-/// the first bad record. Returns the records and the file's length.
-fn salvage(file: &File) -> (Vec<Entry>, u64) {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut out = Vec::new();
-    let mut head = [0u8; pack::HEADER_LEN as usize];
-    if file.read_exact_at(&mut head, 0).is_err() || &head[..8] != pack::PACK_MAGIC {
-        return (out, len);
-    }
-    let mut pos = pack::HEADER_LEN;
-    let mut rec = [0u8; pack::RECORD_HEADER_LEN as usize];
-    let mut payload = Vec::new();
-    while pos + pack::RECORD_HEADER_LEN <= len {
-        if file.read_exact_at(&mut rec, pos).is_err() {
-            break;
-        }
-        let offset = pos + pack::RECORD_HEADER_LEN;
-        let Some(e) = pack::parse_record_header(&rec, offset) else {
-            break;
-        };
-        let end = offset + e.stored_len as u64;
-        if end > len || e.stored_len as u64 > MAX_SALVAGE_RECORD {
-            break;
-        }
-        payload.resize(e.stored_len as usize, 0);
-        if file.read_exact_at(&mut payload, offset).is_err() || pack::decode(&e, &payload).is_err()
-        {
-            break;
-        }
-        out.push(e);
-        pos = end;
-    }
-    (out, len)
 }

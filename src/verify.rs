@@ -7,7 +7,7 @@
 use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, PackId};
 use crate::index;
-use crate::listing::EntryKind;
+use crate::listing::{EntryKind, Listing};
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::store::PackCheck;
@@ -149,27 +149,48 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         affected.push("/".to_string());
     }
     let mut walk_damage = Vec::new();
-    if root_ok.is_ok() {
+    if let Ok(root) = root_ok {
         // Descend into the listings this backup wrote; an unchanged subtree is an older
         // backup's, verified with it (all of it with --read-all).
-        let descend = |sub: &BlockId| read_all || checked.contains(sub);
-        walk_listing(
-            m,
-            &header.root,
-            std::path::Path::new("/"),
-            &descend,
-            &mut |rel, e, damage: &mut Vec<Damage>| {
-                let mut ok = true;
-                for b in &e.blocks {
-                    ok &= check_block(b, damage);
+        let mut limit = index::Limit::of(m, &header);
+        let mut w: index::Walk = index::Walk::new(std::path::Path::new("/"), &mut limit);
+        w.enter(root, ());
+        loop {
+            let next = match w.next_entry() {
+                Ok(Some((rel, e, ()))) => {
+                    let mut ok = true;
+                    for b in &e.blocks {
+                        ok &= check_block(b, &mut damage);
+                    }
+                    if !ok {
+                        affected.push(rel.to_string_lossy().into_owned());
+                    }
+                    meter.add(u64::from(e.kind == EntryKind::File), 0);
+                    match (e.kind, e.subtree) {
+                        (EntryKind::Dir, Some(sub)) => {
+                            let descend = read_all || checked.contains(&sub);
+                            subtree(m, rel, &sub, descend, &mut walk_damage)?
+                        }
+                        _ => None,
+                    }
                 }
-                if !ok {
-                    affected.push(rel.to_string_lossy().into_owned());
+                Ok(None) => break,
+                // A hostile index (a bad name, more entries than the header counts) is damage:
+                // the backup fails verification and is never a parent again.
+                Err(err @ (Error::Hostile { .. } | Error::Damaged { .. })) => {
+                    damage.push(Damage {
+                        what: "index".into(),
+                        detail: err.to_string(),
+                    });
+                    affected.push("/".to_string());
+                    break;
                 }
-                meter.add(u64::from(e.kind == EntryKind::File), 0);
-            },
-            &mut walk_damage,
-        )?;
+                Err(err) => return Err(err),
+            };
+            if let Some(l) = next {
+                w.enter(l, ());
+            }
+        }
     }
     damage.extend(walk_damage.iter().cloned());
     for d in &walk_damage {
@@ -201,42 +222,35 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     })
 }
 
-/// Walk a backup's listings, reporting unreadable listings as damage instead of failing.
-fn walk_listing(
+/// The listing of directory `rel` to descend into (`descend`), or `None`: not descending (the
+/// listing must still be in the store) or unreadable, which is recorded as damage.
+fn subtree(
     m: &Medium,
-    id: &BlockId,
-    prefix: &std::path::Path,
-    descend: &dyn Fn(&BlockId) -> bool,
-    f: &mut dyn FnMut(&std::path::Path, &crate::listing::Entry, &mut Vec<Damage>),
+    rel: &std::path::Path,
+    sub: &BlockId,
+    descend: bool,
     damage: &mut Vec<Damage>,
-) -> Result<()> {
-    let listing = match m.listing(id) {
-        Ok(l) => l,
-        Err(e @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
-            damage.push(Damage {
-                what: format!("listing of {}", prefix.display()),
-                detail: e.to_string(),
-            });
-            return Ok(());
-        }
-        Err(e) => return Err(e),
+) -> Result<Option<Listing>> {
+    let missing = |detail: String, damage: &mut Vec<Damage>| {
+        damage.push(Damage {
+            what: format!("listing of {}", rel.display()),
+            detail,
+        })
     };
-    for e in &listing.entries {
-        let rel = prefix.join(e.name.as_os());
-        index::check_entry(&rel, e)?;
-        f(&rel, e, damage);
-        if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
-            if descend(&sub) {
-                walk_listing(m, &sub, &rel, descend, f, damage)?;
-            } else if m.store().locate(&sub).is_none() {
-                damage.push(Damage {
-                    what: format!("listing of {}", rel.display()),
-                    detail: Error::MissingBlock(sub).to_string(),
-                });
-            }
+    if !descend {
+        if m.store().locate(sub).is_none() {
+            missing(Error::MissingBlock(*sub).to_string(), damage);
         }
+        return Ok(None);
     }
-    Ok(())
+    match m.listing(sub) {
+        Ok(l) => Ok(Some(l)),
+        Err(err @ (Error::MissingBlock(_) | Error::BadBlock { .. } | Error::Io { .. })) => {
+            missing(err.to_string(), damage);
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Verify every backup on the medium, oldest first.

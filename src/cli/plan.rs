@@ -243,7 +243,15 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
             .unwrap()
             .with_timezone(&Utc)
     });
-    let end = start + Duration::days(a.days as i64);
+    let end = start
+        .checked_add_signed(Duration::days(a.days as i64))
+        .filter(|e| *e <= crate::tree::latest())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--days {}: the simulation would end after the year 9999",
+                a.days
+            )
+        })?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut err = None;
     let mut emit = |e: &Event| {

@@ -5,8 +5,19 @@
 //! trailer lists every record so the block index can be rebuilt from trailers alone.
 //! A pack is written under `tmp/`, fsync'd and only then renamed into `packs/`: a pack in
 //! `packs/` is always complete.
+//!
+//! Everything read back is untrusted (a medium that has been away may have been changed by
+//! anyone). Every length is checked before it is used to allocate: a record's `raw_len` is
+//! at most [`max_raw_len`] of its kind (a data block [`BLOCK_SIZE`], a listing
+//! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
+//! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
+//! file. Decompression never produces more than `raw_len` bytes, and a large listing is
+//! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
+//! compression bomb costs no memory.
 
 use crate::ids::{BlockId, PackId};
+use crate::listing::MAX_LISTING_LEN;
+use crate::store::{BLOCK_SIZE, PACK_TARGET};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -19,6 +30,11 @@ pub const HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: u64 = 44;
 pub const TRAILER_ENTRY_LEN: usize = 52;
 pub const FOOTER_LEN: u64 = 64;
+/// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
+/// bytes and every record takes at least its 44-byte header, so a pack holds at most
+/// 762 601; readers refuse a footer that claims more (its trailer would be read into memory).
+pub const MAX_PACK_RECORDS: u64 = 1 << 20;
+const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN < MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.
 pub const FLAG_GC: u32 = 1;
 /// Footer flag: the pack holds listing blobs only.
@@ -96,16 +112,69 @@ pub fn record_header(
     h
 }
 
-/// Decode a record header; `None` if its kind or encoding is unknown.
-pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
-    Some(Entry {
-        id: BlockId(h[..32].try_into().unwrap()),
-        kind: kind_from(h[32])?,
-        encoding: encoding_from(h[33])?,
+/// The largest uncompressed length a blob of `kind` may have (FORMAT.md "Pack files").
+pub fn max_raw_len(kind: BlobKind) -> u32 {
+    match kind {
+        BlobKind::Data => BLOCK_SIZE as u32,
+        BlobKind::Listing => MAX_LISTING_LEN as u32,
+    }
+}
+
+/// Why a blob of `kind` cannot be `raw_len` bytes long, if it cannot (writers check this
+/// too, so that they never write what readers refuse).
+pub fn check_raw_len(kind: BlobKind, raw_len: u64) -> Result<(), String> {
+    let max = max_raw_len(kind);
+    if raw_len > max as u64 {
+        let what = match kind {
+            BlobKind::Data => "data block",
+            BlobKind::Listing => "listing",
+        };
+        return Err(format!(
+            "{what} of {raw_len} bytes is longer than the format allows ({max})"
+        ));
+    }
+    Ok(())
+}
+
+/// Decode and check a record header (or the first 44 bytes of a trailer entry): known kind
+/// and encoding, lengths within the kind's cap, a raw payload exactly `raw_len` long.
+pub fn parse_record(h: &[u8; 44], offset: u64) -> Result<Entry, String> {
+    let id = BlockId(h[..32].try_into().unwrap());
+    let kind = kind_from(h[32]).ok_or_else(|| format!("record {id} has unknown kind {}", h[32]))?;
+    let encoding = encoding_from(h[33])
+        .ok_or_else(|| format!("record {id} has unknown encoding {}", h[33]))?;
+    let e = Entry {
+        id,
+        kind,
+        encoding,
         raw_len: u32::from_le_bytes(h[36..40].try_into().unwrap()),
         stored_len: u32::from_le_bytes(h[40..44].try_into().unwrap()),
         offset,
-    })
+    };
+    check_lengths(&e)?;
+    Ok(e)
+}
+
+/// The length rules every record keeps, checked before any length is used.
+fn check_lengths(e: &Entry) -> Result<(), String> {
+    check_raw_len(e.kind, e.raw_len as u64).map_err(|d| format!("record {}: {d}", e.id))?;
+    // A writer stores a payload compressed only when that makes it smaller.
+    let stored_ok = match e.encoding {
+        Encoding::Raw => e.stored_len == e.raw_len,
+        Encoding::Zstd => e.stored_len <= e.raw_len,
+    };
+    if !stored_ok {
+        return Err(format!(
+            "record {}: {} stored bytes cannot hold {} raw bytes as {:?}",
+            e.id, e.stored_len, e.raw_len, e.encoding
+        ));
+    }
+    Ok(())
+}
+
+/// Decode a record header; `None` if it breaks a rule of [`parse_record`].
+pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
+    parse_record(h, offset).ok()
 }
 
 /// Appends records to a new pack file.
@@ -195,16 +264,20 @@ pub struct Footer {
     pub count: u64,
 }
 
-/// A pack's footer, if it has one (magic in place).
+/// A pack's footer, if it has one (magic in place) and its record count is possible: at most
+/// [`MAX_PACK_RECORDS`], with a trailer that fits in the file.
 pub fn read_footer(file: &File) -> Option<Footer> {
     let len = file.metadata().ok()?.len();
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, len.checked_sub(FOOTER_LEN)?)
         .ok()?;
-    (&footer[56..64] == PACK_END_MAGIC).then(|| Footer {
+    let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
+    let possible = count <= MAX_PACK_RECORDS
+        && HEADER_LEN + count * TRAILER_ENTRY_LEN as u64 + FOOTER_LEN <= len;
+    (&footer[56..64] == PACK_END_MAGIC && possible).then(|| Footer {
         writer: u64::from_le_bytes(footer[0..8].try_into().unwrap()),
         flags: u32::from_le_bytes(footer[8..12].try_into().unwrap()),
-        count: u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64,
+        count,
     })
 }
 
@@ -233,9 +306,18 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let writer = u64::from_le_bytes(footer[0..8].try_into().unwrap());
     let flags = u32::from_le_bytes(footer[8..12].try_into().unwrap());
     let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as u64;
+    if count > MAX_PACK_RECORDS {
+        return Err(format!(
+            "pack footer claims {count} records (at most {MAX_PACK_RECORDS})"
+        ));
+    }
     let trailer_offset = u64::from_le_bytes(footer[16..24].try_into().unwrap());
     let trailer_len = count * TRAILER_ENTRY_LEN as u64;
-    if trailer_offset < HEADER_LEN || trailer_offset + trailer_len + FOOTER_LEN != len {
+    // Checked: a hostile offset must not wrap around to match the length.
+    let end = trailer_offset
+        .checked_add(trailer_len)
+        .and_then(|e| e.checked_add(FOOTER_LEN));
+    if trailer_offset < HEADER_LEN || end != Some(len) {
         return Err("pack trailer offset does not match the file length".into());
     }
     let mut trailer = vec![0u8; trailer_len as usize];
@@ -247,10 +329,10 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let mut entries = Vec::with_capacity(count as usize);
     for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
-        let e = parse_record_header(chunk[..44].try_into().unwrap(), offset)
-            .ok_or("pack trailer names an unknown blob kind or encoding")?;
+        let e = parse_record(chunk[..44].try_into().unwrap(), offset)
+            .map_err(|d| format!("pack trailer: {d}"))?;
         if e.offset < HEADER_LEN + RECORD_HEADER_LEN
-            || e.offset + e.stored_len as u64 > trailer_offset
+            || e.offset.saturating_add(e.stored_len as u64) > trailer_offset
         {
             return Err(format!(
                 "pack trailer entry for {} points outside the pack",
@@ -282,6 +364,42 @@ pub fn scan_records(bytes: &[u8]) -> Vec<Entry> {
         };
         let end = offset as usize + e.stored_len as usize;
         if end > bytes.len() || decode(&e, &bytes[offset as usize..end]).is_err() {
+            break;
+        }
+        out.push(e);
+        pos = end;
+    }
+    out
+}
+
+/// [`scan_records`] over a file, reading one record at a time (a payload is at most its
+/// kind's cap), so salvaging a damaged pack never holds more than one record in memory.
+pub fn scan_file(file: &File) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return out;
+    };
+    let mut magic = [0u8; 8];
+    if file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC {
+        return out;
+    }
+    let mut pos = HEADER_LEN;
+    let mut payload = Vec::new();
+    while pos + RECORD_HEADER_LEN <= len && (out.len() as u64) < MAX_PACK_RECORDS {
+        let mut head = [0u8; RECORD_HEADER_LEN as usize];
+        if file.read_exact_at(&mut head, pos).is_err() {
+            break;
+        }
+        let offset = pos + RECORD_HEADER_LEN;
+        let Some(e) = parse_record_header(&head, offset) else {
+            break;
+        };
+        let end = offset + e.stored_len as u64;
+        payload.resize(e.stored_len as usize, 0);
+        if end > len
+            || file.read_exact_at(&mut payload, offset).is_err()
+            || decode(&e, &payload).is_err()
+        {
             break;
         }
         out.push(e);
@@ -341,8 +459,65 @@ fn incompressible(raw: &[u8]) -> bool {
     })
 }
 
-/// Decode a payload and check it against its id.
+/// Listings longer than this are hashed in a streaming pass before they are decompressed
+/// into memory, so that a bomb (a small payload that claims a large `raw_len` and inflates
+/// to garbage) is refused without allocating its length.
+const STREAM_CHECK_ABOVE: u32 = 4 << 20;
+
+/// The largest zstd window a reader accepts (2^24 = 16 MiB; level 19 uses 2^23). A streaming
+/// decoder allocates the window a frame asks for.
+const MAX_WINDOW_LOG: u32 = 24;
+
+/// Decompress `payload` in a streaming pass without keeping the output: check it inflates to
+/// exactly `e.raw_len` bytes whose SHA-256 is `e.id`. Memory: the window and a 64 KiB buffer.
+fn check_stream(e: &Entry, payload: &[u8]) -> Result<(), String> {
+    use std::io::Read;
+    let mut d = zstd::stream::read::Decoder::with_buffer(payload)
+        .map_err(|err| format!("cannot decompress: {err}"))?;
+    d.window_log_max(MAX_WINDOW_LOG)
+        .map_err(|err| format!("cannot decompress: {err}"))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = d
+            .read(&mut buf)
+            .map_err(|err| format!("cannot decompress: {err}"))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > e.raw_len as u64 {
+            return Err(format!(
+                "inflates to more than the {} bytes recorded",
+                e.raw_len
+            ));
+        }
+        hash.update(&buf[..n]);
+    }
+    if total != e.raw_len as u64 {
+        return Err(format!("length {total} where {} was recorded", e.raw_len));
+    }
+    if hash.finalize().as_slice() != e.id.0 {
+        return Err("content does not match its SHA-256".into());
+    }
+    Ok(())
+}
+
+/// Decode a payload and check it against its id. Allocates at most `e.raw_len` bytes, which
+/// is checked against the kind's cap first.
 pub fn decode(e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    check_lengths(e)?;
+    if payload.len() != e.stored_len as usize {
+        return Err(format!(
+            "payload of {} bytes where {} were recorded",
+            payload.len(),
+            e.stored_len
+        ));
+    }
+    if e.encoding == Encoding::Zstd && e.raw_len > STREAM_CHECK_ABOVE {
+        check_stream(e, payload)?;
+    }
     let raw = match e.encoding {
         Encoding::Raw => payload.to_vec(),
         Encoding::Zstd => DCTX
