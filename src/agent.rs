@@ -879,7 +879,7 @@ impl Agent {
         match req {
             Request::Status => Response::ok(&self.status()),
             Request::AdvanceClock { seconds } => {
-                match self.clock.advance(Duration::seconds(seconds)) {
+                match self.clock.advance(seconds) {
                     Ok(now) => {
                         self.check_away();
                         Response::ok(&status::ClockNow { now })

@@ -22,20 +22,30 @@ impl Clock {
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+        let offset = Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst));
+        // `advance` keeps the offset within a century, so this cannot overflow.
+        Utc::now() + offset
     }
 
-    /// Move the clock forward (test clocks only).
-    pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, String> {
+    /// Move the clock forward by `seconds` (test clocks only; at most a century in all).
+    pub fn advance(&self, seconds: i64) -> Result<DateTime<Utc>, String> {
+        const MAX_MS: i64 = 36_600 * 86_400 * 1000;
         if !self.adjustable {
             return Err(
                 "the agent's clock is real time (start it with --test-clock to move it)".into(),
             );
         }
+        let by = seconds
+            .checked_mul(1000)
+            .filter(|ms| (0..=MAX_MS).contains(ms))
+            .ok_or("the clock moves forward by 0 to 36600 days")?;
         let v = self
             .offset_ms
-            .fetch_add(by.num_milliseconds(), Ordering::SeqCst)
-            + by.num_milliseconds();
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                o.checked_add(by).filter(|v| *v <= MAX_MS)
+            })
+            .map_err(|_| "the test clock is a century ahead already".to_string())?
+            + by;
         self.changed.send_replace(v);
         Ok(self.now())
     }
