@@ -568,7 +568,7 @@ fn cmd_restore(a: RestoreArgs) -> Result<u8> {
     } else {
         output::print_restore(&r);
     }
-    Ok(if r.problems.is_empty() && r.skipped_newer.is_empty() {
+    Ok(if r.problems.is_empty() && r.kept.is_empty() {
         0
     } else {
         EXIT_PROBLEMS
