@@ -4,62 +4,13 @@
 mod util;
 use std::fs;
 use trayback::ids::BackupId;
-use trayback::listing::{Bytes, Entry, EntryKind, Listing};
+use trayback::listing::{Bytes, Entry, EntryKind};
 use trayback::medium::Medium;
-use trayback::store::pack::BlobKind;
-use trayback::tree::BackupRecord;
 use util::*;
 
 /// Commit a copy of backup 1 whose listing of `src` gains `extra`, as backup 2.
 fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
-    let mut m = Medium::open_write(&env.medium, 3).unwrap();
-    let h1 = m.header(BackupId(1)).unwrap();
-    let id = m.tree.next_id;
-    m.store.begin(id.0, 0);
-    // Rebuild the path from / down to src with the extra entries in src's listing.
-    let comps: Vec<_> = env
-        .src
-        .components()
-        .skip(1)
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    let mut chain = vec![m.listing(&h1.root).unwrap()];
-    for c in &comps {
-        let e = chain
-            .last()
-            .unwrap()
-            .get(std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
-            .unwrap()
-            .clone();
-        chain.push(m.listing(&e.subtree.unwrap()).unwrap());
-    }
-    let mut entries = chain.pop().unwrap().entries;
-    entries.extend(extra);
-    let mut child = m
-        .store
-        .put(BlobKind::Listing, &Listing::new(entries).encode())
-        .unwrap();
-    for c in comps.iter().rev() {
-        let mut l = chain.pop().unwrap();
-        let name = std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec();
-        l.entries
-            .iter_mut()
-            .find(|e| e.name.0 == name)
-            .unwrap()
-            .subtree = Some(child);
-        child = m.store.put(BlobKind::Listing, &l.encode()).unwrap();
-    }
-    let (packs, _) = m.store.flush().unwrap();
-    let mut h = h1.clone();
-    h.id = id;
-    h.root = child;
-    h.packs = packs;
-    m.write_header(&h).unwrap();
-    let mut rec: BackupRecord = m.tree.get(BackupId(1)).unwrap().clone();
-    rec.id = id;
-    m.tree.add(rec);
-    m.save_tree().unwrap();
-    id.0
+    craft_backup(env, |_| extra)
 }
 
 fn file_entry(name: &[u8], env: &Env) -> Entry {
@@ -175,4 +126,28 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
         fs::read_dir(&outside).unwrap().next().is_none(),
         "wrote through the symlink"
     );
+}
+
+#[test]
+fn a_name_longer_than_name_max_is_refused_before_anything_is_created() {
+    let env = setup();
+    let id = craft(&env, vec![file_entry(&[b'n'; 256], &env)]);
+    assert_refused(&env, id, "NAME_MAX");
+    // Deeper down too: not even the directories above it are created.
+    let env = setup();
+    let long = file_entry(&[b'x'; 300], &env);
+    let mut sub = file_entry(b"sub", &env);
+    let id = craft_backup(&env, |m| {
+        sub.kind = EntryKind::Dir;
+        sub.blocks.clear();
+        sub.size = 0;
+        sub.subtree = Some(put_listing(m, vec![long]));
+        vec![sub]
+    });
+    assert_refused(&env, id, "NAME_MAX");
+    // 255 bytes is allowed.
+    let env = setup();
+    let id = craft(&env, vec![file_entry(&[b'm'; 255], &env)]);
+    let to = env.restore(id, "ok");
+    assert!(to.join("m".repeat(255)).exists());
 }

@@ -372,3 +372,76 @@ macro_rules! on_both_media {
         }
     };
 }
+
+/// Commit a copy of backup 1 whose listing of `src` gains the entries `extra` returns, as a
+/// new backup; `extra` may store listings of its own with [`put_listing`]. Returns its id.
+pub fn craft_backup(
+    env: &Env,
+    extra: impl FnOnce(&mut trayback::medium::Medium) -> Vec<trayback::listing::Entry>,
+) -> u64 {
+    use trayback::ids::BackupId;
+    use trayback::listing::Listing;
+    use trayback::medium::Medium;
+    use trayback::store::pack::BlobKind;
+    let mut m = Medium::open_write(&env.medium, 3).unwrap();
+    let h1 = m.header(BackupId(1)).unwrap();
+    let id = m.tree.next_id;
+    m.store.begin(id.0, 0);
+    // Rebuild the path from / down to src with the extra entries in src's listing.
+    let comps: Vec<_> = env
+        .src
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut chain = vec![m.listing(&h1.root).unwrap()];
+    for c in &comps {
+        let e = chain
+            .last()
+            .unwrap()
+            .get(std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
+            .unwrap()
+            .clone();
+        chain.push(m.listing(&e.subtree.unwrap()).unwrap());
+    }
+    let mut entries = chain.pop().unwrap().entries;
+    entries.extend(extra(&mut m));
+    let mut child = m
+        .store
+        .put(BlobKind::Listing, &Listing::new(entries).encode())
+        .unwrap();
+    for c in comps.iter().rev() {
+        let mut l = chain.pop().unwrap();
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec();
+        l.entries
+            .iter_mut()
+            .find(|e| e.name.0 == name)
+            .unwrap()
+            .subtree = Some(child);
+        child = m.store.put(BlobKind::Listing, &l.encode()).unwrap();
+    }
+    let (packs, _) = m.store.flush().unwrap();
+    let mut h = h1.clone();
+    h.id = id;
+    h.root = child;
+    h.packs = packs;
+    m.write_header(&h).unwrap();
+    let mut rec: trayback::tree::BackupRecord = m.tree.get(BackupId(1)).unwrap().clone();
+    rec.id = id;
+    m.tree.add(rec);
+    m.save_tree().unwrap();
+    id.0
+}
+
+/// Store a listing of `entries` on a medium opened by [`craft_backup`]; its id.
+pub fn put_listing(
+    m: &mut trayback::medium::Medium,
+    entries: Vec<trayback::listing::Entry>,
+) -> trayback::ids::BlockId {
+    m.store
+        .put(
+            trayback::store::pack::BlobKind::Listing,
+            &trayback::listing::Listing::new(entries).encode(),
+        )
+        .unwrap()
+}

@@ -164,7 +164,7 @@ impl<'a> Cursor<'a> {
     /// reopened from the nearest held one, each checked against `ids`.
     pub fn dir(&mut self, d: DirRef, ids: &[Ident]) -> Result<Arc<OwnedFd>> {
         self.go_to(d);
-        let Some(&(_, ref top)) = self.chain.last() else {
+        let Some((_, top)) = self.chain.last() else {
             return Ok(self.dest.root.clone());
         };
         if let Some(fd) = top {
@@ -664,8 +664,10 @@ pub fn remove_tree(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
 /// One pass of emptying `top`; true if something was moved up and another pass is needed.
 fn empty_pass(top: &OwnedFd) -> io::Result<bool> {
     let mut moved = false;
+    // `Dir::read_from` reads through a new open file description: a dup would share the
+    // position reached by the previous pass.
     let mut stack: Vec<(Dir, OwnedFd, Option<Vec<u8>>)> = vec![(
-        Dir::new(rustix::io::fcntl_dupfd_cloexec(top, 0)?)?,
+        Dir::read_from(top)?,
         rustix::io::fcntl_dupfd_cloexec(top, 0)?,
         None,
     )];
@@ -711,4 +713,28 @@ fn empty_pass(top: &OwnedFd) -> io::Result<bool> {
         }
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_tree_removes_trees_deeper_than_its_descriptor_bound_without_following_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"keep").unwrap();
+        let mut p = tmp.path().join("victim");
+        for i in 0..(REMOVE_DEPTH * 3 + 5) {
+            p.push(format!("d{i}"));
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("f"), b"x").unwrap();
+            std::os::unix::fs::symlink(&outside, p.join("l")).unwrap();
+        }
+        let dir = rustix::fs::open(tmp.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        remove_tree(&dir, b"victim").unwrap();
+        assert!(!tmp.path().join("victim").exists());
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
+    }
 }
