@@ -8,7 +8,7 @@
 //!   else) swapped in by a user while we restore can never redirect a write: every create,
 //!   rename, unlink, chown, chmod, utimens and xattr names an entry of a directory we hold
 //!   open, or is made on a descriptor of the entry itself;
-//! - a directory we create is checked after opening to be ours (owner, mode 0700), and every
+//! - a directory we create is checked after opening to be ours (its owner), and every
 //!   directory we open is recorded by (device, inode): reopened later, it must be the same
 //!   one, else the restore stops;
 //! - descriptors are bounded: a [`Cursor`] keeps the last [`WINDOW`] directories of its chain
@@ -337,7 +337,9 @@ pub fn make_dir(
         Err(err) => return Err(io::Error::from(err)).at(path()),
     };
     let st = rustix::fs::fstat(&fd).map_err(io::Error::from).at(path())?;
-    if created && (st.st_uid != dest.euid || st.st_mode & 0o077 != 0) {
+    // Ours, not one a user put there between the mkdir and the open. (The mode is not
+    // checked: file systems without Unix permissions show a fixed one.)
+    if created && st.st_uid != dest.euid {
         return Err(replaced(&path()));
     }
     Ok(DirMade::Open(fd, Ident::of(&st)))
