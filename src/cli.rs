@@ -183,7 +183,8 @@ pub struct RestoreArgs {
     pub paths: Vec<PathBuf>,
     #[arg(long)]
     pub dry_run: bool,
-    /// Replace newer files and whatever is in the way.
+    /// Replace existing entries newer than the backed-up ones, and entries of another kind
+    /// in the way (without it they are kept and listed, exit status 3).
     #[arg(long)]
     pub overwrite: bool,
     #[arg(long)]

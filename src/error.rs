@@ -47,6 +47,8 @@ pub enum Error {
     BadBlock { id: BlockId, detail: String },
     #[error("{0}")]
     Refused(String),
+    #[error("{}: replaced by something else while restoring; restore stopped", path.display())]
+    Replaced { path: PathBuf },
     #[error("restore refused: backup entry {path:?} {reason}")]
     Hostile { path: String, reason: String },
 }

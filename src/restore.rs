@@ -14,7 +14,9 @@
 //!   reported in [`Report::kept`], for every target (`--in-place` and `--to`);
 //! - directories get their attributes after their contents, deepest first;
 //! - bounded: no recursion on the stack, and a bounded number of open descriptors at any
-//!   depth (`dest::Cursor`, and at most [`BATCH`] directories' worth of parallel writers).
+//!   depth: two `dest::Cursor`s (about 100 each), at most [`BATCH`] directories held by
+//!   parallel writers, and the store's pack cache (256): under 750, within the default
+//!   limit of 1024.
 
 mod dest;
 mod plan;

@@ -238,10 +238,9 @@ fn open_dir(at: &OwnedFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
 }
 
 fn replaced(path: &Path) -> Error {
-    Error::Refused(format!(
-        "{}: replaced by something else while restoring; restore stopped",
-        path.display()
-    ))
+    Error::Replaced {
+        path: path.to_path_buf(),
+    }
 }
 
 fn on_disk(st: &Stat) -> OnDisk {
@@ -439,9 +438,7 @@ impl Ctx<'_> {
         let st = rustix::fs::statat(dir, at, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err)?;
         if Ident::of(&st) != id {
             let _ = rustix::fs::unlinkat(dir, at, AtFlags::empty());
-            return Err(Error::Refused(
-                "a hard link's first name was replaced while restoring; restore stopped".into(),
-            ));
+            return Err(replaced(&path()));
         }
         Ok(id)
     }
