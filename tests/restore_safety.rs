@@ -492,3 +492,31 @@ fn a_10000_deep_tree_backs_up_and_restores() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     check_deep(&to.join(env.src.strip_prefix("/").unwrap()).join("deep"));
 }
+
+#[test]
+fn a_kept_first_hard_link_name_is_not_linked_to_by_the_other_names() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    let s = &env.src;
+    write(&s.join("h1"), b"backed up");
+    fs::hard_link(s.join("h1"), s.join("h2")).unwrap();
+    fs::hard_link(s.join("h1"), s.join("h3")).unwrap();
+    set_mtime(&s.join("h1"), 1_500_000_000);
+    let b = env.backup(&["--kind", "monthly"]);
+    // h1 becomes a newer, separate file; h2 and h3 go away.
+    fs::remove_file(s.join("h1")).unwrap();
+    write(&s.join("h1"), b"user's newer h1");
+    fs::remove_file(s.join("h2")).unwrap();
+    fs::remove_file(s.join("h3")).unwrap();
+    let out = in_place(&env, b, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(fs::read(s.join("h1")).unwrap(), b"user's newer h1");
+    assert_eq!(fs::read(s.join("h2")).unwrap(), b"backed up");
+    let (h1, h2, h3) = (
+        fs::metadata(s.join("h1")).unwrap(),
+        fs::metadata(s.join("h2")).unwrap(),
+        fs::metadata(s.join("h3")).unwrap(),
+    );
+    assert_eq!(h2.ino(), h3.ino());
+    assert_ne!(h1.ino(), h2.ino());
+}
