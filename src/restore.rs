@@ -14,19 +14,22 @@
 //!   reported in [`Report::kept`], for every target (`--in-place` and `--to`);
 //! - directories get their attributes after their contents, deepest first;
 //! - bounded: no recursion on the stack, and a bounded number of open descriptors at any
-//!   depth: two `dest::Cursor`s (about 100 each), at most [`BATCH`] directories held by
+//!   depth: two `cursor::Cursor`s (about 100 each), at most [`BATCH`] directories held by
 //!   parallel writers, and the store's pack cache (256): under 750, within the default
 //!   limit of 1024.
 
+mod cursor;
 mod dest;
 mod plan;
+mod remove;
 
 use crate::error::Result;
 use crate::ids::BackupId;
 use crate::listing::EntryKind;
 use crate::medium::Medium;
 use crate::progress::Meter;
-use dest::{Ctx, Cursor, Dest, DirMade, Ident, Node, Put};
+use cursor::Cursor;
+use dest::{Ctx, Dest, DirMade, Ident, Node, Put};
 use plan::Plan;
 use rayon::prelude::*;
 use serde::Serialize;

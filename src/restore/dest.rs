@@ -11,9 +11,9 @@
 //! - a directory we create is checked after opening to be ours (its owner), and every
 //!   directory we open is recorded by (device, inode): reopened later, it must be the same
 //!   one, else the restore stops;
-//! - descriptors are bounded: a [`Cursor`] keeps the last [`WINDOW`] directories of its chain
-//!   open plus a few checkpoints further up, and reopens from the nearest one, so any depth
-//!   restores within the default limit of 1024 open files;
+//! - descriptors are bounded: directories are reached through a `restore::cursor::Cursor`,
+//!   which holds only a few open, so any depth restores within the default limit of 1024
+//!   open files;
 //! - without `overwrite`, nothing that exists is replaced if it is newer than the backed-up
 //!   entry or of another kind ([`KeptReason`]).
 
@@ -24,7 +24,7 @@ use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::store::BLOCK_SIZE;
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
 use std::fs::File;
 use std::io;
@@ -32,13 +32,6 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-
-/// Directories a cursor keeps open at the deep end of its chain.
-pub const WINDOW: usize = 32;
-/// At most this many further checkpoints up the chain.
-const CHECKPOINTS: usize = 64;
-/// How deep [`remove_tree`] descends before moving a subdirectory up to its top.
-const REMOVE_DEPTH: usize = 32;
 
 /// Which directory: one of the plan's items, or the target itself.
 pub type DirRef = Option<usize>;
@@ -61,14 +54,14 @@ impl Ident {
 
 /// The target, opened once.
 pub struct Dest {
-    root: Arc<OwnedFd>,
+    pub(super) root: Arc<OwnedFd>,
     /// For messages only: where the target is.
     base: PathBuf,
     euid: u32,
     is_root: bool,
 }
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY
+pub(super) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
@@ -134,110 +127,11 @@ impl Dest {
     }
 }
 
-/// A way down from the target to one directory of the plan at a time, holding few
-/// descriptors (module invariants).
-pub struct Cursor<'a> {
-    dest: &'a Dest,
-    plan: &'a Plan,
-    /// The directories from the top down to the current one, each with its descriptor if
-    /// held; chain[k] is at depth k.
-    chain: Vec<(usize, Option<Arc<OwnedFd>>)>,
-    /// Depths that are multiples of this keep their descriptor.
-    spacing: usize,
-}
-
-impl<'a> Cursor<'a> {
-    pub fn new(dest: &'a Dest, plan: &'a Plan) -> Cursor<'a> {
-        Cursor {
-            dest,
-            plan,
-            chain: Vec::new(),
-            spacing: (plan.max_depth / CHECKPOINTS).max(WINDOW),
-        }
-    }
-
-    fn keep(&self, k: usize, len: usize) -> bool {
-        k + WINDOW >= len || k % self.spacing == self.spacing - 1
-    }
-
-    /// Make `d` the current directory and return its descriptor. Directories not held are
-    /// reopened from the nearest held one, each checked against `ids`.
-    pub fn dir(&mut self, d: DirRef, ids: &[Ident]) -> Result<Arc<OwnedFd>> {
-        self.go_to(d);
-        let Some((_, top)) = self.chain.last() else {
-            return Ok(self.dest.root.clone());
-        };
-        if let Some(fd) = top {
-            return Ok(fd.clone());
-        }
-        // Reopen from the nearest held ancestor (or the root) down.
-        let from = self.chain.iter().rposition(|(_, fd)| fd.is_some());
-        let mut fd = match from {
-            Some(k) => self.chain[k].1.clone().unwrap(),
-            None => self.dest.root.clone(),
-        };
-        let len = self.chain.len();
-        for k in from.map_or(0, |k| k + 1)..len {
-            let i = self.chain[k].0;
-            let next = open_dir(&fd, self.plan.name(i))
-                .and_then(|f| rustix::fs::fstat(&f).map(|st| (f, st)));
-            let next = match next {
-                Ok((f, st)) if Ident::of(&st) == ids[i] => f,
-                _ => return Err(replaced(&self.dest.path(self.plan, i))),
-            };
-            fd = Arc::new(next);
-            if self.keep(k, len) {
-                self.chain[k].1 = Some(fd.clone());
-            }
-        }
-        Ok(fd)
-    }
-
-    /// Make the chain end at `d`, pushing entries without descriptors where it must grow.
-    /// Costs what the chain changes by, not the depth.
-    fn go_to(&mut self, d: DirRef) {
-        let mut need = Vec::new();
-        let mut at = d;
-        while let Some(j) = at {
-            let k = self.plan.depth[j];
-            if k < self.chain.len() && self.chain[k].0 == j {
-                break;
-            }
-            need.push(j);
-            at = self.plan.items[j].parent;
-        }
-        let kept = at.map_or(0, |j| self.plan.depth[j] + 1);
-        self.chain.truncate(kept);
-        while let Some(j) = need.pop() {
-            self.chain.push((j, None));
-        }
-        self.trim(kept);
-    }
-
-    /// After the chain grew from `from` entries: drop descriptors that left the window.
-    fn trim(&mut self, from: usize) {
-        let len = self.chain.len();
-        for k in from.saturating_sub(WINDOW + 1)..len.saturating_sub(WINDOW) {
-            if !self.keep(k, len) {
-                self.chain[k].1 = None;
-            }
-        }
-    }
-
-    /// After creating or opening `d` (whose parent is the current directory), make it current.
-    pub fn push(&mut self, d: usize, fd: Arc<OwnedFd>) {
-        debug_assert_eq!(self.chain.last().map(|c| c.0), self.plan.items[d].parent);
-        let from = self.chain.len();
-        self.chain.push((d, Some(fd)));
-        self.trim(from);
-    }
-}
-
-fn open_dir(at: &OwnedFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+pub(super) fn open_dir(at: &OwnedFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat(at, name, DIR_FLAGS, Mode::empty())
 }
 
-fn replaced(path: &Path) -> Error {
+pub(super) fn replaced(path: &Path) -> Error {
     Error::Replaced {
         path: path.to_path_buf(),
     }
@@ -395,18 +289,14 @@ impl Ctx<'_> {
                 {
                     continue
                 }
-                Err(err) => {
-                    if !fresh {
-                        let _ = rustix::fs::unlinkat(dir, at, AtFlags::empty());
-                    }
-                    return Err(err);
-                }
+                // `create` and `link` remove what they made if they fail after making it.
+                Err(err) => return Err(err),
                 Ok(ident) => ident,
             };
             if !fresh {
                 let done = (|| -> io::Result<()> {
                     if matches!(way, Way::ReplaceDir) {
-                        remove_tree(dir, name)?;
+                        super::remove::remove_tree(dir, name)?;
                     }
                     rustix::fs::renameat(dir, at, dir, name)?;
                     Ok(())
@@ -435,16 +325,36 @@ impl Ctx<'_> {
             cause: e.into(),
         };
         rustix::fs::linkat(from_dir, from_name, dir, at, AtFlags::empty()).map_err(io_err)?;
-        let st = rustix::fs::statat(dir, at, AtFlags::SYMLINK_NOFOLLOW).map_err(io_err)?;
-        if Ident::of(&st) != id {
+        let st = rustix::fs::statat(dir, at, AtFlags::SYMLINK_NOFOLLOW);
+        if st.map_or(true, |st| Ident::of(&st) != id) {
             let _ = rustix::fs::unlinkat(dir, at, AtFlags::empty());
             return Err(replaced(&path()));
         }
         Ok(id)
     }
 
-    /// Create `e` as `at` in `dir` (exclusively, never through a symlink) with its metadata.
+    /// Create `e` as `at` in `dir`; if that fails after creating it, remove it again.
     fn create(
+        &self,
+        dir: &OwnedFd,
+        at: &[u8],
+        e: &Entry,
+        path: &dyn Fn() -> PathBuf,
+    ) -> Result<Ident> {
+        let made = self.make(dir, at, e, path);
+        if let Err(Error::Io { cause, .. }) = &made {
+            if cause.raw_os_error() == Some(Errno::EXIST.raw_os_error()) {
+                return made; // nothing of ours to remove
+            }
+        }
+        if made.is_err() {
+            let _ = rustix::fs::unlinkat(dir, at, AtFlags::empty());
+        }
+        made
+    }
+
+    /// Create `e` as `at` in `dir` (exclusively, never through a symlink) with its metadata.
+    fn make(
         &self,
         dir: &OwnedFd,
         at: &[u8],
@@ -649,91 +559,4 @@ fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
     }
     debug_assert!(data.len() <= BLOCK_SIZE);
     Ok(())
-}
-
-/// Remove directory `name` of `dir` and everything in it, never following a symlink, with
-/// at most [`REMOVE_DEPTH`] descriptors: deeper directories are moved up to its top first.
-pub fn remove_tree(dir: &OwnedFd, name: &[u8]) -> io::Result<()> {
-    let top = open_dir(dir, name)?;
-    while empty_pass(&top)? {}
-    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-    Ok(())
-}
-
-/// One pass of emptying `top`; true if something was moved up and another pass is needed.
-fn empty_pass(top: &OwnedFd) -> io::Result<bool> {
-    let mut moved = false;
-    // `Dir::read_from` reads through a new open file description: a dup would share the
-    // position reached by the previous pass.
-    let mut stack: Vec<(Dir, OwnedFd, Option<Vec<u8>>)> = vec![(
-        Dir::read_from(top)?,
-        rustix::io::fcntl_dupfd_cloexec(top, 0)?,
-        None,
-    )];
-    loop {
-        let depth = stack.len();
-        let Some((entries, fd, _)) = stack.last_mut() else {
-            break;
-        };
-        let Some(entry) = entries.read() else {
-            let (_, _, name) = stack.pop().unwrap();
-            if let (Some(n), Some((_, parent, _))) = (name, stack.last()) {
-                rustix::fs::unlinkat(parent, &n[..], AtFlags::REMOVEDIR)?;
-            }
-            continue;
-        };
-        let entry = entry?;
-        let n = entry.file_name().to_bytes();
-        if n == b"." || n == b".." {
-            continue;
-        }
-        let is_dir = match entry.file_type() {
-            FileType::Directory => true,
-            FileType::Unknown => {
-                let st = rustix::fs::statat(&*fd, n, AtFlags::SYMLINK_NOFOLLOW)?;
-                FileType::from_raw_mode(st.st_mode) == FileType::Directory
-            }
-            _ => false,
-        };
-        if !is_dir {
-            rustix::fs::unlinkat(&*fd, n, AtFlags::empty())?;
-        } else if depth < REMOVE_DEPTH {
-            let sub = open_dir(fd, n)?;
-            let n = n.to_vec();
-            stack.push((
-                Dir::new(rustix::io::fcntl_dupfd_cloexec(&sub, 0)?)?,
-                sub,
-                Some(n),
-            ));
-        } else {
-            let up = format!(".trayback-remove.{}", uuid::Uuid::new_v4().simple());
-            rustix::fs::renameat(&*fd, n, top, up.as_str())?;
-            moved = true;
-        }
-    }
-    Ok(moved)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remove_tree_removes_trees_deeper_than_its_descriptor_bound_without_following_links() {
-        let tmp = tempfile::tempdir().unwrap();
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir(&outside).unwrap();
-        std::fs::write(outside.join("keep"), b"keep").unwrap();
-        let mut p = tmp.path().join("victim");
-        for i in 0..(REMOVE_DEPTH * 3 + 5) {
-            p.push(format!("d{i}"));
-            std::fs::create_dir_all(&p).unwrap();
-            std::fs::write(p.join("f"), b"x").unwrap();
-            std::os::unix::fs::symlink(&outside, p.join("l")).unwrap();
-        }
-        let dir = rustix::fs::open(tmp.path(), DIR_FLAGS, Mode::empty()).unwrap();
-        remove_tree(&dir, b"victim").unwrap();
-        assert!(!tmp.path().join("victim").exists());
-        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
-    }
 }
