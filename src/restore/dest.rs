@@ -67,7 +67,8 @@ pub(super) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 impl Dest {
-    /// Open (creating if needed) the target `base`; `in_place` opens `/`.
+    /// Open the target `base` (created with mode 0700 if missing, so that nobody else can
+    /// reach into it while we restore); `in_place` opens `/`.
     pub fn open(base: &Path, in_place: bool) -> Result<Dest> {
         let root = if in_place {
             rustix::fs::open("/", DIR_FLAGS, Mode::empty())
