@@ -118,3 +118,103 @@ impl<'a> Cursor<'a> {
         self.trim(from);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::dest::{make_dir, DirMade};
+    use super::super::plan::Item;
+    use super::*;
+    use crate::listing::{Bytes, Entry, EntryKind};
+
+    /// A chain of `depth` directories `d`, with a sibling `e` at every level.
+    fn deep_plan(depth: usize) -> Plan {
+        let mut items = Vec::new();
+        let mut levels = Vec::new();
+        let mut parent = None;
+        for level in 0..depth {
+            for name in [b"d", b"e"] {
+                items.push(Item {
+                    parent,
+                    entry: Entry::new(Bytes(name.to_vec()), EntryKind::Dir),
+                    link_to: None,
+                });
+                levels.push(level);
+            }
+            parent = Some(items.len() - 2);
+        }
+        // Pre-order: the "e" of a level comes after everything under its "d".
+        let mut order: Vec<usize> = Vec::new();
+        let mut stack = vec![0usize, 1];
+        stack.reverse();
+        while let Some(i) = stack.pop() {
+            order.push(i);
+            if i % 2 == 0 && i + 2 < items.len() {
+                stack.push(i + 3);
+                stack.push(i + 2);
+            }
+        }
+        let mut at = vec![0; items.len()];
+        for (new, &old) in order.iter().enumerate() {
+            at[old] = new;
+        }
+        let sorted: Vec<Item> = order
+            .iter()
+            .map(|&old| Item {
+                parent: items[old].parent.map(|p| at[p]),
+                entry: items[old].entry.clone(),
+                link_to: None,
+            })
+            .collect();
+        Plan {
+            depth: order.iter().map(|&old| levels[old]).collect(),
+            items: sorted,
+            max_depth: depth - 1,
+        }
+    }
+
+    fn held(c: &Cursor) -> usize {
+        c.chain.iter().filter(|(_, fd)| fd.is_some()).count()
+    }
+
+    #[test]
+    fn a_cursor_holds_a_bounded_number_of_directories_at_any_depth() {
+        let depth = 3000;
+        let plan = deep_plan(depth);
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = Dest::open(&tmp.path().join("t"), false).unwrap();
+        let mut ids = vec![Ident::default(); plan.items.len()];
+        let mut c = Cursor::new(&dest, &plan);
+        let bound = WINDOW + CHECKPOINTS + 2;
+        let mut most = 0;
+        for d in 0..plan.items.len() {
+            let parent = c.dir(plan.items[d].parent, &ids).unwrap();
+            let made = make_dir(&dest, &parent, &plan.items[d].entry, false, &|| {
+                dest.path(&plan, d)
+            });
+            let Ok(DirMade::Open(fd, id)) = made else {
+                panic!("cannot make {d}");
+            };
+            ids[d] = id;
+            c.push(d, Arc::new(fd));
+            most = most.max(held(&c));
+        }
+        // And back, deepest first, as directory attributes are applied.
+        for d in (0..plan.items.len()).rev() {
+            c.dir(Some(d), &ids).unwrap();
+            most = most.max(held(&c));
+        }
+        assert!(
+            most <= bound,
+            "held {most} directories open (bound {bound})"
+        );
+        // Too deep for paths: removed through descriptors.
+        drop(c);
+        let at = rustix::fs::open(
+            tmp.path(),
+            super::super::dest::DIR_FLAGS,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        super::super::remove::remove_tree(&at, b"t").unwrap();
+    }
+}
