@@ -144,7 +144,7 @@ fn a_users_directory_swapped_for_a_symlink_while_restoring_never_redirects_root_
     let to = env.path("to");
     let to_user = to.join(user.strip_prefix("/").unwrap());
     let mut swaps = 0;
-    for round in 0..6 {
+    for round in 0..9 {
         let (args, at): (Vec<&str>, &Path) = match round % 3 {
             0 => (vec!["--in-place"], &user),
             1 => (vec!["--in-place", "--overwrite"], &user),
@@ -194,6 +194,11 @@ fn a_users_directory_swapped_for_a_symlink_while_restoring_never_redirects_root_
                 fs::rename(&real, at).unwrap();
             }
         }
+        eprintln!(
+            "round {round}: exit {:?} {}",
+            out.status.code(),
+            text(&out.stderr).trim()
+        );
         assert_clean(&out);
         assert_eq!(state(&victim), before, "round {round}: the victim changed");
     }
