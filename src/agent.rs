@@ -878,15 +878,13 @@ impl Agent {
     async fn handle(&self, req: Request) -> Response {
         match req {
             Request::Status => Response::ok(&self.status()),
-            Request::AdvanceClock { seconds } => {
-                match self.clock.advance(seconds) {
-                    Ok(now) => {
-                        self.check_away();
-                        Response::ok(&status::ClockNow { now })
-                    }
-                    Err(e) => Response::err(e),
+            Request::AdvanceClock { seconds } => match self.clock.advance(seconds) {
+                Ok(now) => {
+                    self.check_away();
+                    Response::ok(&status::ClockNow { now })
                 }
-            }
+                Err(e) => Response::err(e),
+            },
             Request::BackupNow { medium } => {
                 let (tx, _, _) = match self.find(&medium) {
                     Ok(x) => x,

@@ -196,7 +196,8 @@ pub struct RestoreArgs {
     pub paths: Vec<PathBuf>,
     #[arg(long)]
     pub dry_run: bool,
-    /// Replace newer files and whatever is in the way.
+    /// Replace existing entries newer than the backed-up ones, and entries of another kind
+    /// in the way (without it they are kept and listed, exit status 3).
     #[arg(long)]
     pub overwrite: bool,
     #[arg(long)]
@@ -643,7 +644,7 @@ fn cmd_restore(a: RestoreArgs) -> Result<u8> {
     } else {
         output::print_restore(&r);
     }
-    Ok(if r.problems.is_empty() && r.skipped_newer.is_empty() {
+    Ok(if r.problems.is_empty() && r.kept.is_empty() {
         0
     } else {
         EXIT_PROBLEMS

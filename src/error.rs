@@ -55,6 +55,8 @@ pub enum Error {
         path: PathBuf,
         reason: crate::medium::ForeignReason,
     },
+    #[error("{}: replaced by something else while restoring; restore stopped", path.display())]
+    Replaced { path: PathBuf },
     #[error("restore refused: backup entry {path:?} {reason}")]
     Hostile { path: String, reason: String },
 }

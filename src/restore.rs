@@ -1,29 +1,46 @@
 //! Restore: plan what to write from a backup's index, then write it under one target.
 //!
 //! Invariants:
-//! - nothing is written outside the target: every name is checked to be one path component
-//!   (`index::check_entry`), every directory on the way is created or checked by us and must be
-//!   a real directory (never a symlink), files are written to fresh temporary names opened
-//!   with `O_EXCL | O_NOFOLLOW` and renamed into place;
-//! - the whole plan is checked before the first write, so a hostile index changes nothing;
-//! - `--in-place` never replaces a file newer than the backed-up version unless asked to.
+//! - nothing is written outside the target, whatever the index says or a local user does
+//!   while we restore: every name is checked to be one path component of at most 255 bytes
+//!   (`restore::plan`), and every write is made relative to a directory descriptor reached
+//!   component by component without following symlinks (`restore::dest`, the one restore
+//!   destination);
+//! - the whole plan is made and checked before the first write, so a hostile index changes
+//!   nothing;
+//! - without `overwrite`, an existing entry is never replaced if it is newer than the
+//!   backed-up one (its mtime is later) or of another kind (a symlink, FIFO or directory
+//!   where the backup has a file, a file where it has a directory, ...): it is kept and
+//!   reported in [`Report::kept`], for every target (`--in-place` and `--to`);
+//! - directories get their attributes after their contents, deepest first;
+//! - bounded: no recursion on the stack, and a bounded number of open descriptors at any
+//!   depth: two `cursor::Cursor`s (about 100 each), at most [`BATCH`] directories held by
+//!   parallel writers, and the store's pack cache (256): under 750, within the default
+//!   limit of 1024.
 
-use crate::error::{Error, IoContext, Result};
+mod cursor;
+mod dest;
+mod plan;
+mod remove;
+
+use crate::error::Result;
 use crate::ids::BackupId;
-use crate::index::{self, Step};
-use crate::listing::{Entry, EntryKind};
+use crate::index;
+use crate::listing::EntryKind;
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::BLOCK_SIZE;
+use cursor::Cursor;
+use dest::{Ctx, Dest, DirMade, Ident, Node, Put};
+use plan::Plan;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, OpenOptions};
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
+
+pub use plan::NAME_MAX;
 
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -39,7 +56,7 @@ pub struct Options {
     /// Paths in the backup to restore (whole subtrees); empty for everything.
     pub paths: Vec<PathBuf>,
     pub dry_run: bool,
-    /// Replace files newer than the backup, and things in the way of a directory.
+    /// Replace entries newer than the backup, and things of another kind in the way.
     pub overwrite: bool,
 }
 
@@ -53,88 +70,85 @@ pub struct Report {
     pub links: u64,
     pub other: u64,
     pub bytes: u64,
-    /// Files left alone because the existing one is newer (in-place without overwrite).
-    pub skipped_newer: Vec<String>,
+    /// Existing entries left alone (without overwrite), and why. Nothing below a kept entry
+    /// that the backup has as a directory is restored.
+    pub kept: Vec<Kept>,
     /// Things that could not be restored exactly (e.g. an xattr the target refuses).
     pub problems: Vec<String>,
     /// With `dry_run`: every path that would be written.
     pub planned: Vec<String>,
 }
 
-struct Item {
-    rel: PathBuf,
-    entry: Entry,
-    /// For the second and later names of a hard-linked file: the item holding the content.
-    link_to: Option<usize>,
+#[derive(Clone, Debug, Serialize)]
+pub struct Kept {
+    pub path: String,
+    #[serde(flatten)]
+    pub reason: KeptReason,
 }
 
-/// Build the plan: every item to restore in pre-order, checked.
-fn plan(m: &Medium, root: &crate::ids::BlockId, paths: &[PathBuf]) -> Result<Vec<Item>> {
-    let mut items: Vec<Item> = Vec::new();
-    // Only needed when the paths asked for overlap: a whole-tree walk meets each path once.
-    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-    let mut push = |items: &mut Vec<Item>, rel: &Path, e: &Entry| {
-        if seen.insert(rel.to_path_buf()) {
-            items.push(Item {
-                rel: rel.to_path_buf(),
-                entry: e.clone(),
-                link_to: None,
-            });
-        }
-    };
-    if paths.is_empty() {
-        index::walk(m, root, Path::new(""), &mut |rel, e| {
-            items.push(Item {
-                rel: rel.to_path_buf(),
-                entry: e.clone(),
-                link_to: None,
-            });
-            Ok(Step::Descend)
-        })?;
-    } else {
-        for p in paths {
-            let comps = index::components(p)?;
-            let chain = index::lookup(m, root, p)?
-                .ok_or_else(|| Error::Refused(format!("{} is not in this backup", p.display())))?;
-            if chain.is_empty() {
-                return plan(m, root, &[]);
-            }
-            let mut rel = PathBuf::new();
-            for (c, e) in comps.iter().zip(&chain) {
-                rel.push(c);
-                push(&mut items, &rel, e);
-            }
-            let last = chain.last().unwrap();
-            if let (EntryKind::Dir, Some(sub)) = (last.kind, last.subtree) {
-                index::walk(m, &sub, &rel, &mut |r, e| {
-                    push(&mut items, r, e);
-                    Ok(Step::Descend)
-                })?;
-            }
-        }
-        items.sort_by(|a, b| a.rel.cmp(&b.rel));
-    }
-    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
-    for i in 0..items.len() {
-        let e = &items[i].entry;
-        if e.kind == EntryKind::File && e.nlink > 1 {
-            let key = (e.dev, e.ino);
-            match first.get(&key) {
-                Some(&j) if items[j].entry.blocks == e.blocks => items[i].link_to = Some(j),
-                Some(_) => {}
-                None => {
-                    first.insert(key, i);
-                }
-            }
-        }
-    }
-    Ok(items)
+/// Why an existing entry was not replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "why", rename_all = "snake_case")]
+pub enum KeptReason {
+    /// Same kind as in the backup, modified later than the backed-up version.
+    Newer { kind: EntryKind },
+    /// Something of another kind is there.
+    OtherKind { found: OnDisk, backup: EntryKind },
 }
+
+/// The kind of an existing entry in the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDisk {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Char,
+    Block,
+    Socket,
+    Unknown,
+}
+
+impl OnDisk {
+    /// In a sentence: "kept a {word} where ...".
+    pub fn word(self) -> &'static str {
+        match self {
+            OnDisk::File => "file",
+            OnDisk::Dir => "directory",
+            OnDisk::Symlink => "symlink",
+            OnDisk::Fifo => "FIFO",
+            OnDisk::Char => "character device",
+            OnDisk::Block => "block device",
+            OnDisk::Socket => "socket",
+            OnDisk::Unknown => "entry of unknown kind",
+        }
+    }
+
+    pub fn is(self, k: EntryKind) -> bool {
+        matches!(
+            (self, k),
+            (OnDisk::File, EntryKind::File)
+                | (OnDisk::Dir, EntryKind::Dir)
+                | (OnDisk::Symlink, EntryKind::Symlink)
+                | (OnDisk::Fifo, EntryKind::Fifo)
+                | (OnDisk::Char, EntryKind::Char)
+                | (OnDisk::Block, EntryKind::Block)
+        )
+    }
+}
+
+/// Directories whose writers run at once, each holding its directory open: a bound on
+/// descriptors (with the cursors' few) well under the default limit of 1024.
+pub const BATCH: usize = 256;
+/// A writer job takes at most this many entries, or entries up to this many bytes.
+const JOB_ITEMS: usize = 64;
+const JOB_BYTES: u64 = 8 << 20;
 
 /// Restore backup `id` as `opts` says.
 pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Result<Report> {
     let header = m.header(id)?;
-    let items = plan(m, &header.root, &opts.paths)?;
+    let plan = plan::plan(m, &header.root, &opts.paths, index::Limit::of(m, &header))?;
     let base = match &opts.target {
         Target::Dir(d) => d.clone(),
         Target::InPlace => PathBuf::from("/"),
@@ -145,110 +159,215 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         dry_run: opts.dry_run,
         ..Report::default()
     };
-    let total: u64 = items
+    let total: u64 = plan
+        .items
         .iter()
         .filter(|i| i.link_to.is_none())
         .map(|i| i.entry.size)
         .sum();
     meter.set_total(total);
+    tally(&mut report, &plan);
     if opts.dry_run {
-        report.planned = items
-            .iter()
-            .map(|i| base.join(&i.rel).display().to_string())
+        report.planned = (0..plan.items.len())
+            .map(|i| base.join(plan.rel(i)).display().to_string())
             .collect();
-        tally(&mut report, &items);
         return Ok(report);
     }
-    if let Target::Dir(d) = &opts.target {
-        fs::create_dir_all(d).at(d)?;
-        if !fs::metadata(d).at(d)?.is_dir() {
-            return Err(Error::Refused(format!(
-                "{}: restore target is not a directory",
-                d.display()
-            )));
-        }
-    }
-    let is_root = rustix::process::geteuid().is_root();
+    let dest = Dest::open(&base, matches!(opts.target, Target::InPlace))?;
     let problems = Mutex::new(Vec::new());
-    let skipped = Mutex::new(Vec::new());
-    // 1. Directories, in pre-order: each parent exists and is checked before its children.
-    for it in items.iter().filter(|i| i.entry.kind == EntryKind::Dir) {
-        make_dir(&base.join(&it.rel), opts.overwrite)?;
-    }
-    // 2. Everything but directories and extra hard links, in parallel.
-    items
-        .par_iter()
-        .filter(|i| i.entry.kind != EntryKind::Dir && i.link_to.is_none())
-        .try_for_each(|it| -> Result<()> {
-            let dest = base.join(&it.rel);
-            if matches!(opts.target, Target::InPlace)
-                && !opts.overwrite
-                && it.entry.kind == EntryKind::File
-            {
-                if let Ok(md) = fs::symlink_metadata(&dest) {
-                    let existing = crate::scan::time_ns(md.mtime(), md.mtime_nsec());
-                    if existing > it.entry.mtime_ns {
-                        skipped.lock().unwrap().push(dest.display().to_string());
-                        return Ok(());
-                    }
-                }
-            }
-            // Nothing in the way: write under the final name (created exclusively, never
-            // through a symlink). Else write a temporary and rename it over what is there.
-            let fresh = matches!(fs::symlink_metadata(&dest), Err(e) if e.kind() == io::ErrorKind::NotFound);
-            let path = if fresh { dest.clone() } else { temp_name(&dest) };
-            let result = write_item(m, &path, &it.entry, is_root, &problems, meter).and_then(|()| {
-                if it.entry.kind != EntryKind::File {
-                    apply_meta(Meta::Path(&path), &it.entry, is_root, &problems);
-                }
-                if fresh {
-                    Ok(())
-                } else {
-                    replace(&path, &dest, opts.overwrite)
-                }
-            });
-            if result.is_err() {
-                let _ = fs::remove_file(&path);
-            }
-            result
-        })?;
-    // 3. Further names of hard-linked files.
-    for it in items.iter().filter(|i| i.link_to.is_some()) {
-        let src = base.join(&items[it.link_to.unwrap()].rel);
-        let dest = base.join(&it.rel);
-        if !src.exists() {
-            continue; // its first name was skipped
-        }
-        let tmp = temp_name(&dest);
-        fs::hard_link(&src, &tmp).at(&dest)?;
-        replace(&tmp, &dest, opts.overwrite)?;
-    }
-    // 4. Directory attributes, deepest first (writing into a directory changes its mtime).
-    for it in items
-        .iter()
-        .rev()
-        .filter(|i| i.entry.kind == EntryKind::Dir)
-    {
-        apply_meta(
-            Meta::Path(&base.join(&it.rel)),
-            &it.entry,
-            is_root,
-            &problems,
-        );
-    }
+    let ctx = Ctx {
+        m,
+        dest: &dest,
+        overwrite: opts.overwrite,
+        meter,
+        problems: &problems,
+    };
+    let kept = write(&ctx, &plan)?;
     meter.finish();
     report.problems = problems.into_inner().unwrap();
-    report.skipped_newer = skipped.into_inner().unwrap();
-    tally(&mut report, &items);
+    report.kept = kept
+        .into_iter()
+        .map(|(i, reason)| Kept {
+            path: dest.path(&plan, i).display().to_string(),
+            reason,
+        })
+        .collect();
     for p in &report.problems {
         warn!(problem = %p, "restore");
     }
-    info!(backup = %id, target = %base.display(), files = report.files, bytes = report.bytes, "restore finished");
+    info!(backup = %id, target = %base.display(), files = report.files, bytes = report.bytes, kept = report.kept.len(), "restore finished");
     Ok(report)
 }
 
-fn tally(r: &mut Report, items: &[Item]) {
-    for it in items {
+/// A writer's share: entries of one directory.
+struct Job<'p> {
+    dir: Arc<OwnedFd>,
+    items: &'p [usize],
+}
+
+/// Write the plan; returns the items kept (with why), in plan order.
+fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
+    let items = &plan.items;
+    let n = items.len();
+    // Entries written by the parallel writers (not directories, not further hard-link names),
+    // grouped by directory in plan order.
+    let mut by_dir: Vec<usize> = (0..n)
+        .filter(|&i| items[i].entry.kind != EntryKind::Dir && items[i].link_to.is_none())
+        .collect();
+    by_dir.sort_by_key(|&i| items[i].parent.map_or(0, |p| p + 1));
+    let mut groups: HashMap<Option<usize>, std::ops::Range<usize>> = HashMap::new();
+    let mut s = 0;
+    while s < by_dir.len() {
+        let p = items[by_dir[s]].parent;
+        let e = s + by_dir[s..].partition_point(|&i| items[i].parent == p);
+        groups.insert(p, s..e);
+        s = e;
+    }
+    let link_sources: std::collections::HashSet<usize> =
+        items.iter().filter_map(|it| it.link_to).collect();
+    let kept = Mutex::new(Vec::new());
+    let written: Mutex<HashMap<usize, Ident>> = Mutex::new(HashMap::new());
+    // Items not restored because a directory above them was kept.
+    let mut gone = vec![false; n];
+    let mut ids = vec![Ident::default(); n];
+
+    // 1. Directories in pre-order, sequentially; the entries of each directory go to the
+    //    parallel writers in batches as soon as it is open.
+    let run = |batch: &mut Vec<Job>| -> Result<()> {
+        let r = batch.par_iter().try_for_each(|job| -> Result<()> {
+            for &i in job.items {
+                let e = &items[i].entry;
+                match ctx.put(&job.dir, e, None, &|| ctx.dest.path(plan, i))? {
+                    Put::Kept(why) => kept.lock().unwrap().push((i, why)),
+                    Put::Written(id) if link_sources.contains(&i) => {
+                        written.lock().unwrap().insert(i, id);
+                    }
+                    Put::Written(_) => {}
+                }
+            }
+            Ok(())
+        });
+        batch.clear();
+        r
+    };
+    let mut batch: Vec<Job> = Vec::new();
+    let mut cursor = Cursor::new(ctx.dest, plan);
+    let root = cursor.dir(None, &ids)?;
+    jobs(&mut batch, &by_dir, groups.get(&None), plan, &root);
+    drop(root);
+    for d in 0..n {
+        if items[d].entry.kind != EntryKind::Dir {
+            continue;
+        }
+        if items[d].parent.is_some_and(|p| gone[p]) {
+            gone[d] = true;
+            continue;
+        }
+        let parent = cursor.dir(items[d].parent, &ids)?;
+        let made = dest::make_dir(ctx.dest, &parent, &items[d].entry, ctx.overwrite, &|| {
+            ctx.dest.path(plan, d)
+        })?;
+        match made {
+            DirMade::Kept(why) => {
+                gone[d] = true;
+                kept.lock().unwrap().push((d, why));
+            }
+            DirMade::Open(fd, id) => {
+                ids[d] = id;
+                let fd = Arc::new(fd);
+                jobs(&mut batch, &by_dir, groups.get(&Some(d)), plan, &fd);
+                cursor.push(d, fd);
+            }
+        }
+        if batch.len() >= BATCH {
+            run(&mut batch)?;
+        }
+    }
+    run(&mut batch)?;
+    // Entries under kept directories were never scheduled, but their skipping is silent:
+    // the kept directory is reported.
+
+    // 2. Further names of hard-linked files. If the first name was kept, the first further
+    //    name that is written gets the content and the rest link to it.
+    let mut written = written.into_inner().unwrap();
+    let mut from_cursor = Cursor::new(ctx.dest, plan);
+    let mut source: HashMap<usize, usize> = HashMap::new();
+    for i in 0..n {
+        let Some(first) = items[i].link_to else {
+            continue;
+        };
+        if items[i].parent.is_some_and(|p| gone[p]) {
+            continue;
+        }
+        let src = *source.get(&first).unwrap_or(&first);
+        let dir = cursor.dir(items[i].parent, &ids)?;
+        let path = || ctx.dest.path(plan, i);
+        let put = match written.get(&src) {
+            Some(&id) => {
+                let from = from_cursor.dir(items[src].parent, &ids)?;
+                ctx.put(
+                    &dir,
+                    &items[i].entry,
+                    Some((&from, plan.name(src), id)),
+                    &path,
+                )?
+            }
+            None => ctx.put(&dir, &items[i].entry, None, &path)?,
+        };
+        match put {
+            Put::Kept(why) => kept.lock().unwrap().push((i, why)),
+            Put::Written(id) => {
+                if !written.contains_key(&src) {
+                    written.insert(i, id);
+                    source.insert(first, i);
+                }
+            }
+        }
+    }
+    drop(from_cursor);
+
+    // 3. Directory attributes, deepest first (writing into a directory changes its mtime).
+    for d in (0..n).rev() {
+        if items[d].entry.kind != EntryKind::Dir || gone[d] {
+            continue;
+        }
+        let fd = cursor.dir(Some(d), &ids)?;
+        ctx.meta(Node::Fd(fd.as_fd()), &items[d].entry, &|| {
+            ctx.dest.path(plan, d)
+        });
+    }
+    let mut kept = kept.into_inner().unwrap();
+    kept.sort_by_key(|k| k.0);
+    Ok(kept)
+}
+
+/// Cut the entries `of` one directory (open as `fd`) into jobs.
+fn jobs<'p>(
+    batch: &mut Vec<Job<'p>>,
+    by_dir: &'p [usize],
+    of: Option<&std::ops::Range<usize>>,
+    plan: &Plan,
+    fd: &Arc<OwnedFd>,
+) {
+    let Some(of) = of else { return };
+    let mut rest = &by_dir[of.clone()];
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && take < JOB_ITEMS && bytes < JOB_BYTES {
+            bytes += plan.items[rest[take]].entry.size;
+            take += 1;
+        }
+        batch.push(Job {
+            dir: fd.clone(),
+            items: &rest[..take],
+        });
+        rest = &rest[take..];
+    }
+}
+
+fn tally(r: &mut Report, plan: &Plan) {
+    for it in &plan.items {
         match it.entry.kind {
             EntryKind::Dir => r.dirs += 1,
             EntryKind::File => {
@@ -260,217 +379,5 @@ fn tally(r: &mut Report, items: &[Item]) {
             EntryKind::Symlink => r.links += 1,
             _ => r.other += 1,
         }
-    }
-}
-
-fn temp_name(dest: &Path) -> PathBuf {
-    dest.with_file_name(format!(
-        ".trayback-restore.{}",
-        uuid::Uuid::new_v4().simple()
-    ))
-}
-
-/// Ensure `path` is a real directory (never following a symlink into somewhere else).
-fn make_dir(path: &Path, overwrite: bool) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Ok(()),
-        Ok(md) => {
-            if !overwrite {
-                let what = if md.file_type().is_symlink() {
-                    "a symlink"
-                } else {
-                    "not a directory"
-                };
-                return Err(Error::Refused(format!(
-                    "{}: exists and is {what}, where the backup has a directory; refusing to write through it (--overwrite replaces it)",
-                    path.display()
-                )));
-            }
-            fs::remove_file(path).at(path)?;
-            fs::DirBuilder::new().mode(0o700).create(path).at(path)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new().mode(0o700).create(path).at(path)
-        }
-        Err(e) => Err(Error::Io {
-            path: path.to_path_buf(),
-            cause: e,
-        }),
-    }
-}
-
-/// Rename a finished temporary into place.
-fn replace(tmp: &Path, dest: &Path, overwrite: bool) -> Result<()> {
-    if let Ok(md) = fs::symlink_metadata(dest) {
-        if md.is_dir() {
-            if !overwrite {
-                let _ = fs::remove_file(tmp);
-                return Err(Error::Refused(format!(
-                    "{}: is a directory where the backup has a file (--overwrite replaces it)",
-                    dest.display()
-                )));
-            }
-            fs::remove_dir_all(dest).at(dest)?;
-        }
-    }
-    fs::rename(tmp, dest).at(dest)
-}
-
-/// Create the item at `tmp`: content for files, the link for symlinks, the node for specials.
-fn write_item(
-    m: &Medium,
-    tmp: &Path,
-    e: &Entry,
-    is_root: bool,
-    problems: &Mutex<Vec<String>>,
-    meter: &Meter,
-) -> Result<()> {
-    match e.kind {
-        EntryKind::File => {
-            let f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-                .open(tmp)
-                .at(tmp)?;
-            let mut offset = 0u64;
-            for b in &e.blocks {
-                let data = m.store().read(b)?;
-                write_sparse(&f, &data, offset).at(tmp)?;
-                offset += data.len() as u64;
-                meter.add(0, data.len() as u64);
-            }
-            if offset != e.size {
-                return Err(Error::BadBlock {
-                    id: e.content_id(),
-                    detail: format!("{} bytes of content where {} were recorded", offset, e.size),
-                });
-            }
-            if f.metadata().at(tmp)?.len() != e.size {
-                f.set_len(e.size).at(tmp)?; // a hole at the end
-            }
-            apply_meta(Meta::File(&f, tmp), e, is_root, problems);
-            meter.add(1, 0);
-            Ok(())
-        }
-        EntryKind::Symlink => {
-            std::os::unix::fs::symlink(e.target.as_ref().unwrap().as_os(), tmp).at(tmp)
-        }
-        EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
-            let ft = match e.kind {
-                EntryKind::Fifo => rustix::fs::FileType::Fifo,
-                EntryKind::Char => rustix::fs::FileType::CharacterDevice,
-                _ => rustix::fs::FileType::BlockDevice,
-            };
-            rustix::fs::mknodat(
-                rustix::fs::CWD,
-                tmp,
-                ft,
-                rustix::fs::Mode::from_raw_mode(0o600),
-                e.rdev.unwrap_or(0),
-            )
-            .map_err(io::Error::from)
-            .at(tmp)
-        }
-        EntryKind::Dir => unreachable!("directories are made by make_dir"),
-    }
-}
-
-/// Write `data` at `offset`, leaving 4 KiB runs of zeros as holes.
-fn write_sparse(f: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
-    const PAGE: usize = 4096;
-    let mut i = 0;
-    while i < data.len() {
-        let end = (i + PAGE).min(data.len());
-        if data[i..end].iter().all(|b| *b == 0) {
-            i = end;
-            continue;
-        }
-        let mut j = end;
-        while j < data.len() {
-            let e2 = (j + PAGE).min(data.len());
-            if data[j..e2].iter().all(|b| *b == 0) {
-                break;
-            }
-            j = e2;
-        }
-        f.write_all_at(&data[i..j], offset + i as u64)?;
-        i = j;
-    }
-    debug_assert!(data.len() <= BLOCK_SIZE);
-    Ok(())
-}
-
-/// Where metadata goes: a path (never followed if a symlink) or an open file.
-#[derive(Clone, Copy)]
-enum Meta<'a> {
-    Path(&'a Path),
-    File(&'a fs::File, &'a Path),
-}
-
-/// Apply owner, xattrs, mode and times (in that order: chown clears setuid bits, and ACLs
-/// are set before the mode that must agree with them). What the target refuses is reported,
-/// not fatal.
-fn apply_meta(to: Meta, e: &Entry, is_root: bool, problems: &Mutex<Vec<String>>) {
-    let path = match to {
-        Meta::Path(p) | Meta::File(_, p) => p,
-    };
-    let problem = |what: &str, err: &dyn std::fmt::Display| {
-        problems
-            .lock()
-            .unwrap()
-            .push(format!("{}: cannot restore {what}: {err}", path.display()));
-    };
-    if is_root {
-        let r = match to {
-            Meta::Path(p) => std::os::unix::fs::lchown(p, Some(e.uid), Some(e.gid)),
-            Meta::File(f, _) => std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid)),
-        };
-        if let Err(err) = r {
-            problem("owner", &err);
-        }
-    }
-    for x in &e.xattrs {
-        let Ok(name) = std::ffi::CString::new(x.name.0.clone()) else {
-            continue;
-        };
-        let flags = rustix::fs::XattrFlags::empty();
-        let r = match to {
-            Meta::Path(p) => rustix::fs::lsetxattr(p, name.as_c_str(), &x.value.0, flags),
-            Meta::File(f, _) => rustix::fs::fsetxattr(f, name.as_c_str(), &x.value.0, flags),
-        };
-        if let Err(err) = r {
-            problem(&format!("xattr {}", x.name.lossy()), &err);
-        }
-    }
-    let mode = rustix::fs::Mode::from_raw_mode(e.mode);
-    let r = match to {
-        Meta::Path(_) if e.kind == EntryKind::Symlink => Ok(()), // symlinks have no mode of their own
-        Meta::Path(p) => rustix::fs::chmod(p, mode),
-        Meta::File(f, _) => rustix::fs::fchmod(f, mode),
-    };
-    if let Err(err) = r {
-        problem("mode", &err);
-    }
-    let ts = rustix::fs::Timespec {
-        tv_sec: e.mtime_ns.div_euclid(1_000_000_000),
-        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000),
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    };
-    let r = match to {
-        Meta::Path(p) => rustix::fs::utimensat(
-            rustix::fs::CWD,
-            p,
-            &times,
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        ),
-        Meta::File(f, _) => rustix::fs::futimens(f, &times),
-    };
-    if let Err(err) = r {
-        problem("times", &err);
     }
 }

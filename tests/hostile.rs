@@ -4,58 +4,13 @@
 mod util;
 use std::fs;
 use trayback::ids::BackupId;
-use trayback::listing::{Bytes, Entry, EntryKind, Listing};
+use trayback::listing::{Bytes, Entry, EntryKind};
 use trayback::medium::Medium;
-use trayback::store::pack::BlobKind;
 use util::*;
 
 /// Commit a copy of backup 1 whose listing of `src` gains `extra`, as backup 2.
 fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
-    let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
-    let h1 = m.header(BackupId(1)).unwrap();
-    let w = m.begin_backup(false).unwrap();
-    let id = w.id();
-    // Rebuild the path from / down to src with the extra entries in src's listing.
-    let comps: Vec<_> = env
-        .src
-        .components()
-        .skip(1)
-        .map(|c| c.as_os_str().to_owned())
-        .collect();
-    let mut chain = vec![m.listing(&h1.root).unwrap()];
-    for c in &comps {
-        let e = chain
-            .last()
-            .unwrap()
-            .get(std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
-            .unwrap()
-            .clone();
-        chain.push(m.listing(&e.subtree.unwrap()).unwrap());
-    }
-    let mut entries = chain.pop().unwrap().entries;
-    entries.extend(extra);
-    let mut child = w
-        .put(BlobKind::Listing, &Listing::new(entries).encode())
-        .unwrap();
-    for c in comps.iter().rev() {
-        let mut l = chain.pop().unwrap();
-        let name = std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec();
-        l.entries
-            .iter_mut()
-            .find(|e| e.name.0 == name)
-            .unwrap()
-            .subtree = Some(child);
-        child = w.put(BlobKind::Listing, &l.encode()).unwrap();
-    }
-    let staged = w.finish().unwrap();
-    drop(w);
-    let mut h = h1.clone();
-    h.id = id;
-    h.root = child;
-    h.packs = staged.packs.clone();
-    m.commit_backup(staged, &h).unwrap();
-    m.mark_verified(id, true).unwrap();
-    id.0
+    craft_backup(env, |_| extra)
 }
 
 fn file_entry(name: &[u8], env: &Env) -> Entry {
@@ -160,14 +115,39 @@ fn restore_never_writes_through_a_symlink_in_the_target() {
     let first = env.src.components().nth(1).unwrap().as_os_str().to_owned(); // "tmp"
     std::os::unix::fs::symlink(&outside, target.join(&first)).unwrap();
     let out = env.try_restore(1, &target);
-    assert!(!out.status.success());
+    // Kept and reported (exit 3, "problems"), never followed.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("symlink"),
+        text(&out.stdout).contains("kept symlink"),
         "{}",
-        text(&out.stderr)
+        text(&out.stdout)
     );
     assert!(
         fs::read_dir(&outside).unwrap().next().is_none(),
         "wrote through the symlink"
     );
+}
+
+#[test]
+fn a_name_longer_than_name_max_is_refused_before_anything_is_created() {
+    let env = setup();
+    let id = craft(&env, vec![file_entry(&[b'n'; 256], &env)]);
+    assert_refused(&env, id, "NAME_MAX");
+    // Deeper down too: not even the directories above it are created.
+    let env = setup();
+    let long = file_entry(&[b'x'; 300], &env);
+    let mut sub = file_entry(b"sub", &env);
+    let id = craft_backup(&env, |m| {
+        sub.kind = EntryKind::Dir;
+        sub.blocks.clear();
+        sub.size = 0;
+        sub.subtree = Some(put_listing(m, vec![long]));
+        vec![sub]
+    });
+    assert_refused(&env, id, "NAME_MAX");
+    // 255 bytes is allowed.
+    let env = setup();
+    let id = craft(&env, vec![file_entry(&[b'm'; 255], &env)]);
+    let to = env.restore(id, "ok");
+    assert!(to.join("m".repeat(255)).exists());
 }

@@ -306,3 +306,37 @@ fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
     assert_eq!(h["counts"]["excluded"], 1);
     assert_eq!(h["counts"]["files"], 1);
 }
+
+#[test]
+fn overlapping_and_unsorted_paths_restore_each_entry_once() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("a/x/1"), b"a-x-1");
+    write(&env.src.join("a/y"), b"a-y");
+    write(&env.src.join("b/2"), b"b-2");
+    write(&env.src.join("c"), b"not asked for");
+    let b = env.backup(&["--kind", "monthly"]);
+    let to = env.path("paths");
+    let p = |rel: &str| env.src.join(rel).to_str().unwrap().to_string();
+    let (b_, ax, a) = (p("b"), p("a/x"), p("a"));
+    let out = env.ok(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--backup",
+        &b.to_string(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+        &b_,
+        &ax,
+        &a,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["files"], 3, "{v}");
+    let landed = to.join(env.src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(landed.join("a/x/1")).unwrap(), b"a-x-1");
+    assert_eq!(fs::read(landed.join("a/y")).unwrap(), b"a-y");
+    assert_eq!(fs::read(landed.join("b/2")).unwrap(), b"b-2");
+    assert!(!landed.join("c").exists());
+}

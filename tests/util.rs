@@ -378,3 +378,75 @@ macro_rules! on_both_media {
         }
     };
 }
+
+/// Commit a copy of backup 1 whose listing of `src` gains the entries `extra` returns, as a
+/// new backup; `extra` may store listings of its own with [`put_listing`]. Returns its id.
+pub fn craft_backup(
+    env: &Env,
+    extra: impl FnOnce(&trayback::medium::BackupWriter) -> Vec<trayback::listing::Entry>,
+) -> u64 {
+    use trayback::ids::BackupId;
+    use trayback::listing::Listing;
+    use trayback::medium::Medium;
+    use trayback::store::pack::BlobKind;
+    let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
+    let h1 = m.header(BackupId(1)).unwrap();
+    let w = m.begin_backup(false).unwrap();
+    let id = w.id();
+    // Rebuild the path from / down to src with the extra entries in src's listing.
+    let comps: Vec<_> = env
+        .src
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    let mut chain = vec![m.listing(&h1.root).unwrap()];
+    for c in &comps {
+        let e = chain
+            .last()
+            .unwrap()
+            .get(std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()))
+            .unwrap()
+            .clone();
+        chain.push(m.listing(&e.subtree.unwrap()).unwrap());
+    }
+    let mut entries = chain.pop().unwrap().entries;
+    entries.extend(extra(&w));
+    let mut child = w
+        .put(BlobKind::Listing, &Listing::new(entries).encode())
+        .unwrap();
+    for c in comps.iter().rev() {
+        let mut l = chain.pop().unwrap();
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(c.as_os_str()).to_vec();
+        l.entries
+            .iter_mut()
+            .find(|e| e.name.0 == name)
+            .unwrap()
+            .subtree = Some(child);
+        child = w.put(BlobKind::Listing, &l.encode()).unwrap();
+    }
+    let staged = w.finish().unwrap();
+    drop(w);
+    let mut h = h1.clone();
+    h.id = id;
+    h.root = child;
+    h.packs = staged.packs.clone();
+    // The crafted entries are not counted one by one: a bound generous enough for any of them
+    // (a walk never visits more entries than the header counts).
+    h.counts.files += 1_000_000;
+    m.commit_backup(staged, &h).unwrap();
+    m.mark_verified(id, true).unwrap();
+    id.0
+}
+
+/// Store a listing of `entries` with the writer [`craft_backup`] hands out; its id.
+pub fn put_listing(
+    w: &trayback::medium::BackupWriter,
+    entries: Vec<trayback::listing::Entry>,
+) -> trayback::ids::BlockId {
+    w.put(
+        trayback::store::pack::BlobKind::Listing,
+        &trayback::listing::Listing::new(entries).encode(),
+    )
+    .unwrap()
+}

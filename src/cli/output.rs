@@ -155,11 +155,37 @@ pub fn print_restore(r: &restore::Report) {
     for p in &r.planned {
         println!("  {p}");
     }
-    for s in &r.skipped_newer {
-        println!("  kept newer file {s} (--overwrite replaces it)");
+    for k in &r.kept {
+        match k.reason {
+            restore::KeptReason::Newer { kind } => {
+                println!(
+                    "  kept newer {} {} (--overwrite replaces it)",
+                    kind_word(kind),
+                    k.path
+                )
+            }
+            restore::KeptReason::OtherKind { found, backup } => println!(
+                "  kept {} {} where the backup has a {} (--overwrite replaces it)",
+                found.word(),
+                k.path,
+                kind_word(backup)
+            ),
+        }
     }
     for p in &r.problems {
         println!("  problem: {p}");
+    }
+}
+
+fn kind_word(k: crate::listing::EntryKind) -> &'static str {
+    use crate::listing::EntryKind::*;
+    match k {
+        File => "file",
+        Dir => "directory",
+        Symlink => "symlink",
+        Fifo => "FIFO",
+        Char => "character device",
+        Block => "block device",
     }
 }
 

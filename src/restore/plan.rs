@@ -1,0 +1,205 @@
+//! Restore planning: what to write, read from a backup's index before anything is written.
+//!
+//! Invariants:
+//! - every entry is checked (`index::check_entry`, and each name at most `NAME_MAX` bytes)
+//!   while the plan is made, so a hostile index is refused before the first write;
+//! - the plan is a tree of items in pre-order: an item's `parent` (a directory item) always
+//!   comes before it, and the items under one directory are contiguous (a depth-first order),
+//!   which lets the writer keep only a short chain of open directories;
+//! - the walk over listings keeps its own stack (depth is data, not call frames), so a
+//!   10 000-deep backup plans without deep recursion; no path is built per item (a deep tree
+//!   would make that quadratic): [`Plan::rel`] builds one when a message needs it.
+//!
+//! Pure: reads listings through the medium, touches no file system.
+
+use crate::error::{Error, Result};
+use crate::ids::BlockId;
+use crate::index;
+use crate::listing::{Entry, EntryKind};
+use crate::medium::Medium;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The longest file name Linux file systems take (`NAME_MAX`).
+pub const NAME_MAX: usize = 255;
+
+pub struct Item {
+    /// The directory item this one is in; `None` for the top of the target.
+    pub parent: Option<usize>,
+    pub entry: Entry,
+    /// For the second and later names of a hard-linked file: the item holding the content.
+    pub link_to: Option<usize>,
+}
+
+pub struct Plan {
+    /// Pre-order (see the module invariants).
+    pub items: Vec<Item>,
+    /// Each item's depth (0 for items at the top).
+    pub depth: Vec<usize>,
+    /// The deepest item's depth.
+    pub max_depth: usize,
+}
+
+impl Plan {
+    /// The item's path relative to the target (built on demand: O(depth)).
+    pub fn rel(&self, i: usize) -> PathBuf {
+        let mut names = Vec::new();
+        let mut at = Some(i);
+        while let Some(j) = at {
+            names.push(self.items[j].entry.name.as_os());
+            at = self.items[j].parent;
+        }
+        names.iter().rev().collect()
+    }
+
+    pub fn name(&self, i: usize) -> &[u8] {
+        &self.items[i].entry.name.0
+    }
+}
+
+/// Build the plan for `paths` (whole subtrees; empty for everything) of the tree at `root`.
+/// `limit`: the entries the backup's header counts; a plan never holds more (a hostile DAG
+/// of listings cannot blow it up).
+pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) -> Result<Plan> {
+    let mut b = Builder {
+        m,
+        limit,
+        items: Vec::new(),
+        depth: Vec::new(),
+        max_depth: 0,
+    };
+    // Sorted component lists with every path under another one dropped: the chains and
+    // subtrees are then visited in one depth-first order and never overlap.
+    let mut wanted: Vec<Vec<&OsStr>> = Vec::new();
+    for p in paths {
+        wanted.push(index::components(p)?);
+    }
+    wanted.sort();
+    wanted.dedup_by(|later, earlier| later.starts_with(earlier));
+    if wanted.is_empty() || wanted.iter().any(|w| w.is_empty()) {
+        b.walk(root, None)?;
+    } else {
+        let mut chain_items: HashMap<(Option<usize>, &[u8]), usize> = HashMap::new();
+        for w in &wanted {
+            let p: PathBuf = w.iter().collect();
+            let chain = index::lookup(m, root, &p)?
+                .ok_or_else(|| Error::Refused(format!("{} is not in this backup", p.display())))?;
+            let mut parent = None;
+            for (c, e) in w.iter().zip(chain) {
+                let key = (parent, c.as_bytes());
+                parent = Some(match chain_items.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let i = b.push(parent, e)?;
+                        chain_items.insert(key, i);
+                        i
+                    }
+                });
+            }
+            let last = parent.expect("a non-empty path has a last item");
+            if let (EntryKind::Dir, Some(sub)) =
+                (b.items[last].entry.kind, b.items[last].entry.subtree)
+            {
+                b.walk(&sub, Some(last))?;
+            }
+        }
+    }
+    let mut items = b.items;
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
+    for i in 0..items.len() {
+        let e = &items[i].entry;
+        if e.kind == EntryKind::File && e.nlink > 1 {
+            let key = (e.dev, e.ino);
+            match first.get(&key) {
+                Some(&j) if items[j].entry.blocks == e.blocks => items[i].link_to = Some(j),
+                Some(_) => {}
+                None => {
+                    first.insert(key, i);
+                }
+            }
+        }
+    }
+    Ok(Plan {
+        items,
+        depth: b.depth,
+        max_depth: b.max_depth,
+    })
+}
+
+struct Builder<'m> {
+    m: &'m Medium,
+    limit: index::Limit,
+    items: Vec<Item>,
+    /// Depth of each item.
+    depth: Vec<usize>,
+    max_depth: usize,
+}
+
+impl Builder<'_> {
+    /// Check `e` (to be put under `parent`) and add it.
+    fn push(&mut self, parent: Option<usize>, e: Entry) -> Result<usize> {
+        let rel = || -> PathBuf {
+            let mut names = vec![e.name.as_os()];
+            let mut at = parent;
+            while let Some(j) = at {
+                names.push(self.items[j].entry.name.as_os());
+                at = self.items[j].parent;
+            }
+            names.iter().rev().collect()
+        };
+        // Checked by name alone (cheap); the whole path only goes into a refusal.
+        if let Err(Error::Hostile { reason, .. }) =
+            index::check_entry(Path::new(e.name.as_os()), &e)
+        {
+            let r = rel();
+            return Err(Error::Hostile {
+                path: format!(
+                    "{}/{}",
+                    r.parent().unwrap_or(Path::new("")).display(),
+                    e.name.lossy()
+                ),
+                reason,
+            });
+        }
+        if e.name.0.len() > NAME_MAX {
+            return Err(Error::Hostile {
+                path: rel().to_string_lossy().into_owned(),
+                reason: format!(
+                    "has a name of {} bytes (the limit is {NAME_MAX}, NAME_MAX)",
+                    e.name.0.len()
+                ),
+            });
+        }
+        self.limit.take()?;
+        let depth = parent.map_or(0, |p| self.depth[p] + 1);
+        self.max_depth = self.max_depth.max(depth);
+        self.items.push(Item {
+            parent,
+            entry: e,
+            link_to: None,
+        });
+        self.depth.push(depth);
+        Ok(self.items.len() - 1)
+    }
+
+    /// Add everything under listing `id` in pre-order, below item `parent`; an explicit stack.
+    fn walk(&mut self, id: &BlockId, parent: Option<usize>) -> Result<()> {
+        let mut stack = vec![(self.m.listing(id)?.entries.into_iter(), parent)];
+        while let Some((entries, parent)) = stack.last_mut() {
+            let parent = *parent;
+            let Some(e) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let sub = e.subtree;
+            let kind = e.kind;
+            let i = self.push(parent, e)?;
+            if let (EntryKind::Dir, Some(sub)) = (kind, sub) {
+                stack.push((self.m.listing(&sub)?.entries.into_iter(), Some(i)));
+            }
+        }
+        Ok(())
+    }
+}
