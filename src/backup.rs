@@ -20,17 +20,20 @@ use crate::store::pack::BlobKind;
 use crate::store::{Store, BLOCK_SIZE};
 use crate::tree::{BackupRecord, Kind};
 use chrono::{DateTime, Utc};
-use rayon::prelude::*;
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use tracing::{debug, info, warn};
+use walk::{At, Child, Sub};
+
+mod walk;
 
 /// The walk waits on the device (stat of inodes not yet in memory) more than on the CPU, so
 /// it runs on more threads than there are cores: 8 keep a cold walk faster than a plain
@@ -233,15 +236,7 @@ pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     };
     let vroot = source_tree(&sources);
     let walked = (|| {
-        let root = walk_pool().install(|| {
-            dir_listing(
-                &ctx,
-                Path::new("/"),
-                &vroot,
-                None,
-                parent.as_ref().map(|p| p.root),
-            )
-        })?;
+        let root = walk_sources(&ctx, &vroot, parent.as_ref().map(|p| p.root))?;
         ctx.check_cancel()?;
         let (packs, stats) = store.flush()?;
         Ok::<_, Error>((root, packs, stats))
@@ -352,16 +347,39 @@ pub fn estimate(
         meter: &meter,
         cancel,
     };
-    walk_pool().install(|| {
-        dir_listing(
-            &ctx,
-            Path::new("/"),
-            &source_tree(&resolve_sources(medium, config)?),
-            None,
-            parent_root,
-        )
-    })?;
+    let vroot = source_tree(&resolve_sources(medium, config)?);
+    walk_sources(&ctx, &vroot, parent_root)?;
     Ok(ctx.estimate.into_inner())
+}
+
+/// Walk the sources from `/` (`vroot`) on the walk threads, comparing with the parent
+/// backup's listing of `/`; returns the new listing of `/`.
+fn walk_sources<'a>(
+    ctx: &Ctx<'a>,
+    vroot: &'a VNode,
+    parent_root: Option<BlockId>,
+) -> Result<BlockId> {
+    // `/` itself as a source: with `one_file_system`, its children stay on its device.
+    let dev = if vroot.source && ctx.config.one_file_system {
+        std::fs::metadata("/").ok().map(|m| m.dev())
+    } else {
+        None
+    };
+    let root = DirJob {
+        vnode: vroot,
+        dev,
+        prev: parent_root,
+        entry: None,
+        prev_entry: None,
+        keep_xattrs: false,
+        path: None,
+        prev_len: 0,
+    };
+    let made = walk_pool().install(|| walk::walk(ctx, c"/", vroot.source, root))?;
+    Ok(made
+        .entry
+        .subtree
+        .expect("a directory's entry has its listing"))
 }
 
 /// One name in a directory being walked, after `lstat`.
@@ -374,142 +392,359 @@ struct Seen<'v> {
     target: Option<Vec<u8>>,
 }
 
-/// Build and store the listing of directory `path`. `vnode` restricts a directory above the
-/// sources to the children on the way to them; `dev` is the source's device when
-/// `one_file_system` applies; `parent` is this directory's listing in the parent backup.
-///
-/// The directory is listed and its entries `lstat`ed relative to one open descriptor, which is
-/// closed before the walk descends (so deep trees never hold many descriptors). Entries whose
-/// attributes all match the parent's are taken over as they are, without reading anything;
-/// when every entry is taken over, the directory's listing is the parent's, same id.
-fn dir_listing(
-    ctx: &Ctx,
-    path: &Path,
-    vnode: &VNode,
+/// What the backup keeps for a directory being walked, until its listing is made.
+struct DirJob<'v> {
+    /// Above the sources: the children on the way to them; below: [`LEAF`].
+    vnode: &'v VNode,
+    /// The device the directory's children must be on (`one_file_system`), if any.
     dev: Option<u64>,
-    parent: Option<BlockId>,
-) -> Result<BlockId> {
-    ctx.check_cancel()?;
-    let parent_entries = match parent {
-        Some(id) => ctx.medium.listing(&id)?.entries,
-        None => Vec::new(),
-    };
-    let parent_len = parent_entries.len();
-    let seen = scan_dir(ctx, path, vnode);
-    let mut entries = Vec::with_capacity(seen.len());
-    let mut same = 0;
-    let mut work = Vec::new();
-    let mut quick = Quick::default();
-    for (s, prev) in pair_with_parent(seen, parent_entries) {
-        match prev {
-            Some(p) if takes_over(ctx, &s, &p) => {
-                quick.count(&p);
-                entries.push(p);
-                same += 1;
-            }
-            prev => work.push((s, prev)),
-        }
-    }
-    quick.add_to(ctx);
-    let done: Vec<Option<(Entry, bool)>> = work
-        .into_par_iter()
-        .map(|(s, prev)| {
-            let e = entry_for(ctx, path, s, dev, prev.as_ref())?;
-            Ok(e.map(|e| {
-                let unchanged = prev.as_ref() == Some(&e);
-                (e, unchanged)
-            }))
-        })
-        .collect::<Result<_>>()?;
-    for (e, unchanged) in done.into_iter().flatten() {
-        same += usize::from(unchanged);
-        entries.push(e);
-    }
-    if let Some(id) = parent {
-        if same == parent_len && entries.len() == parent_len {
-            return Ok(id);
-        }
-    }
-    ctx.put_listing(&Listing::new(entries))
+    /// The directory's listing in the parent backup.
+    prev: Option<BlockId>,
+    /// Its entry in its own parent (the subtree is set when it is finished); `None` for `/`.
+    entry: Option<Entry>,
+    /// Its entry in the parent backup.
+    prev_entry: Option<Entry>,
+    /// Its attributes match the parent backup's inode: its xattrs are the parent's too.
+    keep_xattrs: bool,
+    /// Its path, while its names are looked at and excludes apply.
+    path: Option<PathBuf>,
+    /// Entries of `prev`.
+    prev_len: usize,
 }
 
-/// List directory `path` (or, above the sources, take `vnode`'s children) and `lstat` each
-/// name. Excluded names, sockets, the medium itself and names that vanished are left out;
-/// what cannot be read is reported as a problem.
-fn scan_dir<'v>(ctx: &Ctx, path: &Path, vnode: &'v VNode) -> Vec<Seen<'v>> {
-    let dir = match scan::open_dir(path, vnode.source) {
-        Ok(fd) => fd,
-        Err(e) => {
-            ctx.problem(path, format!("cannot open directory: {e}"));
-            return Vec::new();
+/// Below the sources every directory is listed in full.
+static LEAF: VNode = VNode {
+    source: true,
+    children: BTreeMap::new(),
+};
+
+/// A name of a directory that needs more than its `lstat`: a file to read, anything whose
+/// attributes changed, a directory on another file system.
+struct Work<'v> {
+    seen: Seen<'v>,
+    prev: Option<Entry>,
+}
+
+/// An entry made, and whether it is the parent backup's entry unchanged.
+struct Made {
+    entry: Entry,
+    unchanged: bool,
+}
+
+/// The backup's side of the walk: what is done with each directory and each name.
+///
+/// A directory is listed and its entries `lstat`ed relative to its descriptor. Entries whose
+/// attributes all match the parent's are taken over as they are, without reading anything;
+/// when every entry is taken over, the directory's listing is the parent's, same id.
+impl<'a> walk::Visitor for Ctx<'a> {
+    type Dir = DirJob<'a>;
+    type Name = (CString, Option<&'a VNode>);
+    type Seen = Seen<'a>;
+    type Item = Work<'a>;
+    type Out = Made;
+
+    /// Read the directory's xattrs and its names (above the sources: `vnode`'s children).
+    fn list(
+        &self,
+        job: &mut DirJob<'a>,
+        at: &At<'_, Self>,
+        fd: io::Result<&OwnedFd>,
+    ) -> Result<Vec<Self::Name>> {
+        self.check_cancel()?;
+        let fd = match fd {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.problem(&at.path(), format!("cannot open directory: {e}"));
+                return Ok(Vec::new());
+            }
+        };
+        if let Some(entry) = job.entry.as_mut().filter(|_| !job.keep_xattrs) {
+            let read = if job.vnode.source {
+                scan::xattrs_fd(fd)
+            } else {
+                scan::xattrs_opath(fd)
+            };
+            match read {
+                Ok(x) => entry.xattrs = x,
+                Err(e) => self.problem(&at.path(), format!("cannot read extended attributes: {e}")),
+            }
         }
-    };
-    let names: Vec<(CString, Option<&VNode>)> = if vnode.source {
-        match scan::read_dir_sorted(&dir) {
+        if !self.config.exclude_set.is_empty() {
+            job.path = Some(at.path());
+        }
+        if !job.vnode.source {
+            return Ok(job
+                .vnode
+                .children
+                .iter()
+                .filter_map(|(n, v)| Some((CString::new(n.as_bytes()).ok()?, Some(v))))
+                .collect());
+        }
+        Ok(match scan::read_dir_sorted(fd) {
             Ok(names) => names.into_iter().map(|n| (n, None)).collect(),
             Err(e) => {
-                ctx.problem(path, format!("cannot list directory: {e}"));
+                self.problem(&at.path(), format!("cannot list directory: {e}"));
                 Vec::new()
             }
+        })
+    }
+
+    /// `lstat` one name. Excluded names, sockets, the medium itself and names that vanished
+    /// are left out; what cannot be read is reported as a problem.
+    fn look(
+        &self,
+        job: &DirJob<'a>,
+        at: &At<'_, Self>,
+        dir: &OwnedFd,
+        (name, vnode): Self::Name,
+    ) -> Option<Seen<'a>> {
+        let full = || {
+            let name = OsStr::from_bytes(name.as_bytes());
+            match &job.path {
+                Some(p) => p.join(name),
+                None => at.path().join(name),
+            }
+        };
+        if vnode.is_none()
+            && !self.config.exclude_set.is_empty()
+            && self.config.exclude_set.is_match(full())
+        {
+            self.tally.excluded.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
-    } else {
-        vnode
-            .children
-            .iter()
-            .filter_map(|(n, v)| Some((CString::new(n.as_bytes()).ok()?, Some(v))))
-            .collect()
-    };
-    let excluding = !ctx.config.exclude_set.is_empty();
-    names
-        .into_par_iter()
-        .with_min_len(8)
-        .filter_map(|(name, vnode)| {
-            let full = || path.join(OsStr::from_bytes(name.as_bytes()));
-            if vnode.is_none() && excluding && ctx.config.exclude_set.is_match(full()) {
-                ctx.tally.excluded.fetch_add(1, Ordering::Relaxed);
+        let st = match scan::lstat_at(dir, &name) {
+            Ok(st) => st,
+            // Deleted since it was listed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && vnode.is_none() => return None,
+            Err(e) => {
+                self.problem(&full(), format!("cannot stat: {e}"));
                 return None;
             }
-            let st = match scan::lstat_at(&dir, &name) {
-                Ok(st) => st,
-                // Deleted since it was listed.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && vnode.is_none() => return None,
+        };
+        let Some(attrs) = Attrs::from_stat(&st) else {
+            self.tally.sockets.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        // The medium never backs up itself.
+        if attrs.kind == EntryKind::Dir && Some((attrs.dev, attrs.ino)) == self.medium_inode {
+            self.tally.excluded.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let target = if attrs.kind == EntryKind::Symlink {
+            match scan::readlink_at(dir, &name) {
+                Ok(t) => Some(t),
                 Err(e) => {
-                    ctx.problem(&full(), format!("cannot stat: {e}"));
+                    self.problem(&full(), format!("cannot read symlink: {e}"));
                     return None;
                 }
-            };
-            let Some(attrs) = Attrs::from_stat(&st) else {
-                ctx.tally.sockets.fetch_add(1, Ordering::Relaxed);
-                return None;
-            };
-            // The medium never backs up itself.
-            if attrs.kind == EntryKind::Dir && Some((attrs.dev, attrs.ino)) == ctx.medium_inode {
-                ctx.tally.excluded.fetch_add(1, Ordering::Relaxed);
-                return None;
             }
-            let target = if attrs.kind == EntryKind::Symlink {
-                match scan::readlink_at(&dir, &name) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        ctx.problem(&full(), format!("cannot read symlink: {e}"));
-                        return None;
+        } else {
+            None
+        };
+        Some(Seen {
+            name,
+            vnode,
+            attrs,
+            target,
+        })
+    }
+
+    /// Take over what the parent backup describes exactly; walk directories; work on the rest.
+    fn plan(
+        &self,
+        job: &mut DirJob<'a>,
+        _at: &At<'_, Self>,
+        seen: Vec<Seen<'a>>,
+    ) -> Result<Vec<Child<Self>>> {
+        job.path = None;
+        let prev_entries = match job.prev {
+            Some(id) => self.medium.listing(&id)?.entries,
+            None => Vec::new(),
+        };
+        job.prev_len = prev_entries.len();
+        let mut quick = Quick::default();
+        let mut children = Vec::with_capacity(seen.len());
+        for (s, prev) in pair_with_parent(seen, prev_entries) {
+            children.push(match prev {
+                Some(p) if takes_over(self, &s, &p) => {
+                    quick.count(&p);
+                    Child::Done(Made {
+                        entry: p,
+                        unchanged: true,
+                    })
+                }
+                prev if s.attrs.kind == EntryKind::Dir => self.descend(job, s, prev),
+                prev => Child::Work(Work { seen: s, prev }),
+            });
+        }
+        quick.add_to(self);
+        Ok(children)
+    }
+
+    fn work(&self, w: Work<'a>, at: &At<'_, Self>) -> Result<Option<Made>> {
+        let Some(entry) = self.entry_for(at, w.seen, w.prev.as_ref())? else {
+            return Ok(None);
+        };
+        let unchanged = w.prev.as_ref() == Some(&entry);
+        Ok(Some(Made { entry, unchanged }))
+    }
+
+    /// Store the directory's listing (unless it is the parent backup's, unchanged).
+    fn finish(&self, job: DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
+        let same = outs.iter().filter(|m| m.unchanged).count();
+        let listing = match job.prev {
+            Some(id) if same == job.prev_len && outs.len() == job.prev_len => id,
+            _ => self.put_listing(&Listing::new(outs.into_iter().map(|m| m.entry).collect()))?,
+        };
+        let mut entry = job
+            .entry
+            .unwrap_or_else(|| Entry::new(Bytes(Vec::new()), EntryKind::Dir));
+        entry.subtree = Some(listing);
+        let unchanged = job.prev_entry.as_ref() == Some(&entry);
+        Ok(Made { entry, unchanged })
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// A subdirectory to walk, or (on another file system with `one_file_system`) to record
+    /// with an empty listing.
+    fn descend(&self, job: &DirJob<'a>, s: Seen<'a>, prev: Option<Entry>) -> Child<Self> {
+        self.tally.dirs.fetch_add(1, Ordering::Relaxed);
+        let a = s.attrs;
+        let real = s.vnode.is_none_or(|v| v.source);
+        if real && self.config.one_file_system && job.dev.is_some_and(|d| d != a.dev) {
+            return Child::Work(Work { seen: s, prev });
+        }
+        let keep_xattrs = !self.full && same_inode(&a, prev.as_ref());
+        let mut entry = a.entry(s.name.as_bytes().to_vec());
+        if keep_xattrs {
+            entry.xattrs = prev.as_ref().map(|p| p.xattrs.clone()).unwrap_or_default();
+        }
+        let dev = if s.vnode.is_some_and(|v| v.source) {
+            Some(a.dev)
+        } else {
+            job.dev
+        };
+        let vnode = s.vnode.unwrap_or(&LEAF);
+        Child::Dir(Sub {
+            name: s.name,
+            id: (a.dev, a.ino),
+            list: vnode.source,
+            dir: DirJob {
+                vnode,
+                dev: dev.filter(|_| self.config.one_file_system),
+                prev: prev
+                    .as_ref()
+                    .filter(|p| p.kind == EntryKind::Dir)
+                    .and_then(|p| p.subtree),
+                entry: Some(entry),
+                prev_entry: prev,
+                keep_xattrs,
+                path: None,
+                prev_len: 0,
+            },
+        })
+    }
+
+    /// The entry for one name the parent's entry does not describe, other than a directory to
+    /// walk: a new or changed file (read), anything whose attributes changed, a directory on
+    /// another file system. `None`: left out (a problem is recorded).
+    fn entry_for(
+        &self,
+        at: &At<'_, Self>,
+        seen: Seen,
+        prev: Option<&Entry>,
+    ) -> Result<Option<Entry>> {
+        let a = seen.attrs;
+        let name = seen.name;
+        let path = || at.path().join(OsStr::from_bytes(name.as_bytes()));
+        let mut entry = a.entry(name.as_bytes().to_vec());
+        // Any change to extended attributes changes ctime: an entry whose ctime and inode match
+        // the parent's keeps the parent's xattrs without asking (a full backup always asks).
+        let keep_xattrs = !self.full && same_inode(&a, prev);
+        if keep_xattrs {
+            entry.xattrs = prev.unwrap().xattrs.clone();
+        }
+        let xattrs = |entry: &mut Entry| match at.fd().and_then(|dir| scan::xattrs_at(&dir, &name))
+        {
+            Ok(x) => entry.xattrs = x,
+            Err(e) => self.problem(&path(), format!("cannot read extended attributes: {e}")),
+        };
+        let t = &self.tally;
+        match entry.kind {
+            EntryKind::Dir => {
+                if !keep_xattrs {
+                    xattrs(&mut entry);
+                }
+                entry.subtree = Some(self.put_listing(&Listing::new(Vec::new()))?);
+            }
+            EntryKind::File => {
+                t.files.fetch_add(1, Ordering::Relaxed);
+                let unchanged = !self.full
+                    && prev.is_some_and(|p| {
+                        p.kind == EntryKind::File
+                            && p.size == entry.size
+                            && p.mtime_ns == entry.mtime_ns
+                            && p.ctime_ns == entry.ctime_ns
+                            && p.ino == entry.ino
+                    });
+                if self.dry && !unchanged {
+                    if !keep_xattrs {
+                        xattrs(&mut entry);
+                    }
+                    self.estimate.fetch_add(
+                        entry.size + 36 * entry.size.div_ceil(BLOCK_SIZE as u64),
+                        Ordering::Relaxed,
+                    );
+                } else if unchanged {
+                    if !keep_xattrs {
+                        xattrs(&mut entry);
+                    }
+                    entry.blocks = prev.unwrap().blocks.clone();
+                    t.files_unchanged.fetch_add(1, Ordering::Relaxed);
+                    self.meter.add(1, entry.size);
+                } else {
+                    self.check_cancel()?;
+                    match self.read_file(at, &name, &mut entry, !keep_xattrs) {
+                        Ok(()) => {
+                            t.files_read.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(ReadError::Source(e)) => {
+                            self.problem(&path(), format!("cannot read: {e}"));
+                            return Ok(None);
+                        }
+                        Err(ReadError::Medium(e)) => return Err(e),
                     }
                 }
-            } else {
-                None
-            };
-            Some(Seen {
-                name,
-                vnode,
-                attrs,
-                target,
-            })
-        })
-        .collect()
+                t.bytes_total.fetch_add(entry.size, Ordering::Relaxed);
+            }
+            EntryKind::Symlink => {
+                t.symlinks.fetch_add(1, Ordering::Relaxed);
+                if !keep_xattrs {
+                    xattrs(&mut entry);
+                }
+                entry.target = seen.target.map(Bytes);
+            }
+            EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
+                t.specials.fetch_add(1, Ordering::Relaxed);
+                if !keep_xattrs {
+                    xattrs(&mut entry);
+                }
+            }
+        }
+        Ok(Some(entry))
+    }
+}
+
+/// Whether `a` is the inode of the parent's entry `p`, with no status change since.
+fn same_inode(a: &Attrs, p: Option<&Entry>) -> bool {
+    p.is_some_and(|p| {
+        p.kind == a.kind && p.ctime_ns == a.ctime_ns && p.ino == a.ino && p.dev == a.dev
+    })
 }
 
 /// Pair each listed name with its entry in the parent's listing (both are sorted by name).
-fn pair_with_parent(seen: Vec<Seen>, parent: Vec<Entry>) -> Vec<(Seen, Option<Entry>)> {
+fn pair_with_parent<'v>(seen: Vec<Seen<'v>>, parent: Vec<Entry>) -> Vec<(Seen<'v>, Option<Entry>)> {
     let mut parent = parent.into_iter().peekable();
     seen.into_iter()
         .map(|s| {
@@ -568,130 +803,46 @@ impl Quick {
     }
 }
 
-/// The entry for one name the parent's entry does not describe: a directory (walked), a new
-/// or changed file (read), or anything whose attributes changed.
-fn entry_for(
-    ctx: &Ctx,
-    dir: &Path,
-    seen: Seen,
-    dev: Option<u64>,
-    prev: Option<&Entry>,
-) -> Result<Option<Entry>> {
-    let path = dir.join(OsStr::from_bytes(seen.name.as_bytes()));
-    let a = seen.attrs;
-    let mut entry = a.entry(seen.name.into_bytes());
-    let real = seen.vnode.is_none_or(|v| v.source);
-    // Any change to extended attributes changes ctime: an entry whose ctime and inode match
-    // the parent's keeps the parent's xattrs without asking (a full backup always asks).
-    let same_inode = prev.is_some_and(|p| {
-        p.kind == a.kind && p.ctime_ns == a.ctime_ns && p.ino == a.ino && p.dev == a.dev
-    });
-    if same_inode && !ctx.full {
-        entry.xattrs = prev.unwrap().xattrs.clone();
-    } else {
-        match scan::xattrs(&path) {
-            Ok(x) => entry.xattrs = x,
-            Err(e) => ctx.problem(&path, format!("cannot read extended attributes: {e}")),
-        }
-    }
-    let t = &ctx.tally;
-    match entry.kind {
-        EntryKind::Dir => {
-            t.dirs.fetch_add(1, Ordering::Relaxed);
-            let prev_sub = prev
-                .filter(|p| p.kind == EntryKind::Dir)
-                .and_then(|p| p.subtree);
-            let child_dev = if seen.vnode.is_some_and(|v| v.source) {
-                Some(a.dev)
-            } else {
-                dev
-            };
-            let other_fs = real && ctx.config.one_file_system && dev.is_some_and(|d| d != a.dev);
-            let sub = if other_fs {
-                ctx.put_listing(&Listing::new(Vec::new()))?
-            } else {
-                let leaf = VNode {
-                    source: true,
-                    children: BTreeMap::new(),
-                };
-                dir_listing(
-                    ctx,
-                    &path,
-                    seen.vnode.unwrap_or(&leaf),
-                    child_dev.filter(|_| ctx.config.one_file_system),
-                    prev_sub,
-                )?
-            };
-            entry.subtree = Some(sub);
-        }
-        EntryKind::File => {
-            t.files.fetch_add(1, Ordering::Relaxed);
-            let unchanged = !ctx.full
-                && prev.is_some_and(|p| {
-                    p.kind == EntryKind::File
-                        && p.size == entry.size
-                        && p.mtime_ns == entry.mtime_ns
-                        && p.ctime_ns == entry.ctime_ns
-                        && p.ino == entry.ino
-                });
-            if ctx.dry && !unchanged {
-                ctx.estimate.fetch_add(
-                    entry.size + 36 * entry.size.div_ceil(BLOCK_SIZE as u64),
-                    Ordering::Relaxed,
-                );
-            } else if unchanged {
-                entry.blocks = prev.unwrap().blocks.clone();
-                t.files_unchanged.fetch_add(1, Ordering::Relaxed);
-                ctx.meter.add(1, entry.size);
-            } else {
-                ctx.check_cancel()?;
-                match read_file(ctx, &path, &mut entry) {
-                    Ok(()) => {
-                        t.files_read.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(ReadError::Source(e)) => {
-                        ctx.problem(&path, format!("cannot read: {e}"));
-                        return Ok(None);
-                    }
-                    Err(ReadError::Medium(e)) => return Err(e),
-                }
-            }
-            t.bytes_total.fetch_add(entry.size, Ordering::Relaxed);
-        }
-        EntryKind::Symlink => {
-            t.symlinks.fetch_add(1, Ordering::Relaxed);
-            entry.target = seen.target.map(Bytes);
-        }
-        EntryKind::Fifo | EntryKind::Char | EntryKind::Block => {
-            t.specials.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    Ok(Some(entry))
-}
-
 enum ReadError {
     Source(io::Error),
     Medium(Error),
 }
 
-/// Read a file's content into blocks. Attributes come from the open file, so they describe
-/// the content read; a file that changed meanwhile is stored as read and reported.
-fn read_file(ctx: &Ctx, path: &Path, entry: &mut Entry) -> Result<(), ReadError> {
-    let mut f = scan::open_file(path).map_err(ReadError::Source)?;
-    let before =
-        scan::fstat(&f)
-            .map_err(ReadError::Source)
-            .and_then(|st| match Attrs::from_stat(&st) {
+impl Ctx<'_> {
+    /// Read file `name` of directory `at` into blocks, and its xattrs when `xattrs`.
+    /// Attributes come from the open file, so they describe the content read; a file that
+    /// changed meanwhile is stored as read and reported.
+    fn read_file(
+        &self,
+        at: &At<'_, Self>,
+        name: &CStr,
+        entry: &mut Entry,
+        xattrs: bool,
+    ) -> Result<(), ReadError> {
+        let dir = at.fd().map_err(ReadError::Source)?;
+        let mut f = scan::open_file_at(&dir, name).map_err(ReadError::Source)?;
+        drop(dir);
+        let before = scan::fstat(&f).map_err(ReadError::Source).and_then(|st| {
+            match Attrs::from_stat(&st) {
                 Some(a) if a.kind == EntryKind::File => Ok(a),
                 _ => Err(ReadError::Source(io::Error::other(
                     "is no longer a regular file",
                 ))),
-            })?;
-    before.apply(entry);
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BLOCK_SIZE]);
+            }
+        })?;
+        before.apply(entry);
+        let path = || at.path().join(OsStr::from_bytes(name.to_bytes()));
+        if xattrs {
+            match scan::xattrs_fd(&f) {
+                Ok(x) => entry.xattrs = x,
+                Err(e) => self.problem(&path(), format!("cannot read extended attributes: {e}")),
+            }
+        }
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BLOCK_SIZE]);
+        }
+        BUF.with(|b| read_blocks(self, &mut f, &before, &path, entry, &mut b.borrow_mut()))
     }
-    BUF.with(|b| read_blocks(ctx, &mut f, &before, path, entry, &mut b.borrow_mut()))
 }
 
 /// The body of [`read_file`], with a reused block buffer.
@@ -699,7 +850,7 @@ fn read_blocks(
     ctx: &Ctx,
     f: &mut File,
     before: &Attrs,
-    path: &Path,
+    path: &dyn Fn() -> PathBuf,
     entry: &mut Entry,
     buf: &mut [u8],
 ) -> Result<(), ReadError> {
@@ -728,7 +879,7 @@ fn read_blocks(
         a.mtime_ns != before.mtime_ns || a.ctime_ns != before.ctime_ns || a.size != size
     }) {
         ctx.problem(
-            path,
+            &path(),
             "changed while being read; the stored copy may be inconsistent",
         );
     }
