@@ -14,7 +14,7 @@
 //! - no call frame per level: a tree of any depth is walked on any stack. No task waits for
 //!   another (no `join` inside a task), so rayon never stacks one task on another either;
 //! - descriptors are bounded, not one per level: a node keeps its descriptor only while
-//!   tasks of its children may still need it, and at most [`MAX_HELD`] nodes keep one. A task
+//!   tasks of its children may still need it, and at most [`MAX_HELD`] nodes (fewer under a low limit) keep one. A task
 //!   whose directory kept none reopens it from the nearest ancestor that did, a few components
 //!   per `openat`, checking each directory reached against the `(dev, ino)` it was listed with;
 //! - every directory below the root is reached relative to its parent, never by a full path,
@@ -32,9 +32,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The most nodes that keep their descriptor for their children at once (the walk's share of
-/// the default limit of 1024; running tasks hold a few more, one each at most).
+/// The most nodes that keep their descriptor for their children at once: a quarter of the
+/// process's limit on descriptors (256 of the default 1024), at least 8. Running tasks hold a
+/// few more, two each at most (a reopened directory and a file being read).
 const MAX_HELD: usize = 256;
+
+fn max_held() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(MAX_HELD, |n| (n / 4).clamp(8, MAX_HELD as u64) as usize)
+}
 
 /// Names `lstat`ed by one task: a directory with more is looked at by several tasks at once.
 const CHUNK: usize = 64;
@@ -167,8 +173,9 @@ impl<V: Visitor + ?Sized> At<'_, V> {
 
 struct Walk<'a, V: Visitor + ?Sized> {
     visitor: &'a V,
-    /// Nodes keeping a descriptor.
+    /// Nodes keeping a descriptor, and how many may.
     held: AtomicUsize,
+    max_held: usize,
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     result: Mutex<Option<V::Out>>,
@@ -186,6 +193,7 @@ pub(super) fn walk<V: Visitor + ?Sized>(
     let w = Walk {
         visitor,
         held: AtomicUsize::new(0),
+        max_held: max_held(),
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
         result: Mutex::new(None),
@@ -457,7 +465,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         if kept.is_some() || node.users.load(Ordering::Acquire) == 0 {
             return;
         }
-        if self.held.fetch_add(1, Ordering::Relaxed) < MAX_HELD {
+        if self.held.fetch_add(1, Ordering::Relaxed) < self.max_held {
             *kept = Some(fd.clone());
         } else {
             self.held.fetch_sub(1, Ordering::Relaxed);
