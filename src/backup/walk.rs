@@ -190,10 +190,21 @@ pub(super) fn walk<V: Visitor + ?Sized>(
     list: bool,
     dir: V::Dir,
 ) -> Result<V::Out> {
+    walk_with(visitor, root, list, dir, max_held())
+}
+
+/// [`walk`], with at most `max_held` nodes keeping a descriptor.
+fn walk_with<V: Visitor + ?Sized>(
+    visitor: &V,
+    root: &CStr,
+    list: bool,
+    dir: V::Dir,
+    max_held: usize,
+) -> Result<V::Out> {
     let w = Walk {
         visitor,
         held: AtomicUsize::new(0),
-        max_held: max_held(),
+        max_held,
         failed: AtomicBool::new(false),
         error: Mutex::new(None),
         result: Mutex::new(None),
@@ -528,5 +539,148 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
             base = Arc::new(fd);
         }
         Ok(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::EntryKind;
+    use rustix::fs::{mkdirat, Mode, OFlags};
+
+    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1.
+    struct Count;
+
+    impl Visitor for Count {
+        type Dir = ();
+        type Name = CString;
+        type Seen = (CString, Option<(u64, u64)>);
+        type Item = CString;
+        type Out = u64;
+
+        fn list(
+            &self,
+            _: &mut (),
+            _: &At<'_, Self>,
+            fd: io::Result<&OwnedFd>,
+        ) -> Result<Vec<CString>> {
+            Ok(scan::read_dir_sorted(fd.expect("every directory opens")).unwrap())
+        }
+
+        fn look(
+            &self,
+            _: &(),
+            _: &At<'_, Self>,
+            fd: &OwnedFd,
+            name: CString,
+        ) -> Option<Self::Seen> {
+            let a = scan::Attrs::from_stat(&scan::lstat_at(fd, &name).unwrap()).unwrap();
+            Some((name, (a.kind == EntryKind::Dir).then_some((a.dev, a.ino))))
+        }
+
+        fn plan(
+            &self,
+            _: &mut (),
+            _: &At<'_, Self>,
+            seen: Vec<Self::Seen>,
+        ) -> Result<Vec<Child<Self>>> {
+            Ok(seen
+                .into_iter()
+                .map(|(name, dir)| match dir {
+                    Some(id) => Child::Dir(Sub {
+                        name,
+                        id,
+                        list: true,
+                        dir: (),
+                    }),
+                    None => Child::Work(name),
+                })
+                .collect())
+        }
+
+        /// Each file is opened relative to its directory, as a backup reads it.
+        fn work(&self, name: CString, at: &At<'_, Self>) -> Result<Option<u64>> {
+            scan::open_file_at(&at.fd().unwrap(), &name).unwrap();
+            Ok(Some(1))
+        }
+
+        fn finish(&self, _: (), _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
+            Ok(1 + outs.iter().sum::<u64>())
+        }
+    }
+
+    fn open(dir: &OwnedFd, name: &str) -> OwnedFd {
+        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    /// A comb `depth` levels deep: each level holds the next `d`, a file `f` and a
+    /// directory `e` with a file; 1 + 4 × depth names in all, the top included.
+    fn comb(top: &Path, depth: usize) {
+        let mut dir =
+            rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            for d in ["d", "e"] {
+                mkdirat(&dir, d, Mode::from_raw_mode(0o755)).unwrap();
+            }
+            let file = OFlags::WRONLY | OFlags::CREATE;
+            rustix::fs::openat(&dir, "f", file, Mode::from_raw_mode(0o644)).unwrap();
+            rustix::fs::openat(&open(&dir, "e"), "x", file, Mode::from_raw_mode(0o644)).unwrap();
+            dir = open(&dir, "d");
+        }
+    }
+
+    fn cpath(p: &Path) -> CString {
+        CString::new(p.as_os_str().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_directory_is_reached_whatever_the_descriptor_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        comb(tmp.path(), 300);
+        for max_held in [0, 1, 8, MAX_HELD] {
+            let n = walk_with(&Count, &cpath(tmp.path()), true, (), max_held).unwrap();
+            assert_eq!(n, 1 + 4 * 300, "max_held {max_held}");
+        }
+    }
+
+    #[test]
+    fn a_reopen_refuses_a_directory_replaced_on_the_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("other/b")).unwrap();
+        let id =
+            |p: &str| scan::identity(&scan::open_dir(&tmp.path().join(p), false).unwrap()).unwrap();
+        let w = Walk {
+            visitor: &Count,
+            held: AtomicUsize::new(0),
+            max_held: 0,
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            result: Mutex::new(None),
+        };
+        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, ()));
+        let a = Arc::new(Node::new(
+            Some((root, 0)),
+            c"a".into(),
+            Some(id("a")),
+            true,
+            (),
+        ));
+        let b = Arc::new(Node::new(
+            Some((a, 0)),
+            c"b".into(),
+            Some(id("a/b")),
+            true,
+            (),
+        ));
+        assert_eq!(scan::identity(&w.at(&b).fd().unwrap()).unwrap(), id("a/b"));
+        // `a` replaced by another directory that has a `b` too, or by a symlink to it.
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("a-old")).unwrap();
+        std::fs::rename(tmp.path().join("other"), tmp.path().join("a")).unwrap();
+        let err = w.at(&b).fd().unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("other")).unwrap();
+        std::os::unix::fs::symlink("other", tmp.path().join("a")).unwrap();
+        assert!(w.at(&b).fd().is_err());
     }
 }
