@@ -624,7 +624,7 @@ mod tests {
             }
             let file = OFlags::WRONLY | OFlags::CREATE;
             rustix::fs::openat(&dir, "f", file, Mode::from_raw_mode(0o644)).unwrap();
-            rustix::fs::openat(&open(&dir, "e"), "x", file, Mode::from_raw_mode(0o644)).unwrap();
+            rustix::fs::openat(open(&dir, "e"), "x", file, Mode::from_raw_mode(0o644)).unwrap();
             dir = open(&dir, "d");
         }
     }
