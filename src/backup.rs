@@ -1,13 +1,16 @@
 //! Making a backup: walk the sources, compare with the parent's index, store what changed,
 //! write the index (listings), the header, and commit by listing the backup in the tree.
+//! The walk is [`walk`] (depth as data, descriptors bounded); what a backup does with each
+//! directory and name it reaches is [`entry`]; a backup and an estimate share both.
 //!
 //! Invariants:
 //! - nothing is committed before every pack and listing is durable (the store fsyncs packs;
 //!   the header and tree go through `fsio::atomic_write`);
 //! - a failed or cancelled backup leaves the medium as it was: its packs are removed at once,
 //!   and recovery removes them if we die first;
-//! - problems with single source files (unreadable, changed while read) are recorded in the
-//!   header, which is then marked partial; they never abort the backup.
+//! - problems with single source files (unreadable, changed while read, replaced or vanished
+//!   mid-walk) are recorded in the header, which is then marked partial; they never abort the
+//!   backup, and no source tree, however deep or however it changes, crashes it.
 
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};

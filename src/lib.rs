@@ -5,7 +5,8 @@
 //! - [`medium`]: a backup disk: media ID file, enrolment, lock, recovery, tree and headers.
 //! - [`store`]: content-addressed blocks in pack files; dedup, reads, garbage collection.
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
-//! - [`scan`]: reading source metadata; [`backup`]: making a backup.
+//! - [`scan`]: reading source metadata; [`backup`]: making a backup (its parallel walk, with
+//!   depth as data, in `backup/walk.rs`; what it does per entry in `backup/entry.rs`).
 //! - [`verify`]: spec [0040]; [`restore`]: plan, then write under one target.
 //! - [`tree`], [`schedule`], [`pare`]: pure planners over the dependency tree (spec
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);

@@ -4,7 +4,8 @@
 //! Invariants:
 //! - every name is looked at, opened and read relative to its directory's descriptor (the
 //!   walk's), never by path; xattrs come from the open file, or through an `O_PATH`
-//!   descriptor for what is not opened (symlinks, devices, FIFOs);
+//!   descriptor for what is not opened (symlinks, devices, FIFOs). The one exception stores
+//!   nothing: an estimate reads xattrs by path where the path is short;
 //! - an entry whose attributes all match the parent backup's is taken over without reading
 //!   anything, and a directory whose entries all are keeps the parent's listing, same id;
 //! - a problem with one name (vanished, replaced, unreadable) is recorded and leaves that name
