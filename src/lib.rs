@@ -6,7 +6,8 @@
 //!   its proof of ownership (per-medium keys kept on the host, the MAC in `media.yaml`).
 //! - [`store`]: content-addressed blocks in pack files; dedup, reads, garbage collection.
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
-//! - [`scan`]: reading source metadata; [`backup`]: making a backup.
+//! - [`scan`]: reading source metadata; [`backup`]: making a backup (its parallel walk, with
+//!   depth as data, in `backup/walk.rs`; what it does per entry in `backup/entry.rs`).
 //! - [`verify`]: spec [0040]; [`restore`]: plan, then write under one target.
 //! - [`job`]: the one backup job (room → backup → verify → pare) that the CLI, the agent and
 //!   `demo` run.

@@ -1,7 +1,10 @@
 //! Reading the sources: `lstat` attributes, extended attributes, sorted directory entries.
 //!
-//! This is the only code that looks at source files' metadata; `backup` drives the walk.
-//! Attributes come from `lstat` (a symlink is recorded, never followed).
+//! This is the only code that looks at source files' metadata; `backup::walk` drives the walk.
+//! Attributes come from `lstat` (a symlink is recorded, never followed). Below the walk's root,
+//! every name is opened or looked at relative to its directory's descriptor (`*at` calls with
+//! `O_NOFOLLOW`), never by a full path, so a tree of any depth is read and a symlink put in
+//! a directory's place is never followed.
 
 use crate::listing::{Binary, Bytes, Entry, EntryKind, Xattr};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, RawMode, Stat};
@@ -9,7 +12,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 pub fn time_ns(sec: i64, nsec: i64) -> i64 {
@@ -105,15 +108,36 @@ impl Attrs {
     }
 }
 
-/// Open a directory without following a symlink in its place. `list`: to read its entries;
+/// Open a directory by path without following a symlink in its place (the walk's root only:
+/// every other directory is opened relative to its parent). `list`: to read its entries;
 /// otherwise only as a base for `*at` calls (`O_PATH`, which needs no read permission).
 pub fn open_dir(path: &Path, list: bool) -> io::Result<OwnedFd> {
-    let how = if list { OFlags::RDONLY } else { OFlags::PATH };
-    Ok(rustix::fs::open(
-        path,
-        how | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+    Ok(rustix::fs::open(path, dir_flags(list), Mode::empty())?)
+}
+
+/// Open directory `name` of directory `dir`, not following a symlink in its place; `list` as
+/// for [`open_dir`]. A `name` of several components (`a/b/c`) follows symlinks before its last
+/// one: callers of that form check what they got with [`identity`].
+pub fn open_dir_at(dir: &OwnedFd, name: &CStr, list: bool) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        dir_flags(list),
         Mode::empty(),
     )?)
+}
+
+fn dir_flags(list: bool) -> OFlags {
+    let how = if list { OFlags::RDONLY } else { OFlags::PATH };
+    how | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// `(dev, ino)` of an open file: what a name opened is checked against (it must be the inode
+/// `lstat` saw when the name was listed, not one put in its place since).
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+pub fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev as u64, st.st_ino as u64))
 }
 
 /// The names in an open directory (without `.` and `..`), sorted by bytes. Reads with
@@ -149,11 +173,12 @@ pub fn readlink_at(dir: &OwnedFd, name: &CStr) -> io::Result<Vec<u8>> {
     Ok(rustix::fs::readlinkat(dir, name, Vec::new())?.into_bytes())
 }
 
-/// Open a regular file for reading, refusing a symlink, and never blocking on a FIFO or device
-/// that took the file's place since it was listed.
-pub fn open_file(path: &Path) -> io::Result<File> {
-    let fd = rustix::fs::open(
-        path,
+/// Open regular file `name` of directory `dir` for reading, refusing a symlink, and never
+/// blocking on a FIFO or device that took the file's place since it was listed.
+pub fn open_file_at(dir: &OwnedFd, name: &CStr) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
         OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
@@ -168,12 +193,54 @@ pub fn fstat(f: &File) -> io::Result<Stat> {
 /// Extended attributes of a path (not following symlinks), sorted by name.
 /// POSIX ACLs are the `system.posix_acl_access` / `system.posix_acl_default` attributes.
 pub fn xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    read_xattrs(
+        |list| rustix::fs::llistxattr(path, list),
+        |name, value| rustix::fs::lgetxattr(path, name, value),
+    )
+}
+
+/// Extended attributes of an open file or directory (opened for reading, not `O_PATH`).
+pub fn xattrs_fd(fd: &impl AsFd) -> io::Result<Vec<Xattr>> {
+    read_xattrs(
+        |list| rustix::fs::flistxattr(fd, list),
+        |name, value| rustix::fs::fgetxattr(fd, name, value),
+    )
+}
+
+/// Extended attributes of `name` in directory `dir`, not following a symlink: of an `O_PATH`
+/// descriptor of it, read through `/proc/self/fd` (the kernel takes that link to the inode
+/// itself, a symlink included; no device or FIFO is opened).
+pub fn xattrs_at(dir: &OwnedFd, name: &CStr) -> io::Result<Vec<Xattr>> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    xattrs_opath(&fd)
+}
+
+/// Extended attributes of the inode an `O_PATH` descriptor refers to.
+pub fn xattrs_opath(fd: &OwnedFd) -> io::Result<Vec<Xattr>> {
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let link = Path::new(&link);
+    read_xattrs(
+        |list| rustix::fs::listxattr(link, list),
+        |name, value| rustix::fs::getxattr(link, name, value),
+    )
+}
+
+/// The attributes `list` names, each read with `get`, sorted by name.
+fn read_xattrs(
+    list_fn: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get_fn: impl Fn(&CStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<Xattr>> {
     let mut list = vec![0u8; 1024];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut list) {
+        match list_fn(&mut list) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => {
-                let need = rustix::fs::llistxattr(path, &mut [])?;
+                let need = list_fn(&mut [])?;
                 list.resize(need.max(list.len() * 2), 0);
             }
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
@@ -186,10 +253,10 @@ pub fn xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
         let cname = CString::new(name).expect("xattr names have no NUL");
         let mut value = vec![0u8; 256];
         let len = loop {
-            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value) {
+            match get_fn(cname.as_c_str(), &mut value) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) => {
-                    let need = rustix::fs::lgetxattr(path, cname.as_c_str(), &mut [])?;
+                    let need = get_fn(cname.as_c_str(), &mut [])?;
                     value.resize(need.max(value.len() * 2), 0);
                 }
                 // Removed between list and get.

@@ -470,7 +470,6 @@ fn a_10000_deep_tree_restores_within_1024_descriptors_and_a_small_stack() {
 }
 
 #[test]
-#[ignore = "the backup walk overflows its stack at this depth (made iterative in another branch, issue 9)"]
 fn a_10000_deep_tree_backs_up_and_restores() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init();

@@ -1,0 +1,686 @@
+//! The walk: every directory under a root, in parallel, with depth as data.
+//!
+//! Each directory is a [`Node`] on a work list (tasks spawned into one rayon scope; nothing
+//! recurses). A directory's task opens it relative to its parent's descriptor
+//! (`O_NOFOLLOW|O_DIRECTORY`) and checks it is the inode that was listed, then the
+//! [`Visitor`] names what to look at in it, the walk `lstat`s those names (in chunks, as tasks
+//! of their own, for a big directory), and the visitor's `plan` says what each becomes: a result
+//! now, a work item (a task of its own: a file read, say), or a directory to walk (a node of its
+//! own). A directory is finished, post-order, when its last child is: each node counts its
+//! children pending and points to its parent, and the task that finishes a last child carries
+//! the results up, in a loop, as far as they go.
+//!
+//! Invariants:
+//! - no call frame per level: a tree of any depth is walked on any stack. No task waits for
+//!   another (no `join` inside a task), so rayon never stacks one task on another either;
+//! - descriptors are bounded, not one per level: a node keeps its descriptor only while
+//!   tasks of its children may still need it, and at most [`MAX_HELD`] nodes (fewer under a low limit) keep one. A task
+//!   whose directory kept none reopens it from the nearest ancestor that did, a few components
+//!   per `openat`, checking each directory reached against the `(dev, ino)` it was listed with;
+//! - every directory below the root is reached relative to its parent, never by a full path,
+//!   so no path length limits the depth;
+//! - the visitor's results for a directory reach `finish` in the order `plan` gave them;
+//! - the first error ends the walk: tasks still queued return at once, and `walk` returns it.
+
+use crate::error::{Error, Result};
+use crate::scan;
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The most nodes that keep their descriptor for their children at once: a quarter of the
+/// process's limit on descriptors (256 of the default 1024), at least 8. Running tasks hold a
+/// few more, two each at most (a reopened directory and a file being read).
+const MAX_HELD: usize = 256;
+
+fn max_held() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(MAX_HELD, |n| (n / 4).clamp(8, MAX_HELD as u64) as usize)
+}
+
+/// Names `lstat`ed by one task: a directory with more is looked at by several tasks at once.
+const CHUNK: usize = 64;
+
+/// A reopen names at most this many bytes per `openat` (far below `PATH_MAX`).
+const REOPEN_BYTES: usize = 2048;
+
+/// What is done per directory and per entry, while [`walk`] does the walking.
+pub(super) trait Visitor: Sync {
+    /// What the visitor keeps for a directory until it is finished.
+    type Dir: Send + Sync;
+    /// A name to look at in a directory.
+    type Name: Send;
+    /// A name looked at.
+    type Seen: Send;
+    /// A unit of work on one name, done by a task of its own.
+    type Item: Send;
+    /// One child's result; a directory's result too.
+    type Out: Send;
+
+    /// Directory `at` was opened (`Ok`: for reading if it is listed, else `O_PATH`) or could
+    /// not be: the names to look at in it.
+    fn list(
+        &self,
+        dir: &mut Self::Dir,
+        at: &At<'_, Self>,
+        fd: io::Result<&OwnedFd>,
+    ) -> Result<Vec<Self::Name>>;
+
+    /// Look at one name in directory `fd` (`lstat` it); `None` leaves it out. Called in
+    /// parallel for the names of one directory.
+    fn look(
+        &self,
+        dir: &Self::Dir,
+        at: &At<'_, Self>,
+        fd: &OwnedFd,
+        name: Self::Name,
+    ) -> Option<Self::Seen>;
+
+    /// What becomes of each name looked at, in order.
+    fn plan(
+        &self,
+        dir: &mut Self::Dir,
+        at: &At<'_, Self>,
+        seen: Vec<Self::Seen>,
+    ) -> Result<Vec<Child<Self>>>;
+
+    /// Do one work item in directory `at`; `None` leaves the name out.
+    fn work(&self, item: Self::Item, at: &At<'_, Self>) -> Result<Option<Self::Out>>;
+
+    /// Every child of directory `at` is done: its result, from theirs in `plan`'s order.
+    fn finish(&self, dir: Self::Dir, at: &At<'_, Self>, outs: Vec<Self::Out>) -> Result<Self::Out>;
+}
+
+/// What one name of a directory becomes.
+pub(super) enum Child<V: Visitor + ?Sized> {
+    /// Its result, known now.
+    Done(V::Out),
+    /// Work to do on it.
+    Work(V::Item),
+    /// A directory to walk.
+    Dir(Sub<V::Dir>),
+}
+
+/// A subdirectory to walk.
+pub(super) struct Sub<D> {
+    pub name: CString,
+    /// `(dev, ino)` when it was listed: what it must still be when it is opened.
+    pub id: (u64, u64),
+    /// Open it for reading and list it, or only as a base for its children (`O_PATH`).
+    pub list: bool,
+    pub dir: D,
+}
+
+/// One directory of the walk.
+struct Node<V: Visitor + ?Sized> {
+    /// The parent and this directory's place among its results; `None` for the root.
+    up: Option<(Arc<Node<V>>, usize)>,
+    /// The name in the parent; the root's path for the root.
+    name: CString,
+    /// See [`Sub::id`]; `None` for the root.
+    id: Option<(u64, u64)>,
+    list: bool,
+    dir: RwLock<Option<V::Dir>>,
+    /// Kept for the children's tasks while `users` > 0 (see `MAX_HELD`).
+    fd: Mutex<Option<Arc<OwnedFd>>>,
+    /// Children's tasks that may still need `fd`.
+    users: AtomicUsize,
+    /// Children not yet done, plus one while the directory is being planned.
+    pending: AtomicUsize,
+    outs: Mutex<Vec<Option<V::Out>>>,
+}
+
+/// A directory of the walk, as the visitor sees it.
+pub(super) struct At<'a, V: Visitor + ?Sized> {
+    walk: &'a Walk<'a, V>,
+    node: &'a Arc<Node<V>>,
+}
+
+impl<V: Visitor + ?Sized> At<'_, V> {
+    /// The directory's path (built from the names up to the root: any length).
+    pub fn path(&self) -> PathBuf {
+        let mut names = Vec::new();
+        let mut node = &**self.node;
+        while let Some((up, _)) = &node.up {
+            names.push(&node.name);
+            node = up;
+        }
+        let root = OsStr::from_bytes(node.name.as_bytes());
+        let len = root.len() + names.iter().map(|n| n.as_bytes().len() + 1).sum::<usize>();
+        let mut path = PathBuf::with_capacity(len);
+        path.push(root);
+        for n in names.iter().rev() {
+            path.push(OsStr::from_bytes(n.as_bytes()));
+        }
+        path
+    }
+
+    /// The directory's descriptor, for `*at` calls on its names: the one it kept, or one
+    /// reopened (see the module's invariants).
+    pub fn fd(&self) -> io::Result<Arc<OwnedFd>> {
+        if let Some(fd) = self.node.fd.lock().unwrap().clone() {
+            return Ok(fd);
+        }
+        let fd = self.walk.reopen(self.node)?;
+        self.walk.hold(self.node, &fd);
+        Ok(fd)
+    }
+}
+
+struct Walk<'a, V: Visitor + ?Sized> {
+    visitor: &'a V,
+    /// Nodes keeping a descriptor, and how many may.
+    held: AtomicUsize,
+    max_held: usize,
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    result: Mutex<Option<V::Out>>,
+}
+
+/// Walk the tree under `root` (opened by path, without following a symlink; `list` as in
+/// [`Sub::list`]) with `visitor`, in parallel on the current rayon pool. Returns the root's
+/// result, or the first error.
+pub(super) fn walk<V: Visitor + ?Sized>(
+    visitor: &V,
+    root: &CStr,
+    list: bool,
+    dir: V::Dir,
+) -> Result<V::Out> {
+    walk_with(visitor, root, list, dir, max_held())
+}
+
+/// [`walk`], with at most `max_held` nodes keeping a descriptor.
+fn walk_with<V: Visitor + ?Sized>(
+    visitor: &V,
+    root: &CStr,
+    list: bool,
+    dir: V::Dir,
+    max_held: usize,
+) -> Result<V::Out> {
+    let w = Walk {
+        visitor,
+        held: AtomicUsize::new(0),
+        max_held,
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        result: Mutex::new(None),
+    };
+    let root = Arc::new(Node::new(None, root.to_owned(), None, list, dir));
+    rayon::scope(|s| w.scan(s, root));
+    if let Some(e) = w.error.into_inner().unwrap() {
+        return Err(e);
+    }
+    Ok(w.result
+        .into_inner()
+        .unwrap()
+        .expect("the root is finished when no task failed"))
+}
+
+impl<V: Visitor + ?Sized> Node<V> {
+    fn new(
+        up: Option<(Arc<Node<V>>, usize)>,
+        name: CString,
+        id: Option<(u64, u64)>,
+        list: bool,
+        dir: V::Dir,
+    ) -> Node<V> {
+        Node {
+            up,
+            name,
+            id,
+            list,
+            dir: RwLock::new(Some(dir)),
+            fd: Mutex::new(None),
+            users: AtomicUsize::new(0),
+            pending: AtomicUsize::new(1),
+            outs: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// A task's units of work, with what it needs.
+enum Task<V: Visitor + ?Sized> {
+    Work(V::Item),
+    Dir(Sub<V::Dir>),
+}
+
+impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, e: Error) {
+        let mut first = self.error.lock().unwrap();
+        if first.is_none() {
+            *first = Some(e);
+        }
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    fn at<'b>(&'b self, node: &'b Arc<Node<V>>) -> At<'b, V>
+    where
+        'a: 'b,
+    {
+        At { walk: self, node }
+    }
+
+    /// The task of one directory: open it, list it, look at its names.
+    fn scan<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>) {
+        if self.failed() {
+            return;
+        }
+        let opened = self.open(&node);
+        if let Some((up, _)) = &node.up {
+            self.release(up);
+        }
+        let at = self.at(&node);
+        let (fd, names) = {
+            let mut dir = node.dir.write().unwrap();
+            let dir = dir.as_mut().expect("a directory is scanned once");
+            match opened {
+                Ok(fd) => {
+                    let names = self.visitor.list(dir, &at, Ok(&fd));
+                    (Some(Arc::new(fd)), names)
+                }
+                Err(e) => (None, self.visitor.list(dir, &at, Err(e))),
+            }
+        };
+        let names = match names {
+            Ok(names) => names,
+            Err(e) => return self.fail(e),
+        };
+        let Some(fd) = fd else {
+            return self.plan(s, node, None, Vec::new());
+        };
+        if names.len() <= CHUNK {
+            let seen = self.look(&node, &fd, names);
+            return self.plan(s, node, Some(fd), seen);
+        }
+        // A big directory: look at its names in chunks, in parallel; the last chunk done plans.
+        struct Looking<S> {
+            parts: Vec<Mutex<Vec<S>>>,
+            left: AtomicUsize,
+        }
+        let mut names = names.into_iter();
+        let chunks: Vec<Vec<V::Name>> = std::iter::from_fn(|| {
+            let c: Vec<_> = names.by_ref().take(CHUNK).collect();
+            (!c.is_empty()).then_some(c)
+        })
+        .collect();
+        let looking = Arc::new(Looking {
+            parts: chunks.iter().map(|_| Mutex::new(Vec::new())).collect(),
+            left: AtomicUsize::new(chunks.len()),
+        });
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let (node, fd, looking) = (node.clone(), fd.clone(), looking.clone());
+            s.spawn(move |s| {
+                if self.failed() {
+                    return;
+                }
+                *looking.parts[i].lock().unwrap() = self.look(&node, &fd, chunk);
+                if looking.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let seen = looking
+                        .parts
+                        .iter()
+                        .flat_map(|p| std::mem::take(&mut *p.lock().unwrap()))
+                        .collect();
+                    self.plan(s, node, Some(fd), seen);
+                }
+            });
+        }
+    }
+
+    fn look(&self, node: &Arc<Node<V>>, fd: &OwnedFd, names: Vec<V::Name>) -> Vec<V::Seen> {
+        let dir = node.dir.read().unwrap();
+        let dir = dir
+            .as_ref()
+            .expect("a directory is looked at before it is finished");
+        let at = self.at(node);
+        names
+            .into_iter()
+            .filter_map(|n| self.visitor.look(dir, &at, fd, n))
+            .collect()
+    }
+
+    /// Open a node's directory: the root by path, any other relative to its parent, checked
+    /// to be the inode that was listed under its name.
+    fn open(&self, node: &Arc<Node<V>>) -> io::Result<OwnedFd> {
+        let Some((up, _)) = &node.up else {
+            return scan::open_dir(
+                Path::new(OsStr::from_bytes(node.name.as_bytes())),
+                node.list,
+            );
+        };
+        let parent = self.at(up).fd()?;
+        let fd = scan::open_dir_at(&parent, &node.name, node.list)?;
+        if Some(scan::identity(&fd)?) != node.id {
+            return Err(io::Error::other(
+                "replaced by another directory since it was listed",
+            ));
+        }
+        Ok(fd)
+    }
+
+    /// The visitor's plan for a directory, carried out: results now, tasks for the rest.
+    fn plan<'s>(
+        &'s self,
+        s: &rayon::Scope<'s>,
+        node: Arc<Node<V>>,
+        fd: Option<Arc<OwnedFd>>,
+        seen: Vec<V::Seen>,
+    ) {
+        let at = self.at(&node);
+        let planned = {
+            let mut dir = node.dir.write().unwrap();
+            let dir = dir.as_mut().expect("a directory is planned once");
+            self.visitor.plan(dir, &at, seen)
+        };
+        let children = match planned {
+            Ok(c) => c,
+            Err(e) => return self.fail(e),
+        };
+        let mut outs = Vec::with_capacity(children.len());
+        let mut tasks: Vec<(usize, Task<V>)> = Vec::new();
+        for (i, child) in children.into_iter().enumerate() {
+            match child {
+                Child::Done(out) => outs.push(Some(out)),
+                Child::Work(item) => {
+                    outs.push(None);
+                    tasks.push((i, Task::Work(item)));
+                }
+                Child::Dir(sub) => {
+                    outs.push(None);
+                    tasks.push((i, Task::Dir(sub)));
+                }
+            }
+        }
+        *node.outs.lock().unwrap() = outs;
+        // `pending` already counts the one for planning.
+        node.pending.fetch_add(tasks.len(), Ordering::AcqRel);
+        node.users.store(tasks.len(), Ordering::Release);
+        if let (Some(fd), false) = (fd, tasks.is_empty()) {
+            self.hold(&node, &fd);
+        }
+        for (i, task) in tasks {
+            match task {
+                Task::Work(item) => {
+                    let node = node.clone();
+                    s.spawn(move |_| self.work(node, i, item));
+                }
+                Task::Dir(sub) => {
+                    let child = Arc::new(Node::new(
+                        Some((node.clone(), i)),
+                        sub.name,
+                        Some(sub.id),
+                        sub.list,
+                        sub.dir,
+                    ));
+                    s.spawn(move |s| self.scan(s, child));
+                }
+            }
+        }
+        self.complete(node);
+    }
+
+    /// The task of one work item.
+    fn work(&self, node: Arc<Node<V>>, i: usize, item: V::Item) {
+        if self.failed() {
+            return;
+        }
+        let done = self.visitor.work(item, &self.at(&node));
+        self.release(&node);
+        match done {
+            Ok(out) => {
+                node.outs.lock().unwrap()[i] = out;
+                self.complete(node);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// One child of `node` (or its planning) is done: finish every directory whose last
+    /// child that was, from `node` up.
+    fn complete(&self, mut node: Arc<Node<V>>) {
+        while node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if node.fd.lock().unwrap().take().is_some() {
+                self.held.fetch_sub(1, Ordering::Relaxed);
+            }
+            let outs = std::mem::take(&mut *node.outs.lock().unwrap());
+            let dir = node.dir.write().unwrap().take();
+            let dir = dir.expect("a directory is finished once");
+            let out = match self.visitor.finish(
+                dir,
+                &self.at(&node),
+                outs.into_iter().flatten().collect(),
+            ) {
+                Ok(out) => out,
+                Err(e) => return self.fail(e),
+            };
+            let Some((up, i)) = &node.up else {
+                *self.result.lock().unwrap() = Some(out);
+                return;
+            };
+            up.outs.lock().unwrap()[*i] = Some(out);
+            node = up.clone();
+        }
+    }
+
+    /// Keep `fd` in `node` for its children's tasks, unless it keeps one or too many nodes
+    /// do, or no child needs it any more.
+    fn hold(&self, node: &Node<V>, fd: &Arc<OwnedFd>) {
+        let mut kept = node.fd.lock().unwrap();
+        if kept.is_some() || node.users.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if self.held.fetch_add(1, Ordering::Relaxed) < self.max_held {
+            *kept = Some(fd.clone());
+        } else {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A child's task no longer needs `node`'s descriptor.
+    fn release(&self, node: &Node<V>) {
+        if node.users.fetch_sub(1, Ordering::AcqRel) == 1
+            && node.fd.lock().unwrap().take().is_some()
+        {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Open `node`'s directory again (`O_PATH`), from the nearest ancestor that kept its
+    /// descriptor (or the root's path), a few names per `openat`. Symlinks are not followed
+    /// in the last name of each step, and each step's directory must be the inode that was
+    /// listed (so one followed before it cannot lead elsewhere).
+    fn reopen(&self, node: &Arc<Node<V>>) -> io::Result<Arc<OwnedFd>> {
+        let mut below = Vec::new();
+        let mut at: &Node<V> = node;
+        let mut base = loop {
+            if let Some(fd) = at.fd.lock().unwrap().clone() {
+                break fd;
+            }
+            match &at.up {
+                Some((up, _)) => {
+                    below.push(at);
+                    at = up;
+                }
+                None => {
+                    let root = Path::new(OsStr::from_bytes(at.name.as_bytes()));
+                    break Arc::new(scan::open_dir(root, false)?);
+                }
+            }
+        };
+        while !below.is_empty() {
+            let mut rel = Vec::new();
+            let mut last = None;
+            while let Some(n) = below.last() {
+                let name = n.name.as_bytes();
+                if !rel.is_empty() && rel.len() + 1 + name.len() > REOPEN_BYTES {
+                    break;
+                }
+                if !rel.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(name);
+                last = below.pop();
+            }
+            let last = last.expect("one name per step at least");
+            let rel = CString::new(rel).expect("names hold no NUL");
+            let fd = scan::open_dir_at(&base, &rel, false)?;
+            if Some(scan::identity(&fd)?) != last.id {
+                return Err(io::Error::other(
+                    "replaced by another directory since it was listed",
+                ));
+            }
+            base = Arc::new(fd);
+        }
+        Ok(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listing::EntryKind;
+    use rustix::fs::{mkdirat, Mode, OFlags};
+
+    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1.
+    struct Count;
+
+    impl Visitor for Count {
+        type Dir = ();
+        type Name = CString;
+        type Seen = (CString, Option<(u64, u64)>);
+        type Item = CString;
+        type Out = u64;
+
+        fn list(
+            &self,
+            _: &mut (),
+            _: &At<'_, Self>,
+            fd: io::Result<&OwnedFd>,
+        ) -> Result<Vec<CString>> {
+            Ok(scan::read_dir_sorted(fd.expect("every directory opens")).unwrap())
+        }
+
+        fn look(
+            &self,
+            _: &(),
+            _: &At<'_, Self>,
+            fd: &OwnedFd,
+            name: CString,
+        ) -> Option<Self::Seen> {
+            let a = scan::Attrs::from_stat(&scan::lstat_at(fd, &name).unwrap()).unwrap();
+            Some((name, (a.kind == EntryKind::Dir).then_some((a.dev, a.ino))))
+        }
+
+        fn plan(
+            &self,
+            _: &mut (),
+            _: &At<'_, Self>,
+            seen: Vec<Self::Seen>,
+        ) -> Result<Vec<Child<Self>>> {
+            Ok(seen
+                .into_iter()
+                .map(|(name, dir)| match dir {
+                    Some(id) => Child::Dir(Sub {
+                        name,
+                        id,
+                        list: true,
+                        dir: (),
+                    }),
+                    None => Child::Work(name),
+                })
+                .collect())
+        }
+
+        /// Each file is opened relative to its directory, as a backup reads it.
+        fn work(&self, name: CString, at: &At<'_, Self>) -> Result<Option<u64>> {
+            scan::open_file_at(&at.fd().unwrap(), &name).unwrap();
+            Ok(Some(1))
+        }
+
+        fn finish(&self, _: (), _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
+            Ok(1 + outs.iter().sum::<u64>())
+        }
+    }
+
+    fn open(dir: &OwnedFd, name: &str) -> OwnedFd {
+        rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    /// A comb `depth` levels deep: each level holds the next `d`, a file `f` and a
+    /// directory `e` with a file; 1 + 4 × depth names in all, the top included.
+    fn comb(top: &Path, depth: usize) {
+        let mut dir =
+            rustix::fs::open(top, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            for d in ["d", "e"] {
+                mkdirat(&dir, d, Mode::from_raw_mode(0o755)).unwrap();
+            }
+            let file = OFlags::WRONLY | OFlags::CREATE;
+            rustix::fs::openat(&dir, "f", file, Mode::from_raw_mode(0o644)).unwrap();
+            rustix::fs::openat(open(&dir, "e"), "x", file, Mode::from_raw_mode(0o644)).unwrap();
+            dir = open(&dir, "d");
+        }
+    }
+
+    fn cpath(p: &Path) -> CString {
+        CString::new(p.as_os_str().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_directory_is_reached_whatever_the_descriptor_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        comb(tmp.path(), 300);
+        for max_held in [0, 1, 8, MAX_HELD] {
+            let n = walk_with(&Count, &cpath(tmp.path()), true, (), max_held).unwrap();
+            assert_eq!(n, 1 + 4 * 300, "max_held {max_held}");
+        }
+    }
+
+    #[test]
+    fn a_reopen_refuses_a_directory_replaced_on_the_way() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("other/b")).unwrap();
+        let id =
+            |p: &str| scan::identity(&scan::open_dir(&tmp.path().join(p), false).unwrap()).unwrap();
+        let w = Walk {
+            visitor: &Count,
+            held: AtomicUsize::new(0),
+            max_held: 0,
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            result: Mutex::new(None),
+        };
+        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, ()));
+        let a = Arc::new(Node::new(
+            Some((root, 0)),
+            c"a".into(),
+            Some(id("a")),
+            true,
+            (),
+        ));
+        let b = Arc::new(Node::new(
+            Some((a, 0)),
+            c"b".into(),
+            Some(id("a/b")),
+            true,
+            (),
+        ));
+        assert_eq!(scan::identity(&w.at(&b).fd().unwrap()).unwrap(), id("a/b"));
+        // `a` replaced by another directory that has a `b` too, or by a symlink to it.
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("a-old")).unwrap();
+        std::fs::rename(tmp.path().join("other"), tmp.path().join("a")).unwrap();
+        let err = w.at(&b).fd().unwrap_err();
+        assert!(err.to_string().contains("replaced"), "{err}");
+        std::fs::rename(tmp.path().join("a"), tmp.path().join("other")).unwrap();
+        std::os::unix::fs::symlink("other", tmp.path().join("a")).unwrap();
+        assert!(w.at(&b).fd().is_err());
+    }
+}
