@@ -12,6 +12,7 @@
 //! - [`tree`], [`schedule`], [`pare`]: pure planners over the dependency tree (spec
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
 //!   [`simulate`] runs them over a modelled medium.
+//! - [`share`]: which blobs the backups share (what a pare frees); [`size`]: `500GB`, `2TiB`.
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
 //!   [`status`]: what it answers, as types the CLI reads back.
@@ -36,7 +37,9 @@ pub mod query;
 pub mod restore;
 pub mod scan;
 pub mod schedule;
+pub mod share;
 pub mod simulate;
+pub mod size;
 pub mod status;
 pub mod store;
 pub mod tree;

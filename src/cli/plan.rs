@@ -70,8 +70,8 @@ pub struct PareArgs {
     pub dry_run: bool,
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
-    /// Pare by the plan until this many bytes are free.
-    #[arg(long)]
+    /// Pare by the room plan until this many bytes are free (500G, 500GB, 2TiB, …).
+    #[arg(long, value_parser = crate::size::parse_arg)]
     pub free: Option<u64>,
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -82,75 +82,96 @@ pub struct PareArgs {
 pub fn pare(a: PareArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
     let now = a.at.unwrap_or_else(Utc::now);
+    let root = medium_of(&a.medium)?;
+    // One plan for the dry run and the real run (maintain::plan_pare, the room plan of
+    // `backup`): the dry run prints the value, the real run carries it out as it is.
+    let mut m = if a.dry_run {
+        Medium::open_read(&root)?
+    } else {
+        Medium::open_write(&root, cfg.compression_level)?
+    };
+    let plan = maintain::plan_pare(&m, now, &cfg, a.free)?;
+    let too_small = plan.room.as_ref().and_then(|r| r.too_small.clone());
     if a.dry_run {
-        let m = Medium::open_read(&medium_of(&a.medium)?)?;
-        let routine = crate::pare::expired(m.tree(), now, &cfg.pare, &[]);
-        let mut t = m.tree().clone();
-        for (id, _) in &routine {
-            t.remove(*id);
-        }
-        let if_needed = maintain::full_plan(&t, now, &cfg.pare, &[]);
-        let row = |id: &crate::ids::BackupId, r: &crate::pare::Reason| {
-            let b = m.tree().get(*id).unwrap();
-            serde_json::json!({ "id": id, "kind": b.kind, "started": b.started, "reason": r, "why": r.to_string() })
-        };
         if a.json {
             print_json(&serde_json::json!({
-                "now": routine.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
-                "when_space_is_needed": if_needed.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
+                "now": plan.routine,
+                "to_free": plan.room,
+                "when_space_is_needed": maintain::order_when_needed(&m, now, &cfg)?,
             }))?;
         } else {
-            println!("pared now ({}):", routine.len());
-            for (id, r) in &routine {
-                let b = m.tree().get(*id).unwrap();
+            print_plan(&plan);
+            println!("then, as space is needed, in this order (the flow chart alone):");
+            for (i, v) in maintain::order_when_needed(&m, now, &cfg)?
+                .iter()
+                .enumerate()
+            {
                 println!(
-                    "  #{id} {} {}  {r}",
-                    b.kind,
-                    b.started.format("%Y-%m-%d %H:%M")
-                );
-            }
-            println!("then, when space is needed, in this order:");
-            for (i, (id, r)) in if_needed.iter().enumerate() {
-                let b = m.tree().get(*id).unwrap();
-                println!(
-                    "  {:>3}. #{id} {} {}  {r}",
+                    "  {:>3}. #{} {} {}  {}",
                     i + 1,
-                    b.kind,
-                    b.started.format("%Y-%m-%d %H:%M")
+                    v.id,
+                    v.kind,
+                    v.started.format("%Y-%m-%d %H:%M"),
+                    v.reason
                 );
             }
         }
-        return Ok(0);
-    }
-    let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
-    let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
-    let mut too_small = None;
-    if let Some(free) = a.free {
-        match maintain::make_room(
-            &mut m,
-            free,
-            now,
-            &cfg.pare,
-            &[],
-            &std::sync::atomic::AtomicBool::new(false),
-        )? {
-            Ok(p) => pared.extend(p),
-            Err(mut e) => {
-                pared.append(&mut e.pared);
-                too_small = Some(e);
-            }
-        }
-    }
-    if a.json {
-        print_json(&serde_json::json!({ "pared": pared, "free_bytes": m.free_space()? }))?;
     } else {
-        super::output::print_pared("", &pared);
-        println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+        let pared = maintain::carry_out_pare(&mut m, &plan)?;
+        if a.json {
+            print_json(
+                &serde_json::json!({ "pared": pared, "free_bytes": m.free_space()?, "plan": plan }),
+            )?;
+        } else {
+            super::output::print_pared("", &pared);
+            println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+        }
     }
     if let Some(e) = too_small {
-        bail!("{}: {e}", medium_of(&a.medium)?.display());
+        bail!("{}: {e}", root.display());
     }
     Ok(0)
+}
+
+fn print_plan(plan: &maintain::ParePlan) {
+    println!("pared now, by age ({}):", plan.routine.len());
+    for p in &plan.routine {
+        println!(
+            "  #{} {} {}  {}",
+            p.id,
+            p.kind,
+            p.started.format("%Y-%m-%d %H:%M"),
+            p.reason
+        );
+    }
+    let Some(room) = &plan.room else { return };
+    println!(
+        "to have {} free ({} free now, after the above):",
+        human(room.needed),
+        human(room.free)
+    );
+    for v in &room.victims {
+        println!(
+            "  #{} {} {}  frees {}  {}",
+            v.id,
+            v.kind,
+            v.started.format("%Y-%m-%d %H:%M"),
+            human(v.freed),
+            v.reason
+        );
+    }
+    for (id, why) in &room.skipped {
+        println!(
+            "  (passed over #{id}: {})",
+            serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(t) = &room.too_small {
+        println!("  nothing pared to make room: {t}");
+    }
 }
 
 #[derive(Args, Debug)]
