@@ -442,15 +442,29 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let mut m = Medium::open_write(&medium_of(&a.medium)?, cfg.compression_level)?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
-        Some(kind) => Due {
-            kind,
-            parent: if kind.is_full() {
+        Some(kind) => {
+            let parent = if kind.is_full() {
                 None
             } else {
                 a.parent.or(schedule::parent_for(m.tree(), kind))
-            },
-            why: Why::Requested,
-        },
+            };
+            if parent.is_none() && !kind.is_full() {
+                bail!(
+                    "{}: no verified {} on this medium to be the parent of a {kind} backup (spec [0030]-[0032]); make a monthly first (--kind monthly, or let the schedule decide)",
+                    medium_of(&a.medium)?.display(),
+                    match kind {
+                        Kind::Weekly => "monthly",
+                        Kind::Daily => "weekly or monthly",
+                        _ => "backup",
+                    }
+                );
+            }
+            Due {
+                kind,
+                parent,
+                why: Why::Requested,
+            }
+        }
         None => match schedule::due(m.tree(), now, &cfg.schedule) {
             Some(mut d) => {
                 if a.parent.is_some() && !d.kind.is_full() {

@@ -331,8 +331,6 @@ pub fn plan_room(
     free: u64,
     freed: &dyn Freed,
 ) -> RoomPlan {
-    let mut t = tree.clone();
-    let mut skip = protect.to_vec();
     let mut plan = RoomPlan {
         needed,
         free,
@@ -340,6 +338,11 @@ pub fn plan_room(
         skipped: Vec::new(),
         too_small: None,
     };
+    if free >= needed {
+        return plan;
+    }
+    let mut t = tree.clone();
+    let mut skip = protect.to_vec();
     let mut gone: Vec<BackupId> = Vec::new();
     let mut got = 0u64;
     while free.saturating_add(got) < needed {
@@ -402,20 +405,17 @@ pub fn check_restorable(tree: &Tree) -> Result<(), Broken> {
     if !tree.backups.iter().any(|b| b.kind.is_full()) {
         return Err(Broken::NoFull);
     }
-    for b in tree.backups.iter().filter(|b| !b.kind.is_full()) {
-        let mut cur = b;
-        // Parents are older than children (`Tree::check`), so this ends; the bound is belt
-        // and braces against a damaged tree.
-        let mut steps = 0;
-        loop {
-            match cur.parent.and_then(|p| tree.get(p)) {
-                Some(p) if p.kind.is_full() => break,
-                Some(p) if steps < tree.backups.len() => {
-                    cur = p;
-                    steps += 1;
-                }
-                _ => return Err(Broken::NoFullInChain(b.id)),
-            }
+    // Parents are older than children (ids increase, `Tree::check`): one pass in id order
+    // settles each backup from its parent's answer.
+    let mut reaches: std::collections::HashMap<BackupId, bool> = std::collections::HashMap::new();
+    for b in &tree.backups {
+        let ok = b.kind.is_full()
+            || b.parent
+                .and_then(|p| reaches.get(&p).copied())
+                .unwrap_or(false);
+        reaches.insert(b.id, ok);
+        if !ok {
+            return Err(Broken::NoFullInChain(b.id));
         }
     }
     Ok(())

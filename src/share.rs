@@ -88,6 +88,23 @@ impl Sharing {
         freed
     }
 
+    /// Bytes backup `b` occupies alone: every blob it reaches, once (the stored size of a full
+    /// backup of the same data).
+    pub fn reachable(&self, b: BackupId) -> u64 {
+        let mut seen = std::collections::HashSet::new();
+        let mut stack: Vec<u32> = self.roots.get(&b).copied().into_iter().collect();
+        let mut total = 0;
+        while let Some(i) = stack.pop() {
+            if seen.insert(i) {
+                total += self.bytes[i as usize];
+                if let Some(ch) = self.children.get(&i) {
+                    stack.extend(ch.iter().copied());
+                }
+            }
+        }
+        total
+    }
+
     /// Bytes all the blobs the medium's backups reference occupy.
     pub fn live_bytes(&self) -> u64 {
         let all: Vec<BackupId> = self.roots.keys().copied().collect();
@@ -136,6 +153,8 @@ mod tests {
         assert_eq!(g.freed_by(&[b2, b3]), 2 + 5);
         assert_eq!(g.freed_by(&[b1, b2, b3]), 118);
         assert_eq!(g.live_bytes(), 118);
+        assert_eq!(g.reachable(b1), 111);
+        assert_eq!(g.reachable(b3), 107);
         assert_eq!(g.freed(&[b2], b3), 7);
         assert_eq!(g.freed(&[b1, b2], b3), 107);
     }

@@ -182,16 +182,20 @@ pub struct SimulateArgs {
     pub start: Option<DateTime<Utc>>,
     #[arg(long, value_parser = parse_duration_arg)]
     pub micro_interval: Option<Duration>,
-    /// The medium's capacity in bytes (suffixes K, M, G, T: powers of 1024).
-    #[arg(long, value_parser = parse_bytes, default_value = "2T")]
+    /// The medium's capacity (3TB, 500GB: powers of 10; 3T, 2TiB: powers of 2).
+    #[arg(long, value_parser = crate::size::parse_arg, default_value = "2T")]
     pub capacity: u64,
     /// Size of a full (monthly) backup.
-    #[arg(long, value_parser = parse_bytes, default_value = "500G")]
-    pub full_size: u64,
-    /// KIND=BYTES: size of each weekly, daily or micro backup (repeatable).
+    #[arg(long, value_parser = crate::size::parse_arg)]
+    pub full_size: Option<u64>,
+    /// Take the full size and the change sizes from this medium's own backups ([0055]);
+    /// --full-size and --change-size override what it measures.
+    #[arg(long)]
+    pub from_medium: Option<PathBuf>,
+    /// KIND=BYTES: bytes changed over a weekly, daily or micro interval (repeatable).
     #[arg(long = "change-size", value_parser = parse_change)]
     pub change: Vec<(Kind, u64)>,
-    /// Never pare, as spec Table 1 assumes.
+    /// Never pare, as spec Table 1 assumes (what does not fit fails).
     #[arg(long)]
     pub no_pare: bool,
     #[arg(long)]
@@ -205,25 +209,6 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
-/// "1500", "64K", "2.5G", "2T" (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        Some('T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 500G)"))?;
-    if n < 0.0 {
-        return Err(format!("{s:?} is negative"));
-    }
-    Ok((n * mult as f64) as u64)
-}
-
 fn parse_change(s: &str) -> Result<(Kind, u64), String> {
     let (k, v) = s
         .split_once('=')
@@ -232,7 +217,7 @@ fn parse_change(s: &str) -> Result<(Kind, u64), String> {
     if kind.is_full() {
         return Err("the size of a monthly is --full-size".into());
     }
-    Ok((kind, parse_bytes(v)?))
+    Ok((kind, crate::size::parse(v)?))
 }
 
 pub fn simulate(a: SimulateArgs) -> Result<u8> {
@@ -241,17 +226,45 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
     if let Some(mi) = a.micro_interval {
         sched.micro_interval = mi;
     }
+    let mut note = String::new();
+    let measured = match &a.from_medium {
+        Some(dir) => {
+            let m = Medium::open_read(dir)?;
+            let h = crate::sizing::history(&m, &sched)?;
+            note = format!(
+                "measured on {}: {} backups over {}, a full backup {}; changes: micro {}, daily {}, weekly {}",
+                dir.display(),
+                m.tree().backups.len(),
+                h.span_days
+                    .map(|d| format!("{d:.1} days"))
+                    .unwrap_or_else(|| "no time".into()),
+                human(h.full_size),
+                human(h.change[&Kind::Micro]),
+                human(h.change[&Kind::Daily]),
+                human(h.change[&Kind::Weekly]),
+            );
+            Some(h)
+        }
+        None => None,
+    };
+    let full_size = a
+        .full_size
+        .or(measured.as_ref().map(|h| h.full_size))
+        .unwrap_or(500 << 30);
     // Default change sizes: a micro 1/5000 of the full backup, a daily 1/200, a weekly 1/50.
-    let mut change: HashMap<Kind, u64> = [
-        (Kind::Micro, a.full_size / 5000),
-        (Kind::Daily, a.full_size / 200),
-        (Kind::Weekly, a.full_size / 50),
-    ]
-    .into();
+    let mut change: HashMap<Kind, u64> = match &measured {
+        Some(h) => h.change.clone(),
+        None => [
+            (Kind::Micro, full_size / 5000),
+            (Kind::Daily, full_size / 200),
+            (Kind::Weekly, full_size / 50),
+        ]
+        .into(),
+    };
     change.extend(a.change.iter().copied());
     let model = Model {
         capacity: a.capacity,
-        full_size: a.full_size,
+        full_size,
         change,
         keep_all: a.no_pare,
     };
@@ -262,6 +275,15 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
     });
     let end = start + Duration::days(a.days as i64);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(h) = measured.as_ref().filter(|_| a.json) {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "event": "measured", "history": h }),
+        )?;
+        writeln!(out)?;
+    } else if !note.is_empty() {
+        writeln!(out, "{note}")?;
+    }
     let mut err = None;
     let mut emit = |e: &Event| {
         let r = if a.json {
@@ -291,22 +313,28 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
                     kind,
                     reason,
                     time,
+                    freed,
                 } => writeln!(
                     out,
-                    "{} pared   #{id} {kind}: {reason}",
-                    time.format("%Y-%m-%d %H:%M")
+                    "{} pared   #{id} {kind}{}: {reason}",
+                    time.format("%Y-%m-%d %H:%M"),
+                    freed
+                        .map(|f| format!(" (frees {})", human(f)))
+                        .unwrap_or_default()
                 ),
                 Event::Failed {
                     kind,
                     time,
                     needed,
                     free,
+                    could_free,
                 } => writeln!(
                     out,
-                    "{} FAILED  {kind}: needs {}, {} free after paring all the plan allows",
+                    "{} FAILED  {kind}: needs {}, {} free, paring all the plan allows would free {}; nothing pared",
                     time.format("%Y-%m-%d %H:%M"),
                     human(*needed),
-                    human(*free)
+                    human(*free),
+                    human(*could_free)
                 ),
             }
         };
@@ -330,6 +358,13 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
             "summary after {} days: {} created, {} pared, {} failed",
             a.days, summary.created, summary.pared, summary.failed
         )?;
+        if summary.broken > 0 {
+            writeln!(
+                out,
+                "  BROKEN: {} times the newest backup could not be restored in full",
+                summary.broken
+            )?;
+        }
         for (k, s) in &summary.at_end {
             writeln!(
                 out,
