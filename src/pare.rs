@@ -560,4 +560,72 @@ mod tests {
         };
         assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
     }
+
+    /// Each backup frees what this map says (0 when absent: all its blocks shared).
+    struct Own(Vec<(u64, u64)>);
+    impl Freed for Own {
+        fn freed(&self, _: &[BackupId], id: BackupId) -> u64 {
+            self.0.iter().find(|(i, _)| *i == id.0).map_or(0, |x| x.1)
+        }
+    }
+
+    #[test]
+    fn the_room_plan() {
+        let p = Policy::default();
+        type Outcome = Result<Vec<(u64, Reason)>, NothingToPare>;
+        // (tree, what each frees, bytes wanted beyond the free ones, expected victims, skipped)
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<(u64, u64)>, u64, Outcome, Vec<(u64, Skip)>)> = vec![
+            // Issue 10: the only monthly and micros sharing its blocks: nothing pared, step 118.
+            ("Mmmm", vec![], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),
+            ("Mmmm", vec![(1, 100)], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),
+            // A daily that frees nothing is passed over; the next one is pared.
+            ("MDDD", vec![(3, 7)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![(2, Skip::FreesNothing)]),
+            // Not enough in the whole sequence: nothing at all is pared.
+            ("MDDD", vec![(2, 1), (3, 1)], 5, Err(NothingToPare::Step142), vec![]),
+            // A full that incrementals build on is passed over, once they are gone it may go.
+            ("MDMD", vec![(1, 50)], 5, Err(NothingToPare::Step142), vec![(2, Skip::FreesNothing), (1, Skip::FullWithIncrementals)]),
+            ("MDMD", vec![(1, 50), (2, 1)], 5, Ok(vec![(2, Reason::Step132OldestDaily), (1, Reason::Step136OldestMonthly)]), vec![]),
+            // The newest backup and the newest full stay; so does the given parent.
+            ("MWDD", vec![(2, 9), (3, 9), (4, 9)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![]),
+            ("MM", vec![(1, 9), (2, 9)], 5, Ok(vec![(1, Reason::Step136OldestMonthly)]), vec![]),
+            // Enough free already: nothing.
+            ("MDDD", vec![(2, 9)], 0, Ok(vec![]), vec![]),
+        ];
+        for (spec, own, want, expect, skipped) in cases {
+            let t = tree(spec);
+            let protect = protected(&t, None);
+            let plan = plan_room(&t, now_after(&t, 0), &p, &protect, 100 + want, 100, &Own(own));
+            let got: Outcome = match &plan.too_small {
+                Some(ts) => Err(ts.why),
+                None => Ok(plan.victims.iter().map(|v| (v.id.0, v.reason)).collect()),
+            };
+            assert_eq!(got, expect, "tree {spec}");
+            if plan.too_small.is_some() {
+                assert!(plan.victims.is_empty(), "tree {spec}: pared though too small");
+            } else {
+                assert!(plan.victims.iter().all(|v| v.freed > 0));
+                assert!(plan.freed() >= want, "tree {spec}");
+                let mut after = t.clone();
+                for v in &plan.victims {
+                    after.remove(v.id);
+                }
+                assert_eq!(check_restorable(&after), Ok(()), "tree {spec}");
+            }
+            if !skipped.is_empty() {
+                let s: Vec<(u64, Skip)> = plan.skipped.iter().map(|(i, k)| (i.0, *k)).collect();
+                assert_eq!(s, skipped, "tree {spec}");
+            }
+        }
+    }
+
+    #[test]
+    fn restorable_trees() {
+        assert_eq!(check_restorable(&tree("")), Ok(()));
+        assert_eq!(check_restorable(&tree("MDmW")), Ok(()));
+        assert_eq!(check_restorable(&tree("mm")), Err(Broken::NoFull));
+        let mut t = tree("MDmMD");
+        t.remove(BackupId(1));
+        assert_eq!(check_restorable(&t), Err(Broken::NoFullInChain(BackupId(2))));
+    }
 }
