@@ -595,14 +595,25 @@ mod tests {
         for (spec, own, want, expect, skipped) in cases {
             let t = tree(spec);
             let protect = protected(&t, None);
-            let plan = plan_room(&t, now_after(&t, 0), &p, &protect, 100 + want, 100, &Own(own));
+            let plan = plan_room(
+                &t,
+                now_after(&t, 0),
+                &p,
+                &protect,
+                100 + want,
+                100,
+                &Own(own),
+            );
             let got: Outcome = match &plan.too_small {
                 Some(ts) => Err(ts.why),
                 None => Ok(plan.victims.iter().map(|v| (v.id.0, v.reason)).collect()),
             };
             assert_eq!(got, expect, "tree {spec}");
             if plan.too_small.is_some() {
-                assert!(plan.victims.is_empty(), "tree {spec}: pared though too small");
+                assert!(
+                    plan.victims.is_empty(),
+                    "tree {spec}: pared though too small"
+                );
             } else {
                 assert!(plan.victims.iter().all(|v| v.freed > 0));
                 assert!(plan.freed() >= want, "tree {spec}");
@@ -626,6 +637,9 @@ mod tests {
         assert_eq!(check_restorable(&tree("mm")), Err(Broken::NoFull));
         let mut t = tree("MDmMD");
         t.remove(BackupId(1));
-        assert_eq!(check_restorable(&t), Err(Broken::NoFullInChain(BackupId(2))));
+        assert_eq!(
+            check_restorable(&t),
+            Err(Broken::NoFullInChain(BackupId(2)))
+        );
     }
 }

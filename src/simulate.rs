@@ -389,7 +389,13 @@ mod tests {
     const M: u64 = 1 << 20;
 
     /// Run an issue-10 scenario; check after it what every step must keep.
-    fn scenario(days: i64, capacity: u64, full: u64, change: &[(Kind, u64)], keep_all: bool) -> Summary {
+    fn scenario(
+        days: i64,
+        capacity: u64,
+        full: u64,
+        change: &[(Kind, u64)],
+        keep_all: bool,
+    ) -> Summary {
         let model = Model {
             capacity,
             full_size: full,
@@ -418,26 +424,69 @@ mod tests {
 
     #[test]
     fn issue_10_a_daily_never_lands_on_a_medium_without_a_full() {
-        let s = scenario(90, 220 * G, 100 * G, &[(Kind::Micro, 10 * M), (Kind::Daily, 100 * G), (Kind::Weekly, 100 * G)], false);
-        assert!(s.failed > 0, "the medium is too small for 100G a day: it says so");
+        let s = scenario(
+            90,
+            220 * G,
+            100 * G,
+            &[
+                (Kind::Micro, 10 * M),
+                (Kind::Daily, 100 * G),
+                (Kind::Weekly, 100 * G),
+            ],
+            false,
+        );
+        assert!(
+            s.failed > 0,
+            "the medium is too small for 100G a day: it says so"
+        );
     }
 
     #[test]
     fn issue_10_micros_that_fill_the_medium_keep_the_full() {
-        let s = scenario(3, 120 * G, 100 * G, &[(Kind::Micro, G), (Kind::Daily, 10 * G), (Kind::Weekly, 10 * G)], false);
+        let s = scenario(
+            3,
+            120 * G,
+            100 * G,
+            &[
+                (Kind::Micro, G),
+                (Kind::Daily, 10 * G),
+                (Kind::Weekly, 10 * G),
+            ],
+            false,
+        );
         assert_eq!(s.at_end[&Kind::Monthly].count, 1);
     }
 
     #[test]
     fn issue_10_no_pare_still_honours_the_capacity() {
         let tb = 1_000_000_000_000;
-        let s = scenario(30, 3 * tb, 2 << 40, &[(Kind::Micro, 400 * M), (Kind::Daily, 10 * G), (Kind::Weekly, 40 * G)], true);
+        let s = scenario(
+            30,
+            3 * tb,
+            2 << 40,
+            &[
+                (Kind::Micro, 400 * M),
+                (Kind::Daily, 10 * G),
+                (Kind::Weekly, 40 * G),
+            ],
+            true,
+        );
         assert!(s.failed > 0 && s.pared == 0);
     }
 
     #[test]
     fn a_roomy_medium_pares_by_the_chart_and_frees_something_each_time() {
-        let s = scenario(200, 30 * G, 10 * G, &[(Kind::Micro, 10 * M), (Kind::Daily, 500 * M), (Kind::Weekly, G)], false);
+        let s = scenario(
+            200,
+            30 * G,
+            10 * G,
+            &[
+                (Kind::Micro, 10 * M),
+                (Kind::Daily, 500 * M),
+                (Kind::Weekly, G),
+            ],
+            false,
+        );
         assert_eq!(s.failed, 0);
         assert!(s.pared > 0);
     }
