@@ -99,6 +99,12 @@ pub enum MediaCmd {
         /// Wipe an already enrolled medium and enrol it anew.
         #[arg(long)]
         force: bool,
+        /// The configuration whose sources the medium will hold (for the sizing check).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sources to measure against the medium (spec [0055]: about 1.5 times their size).
+        #[arg(long = "source")]
+        sources: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -292,11 +298,19 @@ pub fn run(cli: Cli) -> Result<u8> {
             dir,
             label,
             force,
+            config,
+            sources,
             json,
         }) => {
+            let cfg = load_config(config.as_deref(), &sources)?;
             let m = Medium::init(&dir, &label, force, Utc::now())?;
+            let undersized = sizing_check(&dir, &cfg);
             if json {
-                print_json(&m)?;
+                let mut v = serde_json::to_value(&m)?;
+                if let Some(u) = &undersized {
+                    v["undersized"] = serde_json::to_value(u)?;
+                }
+                print_json(&v)?;
             } else {
                 println!(
                     "enrolled {} as medium {} ({:?})",
@@ -304,6 +318,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     m.media_id,
                     m.label
                 );
+                if let Some(u) = &undersized {
+                    println!("warning: {u}");
+                }
             }
             Ok(0)
         }
@@ -401,6 +418,19 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
     }
+}
+
+/// Spec [0055]: is the medium at `dir` smaller than 1.5 times the configured sources? (A
+/// stat-only walk of the sources; `None` when there are none or they cannot be measured.)
+fn sizing_check(dir: &Path, cfg: &Config) -> Option<crate::sizing::Undersized> {
+    if cfg.sources.is_empty() {
+        return None;
+    }
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let m = Medium::open_read(dir).ok()?;
+    let sources = crate::backup::estimate(&m, cfg, None, &AtomicBool::new(false)).ok()?;
+    crate::sizing::advice(capacity, sources)
 }
 
 /// The medium a command means: the one given, else the one the agent has inserted.
