@@ -286,6 +286,7 @@ impl Agent {
         };
         // Ours or blank-and-enrollable: mount read-write, enrol if blank, open with recovery.
         let (d2, mp2, now) = (disk.clone(), mp.clone(), self.clock.now());
+        let cfg = self.cfg.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, String> {
             mounts::mount(&d2, &mp2, true)
                 .map_err(|e| format!("cannot mount {} read-write: {e}", d2.devnode.display()))?;
@@ -294,6 +295,9 @@ impl Agent {
                     let label = d2.label.clone().unwrap_or_else(|| d2.fs_uuid.clone());
                     Medium::init(&mp2, &label, false, now).map_err(|e| e.to_string())?;
                     info!(device = %d2.devnode.display(), %label, "blank medium enrolled");
+                    if let Some(u) = crate::sizing::check(&mp2, &cfg) {
+                        warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+                    }
                 }
                 Medium::open_write(&mp2, 3).map_err(|e| e.to_string())
             })();

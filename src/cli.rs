@@ -304,7 +304,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }) => {
             let cfg = load_config(config.as_deref(), &sources)?;
             let m = Medium::init(&dir, &label, force, Utc::now())?;
-            let undersized = sizing_check(&dir, &cfg);
+            let undersized = crate::sizing::check(&dir, &cfg);
             if json {
                 let mut v = serde_json::to_value(&m)?;
                 if let Some(u) = &undersized {
@@ -418,19 +418,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
     }
-}
-
-/// Spec [0055]: is the medium at `dir` smaller than 1.5 times the configured sources? (A
-/// stat-only walk of the sources; `None` when there are none or they cannot be measured.)
-fn sizing_check(dir: &Path, cfg: &Config) -> Option<crate::sizing::Undersized> {
-    if cfg.sources.is_empty() {
-        return None;
-    }
-    let st = rustix::fs::statvfs(dir).ok()?;
-    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
-    let m = Medium::open_read(dir).ok()?;
-    let sources = crate::backup::estimate(&m, cfg, None, &AtomicBool::new(false)).ok()?;
-    crate::sizing::advice(capacity, sources)
 }
 
 /// The medium a command means: the one given, else the one the agent has inserted.

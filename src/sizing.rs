@@ -74,6 +74,21 @@ pub struct Undersized {
     pub recommended: u64,
 }
 
+/// Spec [0055] for the medium mounted at `dir` (enrolment: `media init`, the agent): is it
+/// smaller than 1.5 times the configured sources? A stat-only walk of the sources; `None`
+/// when there are none, they cannot be measured, or the medium is large enough.
+pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Undersized> {
+    if cfg.sources.is_empty() {
+        return None;
+    }
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let m = Medium::open_read(dir).ok()?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;
+    advice(capacity, sources)
+}
+
 /// Whether a medium of `capacity` bytes is smaller than the rule for `sources` bytes.
 pub fn advice(capacity: u64, sources: u64) -> Option<Undersized> {
     let recommended =
