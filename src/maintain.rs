@@ -390,19 +390,29 @@ pub fn order_when_needed(
 
 /// Carry out a [`ParePlan`] as it is (nothing re-planned, so it does what the dry run showed);
 /// a room plan that cannot free enough pares nothing beyond the routine.
-pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan) -> Result<Vec<Pared>> {
+pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> Result<Vec<Pared>> {
     let mut out = Vec::new();
     for p in &plan.routine {
         out.push(pare_one(m, p.id, p.reason)?);
     }
+    let mut for_room = false;
     if let Some(room) = plan.room.as_ref().filter(|r| r.too_small.is_none()) {
         for v in &room.victims {
             let mut p = pare_one(m, v.id, v.reason)?;
             p.freed = Some(v.freed);
             out.push(p);
+            for_room = true;
         }
     }
-    if !out.is_empty() {
+    if for_room {
+        // Space was asked for: wait for readers as making room for a backup does.
+        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+            return Err(Error::Refused(format!(
+                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
+                m.root().display()
+            )));
+        }
+    } else if !out.is_empty() {
         collect_garbage(m, Wait::No)?;
     }
     Ok(out)

@@ -574,8 +574,15 @@ mod tests {
         let p = Policy::default();
         type Outcome = Result<Vec<(u64, Reason)>, NothingToPare>;
         // (tree, what each frees, bytes wanted beyond the free ones, expected victims, skipped)
+        type Case = (
+            &'static str,
+            Vec<(u64, u64)>,
+            u64,
+            Outcome,
+            Vec<(u64, Skip)>,
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<(u64, u64)>, u64, Outcome, Vec<(u64, Skip)>)> = vec![
+        let cases: Vec<Case> = vec![
             // Issue 10: the only monthly and micros sharing its blocks: nothing pared, step 118.
             ("Mmmm", vec![], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),
             ("Mmmm", vec![(1, 100)], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),

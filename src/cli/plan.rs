@@ -117,7 +117,8 @@ pub fn pare(a: PareArgs) -> Result<u8> {
             }
         }
     } else {
-        let pared = maintain::carry_out_pare(&mut m, &plan)?;
+        let pared =
+            maintain::carry_out_pare(&mut m, &plan, &std::sync::atomic::AtomicBool::new(false))?;
         if a.json {
             print_json(
                 &serde_json::json!({ "pared": pared, "free_bytes": m.free_space()?, "plan": plan }),
