@@ -111,6 +111,12 @@ pub enum MediaCmd {
     /// Show the media ID file and a summary.
     Show {
         dir: PathBuf,
+        /// Also: how far back each kind will reach on this medium at the change rate its own
+        /// history shows (a simulated half year, spec [0055]).
+        #[arg(long)]
+        reach: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -324,17 +330,45 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Media(MediaCmd::Show { dir, json }) => {
+        Command::Media(MediaCmd::Show {
+            dir,
+            reach,
+            config,
+            json,
+        }) => {
             let m = Medium::open_read(&dir)?;
+            let reach = if reach {
+                let cfg = load_config(config.as_deref(), &[])?;
+                Some(crate::sizing::reach(&m, &cfg.schedule, &cfg.pare)?)
+            } else {
+                None
+            };
             if json {
                 let (packs_bytes, live_bytes) = maintain::usage(&m)?;
                 print_json(&serde_json::json!({
                     "media": m.media(), "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
                     "blocks": m.store().block_count(), "free_bytes": m.free_space()?,
-                    "packs_bytes": packs_bytes, "live_bytes": live_bytes,
+                    "packs_bytes": packs_bytes, "live_bytes": live_bytes, "reach": reach,
                 }))?;
             } else {
                 output::print_media(&m)?;
+                if let Some(r) = &reach {
+                    println!(
+                        "at this medium's change rate, in a steady state, history reaches back:"
+                    );
+                    for (k, days) in &r.days {
+                        match days {
+                            Some(d) => println!("  {k:<8} {d:>6.1} days"),
+                            None => println!("  {k:<8}      -"),
+                        }
+                    }
+                    if r.failed > 0 {
+                        println!(
+                            "  ({} backups would not fit: the medium is too small for this rate)",
+                            r.failed
+                        );
+                    }
+                }
             }
             Ok(0)
         }

@@ -13,6 +13,7 @@
 use crate::ids::BackupId;
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Duration, Utc};
+use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -291,7 +292,8 @@ pub enum Skip {
 /// step 118 ([0044]) with the numbers. Nothing is pared to make room in this case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "medium too small: {needed} bytes needed, {free} free, and paring all the plan allows would free only {could_free} more ({why}); nothing was pared to make room: use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])"
+    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}); nothing was pared to make room: use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
+    HumanBytes(*needed), HumanBytes(*free), HumanBytes(*could_free)
 )]
 pub struct TooSmall {
     pub needed: u64,

@@ -59,6 +59,45 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
     })
 }
 
+/// How far back each kind reaches at the end of a simulated half year on this medium, at the
+/// change rate its history shows.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Reach {
+    pub days: std::collections::BTreeMap<Kind, Option<f64>>,
+    pub failed: u64,
+    pub history: History,
+}
+
+/// Simulate 182 days on a medium of this one's capacity with its own sizes.
+pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
+    let h = history(m, sched)?;
+    let capacity = rustix::fs::statvfs(m.root())
+        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+        .unwrap_or(0);
+    let model = crate::simulate::Model {
+        capacity,
+        full_size: h.full_size,
+        change: h.change.clone(),
+        keep_all: false,
+    };
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let end = start + chrono::Duration::days(182);
+    let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    let days = s
+        .at_end
+        .iter()
+        .map(|(k, v)| {
+            let back = v.oldest.map(|o| (end - o).num_minutes() as f64 / 1440.0);
+            (*k, back)
+        })
+        .collect();
+    Ok(Reach {
+        days,
+        failed: s.failed,
+        history: h,
+    })
+}
+
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
 pub const FACTOR_NUM: u64 = 3;
 pub const FACTOR_DEN: u64 = 2;
@@ -66,7 +105,8 @@ pub const FACTOR_DEN: u64 = 2;
 /// A medium smaller than the rule asks for.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, thiserror::Error)]
 #[error(
-    "the medium holds {capacity} bytes, less than 1.5 times the {sources} bytes of the sources ({recommended} bytes, spec [0055]): expect few backups to fit, and little history"
+    "the medium holds {} ({capacity} bytes), less than 1.5 times the {} of the sources ({}, spec [0055]): expect few backups to fit, and little history",
+    indicatif::HumanBytes(*capacity), indicatif::HumanBytes(*sources), indicatif::HumanBytes(*recommended)
 )]
 pub struct Undersized {
     pub capacity: u64,
@@ -116,7 +156,7 @@ mod tests {
             })
         );
         assert_eq!(
-            advice(u64::MAX, u64::MAX).map(|u| u.recommended),
+            advice(u64::MAX - 1, u64::MAX).map(|u| u.recommended),
             Some(u64::MAX)
         );
     }

@@ -284,4 +284,14 @@ fn sizes_as_people_write_them_and_simulate_from_a_medium() {
     assert!(full > 1 << 20 && full < 2 << 20, "{first}");
     let s = &json(out.lines().last().unwrap())["summary"];
     assert_eq!(s["broken"], 0);
+    // How far back each kind reaches on this medium at its own change rate (a directory
+    // medium: the capacity of the file system it is on, so nothing fails).
+    let show = json(&env.ok(&["media", "show", "{medium}", "--reach", "--json"]));
+    let reach = &show["reach"];
+    assert_eq!(reach["failed"], 0, "{reach}");
+    assert!(
+        reach["days"]["monthly"].as_f64().unwrap() > 150.0,
+        "{reach}"
+    );
+    assert!(reach["days"]["micro"].as_f64().unwrap() <= 7.0, "{reach}");
 }
