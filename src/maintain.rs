@@ -1,9 +1,13 @@
 //! Carrying out the paring plan on a medium: remove a backup, reclaim the blocks nothing
-//! references any more, and make room before a backup by the plan of spec Figs. 3a/3b.
+//! references any more, and make room before a backup by the room plan ([`pare::plan_room`],
+//! spec Figs. 3a/3b), with the bytes each pare frees measured from the medium's index
+//! ([`sharing`]) before anything is pared.
 //!
 //! Invariants: a backup is removed from `tree.yaml` (the commit point) before anything of it
-//! is deleted; garbage collection keeps every blob any listed backup references; the parent
-//! chosen for the next backup is never pared.
+//! is deleted; garbage collection keeps every blob any listed backup references; what
+//! [`pare::protected`] names (the parent chosen for the next backup, the newest verified
+//! backup, the newest verified full) is never pared; a room plan that cannot free enough pares
+//! nothing; `pare --dry-run` and `pare` compute the same [`ParePlan`].
 
 use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId};
@@ -173,7 +177,8 @@ pub struct TooSmall {
 /// Space kept free beyond a backup's estimate (headers, tree, pack trailers, rounding).
 pub const RESERVE: u64 = 8 << 20;
 
-/// No blob is shared: for plans that pare nothing (enough is free already).
+/// Nothing measured: for plans that need to pare nothing (enough is free already), so the
+/// index is not read when space is plentiful.
 struct Unneeded;
 impl Freed for Unneeded {
     fn freed(&self, _: &[BackupId], _: BackupId) -> u64 {
@@ -181,8 +186,9 @@ impl Freed for Unneeded {
     }
 }
 
-/// The one room plan (issue 10): what `backup`, the agent, `pare --free` and `pare --dry-run`
-/// would pare to have `needed` bytes free on `m` before a backup whose parent is `parent`.
+/// The room plan on a medium (issue 10): what making room for a backup whose parent is
+/// `parent` pares to have `needed` bytes free (`job::run`, so `backup`, the agent and `demo`).
+/// `pare [--dry-run] --free` comes to the same [`pare::plan_room`] through [`plan_pare`].
 /// Reads the medium (listings, free space) and changes nothing.
 pub fn plan_room(
     m: &Medium,
