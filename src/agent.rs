@@ -334,6 +334,7 @@ impl Agent {
             self.clock.now(),
             self.cfg.agent.state_dir.clone(),
         );
+        let cfg = self.cfg.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
                 Refusal::Failed(format!(
@@ -341,7 +342,13 @@ impl Agent {
                     d2.devnode.display()
                 ))
             })?;
+            let blank = identified.is_none();
             let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
+            if let (true, Ok(_)) = (blank, &r) {
+                if let Some(u) = crate::sizing::check(&mp2, &cfg) {
+                    warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+                }
+            }
             if r.is_err() {
                 let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
             }

@@ -99,12 +99,24 @@ pub enum MediaCmd {
         /// Wipe an already enrolled medium and enrol it anew.
         #[arg(long)]
         force: bool,
+        /// The configuration whose sources the medium will hold (for the sizing check).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Sources to measure against the medium (spec [0055]: about 1.5 times their size).
+        #[arg(long = "source")]
+        sources: Vec<PathBuf>,
         #[arg(long)]
         json: bool,
     },
     /// Show the media ID file and a summary.
     Show {
         dir: PathBuf,
+        /// Also: how far back each kind will reach on this medium at the change rate its own
+        /// history shows (a simulated half year, spec [0055]).
+        #[arg(long)]
+        reach: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -306,9 +318,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             dir,
             label,
             force,
+            config,
+            sources,
             json,
         }) => {
-            let state = state_dir(None)?;
+            let cfg = load_config(config.as_deref(), &sources)?;
+            let state = cfg.agent.state_dir.clone();
             let old = force
                 .then(|| Medium::identify(&dir).ok().map(|m| m.media_id))
                 .flatten();
@@ -317,8 +332,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             if let Some(id) = old {
                 let _ = std::fs::remove_file(medium::key_path(&state, &id));
             }
+            let undersized = crate::sizing::check(&dir, &cfg);
             if json {
-                print_json(&m)?;
+                let mut v = serde_json::to_value(&m)?;
+                if let Some(u) = &undersized {
+                    v["undersized"] = serde_json::to_value(u)?;
+                }
+                print_json(&v)?;
             } else {
                 println!(
                     "enrolled {} as medium {} ({:?})",
@@ -326,6 +346,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     m.media_id,
                     m.label
                 );
+                if let Some(u) = &undersized {
+                    println!("warning: {u}");
+                }
             }
             Ok(0)
         }
@@ -357,17 +380,45 @@ pub fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Media(MediaCmd::Show { dir, json }) => {
+        Command::Media(MediaCmd::Show {
+            dir,
+            reach,
+            config,
+            json,
+        }) => {
             let m = Medium::open_read(&dir)?;
+            let reach = if reach {
+                let cfg = load_config(config.as_deref(), &[])?;
+                Some(crate::sizing::reach(&m, &cfg.schedule, &cfg.pare)?)
+            } else {
+                None
+            };
             if json {
                 let (packs_bytes, live_bytes) = maintain::usage(&m)?;
                 print_json(&serde_json::json!({
                     "media": m.media(), "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
                     "blocks": m.store().block_count(), "free_bytes": m.free_space()?,
-                    "packs_bytes": packs_bytes, "live_bytes": live_bytes,
+                    "packs_bytes": packs_bytes, "live_bytes": live_bytes, "reach": reach,
                 }))?;
             } else {
                 output::print_media(&m)?;
+                if let Some(r) = &reach {
+                    println!(
+                        "at this medium's change rate, in a steady state, history reaches back:"
+                    );
+                    for (k, days) in &r.days {
+                        match days {
+                            Some(d) => println!("  {k:<8} {d:>6.1} days"),
+                            None => println!("  {k:<8}      -"),
+                        }
+                    }
+                    if r.failed > 0 {
+                        println!(
+                            "  ({} backups would not fit: the medium is too small for this rate)",
+                            r.failed
+                        );
+                    }
+                }
             }
             Ok(0)
         }
@@ -502,15 +553,29 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
     )?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
-        Some(kind) => Due {
-            kind,
-            parent: if kind.is_full() {
+        Some(kind) => {
+            let parent = if kind.is_full() {
                 None
             } else {
                 a.parent.or(schedule::parent_for(m.tree(), kind))
-            },
-            why: Why::Requested,
-        },
+            };
+            if parent.is_none() && !kind.is_full() {
+                bail!(
+                    "{}: no verified {} on this medium to be the parent of a {kind} backup (spec [0030]-[0032]); make a monthly first (--kind monthly, or let the schedule decide)",
+                    medium_of(&a.medium)?.display(),
+                    match kind {
+                        Kind::Weekly => "monthly",
+                        Kind::Daily => "weekly or monthly",
+                        _ => "backup",
+                    }
+                );
+            }
+            Due {
+                kind,
+                parent,
+                why: Why::Requested,
+            }
+        }
         None => match schedule::due(m.tree(), now, &cfg.schedule) {
             Some(mut d) => {
                 if a.parent.is_some() && !d.kind.is_full() {

@@ -58,8 +58,9 @@ pub struct Failure {
 pub enum TooSmall {
     /// Step 118: only one backup fits; the backup was made.
     OnlyOneFits,
-    /// Step 118 or 142: no room even after paring all the plan allows; no backup made.
-    NoRoom { needed: u64, free: u64 },
+    /// Step 118 or 142: no room even after all the plan allows; nothing pared to make room,
+    /// no backup made. The numbers say what a medium would need.
+    NoRoom(crate::pare::TooSmall),
 }
 
 impl std::fmt::Display for TooSmall {
@@ -71,15 +72,7 @@ impl std::fmt::Display for TooSmall {
                     "only one backup fits on this medium; use a larger one (spec [0044])"
                 )
             }
-            TooSmall::NoRoom { needed, free } => write!(
-                f,
-                "{}",
-                maintain::TooSmall {
-                    needed: *needed,
-                    free: *free,
-                    pared: Vec::new(),
-                }
-            ),
+            TooSmall::NoRoom(t) => write!(f, "{t}"),
         }
     }
 }
@@ -159,10 +152,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
         }
         Ok(Err(t)) => {
             out.pared_before = t.pared.clone();
-            out.too_small = Some(TooSmall::NoRoom {
-                needed: t.needed,
-                free: t.free,
-            });
+            out.too_small = Some(TooSmall::NoRoom(t.notice.clone()));
             let message = format!("{t}; the {} backup was not made", due.kind);
             return out.fail(Stage::Room, message);
         }

@@ -14,6 +14,8 @@
 //! - [`tree`], [`schedule`], [`pare`]: pure planners over the dependency tree (spec
 //!   [0029]–[0048]); [`maintain`] carries out their plans on a medium (pare, reclaim space);
 //!   [`simulate`] runs them over a modelled medium.
+//! - [`share`]: which blobs the backups share (what a pare frees); [`size`]: `500GB`, `2TiB`;
+//!   [`sizing`]: sizes measured from a medium's history, the 1.5× rule of [0055].
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
 //!   [`status`]: what it answers, as types the CLI reads back.
@@ -38,7 +40,10 @@ pub mod query;
 pub mod restore;
 pub mod scan;
 pub mod schedule;
+pub mod share;
 pub mod simulate;
+pub mod size;
+pub mod sizing;
 pub mod status;
 pub mod store;
 pub mod tree;

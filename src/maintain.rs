@@ -1,15 +1,20 @@
 //! Carrying out the paring plan on a medium: remove a backup, reclaim the blocks nothing
-//! references any more, and make room before a backup by the plan of spec Figs. 3a/3b.
+//! references any more, and make room before a backup by the room plan ([`pare::plan_room`],
+//! spec Figs. 3a/3b), with the bytes each pare frees measured from the medium's index
+//! ([`sharing`]) before anything is pared.
 //!
 //! Invariants: a backup is removed from `tree.yaml` (the commit point) before anything of it
-//! is deleted; garbage collection keeps every blob any listed backup references; the parent
-//! chosen for the next backup is never pared.
+//! is deleted; garbage collection keeps every blob any listed backup references; what
+//! [`pare::protected`] names (the parent chosen for the next backup, the newest verified
+//! backup, the newest verified full) is never pared; a room plan that cannot free enough pares
+//! nothing; `pare --dry-run` and `pare` compute the same [`ParePlan`].
 
 use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::EntryKind;
 use crate::medium::{Medium, Wait};
-use crate::pare::{self, Policy, Reason};
+use crate::pare::{self, Freed, Policy, Reason, RoomPlan};
+use crate::share::{self, Sharing};
 use crate::store::GcReport;
 use crate::tree::{Kind, Tree};
 use chrono::{DateTime, Utc};
@@ -26,6 +31,42 @@ pub struct Pared {
     pub kind: Kind,
     pub started: DateTime<Utc>,
     pub reason: Reason,
+    /// The bytes the room plan reckoned paring it frees (`None`: pared by age, step 100,
+    /// which is retention and not measured).
+    #[serde(default)]
+    pub freed: Option<u64>,
+}
+
+/// The reference counts of every blob the medium's backups use, for the room plan: one pass
+/// over the distinct listings (each read once, an explicit stack).
+pub fn sharing(m: &Medium) -> Result<Sharing> {
+    let mut g = share::Builder::default();
+    let size = |id: &BlockId| m.store().locate(id).map_or(0, |(_, e)| e.stored_len as u64);
+    let mut todo: Vec<(BlockId, u32)> = Vec::new();
+    for b in &m.tree().backups {
+        let root = m.header(b.id)?.root;
+        let ri = g.intern(root, size(&root));
+        g.add_root(b.id, ri);
+        todo.push((root, ri));
+        while let Some((listing, li)) = todo.pop() {
+            if g.has_listing(li) {
+                continue; // this directory (and all below it) is already counted
+            }
+            let mut children = Vec::new();
+            for e in m.listing(&listing)?.entries {
+                for blk in &e.blocks {
+                    children.push(g.intern(*blk, size(blk)));
+                }
+                if let (EntryKind::Dir, Some(sub)) = (e.kind, e.subtree) {
+                    let si = g.intern(sub, size(&sub));
+                    children.push(si);
+                    todo.push((sub, si));
+                }
+            }
+            g.add_listing(li, children);
+        }
+    }
+    Ok(g.finish())
 }
 
 /// Every blob (listings and data blocks) the backups in the tree reference.
@@ -78,6 +119,7 @@ pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
         kind: rec.kind,
         started: rec.started,
         reason,
+        freed: None,
     })
 }
 
@@ -118,6 +160,7 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
                 kind: r.kind,
                 started: r.started,
                 reason,
+                freed: None,
             });
         } else {
             out.push(pare_one(m, id, reason)?);
@@ -129,61 +172,76 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
     Ok(out)
 }
 
-/// The order in which the plan would pare, all the way down, on a copy of the tree (for
-/// `trayback pare --dry-run`): step 100 first, then the flow chart.
-pub fn full_plan(
-    tree: &Tree,
-    now: DateTime<Utc>,
-    policy: &Policy,
-    protect: &[BackupId],
-) -> Vec<(BackupId, Reason)> {
-    let mut t = tree.clone();
-    let mut out = Vec::new();
-    while let Ok((id, r)) = pare::next_to_pare(&t, now, policy, protect) {
-        t.remove(id);
-        out.push((id, r));
-    }
-    out
-}
-
-/// The medium is too small even after paring everything the plan allows.
+/// The medium is too small even after all the plan allows: the notice, and what earlier
+/// rounds pared when garbage collection reclaimed less than the plan reckoned.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "medium too small: {needed} bytes needed, {free} free after paring all the plan allows ({})",
-    pare::NothingToPare
-)]
+#[error("{notice}")]
 pub struct TooSmall {
-    pub needed: u64,
-    pub free: u64,
-    /// What was pared on the way before the plan ran out.
+    pub notice: pare::TooSmall,
     pub pared: Vec<Pared>,
 }
 
 /// Space kept free beyond a backup's estimate (headers, tree, pack trailers, rounding).
 pub const RESERVE: u64 = 8 << 20;
 
-/// Before a backup: make sure the medium has room for it, paring by the plan if not.
-/// Cheap when space is plentiful (the last backup's full size fits); otherwise estimates the
-/// backup with a stat-only walk. The parent and the latest backup are never pared here.
+/// Nothing measured: for plans that need to pare nothing (enough is free already), so the
+/// index is not read when space is plentiful.
+struct Unneeded;
+impl Freed for Unneeded {
+    fn freed(&self, _: &[BackupId], _: BackupId) -> u64 {
+        0
+    }
+}
+
+/// The room plan on a medium (issue 10): what making room for a backup whose parent is
+/// `parent` pares to have `needed` bytes free (`job::run`, so `backup`, the agent and `demo`).
+/// `pare [--dry-run] --free` comes to the same [`pare::plan_room`] through [`plan_pare`].
+/// Reads the medium (listings, free space) and changes nothing.
+pub fn plan_room(
+    m: &Medium,
+    needed: u64,
+    parent: Option<BackupId>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Result<RoomPlan> {
+    let free = m.free_space()?;
+    let protect = pare::protected(m.tree(), parent);
+    let plan = |f: &dyn Freed| pare::plan_room(m.tree(), now, policy, &protect, needed, free, f);
+    if free >= needed {
+        return Ok(plan(&Unneeded));
+    }
+    Ok(plan(&sharing(m)?))
+}
+
+/// Before a backup: how many bytes it needs free. Cheap when space is plentiful (the last
+/// backup's full size fits); otherwise estimates the backup with a stat-only walk.
+pub fn needed_for_backup(
+    m: &Medium,
+    config: &crate::config::Config,
+    cancel: &AtomicBool,
+) -> Result<u64> {
+    let latest = m.tree().latest_verified().map(|b| (b.id, b.bytes_total));
+    let with_margin = |n: u64| n.saturating_add(n / 50).saturating_add(RESERVE);
+    if let Some((_, total)) = latest {
+        if m.free_space()? >= with_margin(total) {
+            return Ok(with_margin(total));
+        }
+    }
+    let est = crate::backup::estimate(m, config, latest.map(|l| l.0), cancel)?;
+    info!(estimate = est, "making room for a backup");
+    Ok(with_margin(est))
+}
+
+/// Before a backup: make sure the medium has room for it, paring by the room plan if not.
 pub fn room_for_backup(
     m: &mut Medium,
     config: &crate::config::Config,
     parent: Option<BackupId>,
     now: DateTime<Utc>,
-    cancel: &std::sync::atomic::AtomicBool,
+    cancel: &AtomicBool,
 ) -> Result<Result<Vec<Pared>, TooSmall>> {
-    let free = m.free_space()?;
-    let latest = m.tree().latest_verified().map(|b| (b.id, b.bytes_total));
-    if let Some((_, total)) = latest {
-        if free >= total + total / 50 + RESERVE {
-            return Ok(Ok(Vec::new()));
-        }
-    }
-    let est = crate::backup::estimate(m, config, latest.map(|l| l.0), cancel)?;
-    let needed = est + est / 50 + RESERVE;
-    let protect: Vec<BackupId> = parent.into_iter().chain(latest.map(|l| l.0)).collect();
-    info!(estimate = est, free, "making room for a backup");
-    make_room(m, needed, now, &config.pare, &protect, cancel)
+    let needed = needed_for_backup(m, config, cancel)?;
+    make_room(m, needed, parent, now, &config.pare, cancel)
 }
 
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
@@ -225,38 +283,200 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
 /// it gives up: space is reclaimed only while nobody reads.
 pub const READERS_WAIT: Duration = Duration::from_secs(600);
 
-/// Pare by the plan until `needed` bytes are free, reclaiming space after each pare.
+/// What `trayback pare` does, as a value: micro backups past their age (step 100), then, when
+/// asked for free space, the room plan on what is left (the dry run prints exactly this).
+#[derive(Clone, Debug, Serialize)]
+pub struct ParePlan {
+    pub routine: Vec<Pared>,
+    pub room: Option<RoomPlan>,
+}
+
+/// A [`Freed`] for the tree after some backups are gone already.
+struct After<'a> {
+    before: &'a [BackupId],
+    f: &'a dyn Freed,
+}
+
+impl Freed for After<'_> {
+    fn freed(&self, gone: &[BackupId], id: BackupId) -> u64 {
+        let all: Vec<BackupId> = self.before.iter().chain(gone).copied().collect();
+        self.f.freed(&all, id)
+    }
+}
+
+/// Plan `trayback pare [--free N]` at `now`; the protect set is the one of a backup due now.
+pub fn plan_pare(
+    m: &Medium,
+    now: DateTime<Utc>,
+    config: &crate::config::Config,
+    want_free: Option<u64>,
+) -> Result<ParePlan> {
+    let policy = &config.pare;
+    let tree = m.tree();
+    let expired = pare::expired(tree, now, policy, &[]);
+    let routine: Vec<Pared> = expired
+        .iter()
+        .map(|(id, reason)| {
+            let r = tree.get(*id).expect("expired backups are in the tree");
+            Pared {
+                id: *id,
+                kind: r.kind,
+                started: r.started,
+                reason: *reason,
+                freed: None,
+            }
+        })
+        .collect();
+    let Some(needed) = want_free else {
+        return Ok(ParePlan {
+            routine,
+            room: None,
+        });
+    };
+    let mut after = tree.clone();
+    for (id, _) in &expired {
+        after.remove(*id);
+    }
+    let parent = crate::schedule::due(&after, now, &config.schedule).and_then(|d| d.parent);
+    let protect = pare::protected(&after, parent);
+    let free = m.free_space()?;
+    let room = if free >= needed {
+        pare::plan_room(&after, now, policy, &protect, needed, free, &Unneeded)
+    } else {
+        let g = sharing(m)?;
+        let ids: Vec<BackupId> = expired.iter().map(|e| e.0).collect();
+        let aged = g.freed_by(&ids);
+        let f = After {
+            before: &ids,
+            f: &g,
+        };
+        pare::plan_room(
+            &after,
+            now,
+            policy,
+            &protect,
+            needed,
+            free.saturating_add(aged),
+            &f,
+        )
+    };
+    Ok(ParePlan {
+        routine,
+        room: Some(room),
+    })
+}
+
+/// The flow chart's order all the way down, after the routine, with the room plan's protect
+/// set but without measuring what each frees (`pare --dry-run` without `--free`).
+pub fn order_when_needed(
+    m: &Medium,
+    now: DateTime<Utc>,
+    config: &crate::config::Config,
+) -> Result<Vec<Pared>> {
+    let mut t = m.tree().clone();
+    for (id, _) in pare::expired(&t, now, &config.pare, &[]) {
+        t.remove(id);
+    }
+    let parent = crate::schedule::due(&t, now, &config.schedule).and_then(|d| d.parent);
+    let mut skip = pare::protected(&t, parent);
+    let mut out = Vec::new();
+    while let Ok((id, reason)) = pare::next_to_pare(&t, now, &config.pare, &skip) {
+        skip.push(id);
+        let r = t
+            .get(id)
+            .expect("the chart chooses backups in the tree")
+            .clone();
+        if r.kind.is_full() && t.children(id).next().is_some() {
+            continue;
+        }
+        t.remove(id);
+        out.push(Pared {
+            id,
+            kind: r.kind,
+            started: r.started,
+            reason,
+            freed: None,
+        });
+    }
+    Ok(out)
+}
+
+/// Carry out a [`ParePlan`] as it is (nothing re-planned, so it does what the dry run showed);
+/// a room plan that cannot free enough pares nothing beyond the routine.
+pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> Result<Vec<Pared>> {
+    let mut out = Vec::new();
+    for p in &plan.routine {
+        out.push(pare_one(m, p.id, p.reason)?);
+    }
+    let mut for_room = false;
+    if let Some(room) = plan.room.as_ref().filter(|r| r.too_small.is_none()) {
+        for v in &room.victims {
+            let mut p = pare_one(m, v.id, v.reason)?;
+            p.freed = Some(v.freed);
+            out.push(p);
+            for_room = true;
+        }
+    }
+    if for_room {
+        // Space was asked for: wait for readers as making room for a backup does.
+        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+            return Err(Error::Refused(format!(
+                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
+                m.root().display()
+            )));
+        }
+    } else if !out.is_empty() {
+        collect_garbage(m, Wait::No)?;
+    }
+    Ok(out)
+}
+
+/// Garbage collection may reclaim less than the plan reckoned (a pack less than a quarter
+/// dead is kept): then the plan is made again from what is free, at most this many times.
+const ROUNDS: usize = 4;
+
+/// Make `needed` bytes free by the room plan: plan the whole sequence, carry it out, reclaim.
+/// When the plan cannot free enough, nothing is pared and the notice comes back.
 pub fn make_room(
     m: &mut Medium,
     needed: u64,
+    parent: Option<BackupId>,
     now: DateTime<Utc>,
     policy: &Policy,
-    protect: &[BackupId],
     cancel: &AtomicBool,
 ) -> Result<Result<Vec<Pared>, TooSmall>> {
     let mut out = Vec::new();
-    loop {
-        let free = m.free_space()?;
-        if free >= needed {
+    for _ in 0..ROUNDS {
+        let plan = plan_room(m, needed, parent, now, policy)?;
+        if let Some(notice) = plan.too_small {
+            return Ok(Err(TooSmall { notice, pared: out }));
+        }
+        if plan.victims.is_empty() {
             return Ok(Ok(out));
         }
-        match pare::next_to_pare(m.tree(), now, policy, protect) {
-            Ok((id, reason)) => {
-                out.push(pare_one(m, id, reason)?);
-                if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
-                    return Err(Error::Refused(format!(
-                        "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
-                        m.root().display()
-                    )));
-                }
-            }
-            Err(_) => {
-                return Ok(Err(TooSmall {
-                    needed,
-                    free,
-                    pared: out,
-                }))
-            }
+        for v in plan.victims {
+            let mut p = pare_one(m, v.id, v.reason)?;
+            p.freed = Some(v.freed);
+            out.push(p);
+        }
+        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+            return Err(Error::Refused(format!(
+                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
+                m.root().display()
+            )));
         }
     }
+    let free = m.free_space()?;
+    if free >= needed {
+        return Ok(Ok(out));
+    }
+    Ok(Err(TooSmall {
+        notice: pare::TooSmall {
+            needed,
+            free,
+            could_free: 0,
+            why: pare::NothingToPare::Step142,
+        },
+        pared: out,
+    }))
 }

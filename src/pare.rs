@@ -1,13 +1,19 @@
 //! Which backup to pare (spec [0041]–[0048], Figs. 3a/3b), as pure functions of the tree,
-//! the policy and `now`. The store carries out the plan (`maintain`); `simulate` and the
-//! agent call the same functions.
+//! the policy and `now`, and the whole plan for making room ([`plan_room`]) as a value.
+//! The medium carries the plan out (`maintain`); `backup`, the agent, `pare`, `pare --dry-run`
+//! and `simulate` all call [`plan_room`] with the protect set of [`protected`].
 //!
-//! Invariants: a protected backup (the parent chosen for the backup about to be written) is
-//! never chosen; every choice carries the flow-chart step that made it.
+//! Invariants: a protected backup (the parent of the backup about to be written, the newest
+//! verified backup, the newest verified full) is never chosen; every choice carries the
+//! flow-chart step that made it. The room plan pares nothing that frees nothing, never a
+//! full that incrementals still build on, and nothing at all when the whole sequence could
+//! not free enough; so after it every incremental's chain still reaches a full
+//! ([`check_restorable`], spec [0042], [0050]).
 
 use crate::ids::BackupId;
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Duration, Utc};
+use indicatif::HumanBytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -108,10 +114,18 @@ impl fmt::Display for Reason {
     }
 }
 
-/// Step 142: the plan finds nothing to pare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("step 142: nothing left to pare (the medium is too small for this backup)")]
-pub struct NothingToPare;
+/// Why the flow chart finds nothing (more) to pare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+pub enum NothingToPare {
+    /// Steps 116–118: one backup (micro backups aside) and it must stay: only one backup
+    /// will likely ever fit ([0044]).
+    #[error("step 118: only one backup besides micro backups fits on this medium")]
+    Step118OnlyOneFits,
+    /// Step 142: nothing left the plan may pare.
+    #[error("step 142: nothing left to pare")]
+    Step142,
+}
 
 /// M and W of step 120 for `n` non-micro backups (n < 2 is treated as the smallest range).
 pub fn m_and_w(n: usize) -> (usize, usize) {
@@ -184,8 +198,10 @@ pub fn next_to_pare(
             return Ok(x);
         }
     }
-    if tree.backups.len() == 1 {
-        return pick(cands().next(), Reason::Step118SingleBackup).ok_or(NothingToPare);
+    // Step 116: "only a single backup", counted like step 104 without micro backups.
+    if n == 1 {
+        let single = cands().find(|b| b.kind != Kind::Micro);
+        return pick(single, Reason::Step118SingleBackup).ok_or(NothingToPare::Step118OnlyOneFits);
     }
     let (m, w) = m_and_w(n);
     let first = |k: Kind| {
@@ -225,7 +241,186 @@ pub fn next_to_pare(
     pick(oldest(of(Kind::Daily)), Reason::Step132OldestDaily)
         .or_else(|| pick(oldest(of(Kind::Monthly)), Reason::Step136OldestMonthly))
         .or_else(|| pick(oldest(of(Kind::Weekly)), Reason::Step140OldestWeekly))
-        .ok_or(NothingToPare)
+        .ok_or(NothingToPare::Step142)
+}
+
+/// The one protect set of every room plan: the parent of the backup about to be made, the
+/// newest verified backup (what the next backup is compared against) and the newest verified
+/// full (at least one full is always kept, [0042]).
+pub fn protected(tree: &Tree, parent: Option<BackupId>) -> Vec<BackupId> {
+    let newest = tree.latest_verified().map(|b| b.id);
+    let full = tree
+        .backups
+        .iter()
+        .filter(|b| b.verified && b.kind.is_full())
+        .max_by_key(|b| (b.started, b.id))
+        .map(|b| b.id);
+    let mut v: Vec<BackupId> = parent.into_iter().chain(newest).chain(full).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// What paring frees, known before anything is pared (the medium's shared blocks, or
+/// `simulate`'s model of them).
+pub trait Freed {
+    /// Bytes paring `id` frees once every backup in `gone` is pared too.
+    fn freed(&self, gone: &[BackupId], id: BackupId) -> u64;
+}
+
+/// One backup the room plan pares: why, and the bytes it frees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Victim {
+    pub id: BackupId,
+    pub kind: Kind,
+    pub started: DateTime<Utc>,
+    pub reason: Reason,
+    pub freed: u64,
+}
+
+/// Why the flow chart's choice was passed over while making room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skip {
+    /// Every block of it is still referenced by a backup that stays: paring it frees nothing.
+    FreesNothing,
+    /// A full backup that incrementals still build on: their chains would reach no full.
+    FullWithIncrementals,
+}
+
+/// The medium cannot hold the backup even after all the plan allows: the operator notice of
+/// step 118 ([0044]) with the numbers. Nothing is pared to make room in this case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}); nothing was pared to make room: use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
+    HumanBytes(*needed), HumanBytes(*free), HumanBytes(*could_free)
+)]
+pub struct TooSmall {
+    pub needed: u64,
+    pub free: u64,
+    pub could_free: u64,
+    pub why: NothingToPare,
+}
+
+/// The whole plan for making room, computed before anything is pared (a dry run prints it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPlan {
+    pub needed: u64,
+    pub free: u64,
+    /// In order; empty when `too_small` is set.
+    pub victims: Vec<Victim>,
+    /// The chart's choices passed over, and why.
+    pub skipped: Vec<(BackupId, Skip)>,
+    pub too_small: Option<TooSmall>,
+}
+
+impl RoomPlan {
+    pub fn freed(&self) -> u64 {
+        self.victims.iter().map(|v| v.freed).sum()
+    }
+}
+
+/// Plan the pares that make `needed` bytes free when `free` are: the flow chart's choices in
+/// order, each with the bytes it frees given the ones before it; a choice that frees nothing
+/// or is a full that incrementals build on is passed over. If the whole sequence cannot free
+/// enough, the plan pares nothing and says so ([`TooSmall`]).
+pub fn plan_room(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    p: &Policy,
+    protect: &[BackupId],
+    needed: u64,
+    free: u64,
+    freed: &dyn Freed,
+) -> RoomPlan {
+    let mut plan = RoomPlan {
+        needed,
+        free,
+        victims: Vec::new(),
+        skipped: Vec::new(),
+        too_small: None,
+    };
+    if free >= needed {
+        return plan;
+    }
+    let mut t = tree.clone();
+    let mut skip = protect.to_vec();
+    let mut gone: Vec<BackupId> = Vec::new();
+    let mut got = 0u64;
+    while free.saturating_add(got) < needed {
+        let (id, reason) = match next_to_pare(&t, now, p, &skip) {
+            Ok(x) => x,
+            Err(why) => {
+                plan.victims.clear();
+                plan.too_small = Some(TooSmall {
+                    needed,
+                    free,
+                    could_free: got,
+                    why,
+                });
+                return plan;
+            }
+        };
+        skip.push(id);
+        let rec = t
+            .get(id)
+            .expect("the chart chooses backups in the tree")
+            .clone();
+        if rec.kind.is_full() && t.children(id).next().is_some() {
+            plan.skipped.push((id, Skip::FullWithIncrementals));
+            continue;
+        }
+        let f = freed.freed(&gone, id);
+        if f == 0 {
+            plan.skipped.push((id, Skip::FreesNothing));
+            continue;
+        }
+        t.remove(id);
+        gone.push(id);
+        got = got.saturating_add(f);
+        plan.victims.push(Victim {
+            id,
+            kind: rec.kind,
+            started: rec.started,
+            reason,
+            freed: f,
+        });
+    }
+    plan
+}
+
+/// How a tree fails "the newest backup restores in full from this medium alone".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("no full backup on the medium")]
+    NoFull,
+    #[error("the chain of incremental backup {0} reaches no full backup")]
+    NoFullInChain(BackupId),
+}
+
+/// The invariant of [0042]/[0050]: a non-empty tree holds a full, and every incremental's
+/// parent chain reaches a full.
+pub fn check_restorable(tree: &Tree) -> Result<(), Broken> {
+    if tree.backups.is_empty() {
+        return Ok(());
+    }
+    if !tree.backups.iter().any(|b| b.kind.is_full()) {
+        return Err(Broken::NoFull);
+    }
+    // Parents are older than children (ids increase, `Tree::check`): one pass in id order
+    // settles each backup from its parent's answer.
+    let mut reaches: std::collections::HashMap<BackupId, bool> = std::collections::HashMap::new();
+    for b in &tree.backups {
+        let ok = b.kind.is_full()
+            || b.parent
+                .and_then(|p| reaches.get(&p).copied())
+                .unwrap_or(false);
+        reaches.insert(b.id, ok);
+        if !ok {
+            return Err(Broken::NoFullInChain(b.id));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -294,8 +489,8 @@ mod tests {
         #[rustfmt::skip]
         let cases: Vec<Case> = vec![
             ("MDD?D".into(), 0, Ok((3, Reason::Unverified))),
-            // recent micros are left alone by the chart; one monthly: the oldest monthly
-            ("Mmmm".into(), 0, Ok((1, Reason::Step136OldestMonthly))),
+            // recent micros are left alone by the chart; one monthly besides micros: step 118
+            ("Mmmm".into(), 0, Ok((1, Reason::Step118SingleBackup))),
             ("MDm".into(), 8, Ok((3, Reason::Step100MicroTooOld))),
             (many_dailies.clone(), 0, Ok((45, Reason::Step108OldestDaily))),
             (many_weeklies.clone(), 0, Ok((41, Reason::Step112OldestWeekly))),
@@ -318,7 +513,7 @@ mod tests {
             ("MM".into(), 0, Ok((1, Reason::Step136OldestMonthly))),
             ("WW".into(), 0, Ok((1, Reason::Step140OldestWeekly))),
             // only recent micros: nothing the chart may pare
-            ("mm".into(), 0, Err(NothingToPare)),
+            ("mm".into(), 0, Err(NothingToPare::Step142)),
         ];
         for (spec, days, want) in cases {
             let t = tree(&spec);
@@ -349,7 +544,7 @@ mod tests {
                 &Policy::default(),
                 &[BackupId(1)]
             ),
-            Err(NothingToPare)
+            Err(NothingToPare::Step118OnlyOneFits)
         );
     }
 
@@ -366,5 +561,94 @@ mod tests {
             ..Policy::default()
         };
         assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
+    }
+
+    /// Each backup frees what this map says (0 when absent: all its blocks shared).
+    struct Own(Vec<(u64, u64)>);
+    impl Freed for Own {
+        fn freed(&self, _: &[BackupId], id: BackupId) -> u64 {
+            self.0.iter().find(|(i, _)| *i == id.0).map_or(0, |x| x.1)
+        }
+    }
+
+    #[test]
+    fn the_room_plan() {
+        let p = Policy::default();
+        type Outcome = Result<Vec<(u64, Reason)>, NothingToPare>;
+        // (tree, what each frees, bytes wanted beyond the free ones, expected victims, skipped)
+        type Case = (
+            &'static str,
+            Vec<(u64, u64)>,
+            u64,
+            Outcome,
+            Vec<(u64, Skip)>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // Issue 10: the only monthly and micros sharing its blocks: nothing pared, step 118.
+            ("Mmmm", vec![], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),
+            ("Mmmm", vec![(1, 100)], 10, Err(NothingToPare::Step118OnlyOneFits), vec![]),
+            // A daily that frees nothing is passed over; the next one is pared.
+            ("MDDD", vec![(3, 7)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![(2, Skip::FreesNothing)]),
+            // Not enough in the whole sequence: nothing at all is pared.
+            ("MDDD", vec![(2, 1), (3, 1)], 5, Err(NothingToPare::Step142), vec![]),
+            // A full that incrementals build on is passed over, once they are gone it may go.
+            ("MDMD", vec![(1, 50)], 5, Err(NothingToPare::Step142), vec![(2, Skip::FreesNothing), (1, Skip::FullWithIncrementals)]),
+            ("MDMD", vec![(1, 50), (2, 1)], 5, Ok(vec![(2, Reason::Step132OldestDaily), (1, Reason::Step136OldestMonthly)]), vec![]),
+            // The newest backup and the newest full stay; so does the given parent.
+            ("MWDD", vec![(2, 9), (3, 9), (4, 9)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![]),
+            ("MM", vec![(1, 9), (2, 9)], 5, Ok(vec![(1, Reason::Step136OldestMonthly)]), vec![]),
+            // Enough free already: nothing.
+            ("MDDD", vec![(2, 9)], 0, Ok(vec![]), vec![]),
+        ];
+        for (spec, own, want, expect, skipped) in cases {
+            let t = tree(spec);
+            let protect = protected(&t, None);
+            let plan = plan_room(
+                &t,
+                now_after(&t, 0),
+                &p,
+                &protect,
+                100 + want,
+                100,
+                &Own(own),
+            );
+            let got: Outcome = match &plan.too_small {
+                Some(ts) => Err(ts.why),
+                None => Ok(plan.victims.iter().map(|v| (v.id.0, v.reason)).collect()),
+            };
+            assert_eq!(got, expect, "tree {spec}");
+            if plan.too_small.is_some() {
+                assert!(
+                    plan.victims.is_empty(),
+                    "tree {spec}: pared though too small"
+                );
+            } else {
+                assert!(plan.victims.iter().all(|v| v.freed > 0));
+                assert!(plan.freed() >= want, "tree {spec}");
+                let mut after = t.clone();
+                for v in &plan.victims {
+                    after.remove(v.id);
+                }
+                assert_eq!(check_restorable(&after), Ok(()), "tree {spec}");
+            }
+            if !skipped.is_empty() {
+                let s: Vec<(u64, Skip)> = plan.skipped.iter().map(|(i, k)| (i.0, *k)).collect();
+                assert_eq!(s, skipped, "tree {spec}");
+            }
+        }
+    }
+
+    #[test]
+    fn restorable_trees() {
+        assert_eq!(check_restorable(&tree("")), Ok(()));
+        assert_eq!(check_restorable(&tree("MDmW")), Ok(()));
+        assert_eq!(check_restorable(&tree("mm")), Err(Broken::NoFull));
+        let mut t = tree("MDmMD");
+        t.remove(BackupId(1));
+        assert_eq!(
+            check_restorable(&t),
+            Err(Broken::NoFullInChain(BackupId(2)))
+        );
     }
 }

@@ -139,6 +139,8 @@ fn due_times(tree: &Tree, s: &Schedule) -> Option<[(Kind, DateTime<Utc>); 4]> {
 
 /// The parent a backup of `kind` would have on this tree (spec [0030]–[0032]): weekly → the
 /// latest monthly; daily → the latest weekly or monthly; micro → the latest of any kind.
+/// `None` for a monthly, and when no verified backup of those kinds is on the medium (a
+/// daily is never based on a micro).
 pub fn parent_for(tree: &Tree, kind: Kind) -> Option<BackupId> {
     let kinds: &[Kind] = match kind {
         Kind::Monthly => return None,
@@ -146,9 +148,7 @@ pub fn parent_for(tree: &Tree, kind: Kind) -> Option<BackupId> {
         Kind::Daily => &[Kind::Monthly, Kind::Weekly],
         Kind::Micro => &Kind::ALL,
     };
-    latest(tree, kinds)
-        .or_else(|| latest(tree, &Kind::ALL))
-        .map(|b| b.id)
+    latest(tree, kinds).map(|b| b.id)
 }
 
 /// What is due on this medium at `now`, if anything: the highest kind whose time has come.

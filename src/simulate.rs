@@ -1,12 +1,20 @@
-//! `trayback simulate`: the real schedule and paring plan over a modelled medium, for sizing
+//! `trayback simulate`: the real schedule and room plan over a modelled medium, for sizing
 //! (spec [0055]: how much history fits on a disk at my change rate?) and for testing the
 //! planners over months in milliseconds.
 //!
-//! The model: a monthly occupies `full_size`, any other backup the change size of its kind;
-//! paring a backup frees what it occupies. Time jumps from one due backup to the next.
+//! The model of shared blocks (issue 10): the first backup stores `full_size`; after that the
+//! data changes, and the bytes a set of backups occupies is `full_size` plus, for each backup
+//! after the oldest, the bytes that changed since the one before it — `changed(gap)`, the
+//! distinct bytes changed over a time span, interpolated from the change size of each kind
+//! over its interval (micro interval, a day, the weekly interval) and never above
+//! `full_size`. That is exact when each version of the data lives over one stretch of time, as
+//! content-addressed blocks do. So a backup's size is its unique bytes, not its total: paring
+//! a monthly that micros build on frees only what changed between it and the next backup.
+//! The room plan is [`pare::plan_room`], the same as on a real medium, with this model's
+//! [`Freed`]; after every step the tree is checked with [`pare::check_restorable`].
 
 use crate::ids::BackupId;
-use crate::pare::{self, Policy, Reason};
+use crate::pare::{self, Freed, Policy, Reason};
 use crate::schedule::{self, Schedule};
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Duration, Utc};
@@ -17,9 +25,10 @@ use std::collections::{BTreeMap, HashMap};
 pub struct Model {
     pub capacity: u64,
     pub full_size: u64,
-    /// Size of a weekly, daily and micro backup.
+    /// Distinct bytes changed over the interval of a weekly, daily and micro backup.
     pub change: HashMap<Kind, u64>,
-    /// Never pare (spec Table 1 "assumes that backups do not get deleted").
+    /// Never pare (spec Table 1 "assumes that backups do not get deleted"); the capacity
+    /// still holds: what does not fit fails.
     pub keep_all: bool,
 }
 
@@ -39,13 +48,17 @@ pub enum Event {
         kind: Kind,
         reason: Reason,
         time: DateTime<Utc>,
+        /// What the pare freed (`None`: pared by age, step 100).
+        freed: Option<u64>,
     },
-    /// The backup could not be made: the plan found nothing more to pare (step 142).
+    /// The backup could not be made: the plan could not free enough (nothing was pared).
     Failed {
         kind: Kind,
         time: DateTime<Utc>,
         needed: u64,
         free: u64,
+        /// What paring all the plan allows would have freed.
+        could_free: u64,
     },
 }
 
@@ -60,39 +73,116 @@ pub struct Summary {
     pub created: u64,
     pub pared: u64,
     pub failed: u64,
+    /// Steps after which the newest backup could not have been restored in full from the
+    /// medium (no full, or a chain reaching none): always 0.
+    pub broken: u64,
     pub at_end: BTreeMap<Kind, KindSummary>,
     pub used_at_end: u64,
     pub peak_used: u64,
     pub capacity: u64,
 }
 
-struct Medium {
-    tree: Tree,
-    sizes: HashMap<BackupId, u64>,
-    used: u64,
-    pared: u64,
+/// Distinct bytes changed over a span of time: piecewise linear through the kinds' points,
+/// never decreasing, the last slope carried on, capped at the full size.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    /// (seconds, bytes), increasing in both.
+    points: Vec<(i64, u64)>,
+    cap: u64,
 }
 
-impl Medium {
-    fn pare(
-        &mut self,
-        id: BackupId,
-        reason: Reason,
-        time: DateTime<Utc>,
-        emit: &mut dyn FnMut(&Event),
-    ) {
-        let rec = self
-            .tree
-            .remove(id)
-            .expect("the plan chooses backups in the tree");
-        self.used -= self.sizes.remove(&id).unwrap_or(0);
-        self.pared += 1;
-        emit(&Event::Pared {
-            id,
-            kind: rec.kind,
-            reason,
-            time,
-        });
+impl Changed {
+    pub fn new(model: &Model, sched: &Schedule) -> Changed {
+        let mut pts: Vec<(i64, u64)> = vec![
+            (sched.micro_interval.num_seconds(), Kind::Micro),
+            (86_400, Kind::Daily),
+            (sched.weekly_every.num_seconds(), Kind::Weekly),
+        ]
+        .into_iter()
+        .map(|(secs, k)| (secs.max(1), model.change.get(&k).copied().unwrap_or(0)))
+        .collect();
+        pts.sort();
+        pts.dedup_by_key(|p| p.0);
+        // The upper concave hull through (0, 0) and the points: distinct bytes changed over
+        // a span can be no more than over its parts (so paring never grows what the rest
+        // occupies), and where the sizes given disagree, the larger reading wins.
+        let mut hull: Vec<(i64, u64)> = vec![(0, 0)];
+        for p in pts {
+            let p = (p.0, p.1.min(model.full_size));
+            while hull.len() >= 2 {
+                let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+                // Drop b if it lies on or below the line from a to p.
+                let lhs = (b.1 as i128 - a.1 as i128) * (p.0 - a.0) as i128;
+                let rhs = (p.1 as i128 - a.1 as i128) * (b.0 - a.0) as i128;
+                if lhs <= rhs {
+                    hull.pop();
+                } else {
+                    break;
+                }
+            }
+            hull.push(p);
+        }
+        // Never decreasing: a falling tail is flattened.
+        let mut high = 0;
+        for p in &mut hull {
+            high = high.max(p.1);
+            p.1 = high;
+        }
+        if hull.len() < 2 {
+            hull.push((1, 0));
+        }
+        Changed {
+            points: hull,
+            cap: model.full_size,
+        }
+    }
+
+    pub fn over(&self, span: Duration) -> u64 {
+        let x = span.num_seconds().max(0);
+        let seg = self
+            .points
+            .windows(2)
+            .find(|w| x <= w[1].0)
+            .unwrap_or(&self.points[self.points.len() - 2..]);
+        let ((x0, y0), (x1, y1)) = (seg[0], seg[1]);
+        let slope_num = (y1 - y0) as u128;
+        let dx = (x1 - x0).max(1) as u128;
+        let y = y0 as u128 + slope_num * (x - x0).max(0) as u128 / dx;
+        y.min(self.cap as u128) as u64
+    }
+}
+
+/// The bytes a set of backups occupies in the model.
+fn occupied(full: u64, ch: &Changed, tree: &Tree, without: &[BackupId]) -> u64 {
+    let mut times: Vec<(DateTime<Utc>, BackupId)> = tree
+        .backups
+        .iter()
+        .filter(|b| !without.contains(&b.id))
+        .map(|b| (b.started, b.id))
+        .collect();
+    times.sort();
+    if times.is_empty() {
+        return 0;
+    }
+    times
+        .windows(2)
+        .fold(full, |acc, w| acc.saturating_add(ch.over(w[1].0 - w[0].0)))
+}
+
+/// The model's answer to "what does paring this free?".
+struct ModelFreed<'a> {
+    full: u64,
+    ch: &'a Changed,
+    tree: &'a Tree,
+}
+
+impl Freed for ModelFreed<'_> {
+    fn freed(&self, gone: &[BackupId], id: BackupId) -> u64 {
+        let mut with = gone.to_vec();
+        with.push(id);
+        // Rounding may make the two differ by a byte the wrong way: never below zero.
+        occupied(self.full, self.ch, self.tree, gone)
+            .saturating_sub(occupied(self.full, self.ch, self.tree, &with))
     }
 }
 
@@ -105,51 +195,62 @@ pub fn run(
     end: DateTime<Utc>,
     emit: &mut dyn FnMut(&Event),
 ) -> Summary {
-    let mut md = Medium {
-        tree: Tree::default(),
-        sizes: HashMap::new(),
-        used: 0,
-        pared: 0,
-    };
-    let (mut peak, mut created, mut failed) = (0u64, 0u64, 0u64);
+    let ch = Changed::new(model, sched);
+    let full = model.full_size;
+    let mut tree = Tree::default();
+    let mut used = 0u64;
+    let (mut peak, mut created, mut failed, mut pared, mut broken) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut t = start;
     // `t` only grows; at the end of chrono's time ("never") nothing more falls due.
     while t <= end && t < DateTime::<Utc>::MAX_UTC {
-        let Some(due) = schedule::due(&md.tree, t, sched) else {
-            t = schedule::next_due(&md.tree, t, sched);
+        let Some(due) = schedule::due(&tree, t, sched) else {
+            t = schedule::next_due(&tree, t, sched);
             continue;
         };
-        let size = if due.kind == Kind::Monthly {
-            model.full_size
-        } else {
-            model.change.get(&due.kind).copied().unwrap_or(0)
+        let size = match tree.backups.iter().map(|b| b.started).max() {
+            None => full,
+            Some(newest) => ch.over(t - newest),
         };
-        let protect: Vec<BackupId> = due.parent.into_iter().collect();
-        let mut fits = true;
-        if !model.keep_all {
-            while md.used + size > model.capacity {
-                match pare::next_to_pare(&md.tree, t, policy, &protect) {
-                    Ok((id, reason)) => md.pare(id, reason, t, emit),
-                    Err(_) => {
-                        fits = false;
-                        break;
-                    }
-                }
-            }
-        }
-        if !fits {
+        let free = model.capacity.saturating_sub(used);
+        let (victims, short) = if model.keep_all {
+            (Vec::new(), (size > free).then_some(0))
+        } else {
+            let protect = pare::protected(&tree, due.parent);
+            let f = ModelFreed {
+                full,
+                ch: &ch,
+                tree: &tree,
+            };
+            let plan = pare::plan_room(&tree, t, policy, &protect, size, free, &f);
+            let short = plan.too_small.as_ref().map(|s| s.could_free);
+            (plan.victims, short)
+        };
+        if let Some(could_free) = short {
             failed += 1;
             emit(&Event::Failed {
                 kind: due.kind,
                 time: t,
                 needed: size,
-                free: model.capacity.saturating_sub(md.used),
+                free,
+                could_free,
             });
             t = schedule::add_or_never(t, sched.micro_interval);
             continue;
         }
-        let id = md.tree.next_id;
-        md.tree.add(BackupRecord {
+        for v in victims {
+            tree.remove(v.id);
+            pared += 1;
+            emit(&Event::Pared {
+                id: v.id,
+                kind: v.kind,
+                reason: v.reason,
+                time: t,
+                freed: Some(v.freed),
+            });
+        }
+        let before = occupied(full, &ch, &tree, &[]);
+        let id = tree.next_id;
+        tree.add(BackupRecord {
             id,
             kind: due.kind,
             parent: due.parent,
@@ -157,13 +258,13 @@ pub fn run(
             finished: t,
             verified: true,
             partial: false,
-            bytes_total: model.full_size,
+            bytes_total: full,
             bytes_new: size,
             bytes_stored: size,
         });
-        md.sizes.insert(id, size);
-        md.used += size;
-        peak = peak.max(md.used);
+        used = occupied(full, &ch, &tree, &[]);
+        debug_assert_eq!(used, before + size);
+        peak = peak.max(used);
         created += 1;
         emit(&Event::Created {
             seq: created,
@@ -174,13 +275,23 @@ pub fn run(
             size,
         });
         if !model.keep_all {
-            for (old, reason) in pare::expired(&md.tree, t, policy, &[]) {
-                md.pare(old, reason, t, emit);
+            for (old, reason) in pare::expired(&tree, t, policy, &[]) {
+                let rec = tree.remove(old).expect("expired backups are in the tree");
+                pared += 1;
+                emit(&Event::Pared {
+                    id: old,
+                    kind: rec.kind,
+                    reason,
+                    time: t,
+                    freed: None,
+                });
             }
+            used = occupied(full, &ch, &tree, &[]);
         }
-        debug_assert!(md.tree.check().is_ok());
+        broken += u64::from(pare::check_restorable(&tree).is_err());
+        debug_assert!(tree.check().is_ok());
         t = schedule::next_due(
-            &md.tree,
+            &tree,
             schedule::add_or_never(t, Duration::nanoseconds(1)),
             sched,
         );
@@ -189,17 +300,18 @@ pub fn run(
         .iter()
         .map(|k| (*k, KindSummary::default()))
         .collect();
-    for b in &md.tree.backups {
+    for b in &tree.backups {
         let s = at_end.get_mut(&b.kind).unwrap();
         s.count += 1;
         s.oldest = Some(s.oldest.map_or(b.started, |o| o.min(b.started)));
     }
     Summary {
         created,
-        pared: md.pared,
+        pared,
         failed,
+        broken,
         at_end,
-        used_at_end: md.used,
+        used_at_end: used,
         peak_used: peak,
         capacity: model.capacity,
     }
@@ -276,5 +388,111 @@ mod tests {
             ),
             (1, 3, 24, 2660)
         );
+    }
+
+    const G: u64 = 1 << 30;
+    const M: u64 = 1 << 20;
+
+    /// Run an issue-10 scenario; check after it what every step must keep.
+    fn scenario(
+        days: i64,
+        capacity: u64,
+        full: u64,
+        change: &[(Kind, u64)],
+        keep_all: bool,
+    ) -> Summary {
+        let model = Model {
+            capacity,
+            full_size: full,
+            change: change.iter().copied().collect(),
+            keep_all,
+        };
+        let mut pared_for_nothing = 0;
+        let s = run(
+            &model,
+            &Schedule::default(),
+            &Policy::default(),
+            start(),
+            start() + Duration::days(days),
+            &mut |e| {
+                if let Event::Pared { freed: Some(0), .. } = e {
+                    pared_for_nothing += 1;
+                }
+            },
+        );
+        assert_eq!(s.broken, 0, "the newest backup always restores in full");
+        assert_eq!(pared_for_nothing, 0, "no pare to make room frees nothing");
+        assert!(s.peak_used <= capacity, "{} > {capacity}", s.peak_used);
+        assert!(s.at_end[&Kind::Monthly].count >= 1, "a full is always kept");
+        s
+    }
+
+    #[test]
+    fn issue_10_a_daily_never_lands_on_a_medium_without_a_full() {
+        let s = scenario(
+            90,
+            220 * G,
+            100 * G,
+            &[
+                (Kind::Micro, 10 * M),
+                (Kind::Daily, 100 * G),
+                (Kind::Weekly, 100 * G),
+            ],
+            false,
+        );
+        assert!(
+            s.failed > 0,
+            "the medium is too small for 100G a day: it says so"
+        );
+    }
+
+    #[test]
+    fn issue_10_micros_that_fill_the_medium_keep_the_full() {
+        let s = scenario(
+            3,
+            120 * G,
+            100 * G,
+            &[
+                (Kind::Micro, G),
+                (Kind::Daily, 10 * G),
+                (Kind::Weekly, 10 * G),
+            ],
+            false,
+        );
+        assert_eq!(s.at_end[&Kind::Monthly].count, 1);
+    }
+
+    #[test]
+    fn issue_10_no_pare_still_honours_the_capacity() {
+        let tb = 1_000_000_000_000;
+        let s = scenario(
+            30,
+            3 * tb,
+            2 << 40,
+            &[
+                (Kind::Micro, 400 * M),
+                (Kind::Daily, 10 * G),
+                (Kind::Weekly, 40 * G),
+            ],
+            true,
+        );
+        assert!(s.failed > 0 && s.pared == 0);
+    }
+
+    #[test]
+    fn a_roomy_medium_pares_by_the_chart_and_frees_something_each_time() {
+        let s = scenario(
+            200,
+            30 * G,
+            10 * G,
+            &[
+                (Kind::Micro, 10 * M),
+                (Kind::Daily, 500 * M),
+                (Kind::Weekly, G),
+            ],
+            false,
+        );
+        assert_eq!(s.failed, 0);
+        assert!(s.pared > 0);
     }
 }

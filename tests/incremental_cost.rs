@@ -25,7 +25,16 @@ on_both_media!(unchanged_100k_files_add_no_blocks, |env: &Env| {
     let after = env.medium_bytes();
     let h = env.header(b2);
     assert_eq!(h["counts"]["files_unchanged"], 100_000);
-    assert_eq!(h["counts"]["blobs_new"], 0, "{h:?}");
+    // Nothing under the source changed, so nothing of it is stored again. The directories
+    // above it (/, /tmp, …) are recorded with their attributes, and /tmp changes whenever
+    // anything on the machine makes a temporary file: their listings may be new, nothing else.
+    let above = env.src.components().count() as u64 - 1;
+    let new = h["counts"]["blobs_new"].as_u64().unwrap();
+    assert!(
+        new <= above,
+        "{new} new blobs, at most {above} expected: {h:?}"
+    );
+    assert!(h["bytes"]["new"].as_u64().unwrap() < 4096, "{h:?}");
     assert!(
         after - before < 64 * 1024,
         "a no-change incremental added {} bytes",

@@ -70,8 +70,8 @@ pub struct PareArgs {
     pub dry_run: bool,
     #[arg(long, value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
-    /// Pare by the plan until this many bytes are free.
-    #[arg(long)]
+    /// Pare by the room plan until this many bytes are free (500G, 500GB, 2TiB, …).
+    #[arg(long, value_parser = crate::size::parse_arg)]
     pub free: Option<u64>,
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -82,79 +82,97 @@ pub struct PareArgs {
 pub fn pare(a: PareArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
     let now = a.at.unwrap_or_else(Utc::now);
+    let root = medium_of(&a.medium)?;
+    // One plan for the dry run and the real run (maintain::plan_pare, the room plan of
+    // `backup`): the dry run prints the value, the real run carries it out as it is.
+    let mut m = if a.dry_run {
+        Medium::open_read(&root)?
+    } else {
+        Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir)?
+    };
+    let plan = maintain::plan_pare(&m, now, &cfg, a.free)?;
+    let too_small = plan.room.as_ref().and_then(|r| r.too_small.clone());
     if a.dry_run {
-        let m = Medium::open_read(&medium_of(&a.medium)?)?;
-        let routine = crate::pare::expired(m.tree(), now, &cfg.pare, &[]);
-        let mut t = m.tree().clone();
-        for (id, _) in &routine {
-            t.remove(*id);
-        }
-        let if_needed = maintain::full_plan(&t, now, &cfg.pare, &[]);
-        let row = |id: &crate::ids::BackupId, r: &crate::pare::Reason| {
-            let b = m.tree().get(*id).unwrap();
-            serde_json::json!({ "id": id, "kind": b.kind, "started": b.started, "reason": r, "why": r.to_string() })
-        };
         if a.json {
             print_json(&serde_json::json!({
-                "now": routine.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
-                "when_space_is_needed": if_needed.iter().map(|(i, r)| row(i, r)).collect::<Vec<_>>(),
+                "now": plan.routine,
+                "to_free": plan.room,
+                "when_space_is_needed": maintain::order_when_needed(&m, now, &cfg)?,
             }))?;
         } else {
-            println!("pared now ({}):", routine.len());
-            for (id, r) in &routine {
-                let b = m.tree().get(*id).unwrap();
+            print_plan(&plan);
+            println!("then, as space is needed, in this order (the flow chart alone):");
+            for (i, v) in maintain::order_when_needed(&m, now, &cfg)?
+                .iter()
+                .enumerate()
+            {
                 println!(
-                    "  #{id} {} {}  {r}",
-                    b.kind,
-                    b.started.format("%Y-%m-%d %H:%M")
-                );
-            }
-            println!("then, when space is needed, in this order:");
-            for (i, (id, r)) in if_needed.iter().enumerate() {
-                let b = m.tree().get(*id).unwrap();
-                println!(
-                    "  {:>3}. #{id} {} {}  {r}",
+                    "  {:>3}. #{} {} {}  {}",
                     i + 1,
-                    b.kind,
-                    b.started.format("%Y-%m-%d %H:%M")
+                    v.id,
+                    v.kind,
+                    v.started.format("%Y-%m-%d %H:%M"),
+                    v.reason
                 );
             }
         }
-        return Ok(0);
-    }
-    let mut m = Medium::open_write(
-        &medium_of(&a.medium)?,
-        cfg.compression_level,
-        &cfg.agent.state_dir,
-    )?;
-    let mut pared = maintain::routine(&mut m, now, &cfg.pare, false)?;
-    let mut too_small = None;
-    if let Some(free) = a.free {
-        match maintain::make_room(
-            &mut m,
-            free,
-            now,
-            &cfg.pare,
-            &[],
-            &std::sync::atomic::AtomicBool::new(false),
-        )? {
-            Ok(p) => pared.extend(p),
-            Err(mut e) => {
-                pared.append(&mut e.pared);
-                too_small = Some(e);
-            }
-        }
-    }
-    if a.json {
-        print_json(&serde_json::json!({ "pared": pared, "free_bytes": m.free_space()? }))?;
     } else {
-        super::output::print_pared("", &pared);
-        println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+        let pared =
+            maintain::carry_out_pare(&mut m, &plan, &std::sync::atomic::AtomicBool::new(false))?;
+        if a.json {
+            print_json(
+                &serde_json::json!({ "pared": pared, "free_bytes": m.free_space()?, "plan": plan }),
+            )?;
+        } else {
+            super::output::print_pared("", &pared);
+            println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+        }
     }
     if let Some(e) = too_small {
-        bail!("{}: {e}", medium_of(&a.medium)?.display());
+        bail!("{}: {e}", root.display());
     }
     Ok(0)
+}
+
+fn print_plan(plan: &maintain::ParePlan) {
+    println!("pared now, by age ({}):", plan.routine.len());
+    for p in &plan.routine {
+        println!(
+            "  #{} {} {}  {}",
+            p.id,
+            p.kind,
+            p.started.format("%Y-%m-%d %H:%M"),
+            p.reason
+        );
+    }
+    let Some(room) = &plan.room else { return };
+    println!(
+        "to have {} free ({} free now, after the above):",
+        human(room.needed),
+        human(room.free)
+    );
+    for v in &room.victims {
+        println!(
+            "  #{} {} {}  frees {}  {}",
+            v.id,
+            v.kind,
+            v.started.format("%Y-%m-%d %H:%M"),
+            human(v.freed),
+            v.reason
+        );
+    }
+    for (id, why) in &room.skipped {
+        println!(
+            "  (passed over #{id}: {})",
+            serde_json::to_value(why)
+                .ok()
+                .and_then(|v| v.as_str().map(|s| s.replace('_', " ")))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(t) = &room.too_small {
+        println!("  nothing pared to make room: {t}");
+    }
 }
 
 #[derive(Args, Debug)]
@@ -165,16 +183,20 @@ pub struct SimulateArgs {
     pub start: Option<DateTime<Utc>>,
     #[arg(long, value_parser = parse_duration_arg)]
     pub micro_interval: Option<Duration>,
-    /// The medium's capacity in bytes (suffixes K, M, G, T: powers of 1024).
-    #[arg(long, value_parser = parse_bytes, default_value = "2T")]
+    /// The medium's capacity (3TB, 500GB: powers of 10; 3T, 2TiB: powers of 2).
+    #[arg(long, value_parser = crate::size::parse_arg, default_value = "2T")]
     pub capacity: u64,
     /// Size of a full (monthly) backup.
-    #[arg(long, value_parser = parse_bytes, default_value = "500G")]
-    pub full_size: u64,
-    /// KIND=BYTES: size of each weekly, daily or micro backup (repeatable).
+    #[arg(long, value_parser = crate::size::parse_arg)]
+    pub full_size: Option<u64>,
+    /// Take the full size and the change sizes from this medium's own backups ([0055]);
+    /// --full-size and --change-size override what it measures.
+    #[arg(long)]
+    pub from_medium: Option<PathBuf>,
+    /// KIND=BYTES: bytes changed over a weekly, daily or micro interval (repeatable).
     #[arg(long = "change-size", value_parser = parse_change)]
     pub change: Vec<(Kind, u64)>,
-    /// Never pare, as spec Table 1 assumes.
+    /// Never pare, as spec Table 1 assumes (what does not fit fails).
     #[arg(long)]
     pub no_pare: bool,
     #[arg(long)]
@@ -188,25 +210,6 @@ fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
-/// "1500", "64K", "2.5G", "2T" (powers of 1024).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
-        Some('M') => (&s[..s.len() - 1], 1 << 20),
-        Some('G') => (&s[..s.len() - 1], 1 << 30),
-        Some('T') => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (like 500G)"))?;
-    if n < 0.0 {
-        return Err(format!("{s:?} is negative"));
-    }
-    Ok((n * mult as f64) as u64)
-}
-
 fn parse_change(s: &str) -> Result<(Kind, u64), String> {
     let (k, v) = s
         .split_once('=')
@@ -215,7 +218,7 @@ fn parse_change(s: &str) -> Result<(Kind, u64), String> {
     if kind.is_full() {
         return Err("the size of a monthly is --full-size".into());
     }
-    Ok((kind, parse_bytes(v)?))
+    Ok((kind, crate::size::parse(v)?))
 }
 
 pub fn simulate(a: SimulateArgs) -> Result<u8> {
@@ -224,17 +227,45 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
     if let Some(mi) = a.micro_interval {
         sched.micro_interval = mi;
     }
+    let mut note = String::new();
+    let measured = match &a.from_medium {
+        Some(dir) => {
+            let m = Medium::open_read(dir)?;
+            let h = crate::sizing::history(&m, &sched)?;
+            note = format!(
+                "measured on {}: {} backups over {}, a full backup {}; changes: micro {}, daily {}, weekly {}",
+                dir.display(),
+                m.tree().backups.len(),
+                h.span_days
+                    .map(|d| format!("{d:.1} days"))
+                    .unwrap_or_else(|| "no time".into()),
+                human(h.full_size),
+                human(h.change[&Kind::Micro]),
+                human(h.change[&Kind::Daily]),
+                human(h.change[&Kind::Weekly]),
+            );
+            Some(h)
+        }
+        None => None,
+    };
+    let full_size = a
+        .full_size
+        .or(measured.as_ref().map(|h| h.full_size))
+        .unwrap_or(500 << 30);
     // Default change sizes: a micro 1/5000 of the full backup, a daily 1/200, a weekly 1/50.
-    let mut change: HashMap<Kind, u64> = [
-        (Kind::Micro, a.full_size / 5000),
-        (Kind::Daily, a.full_size / 200),
-        (Kind::Weekly, a.full_size / 50),
-    ]
-    .into();
+    let mut change: HashMap<Kind, u64> = match &measured {
+        Some(h) => h.change.clone(),
+        None => [
+            (Kind::Micro, full_size / 5000),
+            (Kind::Daily, full_size / 200),
+            (Kind::Weekly, full_size / 50),
+        ]
+        .into(),
+    };
     change.extend(a.change.iter().copied());
     let model = Model {
         capacity: a.capacity,
-        full_size: a.full_size,
+        full_size,
         change,
         keep_all: a.no_pare,
     };
@@ -253,6 +284,15 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
             )
         })?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(h) = measured.as_ref().filter(|_| a.json) {
+        serde_json::to_writer(
+            &mut out,
+            &serde_json::json!({ "event": "measured", "history": h }),
+        )?;
+        writeln!(out)?;
+    } else if !note.is_empty() {
+        writeln!(out, "{note}")?;
+    }
     let mut err = None;
     let mut emit = |e: &Event| {
         let r = if a.json {
@@ -282,22 +322,28 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
                     kind,
                     reason,
                     time,
+                    freed,
                 } => writeln!(
                     out,
-                    "{} pared   #{id} {kind}: {reason}",
-                    time.format("%Y-%m-%d %H:%M")
+                    "{} pared   #{id} {kind}{}: {reason}",
+                    time.format("%Y-%m-%d %H:%M"),
+                    freed
+                        .map(|f| format!(" (frees {})", human(f)))
+                        .unwrap_or_default()
                 ),
                 Event::Failed {
                     kind,
                     time,
                     needed,
                     free,
+                    could_free,
                 } => writeln!(
                     out,
-                    "{} FAILED  {kind}: needs {}, {} free after paring all the plan allows",
+                    "{} FAILED  {kind}: needs {}, {} free, paring all the plan allows would free {}; nothing pared",
                     time.format("%Y-%m-%d %H:%M"),
                     human(*needed),
-                    human(*free)
+                    human(*free),
+                    human(*could_free)
                 ),
             }
         };
@@ -321,6 +367,13 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
             "summary after {} days: {} created, {} pared, {} failed",
             a.days, summary.created, summary.pared, summary.failed
         )?;
+        if summary.broken > 0 {
+            writeln!(
+                out,
+                "  BROKEN: {} times the newest backup could not be restored in full",
+                summary.broken
+            )?;
+        }
         for (k, s) in &summary.at_end {
             writeln!(
                 out,

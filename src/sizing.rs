@@ -1,0 +1,163 @@
+//! Sizing from a medium's own history (spec [0055]): what a full backup and each kind's
+//! changes measure on it, for `simulate --from-medium`; and the rule of thumb that a medium
+//! be about 1.5 times the data it backs up, for `media init`.
+//!
+//! Reads the medium (its tree and index) and changes nothing; [`advice`] is pure.
+
+use crate::error::Result;
+use crate::maintain;
+use crate::medium::Medium;
+use crate::schedule::Schedule;
+use crate::tree::Kind;
+use std::collections::HashMap;
+
+/// What a medium's backups say about the data they back up.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct History {
+    /// Stored bytes of the newest backup on its own (a full backup of today's data).
+    pub full_size: u64,
+    /// Bytes changed over each kind's interval, at the rate the history shows: every byte a
+    /// backup stored after the first counts, so this errs on the large side (a sizing tool
+    /// should).
+    pub change: HashMap<Kind, u64>,
+    pub span_days: Option<f64>,
+}
+
+/// Measure the history of `m`.
+pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
+    let tree = m.tree();
+    let mut by_time: Vec<_> = tree.backups.iter().collect();
+    by_time.sort_by_key(|b| (b.started, b.id));
+    let full_size = match by_time.last() {
+        Some(newest) => maintain::sharing(m)?.reachable(newest.id),
+        None => 0,
+    };
+    let span = match (by_time.first(), by_time.last()) {
+        (Some(a), Some(b)) if b.started > a.started => Some((b.started - a.started).num_seconds()),
+        _ => None,
+    };
+    let stored_after_first: u64 = by_time.iter().skip(1).map(|b| b.bytes_stored).sum();
+    let over = |secs: i64| -> u64 {
+        match span {
+            Some(s) => (stored_after_first as u128 * secs.max(0) as u128 / s as u128)
+                .min(u64::MAX as u128) as u64,
+            None => 0,
+        }
+    };
+    let change = [
+        (Kind::Micro, over(sched.micro_interval.num_seconds())),
+        (Kind::Daily, over(86_400)),
+        (Kind::Weekly, over(sched.weekly_every.num_seconds())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.min(full_size.max(1))))
+    .collect();
+    Ok(History {
+        full_size,
+        change,
+        span_days: span.map(|s| s as f64 / 86_400.0),
+    })
+}
+
+/// How far back each kind reaches at the end of a simulated half year on this medium, at the
+/// change rate its history shows.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Reach {
+    pub days: std::collections::BTreeMap<Kind, Option<f64>>,
+    pub failed: u64,
+    pub history: History,
+}
+
+/// Simulate 182 days on a medium of this one's capacity with its own sizes.
+pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
+    let h = history(m, sched)?;
+    let capacity = rustix::fs::statvfs(m.root())
+        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
+        .unwrap_or(0);
+    let model = crate::simulate::Model {
+        capacity,
+        full_size: h.full_size,
+        change: h.change.clone(),
+        keep_all: false,
+    };
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let end = start + chrono::Duration::days(182);
+    let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    let days = s
+        .at_end
+        .iter()
+        .map(|(k, v)| {
+            let back = v.oldest.map(|o| (end - o).num_minutes() as f64 / 1440.0);
+            (*k, back)
+        })
+        .collect();
+    Ok(Reach {
+        days,
+        failed: s.failed,
+        history: h,
+    })
+}
+
+/// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
+pub const FACTOR_NUM: u64 = 3;
+pub const FACTOR_DEN: u64 = 2;
+
+/// A medium smaller than the rule asks for.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error(
+    "the medium holds {} ({capacity} bytes), less than 1.5 times the {} of the sources ({}, spec [0055]): expect few backups to fit, and little history",
+    indicatif::HumanBytes(*capacity), indicatif::HumanBytes(*sources), indicatif::HumanBytes(*recommended)
+)]
+pub struct Undersized {
+    pub capacity: u64,
+    pub sources: u64,
+    pub recommended: u64,
+}
+
+/// Spec [0055] for the medium mounted at `dir` (enrolment: `media init`, the agent): is it
+/// smaller than 1.5 times the configured sources? A stat-only walk of the sources; `None`
+/// when there are none, they cannot be measured, or the medium is large enough.
+pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Undersized> {
+    if cfg.sources.is_empty() {
+        return None;
+    }
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let m = Medium::open_read(dir).ok()?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;
+    advice(capacity, sources)
+}
+
+/// Whether a medium of `capacity` bytes is smaller than the rule for `sources` bytes.
+pub fn advice(capacity: u64, sources: u64) -> Option<Undersized> {
+    let recommended =
+        (sources as u128 * FACTOR_NUM as u128 / FACTOR_DEN as u128).min(u64::MAX as u128) as u64;
+    (capacity < recommended).then_some(Undersized {
+        capacity,
+        sources,
+        recommended,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_and_a_half_times() {
+        assert_eq!(advice(150, 100), None);
+        assert_eq!(
+            advice(149, 100),
+            Some(Undersized {
+                capacity: 149,
+                sources: 100,
+                recommended: 150
+            })
+        );
+        assert_eq!(
+            advice(u64::MAX - 1, u64::MAX).map(|u| u.recommended),
+            Some(u64::MAX)
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! Issue 10 on real media: making room never pares a backup for nothing, never the last full,
+//! nothing at all when it cannot free enough; the dry run shows what the real run does;
+//! parents by the spec; the sizing advice of [0055]; sizes as people write them.
+
+mod util;
+use chrono::{DateTime, Duration, Utc};
+use std::fs;
+use util::*;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+fn list(env: &Env) -> Vec<u64> {
+    ids(&json(&env.ok(&["list", "--medium", "{medium}", "--json"])))
+}
+
+fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
+    env.run(&[
+        "backup",
+        "--medium",
+        "{medium}",
+        "--source",
+        "{src}",
+        "--kind",
+        kind,
+        "--at",
+        &at.to_rfc3339(),
+        "--json",
+    ])
+}
+
+#[test]
+fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
+    // The issue's reproduction: a 6 MiB monthly, then micros adding 1.5 MiB each on 26 MiB.
+    let Some(env) = Env::with_size(MediumKind::Ext4, "26M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 6 << 20));
+    let out = backup_at(&env, "monthly", t0());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut failed = None;
+    for i in 1..20 {
+        write(
+            &env.src.join(format!("micro-{i}.bin")),
+            &bytes(100 + i, 3 << 19),
+        );
+        let before = list(&env);
+        let out = backup_at(&env, "micro", t0() + Duration::minutes(15 * i as i64));
+        if !out.status.success() {
+            let v = json(&text(&out.stdout));
+            assert_eq!(
+                v["pared_before"].as_array().map_or(0, |a| a.len()),
+                0,
+                "pared for nothing: {v}"
+            );
+            assert_eq!(list(&env), before, "the failed backup changed the medium");
+            assert!(
+                text(&out.stderr).contains("medium too small")
+                    && text(&out.stderr).contains("step 118"),
+                "{}",
+                text(&out.stderr)
+            );
+            assert!(v["too_small"]["no_room"]["needed"].as_u64().unwrap() > 0);
+            failed = Some(i);
+            break;
+        }
+    }
+    assert!(failed.is_some(), "the medium never filled up");
+    assert!(list(&env).contains(&1), "the monthly is still there");
+    let restored = env.restore(1, "r1");
+    assert_eq!(
+        fs::read(restored.join("base.bin")).unwrap(),
+        bytes(1, 6 << 20)
+    );
+}
+
+#[test]
+fn pare_dry_run_shows_exactly_what_pare_does() {
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    for day in 0..8i64 {
+        write(
+            &env.src.join(format!("day-{day}.bin")),
+            &bytes(100 + day as u64, 4 << 20),
+        );
+        if day >= 2 {
+            fs::remove_file(env.src.join(format!("day-{}.bin", day - 2))).unwrap();
+        }
+        env.ok(&[
+            "backup",
+            "--medium",
+            "{medium}",
+            "--source",
+            "{src}",
+            "--at",
+            &(t0() + Duration::days(day)).to_rfc3339(),
+        ]);
+    }
+    let at = (t0() + Duration::days(8)).to_rfc3339();
+    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
+        .as_u64()
+        .unwrap();
+    let want = (free + (10 << 20)).to_string();
+    let args = |dry: bool| {
+        let mut a = vec![
+            "pare", "--medium", "{medium}", "--at", &at, "--free", &want, "--json",
+        ];
+        if dry {
+            a.push("--dry-run");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |dry: bool| {
+        let a = args(dry);
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        json(&env.ok(&a))
+    };
+    let dry = run(true);
+    let victims = &dry["to_free"]["victims"];
+    assert!(!ids(victims).is_empty(), "nothing to pare: {dry}");
+    assert!(
+        victims
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["freed"].as_u64().unwrap() > 0),
+        "{dry}"
+    );
+    let before = list(&env);
+    let real = run(false);
+    let mut shown: Vec<u64> = ids(&dry["now"]);
+    shown.extend(ids(victims));
+    assert_eq!(ids(&real["pared"]), shown, "dry run {dry}\nreal run {real}");
+    let after = list(&env);
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|i| !shown.contains(i))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        real["free_bytes"].as_u64().unwrap() >= free,
+        "paring freed something"
+    );
+    // What is left restores, and a full is among it.
+    for id in after {
+        env.restore(id, &format!("r{id}"));
+    }
+}
+
+#[test]
+fn a_daily_is_based_on_the_newest_weekly_or_monthly_never_a_micro() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("f"), b"one");
+    let out = backup_at(&env, "daily", t0());
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no verified weekly or monthly"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(list(&env).is_empty());
+    assert!(backup_at(&env, "monthly", t0()).status.success());
+    assert!(backup_at(&env, "micro", t0() + Duration::minutes(15))
+        .status
+        .success());
+    let out = backup_at(&env, "daily", t0() + Duration::minutes(30));
+    assert!(out.status.success());
+    assert_eq!(json(&text(&out.stdout))["backup"]["parent"], 1);
+}
+
+#[test]
+fn media_init_warns_when_the_medium_is_smaller_than_one_and_a_half_times_the_sources() {
+    let Some(env) = Env::with_size(MediumKind::Ext4, "24M") else {
+        return;
+    };
+    write(&env.src.join("big.bin"), &bytes(3, 20 << 20));
+    let out = env.ok(&[
+        "media", "init", "{medium}", "--label", "Small", "--source", "{src}",
+    ]);
+    assert!(
+        out.contains("warning:") && out.contains("1.5 times"),
+        "{out}"
+    );
+    let fresh = Env::new(MediumKind::Dir).unwrap();
+    write(&fresh.src.join("small"), b"x");
+    let out = fresh.ok(&[
+        "media", "init", "{medium}", "--label", "Big", "--source", "{src}", "--json",
+    ]);
+    assert!(json(&out).get("undersized").is_none(), "{out}");
+}
+
+#[test]
+fn sizes_as_people_write_them_and_simulate_from_a_medium() {
+    for (cap, full) in [("3TB", "500GB"), ("3T", "2TiB"), ("2.5 TiB", "1.5T")] {
+        let out = std::process::Command::new(bin())
+            .args([
+                "simulate",
+                "--days",
+                "2",
+                "--capacity",
+                cap,
+                "--full-size",
+                full,
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cap} {full}: {}", text(&out.stderr));
+    }
+    let out = std::process::Command::new(bin())
+        .args(["simulate", "--days", "2", "--capacity", "3XB"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out.stderr).contains("unknown unit"));
+    // --no-pare honours the capacity: what does not fit fails (issue 10).
+    let out = std::process::Command::new(bin())
+        .args([
+            "simulate",
+            "--days",
+            "30",
+            "--capacity",
+            "3TB",
+            "--full-size",
+            "2T",
+        ])
+        .args(["--change-size", "micro=2G", "--no-pare", "--json"])
+        .output()
+        .unwrap();
+    let t = text(&out.stdout);
+    let s = &json(t.lines().last().unwrap())["summary"];
+    assert!(s["failed"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["peak_used"].as_u64().unwrap() <= 3_000_000_000_000, "{s}");
+    // Sizes measured from a medium's own backups.
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 1 << 20));
+    for h in 0..4 {
+        write(&env.src.join(format!("h{h}")), &bytes(10 + h, 64 << 10));
+        env.ok(&[
+            "backup",
+            "--medium",
+            "{medium}",
+            "--source",
+            "{src}",
+            "--at",
+            &(t0() + Duration::hours(h as i64)).to_rfc3339(),
+        ]);
+    }
+    let out = env.ok(&[
+        "simulate",
+        "--days",
+        "10",
+        "--capacity",
+        "20MB",
+        "--from-medium",
+        "{medium}",
+        "--json",
+    ]);
+    let first = json(out.lines().next().unwrap());
+    assert_eq!(first["event"], "measured", "{first}");
+    let full = first["history"]["full_size"].as_u64().unwrap();
+    assert!(full > 1 << 20 && full < 2 << 20, "{first}");
+    let s = &json(out.lines().last().unwrap())["summary"];
+    assert_eq!(s["broken"], 0);
+    // How far back each kind reaches on this medium at its own change rate (a directory
+    // medium: the capacity of the file system it is on, so nothing fails).
+    let show = json(&env.ok(&["media", "show", "{medium}", "--reach", "--json"]));
+    let reach = &show["reach"];
+    assert_eq!(reach["failed"], 0, "{reach}");
+    assert!(
+        reach["days"]["monthly"].as_f64().unwrap() > 150.0,
+        "{reach}"
+    );
+    assert!(reach["days"]["micro"].as_f64().unwrap() <= 7.0, "{reach}");
+}
