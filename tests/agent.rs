@@ -143,6 +143,12 @@ impl Lab {
     }
 
     fn start_agent(&mut self) {
+        // The agent starts by enumerating udev's database: it must not find a loop device a
+        // test's own `mount -o loop` just released (its file system still recorded, the device
+        // already detached: mounting it fails with EIO and the agent reports that disk).
+        let _ = Command::new("udevadm")
+            .args(["settle", "-t", "10"])
+            .status();
         let log = fs::File::create(self.tmp.path().join("agent.log")).unwrap();
         let child = Command::new(bin())
             .args(["agent", "--test-clock", "--config"])
@@ -417,6 +423,120 @@ fn list(medium: &Path) -> Vec<serde_json::Value> {
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// Make `crash` a crash image of the clean, unmounted ext4 image `clean`: its journal holds one
+/// committed, never checkpointed transaction that makes the file system what `change` makes of
+/// it on a read-write mount, while every block outside the journal but the superblock (which
+/// gains `needs_recovery`) is still `clean`'s. So a `noload` mount shows `clean` and a mount
+/// that replays the journal shows the change.
+///
+/// Built offline, without kernel timing: `change` runs on a scratch copy that is then cleanly
+/// unmounted; the blocks that copy changed (but the journal's own and the superblock's) are
+/// written into the journal of a second copy of `clean` with debugfs (`journal_open`,
+/// `journal_write`, `journal_close`, which sets `needs_recovery`). Copying a mounted image
+/// instead catches the kernel's asynchronous write-back of committed metadata at whatever
+/// point it has reached: some, all or none of the blocks in place.
+fn ext4_crash_image(lab: &Lab, clean: &Path, crash: &Path, change: impl FnOnce(&Path)) {
+    let scratch = lab.tmp.path().join("crash-changed.img");
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(clean)
+        .arg(&scratch));
+    let mp = lab.mount_rw(&scratch, "crash-prep");
+    change(&mp);
+    sh(Command::new("umount").arg(&mp));
+
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(clean)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dumpe2fs: {}", text(&out.stderr));
+    let block_size: usize = text(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no block size from dumpe2fs:\n{}", text(&out.stdout)));
+    let out = Command::new("debugfs")
+        .args(["-R", "blocks <8>"])
+        .arg(clean)
+        .output()
+        .unwrap();
+    let journal: std::collections::HashSet<usize> = text(&out.stdout)
+        .split_whitespace()
+        .map(|b| {
+            b.parse()
+                .unwrap_or_else(|_| panic!("debugfs listed the journal's blocks as {b:?}"))
+        })
+        .collect();
+    assert!(
+        !journal.is_empty(),
+        "no journal blocks from debugfs: {}",
+        text(&out.stderr)
+    );
+    // The block holding the primary superblock (byte 1024): debugfs writes it itself.
+    let superblock = 1024 / block_size;
+
+    let (before, after) = (fs::read(clean).unwrap(), fs::read(&scratch).unwrap());
+    assert_eq!(before.len(), after.len());
+    let mut blocks = Vec::new();
+    let mut contents = Vec::new();
+    for (i, (b, a)) in before
+        .chunks(block_size)
+        .zip(after.chunks(block_size))
+        .enumerate()
+    {
+        if b != a && i != superblock && !journal.contains(&i) {
+            blocks.push(i.to_string());
+            contents.extend_from_slice(a);
+        }
+    }
+    assert!(!blocks.is_empty(), "the change changed no block");
+    fs::remove_file(&scratch).unwrap();
+    let data = lab.tmp.path().join("crash-transaction.bin");
+    fs::write(&data, &contents).unwrap();
+    let script = lab.tmp.path().join("crash-transaction.debugfs");
+    fs::write(
+        &script,
+        format!(
+            "journal_open\njournal_write -b {} {}\njournal_close\n",
+            blocks.join(","),
+            data.display()
+        ),
+    )
+    .unwrap();
+
+    sh(Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(clean)
+        .arg(crash));
+    // debugfs reports a failed command on its output, not in its exit status.
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(crash)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let complaints: Vec<&str> = said.lines().filter(|l| !l.starts_with("debugfs")).collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "debugfs could not write the crash transaction:\n{said}"
+    );
+    let out = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(crash)
+        .output()
+        .unwrap();
+    let header = text(&out.stdout);
+    assert!(
+        header
+            .lines()
+            .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery")),
+        "the crash image does not need recovery:\n{header}"
+    );
 }
 
 #[test]
@@ -1358,35 +1478,55 @@ fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write()
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     lab.pull(&dev);
-    // A crash image: media.yaml replaced and committed to the journal, not yet checkpointed.
-    // Read-only without replay (noload) it shows the proven file; read-write, the new one.
+    // A crash image: media.yaml replaced by a committed journal transaction that was never
+    // checkpointed. Read-only without replay (noload) it shows the proven file; read-write,
+    // the new one.
     lab.stop_agent();
-    let mp = lab.mount_rw(&img, "prep");
-    let media = mp.join("trayback/media.yaml");
-    let changed = fs::read_to_string(&media)
-        .unwrap()
-        .replace(&format!("label: {la}"), "label: replayed");
-    let tmp = mp.join("trayback/tmp/media.yaml.new");
-    fs::write(&tmp, changed).unwrap();
-    fs::File::open(&tmp).unwrap().sync_all().unwrap();
-    fs::rename(&tmp, &media).unwrap();
-    fs::File::open(mp.join("trayback"))
-        .unwrap()
-        .sync_all()
-        .unwrap();
     let crash = lab.tmp.path().join("crash.img");
-    sh(Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(&img)
-        .arg(&crash));
-    sh(Command::new("umount").arg(&mp));
+    let (mut proven, mut changed) = (String::new(), String::new());
+    ext4_crash_image(&lab, &img, &crash, |mp| {
+        let media = mp.join("trayback/media.yaml");
+        proven = fs::read_to_string(&media).unwrap();
+        changed = proven.replace(&format!("label: {la}"), "label: replayed");
+        assert_ne!(changed, proven, "media.yaml has no label line to change");
+        let tmp = mp.join("trayback/tmp/media.yaml.new");
+        fs::write(&tmp, &changed).unwrap();
+        fs::rename(&tmp, &media).unwrap();
+    });
+    // The test means something only if the two views differ as intended.
+    let view = |options: &str, name: &str| {
+        let probe = lab.tmp.path().join(format!("{name}.img"));
+        sh(Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(&crash)
+            .arg(&probe));
+        let mp = lab.mount(&probe, name, options);
+        let media = fs::read_to_string(mp.join("trayback/media.yaml"));
+        sh(Command::new("umount").arg(&mp));
+        fs::remove_file(&probe).unwrap();
+        media.unwrap_or_else(|e| panic!("the crash image's media.yaml ({options}): {e}"))
+    };
+    assert_eq!(
+        view("loop,ro,noload", "probe-noload"),
+        proven,
+        "the crash image without journal replay does not show the proven media.yaml"
+    );
+    assert_eq!(
+        view("loop", "probe-replay"),
+        changed,
+        "the crash image's journal replay does not show the changed media.yaml"
+    );
     let register = lab.state_dir().join("register.yaml");
     let reg_before = fs::read(&register).unwrap();
     lab.start_agent();
     let dev = lab.insert(&crash);
     let n = lab.wait_note("unknown_medium", 30);
     let msg = n["message"].as_str().unwrap();
-    assert!(msg.contains("changed between"), "{n}");
+    assert!(
+        msg.contains("changed between"),
+        "{n}\nagent log:\n{}",
+        lab.log()
+    );
     assert!(inserted(&lab.status()).is_empty());
     assert!(!mounted(&dev), "still mounted");
     std::thread::sleep(Duration::from_millis(300));
