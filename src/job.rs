@@ -176,11 +176,18 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     };
     let id = header.id;
     out.backup = Some(header);
+    // Verify records its result in tree.yaml and pare deletes: both write.
+    if !(job.still_ours)() {
+        return out.fail(Stage::Gone, GONE);
+    }
     if job.verify {
         match verify::verify(m, id, false, job.verify_meter) {
             Ok(r) => out.verify = Some(r),
             Err(e) => return out.fail(Stage::Verify, format!("verify: {e}")),
         }
+    }
+    if !(job.still_ours)() {
+        return out.fail(Stage::Gone, GONE);
     }
     match maintain::routine(m, job.at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,

@@ -155,8 +155,11 @@ pub fn host_name() -> String {
 /// Read YAML record `rel` (a regular file of at most `cap` bytes). A parse error says where,
 /// never what: the bytes of a hostile file are not quoted back.
 fn read_yaml<T: serde::de::DeserializeOwned>(dir: &Beneath, rel: &str, cap: u64) -> Result<T> {
-    let bytes = dir.read_small(rel, cap)?;
-    serde_yaml::from_slice(&bytes).map_err(|e| Error::Damaged {
+    parse_yaml(dir, rel, &dir.read_small(rel, cap)?)
+}
+
+fn parse_yaml<T: serde::de::DeserializeOwned>(dir: &Beneath, rel: &str, bytes: &[u8]) -> Result<T> {
+    serde_yaml::from_slice(bytes).map_err(|e| Error::Damaged {
         path: dir.shown(rel),
         detail: match e.location() {
             Some(l) => format!(
@@ -173,8 +176,21 @@ fn backup_rel(id: BackupId) -> String {
     format!("backups/{:08}", id.0)
 }
 
+/// The backup a `backups/` entry is named for: exactly the name [`backup_rel`] gives its id
+/// (eight digits or more, zero-padded), nothing else.
+fn backup_of_name(name: &std::ffi::OsStr) -> Option<BackupId> {
+    let n = name.to_str()?;
+    let id = n.parse::<u64>().ok().map(BackupId)?;
+    (backup_rel(id)[8..] == *n).then_some(id)
+}
+
 /// What [`Medium::identify`] reads: the media ID file, checked.
 fn read_media(dir: &Beneath) -> Result<MediaFile> {
+    read_media_bytes(dir).map(|(m, _)| m)
+}
+
+/// The media ID file, checked, and its bytes as read.
+fn read_media_bytes(dir: &Beneath) -> Result<(MediaFile, Vec<u8>)> {
     if !dir.exists("media.yaml")? {
         return Err(Error::NotEnrolled(
             dir.shown("")
@@ -183,7 +199,8 @@ fn read_media(dir: &Beneath) -> Result<MediaFile> {
                 .to_path_buf(),
         ));
     }
-    let m: MediaFile = read_yaml(dir, "media.yaml", MAX_MEDIA_FILE)?;
+    let bytes = dir.read_small("media.yaml", MAX_MEDIA_FILE)?;
+    let m: MediaFile = parse_yaml(dir, "media.yaml", &bytes)?;
     // Format 1 (no MAC) stays readable; writers require the proof (`key::prove`).
     if !(1..=MEDIA_FORMAT).contains(&m.format) {
         return Err(Error::Version {
@@ -192,7 +209,7 @@ fn read_media(dir: &Beneath) -> Result<MediaFile> {
             supported: MEDIA_FORMAT,
         });
     }
-    Ok(m)
+    Ok((m, bytes))
 }
 
 impl Medium {
@@ -250,6 +267,12 @@ impl Medium {
         dir.atomic_write("media.yaml", text.as_bytes())?;
         info!(medium = %media.media_id, label, path = %root.display(), "medium enrolled");
         Ok(media)
+    }
+
+    /// The media ID file of `root` and its exact bytes (to tell, after a remount, that it is
+    /// the same file), read as every record is: beneath the medium, capped, regular only.
+    pub fn identify_with_bytes(root: &Path) -> Result<(MediaFile, Vec<u8>)> {
+        read_media_bytes(&Beneath::open(root)?)
     }
 
     /// Read the media ID file of `root` without opening the store.
@@ -365,9 +388,9 @@ impl Medium {
     fn recover(&mut self) -> Result<()> {
         self.dir.mkdir("tmp")?;
         for (name, _) in self.dir.list("tmp")? {
-            let rel = format!("tmp/{}", name.to_string_lossy());
-            warn!(path = %self.dir.shown(&rel).display(), "recovery: removing temporary file");
-            self.dir.remove_all(&rel)?;
+            let shown = self.dir.shown("tmp").join(&name);
+            warn!(path = %shown.display(), "recovery: removing temporary file");
+            self.dir.remove_child("tmp", &name)?;
         }
         let Some(_readers) = self.exclusive(Wait::No)? else {
             info!(medium = %self.media.media_id, "readers at work; recovery leaves deletions for later");
@@ -385,15 +408,11 @@ impl Medium {
     /// Remove `backups/<id>/` directories that the tree does not list (uncommitted or pared).
     fn remove_unlisted_backups(&self) -> Result<()> {
         for (name, _) in self.dir.list("backups")? {
-            let listed = name
-                .to_str()
-                .filter(|n| n.len() == 8)
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| self.tree.get(BackupId(n)).is_some());
+            let listed = backup_of_name(&name).is_some_and(|id| self.tree.get(id).is_some());
             if !listed {
-                let rel = format!("backups/{}", name.to_string_lossy());
-                warn!(path = %self.dir.shown(&rel).display(), "recovery: removing uncommitted or pared backup");
-                self.dir.remove_all(&rel)?;
+                let shown = self.dir.shown("backups").join(&name);
+                warn!(path = %shown.display(), "recovery: removing uncommitted or pared backup");
+                self.dir.remove_child("backups", &name)?;
             }
         }
         Ok(())
@@ -560,15 +579,14 @@ impl Medium {
         let mut headers = Vec::new();
         let mut notes = Vec::new();
         for (name, kind) in self.dir.list("backups")? {
-            let id = name.to_str().and_then(|n| n.parse::<u64>().ok());
-            let Some(id) = id.filter(|_| kind == EntryType::Dir) else {
+            let Some(id) = backup_of_name(&name).filter(|_| kind == EntryType::Dir) else {
                 notes.push(format!(
                     "skipped: {}: not a backup directory",
                     self.dir.shown("backups").join(&name).display()
                 ));
                 continue;
             };
-            match self.read_header(BackupId(id)) {
+            match self.read_header(id) {
                 Ok(h) => headers.push(h),
                 Err(e) => notes.push(format!("skipped: {e}")),
             }
@@ -751,4 +769,29 @@ fn readers_lock(dir: &Beneath, create: bool) -> Result<Option<File>> {
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)
         .map_err(|e| dir.err("locks/readers", e.into()))?;
     Ok(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_directories_are_named_one_way_at_any_id() {
+        for id in [1, 42, 99_999_999, 100_000_000, u64::MAX] {
+            let rel = backup_rel(BackupId(id));
+            let name = rel.strip_prefix("backups/").unwrap();
+            assert_eq!(backup_of_name(name.as_ref()), Some(BackupId(id)), "{name}");
+        }
+        for name in [
+            "1",
+            "0000001",
+            "+0000001",
+            "00000001 ",
+            "000000001",
+            "x",
+            "",
+        ] {
+            assert_eq!(backup_of_name(name.as_ref()), None, "{name:?}");
+        }
+    }
 }

@@ -33,6 +33,9 @@ pub struct Attrs {
     pub nlink: u64,
     /// Regular files only; 0 for anything else.
     pub size: u64,
+    /// Bytes the file occupies on disk (`st_blocks`), at most `size`: what reading it can
+    /// store, since holes are zeros that deduplicate to one block.
+    pub allocated: u64,
     /// Character and block devices only.
     pub rdev: Option<u64>,
 }
@@ -63,6 +66,13 @@ impl Attrs {
             nlink: st.st_nlink as u64,
             size: if kind == EntryKind::File {
                 st.st_size as u64
+            } else {
+                0
+            },
+            allocated: if kind == EntryKind::File {
+                (st.st_blocks as u64)
+                    .saturating_mul(512)
+                    .min(st.st_size as u64)
             } else {
                 0
             },

@@ -427,3 +427,45 @@ fn verify_and_every_reading_command_work_on_a_read_only_mount() {
         .args(["-o", "remount,rw"])
         .arg(&env.medium));
 }
+
+#[test]
+fn a_users_15_tb_sparse_file_neither_pares_history_nor_fails_every_backup() {
+    let Some(env) = Env::with_size(MediumKind::Ext4, "128M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("a.bin"), &bytes(3, 20 << 20));
+    env.backup(&["--kind", "monthly"]);
+    env.backup(&["--kind", "micro"]);
+    let f = fs::File::create(env.src.join("sparse")).unwrap();
+    f.set_len(15 << 40).unwrap();
+    drop(f);
+    let out = env.run(&[
+        "backup", "--medium", "{medium}", "--source", "{src}", "--kind", "micro", "--json",
+    ]);
+    // Made, partial: the file is left out with a recorded problem; nothing pared for it.
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pared_before"], serde_json::json!([]), "{v}");
+    let problems = v["backup"]["problems"].to_string();
+    assert!(
+        problems.contains("larger than the largest file"),
+        "{problems}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn recovery_removes_leftovers_whatever_their_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let (env, _) = medium_with_victim(MediumKind::Dir).unwrap();
+    let t = env.medium.join("trayback");
+    let odd = std::ffi::OsStr::from_bytes(b"left\xffover");
+    write(&t.join("tmp").join(odd), b"x");
+    fs::create_dir_all(t.join("backups").join(odd).join("sub")).unwrap();
+    env.backup(&["--kind", "monthly"]);
+    assert_eq!(fs::read_dir(t.join("tmp")).unwrap().count(), 0);
+    assert!(!t.join("backups").join(odd).exists());
+}

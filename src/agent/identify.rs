@@ -51,9 +51,6 @@ pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
     }
 }
 
-/// The largest media ID file the agent reads.
-const MEDIA_FILE_MAX: u64 = 64 * 1024;
-
 /// Mount read-only without any journal or log replay, read the media ID file, and decide
 /// what the disk is: this host's medium only if its MAC verifies with this host's key.
 pub(super) fn identify(
@@ -71,17 +68,12 @@ pub(super) fn identify(
             disk.fs_type
         ));
     }
-    // A media ID file is a few hundred bytes; a huge one is not read at all.
-    let media_path = mp.join("trayback").join("media.yaml");
-    if std::fs::symlink_metadata(&media_path).is_ok_and(|m| m.len() > MEDIA_FILE_MAX) {
-        let _ = mounts::unmount(mp, false);
-        return Identity::Foreign(format!(
-            "{}: its trayback/media.yaml is larger than {MEDIA_FILE_MAX} bytes; not a trayback medium",
-            disk.devnode.display()
-        ));
-    }
-    let found = Medium::identify(mp);
-    let bytes = std::fs::read(&media_path).unwrap_or_default();
+    // Read beneath the medium like every record: a symlink, a FIFO or an oversized file is
+    // refused without being followed, blocked on or read whole.
+    let (found, bytes) = match Medium::identify_with_bytes(mp) {
+        Ok((m, b)) => (Ok(m), b),
+        Err(e) => (Err(e), Vec::new()),
+    };
     let blank = mounts::is_blank(mp);
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();
@@ -143,12 +135,10 @@ pub(super) fn open_identified(
     };
     match identified {
         Some(id) => {
-            let path = mp.join("trayback").join("media.yaml");
-            let bytes = std::fs::read(&path).map_err(|_| changed(&id.media))?;
+            let (m, bytes) = Medium::identify_with_bytes(mp).map_err(|_| changed(&id.media))?;
             if bytes != id.bytes {
                 return Err(changed(&id.media));
             }
-            let m = Medium::identify(mp).map_err(|_| changed(&id.media))?;
             let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
             if proof != id.proof {
                 return Err(changed(&id.media));

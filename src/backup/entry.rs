@@ -15,7 +15,7 @@ use super::walk::{self, At, Child, Sub};
 use super::{walk_pool, Ctx, VNode};
 use crate::error::{Error, Result};
 use crate::ids::BlockId;
-use crate::listing::{Bytes, Entry, EntryKind, Listing, Xattr};
+use crate::listing::{Bytes, Entry, EntryKind, Listing, Xattr, MAX_LISTING_LEN};
 use crate::scan::{self, Attrs};
 use crate::store::pack::BlobKind;
 use crate::store::BLOCK_SIZE;
@@ -28,6 +28,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+
+/// The largest file a backup stores (1 TiB): its block ids (32 bytes per 256 KiB block) fill
+/// at most half of the largest listing, leaving the rest for its siblings.
+pub const MAX_FILE_SIZE: u64 = (MAX_LISTING_LEN as u64 / 2 / 32) * BLOCK_SIZE as u64;
 
 /// Walk the sources from `/` (`vroot`) on the walk threads, comparing with the parent
 /// backup's listing of `/`; returns the new listing of `/`.
@@ -354,6 +358,18 @@ impl<'a> Ctx<'a> {
                 }
                 entry.subtree = Some(self.put_listing(&Listing::new(Vec::new()))?);
             }
+            EntryKind::File if entry.size > MAX_FILE_SIZE => {
+                // Its block list alone would not fit in one listing: leave it out (a user's
+                // 15 TB sparse file must not fail every backup).
+                self.problem(
+                    &path(),
+                    format!(
+                        "{} bytes: larger than the largest file a listing holds ({MAX_FILE_SIZE} bytes); not backed up",
+                        entry.size
+                    ),
+                );
+                return Ok(None);
+            }
             EntryKind::File => {
                 t.files.fetch_add(1, Ordering::Relaxed);
                 let unchanged = !self.full
@@ -368,8 +384,12 @@ impl<'a> Ctx<'a> {
                     if !keep_xattrs {
                         xattrs(&mut entry);
                     }
+                    // What the disk holds of it (a sparse file's holes store nothing: a file
+                    // a user makes 15 TB long with `truncate` must not pare every backup),
+                    // one zero block, and 36 bytes of listing per block.
+                    let blocks = entry.size.div_ceil(BLOCK_SIZE as u64);
                     self.estimate.fetch_add(
-                        entry.size + 36 * entry.size.div_ceil(BLOCK_SIZE as u64),
+                        a.allocated + BLOCK_SIZE as u64 + 36 * blocks,
                         Ordering::Relaxed,
                     );
                 } else if unchanged {

@@ -79,7 +79,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
     for m in &s.inserted {
         println!(
             "inserted: {} ({}) on {} at {}",
-            m.label,
+            m.label.escape_debug(),
             m.media_id,
             m.device.display(),
             m.mountpoint.display()
@@ -117,7 +117,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
         );
         println!(
             "away: {} ({}), last seen {}, {newest}",
-            k.label,
+            k.label.escape_debug(),
             k.media_id,
             k.last_seen.as_ref().map_or("never".into(), at)
         );

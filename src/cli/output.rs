@@ -22,7 +22,7 @@ pub fn print_json<T: serde::Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
 
 pub fn print_media(m: &Medium) -> anyhow::Result<()> {
     println!("medium   {}", m.media().media_id);
-    println!("label    {}", m.media().label);
+    println!("label    {}", m.media().label.escape_debug());
     println!("host     {}", m.media().host);
     println!(
         "created  {}",

@@ -321,28 +321,57 @@ impl Beneath {
     /// levels, never onto another file system). Missing is not an error.
     pub fn remove_all(&self, rel: &str) -> Result<()> {
         let (parent, name) = self.parent_of(rel)?;
-        let st = match rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        self.remove_in(&parent, rel, name.as_ref())
+    }
+
+    /// Remove entry `name` (any bytes: names read from the medium need not be UTF-8) of
+    /// directory `dir`, as [`Beneath::remove_all`] does.
+    pub fn remove_child(&self, dir: &str, name: &std::ffi::OsStr) -> Result<()> {
+        let parent = self.open_dir(dir)?;
+        let shown = format!("{dir}/{}", name.to_string_lossy());
+        if name.is_empty() || name.as_bytes().contains(&b'/') || name == "." || name == ".." {
+            return Err(self.err(&shown, io::ErrorKind::InvalidInput.into()));
+        }
+        self.remove_in(&parent, &shown, name)
+    }
+
+    fn remove_in(&self, parent: &OwnedFd, rel: &str, name: &std::ffi::OsStr) -> Result<()> {
+        let st = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(self.err(rel, e.into())),
         };
         if kind_of(st.st_mode) == Kind::Dir {
-            self.empty_dir(rel)?;
-            match rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+            let fd = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+                Mode::empty(),
+            )
+            .map_err(|e| self.err(rel, e.into()))?;
+            if rustix::fs::fstat(&fd)
+                .map_err(|e| self.err(rel, e.into()))?
+                .st_dev
+                != self.dev
+            {
+                return Err(refused(&self.shown(rel), Errno::XDEV));
+            }
+            self.empty_dir(fd, rel)?;
+            match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(self.err(rel, e.into())),
             }
         } else {
-            match rustix::fs::unlinkat(&parent, name, AtFlags::empty()) {
+            match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(self.err(rel, e.into())),
             }
         }
-        rustix::fs::fsync(&parent).map_err(|e| self.err(rel, e.into()))
+        rustix::fs::fsync(parent).map_err(|e| self.err(rel, e.into()))
     }
 
-    /// Remove everything inside directory `rel`.
-    fn empty_dir(&self, rel: &str) -> Result<()> {
+    /// Remove everything inside directory `fd` (shown as `rel`).
+    fn empty_dir(&self, fd: OwnedFd, rel: &str) -> Result<()> {
         // Each frame: an open directory, its names still to look at, and the name by which
         // its parent frame holds it.
         struct Frame {
@@ -350,7 +379,6 @@ impl Beneath {
             names: Vec<(OsString, Kind)>,
             name: Option<OsString>,
         }
-        let fd = self.open_dir(rel)?;
         let names = list_fd(&fd).map_err(|e| self.err(rel, e))?;
         let mut stack = vec![Frame {
             fd,
