@@ -326,20 +326,31 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     if Sha256::digest(&trailer).as_slice() != &footer[24..56] {
         return Err("pack trailer checksum mismatch".into());
     }
+    // The entries tile the records area exactly as a writer lays it out: each record starts
+    // where the previous one ends, the first just after the header, the last ending at the
+    // trailer. So no two entries share or overlap bytes, and a trailer lists at most as many
+    // records as the file has room for (FORMAT.md "Pack files").
     let mut entries = Vec::with_capacity(count as usize);
+    let mut next = HEADER_LEN;
     for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
         let e = parse_record(chunk[..44].try_into().unwrap(), offset)
             .map_err(|d| format!("pack trailer: {d}"))?;
-        if e.offset < HEADER_LEN + RECORD_HEADER_LEN
-            || e.offset.saturating_add(e.stored_len as u64) > trailer_offset
-        {
+        let end = e.offset.saturating_add(e.stored_len as u64);
+        if e.offset != next + RECORD_HEADER_LEN || end > trailer_offset {
             return Err(format!(
-                "pack trailer entry for {} points outside the pack",
+                "pack trailer entry {} (for {}) does not start where the previous record ends",
+                entries.len(),
                 e.id
             ));
         }
+        next = end;
         entries.push(e);
+    }
+    if next != trailer_offset {
+        return Err(format!(
+            "pack trailer's records end at byte {next}, not at the trailer ({trailer_offset})"
+        ));
     }
     Ok(Trailer {
         writer,
