@@ -161,8 +161,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         let mut damaged: FxHashSet<BlockId> = FxHashSet::default();
         seen.insert(header.root);
         let mut limit = index::Limit::of(m, &header);
-        let mut w: index::Walk<BlockId> =
-            index::Walk::new(std::path::Path::new("/"), &mut limit);
+        let mut w: index::Walk<BlockId> = index::Walk::new(std::path::Path::new("/"), &mut limit);
         w.enter(root, header.root);
         loop {
             let (ok, next) = match w.next_entry() {
