@@ -1210,7 +1210,10 @@ fn a_listing_dag_with_forged_header_counts_is_bounded_in_every_command() {
     let (_, file) = a_file(&m, 1);
     let w = m.begin_backup(false).unwrap();
     let mut child = w
-        .put(BlobKind::Listing, &Listing::new(vec![file]).encode())
+        .put(
+            BlobKind::Listing,
+            &Listing::new(vec![file.clone()]).encode(),
+        )
         .unwrap();
     for _ in 0..47 {
         let l = Listing::new(vec![dir_entry(b"a", child), dir_entry(b"b", child)]).encode();
@@ -1218,6 +1221,19 @@ fn a_listing_dag_with_forged_header_counts_is_bounded_in_every_command() {
     }
     let staged = stage(w);
     let b = commit(&mut m, staged, child, 0, u64::MAX / 2);
+    // The same DAG over a file whose block is missing: 2^47 damaged paths.
+    let mut lost = file.clone();
+    lost.blocks[0] = BlockId([0x5a; 32]);
+    let w = m.begin_backup(false).unwrap();
+    let mut child = w
+        .put(BlobKind::Listing, &Listing::new(vec![lost]).encode())
+        .unwrap();
+    for _ in 0..47 {
+        let l = Listing::new(vec![dir_entry(b"a", child), dir_entry(b"b", child)]).encode();
+        child = w.put(BlobKind::Listing, &l).unwrap();
+    }
+    let staged = stage(w);
+    let damaged = commit(&mut m, staged, child, 0, u64::MAX / 2);
     drop(m);
     let bs = b.to_string();
     let to = env.tmp.path().join("restored");
@@ -1249,6 +1265,35 @@ fn a_listing_dag_with_forged_header_counts_is_bounded_in_every_command() {
     r.sane(MAX_RSS_MIB);
     assert!(r.elapsed < limit, "{:?}", r.elapsed);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    runs.push(r);
+    // Damage below a repeated listing is named once in full and then by each directory that
+    // repeats it (47 of them), never by every path: reporting does not expand the DAG.
+    let r = run_bounded(
+        &args(
+            &env.medium,
+            &[
+                "verify",
+                "--medium",
+                "{medium}",
+                &damaged.to_string(),
+                "--json",
+            ],
+        ),
+        TIMEOUT,
+    );
+    r.sane(MAX_RSS_MIB);
+    assert!(r.elapsed < limit, "{:?}", r.elapsed);
+    assert_eq!(r.code, Some(4), "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let affected = v.as_array().map_or(&v, |a| &a[0])["affected"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        (2..=48 + 47).contains(&affected),
+        "{affected}: {}",
+        r.stdout
+    );
     runs.push(r);
     for (c, refusal) in [
         (
