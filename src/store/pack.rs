@@ -11,7 +11,8 @@
 //! at most [`max_raw_len`] of its kind (a data block [`BLOCK_SIZE`], a listing
 //! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
 //! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
-//! file. Decompression never produces more than `raw_len` bytes, and a large listing is
+//! file, and its entries tile the records between header and trailer exactly (one entry per
+//! record, in order: a trailer cannot name one record many times). Decompression never produces more than `raw_len` bytes, and a large listing is
 //! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
 //! compression bomb costs no memory.
 
@@ -281,7 +282,9 @@ pub fn read_footer(file: &File) -> Option<Footer> {
     })
 }
 
-/// Read and check a pack's header, footer and trailer.
+/// Read and check a pack's header, footer and trailer. The trailer's entries must tile the
+/// records area exactly as [`PackWriter`] lays it out (FORMAT.md "Pack files"): no entry
+/// repeats or overlaps another's bytes, so indexing or checking a pack costs its size.
 pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < HEADER_LEN + FOOTER_LEN {
