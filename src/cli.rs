@@ -446,12 +446,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Ls(a) => {
             let m = Medium::open_read(&medium_of(&a.medium)?)?;
             let id = pick_backup(&m, a.id, None)?;
-            let rows = query::ls(&m, id, &a.path, a.recursive)?;
-            if a.json {
-                print_json(&rows)?;
-            } else {
-                output::print_ls(&rows);
-            }
+            output::stream_rows(a.json, output::write_ls, |out| {
+                query::ls_each(&m, id, &a.path, a.recursive, out)
+            })?;
             Ok(0)
         }
         Command::Versions(a) => {
@@ -482,11 +479,11 @@ pub fn run(cli: Cli) -> Result<u8> {
                     (p, a.id)
                 }
             };
-            let rows = query::diff(&m, from, to)?;
-            if a.json {
-                print_json(&rows)?;
-            } else {
-                output::print_diff(from, to, &rows);
+            let n = output::stream_rows(a.json, output::write_diff, |out| {
+                query::diff_each(&m, from, to, out)
+            })?;
+            if n == 0 && !a.json {
+                println!("no changes from backup #{from} to #{to}");
             }
             Ok(0)
         }

@@ -70,6 +70,8 @@ pub struct Limit {
     max: u64,
     what: String,
     path: PathBuf,
+    /// A bound of the caller's below the header's counts ([`Limit::at_most`]).
+    cap: Option<u64>,
 }
 
 impl Limit {
@@ -80,6 +82,7 @@ impl Limit {
             max: entries_of(h),
             what: format!("backup {}", h.id),
             path: m.header_path(h.id),
+            cap: None,
         }
     }
 
@@ -91,6 +94,7 @@ impl Limit {
             max: n,
             what: format!("backups {} and {}", a.id, b.id),
             path: m.header_path(b.id),
+            cap: None,
         }
     }
 
@@ -117,6 +121,7 @@ impl Limit {
                 Some(id) => m.header_path(id),
                 None => m.tree_path(),
             },
+            cap: None,
         }
     }
 
@@ -127,6 +132,50 @@ impl Limit {
             max: n,
             what: what.to_string(),
             path: path.to_path_buf(),
+            cap: None,
+        }
+    }
+
+    /// At most `n` entries, whatever the header counts: a walk that holds what it visits
+    /// (a restore plan) is refused past `n` with a message naming the header and the cap.
+    pub fn at_most(mut self, n: u64) -> Limit {
+        if n < self.max {
+            self.left = self.left.min(n);
+            self.cap = Some(n);
+        }
+        self
+    }
+
+    /// Whether the header counts more entries than the cap allows (a whole-tree walk would
+    /// be refused: refuse it before walking).
+    pub fn over_cap(&self) -> bool {
+        self.cap.is_some()
+    }
+
+    /// How many more entries the walk may visit.
+    pub fn remaining(&self) -> u64 {
+        self.left
+    }
+
+    /// The error a walk past this limit fails with.
+    pub fn exceeded(&self) -> Error {
+        match self.cap {
+            Some(cap) => Error::Refused(format!(
+                "{}: {} counts {} entries, more than trayback restores at once ({cap}); \
+                 restore it in parts, by path",
+                self.path.display(),
+                self.what,
+                self.max
+            )),
+            None => Error::Damaged {
+                path: self.path.clone(),
+                detail: format!(
+                    "the index of {} has more entries than its header counts ({}): \
+                     its listings are damaged or hostile (a listing used in more places \
+                     than the backup had directories)",
+                    self.what, self.max
+                ),
+            },
         }
     }
 
@@ -137,15 +186,7 @@ impl Limit {
                 self.left = n;
                 Ok(())
             }
-            None => Err(Error::Damaged {
-                path: self.path.clone(),
-                detail: format!(
-                    "the index of {} has more entries than its header counts ({}): \
-                     its listings are damaged or hostile (a listing used in more places \
-                     than the backup had directories)",
-                    self.what, self.max
-                ),
-            }),
+            None => Err(self.exceeded()),
         }
     }
 }
@@ -197,6 +238,11 @@ impl<'l, T> Walk<'l, T> {
             base: self.path.len(),
             data,
         });
+    }
+
+    /// The data of the open directories, outermost first.
+    pub fn open_data(&self) -> impl DoubleEndedIterator<Item = &T> {
+        self.stack.iter().map(|f| &f.data)
     }
 
     /// How many directories are open.

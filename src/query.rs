@@ -107,6 +107,24 @@ impl InParent {
 /// against the backup's parent. The parent's listings are walked alongside (one read per
 /// directory, none below an unchanged one), so the cost follows the size of the listing.
 pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<LsRow>> {
+    let mut rows = Vec::new();
+    ls_each(m, id, path, recursive, &mut |r| {
+        rows.push(r);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// [`ls`], giving each row to `out` as the walk reaches it instead of collecting them: memory
+/// follows the depth of the tree, not its size (a hostile DAG of listings can describe more
+/// paths than fit in memory), and time follows the output. An error from `out` stops the walk.
+pub fn ls_each(
+    m: &Medium,
+    id: BackupId,
+    path: &Path,
+    recursive: bool,
+    out: &mut dyn FnMut(LsRow) -> Result<()>,
+) -> Result<()> {
     let header = m.header(id)?;
     let parent_root = match header.parent {
         Some(p) if m.tree().get(p).is_some() => Some(root_of(m, p)?),
@@ -132,7 +150,6 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
         origin,
         target: e.target.as_ref().map(|t| t.lossy()),
     };
-    let mut rows = Vec::new();
     let (dir, parent_dir) = match chain.last() {
         None => (
             header.root,
@@ -149,11 +166,10 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
                     Some(p) if p.same_as(e) => Origin::Unchanged,
                     _ => Origin::Stored,
                 };
-                rows.push(row(&base, e, origin));
-                return Ok(rows);
+                return out(row(&base, e, origin));
             }
             let Some(sub) = e.subtree else {
-                return Ok(rows);
+                return Ok(());
             };
             let parent_dir = match pe
                 .filter(|p| p.kind == EntryKind::Dir)
@@ -174,7 +190,7 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
             let Some((rel, e, inp)) = w.next_entry()? else {
                 break;
             };
-            rows.push(row(rel, e, inp.origin(e)));
+            out(row(rel, e, inp.origin(e)))?;
             match (recursive, e.kind, e.subtree) {
                 (true, EntryKind::Dir, Some(sub)) => Some((m.listing(&sub)?, inp.below(m, e)?)),
                 _ => None,
@@ -184,7 +200,7 @@ pub fn ls(m: &Medium, id: BackupId, path: &Path, recursive: bool) -> Result<Vec<
             w.enter(l, inp);
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -250,11 +266,27 @@ pub struct DiffRow {
 /// skipped without being read, so the cost follows the size of the change. Walked with an
 /// explicit stack, within the entries both headers count.
 pub fn diff(m: &Medium, from: BackupId, to: BackupId) -> Result<Vec<DiffRow>> {
+    let mut rows = Vec::new();
+    diff_each(m, from, to, &mut |r| {
+        rows.push(r);
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// [`diff`], giving each row to `out` as it is found: memory follows the depth of the trees
+/// (one pair of listings per open directory and the current path), time the output. An error
+/// from `out` stops the walk.
+pub fn diff_each(
+    m: &Medium,
+    from: BackupId,
+    to: BackupId,
+    out: &mut dyn FnMut(DiffRow) -> Result<()>,
+) -> Result<()> {
     let (ha, hb) = (m.header(from)?, m.header(to)?);
     let mut limit = index::Limit::of_both(m, &ha, &hb);
-    let mut rows = Vec::new();
     if ha.root == hb.root {
-        return Ok(rows);
+        return Ok(());
     }
     let load = |id: Option<BlockId>| -> Result<Listing> {
         match id {
@@ -340,11 +372,11 @@ pub fn diff(m: &Medium, from: BackupId, to: BackupId) -> Result<Vec<DiffRow>> {
                     x.same_as(e)
                 };
             if !dir_content_only {
-                rows.push(DiffRow {
+                out(DiffRow {
                     change: c,
                     path: rel.display().to_string(),
                     kind: e.kind,
-                });
+                })?;
             }
         }
         if e.kind == EntryKind::Dir || ea.is_some_and(|x| x.kind == EntryKind::Dir) {
@@ -369,7 +401,7 @@ pub fn diff(m: &Medium, from: BackupId, to: BackupId) -> Result<Vec<DiffRow>> {
             }
         }
     }
-    Ok(rows)
+    Ok(())
 }
 
 /// Indentation stops growing after this many levels, so a hostile or absurdly deep tree

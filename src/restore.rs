@@ -148,7 +148,12 @@ const JOB_BYTES: u64 = 8 << 20;
 /// Restore backup `id` as `opts` says.
 pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Result<Report> {
     let header = m.header(id)?;
-    let plan = plan::plan(m, &header.root, &opts.paths, index::Limit::of(m, &header))?;
+    // A plan holds every item in memory: at most plan::MAX_ITEMS, whatever the header says.
+    let limit = index::Limit::of(m, &header).at_most(plan::MAX_ITEMS);
+    if opts.paths.is_empty() && limit.over_cap() {
+        return Err(limit.exceeded());
+    }
+    let plan = plan::plan(m, &header.root, &opts.paths, limit)?;
     let base = match &opts.target {
         Target::Dir(d) => d.clone(),
         Target::InPlace => PathBuf::from("/"),

@@ -152,27 +152,46 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     if let Ok(root) = root_ok {
         // Descend into the listings this backup wrote; an unchanged subtree is an older
         // backup's, verified with it (all of it with --read-all).
+        // Each distinct listing is checked once: listings are content-addressed, so a
+        // directory whose listing was checked already holds nothing new (a hostile DAG of
+        // listings describes far more paths than it has listings). A revisit of a listing
+        // with damage below it names only the directory, never the paths below it again.
+        let mut seen: FxHashSet<BlockId> = FxHashSet::default();
+        // Listings with damage somewhere below them (checked ones only).
+        let mut damaged: FxHashSet<BlockId> = FxHashSet::default();
+        seen.insert(header.root);
         let mut limit = index::Limit::of(m, &header);
-        let mut w: index::Walk = index::Walk::new(std::path::Path::new("/"), &mut limit);
-        w.enter(root, ());
+        let mut w: index::Walk<BlockId> = index::Walk::new(std::path::Path::new("/"), &mut limit);
+        w.enter(root, header.root);
         loop {
-            let next = match w.next_entry() {
-                Ok(Some((rel, e, ()))) => {
+            let (ok, next) = match w.next_entry() {
+                Ok(Some((rel, e, _))) => {
                     let mut ok = true;
                     for b in &e.blocks {
                         ok &= check_block(b, &mut damage);
                     }
+                    meter.add(u64::from(e.kind == EntryKind::File), 0);
+                    let next = match (e.kind, e.subtree) {
+                        (EntryKind::Dir, Some(sub)) if !seen.insert(sub) => {
+                            ok &= !damaged.contains(&sub);
+                            None
+                        }
+                        (EntryKind::Dir, Some(sub)) => {
+                            let descend = read_all || checked.contains(&sub);
+                            let before = walk_damage.len();
+                            let l = subtree(m, rel, &sub, descend, &mut walk_damage)?;
+                            if walk_damage.len() > before {
+                                damaged.insert(sub);
+                                ok = false;
+                            }
+                            l.map(|l| (l, sub))
+                        }
+                        _ => None,
+                    };
                     if !ok {
                         affected.push(rel.to_string_lossy().into_owned());
                     }
-                    meter.add(u64::from(e.kind == EntryKind::File), 0);
-                    match (e.kind, e.subtree) {
-                        (EntryKind::Dir, Some(sub)) => {
-                            let descend = read_all || checked.contains(&sub);
-                            subtree(m, rel, &sub, descend, &mut walk_damage)?
-                        }
-                        _ => None,
-                    }
+                    (ok, next)
                 }
                 Ok(None) => break,
                 // A hostile index (a bad name, more entries than the header counts) is damage:
@@ -187,8 +206,17 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                 }
                 Err(err) => return Err(err),
             };
-            if let Some(l) = next {
-                w.enter(l, ());
+            if !ok {
+                // Every open listing has damage below it; those above one marked already
+                // were marked with it.
+                for id in w.open_data().rev() {
+                    if !damaged.insert(*id) {
+                        break;
+                    }
+                }
+            }
+            if let Some((l, sub)) = next {
+                w.enter(l, sub);
             }
         }
     }

@@ -940,3 +940,413 @@ fn damaged_media_never_panic_hang_or_balloon() {
         panic!("{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Trailers that repeat or overlap records; a DAG of listings under forged header counts
+
+/// Run trayback like [`run_bounded`], but with stdout piped: keep its first `keep` bytes,
+/// then close the pipe (a command whose output is unbounded must stop on the broken pipe).
+fn run_piped(args: &[String], keep: usize, timeout: Duration) -> Ran {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (err, stat) = (dir.path().join("err"), dir.path().join("stat"));
+    let t0 = Instant::now();
+    let mut child = Command::new("/usr/bin/time")
+        .args(["-f", "%M %x", "-o"])
+        .arg(&stat)
+        .arg(std::env::var_os("TRAYBACK_BIN").map_or_else(bin, PathBuf::from))
+        .args(args)
+        .env("TRAYBACK_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("GNU time (/usr/bin/time) runs; scripts/setup.sh installs it");
+    let pid = rustix::process::Pid::from_child(&child);
+    // A watchdog: the reads below block, so the timeout is enforced from another thread.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dog = {
+        let (done, killed) = (done.clone(), killed.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if t0.elapsed() > timeout {
+                    killed.store(true, std::sync::atomic::Ordering::Release);
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut stdout = Vec::new();
+    let mut pipe = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    while stdout.len() < keep {
+        match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => stdout.extend_from_slice(&buf[..n]),
+        }
+    }
+    drop(pipe);
+    let _ = child.wait();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    dog.join().unwrap();
+    assert!(
+        !killed.load(std::sync::atomic::Ordering::Acquire),
+        "trayback {args:?} still running after {timeout:?}: a hang"
+    );
+    let elapsed = t0.elapsed();
+    let stat = fs::read_to_string(&stat).unwrap_or_default();
+    let signal = stat.lines().find_map(|l| {
+        l.strip_prefix("Command terminated by signal ")
+            .and_then(|s| s.trim().parse().ok())
+    });
+    let last: Vec<&str> = stat
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    Ran {
+        args: args.to_vec(),
+        code: if signal.is_some() {
+            None
+        } else {
+            last.get(1).and_then(|s| s.parse().ok())
+        },
+        signal,
+        max_rss_kib: last.first().and_then(|s| s.parse().ok()).unwrap_or(0),
+        elapsed,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&fs::read(&err).unwrap_or_default()).into_owned(),
+    }
+}
+
+/// Write a pack file of `records` (id, kind, raw payload) followed by a trailer of
+/// `trailer` entries (offsets as given) with a right checksum.
+fn write_raw_pack(
+    path: &Path,
+    records: &[(BlockId, BlobKind, &[u8])],
+    trailer: &[pack::Entry],
+    flags: u32,
+) {
+    use sha2::{Digest, Sha256};
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    f.write_all(b"TRAYPACK").unwrap();
+    f.write_all(&1u32.to_le_bytes()).unwrap();
+    f.write_all(&0u32.to_le_bytes()).unwrap();
+    let mut at = 16u64;
+    for (id, kind, raw) in records {
+        let n = raw.len() as u32;
+        f.write_all(&pack::record_header(id, *kind, Encoding::Raw, n, n))
+            .unwrap();
+        f.write_all(raw).unwrap();
+        at += 44 + raw.len() as u64;
+    }
+    let mut hash = Sha256::new();
+    for e in trailer {
+        let mut t =
+            pack::record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len).to_vec();
+        t.extend_from_slice(&e.offset.to_le_bytes());
+        hash.update(&t);
+        f.write_all(&t).unwrap();
+    }
+    f.write_all(&1u64.to_le_bytes()).unwrap();
+    f.write_all(&flags.to_le_bytes()).unwrap();
+    f.write_all(&(trailer.len() as u32).to_le_bytes()).unwrap();
+    f.write_all(&at.to_le_bytes()).unwrap();
+    f.write_all(&hash.finalize()).unwrap();
+    f.write_all(b"TRAYPEND").unwrap();
+    f.flush().unwrap();
+}
+
+/// A backup's one data pack rewritten so that its trailer lists its largest record (a full
+/// 256 KiB block) 16 384 times more (4 GiB of reads), all hashes right: verify refused
+/// that trailer as damage within seconds instead of reading 5000 times the pack's size and
+/// saying "verified". And listing packs whose trailers give 2^20 distinct ids for one
+/// record (an index of millions of entries from a few packs): refused, salvaged, bounded.
+#[test]
+fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
+    let env = small_medium();
+    let m = Medium::open_read(&env.medium).unwrap();
+    let h = m.header(BackupId(1)).unwrap();
+    drop(m);
+    // The data pack holding the 256 KiB block of victim.bin.
+    let (path, t) = packs(&env.medium)
+        .into_iter()
+        .filter(|(_, listings)| !listings)
+        .find_map(|(p, _)| {
+            let t = pack::read_trailer(&fs::File::open(&p).unwrap()).unwrap();
+            t.entries
+                .iter()
+                .any(|e| e.raw_len as usize == BLOCK_SIZE)
+                .then_some((p, t))
+        })
+        .expect("a pack with a full block");
+    assert!(h
+        .packs
+        .iter()
+        .any(|p| path.to_str().unwrap().contains(&p.to_string())));
+    let bytes = fs::read(&path).unwrap();
+    let big = *t
+        .entries
+        .iter()
+        .find(|e| e.raw_len as usize == BLOCK_SIZE)
+        .unwrap();
+    let records: Vec<(BlockId, BlobKind, Vec<u8>)> = t
+        .entries
+        .iter()
+        .map(|e| {
+            let raw =
+                pack::decode(e, &bytes[e.offset as usize..][..e.stored_len as usize]).unwrap();
+            (e.id, e.kind, raw)
+        })
+        .collect();
+    // Rewritten raw, so offsets are recomputed; then the big record listed again and again.
+    let mut entries = Vec::new();
+    let mut at = 16u64;
+    for (id, kind, raw) in &records {
+        entries.push(pack::Entry {
+            id: *id,
+            kind: *kind,
+            encoding: Encoding::Raw,
+            raw_len: raw.len() as u32,
+            stored_len: raw.len() as u32,
+            offset: at + 44,
+        });
+        at += 44 + raw.len() as u64;
+    }
+    let big_at = entries.iter().find(|e| e.id == big.id).unwrap().offset;
+    let honest = entries.clone();
+    entries.extend(std::iter::repeat_n(
+        pack::Entry {
+            encoding: Encoding::Raw,
+            stored_len: big.raw_len,
+            offset: big_at,
+            ..big
+        },
+        1 << 14,
+    ));
+    let recs: Vec<(BlockId, BlobKind, &[u8])> = records
+        .iter()
+        .map(|(i, k, r)| (*i, *k, r.as_slice()))
+        .collect();
+    // The honest rewrite reads back: the rule accepts what writers make.
+    write_raw_pack(&path, &recs, &honest, t.flags);
+    assert_eq!(
+        pack::read_trailer(&fs::File::open(&path).unwrap())
+            .unwrap()
+            .entries,
+        honest
+    );
+    write_raw_pack(&path, &recs, &entries, t.flags);
+    let err = pack::read_trailer(&fs::File::open(&path).unwrap()).unwrap_err();
+    assert!(
+        err.contains("does not start where the previous record ends"),
+        "{err}"
+    );
+    let r = run_bounded(
+        &args(
+            &env.medium,
+            &["verify", "--medium", "{medium}", "1", "--read-all"],
+        ),
+        TIMEOUT,
+    );
+    r.sane(MAX_RSS_MIB);
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+    assert_eq!(r.code, Some(4), "{}\n{}", r.stdout, r.stderr);
+    let mut runs = vec![r];
+
+    // Listing packs: one 4 KiB listing record, 2^20 trailer entries of distinct ids at it.
+    let listing = Listing::new(vec![]).encode();
+    let lid = BlockId::of(&listing);
+    for n in 0..3u8 {
+        let name = format!("ee{n:030}");
+        let dir = env.medium.join("trayback/packs/ee");
+        fs::create_dir_all(&dir).unwrap();
+        let fake: Vec<pack::Entry> = (0..(1u32 << 20))
+            .map(|i| {
+                let mut id = [n; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                pack::Entry {
+                    id: BlockId(id),
+                    kind: BlobKind::Listing,
+                    encoding: Encoding::Raw,
+                    raw_len: listing.len() as u32,
+                    stored_len: listing.len() as u32,
+                    offset: 60,
+                }
+            })
+            .collect();
+        write_raw_pack(
+            &dir.join(format!("{name}.pack")),
+            &[(lid, BlobKind::Listing, &listing)],
+            &fake,
+            pack::FLAG_LISTINGS,
+        );
+    }
+    for c in [
+        args(&env.medium, &["list", "--medium", "{medium}"]),
+        args(&env.medium, &["media", "show", "{medium}", "--json"]),
+    ] {
+        let r = run_bounded(&c, TIMEOUT);
+        r.sane(MAX_RSS_MIB);
+        runs.push(r);
+    }
+    report("repeating trailers", &runs);
+}
+
+/// 48 listings whose directories `a` and `b` both point at the listing below (2^47 paths)
+/// in a backup whose header counts u64::MAX/2 files: the header's bound is no bound. Every
+/// command ends in bounded memory, in time bounded by what it prints: verify checks each
+/// listing once, ls -r and diff stream (and stop when stdout closes), restore is refused
+/// by its own cap (whole backup) or by sizing the DAG first (a path in it).
+#[test]
+fn a_listing_dag_with_forged_header_counts_is_bounded_in_every_command() {
+    let env = small_medium();
+    let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
+    let (_, file) = a_file(&m, 1);
+    let w = m.begin_backup(false).unwrap();
+    let mut child = w
+        .put(
+            BlobKind::Listing,
+            &Listing::new(vec![file.clone()]).encode(),
+        )
+        .unwrap();
+    for _ in 0..47 {
+        let l = Listing::new(vec![dir_entry(b"a", child), dir_entry(b"b", child)]).encode();
+        child = w.put(BlobKind::Listing, &l).unwrap();
+    }
+    let staged = stage(w);
+    let b = commit(&mut m, staged, child, 0, u64::MAX / 2);
+    // The same DAG over a file whose block is missing: 2^47 damaged paths.
+    let mut lost = file.clone();
+    lost.blocks[0] = BlockId([0x5a; 32]);
+    let w = m.begin_backup(false).unwrap();
+    let mut child = w
+        .put(BlobKind::Listing, &Listing::new(vec![lost]).encode())
+        .unwrap();
+    for _ in 0..47 {
+        let l = Listing::new(vec![dir_entry(b"a", child), dir_entry(b"b", child)]).encode();
+        child = w.put(BlobKind::Listing, &l).unwrap();
+    }
+    let staged = stage(w);
+    let damaged = commit(&mut m, staged, child, 0, u64::MAX / 2);
+    drop(m);
+    let bs = b.to_string();
+    let to = env.tmp.path().join("restored");
+    let to = to.to_str().unwrap();
+    let limit = Duration::from_secs(20);
+    let mut runs = Vec::new();
+    // Unbounded output: read 4 MiB, then close the pipe.
+    for c in [
+        args(&env.medium, &["ls", "--medium", "{medium}", &bs, "-r"]),
+        args(
+            &env.medium,
+            &["ls", "--medium", "{medium}", &bs, "-r", "--json"],
+        ),
+        args(&env.medium, &["diff", "--medium", "{medium}", "1", &bs]),
+    ] {
+        let r = run_piped(&c, 4 << 20, TIMEOUT);
+        r.sane(MAX_RSS_MIB);
+        assert!(r.stdout.len() >= 4 << 20, "{c:?}: {}", r.stderr);
+        assert!(r.elapsed < limit, "{c:?}: {:?}", r.elapsed);
+        runs.push(r);
+    }
+    let r = run_bounded(
+        &args(
+            &env.medium,
+            &["verify", "--medium", "{medium}", &bs, "--read-all"],
+        ),
+        TIMEOUT,
+    );
+    r.sane(MAX_RSS_MIB);
+    assert!(r.elapsed < limit, "{:?}", r.elapsed);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    runs.push(r);
+    // Damage below a repeated listing is named once in full and then by each directory that
+    // repeats it (47 of them), never by every path: reporting does not expand the DAG.
+    let r = run_bounded(
+        &args(
+            &env.medium,
+            &[
+                "verify",
+                "--medium",
+                "{medium}",
+                &damaged.to_string(),
+                "--json",
+            ],
+        ),
+        TIMEOUT,
+    );
+    r.sane(MAX_RSS_MIB);
+    assert!(r.elapsed < limit, "{:?}", r.elapsed);
+    assert_eq!(r.code, Some(4), "{}\n{}", r.stdout, r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let affected = v.as_array().map_or(&v, |a| &a[0])["affected"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        (2..=48 + 47).contains(&affected),
+        "{affected}: {}",
+        r.stdout
+    );
+    runs.push(r);
+    for (c, refusal) in [
+        (
+            args(
+                &env.medium,
+                &[
+                    "restore",
+                    "--medium",
+                    "{medium}",
+                    "--backup",
+                    &bs,
+                    "--to",
+                    to,
+                    "--dry-run",
+                ],
+            ),
+            "more than trayback restores at once",
+        ),
+        (
+            args(
+                &env.medium,
+                &[
+                    "restore", "--medium", "{medium}", "--backup", &bs, "--to", to,
+                ],
+            ),
+            "more than trayback restores at once",
+        ),
+        (
+            args(
+                &env.medium,
+                &[
+                    "restore",
+                    "--medium",
+                    "{medium}",
+                    "--backup",
+                    &bs,
+                    "--to",
+                    to,
+                    "--dry-run",
+                    "/a",
+                ],
+            ),
+            "more than trayback restores at once",
+        ),
+    ] {
+        let r = run_bounded(&c, TIMEOUT);
+        r.sane(MAX_RSS_MIB).failed();
+        assert!(r.elapsed < limit, "{c:?}: {:?}", r.elapsed);
+        assert!(r.stderr.contains(refusal), "{c:?}: {}", r.stderr);
+        assert!(r.stderr.contains("header.yaml"), "{c:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{c:?}: {}", r.stderr);
+        runs.push(r);
+    }
+    report("DAG with forged counts", &runs);
+    assert!(!env.tmp.path().join("restored").exists());
+}

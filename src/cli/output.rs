@@ -1,6 +1,5 @@
 //! Human-readable output of the CLI (JSON output is serde's).
 
-use crate::ids::BackupId;
 use crate::medium::{BackupHeader, Medium};
 use crate::query::{DiffRow, LsRow, Version};
 use crate::restore;
@@ -189,25 +188,65 @@ fn kind_word(k: crate::listing::EntryKind) -> &'static str {
     }
 }
 
-pub fn print_ls(rows: &[LsRow]) {
-    for r in rows {
-        let target = r
-            .target
-            .as_ref()
-            .map(|t| format!(" -> {t}"))
-            .unwrap_or_default();
-        println!(
-            "{} {:>5} {:>5} {:>10} {} {:<9} {}{}",
-            r.mode,
-            r.uid,
-            r.gid,
-            r.size,
-            r.mtime.format("%Y-%m-%d %H:%M:%S"),
-            format!("{:?}", r.origin).to_lowercase(),
-            r.path,
-            target
-        );
+/// Print rows as a walk produces them (`ls -r`, `diff` of a large or hostile index): each
+/// row is written when `walk` gives it, so memory does not grow with the output; `--json`
+/// prints one array incrementally. An error writing stdout (a closed pipe) stops the walk and
+/// is returned as itself. Returns how many rows were printed.
+pub fn stream_rows<T: serde::Serialize>(
+    json: bool,
+    text: fn(&mut dyn Write, &T) -> std::io::Result<()>,
+    walk: impl FnOnce(&mut dyn FnMut(T) -> crate::error::Result<()>) -> crate::error::Result<()>,
+) -> anyhow::Result<u64> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    let mut failed: Option<std::io::Error> = None;
+    let walked = walk(&mut |row: T| {
+        let written = (|| -> std::io::Result<()> {
+            if json {
+                out.write_all(if n == 0 { b"[\n" } else { b",\n" })?;
+                serde_json::to_writer_pretty(&mut out, &row)?;
+            } else {
+                text(&mut out, &row)?;
+            }
+            Ok(())
+        })();
+        n += 1;
+        written.map_err(|e| {
+            failed = Some(e);
+            crate::error::Error::Refused("output closed".into())
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e.into());
     }
+    // Rows printed before a damaged listing was found stay printed; the error follows them.
+    out.flush()?;
+    walked?;
+    if json {
+        out.write_all(if n == 0 { b"[]\n" } else { b"\n]\n" })?;
+    }
+    out.flush()?;
+    Ok(n)
+}
+
+pub fn write_ls(out: &mut dyn Write, r: &LsRow) -> std::io::Result<()> {
+    let target = r
+        .target
+        .as_ref()
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "{} {:>5} {:>5} {:>10} {} {:<9} {}{}",
+        r.mode,
+        r.uid,
+        r.gid,
+        r.size,
+        r.mtime.format("%Y-%m-%d %H:%M:%S"),
+        format!("{:?}", r.origin).to_lowercase(),
+        r.path,
+        target
+    )
 }
 
 pub fn print_versions(v: &[Version]) {
@@ -238,18 +277,13 @@ pub fn print_versions(v: &[Version]) {
     }
 }
 
-pub fn print_diff(from: BackupId, to: BackupId, rows: &[DiffRow]) {
-    if rows.is_empty() {
-        println!("no changes from backup #{from} to #{to}");
-    }
-    for r in rows {
-        let c = match r.change {
-            crate::query::Change::Added => '+',
-            crate::query::Change::Removed => '-',
-            crate::query::Change::Changed => 'M',
-        };
-        println!("{c} {}", r.path);
-    }
+pub fn write_diff(out: &mut dyn Write, r: &DiffRow) -> std::io::Result<()> {
+    let c = match r.change {
+        crate::query::Change::Added => '+',
+        crate::query::Change::Removed => '-',
+        crate::query::Change::Changed => 'M',
+    };
+    writeln!(out, "{c} {}", r.path)
 }
 
 /// One line per pared backup: `pared #ID (kind, started) WHY: reason`.

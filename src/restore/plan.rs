@@ -10,6 +10,11 @@
 //!   10 000-deep backup plans without deep recursion; no path is built per item (a deep tree
 //!   would make that quadratic): [`Plan::rel`] builds one when a message needs it.
 //!
+//! - a plan holds at most [`MAX_ITEMS`] items and at most the entries the backup's header
+//!   counts; a tree of listings that repeats a listing (a DAG: legitimate for identical
+//!   directories, hostile when it describes 2^48 paths in a few KB) is sized first, each
+//!   distinct listing once, so an oversized one is refused before the plan grows.
+//!
 //! Pure: reads listings through the medium, touches no file system.
 
 use crate::error::{Error, Result};
@@ -17,10 +22,15 @@ use crate::ids::BlockId;
 use crate::index;
 use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// The most items a restore plan holds (each is an entry in memory, ~200 bytes): a backup
+/// of more entries is restored in parts, by path (FORMAT.md, README "Restore").
+pub const MAX_ITEMS: u64 = 50_000_000;
 
 /// The longest file name Linux file systems take (`NAME_MAX`).
 pub const NAME_MAX: usize = 255;
@@ -69,6 +79,8 @@ pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) 
         items: Vec::new(),
         depth: Vec::new(),
         max_depth: 0,
+        seen: FxHashSet::default(),
+        sizes: FxHashMap::default(),
     };
     // Sorted component lists with every path under another one dropped: the chains and
     // subtrees are then visited in one depth-first order and never overlap.
@@ -135,6 +147,10 @@ struct Builder<'m> {
     /// Depth of each item.
     depth: Vec<usize>,
     max_depth: usize,
+    /// Listings walked so far (to notice a listing used twice).
+    seen: FxHashSet<BlockId>,
+    /// Entries in the tree under each listing sized so far ([`Builder::size`]).
+    sizes: FxHashMap<BlockId, u64>,
 }
 
 impl Builder<'_> {
@@ -185,7 +201,11 @@ impl Builder<'_> {
     }
 
     /// Add everything under listing `id` in pre-order, below item `parent`; an explicit stack.
+    /// When a listing repeats, the tree under `id` is sized first (each distinct listing
+    /// read once more) and refused if it holds more entries than the limit has left.
     fn walk(&mut self, id: &BlockId, parent: Option<usize>) -> Result<()> {
+        let mut sized = false;
+        self.seen.insert(*id);
         let mut stack = vec![(self.m.listing(id)?.entries.into_iter(), parent)];
         while let Some((entries, parent)) = stack.last_mut() {
             let parent = *parent;
@@ -197,9 +217,65 @@ impl Builder<'_> {
             let kind = e.kind;
             let i = self.push(parent, e)?;
             if let (EntryKind::Dir, Some(sub)) = (kind, sub) {
-                stack.push((self.m.listing(&sub)?.entries.into_iter(), Some(i)));
+                let l = self.m.listing(&sub)?;
+                if !sized && !l.entries.is_empty() && !self.seen.insert(sub) {
+                    sized = true;
+                    let left = self.limit.remaining();
+                    if self.size(id, left)? > left {
+                        return Err(self.limit.exceeded());
+                    }
+                }
+                stack.push((l.entries.into_iter(), Some(i)));
             }
         }
         Ok(())
+    }
+
+    /// How many entries the tree under listing `id` holds, counting every path (a listing
+    /// used twice counts twice) but reading each distinct listing once; stops early with
+    /// some number over `budget` once the count passes it. Memory: one entry per distinct
+    /// listing and an explicit stack.
+    fn size(&mut self, id: &BlockId, budget: u64) -> Result<u64> {
+        /// A listing being sized: its id, its subdirectories' listings, the next one, and
+        /// the entries counted so far.
+        struct Frame {
+            id: BlockId,
+            subs: Vec<BlockId>,
+            next: usize,
+            count: u64,
+        }
+        let frame = |m: &Medium, id: BlockId| -> Result<Frame> {
+            let l = m.listing(&id)?;
+            Ok(Frame {
+                id,
+                count: l.entries.len() as u64,
+                subs: l.entries.iter().filter_map(|e| e.subtree).collect(),
+                next: 0,
+            })
+        };
+        if let Some(&n) = self.sizes.get(id) {
+            return Ok(n);
+        }
+        let mut stack = vec![frame(self.m, *id)?];
+        while let Some(top) = stack.last_mut() {
+            if top.count > budget {
+                return Ok(top.count);
+            }
+            if let Some(&sub) = top.subs.get(top.next) {
+                top.next += 1;
+                match self.sizes.get(&sub) {
+                    Some(&n) => top.count = top.count.saturating_add(n),
+                    None => stack.push(frame(self.m, sub)?),
+                }
+                continue;
+            }
+            let done = stack.pop().expect("a frame");
+            self.sizes.insert(done.id, done.count);
+            match stack.last_mut() {
+                Some(up) => up.count = up.count.saturating_add(done.count),
+                None => return Ok(done.count),
+            }
+        }
+        unreachable!("the loop returns when the first frame is done")
     }
 }

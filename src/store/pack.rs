@@ -11,7 +11,8 @@
 //! at most [`max_raw_len`] of its kind (a data block [`BLOCK_SIZE`], a listing
 //! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
 //! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
-//! file. Decompression never produces more than `raw_len` bytes, and a large listing is
+//! file, and its entries tile the records between header and trailer exactly (one entry per
+//! record, in order: a trailer cannot name one record many times). Decompression never produces more than `raw_len` bytes, and a large listing is
 //! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
 //! compression bomb costs no memory.
 
@@ -281,7 +282,9 @@ pub fn read_footer(file: &File) -> Option<Footer> {
     })
 }
 
-/// Read and check a pack's header, footer and trailer.
+/// Read and check a pack's header, footer and trailer. The trailer's entries must tile the
+/// records area exactly as [`PackWriter`] lays it out (FORMAT.md "Pack files"): no entry
+/// repeats or overlaps another's bytes, so indexing or checking a pack costs its size.
 pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     if len < HEADER_LEN + FOOTER_LEN {
@@ -326,20 +329,31 @@ pub fn read_trailer(file: &File) -> Result<Trailer, String> {
     if Sha256::digest(&trailer).as_slice() != &footer[24..56] {
         return Err("pack trailer checksum mismatch".into());
     }
+    // The entries tile the records area exactly as a writer lays it out: each record starts
+    // where the previous one ends, the first just after the header, the last ending at the
+    // trailer. So no two entries share or overlap bytes, and a trailer lists at most as many
+    // records as the file has room for (FORMAT.md "Pack files").
     let mut entries = Vec::with_capacity(count as usize);
+    let mut next = HEADER_LEN;
     for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
         let e = parse_record(chunk[..44].try_into().unwrap(), offset)
             .map_err(|d| format!("pack trailer: {d}"))?;
-        if e.offset < HEADER_LEN + RECORD_HEADER_LEN
-            || e.offset.saturating_add(e.stored_len as u64) > trailer_offset
-        {
+        let end = e.offset.saturating_add(e.stored_len as u64);
+        if e.offset != next + RECORD_HEADER_LEN || end > trailer_offset {
             return Err(format!(
-                "pack trailer entry for {} points outside the pack",
+                "pack trailer entry {} (for {}) does not start where the previous record ends",
+                entries.len(),
                 e.id
             ));
         }
+        next = end;
         entries.push(e);
+    }
+    if next != trailer_offset {
+        return Err(format!(
+            "pack trailer's records end at byte {next}, not at the trailer ({trailer_offset})"
+        ));
     }
     Ok(Trailer {
         writer,
