@@ -384,14 +384,12 @@ impl<'a> Ctx<'a> {
                     if !keep_xattrs {
                         xattrs(&mut entry);
                     }
-                    // What the disk holds of it (a sparse file's holes store nothing: a file
-                    // a user makes 15 TB long with `truncate` must not pare every backup),
-                    // one zero block, and 36 bytes of listing per block.
+                    // What the disk holds of it (a sparse file's holes store nothing, their
+                    // zero blocks deduplicate: a file a user makes 15 TB long with `truncate`
+                    // must not pare every backup), and 36 bytes of listing per block.
                     let blocks = entry.size.div_ceil(BLOCK_SIZE as u64);
-                    self.estimate.fetch_add(
-                        a.allocated + BLOCK_SIZE as u64 + 36 * blocks,
-                        Ordering::Relaxed,
-                    );
+                    self.estimate
+                        .fetch_add(a.allocated + 36 * blocks, Ordering::Relaxed);
                 } else if unchanged {
                     if !keep_xattrs {
                         xattrs(&mut entry);
