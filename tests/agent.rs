@@ -756,7 +756,10 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     // under way may still reach its commit point before it notices: then it stays, whole
     // (committed, its verify cut short), and the re-insertion makes another. Either way
     // nothing partial remains.
-    let kinds: Vec<_> = backups.iter().map(|b| b["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<_> = backups
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
     assert!(
         kinds == ["monthly", "micro"] || kinds == ["monthly", "micro", "micro"],
         "the monthly and the new micro (or the pulled one, committed whole): {backups:?}"
