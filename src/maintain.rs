@@ -16,7 +16,7 @@ use crate::medium::{Medium, Wait};
 use crate::pare::{self, Freed, Policy, Reason, RoomPlan};
 use crate::share::{self, Sharing};
 use crate::store::GcReport;
-use crate::tree::{Kind, Tree};
+use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -35,6 +35,19 @@ pub struct Pared {
     /// which is retention and not measured).
     #[serde(default)]
     pub freed: Option<u64>,
+}
+
+impl Pared {
+    /// Backup `r`, pared (or to be pared) for `reason`; `freed` unmeasured.
+    pub fn new(r: &BackupRecord, reason: Reason) -> Pared {
+        Pared {
+            id: r.id,
+            kind: r.kind,
+            started: r.started,
+            reason,
+            freed: None,
+        }
+    }
 }
 
 /// The reference counts of every blob the medium's backups use, for the room plan: one pass
@@ -114,13 +127,7 @@ pub fn usage(m: &Medium) -> Result<(u64, u64)> {
 pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
     let rec = m.remove_backup(id)?;
     info!(backup = %id, kind = %rec.kind, %reason, "pared");
-    Ok(Pared {
-        id,
-        kind: rec.kind,
-        started: rec.started,
-        reason,
-        freed: None,
-    })
+    Ok(Pared::new(&rec, reason))
 }
 
 /// Reclaim the space of blobs no backup references, waiting for readers as `wait` says;
@@ -154,14 +161,8 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
     let mut out = Vec::new();
     for (id, reason) in plan {
         if dry_run {
-            let r = m.tree().get(id).unwrap();
-            out.push(Pared {
-                id,
-                kind: r.kind,
-                started: r.started,
-                reason,
-                freed: None,
-            });
+            let r = m.tree().get(id).ok_or(Error::NoSuchBackup(id))?;
+            out.push(Pared::new(r, reason));
         } else {
             out.push(pare_one(m, id, reason)?);
         }
@@ -318,13 +319,7 @@ pub fn plan_pare(
         .iter()
         .map(|(id, reason)| {
             let r = tree.get(*id).expect("expired backups are in the tree");
-            Pared {
-                id: *id,
-                kind: r.kind,
-                started: r.started,
-                reason: *reason,
-                freed: None,
-            }
+            Pared::new(r, *reason)
         })
         .collect();
     let Some(needed) = want_free else {
@@ -390,13 +385,7 @@ pub fn order_when_needed(
             continue;
         }
         t.remove(id);
-        out.push(Pared {
-            id,
-            kind: r.kind,
-            started: r.started,
-            reason,
-            freed: None,
-        });
+        out.push(Pared::new(&r, reason));
     }
     Ok(out)
 }

@@ -666,10 +666,9 @@ fn a_30_000_and_a_100_000_deep_parent_chain_draws_and_checks() {
     }
 }
 
-/// A directory tree 10 000 levels deep (crafted: no file system lets a real one be backed
-/// up by path) lists, verifies and diffs, on no more stack than any other.
-#[test]
-fn a_10_000_deep_directory_tree_lists_and_verifies() {
+/// A medium whose backup 2 is a chain of `depth` directories `d/d/…` with one file at the
+/// bottom (crafted through the medium's writer).
+fn deep_chain(depth: u64) -> (Env, u64) {
     let env = small_medium();
     let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
     let (_, file) = a_file(&m, 1);
@@ -677,7 +676,7 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
     let mut child = w
         .put(BlobKind::Listing, &Listing::new(vec![file]).encode())
         .unwrap();
-    for _ in 0..10_000 {
+    for _ in 0..depth {
         child = w
             .put(
                 BlobKind::Listing,
@@ -686,8 +685,15 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
             .unwrap();
     }
     let staged = stage(w);
-    let b = commit(&mut m, staged, child, 10_000, 1);
-    drop(m);
+    let b = commit(&mut m, staged, child, depth, 1);
+    (env, b)
+}
+
+/// A directory tree 10 000 levels deep (crafted: no file system lets a real one be backed
+/// up by path) lists, verifies and diffs, on no more stack than any other.
+#[test]
+fn a_10_000_deep_directory_tree_lists_and_verifies() {
+    let (env, b) = deep_chain(10_000);
     let mut runs = Vec::new();
     for c in [
         vec!["ls", "--medium", "{medium}", "-r", &b.to_string()],
@@ -713,24 +719,7 @@ fn a_10_000_deep_directory_tree_lists_and_verifies() {
 /// overflowed the stack; the explicit stacks hold one path and one listing per level.
 #[test]
 fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
-    let env = small_medium();
-    let mut m = Medium::open_write(&env.medium, 3, &env.state_dir()).unwrap();
-    let (_, file) = a_file(&m, 1);
-    let w = m.begin_backup(false).unwrap();
-    let mut child = w
-        .put(BlobKind::Listing, &Listing::new(vec![file]).encode())
-        .unwrap();
-    for _ in 0..100_000 {
-        child = w
-            .put(
-                BlobKind::Listing,
-                &Listing::new(vec![dir_entry(b"d", child)]).encode(),
-            )
-            .unwrap();
-    }
-    let staged = stage(w);
-    let b = commit(&mut m, staged, child, 100_000, 1);
-    drop(m);
+    let (env, b) = deep_chain(100_000);
     let mut runs = Vec::new();
     for c in [
         vec![
