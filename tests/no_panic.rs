@@ -124,23 +124,7 @@ fn run_bounded(args: &[String], timeout: Duration) -> Ran {
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = t0.elapsed();
-    let stat = fs::read_to_string(&stat).unwrap_or_default();
-    let signal = stat.lines().find_map(|l| {
-        l.strip_prefix("Command terminated by signal ")
-            .and_then(|s| s.trim().parse().ok())
-    });
-    let last: Vec<&str> = stat
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    let max_rss_kib = last.first().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let code = if signal.is_some() {
-        None
-    } else {
-        last.get(1).and_then(|s| s.parse().ok())
-    };
+    let (code, signal, max_rss_kib) = time_stat(&stat);
     let head = |p: &Path| {
         let mut b = fs::read(p).unwrap_or_default();
         b.truncate(1 << 20);
@@ -155,6 +139,28 @@ fn run_bounded(args: &[String], timeout: Duration) -> Ran {
         stdout: head(&out),
         stderr: head(&err),
     }
+}
+
+/// What GNU time wrote to `stat` (`-f "%M %x"`, and a line naming a terminating signal):
+/// the exit code (none when killed), the signal, and the peak RSS in KiB.
+fn time_stat(stat: &Path) -> (Option<i32>, Option<i32>, u64) {
+    let stat = fs::read_to_string(stat).unwrap_or_default();
+    let signal = stat.lines().find_map(|l| {
+        l.strip_prefix("Command terminated by signal ")
+            .and_then(|s| s.trim().parse().ok())
+    });
+    let last: Vec<&str> = stat
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let max_rss_kib = last.first().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let code = match signal {
+        Some(_) => None,
+        None => last.get(1).and_then(|s| s.parse().ok()),
+    };
+    (code, signal, max_rss_kib)
 }
 
 fn args(medium: &Path, a: &[&str]) -> Vec<String> {
@@ -987,26 +993,12 @@ fn run_piped(args: &[String], keep: usize, timeout: Duration) -> Ran {
         "trayback {args:?} still running after {timeout:?}: a hang"
     );
     let elapsed = t0.elapsed();
-    let stat = fs::read_to_string(&stat).unwrap_or_default();
-    let signal = stat.lines().find_map(|l| {
-        l.strip_prefix("Command terminated by signal ")
-            .and_then(|s| s.trim().parse().ok())
-    });
-    let last: Vec<&str> = stat
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let (code, signal, max_rss_kib) = time_stat(&stat);
     Ran {
         args: args.to_vec(),
-        code: if signal.is_some() {
-            None
-        } else {
-            last.get(1).and_then(|s| s.parse().ok())
-        },
+        code,
         signal,
-        max_rss_kib: last.first().and_then(|s| s.parse().ok()).unwrap_or(0),
+        max_rss_kib,
         elapsed,
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&fs::read(&err).unwrap_or_default()).into_owned(),
