@@ -250,7 +250,7 @@ impl Medium {
             dir.mkdir(sub)?;
         }
         drop(lock_writer(&dir)?);
-        readers_lock(&dir, true)?;
+        drop(dir.open_lock(READERS_LOCK)?); // readers find it from now on
         let tree = serde_yaml::to_string(&Tree::default()).expect("a tree serializes");
         dir.atomic_write("tree.yaml", tree.as_bytes())?;
         let mut media = MediaFile {
@@ -285,7 +285,7 @@ impl Medium {
     pub fn open_read(root: &Path) -> Result<Medium> {
         let dir = Beneath::open(root)?;
         let media = read_media(&dir)?;
-        let hold = Hold::Read(readers_lock(&dir, false)?);
+        let hold = Hold::Read(share_readers_lock(&dir)?);
         Medium::open(root, dir, media, hold, 3, read_tree)
     }
 
@@ -321,7 +321,7 @@ impl Medium {
             });
         }
         dir.make_private()?;
-        readers_lock(&dir, true)?;
+        drop(dir.open_lock(READERS_LOCK)?); // readers find it from now on
         Ok((dir, again, hold))
     }
 
@@ -421,7 +421,7 @@ impl Medium {
     /// Take `locks/readers` exclusively (no reader has the medium open), waiting as `wait`
     /// says; `None` if readers are still at work.
     fn exclusive(&self, wait: Wait) -> Result<Option<File>> {
-        let f = readers_lock_file(&self.dir, true)?.expect("created");
+        let f = self.dir.open_lock(READERS_LOCK)?;
         let deadline = match wait {
             Wait::No => None,
             Wait::Up(d, _) => Some(Instant::now() + d),
@@ -430,7 +430,7 @@ impl Medium {
             match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Ok(Some(f)),
                 Err(rustix::io::Errno::WOULDBLOCK) => {}
-                Err(e) => return Err(self.dir.err("locks/readers", e.into())),
+                Err(e) => return Err(self.dir.err(READERS_LOCK, e.into())),
             }
             match (deadline, wait) {
                 (Some(d), Wait::Up(_, cancel))
@@ -740,7 +740,7 @@ fn read_tree(dir: &Beneath) -> Result<Tree> {
 
 /// Take the writer's lock: exclusive, never waiting.
 fn lock_writer(dir: &Beneath) -> Result<File> {
-    let f = dir.open_lock("locks/lock", true)?.expect("created");
+    let f = dir.open_lock("locks/lock")?;
     match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(f),
         Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Locked(
@@ -753,21 +753,17 @@ fn lock_writer(dir: &Beneath) -> Result<File> {
     }
 }
 
-fn readers_lock_file(dir: &Beneath, create: bool) -> Result<Option<File>> {
-    dir.open_lock("locks/readers", create)
-}
+/// Readers share it; whatever deletes takes it exclusively (see "Locking" in FORMAT.md).
+const READERS_LOCK: &str = "locks/readers";
 
 /// A reader's shared lock on `locks/readers`: waits while a writer deletes. `None` on a medium
 /// without the file (made before it existed, and mounted read-only).
-fn readers_lock(dir: &Beneath, create: bool) -> Result<Option<File>> {
-    let Some(f) = readers_lock_file(dir, create)? else {
+fn share_readers_lock(dir: &Beneath) -> Result<Option<File>> {
+    let Some(f) = dir.open_lock_if_present(READERS_LOCK)? else {
         return Ok(None);
     };
-    if create {
-        return Ok(Some(f)); // a writer only makes sure it exists
-    }
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)
-        .map_err(|e| dir.err("locks/readers", e.into()))?;
+        .map_err(|e| dir.err(READERS_LOCK, e.into()))?;
     Ok(Some(f))
 }
 

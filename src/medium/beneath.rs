@@ -23,6 +23,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+/// How lock files are opened: never blocking (a FIFO planted there), never a terminal.
+const LOCK_FLAGS: OFlags = OFlags::NONBLOCK.union(OFlags::NOCTTY);
+
 /// The deepest directory tree under `trayback/` that removal walks (the format's is 2).
 const MAX_REMOVE_DEPTH: usize = 16;
 
@@ -260,28 +263,33 @@ impl Beneath {
     }
 
     /// Open (creating if missing, private) the lock file `rel` for `flock`.
-    pub fn open_lock(&self, rel: &str, create: bool) -> Result<Option<File>> {
-        let flags = if create {
-            OFlags::RDWR | OFlags::CREATE
-        } else {
-            OFlags::RDONLY
-        };
-        // openat2 refuses a mode without O_CREAT.
-        let mode = if create { 0o600 } else { 0 };
-        match self.resolve(rel, flags | OFlags::NONBLOCK | OFlags::NOCTTY, mode) {
-            Ok(fd) => {
-                let st = rustix::fs::fstat(&fd).map_err(|e| self.err(rel, e.into()))?;
-                if kind_of(st.st_mode) != Kind::File {
-                    return Err(Error::Damaged {
-                        path: self.shown(rel),
-                        detail: "is not a regular file; refused".into(),
-                    });
-                }
-                Ok(Some(File::from(fd)))
-            }
-            Err(e) if !create && e.kind() == io::ErrorKind::NotFound => Ok(None),
+    pub fn open_lock(&self, rel: &str) -> Result<File> {
+        // openat2 refuses a mode without O_CREAT, and wants one with it.
+        let fd = self
+            .resolve(rel, OFlags::RDWR | OFlags::CREATE | LOCK_FLAGS, 0o600)
+            .map_err(|e| self.err(rel, e))?;
+        self.regular_lock(rel, fd)
+    }
+
+    /// Open the lock file `rel` for `flock` if it exists (read-only: works on a read-only
+    /// mount); `None` if it does not.
+    pub fn open_lock_if_present(&self, rel: &str) -> Result<Option<File>> {
+        match self.resolve(rel, OFlags::RDONLY | LOCK_FLAGS, 0) {
+            Ok(fd) => self.regular_lock(rel, fd).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(self.err(rel, e)),
         }
+    }
+
+    fn regular_lock(&self, rel: &str, fd: OwnedFd) -> Result<File> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.err(rel, e.into()))?;
+        if kind_of(st.st_mode) != Kind::File {
+            return Err(Error::Damaged {
+                path: self.shown(rel),
+                detail: "is not a regular file; refused".into(),
+            });
+        }
+        Ok(File::from(fd))
     }
 
     /// Rename `from` to `to` (both below `trayback/`), replacing `to`; `to`'s directory is
