@@ -15,7 +15,7 @@ use crate::listing::EntryKind;
 use crate::medium::{Medium, Wait};
 use crate::pare::{self, Freed, Policy, Reason, RoomPlan};
 use crate::share::{self, Sharing};
-use crate::store::GcReport;
+use crate::store::{GcReport, Reclaim};
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -130,11 +130,12 @@ pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
     Ok(Pared::new(&rec, reason))
 }
 
-/// Reclaim the space of blobs no backup references, waiting for readers as `wait` says;
-/// `None` if readers kept the medium (nothing reclaimed; the garbage stays for next time).
-pub fn collect_garbage(m: &mut Medium, wait: Wait) -> Result<Option<GcReport>> {
+/// Reclaim the space of blobs no backup references, waiting for readers as `wait` says and
+/// rewriting packs as `reclaim` says; `None` if readers kept the medium (nothing reclaimed;
+/// the garbage stays for next time).
+pub fn collect_garbage(m: &mut Medium, wait: Wait, reclaim: Reclaim) -> Result<Option<GcReport>> {
     let live = live_blobs(m)?;
-    let Some(r) = m.collect_garbage(&live, wait)? else {
+    let Some(r) = m.collect_garbage(&live, wait, reclaim)? else {
         return Ok(None);
     };
     info!(
@@ -168,7 +169,7 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
         }
     }
     if !out.is_empty() && !dry_run {
-        collect_garbage(m, Wait::No)?;
+        collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
 }
@@ -408,20 +409,21 @@ pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> R
     }
     if for_room {
         // Space was asked for: wait for readers as making room for a backup does.
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)?.is_none() {
             return Err(Error::Refused(format!(
                 "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
                 m.root().display()
             )));
         }
     } else if !out.is_empty() {
-        collect_garbage(m, Wait::No)?;
+        collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
 }
 
-/// Garbage collection may reclaim less than the plan reckoned (a pack less than a quarter
-/// dead is kept): then the plan is made again from what is free, at most this many times.
+/// Garbage collection when making room reclaims every dead blob, but the file system may give
+/// back a little less than the plan reckoned (pack trailers, rounding to its blocks): then the
+/// plan is made again from what is free, at most this many times.
 const ROUNDS: usize = 4;
 
 /// Make `needed` bytes free by the room plan: plan the whole sequence, carry it out, reclaim.
@@ -448,7 +450,7 @@ pub fn make_room(
             p.freed = Some(v.freed);
             out.push(p);
         }
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
+        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)?.is_none() {
             return Err(Error::Refused(format!(
                 "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
                 m.root().display()

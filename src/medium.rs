@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, MediaId, PackId};
 use crate::listing::Listing;
 use crate::store::pack::BlobKind;
-use crate::store::{self, GcReport, PackCheck, Store, WriteStats};
+use crate::store::{self, GcReport, PackCheck, Reclaim, Store, WriteStats};
 use crate::tree::{BackupRecord, Kind, Tree, TREE_FORMAT};
 pub use beneath::Beneath;
 use beneath::Kind as EntryType;
@@ -556,13 +556,15 @@ impl Medium {
         Ok(())
     }
 
-    /// Reclaim the space of blobs not in `live` (see [`Store::collect_garbage`]). Packs are
-    /// only deleted while no reader has the medium open: this waits for readers as `wait`
-    /// says, and otherwise reclaims nothing and returns `None` (the garbage stays for later).
+    /// Reclaim the space of blobs not in `live`, from packs with dead blobs as `reclaim` says
+    /// (see [`Store::collect_garbage`]). Packs are only deleted while no reader has the medium
+    /// open: this waits for readers as `wait` says, and otherwise reclaims nothing and returns
+    /// `None` (the garbage stays for later).
     pub fn collect_garbage(
         &mut self,
         live: &HashSet<BlockId>,
         wait: Wait,
+        reclaim: Reclaim,
     ) -> Result<Option<GcReport>> {
         self.require_writable()?;
         let Some(_readers) = self.exclusive(wait)? else {
@@ -570,7 +572,7 @@ impl Medium {
             return Ok(None);
         };
         self.remove_unlisted_backups()?;
-        self.store.collect_garbage(live).map(Some)
+        self.store.collect_garbage(live, reclaim).map(Some)
     }
 
     /// Every `backups/<id>/header.yaml` on the medium, listed or not (`repair --tree`), and

@@ -812,9 +812,16 @@ impl Store {
         Ok(())
     }
 
-    /// Reclaim the space of blocks not in `live`: packs with no live block are deleted, packs
-    /// mostly dead are rewritten with their live blocks. Durable before anything is deleted.
-    pub(crate) fn collect_garbage(&self, live: &HashSet<BlockId>) -> Result<GcReport> {
+    /// Reclaim the space of blocks not in `live`: packs with no live block are deleted first
+    /// (which makes room for the rest), then packs with dead blocks — mostly dead ones, or all
+    /// of them, as `reclaim` says — are rewritten with their live blocks, a pack's worth at a
+    /// time: the survivors are durable and indexed at their new places before their old
+    /// packs are deleted, and the space needed meanwhile is at most about one pack.
+    pub(crate) fn collect_garbage(
+        &self,
+        live: &HashSet<BlockId>,
+        reclaim: Reclaim,
+    ) -> Result<GcReport> {
         self.index_all();
         let mut report = GcReport::default();
         let packs = self.packs.read().unwrap().clone();
@@ -843,8 +850,7 @@ impl Store {
                 }
             }
         }
-        let mut to_delete = Vec::new();
-        self.begin(0, pack::FLAG_GC);
+        let mut rewrite = Vec::new();
         for (n, info) in packs.iter().enumerate() {
             let n = n as u32;
             let dead = dead_per_pack.get(&n).copied().unwrap_or(0);
@@ -853,28 +859,65 @@ impl Store {
                 continue;
             }
             if alive.is_empty() {
-                to_delete.push(info.id);
+                // Nothing in it is live: no survivor needs to be durable first.
+                self.remove_pack(&info.id)?;
                 report.packs_deleted += 1;
                 report.bytes_freed += info.len;
-            } else if dead * 4 > info.len {
-                for e in &alive {
-                    let payload = self.read_payload(e.id, Loc::new(n, e))?;
-                    pack::decode(e, &payload)
-                        .map_err(|detail| Error::BadBlock { id: e.id, detail })?;
-                    self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
-                }
-                to_delete.push(info.id);
-                report.packs_rewritten += 1;
-                report.bytes_freed += dead;
+            } else if reclaim.rewrites(dead, info.len) {
+                rewrite.push((n, info.id, alive, dead));
             }
         }
-        // The survivors are durable (and indexed at their new places) before any deletion.
+        self.begin(0, pack::FLAG_GC);
+        let mut batch: Vec<PackId> = Vec::new();
+        let mut batch_len = 0u64;
+        for (n, id, alive, dead) in rewrite {
+            for e in &alive {
+                let payload = self.read_payload(e.id, Loc::new(n, e))?;
+                pack::decode(e, &payload).map_err(|detail| Error::BadBlock { id: e.id, detail })?;
+                self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
+                batch_len += e.stored_len as u64;
+            }
+            batch.push(id);
+            report.packs_rewritten += 1;
+            report.bytes_freed += dead;
+            if batch_len >= PACK_TARGET {
+                self.rewritten(&mut batch)?;
+                batch_len = 0;
+            }
+        }
+        self.rewritten(&mut batch)?;
+        Ok(report)
+    }
+
+    /// The survivors of the packs in `batch` are written: make them durable (and indexed at
+    /// their new places), then delete the old packs.
+    fn rewritten(&self, batch: &mut Vec<PackId>) -> Result<()> {
         self.flush()?;
-        for id in to_delete {
+        for id in batch.drain(..) {
             // `remove_pack` fsyncs the pack's directory.
             self.remove_pack(&id)?;
         }
-        Ok(report)
+        Ok(())
+    }
+}
+
+/// How much garbage collection reclaims from packs that hold live blocks too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Rewrite only packs more than a quarter dead: after routine paring, where copying live
+    /// blocks to free a little is not worth it.
+    Mostly,
+    /// Rewrite every pack with a dead block: when making room, so a pare frees all that the
+    /// room plan counted on.
+    All,
+}
+
+impl Reclaim {
+    fn rewrites(self, dead: u64, len: u64) -> bool {
+        match self {
+            Reclaim::Mostly => dead * 4 > len,
+            Reclaim::All => dead > 0,
+        }
     }
 }
 
