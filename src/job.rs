@@ -17,6 +17,7 @@ use crate::verify;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
+use tracing::info;
 
 /// What to do.
 pub struct Job<'a> {
@@ -87,6 +88,9 @@ pub struct Outcome {
     pub pared_before: Vec<Pared>,
     pub pared_after: Vec<Pared>,
     pub too_small: Option<TooSmall>,
+    /// The incremental kind that was due, when no room could be made for it without paring
+    /// its parent and a full (`kind`) was made instead.
+    pub instead_of: Option<Kind>,
     pub failure: Option<Failure>,
 }
 
@@ -99,6 +103,7 @@ impl Outcome {
             pared_before: Vec::new(),
             pared_after: Vec::new(),
             too_small: None,
+            instead_of: None,
             failure: None,
         }
     }
@@ -143,12 +148,18 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
-    match maintain::room_for_backup(m, job.config, due.parent, job.at, job.cancel) {
-        Ok(Ok(p)) => {
-            if p.iter().any(|p| p.reason.medium_too_small()) {
+    let make = match maintain::room_for_backup(m, job.config, due, job.at, job.cancel) {
+        Ok(Ok(room)) => {
+            if room.pared.iter().any(|p| p.reason.medium_too_small()) {
                 out.too_small = Some(TooSmall::OnlyOneFits);
             }
-            out.pared_before = p;
+            out.pared_before = room.pared;
+            if let Some(k) = room.instead_of {
+                info!(instead_of = %k, "no room for the incremental without paring its parent: a full backup instead");
+                out.kind = room.make.kind;
+                out.instead_of = Some(k);
+            }
+            room.make
         }
         Ok(Err(t)) => {
             out.pared_before = t.pared.clone();
@@ -157,13 +168,13 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
             return out.fail(Stage::Room, message);
         }
         Err(e) => return out.fail(Stage::Room, e),
-    }
+    };
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
     let req = backup::Request {
-        kind: due.kind,
-        parent: due.parent,
+        kind: make.kind,
+        parent: make.parent,
         at: job.at,
         config: job.config,
         meter: job.backup_meter,

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::EntryKind;
 use crate::medium::{Medium, Wait};
-use crate::pare::{self, Freed, Policy, Reason, RoomPlan};
+use crate::pare::{self, Freed, Policy, Reason, RoomFor, RoomPlan};
+use crate::schedule::Due;
 use crate::share::{self, Sharing};
 use crate::store::{GcReport, Reclaim};
 use crate::tree::{BackupRecord, Kind, Tree};
@@ -195,20 +196,22 @@ impl Freed for Unneeded {
     }
 }
 
-/// The room plan on a medium (issue 10): what making room for a backup whose parent is
-/// `parent` pares to have `needed` bytes free (`job::run`, so `backup`, the agent and `demo`).
-/// `pare [--dry-run] --free` comes to the same [`pare::plan_room`] through [`plan_pare`].
-/// Reads the medium (listings, free space) and changes nothing.
+/// The room plan on a medium (issue 10): what making room for the backup due (`kind` on
+/// `parent`) pares to have `needed` bytes free, and whether a full is made instead
+/// ([`pare::plan_backup`]; `job::run`, so `backup`, the agent and `demo`). `pare [--dry-run]
+/// --free` comes to the same [`pare::plan_room`] through [`plan_pare`]. Reads the medium
+/// (listings, free space) and changes nothing.
 pub fn plan_room(
     m: &Medium,
     needed: u64,
+    kind: Kind,
     parent: Option<BackupId>,
     now: DateTime<Utc>,
     policy: &Policy,
-) -> Result<RoomPlan> {
+) -> Result<RoomFor> {
     let free = m.free_space()?;
-    let protect = pare::protected(m.tree(), parent);
-    let plan = |f: &dyn Freed| pare::plan_room(m.tree(), now, policy, &protect, needed, free, f);
+    let plan =
+        |f: &dyn Freed| pare::plan_backup(m.tree(), now, policy, kind, parent, needed, free, f);
     if free >= needed {
         return Ok(plan(&Unneeded));
     }
@@ -234,16 +237,17 @@ pub fn needed_for_backup(
     Ok(with_margin(est))
 }
 
-/// Before a backup: make sure the medium has room for it, paring by the room plan if not.
+/// Before a backup: make sure the medium has room for it, paring by the room plan if not;
+/// what was pared and the backup to make (the one due, or a full instead).
 pub fn room_for_backup(
     m: &mut Medium,
     config: &crate::config::Config,
-    parent: Option<BackupId>,
+    due: &Due,
     now: DateTime<Utc>,
     cancel: &AtomicBool,
-) -> Result<Result<Vec<Pared>, TooSmall>> {
+) -> Result<Result<Room, TooSmall>> {
     let needed = needed_for_backup(m, config, cancel)?;
-    make_room(m, needed, parent, now, &config.pare, cancel)
+    make_room(m, needed, due, now, &config.pare, cancel)
 }
 
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
@@ -426,29 +430,52 @@ pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> R
 /// plan is made again from what is free, at most this many times.
 const ROUNDS: usize = 4;
 
-/// Make `needed` bytes free by the room plan: plan the whole sequence, carry it out, reclaim.
-/// When the plan cannot free enough, nothing is pared and the notice comes back.
+/// What making room did: the backups pared, and the backup to make.
+#[derive(Clone, Debug)]
+pub struct Room {
+    pub pared: Vec<Pared>,
+    /// The backup due, or a full made instead (its `why` is the due one's).
+    pub make: Due,
+    /// The incremental kind that was due, when a full is made instead.
+    pub instead_of: Option<Kind>,
+}
+
+/// Make `needed` bytes free for the backup `due` by the room plan: plan the whole sequence,
+/// carry it out, reclaim. When the plan cannot free enough, nothing is pared and the notice
+/// comes back.
 pub fn make_room(
     m: &mut Medium,
     needed: u64,
-    parent: Option<BackupId>,
+    due: &Due,
     now: DateTime<Utc>,
     policy: &Policy,
     cancel: &AtomicBool,
-) -> Result<Result<Vec<Pared>, TooSmall>> {
-    let mut out = Vec::new();
+) -> Result<Result<Room, TooSmall>> {
+    let mut room = Room {
+        pared: Vec::new(),
+        make: due.clone(),
+        instead_of: None,
+    };
     for _ in 0..ROUNDS {
-        let plan = plan_room(m, needed, parent, now, policy)?;
-        if let Some(notice) = plan.too_small {
-            return Ok(Err(TooSmall { notice, pared: out }));
+        let r = plan_room(m, needed, room.make.kind, room.make.parent, now, policy)?;
+        if let Some(notice) = r.plan.too_small {
+            return Ok(Err(TooSmall {
+                notice,
+                pared: room.pared,
+            }));
         }
-        if plan.victims.is_empty() {
-            return Ok(Ok(out));
+        if r.instead_of.is_some() {
+            room.instead_of = r.instead_of;
+            room.make.kind = r.kind;
+            room.make.parent = r.parent;
         }
-        for v in plan.victims {
+        if r.plan.victims.is_empty() {
+            return Ok(Ok(room));
+        }
+        for v in r.plan.victims {
             let mut p = pare_one(m, v.id, v.reason)?;
             p.freed = Some(v.freed);
-            out.push(p);
+            room.pared.push(p);
         }
         if collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)?.is_none() {
             return Err(Error::Refused(format!(
@@ -459,7 +486,7 @@ pub fn make_room(
     }
     let free = m.free_space()?;
     if free >= needed {
-        return Ok(Ok(out));
+        return Ok(Ok(room));
     }
     Ok(Err(TooSmall {
         notice: pare::TooSmall {
@@ -468,6 +495,6 @@ pub fn make_room(
             could_free: 0,
             why: pare::NothingToPare::Step142,
         },
-        pared: out,
+        pared: room.pared,
     }))
 }

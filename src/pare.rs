@@ -1,7 +1,8 @@
 //! Which backup to pare (spec [0041]–[0048], Figs. 3a/3b), as pure functions of the tree,
 //! the policy and `now`, and the whole plan for making room ([`plan_room`]) as a value.
-//! The medium carries the plan out (`maintain`); `backup`, the agent, `pare`, `pare --dry-run`
-//! and `simulate` all call [`plan_room`] with the protect set of [`protected`].
+//! The medium carries the plan out (`maintain`); `backup`, the agent and `simulate` plan a
+//! backup's room with [`plan_backup`], `pare` and `pare --dry-run` with [`plan_room`]: one
+//! plan, with the protect set of [`protected`].
 //!
 //! Invariants: a protected backup (the parent of the backup about to be written, the newest
 //! verified backup, the newest verified full) is never chosen; every choice carries the
@@ -389,6 +390,60 @@ pub fn plan_room(
     plan
 }
 
+/// What making room for a due backup decides: the backup to make and the room plan for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomFor {
+    pub kind: Kind,
+    pub parent: Option<BackupId>,
+    /// The incremental kind that was due, when a full is made instead.
+    pub instead_of: Option<Kind>,
+    pub plan: RoomPlan,
+}
+
+/// Plan room for the backup due (`kind`, on `parent`): the room plan with [`protected`] for
+/// that parent. When an incremental cannot fit that way, a full is planned instead (it has no
+/// parent to keep, so the incremental's parent may be pared, while the newest full still
+/// stays), and made if that plan fits; otherwise the incremental's notice stands.
+///
+/// A full needs the same `needed` bytes as the incremental: blocks are shared, so it stores
+/// only what is not on the medium already, as the incremental would.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_backup(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    p: &Policy,
+    kind: Kind,
+    parent: Option<BackupId>,
+    needed: u64,
+    free: u64,
+    freed: &dyn Freed,
+) -> RoomFor {
+    let due = plan_room(tree, now, p, &protected(tree, parent), needed, free, freed);
+    if due.too_small.is_none() || kind.is_full() {
+        return RoomFor {
+            kind,
+            parent,
+            instead_of: None,
+            plan: due,
+        };
+    }
+    let full = plan_room(tree, now, p, &protected(tree, None), needed, free, freed);
+    if full.too_small.is_none() {
+        return RoomFor {
+            kind: Kind::Monthly,
+            parent: None,
+            instead_of: Some(kind),
+            plan: full,
+        };
+    }
+    RoomFor {
+        kind,
+        parent,
+        instead_of: None,
+        plan: due,
+    }
+}
+
 /// How a tree fails "the newest backup restores in full from this medium alone".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Broken {
@@ -637,6 +692,51 @@ mod tests {
                 assert_eq!(s, skipped, "tree {spec}");
             }
         }
+    }
+
+    #[test]
+    fn a_full_instead_when_the_incremental_cannot_fit() {
+        let p = Policy::default();
+        let t = tree("MWWm");
+        let at = now_after(&t, 0);
+        // (what each frees, what is made, instead of, victims)
+        type Case = (Vec<(u64, u64)>, Kind, Option<Kind>, Vec<u64>);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // The older weekly frees enough: the daily is made on the newer one.
+            (vec![(2, 50)], Kind::Daily, None, vec![2]),
+            // Only the daily's parent would free anything: a full is made instead, which
+            // needs no parent; the newest full and the newest backup stay.
+            (vec![(3, 50)], Kind::Monthly, Some(Kind::Daily), vec![3]),
+            // Neither fits: the daily's notice, nothing pared.
+            (vec![(1, 50), (4, 50)], Kind::Daily, None, vec![]),
+        ];
+        for (own, kind, instead_of, victims) in cases {
+            let r = plan_backup(
+                &t,
+                at,
+                &p,
+                Kind::Daily,
+                Some(BackupId(3)),
+                105,
+                100,
+                &Own(own.clone()),
+            );
+            assert_eq!((r.kind, r.instead_of), (kind, instead_of), "{own:?}");
+            let got: Vec<u64> = r.plan.victims.iter().map(|v| v.id.0).collect();
+            assert_eq!(got, victims, "{own:?}");
+            assert_eq!(r.plan.too_small.is_some(), victims.is_empty(), "{own:?}");
+            assert_eq!(r.parent, (kind == Kind::Daily).then_some(BackupId(3)));
+            let mut after = t.clone();
+            for v in &r.plan.victims {
+                after.remove(v.id);
+            }
+            assert_eq!(check_restorable(&after), Ok(()), "{own:?}");
+        }
+        // A full that cannot fit is not retried as anything else.
+        let r = plan_backup(&t, at, &p, Kind::Monthly, None, 105, 100, &Own(vec![]));
+        assert_eq!((r.kind, r.instead_of), (Kind::Monthly, None));
+        assert!(r.plan.too_small.is_some());
     }
 
     #[test]

@@ -212,18 +212,17 @@ pub fn run(
             Some(newest) => ch.over(t - newest),
         };
         let free = model.capacity.saturating_sub(used);
-        let (victims, short) = if model.keep_all {
-            (Vec::new(), (size > free).then_some(0))
+        let (victims, short, kind, parent) = if model.keep_all {
+            (Vec::new(), (size > free).then_some(0), due.kind, due.parent)
         } else {
-            let protect = pare::protected(&tree, due.parent);
             let f = ModelFreed {
                 full,
                 ch: &ch,
                 tree: &tree,
             };
-            let plan = pare::plan_room(&tree, t, policy, &protect, size, free, &f);
-            let short = plan.too_small.as_ref().map(|s| s.could_free);
-            (plan.victims, short)
+            let r = pare::plan_backup(&tree, t, policy, due.kind, due.parent, size, free, &f);
+            let short = r.plan.too_small.as_ref().map(|s| s.could_free);
+            (r.plan.victims, short, r.kind, r.parent)
         };
         if let Some(could_free) = short {
             failed += 1;
@@ -252,8 +251,8 @@ pub fn run(
         let id = tree.next_id;
         tree.add(BackupRecord {
             id,
-            kind: due.kind,
-            parent: due.parent,
+            kind,
+            parent,
             started: t,
             finished: t,
             verified: true,
@@ -269,8 +268,8 @@ pub fn run(
         emit(&Event::Created {
             seq: created,
             id,
-            kind: due.kind,
-            parent: due.parent,
+            kind,
+            parent,
             time: t,
             size,
         });

@@ -356,3 +356,46 @@ fn making_room_reclaims_all_that_paring_frees_even_from_packs_mostly_live() {
     assert_eq!(fs::read(r.join("keep.bin")).unwrap(), bytes(2, 6 << 20));
     env.ok(&["verify", "--medium", "{medium}", "--all"]);
 }
+
+#[test]
+fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
+    // Monthly 1, weekly 2 (a.bin, still in the sources), weekly 3 (big.bin), micro 4 (big.bin
+    // gone): only weekly 3 holds big.bin. A daily's parent is weekly 3, which making room for
+    // the daily must keep; a full has no parent to keep, so weekly 3 may go.
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    let at = |h: i64| t0() + Duration::hours(h);
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    assert!(backup_at(&env, "monthly", at(0)).status.success());
+    write(&env.src.join("a.bin"), &bytes(2, 1 << 20));
+    assert!(backup_at(&env, "weekly", at(24)).status.success());
+    write(&env.src.join("big.bin"), &bytes(3, 8 << 20));
+    assert!(backup_at(&env, "weekly", at(48)).status.success());
+    fs::remove_file(env.src.join("big.bin")).unwrap();
+    assert!(backup_at(&env, "micro", at(49)).status.success());
+    // A filler beside trayback/ leaves 10 MiB free; the daily needs 6 MiB and the reserve.
+    write(&env.src.join("daily.bin"), &bytes(4, 6 << 20));
+    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
+        .as_u64()
+        .unwrap();
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", &(free - (10 << 20)).to_string()])
+        .arg(env.medium.join("filler"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = backup_at(&env, "daily", at(50));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = json(&text(&out.stdout));
+    assert_eq!(v["kind"], "monthly", "{v}");
+    assert_eq!(v["instead_of"], "daily", "{v}");
+    // Weekly 2 frees only its own listing, weekly 3 big.bin; the monthly and the micro stay.
+    assert_eq!(ids(&v["pared_before"]), vec![2, 3], "{v}");
+    assert_eq!(v["backup"]["parent"], serde_json::Value::Null, "{v}");
+    assert_eq!(list(&env), vec![1, 4, 5]);
+    let r = env.restore(5, "r5");
+    assert_eq!(fs::read(r.join("daily.bin")).unwrap(), bytes(4, 6 << 20));
+    assert_eq!(fs::read(r.join("a.bin")).unwrap(), bytes(2, 1 << 20));
+}
