@@ -12,7 +12,7 @@ use crate::tree::Kind;
 use std::collections::HashMap;
 
 /// What a medium's backups say about the data they back up.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// Stored bytes of the newest backup on its own (a full backup of today's data).
     pub full_size: u64,
@@ -61,7 +61,7 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
 
 /// How far back each kind reaches at the end of a simulated half year on this medium, at the
 /// change rate its history shows.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reach {
     pub days: std::collections::BTreeMap<Kind, Option<f64>>,
     pub failed: u64,
@@ -70,10 +70,24 @@ pub struct Reach {
 
 /// Simulate 182 days on a medium of this one's capacity with its own sizes.
 pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
-    let h = history(m, sched)?;
-    let capacity = rustix::fs::statvfs(m.root())
+    Ok(reach_of(history(m, sched)?, capacity(m), sched, policy))
+}
+
+/// The size of the file system `m` is on (0 if it cannot be read).
+pub fn capacity(m: &Medium) -> u64 {
+    rustix::fs::statvfs(m.root())
         .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// [`reach`] from a history already measured: pure, and the slow part (a second or so), so
+/// the agent runs it apart from the medium.
+pub fn reach_of(
+    h: History,
+    capacity: u64,
+    sched: &Schedule,
+    policy: &crate::pare::Policy,
+) -> Reach {
     let model = crate::simulate::Model {
         capacity,
         full_size: h.full_size,
@@ -91,11 +105,11 @@ pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Resu
             (*k, back)
         })
         .collect();
-    Ok(Reach {
+    Reach {
         days,
         failed: s.failed,
         history: h,
-    })
+    }
 }
 
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
