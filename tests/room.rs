@@ -29,6 +29,12 @@ fn list(env: &Env) -> Vec<u64> {
     ids(&json(&env.ok(&["list", "--medium", "{medium}", "--json"])))
 }
 
+fn free_bytes(env: &Env) -> u64 {
+    json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
 fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
     env.run(&[
         "backup",
@@ -116,9 +122,7 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
         ]);
     }
     let at = (t0() + Duration::days(8)).to_rfc3339();
-    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
-        .as_u64()
-        .unwrap();
+    let free = free_bytes(&env);
     let want = (free + (10 << 20)).to_string();
     let args = |dry: bool| {
         let mut a = vec![
@@ -332,9 +336,7 @@ fn making_room_reclaims_all_that_paring_frees_even_from_packs_mostly_live() {
     backup(1);
     fs::remove_file(env.src.join("gone.bin")).unwrap();
     backup(2);
-    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
-        .as_u64()
-        .unwrap();
+    let free = free_bytes(&env);
     let want = (free + (512 << 10)).to_string();
     let real = json(&env.ok(&[
         "pare",
@@ -377,9 +379,7 @@ fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
     assert!(backup_at(&env, "micro", at(49)).status.success());
     // A filler beside trayback/ leaves 10 MiB free; the daily needs 6 MiB and the reserve.
     write(&env.src.join("daily.bin"), &bytes(4, 6 << 20));
-    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
-        .as_u64()
-        .unwrap();
+    let free = free_bytes(&env);
     let st = std::process::Command::new("fallocate")
         .args(["-l", &(free - (10 << 20)).to_string()])
         .arg(env.medium.join("filler"))
