@@ -17,7 +17,7 @@ use crate::verify;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
-use tracing::info;
+use tracing::{info, warn};
 
 /// What to do.
 pub struct Job<'a> {
@@ -164,6 +164,14 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
         Ok(Err(t)) => {
             out.pared_before = t.pared.clone();
             out.too_small = Some(TooSmall::NoRoom(t.notice.clone()));
+            // Step 100 is retention, not room: micros past their age go whether or not the
+            // backup fits (the newest backup stays, `pare::retention`).
+            if (job.still_ours)() {
+                match maintain::routine(m, job.at, &job.config.pare, false) {
+                    Ok(p) => out.pared_after = p,
+                    Err(e) => warn!(cause = %e, "pare: micros past their age left for later"),
+                }
+            }
             let message = format!("{t}; the {} backup was not made", due.kind);
             return out.fail(Stage::Room, message);
         }

@@ -155,7 +155,7 @@ pub fn routine(
     policy: &Policy,
     dry_run: bool,
 ) -> Result<Vec<Pared>> {
-    let plan = pare::expired(m.tree(), now, policy, &[]);
+    let plan = pare::retention(m.tree(), now, policy);
     carry_out(m, plan, dry_run)
 }
 
@@ -319,7 +319,7 @@ pub fn plan_pare(
 ) -> Result<ParePlan> {
     let policy = &config.pare;
     let tree = m.tree();
-    let expired = pare::expired(tree, now, policy, &[]);
+    let expired = pare::retention(tree, now, policy);
     let routine: Vec<Pared> = expired
         .iter()
         .map(|(id, reason)| {
@@ -374,7 +374,7 @@ pub fn order_when_needed(
     config: &crate::config::Config,
 ) -> Result<Vec<Pared>> {
     let mut t = m.tree().clone();
-    for (id, _) in pare::expired(&t, now, &config.pare, &[]) {
+    for (id, _) in pare::retention(&t, now, &config.pare) {
         t.remove(id);
     }
     let parent = crate::schedule::due(&t, now, &config.schedule).and_then(|d| d.parent);

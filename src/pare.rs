@@ -141,8 +141,9 @@ fn oldest<'a>(it: impl Iterator<Item = &'a BackupRecord>) -> Option<&'a BackupRe
     it.min_by_key(|b| (b.started, b.id))
 }
 
-/// Micro backups older than the policy's maximum age (step 100), oldest first: pared after
-/// every backup, however much space is free.
+/// Micro backups older than the policy's maximum age (step 100) and not in `protect`,
+/// oldest first: [`retention`] after every backup, however much space is free, and the
+/// chart's first choice when making room.
 pub fn expired(
     tree: &Tree,
     now: DateTime<Utc>,
@@ -161,6 +162,14 @@ pub fn expired(
     v.into_iter()
         .map(|b| (b.id, Reason::Step100MicroTooOld))
         .collect()
+}
+
+/// Step 100 as retention, after every backup and after a backup that found no room: the
+/// expired micros, except the newest verified backup and the newest verified full
+/// ([`protected`] with no parent). So a medium whose backups have failed for a week still
+/// holds its latest state; after a backup the newest is the new one, never expired.
+pub fn retention(tree: &Tree, now: DateTime<Utc>, p: &Policy) -> Vec<(BackupId, Reason)> {
+    expired(tree, now, p, &protected(tree, None))
 }
 
 /// The next backup to pare when space is needed (Figs. 3a/3b).
@@ -616,6 +625,15 @@ mod tests {
             ..Policy::default()
         };
         assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
+        // Retention never takes the newest backup, however old: with no newer backup made,
+        // it is the medium's latest state.
+        let at = now_after(&t, 30);
+        assert_eq!(expired(&t, at, &Policy::default(), &[]).len(), 3);
+        let ids: Vec<u64> = retention(&t, at, &Policy::default())
+            .iter()
+            .map(|(id, _)| id.0)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
     }
 
     /// Each backup frees what this map says (0 when absent: all its blocks shared).

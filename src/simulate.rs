@@ -186,6 +186,23 @@ impl Freed for ModelFreed<'_> {
     }
 }
 
+/// Pare the micros past their age ([`pare::retention`]); how many.
+fn retain(tree: &mut Tree, t: DateTime<Utc>, policy: &Policy, emit: &mut dyn FnMut(&Event)) -> u64 {
+    let mut n = 0;
+    for (old, reason) in pare::retention(tree, t, policy) {
+        let rec = tree.remove(old).expect("expired backups are in the tree");
+        n += 1;
+        emit(&Event::Pared {
+            id: old,
+            kind: rec.kind,
+            reason,
+            time: t,
+            freed: None,
+        });
+    }
+    n
+}
+
 /// Run from `start` to `end` (inclusive), calling `emit` for every event.
 pub fn run(
     model: &Model,
@@ -225,6 +242,11 @@ pub fn run(
             (r.plan.victims, short, r.kind, r.parent)
         };
         if let Some(could_free) = short {
+            // Step 100 is retention, not room: it applies to a backup that found no room too.
+            if !model.keep_all {
+                pared += retain(&mut tree, t, policy, emit);
+                used = occupied(full, &ch, &tree, &[]);
+            }
             failed += 1;
             emit(&Event::Failed {
                 kind: due.kind,
@@ -274,17 +296,7 @@ pub fn run(
             size,
         });
         if !model.keep_all {
-            for (old, reason) in pare::expired(&tree, t, policy, &[]) {
-                let rec = tree.remove(old).expect("expired backups are in the tree");
-                pared += 1;
-                emit(&Event::Pared {
-                    id: old,
-                    kind: rec.kind,
-                    reason,
-                    time: t,
-                    freed: None,
-                });
-            }
+            pared += retain(&mut tree, t, policy, emit);
             used = occupied(full, &ch, &tree, &[]);
         }
         broken += u64::from(pare::check_restorable(&tree).is_err());

@@ -69,7 +69,7 @@ proptest! {
                         let id = tree.next_id;
                         tree.add(BackupRecord { id, kind: due.kind, parent: due.parent, started: now, finished: now,
                             verified, partial: false, bytes_total: 0, bytes_new: 0, bytes_stored: 0 });
-                        for (old, _) in pare::expired(tree, now, &policy, &[]) {
+                        for (old, _) in pare::retention(tree, now, &policy) {
                             tree.remove(old);
                         }
                     }
@@ -170,7 +170,7 @@ proptest! {
                     prop_assert!(capacity - m.sharing().live_bytes() >= needed);
                     pare::check_restorable(&m.tree).map_err(|e| TestCaseError::fail(e.to_string()))?;
                     m.add(r.kind, r.parent, now, verified, changed);
-                    for (old, _) in pare::expired(&m.tree, now, &policy, &[]) {
+                    for (old, _) in pare::retention(&m.tree, now, &policy) {
                         m.remove(old);
                     }
                 }

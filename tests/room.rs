@@ -399,3 +399,36 @@ fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
     assert_eq!(fs::read(r.join("daily.bin")).unwrap(), bytes(4, 6 << 20));
     assert_eq!(fs::read(r.join("a.bin")).unwrap(), bytes(2, 1 << 20));
 }
+
+#[test]
+fn a_backup_without_room_still_pares_micros_past_their_age_but_never_the_newest() {
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    assert!(backup_at(&env, "monthly", t0()).status.success());
+    for i in 1..=3u64 {
+        // Each file stays in the sources: paring a micro frees only its listing.
+        write(&env.src.join(format!("m{i}.bin")), &bytes(10 + i, 1 << 20));
+        let at = t0() + Duration::minutes(15 * i as i64);
+        assert!(backup_at(&env, "micro", at).status.success());
+    }
+    write(&env.src.join("late.bin"), &bytes(20, 4 << 20));
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", &(free_bytes(&env) - (2 << 20)).to_string()])
+        .arg(env.medium.join("filler"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Eight days on: no room for the micro due, but step 100 is retention, not room.
+    let out = backup_at(&env, "micro", t0() + Duration::days(8));
+    assert!(!out.status.success());
+    let v = json(&text(&out.stdout));
+    assert!(v["backup"].is_null(), "{v}");
+    assert_eq!(ids(&v["pared_before"]), Vec::<u64>::new(), "{v}");
+    assert_eq!(ids(&v["pared_after"]), vec![2, 3], "{v}");
+    assert_eq!(list(&env), vec![1, 4], "the newest backup stays");
+    let r = env.restore(4, "r4");
+    assert_eq!(fs::read(r.join("m3.bin")).unwrap(), bytes(13, 1 << 20));
+}
