@@ -354,10 +354,14 @@ pub fn plan_room(
         return plan;
     }
     let mut t = tree.clone();
-    let mut skip = protect.to_vec();
+    // The chart's choices passed over since the last pare: once something is pared they are
+    // considered again (a full may have lost its last incremental, a backup may no longer
+    // share its blocks with anything left).
+    let mut passed: Vec<BackupId> = Vec::new();
     let mut gone: Vec<BackupId> = Vec::new();
     let mut got = 0u64;
     while free.saturating_add(got) < needed {
+        let skip: Vec<BackupId> = protect.iter().chain(&passed).copied().collect();
         let (id, reason) = match next_to_pare(&t, now, p, &skip) {
             Ok(x) => x,
             Err(why) => {
@@ -371,7 +375,7 @@ pub fn plan_room(
                 return plan;
             }
         };
-        skip.push(id);
+        passed.push(id);
         let rec = t
             .get(id)
             .expect("the chart chooses backups in the tree")
@@ -387,6 +391,7 @@ pub fn plan_room(
         }
         t.remove(id);
         gone.push(id);
+        passed.clear();
         got = got.saturating_add(f);
         plan.victims.push(Victim {
             id,
@@ -396,6 +401,16 @@ pub fn plan_room(
             freed: f,
         });
     }
+    // What was passed over and stays, each once, with the last reason.
+    let mut seen = Vec::new();
+    plan.skipped.reverse();
+    plan.skipped.retain(|(id, _)| {
+        !gone.contains(id) && !seen.contains(id) && {
+            seen.push(*id);
+            true
+        }
+    });
+    plan.skipped.reverse();
     plan
 }
 
@@ -668,6 +683,8 @@ mod tests {
             // A full that incrementals build on is passed over, once they are gone it may go.
             ("MDMD", vec![(1, 50)], 5, Err(NothingToPare::Step142), vec![(2, Skip::FreesNothing), (1, Skip::FullWithIncrementals)]),
             ("MDMD", vec![(1, 50), (2, 1)], 5, Ok(vec![(2, Reason::Step132OldestDaily), (1, Reason::Step136OldestMonthly)]), vec![]),
+            // Passed over while weekly 2 built on it, monthly 1 is taken once 2 is gone.
+            ("MWMWD", vec![(1, 50), (2, 1), (4, 1)], 5, Ok(vec![(2, Reason::Step128OldestWeekly { w: 1 }), (1, Reason::Step124OldestMonthly { m: 0 })]), vec![]),
             // The newest backup and the newest full stay; so does the given parent.
             ("MWDD", vec![(2, 9), (3, 9), (4, 9)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![]),
             ("MM", vec![(1, 9), (2, 9)], 5, Ok(vec![(1, Reason::Step136OldestMonthly)]), vec![]),
