@@ -210,12 +210,21 @@ pub fn plan_room(
     policy: &Policy,
 ) -> Result<RoomFor> {
     let free = m.free_space()?;
-    let plan =
-        |f: &dyn Freed| pare::plan_backup(m.tree(), now, policy, kind, parent, needed, free, f);
+    let plan = |free: u64, f: &dyn Freed| {
+        pare::plan_backup(m.tree(), now, policy, kind, parent, needed, free, f)
+    };
     if free >= needed {
-        return Ok(plan(&Unneeded));
+        return Ok(plan(free, &Unneeded));
     }
-    Ok(plan(&sharing(m)?))
+    let g = sharing(m)?;
+    Ok(plan(with_garbage(m, free, &g)?, &g))
+}
+
+/// Free space counting the garbage already in the packs, which making room reclaims before
+/// or with anything it pares (so a medium whose space only garbage holds pares nothing).
+fn with_garbage(m: &Medium, free: u64, g: &Sharing) -> Result<u64> {
+    let garbage = m.store().reclaimable(&g.live(), Reclaim::All, free)?;
+    Ok(free.saturating_add(garbage))
 }
 
 /// Before a backup: how many bytes it needs free. Cheap when space is plentiful (the last
@@ -344,6 +353,7 @@ pub fn plan_pare(
         pare::plan_room(&after, now, policy, &protect, needed, free, &Unneeded)
     } else {
         let g = sharing(m)?;
+        let free = with_garbage(m, free, &g)?;
         let ids: Vec<BackupId> = expired.iter().map(|e| e.0).collect();
         let aged = g.freed_by(&ids);
         let f = After {
@@ -411,18 +421,22 @@ pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> R
             for_room = true;
         }
     }
-    if for_room {
-        // Space was asked for: wait for readers as making room for a backup does.
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)?.is_none() {
-            return Err(Error::Refused(format!(
-                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
-                m.root().display()
-            )));
-        }
+    let asked = plan.room.as_ref().filter(|r| r.too_small.is_none());
+    if for_room || asked.is_some_and(|r| m.free_space().is_ok_and(|f| f < r.needed)) {
+        // Space was asked for (the plan may count on garbage already there alone).
+        reclaim_for_room(m, cancel)?;
     } else if !out.is_empty() {
         collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
+}
+
+/// Reclaim every dead blob to make room, waiting for readers as long as making room does.
+fn reclaim_for_room(m: &mut Medium, cancel: &AtomicBool) -> Result<()> {
+    match collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)? {
+        Some(_) => Ok(()),
+        None => Err(Error::ReadersBusy(m.root().to_path_buf())),
+    }
 }
 
 /// Garbage collection when making room reclaims every dead blob, but the file system may give
@@ -469,7 +483,7 @@ pub fn make_room(
             room.make.kind = r.kind;
             room.make.parent = r.parent;
         }
-        if r.plan.victims.is_empty() {
+        if r.plan.victims.is_empty() && m.free_space()? >= needed {
             return Ok(Ok(room));
         }
         for v in r.plan.victims {
@@ -477,11 +491,9 @@ pub fn make_room(
             p.freed = Some(v.freed);
             room.pared.push(p);
         }
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)?.is_none() {
-            return Err(Error::Refused(format!(
-                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
-                m.root().display()
-            )));
+        reclaim_for_room(m, cancel)?;
+        if m.free_space()? >= needed {
+            return Ok(Ok(room));
         }
     }
     let free = m.free_space()?;

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 /// The blob graph of one medium.
 #[derive(Clone, Debug, Default)]
 pub struct Sharing {
+    /// Every blob the backups reference, by index.
+    ids: Vec<BlockId>,
     bytes: Vec<u64>,
     refs: Vec<u32>,
     /// For each listing blob (by index), the blobs its entries name.
@@ -35,6 +37,7 @@ impl Builder {
     pub fn intern(&mut self, id: BlockId, bytes: u64) -> u32 {
         let g = &mut self.g;
         *self.ids.entry(id).or_insert_with(|| {
+            g.ids.push(id);
             g.bytes.push(bytes);
             g.refs.push(0);
             (g.bytes.len() - 1) as u32
@@ -103,6 +106,11 @@ impl Sharing {
             }
         }
         total
+    }
+
+    /// Every blob the medium's backups reference (what garbage collection keeps).
+    pub fn live(&self) -> std::collections::HashSet<BlockId> {
+        self.ids.iter().copied().collect()
     }
 
     /// Bytes all the blobs the medium's backups reference occupy.

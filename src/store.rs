@@ -812,22 +812,12 @@ impl Store {
         Ok(())
     }
 
-    /// Reclaim the space of blocks not in `live`: packs with no live block are deleted first
-    /// (which makes room for the rest), then packs with dead blocks — mostly dead ones, or all
-    /// of them, as `reclaim` says — are rewritten with their live blocks, a pack's worth at a
-    /// time: the survivors are durable and indexed at their new places before their old
-    /// packs are deleted, and the space needed meanwhile is at most about one pack.
-    pub(crate) fn collect_garbage(
-        &self,
-        live: &HashSet<BlockId>,
-        reclaim: Reclaim,
-    ) -> Result<GcReport> {
+    /// Where the blobs not in `live` are: for each pack, its live entries and its dead bytes.
+    /// Reads every pack's trailer; changes nothing.
+    fn survey(&self, live: &HashSet<BlockId>) -> Result<Vec<PackSurvey>> {
         self.index_all();
-        let mut report = GcReport::default();
         let packs = self.packs.read().unwrap().clone();
-        // Which packs hold each live block's indexed copy.
-        let mut live_per_pack: HashMap<u32, Vec<Entry>> = HashMap::new();
-        let mut dead_per_pack: HashMap<u32, u64> = HashMap::new();
+        let mut out = Vec::new();
         for (n, info) in packs.iter().enumerate() {
             if !info.present {
                 continue;
@@ -838,49 +828,88 @@ impl Store {
                 detail,
             })?;
             let index = self.index.read().unwrap();
+            let mut p = PackSurvey {
+                n: n as u32,
+                id: info.id,
+                len: info.len,
+                alive: Vec::new(),
+                dead: 0,
+            };
             for e in t.entries {
+                // A live blob counts where the index has it; another copy is garbage.
                 let indexed_here = index
                     .get(&e.id)
                     .is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
                 if live.contains(&e.id) && indexed_here {
-                    live_per_pack.entry(n as u32).or_default().push(e);
+                    p.alive.push(e);
                 } else {
-                    *dead_per_pack.entry(n as u32).or_default() +=
-                        e.stored_len as u64 + pack::RECORD_HEADER_LEN;
+                    p.dead += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
                 }
             }
+            out.push(p);
         }
-        let mut rewrite = Vec::new();
-        for (n, info) in packs.iter().enumerate() {
-            let n = n as u32;
-            let dead = dead_per_pack.get(&n).copied().unwrap_or(0);
-            let alive = live_per_pack.remove(&n).unwrap_or_default();
-            if !info.present {
-                continue;
+        Ok(out)
+    }
+
+    /// The pack bytes garbage collection with `reclaim` would give back now that `live` are
+    /// the live blobs, with `free` bytes free: as [`Store::collect_garbage`] goes, wholly
+    /// dead packs first, then the rewrites whose survivors fit (the room plan counts garbage
+    /// already there as free). Changes nothing.
+    pub fn reclaimable(&self, live: &HashSet<BlockId>, reclaim: Reclaim, free: u64) -> Result<u64> {
+        let (dead, rewrite) = split(self.survey(live)?, reclaim);
+        let mut got: u64 = dead.iter().map(|p| p.len).sum();
+        for p in rewrite {
+            if free.saturating_add(got) >= p.alive_len() + GC_MARGIN {
+                got += p.dead;
             }
-            if alive.is_empty() {
-                // Nothing in it is live: no survivor needs to be durable first.
-                self.remove_pack(&info.id)?;
-                report.packs_deleted += 1;
-                report.bytes_freed += info.len;
-            } else if reclaim.rewrites(dead, info.len) {
-                rewrite.push((n, info.id, alive, dead));
-            }
+        }
+        Ok(got)
+    }
+
+    /// Reclaim the space of blocks not in `live`: packs with no live block are deleted first
+    /// (which makes room for the rest), then packs with dead blocks — mostly dead ones, or all
+    /// of them, as `reclaim` says — are rewritten with their live blocks, the deadest first:
+    /// the survivors are durable and indexed at their new places before their old packs are
+    /// deleted, a pack's worth at a time or, when space is short, one pack at a time; a pack
+    /// whose survivors do not fit in the free space is left as it is (nothing fails for it).
+    pub(crate) fn collect_garbage(
+        &self,
+        live: &HashSet<BlockId>,
+        reclaim: Reclaim,
+    ) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let (dead, rewrite) = split(self.survey(live)?, reclaim);
+        for p in dead {
+            // Nothing in it is live: no survivor needs to be durable first.
+            self.remove_pack(&p.id)?;
+            report.packs_deleted += 1;
+            report.bytes_freed += p.len;
         }
         self.begin(0, pack::FLAG_GC);
         let mut batch: Vec<PackId> = Vec::new();
         let mut batch_len = 0u64;
-        for (n, id, alive, dead) in rewrite {
-            for e in &alive {
-                let payload = self.read_payload(e.id, Loc::new(n, e))?;
+        for p in rewrite {
+            let alive_len = p.alive_len();
+            let free = self.dir.free_space()?;
+            // Room for what is pending, these survivors, and a margin for trailers.
+            if free < batch_len + alive_len + GC_MARGIN {
+                self.rewritten(&mut batch)?;
+                batch_len = 0;
+                if self.dir.free_space()? < alive_len + GC_MARGIN {
+                    tracing::info!(pack = %p.id, "not enough free space to rewrite this pack; its garbage stays");
+                    continue;
+                }
+            }
+            for e in &p.alive {
+                let payload = self.read_payload(e.id, Loc::new(p.n, e))?;
                 pack::decode(e, &payload).map_err(|detail| Error::BadBlock { id: e.id, detail })?;
                 self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
-                batch_len += e.stored_len as u64;
             }
-            batch.push(id);
+            batch_len += alive_len;
+            batch.push(p.id);
             report.packs_rewritten += 1;
-            report.bytes_freed += dead;
-            if batch_len >= PACK_TARGET {
+            report.bytes_freed += p.dead;
+            if batch_len >= PACK_TARGET || free < 2 * (batch_len + GC_MARGIN) {
                 self.rewritten(&mut batch)?;
                 batch_len = 0;
             }
@@ -899,6 +928,37 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Free space garbage collection keeps beyond the survivors it writes (pack headers and
+/// trailers, the file system's own blocks).
+const GC_MARGIN: u64 = 1 << 20;
+
+/// One pack as garbage collection sees it.
+struct PackSurvey {
+    n: u32,
+    id: PackId,
+    len: u64,
+    alive: Vec<Entry>,
+    dead: u64,
+}
+
+impl PackSurvey {
+    fn alive_len(&self) -> u64 {
+        self.alive.iter().map(|e| e.stored_len as u64).sum()
+    }
+}
+
+/// The packs garbage collection deletes whole, and those it rewrites as `reclaim` says in the
+/// order it rewrites them: deadest first, the most space back for the least copying.
+fn split(packs: Vec<PackSurvey>, reclaim: Reclaim) -> (Vec<PackSurvey>, Vec<PackSurvey>) {
+    let (dead, rest): (Vec<_>, Vec<_>) = packs.into_iter().partition(|p| p.alive.is_empty());
+    let mut rewrite: Vec<_> = rest
+        .into_iter()
+        .filter(|p| reclaim.rewrites(p.dead, p.len))
+        .collect();
+    rewrite.sort_by(|a, b| (b.dead as u128 * a.len as u128).cmp(&(a.dead as u128 * b.len as u128)));
+    (dead, rewrite)
 }
 
 /// How much garbage collection reclaims from packs that hold live blocks too.
