@@ -15,12 +15,13 @@ use crate::listing::EntryKind;
 use crate::medium::{Medium, Wait};
 use crate::pare::{self, Freed, Policy, Reason, RoomFor, RoomPlan};
 use crate::schedule::Due;
-use crate::share::{self, Sharing};
-use crate::store::{GcReport, Reclaim};
+use crate::share::{self, OnMedium, Packs, Sharing};
+use crate::store::pack::RECORD_HEADER_LEN;
+use crate::store::{GcReport, Reclaim, GC_MARGIN};
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tracing::info;
@@ -216,15 +217,27 @@ pub fn plan_room(
     if free >= needed {
         return Ok(plan(free, &Unneeded));
     }
-    let g = sharing(m)?;
-    Ok(plan(with_garbage(m, free, &g)?, &g))
+    let (g, packs) = room_model(m, free)?;
+    let f = OnMedium {
+        g: &g,
+        packs: &packs,
+    };
+    Ok(plan(free.saturating_add(f.reclaimed(&[])), &f))
 }
 
-/// Free space counting the garbage already in the packs, which making room reclaims before
-/// or with anything it pares (so a medium whose space only garbage holds pares nothing).
-fn with_garbage(m: &Medium, free: u64, g: &Sharing) -> Result<u64> {
-    let garbage = m.store().reclaimable(&g.live(), Reclaim::All, free)?;
-    Ok(free.saturating_add(garbage))
+/// The room plan's model of a medium: its blob graph and its packs, so that what paring a
+/// backup frees is what garbage collection then reclaims ([`OnMedium`]) — garbage already in
+/// the packs counts as free, a pack that cannot be rewritten for want of space frees nothing.
+fn room_model(m: &Medium, free: u64) -> Result<(Sharing, Packs)> {
+    let g = sharing(m)?;
+    let index: HashMap<BlockId, u32> = g.blobs().map(|(i, id)| (*id, i)).collect();
+    let packs = Packs {
+        packs: m.store().pack_models(&index)?,
+        free,
+        margin: GC_MARGIN,
+        overhead: RECORD_HEADER_LEN,
+    };
+    Ok((g, packs))
 }
 
 /// Before a backup: how many bytes it needs free. Cheap when space is plentiful (the last
@@ -352,13 +365,17 @@ pub fn plan_pare(
     let room = if free >= needed {
         pare::plan_room(&after, now, policy, &protect, needed, free, &Unneeded)
     } else {
-        let g = sharing(m)?;
-        let free = with_garbage(m, free, &g)?;
+        let (g, packs) = room_model(m, free)?;
+        let on = OnMedium {
+            g: &g,
+            packs: &packs,
+        };
         let ids: Vec<BackupId> = expired.iter().map(|e| e.0).collect();
-        let aged = g.freed_by(&ids);
+        // Garbage already there, and what the routine's pares free.
+        let aged = on.reclaimed(&ids);
         let f = After {
             before: &ids,
-            f: &g,
+            f: &on,
         };
         pare::plan_room(
             &after,

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ids::{BlockId, PackId};
 use crate::medium::beneath::{Beneath, Kind as EntryType};
+use crate::share;
 use pack::{BlobKind, Encoding, Entry, PackWriter};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet};
@@ -814,7 +815,7 @@ impl Store {
 
     /// Where the blobs not in `live` are: for each pack, its live entries and its dead bytes.
     /// Reads every pack's trailer; changes nothing.
-    fn survey(&self, live: &HashSet<BlockId>) -> Result<Vec<PackSurvey>> {
+    fn survey(&self, is_live: &dyn Fn(&BlockId) -> bool) -> Result<Vec<PackSurvey>> {
         self.index_all();
         let packs = self.packs.read().unwrap().clone();
         let mut out = Vec::new();
@@ -823,11 +824,14 @@ impl Store {
                 continue;
             }
             let (f, _) = self.open_pack(&info.id)?;
-            let t = pack::read_trailer(&f).map_err(|detail| Error::Damaged {
-                path: self.pack_path(&info.id),
-                detail,
-            })?;
-            let index = self.index.read().unwrap();
+            let t = match pack::read_trailer(&f) {
+                Ok(t) => t,
+                Err(detail) => {
+                    // Left as it is: neither deleted nor rewritten (verify reports it).
+                    tracing::warn!(pack = %self.pack_path(&info.id).display(), %detail, "damaged pack trailer; garbage collection passes the pack over");
+                    continue;
+                }
+            };
             let mut p = PackSurvey {
                 n: n as u32,
                 id: info.id,
@@ -836,11 +840,12 @@ impl Store {
                 dead: 0,
             };
             for e in t.entries {
-                // A live blob counts where the index has it; another copy is garbage.
-                let indexed_here = index
-                    .get(&e.id)
-                    .is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
-                if live.contains(&e.id) && indexed_here {
+                let indexed = self.index.read().unwrap().get(&e.id).copied();
+                let here = indexed.is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
+                // A live blob counts where the index has it; another copy is garbage, unless
+                // the indexed copy cannot be read back whole (after a crash and a bad sector,
+                // this may be the only good one).
+                if is_live(&e.id) && (here || self.read(&e.id).is_err()) {
                     p.alive.push(e);
                 } else {
                     p.dead += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
@@ -851,19 +856,22 @@ impl Store {
         Ok(out)
     }
 
-    /// The pack bytes garbage collection with `reclaim` would give back now that `live` are
-    /// the live blobs, with `free` bytes free: as [`Store::collect_garbage`] goes, wholly
-    /// dead packs first, then the rewrites whose survivors fit (the room plan counts garbage
-    /// already there as free). Changes nothing.
-    pub fn reclaimable(&self, live: &HashSet<BlockId>, reclaim: Reclaim, free: u64) -> Result<u64> {
-        let (dead, rewrite) = split(self.survey(live)?, reclaim);
-        let mut got: u64 = dead.iter().map(|p| p.len).sum();
-        for p in rewrite {
-            if free.saturating_add(got) >= p.alive_len() + GC_MARGIN {
-                got += p.dead;
-            }
-        }
-        Ok(got)
+    /// The medium's packs as the room plan models them ([`share::Packs`]): each live blob by
+    /// its index in the plan's blob graph (`index`).
+    pub fn pack_models(&self, index: &HashMap<BlockId, u32>) -> Result<Vec<share::PackModel>> {
+        Ok(self
+            .survey(&|id| index.contains_key(id))?
+            .into_iter()
+            .map(|p| share::PackModel {
+                len: p.len,
+                dead: p.dead,
+                live: p
+                    .alive
+                    .iter()
+                    .map(|e| (index[&e.id], e.stored_len as u64))
+                    .collect(),
+            })
+            .collect())
     }
 
     /// Reclaim the space of blocks not in `live`: packs with no live block are deleted first
@@ -878,7 +886,7 @@ impl Store {
         reclaim: Reclaim,
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let (dead, rewrite) = split(self.survey(live)?, reclaim);
+        let (dead, rewrite) = split(self.survey(&|id| live.contains(id))?, reclaim);
         for p in dead {
             // Nothing in it is live: no survivor needs to be durable first.
             self.remove_pack(&p.id)?;
@@ -900,12 +908,21 @@ impl Store {
                     continue;
                 }
             }
+            let mut whole = true;
             for e in &p.alive {
                 let payload = self.read_payload(e.id, Loc::new(p.n, e))?;
-                pack::decode(e, &payload).map_err(|detail| Error::BadBlock { id: e.id, detail })?;
+                if let Err(detail) = pack::decode(e, &payload) {
+                    // Keep the pack: what it holds may be read some other way (salvage).
+                    tracing::warn!(pack = %p.id, block = %e.id, %detail, "damaged block; garbage collection keeps its pack");
+                    whole = false;
+                    break;
+                }
                 self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
             }
             batch_len += alive_len;
+            if !whole {
+                continue;
+            }
             batch.push(p.id);
             report.packs_rewritten += 1;
             report.bytes_freed += p.dead;
@@ -932,7 +949,7 @@ impl Store {
 
 /// Free space garbage collection keeps beyond the survivors it writes (pack headers and
 /// trailers, the file system's own blocks).
-const GC_MARGIN: u64 = 1 << 20;
+pub const GC_MARGIN: u64 = 1 << 20;
 
 /// One pack as garbage collection sees it.
 struct PackSurvey {
@@ -957,7 +974,7 @@ fn split(packs: Vec<PackSurvey>, reclaim: Reclaim) -> (Vec<PackSurvey>, Vec<Pack
         .into_iter()
         .filter(|p| reclaim.rewrites(p.dead, p.len))
         .collect();
-    rewrite.sort_by(|a, b| (b.dead as u128 * a.len as u128).cmp(&(a.dead as u128 * b.len as u128)));
+    share::sort_deadest_first(&mut rewrite, |p| (p.dead, p.len));
     (dead, rewrite)
 }
 
