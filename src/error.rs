@@ -65,6 +65,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The medium (or file system) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { cause, .. }
+            if cause.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
+    }
+
     /// The medium (or file) is on a read-only file system.
     pub fn is_read_only(&self) -> bool {
         matches!(self, Error::Io { cause, .. }

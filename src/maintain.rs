@@ -240,16 +240,27 @@ fn room_model(m: &Medium, free: u64) -> Result<(Sharing, Packs)> {
     Ok((g, packs))
 }
 
+/// How a backup's room is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizing {
+    /// The last backup's full size when that much is free (no walk of the sources); else as
+    /// [`Sizing::Walk`].
+    Cheap,
+    /// A stat-only walk of the sources: what the backup will add.
+    Walk,
+}
+
 /// Before a backup: how many bytes it needs free. Cheap when space is plentiful (the last
 /// backup's full size fits); otherwise estimates the backup with a stat-only walk.
 pub fn needed_for_backup(
     m: &Medium,
     config: &crate::config::Config,
     cancel: &AtomicBool,
+    sizing: Sizing,
 ) -> Result<u64> {
     let latest = m.tree().latest_verified().map(|b| (b.id, b.bytes_total));
     let with_margin = |n: u64| n.saturating_add(n / 50).saturating_add(RESERVE);
-    if let Some((_, total)) = latest {
+    if let (Some((_, total)), Sizing::Cheap) = (latest, sizing) {
         if m.free_space()? >= with_margin(total) {
             return Ok(with_margin(total));
         }
@@ -267,8 +278,9 @@ pub fn room_for_backup(
     due: &Due,
     now: DateTime<Utc>,
     cancel: &AtomicBool,
+    sizing: Sizing,
 ) -> Result<Result<Room, TooSmall>> {
-    let needed = needed_for_backup(m, config, cancel)?;
+    let needed = needed_for_backup(m, config, cancel, sizing)?;
     make_room(m, needed, due, now, &config.pare, cancel)
 }
 
@@ -361,7 +373,8 @@ pub fn plan_pare(
     }
     let parent = crate::schedule::due(&after, now, &config.schedule).and_then(|d| d.parent);
     let protect = pare::protected(&after, parent);
-    let free = m.free_space()?;
+    // The real run opens the medium for writing, so recovery has removed any leftovers.
+    let free = m.free_space()?.saturating_add(m.leftover_bytes()?);
     let room = if free >= needed {
         pare::plan_room(&after, now, policy, &protect, needed, free, &Unneeded)
     } else {

@@ -649,6 +649,13 @@ impl Medium {
         self.dir.free_space()
     }
 
+    /// Bytes the leftovers of an interrupted writer in `tmp/` occupy: what recovery frees when
+    /// the medium is next opened for writing (a read-only look, as `pare --dry-run`, counts
+    /// them free so it plans what the real run will).
+    pub fn leftover_bytes(&self) -> Result<u64> {
+        self.dir.files_bytes("tmp")
+    }
+
     /// Check packs with `check` instead of re-reading them (tests that simulate a device
     /// returning something else than what was written).
     #[doc(hidden)]
