@@ -137,6 +137,17 @@ impl Changed {
         }
     }
 
+    /// What a backup made `span` after the one before it adds: the bytes changed, and its own
+    /// listings when anything changed.
+    pub fn with_own(&self, span: Duration) -> u64 {
+        let c = self.over(span);
+        if c > 0 {
+            c.saturating_add(OWN)
+        } else {
+            0
+        }
+    }
+
     pub fn over(&self, span: Duration) -> u64 {
         let x = span.num_seconds().max(0);
         let seg = self
@@ -164,10 +175,16 @@ fn occupied(full: u64, ch: &Changed, tree: &Tree, without: &[BackupId]) -> u64 {
     if times.is_empty() {
         return 0;
     }
-    times
-        .windows(2)
-        .fold(full, |acc, w| acc.saturating_add(ch.over(w[1].0 - w[0].0)))
+    times.windows(2).fold(full, |acc, w| {
+        acc.saturating_add(ch.with_own(w[1].0 - w[0].0))
+    })
 }
+
+/// What every backup after the first that changed anything holds of its own in the model: the
+/// listings that name what changed (on a real medium such a backup has its own root listing
+/// at least; one that changed nothing shares all its listings). Without it a backup between
+/// two others would free nothing, however old, when change is steady.
+const OWN: u64 = 4 << 10;
 
 /// The model's answer to "what does paring this free?".
 struct ModelFreed<'a> {
@@ -226,7 +243,7 @@ pub fn run(
         };
         let size = match tree.backups.iter().map(|b| b.started).max() {
             None => full,
-            Some(newest) => ch.over(t - newest),
+            Some(newest) => ch.with_own(t - newest),
         };
         let free = model.capacity.saturating_sub(used);
         let (victims, short, kind, parent) = if model.keep_all {

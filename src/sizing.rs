@@ -36,7 +36,11 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
         (Some(a), Some(b)) if b.started > a.started => Some((b.started - a.started).num_seconds()),
         _ => None,
     };
-    let stored_after_first: u64 = by_time.iter().skip(1).map(|b| b.bytes_stored).sum();
+    // Saturating: the sizes come from the medium's tree, which a forged medium may inflate.
+    let stored_after_first = by_time
+        .iter()
+        .skip(1)
+        .fold(0u64, |a, b| a.saturating_add(b.bytes_stored));
     let over = |secs: i64| -> u64 {
         match span {
             Some(s) => (stored_after_first as u128 * secs.max(0) as u128 / s as u128)
@@ -97,11 +101,16 @@ pub fn reach_of(
     let start = chrono::DateTime::UNIX_EPOCH;
     let end = start + chrono::Duration::days(182);
     let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    // With no backups to measure, nothing is known of how far anything reaches.
+    let known = h.full_size > 0;
     let days = s
         .at_end
         .iter()
         .map(|(k, v)| {
-            let back = v.oldest.map(|o| (end - o).num_minutes() as f64 / 1440.0);
+            let back = v
+                .oldest
+                .filter(|_| known)
+                .map(|o| (end - o).num_minutes() as f64 / 1440.0);
             (*k, back)
         })
         .collect();
