@@ -540,7 +540,11 @@ impl Agent {
                     // The history for `status`'s reach, after the first backup of this
                     // insertion and every one but a micro (it reads every listing).
                     let history = (o.backup.is_some() && (!measured || o.kind != Kind::Micro))
-                        .then(|| sizing::history(&m, &cfg.schedule).ok())
+                        .then(|| {
+                            sizing::history(&m, &cfg.schedule)
+                                .inspect_err(|e| warn!(cause = %e, "cannot measure the medium's history; status shows no reach"))
+                                .ok()
+                        })
                         .flatten();
                     (m, o, history)
                 })

@@ -10,8 +10,9 @@
 //! `full_size`. That is exact when each version of the data lives over one stretch of time, as
 //! content-addressed blocks do. So a backup's size is its unique bytes, not its total: paring
 //! a monthly that micros build on frees only what changed between it and the next backup.
-//! The room plan is [`pare::plan_room`], the same as on a real medium, with this model's
-//! [`Freed`]; after every step the tree is checked with [`pare::check_restorable`].
+//! A backup that changed anything also holds a few KiB of its own (its listings). The room
+//! plan is [`pare::plan_backup`], the same as on a real medium, with this model's [`Freed`];
+//! after every step the tree is checked with [`pare::check_restorable`].
 
 use crate::ids::BackupId;
 use crate::pare::{self, Freed, Policy, Reason};

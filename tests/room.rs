@@ -154,6 +154,12 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
     let mut shown: Vec<u64> = ids(&dry["now"]);
     shown.extend(ids(victims));
     assert_eq!(ids(&real["pared"]), shown, "dry run {dry}\nreal run {real}");
+    // The whole plan, not only its victims: the same bytes each frees, the same choices
+    // passed over, the same free space counted.
+    assert_eq!(
+        dry["to_free"], real["plan"]["room"],
+        "dry run {dry}\nreal run {real}"
+    );
     let after = list(&env);
     assert_eq!(
         after,
@@ -176,6 +182,15 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
         "the plan counted on {planned} bytes, the file system gained {gained}"
     );
     // What is left restores, and a full is among it.
+    let kinds = json(&env.ok(&["list", "--medium", "{medium}", "--json"]));
+    assert!(
+        kinds
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "monthly"),
+        "{kinds}"
+    );
     for id in after {
         env.restore(id, &format!("r{id}"));
     }

@@ -171,7 +171,7 @@ fn print_plan(plan: &maintain::ParePlan) {
         );
     }
     if let Some(t) = &room.too_small {
-        println!("  nothing pared to make room: {t}");
+        println!("  {t}");
     }
 }
 
