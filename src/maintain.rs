@@ -179,7 +179,10 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
 /// The medium is too small even after all the plan allows: the notice, and what earlier
 /// rounds pared when garbage collection reclaimed less than the plan reckoned.
 #[derive(Debug, thiserror::Error)]
-#[error("{notice}")]
+#[error("{notice}; {}", match pared.len() {
+    0 => "nothing was pared to make room".to_string(),
+    n => format!("{n} backups were pared before garbage collection reclaimed less than the plan reckoned"),
+})]
 pub struct TooSmall {
     pub notice: pare::TooSmall,
     pub pared: Vec<Pared>,

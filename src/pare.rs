@@ -302,7 +302,7 @@ pub enum Skip {
 /// step 118 ([0044]) with the numbers. Nothing is pared to make room in this case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}); nothing was pared to make room: use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
+    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}): use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
     HumanBytes(*needed), HumanBytes(*free), HumanBytes(*could_free)
 )]
 pub struct TooSmall {
