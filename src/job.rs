@@ -179,7 +179,10 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                 let message = format!("{t}; the {} backup was not made", due.kind);
                 return out.fail(Stage::Room, message);
             }
-            Err(e) => return out.fail(Stage::Room, e),
+            Err(e) => {
+                out.pared_before.extend(e.pared);
+                return out.fail(Stage::Room, e.cause);
+            }
         };
         if !(job.still_ours)() {
             return out.fail(Stage::Gone, GONE);

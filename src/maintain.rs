@@ -282,8 +282,11 @@ pub fn room_for_backup(
     now: DateTime<Utc>,
     cancel: &AtomicBool,
     sizing: Sizing,
-) -> Result<Result<Room, TooSmall>> {
-    let needed = needed_for_backup(m, config, cancel, sizing)?;
+) -> std::result::Result<Result<Room, TooSmall>, Interrupted> {
+    let needed = needed_for_backup(m, config, cancel, sizing).map_err(|cause| Interrupted {
+        cause,
+        pared: Vec::new(),
+    })?;
     make_room(m, needed, due, now, &config.pare, cancel)
 }
 
@@ -487,6 +490,15 @@ pub struct Room {
     pub instead_of: Option<Kind>,
 }
 
+/// Making room failed part-way (an I/O error, readers that stayed): the cause, and what was
+/// pared before it (committed: the outcome reports it).
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct Interrupted {
+    pub cause: Error,
+    pub pared: Vec<Pared>,
+}
+
 /// Make `needed` bytes free for the backup `due` by the room plan: plan the whole sequence,
 /// carry it out, reclaim. When the plan cannot free enough, nothing is pared and the notice
 /// comes back.
@@ -497,19 +509,38 @@ pub fn make_room(
     now: DateTime<Utc>,
     policy: &Policy,
     cancel: &AtomicBool,
-) -> Result<Result<Room, TooSmall>> {
+) -> std::result::Result<Result<Room, TooSmall>, Interrupted> {
     let mut room = Room {
         pared: Vec::new(),
         make: due.clone(),
         instead_of: None,
     };
+    match rounds(m, needed, now, policy, cancel, &mut room) {
+        Ok(Ok(())) => Ok(Ok(room)),
+        Ok(Err(notice)) => Ok(Err(TooSmall {
+            notice,
+            pared: room.pared,
+        })),
+        Err(cause) => Err(Interrupted {
+            cause,
+            pared: room.pared,
+        }),
+    }
+}
+
+/// The rounds of [`make_room`]: plan, pare, reclaim, until `needed` is free.
+fn rounds(
+    m: &mut Medium,
+    needed: u64,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    cancel: &AtomicBool,
+    room: &mut Room,
+) -> Result<std::result::Result<(), pare::TooSmall>> {
     for _ in 0..ROUNDS {
         let r = plan_room(m, needed, room.make.kind, room.make.parent, now, policy)?;
         if let Some(notice) = r.plan.too_small {
-            return Ok(Err(TooSmall {
-                notice,
-                pared: room.pared,
-            }));
+            return Ok(Err(notice));
         }
         if r.instead_of.is_some() {
             room.instead_of = r.instead_of;
@@ -517,7 +548,7 @@ pub fn make_room(
             room.make.parent = r.parent;
         }
         if r.plan.victims.is_empty() && m.free_space()? >= needed {
-            return Ok(Ok(room));
+            return Ok(Ok(()));
         }
         for v in r.plan.victims {
             let mut p = pare_one(m, v.id, v.reason)?;
@@ -526,20 +557,13 @@ pub fn make_room(
         }
         reclaim_for_room(m, cancel)?;
         if m.free_space()? >= needed {
-            return Ok(Ok(room));
+            return Ok(Ok(()));
         }
     }
-    let free = m.free_space()?;
-    if free >= needed {
-        return Ok(Ok(room));
-    }
-    Ok(Err(TooSmall {
-        notice: pare::TooSmall {
-            needed,
-            free,
-            could_free: 0,
-            why: pare::NothingToPare::Step142,
-        },
-        pared: room.pared,
+    Ok(Err(pare::TooSmall {
+        needed,
+        free: m.free_space()?,
+        could_free: 0,
+        why: pare::NothingToPare::Step142,
     }))
 }
