@@ -564,7 +564,12 @@ impl Agent {
                 live.locked().job = None;
                 if let Some(h) = history {
                     measured = true;
-                    self.measure_reach(h, sizing::capacity(&m), live.clone());
+                    match sizing::capacity(m.root()) {
+                        Ok(c) => self.measure_reach(h, c, live.clone()),
+                        Err(e) => {
+                            warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
+                        }
+                    }
                 }
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));

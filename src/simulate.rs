@@ -94,14 +94,14 @@ pub struct Changed {
 
 impl Changed {
     pub fn new(model: &Model, sched: &Schedule) -> Changed {
-        let mut pts: Vec<(i64, u64)> = vec![
-            (sched.micro_interval.num_seconds(), Kind::Micro),
-            (86_400, Kind::Daily),
-            (sched.weekly_every.num_seconds(), Kind::Weekly),
-        ]
-        .into_iter()
-        .map(|(secs, k)| (secs.max(1), model.change.get(&k).copied().unwrap_or(0)))
-        .collect();
+        let mut pts: Vec<(i64, u64)> = sched
+            .spans()
+            .into_iter()
+            .map(|(k, span)| {
+                let secs = span.num_seconds().max(1);
+                (secs, model.change.get(&k).copied().unwrap_or(0))
+            })
+            .collect();
         pts.sort();
         pts.dedup_by_key(|p| p.0);
         // The upper concave hull through (0, 0) and the points: distinct bytes changed over

@@ -48,14 +48,11 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
             None => 0,
         }
     };
-    let change = [
-        (Kind::Micro, over(sched.micro_interval.num_seconds())),
-        (Kind::Daily, over(86_400)),
-        (Kind::Weekly, over(sched.weekly_every.num_seconds())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k, v.min(full_size.max(1))))
-    .collect();
+    let change = sched
+        .spans()
+        .into_iter()
+        .map(|(k, span)| (k, over(span.num_seconds()).min(full_size.max(1))))
+        .collect();
     Ok(History {
         full_size,
         change,
@@ -74,14 +71,21 @@ pub struct Reach {
 
 /// Simulate 182 days on a medium of this one's capacity with its own sizes.
 pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
-    Ok(reach_of(history(m, sched)?, capacity(m), sched, policy))
+    Ok(reach_of(
+        history(m, sched)?,
+        capacity(m.root())?,
+        sched,
+        policy,
+    ))
 }
 
-/// The size of the file system `m` is on (0 if it cannot be read).
-pub fn capacity(m: &Medium) -> u64 {
-    rustix::fs::statvfs(m.root())
-        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
-        .unwrap_or(0)
+/// The size of the file system the medium at `dir` is on.
+pub fn capacity(dir: &std::path::Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| crate::error::Error::Io {
+        path: dir.to_path_buf(),
+        cause: e.into(),
+    })?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
 }
 
 /// [`reach`] from a history already measured: pure, and the slow part (a second or so), so
@@ -144,8 +148,7 @@ pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Under
     if cfg.sources.is_empty() {
         return None;
     }
-    let st = rustix::fs::statvfs(dir).ok()?;
-    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let capacity = capacity(dir).ok()?;
     let m = Medium::open_read(dir).ok()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;
