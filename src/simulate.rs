@@ -277,14 +277,18 @@ pub fn run(
             continue;
         }
         for v in victims {
+            // What the pare freed in the model, measured, not the plan's word for it.
+            let before = occupied(full, &ch, &tree, &[]);
             tree.remove(v.id);
+            let freed = before.saturating_sub(occupied(full, &ch, &tree, &[]));
+            debug_assert_eq!(freed, v.freed, "the plan's reckoning is the model's");
             pared += 1;
             emit(&Event::Pared {
                 id: v.id,
                 kind: v.kind,
                 reason: v.reason,
                 time: t,
-                freed: Some(v.freed),
+                freed: Some(freed),
             });
         }
         let before = occupied(full, &ch, &tree, &[]);
