@@ -21,7 +21,8 @@ use std::sync::atomic::AtomicBool;
 /// What to do.
 pub struct Job<'a> {
     pub due: Due,
-    /// The backup's recorded time, and "now" for the paring plan.
+    /// The backup's recorded time, and "now" for the paring plan; never earlier than the
+    /// newest backup on the medium ([`crate::tree::Tree::date_new_backup`]).
     pub at: DateTime<Utc>,
     pub config: &'a Config,
     /// Verify after writing (only the CLI's `--no-verify` turns this off).
@@ -139,11 +140,12 @@ const GONE: &str = "the medium is no longer mounted where it was; nothing writte
 /// Run one job on `m` (open for writing).
 pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     let due = &job.due;
+    let at = m.tree().date_new_backup(job.at);
     let mut out = Outcome::new(due.kind);
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
-    match maintain::room_for_backup(m, job.config, due.parent, job.at, job.cancel) {
+    match maintain::room_for_backup(m, job.config, due.parent, at, job.cancel) {
         Ok(Ok(p)) => {
             if p.iter().any(|p| p.reason.medium_too_small()) {
                 out.too_small = Some(TooSmall::OnlyOneFits);
@@ -164,7 +166,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     let req = backup::Request {
         kind: due.kind,
         parent: due.parent,
-        at: job.at,
+        at,
         config: job.config,
         meter: job.backup_meter,
         cancel: job.cancel,
@@ -189,7 +191,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
-    match maintain::routine(m, job.at, &job.config.pare, false) {
+    match maintain::routine(m, at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,
         Err(e) => return out.fail(Stage::Pare, format!("pare: {e}")),
     }

@@ -20,9 +20,12 @@ pub enum Request {
     Eject {
         medium: Option<String>,
     },
-    /// Move a `--test-clock` agent's clock forward.
+    /// Move a `--test-clock` agent's clock: forward (time passing, a suspend), or with
+    /// `step` only its wall clock, either way (`date -s`).
     AdvanceClock {
         seconds: i64,
+        #[serde(default)]
+        step: bool,
     },
 }
 

@@ -14,7 +14,8 @@
 use super::control::Response;
 use super::devices::Disk;
 use super::notify::EventKind;
-use super::{mounts, watch_mount, Agent, Cmd, Live};
+use super::task::watch_mount;
+use super::{mounts, Agent, Cmd, Live};
 use crate::medium::{MediaFile, Medium};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

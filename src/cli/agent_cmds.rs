@@ -167,14 +167,25 @@ pub fn backup_now(a: MediumSel) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct TestClockArgs {
-    /// How far to move the agent's clock forward (90s, 15m, 2h, 3d).
+    /// How far to move the agent's clock forward (90s, 15m, 2h, 3d); with --step, how far
+    /// to step its wall clock (a leading `-` steps it back).
+    #[arg(allow_hyphen_values = true)]
     pub advance: String,
+    /// Step only the wall clock (as `date -s` does), forward or back; without it, time
+    /// passes (both the wall clock and the boot-time clock move, as over a suspend).
+    #[arg(long)]
+    pub step: bool,
 }
 
 pub fn test_clock(a: TestClockArgs) -> Result<u8> {
-    let d = crate::config::parse_duration(&a.advance).map_err(anyhow::Error::msg)?;
+    let (sign, text) = match a.advance.strip_prefix('-') {
+        Some(rest) if a.step => (-1, rest),
+        _ => (1, a.advance.as_str()),
+    };
+    let d = crate::config::parse_duration(text).map_err(anyhow::Error::msg)?;
     let r: ClockNow = answer(ask(&Request::AdvanceClock {
-        seconds: d.num_seconds(),
+        seconds: sign * d.num_seconds(),
+        step: a.step,
     })?)?;
     println!("agent clock now {}", r.now.to_rfc3339());
     Ok(0)

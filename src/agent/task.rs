@@ -1,0 +1,329 @@
+//! One medium's session: the loop that backs up what falls due on that medium, answers its
+//! commands, and lets it go when it is ejected or pulled; the watchdog that notices a pulled
+//! tray.
+//!
+//! Invariants:
+//! - what is due comes from the medium's own tree and the agent's clock, which never runs
+//!   backwards (`clock`); a backup is never dated before the newest backup on its medium;
+//! - the wait for the next deadline is re-evaluated whenever the wall clock is set;
+//! - a pulled medium's job is cancelled and its mount detached only after the job ended.
+
+use super::*;
+
+impl Agent {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn medium_task(
+        self: Arc<Self>,
+        disk: Disk,
+        mp: PathBuf,
+        medium: Medium,
+        mut rx: mpsc::Receiver<Cmd>,
+        cancel: Arc<AtomicBool>,
+        live: Arc<Mutex<Live>>,
+        watchdog: tokio::task::AbortHandle,
+    ) -> Result<(), String> {
+        let mut medium = Some(medium);
+        let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
+        let mut eject: Option<oneshot::Sender<Response>> = None;
+        let mut changed = self.changed.subscribe();
+        let sched = self.cfg.schedule.clone();
+        // After a failed job, the next try waits a micro interval (no busy retry, no flood
+        // of notifications); a backup-now request tries at once.
+        let mut retry_after: Option<DateTime<Utc>> = None;
+        // A medium whose newest backup is dated after the agent's clock (written before the
+        // wall clock stepped back, and the agent restarted since): its schedule counts on
+        // from that backup, so backups go on at their pace instead of stalling until the
+        // wall clock catches up.
+        let newest = medium
+            .as_ref()
+            .unwrap()
+            .tree()
+            .date_new_backup(self.clock.now());
+        let floor = (newest > self.clock.now()).then(|| {
+            warn!(device = %disk.devnode.display(), newest = %newest, "the medium's newest backup is dated after the clock; its schedule counts on from that backup");
+            self.clock.floor(newest)
+        });
+        let clock_now = || match &floor {
+            Some(f) => self.clock.now_not_before(f),
+            None => self.clock.now(),
+        };
+        'session: loop {
+            self.refresh(medium.as_ref().unwrap(), &live);
+            // Commands first, so eject and stop are never starved by due jobs.
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    Cmd::BackupNow(r) => forced.push(r),
+                    Cmd::Eject(r) => {
+                        eject = Some(r);
+                        break 'session;
+                    }
+                    Cmd::Stop => break 'session,
+                }
+            }
+            if cancel.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = clock_now();
+            let tree = &medium.as_ref().unwrap().tree();
+            let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
+            let due = if !self.may_write(&disk.devnode) || backing_off {
+                None
+            } else {
+                schedule::due(tree, now, &sched).or_else(|| {
+                    (!forced.is_empty()).then(|| Due {
+                        kind: Kind::Micro,
+                        parent: schedule::parent_for(tree, Kind::Micro),
+                        why: Why::Requested,
+                    })
+                })
+            };
+            if let Some(due) = due {
+                let meter = Arc::new(Meter::hidden());
+                live.locked().job = Some(Running {
+                    kind: due.kind,
+                    started: now,
+                    meter: meter.clone(),
+                });
+                let mut m = medium.take().unwrap();
+                let (cfg, c2, mp2, devnum) =
+                    (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
+                info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+                if self.test_panic_at(PanicAt::Task, &m.media().label) {
+                    panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
+                }
+                let panic_job = self.test_panic_at(PanicAt::Job, &m.media().label);
+                let joined = tokio::task::spawn_blocking(move || {
+                    if panic_job {
+                        panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
+                    }
+                    let still_ours = || mounts::still_ours(&mp2, devnum);
+                    let o = job::run(
+                        &mut m,
+                        &job::Job {
+                            due,
+                            at: now,
+                            config: &cfg,
+                            verify: true,
+                            cancel: &c2,
+                            backup_meter: &meter,
+                            verify_meter: &Meter::hidden(),
+                            still_ours: &still_ours,
+                        },
+                    );
+                    (m, o)
+                })
+                .await;
+                let (m, outcome) = match joined {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // The medium went with the job; the supervisor cleans up.
+                        live.locked().job = None;
+                        let why = format!("its backup job failed ({})", panic_message(e));
+                        for r in forced.drain(..) {
+                            let _ = r.send(Response::err(why.clone()));
+                        }
+                        return Err(why);
+                    }
+                };
+                live.locked().job = None;
+                retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
+                self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
+                medium = Some(m);
+                for r in forced.drain(..) {
+                    let _ = r.send(match outcome.error() {
+                        None => Response::ok(&outcome),
+                        Some(e) => Response::failed(e, &outcome),
+                    });
+                }
+                continue;
+            }
+            let next = match retry_after {
+                Some(t) if backing_off => t,
+                _ => schedule::next_due(tree, clock_now(), &sched),
+            };
+            live.locked().next_due = Some(next);
+            tokio::select! {
+                w = self.clock.sleep_until(next, floor.as_ref()) => debug!(?w, "woke"),
+                _ = changed.changed() => {}
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::BackupNow(r)) => forced.push(r),
+                    Some(Cmd::Eject(r)) => {
+                        eject = Some(r);
+                        break;
+                    }
+                    Some(Cmd::Stop) | None => break,
+                },
+            }
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Cmd::Eject(r) => eject = Some(r),
+                Cmd::BackupNow(r) => forced.push(r),
+                Cmd::Stop => {}
+            }
+        }
+        for r in forced {
+            let _ = r.send(Response::err(
+                "the medium was removed before the backup could run",
+            ));
+        }
+        // Tear down: release the medium (its lock and open files), flush, unmount.
+        watchdog.abort();
+        let media = medium.as_ref().map(|m| m.media().clone());
+        drop(medium);
+        let ejecting = eject.is_some();
+        let (d2, mp2) = (disk.clone(), mp.clone());
+        let detach = tokio::task::spawn_blocking(move || {
+            mounts::sync();
+            let r = mounts::unmount(&mp2, !ejecting).or_else(|_| mounts::unmount(&mp2, true));
+            (
+                r,
+                if ejecting {
+                    mounts::power_down(&d2)
+                } else {
+                    String::new()
+                },
+            )
+        })
+        .await
+        .unwrap_or_else(|e| (Err(std::io::Error::other(panic_message(e))), String::new()));
+        self.inserted.locked().remove(&disk.devnode);
+        self.changed.send_modify(|v| *v += 1);
+        if let Some(m) = &media {
+            let mut reg = self.register.locked();
+            if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
+                s.last_seen = Some(self.clock.now());
+            }
+            let _ = reg.save();
+        }
+        match (detach.0, eject) {
+            (Ok(()), Some(reply)) => {
+                let msg = format!(
+                    "{} ({}) is safe to remove; {}",
+                    disk.devnode.display(),
+                    media.as_ref().map(|m| m.label.as_str()).unwrap_or("?"),
+                    detach.1
+                );
+                info!("{msg}");
+                self.note(
+                    EventKind::SafeToRemove,
+                    Some(&disk),
+                    media.as_ref(),
+                    None,
+                    msg.clone(),
+                );
+                let _ = reply.send(Response::ok(&status::Ejected {
+                    safe_to_remove: true,
+                    device: disk.devnode.clone(),
+                    message: msg,
+                    failure: None,
+                }));
+            }
+            (Err(e), Some(reply)) => {
+                let _ = reply.send(Response::err(format!(
+                    "cannot unmount {}: {e}",
+                    mp.display()
+                )));
+            }
+            (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
+            (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
+        }
+        Ok(())
+    }
+
+    fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
+        let mut l = live.locked();
+        l.backups = m.tree().backups.len();
+        l.newest.clear();
+        for b in m.tree().backups.iter().filter(|b| b.verified) {
+            let e = l.newest.entry(b.kind).or_insert((b.started, b.id.0));
+            if b.started >= e.0 {
+                *e = (b.started, b.id.0);
+            }
+        }
+        l.free_bytes = m.free_space().unwrap_or(0);
+    }
+
+    fn after_job(
+        &self,
+        disk: &Disk,
+        m: &Medium,
+        o: &job::Outcome,
+        live: &Mutex<Live>,
+        cancelled: bool,
+    ) {
+        let media = Some(m.media());
+        if let Some(e) = &o.error() {
+            if cancelled {
+                warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
+            } else {
+                error!(medium = %m.media().media_id, cause = %e, "backup failed");
+                self.note(
+                    EventKind::BackupFailed,
+                    Some(disk),
+                    media,
+                    o.backup_id(),
+                    e.clone(),
+                );
+            }
+        }
+        if let Some(e) = o.too_small.as_ref().map(|t| t.to_string()) {
+            self.note(
+                EventKind::MediumTooSmall,
+                Some(disk),
+                media,
+                o.backup_id(),
+                e.clone(),
+            );
+        }
+        if o.verified() == Some(false) {
+            self.note(
+                EventKind::VerifyFailed,
+                Some(disk),
+                media,
+                o.backup_id(),
+                format!(
+                    "backup failed verification; affected: {}",
+                    o.damaged_files().join(", ")
+                ),
+            );
+        }
+        if let Some(b) = o.backup_id() {
+            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
+        }
+        live.locked().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
+        let mut reg = self.register.locked();
+        reg.seen(
+            &m.media().media_id.to_string(),
+            &m.media().label,
+            &disk.devnode.display().to_string(),
+            m.tree(),
+            self.clock.now(),
+        );
+        let _ = reg.save();
+    }
+}
+
+/// Watch that the mount is still the device's: a tray pulled (or the file system unmounted
+/// behind our back) cancels the job and ends the medium's session at once, even while the
+/// kernel keeps the device around because our files on it are still open.
+pub(super) async fn watch_mount(
+    mp: PathBuf,
+    devnum: u64,
+    cancel: Arc<AtomicBool>,
+    tx: mpsc::Sender<Cmd>,
+) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (mp2, gone) = (mp.clone(), mp.clone());
+        let ours = tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
+            .await
+            .unwrap_or(false);
+        if !ours {
+            warn!(mountpoint = %gone.display(), "the medium's file system went away (tray pulled?); stopping its job");
+            cancel.store(true, Ordering::SeqCst);
+            let _ = tx.send(Cmd::Stop).await;
+            return;
+        }
+    }
+}

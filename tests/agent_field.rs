@@ -1,0 +1,158 @@
+//! The agent in the field (issue 15): wall clocks that jump, trays pulled early, disks that
+//! fail, commands while the agent holds a tray. Real systemd-udevd, real ext4 images on loop
+//! devices, the real binary; root only (skipped otherwise). The agent's clock is moved with
+//! the hidden `test-clock` command; one test sets the real wall clock (to itself).
+
+#[path = "support/lab.rs"]
+mod lab;
+mod util;
+use lab::*;
+use std::time::{Duration, Instant};
+use util::*;
+
+/// The backups on a medium: every one dated no earlier than its parent, and ids in order of
+/// their dates.
+fn assert_dated_in_order(backups: &[serde_json::Value]) {
+    let started = |b: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(b["started"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("started of {b}: {e}"))
+    };
+    for b in backups {
+        if let Some(p) = b["parent"].as_u64() {
+            let parent = backups.iter().find(|x| x["id"] == p).unwrap();
+            assert!(
+                started(b) >= started(parent),
+                "backup {} is older than its parent {p}: {backups:#?}",
+                b["id"]
+            );
+        }
+    }
+    for w in backups.windows(2) {
+        assert!(started(&w[1]) >= started(&w[0]), "{backups:#?}");
+    }
+}
+
+fn warnings(s: &serde_json::Value) -> Vec<String> {
+    s["warnings"]
+        .as_array()
+        .map(|w| w.iter().map(|x| x.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn backups_go_on_in_order_when_the_wall_clock_steps_back_and_forward() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("C");
+    let img = lab.image("c.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+
+    // The wall clock steps back a day: status says so, and the schedule keeps its pace.
+    lab.step("-1d");
+    let s = lab.status();
+    assert!(
+        warnings(&s).iter().any(|w| w.contains("moved backwards")),
+        "{s:#}"
+    );
+    write(&lab.src.join("b.txt"), b"two");
+    lab.advance("15m");
+    let t0 = Instant::now();
+    lab.wait_for("a micro after the step back", 10, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    eprintln!("micro after a step back: {:?}", t0.elapsed());
+
+    // Stepped forward two days: the daily is due at once, not after a stale sleep.
+    lab.step("2d");
+    let t0 = Instant::now();
+    let s = lab.wait_for("a daily after the step forward", 10, |s| {
+        newest(s, &la, "daily").is_some() && idle(s, &la)
+    });
+    eprintln!("daily after a step forward: {:?}", t0.elapsed());
+    assert!(
+        !warnings(&s).iter().any(|w| w.contains("moved backwards")),
+        "the wall clock caught up: {s:#}"
+    );
+    let m = &inserted(&s)[0];
+    let next = chrono::DateTime::parse_from_rfc3339(m["next_due"].as_str().unwrap()).unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339(s["now"].as_str().unwrap()).unwrap();
+    assert!(next > now, "next due {next} is already past at {now}");
+
+    // A suspend-like gap (both clocks move): the backup due meanwhile starts at once.
+    lab.advance("3h");
+    let t0 = Instant::now();
+    lab.wait_for("a micro after the gap", 10, |s| {
+        inserted(s).iter().any(|m| m["backups"].as_u64() == Some(4)) && idle(s, &la)
+    });
+    eprintln!("micro after a suspend-like gap: {:?}", t0.elapsed());
+
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mp = lab.mount_ro(&img, "check");
+    let backups = list(&mp);
+    assert_eq!(backups.len(), 4, "{backups:#?}");
+    assert_dated_in_order(&backups);
+}
+
+#[test]
+fn a_medium_dated_ahead_of_the_clock_keeps_its_pace_after_a_restart() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("R");
+    let img = lab.image("r.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    lab.advance("1d");
+    lab.wait_for("the daily", 20, |s| {
+        newest(s, &la, "daily").is_some() && idle(s, &la)
+    });
+    // A restarted agent's clock is the real one: the medium's backups are a day ahead of it.
+    lab.stop_agent();
+    lab.start_agent();
+    lab.wait_for("the medium back", 20, |s| idle(s, &la));
+    write(&lab.src.join("b.txt"), b"two");
+    lab.advance("15m");
+    let t0 = Instant::now();
+    lab.wait_for("the micro, 15 minutes after the daily", 10, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    eprintln!("micro on a medium dated ahead: {:?}", t0.elapsed());
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mp = lab.mount_ro(&img, "check");
+    let backups = list(&mp);
+    assert_eq!(backups.len(), 3, "{backups:#?}");
+    assert_dated_in_order(&backups);
+}
+
+/// CLOCK_REALTIME cannot be namespaced: this sets the machine's wall clock, to the time it
+/// reads (a step back of microseconds), which is enough for the kernel to cancel every
+/// `TFD_TIMER_CANCEL_ON_SET` timer.
+#[test]
+fn setting_the_real_wall_clock_wakes_the_agents_wait_at_once() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("W");
+    let img = lab.image("w.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    // Let the medium's task settle into its 15-minute wait.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = lab.log().matches("the wall clock was set").count();
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    rustix::time::clock_settime(rustix::time::ClockId::Realtime, now).unwrap();
+    let t0 = Instant::now();
+    while lab.log().matches("the wall clock was set").count() == before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the agent did not notice the clock being set:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("woke after a real clock set: {:?}", t0.elapsed());
+    // And it went back to waiting for the same deadline, with nothing due.
+    let s = lab.wait_for("idle again", 5, |s| idle(s, &la));
+    assert_eq!(inserted(&s)[0]["backups"], 1, "{s:#}");
+}
