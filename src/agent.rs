@@ -28,6 +28,7 @@ mod answer;
 mod clock;
 mod control;
 mod devices;
+mod durable;
 mod identify;
 mod mounts;
 mod notify;
@@ -47,7 +48,7 @@ use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
 use devices::{Disk, DiskEvent};
-use identify::{identify, open_identified, Identity, Refusal};
+use identify::{identify, open_identified, Expect, Identity, Refusal};
 use notify::{Event as Note, EventKind};
 use register::Register;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -283,8 +284,14 @@ impl Agent {
             self.host.clone(),
             self.cfg.agent.state_dir.clone(),
         );
+        let known_fs = self
+            .register
+            .locked()
+            .media
+            .values()
+            .any(|s| s.fs_uuid.as_deref() == Some(disk.fs_uuid.as_str()));
         let identity = match tokio::task::spawn_blocking(move || {
-            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state)
+            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state, known_fs)
         })
         .await
         {
@@ -325,8 +332,14 @@ impl Agent {
                 }
                 Some(id)
             }
-            Identity::Blank => None,
+            Identity::Blank | Identity::NeedsRecovery => None,
         };
+        let enrol = self
+            .cfg
+            .agent
+            .auto_enrol_label
+            .as_ref()
+            .is_some_and(|g| g.is_match(disk.label.as_deref().unwrap_or_default()));
         // Proven ours, or blank and enrollable: mount read-write, check again that it is what
         // was identified (the replay skipped when identifying happens now), enrol if blank,
         // open with recovery.
@@ -337,6 +350,7 @@ impl Agent {
             self.cfg.agent.state_dir.clone(),
         );
         let cfg = self.cfg.clone();
+        let host = self.host.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
                 Refusal::Failed(format!(
@@ -344,15 +358,29 @@ impl Agent {
                     d2.devnode.display()
                 ))
             })?;
-            let blank = identified.is_none();
-            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
-            if let (true, Ok(_)) = (blank, &r) {
-                if let Some(u) = crate::sizing::check(&mp2, &cfg) {
-                    warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+            let expect = match &identified {
+                Some(id) => Expect::Proven(id),
+                None => Expect::BlankOrRecovered { enrol },
+            };
+            let r = open_identified(&d2, &mp2, expect, now, &state, &host);
+            if let (true, Ok(m)) = (identified.is_none(), &r) {
+                if m.tree().backups.is_empty() {
+                    if let Some(u) = crate::sizing::check(&mp2, &cfg) {
+                        warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+                    }
                 }
             }
-            if r.is_err() {
-                let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
+            match &r {
+                // Enrolment and recovery are in place, not only in the journal: a tray pulled
+                // now is still recognised.
+                Ok(_) => {
+                    if let Err(e) = durable::checkpoint(&mp2, d2.devnum, fs) {
+                        warn!(device = %d2.devnode.display(), cause = %e, "cannot checkpoint the file system's journal");
+                    }
+                }
+                Err(_) => {
+                    let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
+                }
             }
             r
         })
@@ -386,6 +414,7 @@ impl Agent {
                 &media.media_id.to_string(),
                 &media.label,
                 &disk.devnode.display().to_string(),
+                &disk.fs_uuid,
                 medium.tree(),
                 self.clock.now(),
             );

@@ -234,6 +234,7 @@ impl Medium {
                     path: root.to_path_buf(),
                     id,
                     label,
+                    backups: read_tree(&dir).ok().map(|t| t.backups.len()),
                 });
             }
             key::prove(state_dir, root, &read_media(&dir)?)?;

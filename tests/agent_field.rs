@@ -156,3 +156,142 @@ fn setting_the_real_wall_clock_wakes_the_agents_wait_at_once() {
     let s = lab.wait_for("idle again", 5, |s| idle(s, &la));
     assert_eq!(inserted(&s)[0]["backups"], 1, "{s:#}");
 }
+
+/// Copy the image under a loop device as it is now: what a tray pulled at this moment holds
+/// (the file system's unwritten buffers are not in it, as they would not be on the disk).
+fn pulled_copy(lab: &Lab, img: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let copy = lab.tmp.path().join(name);
+    sh(std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(img)
+        .arg(&copy));
+    copy
+}
+
+/// Insert `img` and expect it recognised as medium `label` with at least `backups`
+/// committed backups, the first of them a monthly that verifies; then eject and pull it.
+fn expect_recognised(lab: &mut Lab, img: &std::path::Path, label: &str, backups: u64) {
+    let dev = lab.insert(img);
+    let s = lab.wait_for("the pulled copy recognised", 30, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["label"] == label && m["backups"].as_u64() >= Some(backups.max(1)))
+            && idle(s, label)
+    });
+    assert!(newest(&s, label, "monthly").is_some(), "{s:#}");
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev);
+    lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
+    let bad: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["event"] != "safe_to_remove")
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}\nagent log:\n{}", lab.log());
+}
+
+#[test]
+fn a_tray_pulled_in_its_first_minute_is_recognised_with_its_backups() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("Y");
+    let img = lab.image("y.img", &la, "256M");
+    let dev = lab.insert(&img);
+    // Pulled as soon as the agent has enrolled it (its first backup may be under way) ...
+    lab.wait_for("the medium enrolled", 30, |s| {
+        inserted(s).iter().any(|m| m["label"] == la)
+    });
+    let mut copies = vec![(pulled_copy(&lab, &img, "at-enrolment.img"), 0)];
+    // ... right after its first backup, a second later, and after a micro.
+    lab.wait_first_monthly(&la);
+    copies.push((pulled_copy(&lab, &img, "after-monthly.img"), 1));
+    std::thread::sleep(Duration::from_secs(1));
+    copies.push((pulled_copy(&lab, &img, "a-second-later.img"), 1));
+    write(&lab.src.join("b.txt"), b"two");
+    lab.advance("15m");
+    lab.wait_for("the micro", 20, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    copies.push((pulled_copy(&lab, &img, "after-micro.img"), 2));
+    lab.pull(&dev);
+    lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
+    let _ = std::fs::remove_file(&lab.notes);
+    // Without any journal replay, each copy already shows the medium and its committed
+    // backups: they are in place, not only in the journal. (Looked at with the agent
+    // stopped: it would take the probe's loop device for a tray.)
+    lab.stop_agent();
+    for (copy, backups) in copies.iter().filter(|(_, b)| *b > 0) {
+        let probe = lab.tmp.path().join("probe.img");
+        sh(std::process::Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(copy)
+            .arg(&probe));
+        let mp = lab.mount(&probe, "probe", "loop,ro,noload");
+        let n = list(&mp).len() as u64;
+        sh(std::process::Command::new("umount").arg(&mp));
+        std::fs::remove_file(&probe).unwrap();
+        assert!(n >= *backups, "{}: {n} backups in place", copy.display());
+    }
+    lab.start_agent();
+    for (copy, backups) in &copies {
+        expect_recognised(&mut lab, copy, &la, *backups);
+    }
+}
+
+/// The field report: a disk pulled soon after enrolment held everything only in its journal;
+/// read-only without replay it looked blank, and the agent tried to enrol it again ("use
+/// --force to wipe it"). Now a file system whose journal needs replaying and that claims to
+/// be ours is recovered read-write and recognised.
+#[test]
+fn a_medium_held_only_in_its_journal_is_recovered_not_taken_for_blank() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("J");
+    let clean = lab.image("blank.img", &la, "64M");
+    let crash = lab.tmp.path().join("journal-only.img");
+    let state = lab.state_dir();
+    let src = lab.src.clone();
+    // The crash image is made on loop mounts the agent must not see.
+    lab.stop_agent();
+    ext4_crash_image(&lab, &clean, &crash, |mp| {
+        for args in [
+            vec!["media", "init", mp.to_str().unwrap(), "--label", &la],
+            vec![
+                "backup",
+                "--medium",
+                mp.to_str().unwrap(),
+                "--source",
+                src.to_str().unwrap(),
+            ],
+        ] {
+            let out = std::process::Command::new(bin())
+                .args(&args)
+                .env("TRAYBACK_STATE_DIR", &state)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        }
+    });
+    // The test means something only if, without replay, the copy looks blank.
+    let probe = lab.tmp.path().join("probe.img");
+    sh(std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&crash)
+        .arg(&probe));
+    let mp = lab.mount(&probe, "probe", "loop,ro,noload");
+    assert!(
+        !mp.join("trayback").exists(),
+        "the crash image is not blank without replay"
+    );
+    sh(std::process::Command::new("umount").arg(&mp));
+    std::fs::remove_file(&probe).unwrap();
+
+    lab.start_agent();
+    expect_recognised(&mut lab, &crash, &la, 1);
+    assert!(
+        !lab.log().contains("--force"),
+        "a message suggested --force:\n{}",
+        lab.log()
+    );
+}

@@ -85,8 +85,13 @@ impl Agent {
                     meter: meter.clone(),
                 });
                 let mut m = medium.take().unwrap();
-                let (cfg, c2, mp2, devnum) =
-                    (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
+                let (cfg, c2, mp2, devnum, fs_type) = (
+                    self.cfg.clone(),
+                    cancel.clone(),
+                    mp.clone(),
+                    disk.devnum,
+                    disk.fs_type.clone(),
+                );
                 info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
                 if self.test_panic_at(PanicAt::Task, &m.media().label) {
                     panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
@@ -110,6 +115,12 @@ impl Agent {
                             still_ours: &still_ours,
                         },
                     );
+                    // What the job committed, in place and not only in the journal.
+                    if let Some(fs) = mounts::FsType::from_udev(&fs_type) {
+                        if let Err(e) = durable::checkpoint(&mp2, devnum, fs) {
+                            warn!(mountpoint = %mp2.display(), cause = %e, "cannot checkpoint the file system's journal");
+                        }
+                    }
                     (m, o)
                 })
                 .await;
@@ -297,6 +308,7 @@ impl Agent {
             &m.media().media_id.to_string(),
             &m.media().label,
             &disk.devnode.display().to_string(),
+            &disk.fs_uuid,
             m.tree(),
             self.clock.now(),
         );
