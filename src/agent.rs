@@ -77,6 +77,8 @@ enum Cmd {
 
 struct Running {
     kind: Kind,
+    /// The id the backup gets if it commits.
+    id: u64,
     started: DateTime<Utc>,
     meter: Arc<Meter>,
 }
@@ -89,6 +91,10 @@ struct Live {
     newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
     free_bytes: u64,
     last_error: Option<String>,
+    /// The tray was pulled (or its file system went away): its job is being cancelled.
+    pulled: bool,
+    /// The medium reported I/O errors: nothing more is written to it in this session.
+    failing: Option<String>,
 }
 
 struct Inserted {
@@ -268,6 +274,7 @@ impl Agent {
             let why = format!("{} is a copy of {} (file system {} and medium {} ({:?}) on both); not using the copy", disk.devnode.display(), other.display(), disk.fs_uuid, m.media_id, m.label);
             warn!("{why}");
             self.warnings.locked().push(why.clone());
+            self.remember_refused(&disk);
             self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
             return;
         }
@@ -327,6 +334,7 @@ impl Agent {
                     let why = format!("medium {} ({:?}) is on {} and {} at once (a cloned disk?); using neither copy of it twice", m.media_id, m.label, other.display(), disk.devnode.display());
                     warn!("{why}");
                     self.warnings.locked().push(why.clone());
+                    self.remember_refused(&disk);
                     self.note(EventKind::DuplicateMedium, Some(&disk), Some(m), None, why);
                     return;
                 }
@@ -402,6 +410,7 @@ impl Agent {
                 let mp2 = mp.clone();
                 let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
                 error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
+                self.remember_refused(&disk);
                 self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
                 return;
             }
@@ -454,10 +463,16 @@ impl Agent {
     /// Refuse a disk as unknown: logged and notified once, until the device goes.
     fn refuse(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
         warn!(device = %disk.devnode.display(), %why, "not using this disk");
+        self.remember_refused(disk);
+        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
+    }
+
+    /// A disk notified as not used: further events for it (udev repeats `add` and `change`)
+    /// are ignored until the device goes, so each insertion is notified once.
+    fn remember_refused(&self, disk: &Disk) {
         self.refused
             .locked()
             .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
-        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
@@ -467,6 +482,7 @@ impl Agent {
         let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
             warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+            i.live.locked().pulled = true;
             i.cancel.store(true, Ordering::SeqCst);
             let _ = i.tx.try_send(Cmd::Stop);
             self.changed.send_modify(|v| *v += 1);

@@ -65,6 +65,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// The medium reports I/O errors (`EIO`), or the kernel made its file system read-only
+    /// after an error (`EROFS` on a medium opened for writing): check or replace the disk.
+    pub fn is_medium_failing(&self) -> bool {
+        matches!(self, Error::Io { cause, .. }
+        if cause.raw_os_error().is_some_and(|e| {
+            e == rustix::io::Errno::IO.raw_os_error() || e == rustix::io::Errno::ROFS.raw_os_error()
+        }))
+    }
+
     /// The medium (or file) is on a read-only file system.
     pub fn is_read_only(&self) -> bool {
         matches!(self, Error::Io { cause, .. }

@@ -50,6 +50,10 @@ pub enum Stage {
 pub struct Failure {
     pub stage: Stage,
     pub message: String,
+    /// The medium reported I/O errors, or its file system was made read-only by the kernel
+    /// ([`crate::error::Error::is_medium_failing`]): the disk, not the job, is at fault.
+    #[serde(default)]
+    pub medium_failing: bool,
 }
 
 /// The medium is too small (spec [0044]): the plan pared down to one backup, or could not
@@ -108,8 +112,24 @@ impl Outcome {
         self.failure = Some(Failure {
             stage,
             message: message.to_string(),
+            medium_failing: false,
         });
         self
+    }
+
+    /// Fail with an engine error, telling a failing medium from other failures.
+    fn fail_with(self, stage: Stage, prefix: &str, e: crate::error::Error) -> Outcome {
+        let failing = e.is_medium_failing();
+        let mut out = self.fail(stage, format!("{prefix}{e}"));
+        if let Some(f) = out.failure.as_mut() {
+            f.medium_failing = failing;
+        }
+        out
+    }
+
+    /// The medium reported I/O errors (or was made read-only by the kernel).
+    pub fn medium_failing(&self) -> bool {
+        self.failure.as_ref().is_some_and(|f| f.medium_failing)
     }
 
     pub fn backup_id(&self) -> Option<u64> {
@@ -158,7 +178,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
             let message = format!("{t}; the {} backup was not made", due.kind);
             return out.fail(Stage::Room, message);
         }
-        Err(e) => return out.fail(Stage::Room, e),
+        Err(e) => return out.fail_with(Stage::Room, "", e),
     }
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
@@ -174,7 +194,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     };
     let header = match backup::run(m, &req) {
         Ok(h) => h,
-        Err(e) => return out.fail(Stage::Backup, e),
+        Err(e) => return out.fail_with(Stage::Backup, "", e),
     };
     let id = header.id;
     out.backup = Some(header);
@@ -185,7 +205,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if job.verify {
         match verify::verify(m, id, false, job.verify_meter) {
             Ok(r) => out.verify = Some(r),
-            Err(e) => return out.fail(Stage::Verify, format!("verify: {e}")),
+            Err(e) => return out.fail_with(Stage::Verify, "verify: ", e),
         }
     }
     if !(job.still_ours)() {
@@ -193,7 +213,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     }
     match maintain::routine(m, at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,
-        Err(e) => return out.fail(Stage::Pare, format!("pare: {e}")),
+        Err(e) => return out.fail_with(Stage::Pare, "pare: ", e),
     }
     out
 }

@@ -215,6 +215,20 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
         "the agent died:\n{}",
         lab.log()
     );
+    // One notification, naming the backup the pull cancelled (#2, the micro).
+    let n = lab.wait_note("medium_pulled", 10);
+    assert_eq!(n["backup"], 2, "{n}");
+    assert_eq!(n["label"], la, "{n}");
+    assert!(
+        n["message"].as_str().unwrap().contains("micro backup #2"),
+        "{n}"
+    );
+    let others: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["event"] != "medium_pulled")
+        .collect();
+    assert!(others.is_empty(), "{others:#?}");
     // The agent serves the next insertion: recovery removes the partial backup, and the
     // micro, still due, is made again.
     let _dev = lab.insert(&img);

@@ -295,3 +295,104 @@ fn a_medium_held_only_in_its_journal_is_recovered_not_taken_for_blank() {
         lab.log()
     );
 }
+
+/// Makes a loop device's backing file immutable while it lives: every write to the device
+/// then fails with EIO (as a dying disk's do), reads still work. (No device-mapper on the test
+/// machines: dm-error/dm-flakey cannot be used.)
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(img: &std::path::Path) -> Immutable {
+        sh(std::process::Command::new("chattr").arg("+i").arg(img));
+        Immutable(img.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_failing_disk_is_notified_once_and_not_written_again_and_the_others_go_on() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("X");
+    let img = lab.image("x.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    // The disk fails: every write to it is an I/O error from now on.
+    let failing = Immutable::set(&img);
+    for i in 0..4 {
+        write(&lab.src.join(format!("new-{i}.bin")), &bytes(i, 8 << 20));
+    }
+    lab.advance("15m");
+    let n = lab.wait_note("medium_failing", 60);
+    eprintln!("medium_failing: {n}");
+    assert_eq!(n["label"], la, "{n}");
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("check or replace the disk"), "{n}");
+    // Not retried: more intervals pass, no job runs, nothing more is notified.
+    for _ in 0..3 {
+        lab.advance("15m");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let s = lab.wait_for("the failing medium idle", 10, |s| idle(s, &la));
+    assert!(
+        warnings(&s).iter().any(|w| w.contains("I/O errors")),
+        "{s:#}"
+    );
+    let out = lab.ctl(&["backup-now", &la]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("I/O errors"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Another medium is served meanwhile.
+    let lb = lab.label("OK");
+    let img_b = lab.image("ok.img", &lb, "256M");
+    let _dev_b = lab.insert(&img_b);
+    lab.wait_first_monthly(&lb);
+    let notes: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["label"] == la)
+        .collect();
+    assert_eq!(
+        notes.len(),
+        1,
+        "one notification for the failing disk: {notes:#?}"
+    );
+    drop(failing);
+}
+
+/// udev repeats events for a device (`add`, `change`, and `change` again when a rule or a
+/// tool asks): a disk refused is notified once per insertion.
+#[test]
+fn a_foreign_disk_is_notified_once_whatever_events_udev_sends() {
+    let Some(mut lab) = Lab::new("") else { return };
+    let img = lab.image("foreign.img", "SOMEONES-DISK", "64M");
+    let dev = lab.insert(&img);
+    lab.wait_note("unknown_medium", 30);
+    for action in ["change", "add", "change"] {
+        sh(std::process::Command::new("udevadm")
+            .args(["trigger", "--settle", &format!("--action={action}")])
+            .arg(&dev));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let notes = lab.notes();
+    assert_eq!(notes.len(), 1, "{notes:#?}\nagent log:\n{}", lab.log());
+    // Pulled and inserted again: a new insertion, notified again.
+    lab.pull(&dev);
+    let _dev = lab.insert(&img);
+    let t0 = Instant::now();
+    while lab.notes().len() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", lab.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -96,10 +96,15 @@ impl Agent {
             })
             .collect();
         let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
+        let failing: Vec<String> = ins
+            .values()
+            .filter_map(|i| i.live.locked().failing.clone())
+            .collect();
         drop(ins);
         let reg = self.register.locked();
         let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
         let mut warnings = self.warnings.locked().clone();
+        warnings.extend(failing);
         if let Some(b) = self.clock.backwards() {
             warnings.push(format!(
                 "the wall clock moved backwards by {} (noticed at {}); backups are dated from the agent's own count, never before the backups already made, until the wall clock catches up",

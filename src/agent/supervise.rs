@@ -106,6 +106,7 @@ impl Agent {
             s.mp.clone(),
             s.disk.devnum,
             s.cancel.clone(),
+            s.live.clone(),
             tx,
         ));
         let task = tokio::spawn(self.clone().medium_task(

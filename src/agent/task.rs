@@ -66,7 +66,13 @@ impl Agent {
             let now = clock_now();
             let tree = &medium.as_ref().unwrap().tree();
             let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
-            let due = if !self.may_write(&disk.devnode) || backing_off {
+            let failing = live.locked().failing.clone();
+            if let Some(why) = &failing {
+                for r in forced.drain(..) {
+                    let _ = r.send(Response::err(why.clone()));
+                }
+            }
+            let due = if failing.is_some() || !self.may_write(&disk.devnode) || backing_off {
                 None
             } else {
                 schedule::due(tree, now, &sched).or_else(|| {
@@ -81,6 +87,7 @@ impl Agent {
                 let meter = Arc::new(Meter::hidden());
                 live.locked().job = Some(Running {
                     kind: due.kind,
+                    id: tree.next_id.0,
                     started: now,
                     meter: meter.clone(),
                 });
@@ -136,9 +143,20 @@ impl Agent {
                         return Err(why);
                     }
                 };
-                live.locked().job = None;
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
+                // I/O errors from a tray that is being pulled are the pull, not a failing disk.
+                if outcome.medium_failing() {
+                    let (mp2, devnum) = (mp.clone(), disk.devnum);
+                    let here =
+                        tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
+                            .await
+                            .unwrap_or(false);
+                    if !here {
+                        live.locked().pulled = true;
+                    }
+                }
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
+                live.locked().job = None;
                 medium = Some(m);
                 for r in forced.drain(..) {
                     let _ = r.send(match outcome.error() {
@@ -149,10 +167,11 @@ impl Agent {
                 continue;
             }
             let next = match retry_after {
+                _ if failing.is_some() => DateTime::<Utc>::MAX_UTC,
                 Some(t) if backing_off => t,
                 _ => schedule::next_due(tree, clock_now(), &sched),
             };
-            live.locked().next_due = Some(next);
+            live.locked().next_due = failing.is_none().then_some(next);
             tokio::select! {
                 w = self.clock.sleep_until(next, floor.as_ref()) => debug!(?w, "woke"),
                 _ = changed.changed() => {}
@@ -264,7 +283,41 @@ impl Agent {
         cancelled: bool,
     ) {
         let media = Some(m.media());
-        if let Some(e) = &o.error() {
+        let (pulled, running) = {
+            let l = live.locked();
+            (l.pulled, l.job.as_ref().map(|j| (j.kind, j.id, j.started)))
+        };
+        if pulled {
+            if let Some((kind, id, started)) = running {
+                let msg = match o.backup_id() {
+                    Some(b) => format!(
+                        "the tray was pulled during the {kind} backup #{b}; it had been committed, its verification was cut short (it is verified when the medium is next inserted or by `trayback verify`)"
+                    ),
+                    None => format!(
+                        "the tray was pulled during the {kind} backup #{id} started at {}; that backup was cancelled and what it wrote is removed when the medium is next inserted; the backups made before it are intact",
+                        started.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                };
+                warn!(medium = %m.media().media_id, "{msg}");
+                self.note(
+                    EventKind::MediumPulled,
+                    Some(disk),
+                    media,
+                    Some(o.backup_id().unwrap_or(id)),
+                    msg,
+                );
+            }
+        } else if o.medium_failing() {
+            let msg = format!(
+                "{} ({}) reports I/O errors: check or replace the disk. trayback writes nothing more to it until it is re-inserted; the backups already on it were verified when made. ({})",
+                disk.devnode.display(),
+                m.media().label,
+                o.error().unwrap_or_default()
+            );
+            error!(medium = %m.media().media_id, "{msg}");
+            live.locked().failing = Some(msg.clone());
+            self.note(EventKind::MediumFailing, Some(disk), media, None, msg);
+        } else if let Some(e) = &o.error() {
             if cancelled {
                 warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
             } else {
@@ -323,6 +376,7 @@ pub(super) async fn watch_mount(
     mp: PathBuf,
     devnum: u64,
     cancel: Arc<AtomicBool>,
+    live: Arc<Mutex<Live>>,
     tx: mpsc::Sender<Cmd>,
 ) {
     loop {
@@ -333,6 +387,7 @@ pub(super) async fn watch_mount(
             .unwrap_or(false);
         if !ours {
             warn!(mountpoint = %gone.display(), "the medium's file system went away (tray pulled?); stopping its job");
+            live.locked().pulled = true;
             cancel.store(true, Ordering::SeqCst);
             let _ = tx.send(Cmd::Stop).await;
             return;
