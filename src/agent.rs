@@ -36,7 +36,7 @@ mod register;
 mod supervise;
 mod task;
 
-pub use control::{call, socket_path, Request, Response};
+pub use control::{call, call_with_progress, socket_path, Progress, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
@@ -72,7 +72,17 @@ pub struct Options {
 enum Cmd {
     BackupNow(oneshot::Sender<Response>),
     Eject(oneshot::Sender<Response>),
+    Verify(VerifyCmd),
     Stop,
+}
+
+/// A verify asked for over the socket, run by the medium's task when it is idle.
+struct VerifyCmd {
+    backup: Option<crate::ids::BackupId>,
+    all: bool,
+    read_all: bool,
+    meter: Arc<Meter>,
+    reply: oneshot::Sender<Response>,
 }
 
 struct Running {

@@ -643,6 +643,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     // its result is not recorded.
     let mut m = match Medium::open_write(&root, 3, &state_dir(None)?) {
         Ok(m) => m,
+        // The agent holds it: the agent verifies, and its progress is shown here.
+        Err(Error::Locked(path)) => return verify_through_agent(&a, &root, path),
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
             Medium::open_read(&root)?
@@ -670,10 +672,50 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
                 };
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
         };
-    if a.json {
+    print_verify_reports(&reports, a.json)
+}
+
+/// Verify on a medium the agent holds (its writer lock is taken): ask the agent over its
+/// socket, showing its progress; without an agent, the lock error as it was.
+fn verify_through_agent(a: &VerifyArgs, root: &Path, locked: PathBuf) -> Result<u8> {
+    let media = Medium::identify(root)?;
+    let socket = crate::agent::socket_path();
+    if !socket.exists() {
+        return Err(Error::Locked(locked).into());
+    }
+    let bar = meter("verify", None, a.json);
+    let mut seen = crate::agent::Progress::default();
+    let req = crate::agent::Request::Verify {
+        medium: Some(media.media_id.to_string()),
+        backup: a.id,
+        all: a.all,
+        read_all: a.read_all,
+    };
+    let r = crate::agent::call_with_progress(&socket, &req, &mut |p| {
+        bar.add(
+            p.files.saturating_sub(seen.files),
+            p.bytes.saturating_sub(seen.bytes),
+        );
+        seen = p;
+    })
+    .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
+    bar.finish();
+    if !r.ok {
+        bail!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the agent refused to verify".into())
+        );
+    }
+    let reports: Vec<verify::Report> = r.data_as().map_err(anyhow::Error::msg)?;
+    print_verify_reports(&reports, a.json)
+}
+
+fn print_verify_reports(reports: &[verify::Report], json: bool) -> Result<u8> {
+    if json {
         print_json(&reports)?;
     } else {
-        for r in &reports {
+        for r in reports {
             output::print_verify(r);
         }
     }

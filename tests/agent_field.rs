@@ -396,3 +396,68 @@ fn a_foreign_disk_is_notified_once_whatever_events_udev_sends() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The field report: `verify` on a tray the agent held said "medium is in use by another
+/// trayback process". Now the CLI asks the agent, which verifies at once when idle and
+/// streams progress back.
+#[test]
+fn verify_while_the_agent_holds_the_medium_runs_in_the_agent() {
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("a.txt"), b"one");
+    write(&lab.src.join("big.bin"), &bytes(7, 16 << 20));
+    let la = lab.label("V");
+    let img = lab.image("v.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    let s = lab.wait_first_monthly(&la);
+    let mp = inserted(&s)[0]["mountpoint"].as_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .env("TRAYBACK_SOCKET", &lab.socket)
+            .env("TRAYBACK_STATE_DIR", lab.state_dir())
+            .output()
+            .unwrap()
+    };
+    // Named by its mount point, and as the one inserted.
+    for args in [
+        vec!["verify", "--medium", mp.as_str(), "--read-all", "--json"],
+        vec!["verify", "--all", "--json"],
+    ] {
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            lab.log()
+        );
+        let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reports[0]["backup"], 1, "{reports}");
+        assert_eq!(reports[0]["ok"], true, "{reports}");
+    }
+    assert!(lab.log().contains("verify asked for"), "{}", lab.log());
+    // The protocol: progress lines, then the answer.
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
+    sock.write_all(b"{\"cmd\":\"verify\",\"medium\":null,\"read_all\":true}\n")
+        .unwrap();
+    let lines: Vec<serde_json::Value> = std::io::BufReader::new(sock)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert!(!progress.is_empty(), "{lines:?}");
+    assert!(
+        progress.iter().all(|l| l["progress"].is_object()),
+        "{lines:?}"
+    );
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(last["progress"].is_null(), "{last}");
+    // The medium stays in use: a micro after it, and eject works.
+    lab.advance("15m");
+    lab.wait_for("a micro", 20, |s| {
+        newest(s, &la, "micro").is_some() && idle(s, &la)
+    });
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

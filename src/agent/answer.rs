@@ -181,6 +181,15 @@ impl Agent {
                 }
                 Err(e) => Response::err(e),
             },
+            Request::Verify {
+                medium,
+                backup,
+                all,
+                read_all,
+            } => {
+                self.verify(medium, backup, all, read_all, Arc::new(Meter::hidden()))
+                    .await
+            }
             Request::BackupNow { medium } => {
                 let (tx, _, _) = match self.find(&medium) {
                     Ok(x) => x,
@@ -218,6 +227,37 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Ask the task of the medium to verify (once it is idle); the answer carries the
+    /// reports.
+    async fn verify(
+        &self,
+        medium: Option<String>,
+        backup: Option<crate::ids::BackupId>,
+        all: bool,
+        read_all: bool,
+        meter: Arc<Meter>,
+    ) -> Response {
+        let (tx, _, _) = match self.find(&medium) {
+            Ok(x) => x,
+            Err(e) => return Response::err(e),
+        };
+        let (reply, rrx) = oneshot::channel();
+        let cmd = Cmd::Verify(VerifyCmd {
+            backup,
+            all,
+            read_all,
+            meter,
+            reply,
+        });
+        if tx.send(cmd).await.is_err() {
+            return Response::err("the medium is going away");
+        }
+        rrx.await
+            .unwrap_or_else(|_| Response::err("the medium went away before the verify ran"))
+    }
+}
+
 pub(super) async fn serve(agent: Arc<Agent>, listener: UnixListener) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -229,6 +269,29 @@ pub(super) async fn serve(agent: Arc<Agent>, listener: UnixListener) {
             let mut lines = BufReader::new(r).lines();
             if let Ok(Some(line)) = lines.next_line().await {
                 let resp = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Verify {
+                        medium,
+                        backup,
+                        all,
+                        read_all,
+                    }) => {
+                        // A long request: progress lines every half second, then the answer.
+                        let meter = Arc::new(Meter::hidden());
+                        let asked = agent.verify(medium, backup, all, read_all, meter.clone());
+                        tokio::pin!(asked);
+                        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+                        loop {
+                            tokio::select! {
+                                r = &mut asked => break r,
+                                _ = tick.tick() => {
+                                    let p = control::Progress { files: meter.files(), bytes: meter.bytes() };
+                                    let mut out = serde_json::to_vec(&Response::progress(p)).unwrap();
+                                    out.push(b'\n');
+                                    let _ = w.write_all(&out).await;
+                                }
+                            }
+                        }
+                    }
                     Ok(req) => agent.handle(req).await,
                     Err(e) => Response::err(format!("bad request: {e}")),
                 };

@@ -47,12 +47,14 @@ impl Agent {
             Some(f) => self.clock.now_not_before(f),
             None => self.clock.now(),
         };
+        let mut verifies: Vec<VerifyCmd> = Vec::new();
         'session: loop {
             self.refresh(medium.as_ref().unwrap(), &live);
             // Commands first, so eject and stop are never starved by due jobs.
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
                     Cmd::BackupNow(r) => forced.push(r),
+                    Cmd::Verify(v) => verifies.push(v),
                     Cmd::Eject(r) => {
                         eject = Some(r);
                         break 'session;
@@ -62,6 +64,13 @@ impl Agent {
             }
             if cancel.load(Ordering::SeqCst) {
                 break;
+            }
+            // A verify asked for runs at once when the medium is idle (as it is here).
+            if !verifies.is_empty() {
+                let v = verifies.remove(0);
+                let m = medium.take().unwrap();
+                medium = Some(self.verify_on(m, v, &mp, &disk).await?);
+                continue;
             }
             let now = clock_now();
             let tree = &medium.as_ref().unwrap().tree();
@@ -177,6 +186,7 @@ impl Agent {
                 _ = changed.changed() => {}
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::BackupNow(r)) => forced.push(r),
+                    Some(Cmd::Verify(v)) => verifies.push(v),
                     Some(Cmd::Eject(r)) => {
                         eject = Some(r);
                         break;
@@ -189,8 +199,14 @@ impl Agent {
             match cmd {
                 Cmd::Eject(r) => eject = Some(r),
                 Cmd::BackupNow(r) => forced.push(r),
+                Cmd::Verify(v) => verifies.push(v),
                 Cmd::Stop => {}
             }
+        }
+        for v in verifies {
+            let _ = v.reply.send(Response::err(
+                "the medium was removed before the verify could run",
+            ));
         }
         for r in forced {
             let _ = r.send(Response::err(
@@ -259,6 +275,62 @@ impl Agent {
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
         Ok(())
+    }
+
+    /// Run a verify asked for over the socket on the medium this task holds, and answer it
+    /// with the reports; what verify records (the verified flags) is checkpointed in place.
+    async fn verify_on(
+        &self,
+        mut m: Medium,
+        v: VerifyCmd,
+        mp: &Path,
+        disk: &Disk,
+    ) -> Result<Medium, String> {
+        let (mp2, devnum, fs_type) = (mp.to_path_buf(), disk.devnum, disk.fs_type.clone());
+        let VerifyCmd {
+            backup,
+            all,
+            read_all,
+            meter,
+            reply,
+        } = v;
+        info!(medium = %m.media().media_id, ?backup, all, read_all, "verify asked for");
+        let joined = tokio::task::spawn_blocking(move || {
+            let r = if all {
+                crate::verify::verify_all(&mut m, read_all, &meter)
+            } else {
+                match backup.or_else(|| m.tree().backups.last().map(|b| b.id)) {
+                    Some(id) => {
+                        crate::verify::verify(&mut m, id, read_all, &meter).map(|r| vec![r])
+                    }
+                    None => Err(crate::error::Error::Refused(format!(
+                        "{}: no backups on this medium",
+                        m.media().label
+                    ))),
+                }
+            };
+            if mounts::still_ours(&mp2, devnum) {
+                if let Some(fs) = mounts::FsType::from_udev(&fs_type) {
+                    let _ = durable::checkpoint(&mp2, devnum, fs);
+                }
+            }
+            (m, r)
+        })
+        .await;
+        match joined {
+            Ok((m, r)) => {
+                let _ = reply.send(match r {
+                    Ok(reports) => Response::ok(&reports),
+                    Err(e) => Response::err(e.to_string()),
+                });
+                Ok(m)
+            }
+            Err(e) => {
+                let why = format!("its verify failed ({})", panic_message(e));
+                let _ = reply.send(Response::err(why.clone()));
+                Err(why)
+            }
+        }
     }
 
     fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
