@@ -137,6 +137,9 @@ struct Agent {
     warnings: Mutex<Vec<String>>,
     seq: AtomicU64,
     changed: watch::Sender<u64>,
+    /// Disks to identify again (enrolled by `media init` while the agent ran), handled by
+    /// the main loop like udev's events.
+    rescan: mpsc::UnboundedSender<Disk>,
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -152,7 +155,9 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     let cfg = opts.config;
     std::fs::create_dir_all(&cfg.agent.run_dir)?;
     std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
+    let (rescan, mut rescans) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
+        rescan,
         register: Mutex::new(Register::load(&cfg.agent.state_dir)),
         clock: Clock::new(opts.test_clock),
         host: medium::host_name(),
@@ -202,6 +207,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
                     }
                 }
             }
+            Some(disk) = rescans.recv() => agent.clone().appeared(disk).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => agent.check_away(),

@@ -350,6 +350,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     println!("warning: {u}");
                 }
             }
+            tell_agent_enrolled(&dir, json);
             Ok(0)
         }
         Command::Media(MediaCmd::Adopt {
@@ -673,6 +674,27 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
         };
     print_verify_reports(&reports, a.json)
+}
+
+/// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is
+/// unmounted, without a re-plug. Nothing is said when no agent runs or it cannot see the disk.
+fn tell_agent_enrolled(dir: &Path, json: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let socket = crate::agent::socket_path();
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    if !socket.exists() {
+        return;
+    }
+    let req = crate::agent::Request::Enrolled { devnum: meta.dev() };
+    if let Ok(r) = crate::agent::call(&socket, &req) {
+        if r.ok && !json {
+            if let Some(msg) = r.data.as_str() {
+                println!("{msg}");
+            }
+        }
+    }
 }
 
 /// Verify on a medium the agent holds (its writer lock is taken): ask the agent over its

@@ -190,6 +190,7 @@ impl Agent {
                 self.verify(medium, backup, all, read_all, Arc::new(Meter::hidden()))
                     .await
             }
+            Request::Enrolled { devnum } => self.enrolled(devnum).await,
             Request::BackupNow { medium } => {
                 let (tx, _, _) = match self.find(&medium) {
                     Ok(x) => x,
@@ -228,6 +229,45 @@ impl Agent {
 }
 
 impl Agent {
+    /// A disk was enrolled by `media init` while the agent ran: forget that it was refused,
+    /// and identify it again as soon as nobody else has it mounted (for ten minutes at most).
+    async fn enrolled(&self, devnum: u64) -> Response {
+        let disks = tokio::task::spawn_blocking(devices::enumerate).await;
+        let Some(disk) = disks
+            .ok()
+            .and_then(|d| d.ok())
+            .and_then(|d| d.into_iter().find(|d| d.devnum == devnum))
+        else {
+            return Response::err("no file system the agent can see is on that device");
+        };
+        if self
+            .inserted
+            .locked()
+            .values()
+            .any(|i| i.disk.devnum == devnum)
+        {
+            return Response::ok(&"the agent already uses it");
+        }
+        self.refused.locked().retain(|(d, _)| *d != disk.devnode);
+        self.released.locked().remove(&disk.devnode);
+        info!(device = %disk.devnode.display(), "enrolled by media init: identifying it again once it is unmounted");
+        let rescan = self.rescan.clone();
+        tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < std::time::Duration::from_secs(600) {
+                if !tokio::task::spawn_blocking(move || mounts::mounted_anywhere(devnum))
+                    .await
+                    .unwrap_or(true)
+                {
+                    let _ = rescan.send(disk);
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        Response::ok(&"the agent will use it once it is unmounted")
+    }
+
     /// Ask the task of the medium to verify (once it is idle); the answer carries the
     /// reports.
     async fn verify(

@@ -31,6 +31,11 @@ pub enum Request {
         #[serde(default)]
         read_all: bool,
     },
+    /// `media init` enrolled the file system on device `devnum` (a disk the agent may have
+    /// refused as blank or foreign): identify it again once nobody else has it mounted.
+    Enrolled {
+        devnum: u64,
+    },
     /// Move a `--test-clock` agent's clock: forward (time passing, a suspend), or with
     /// `step` only its wall clock, either way (`date -s`).
     AdvanceClock {
