@@ -259,11 +259,16 @@ impl Agent {
         {
             return; // a repeated event for a disk already refused (and notified)
         }
-        if let Some(set) = &self.cfg.agent.devices {
-            if !set.is_match(&disk.devnode) {
+        match &self.cfg.agent.devices {
+            Some(set) if !set.is_match(&disk.devnode) => {
                 debug!(device = %disk.devnode.display(), "not a configured device");
                 return;
             }
+            None if !disk.candidate => {
+                debug!(device = %disk.devnode.display(), "not removable or hot-pluggable (the udev rule did not mark it a candidate)");
+                return;
+            }
+            _ => {}
         }
         if mounts::mounted_anywhere(disk.devnum) {
             debug!(device = %disk.devnode.display(), "mounted elsewhere; not a tray");

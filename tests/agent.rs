@@ -434,6 +434,51 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
         .join("etc/systemd/system/trayback-agent.service")
         .exists());
     assert!(root.join("usr/local/bin/trayback").exists());
+    // The unit's documentation is installed with it.
+    let unit = fs::read_to_string(root.join("etc/systemd/system/trayback-agent.service")).unwrap();
+    let docs: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(|l| l.split_whitespace())
+        .collect();
+    assert!(!docs.is_empty(), "{unit}");
+    for d in docs {
+        let path = d.strip_prefix("file://").expect("file:// documentation");
+        assert!(
+            root.join(path.trim_start_matches('/')).is_file(),
+            "Documentation={d} is not installed"
+        );
+    }
+    // A named binary is installed; something else is refused, with nothing written.
+    let root2 = lab.tmp.path().join("root2");
+    let out = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "cd / && exec \"$0\" install-system --root \"$1\" --binary \"$0\"",
+        ])
+        .arg(bin())
+        .arg(&root2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read(root2.join("usr/local/bin/trayback")).unwrap(),
+        fs::read(bin()).unwrap()
+    );
+    let root3 = lab.tmp.path().join("root3");
+    let out = Command::new(bin())
+        .args(["install-system", "--binary", "/etc/hostname", "--root"])
+        .arg(&root3)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim().lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!root3.exists(), "something was written");
     lab.pull(&dev);
 }
 

@@ -512,3 +512,58 @@ fn a_disk_enrolled_by_hand_while_the_agent_runs_is_used_without_a_replug() {
         .collect();
     assert_eq!(notes.len(), 1, "only the first refusal: {notes:#?}");
 }
+
+/// The field report: the rule marked the system disk a candidate too. Now only removable or
+/// hot-pluggable disks are (in the tests, loop devices over lab images, by a test rule), and
+/// with `agent.devices` unset the agent leaves every other disk alone.
+#[test]
+fn an_internal_disk_is_never_a_candidate_and_a_hot_pluggable_one_is() {
+    let Some(mut lab) = Lab::custom(
+        |l| {
+            format!(
+                "sources: [{src}]\nagent:\n  auto_enrol_label: '{prefix}*'\n  run_dir: {t}/run\n  state_dir: {t}/state\n  notify_command: {n}\n",
+                src = l.src.display(),
+                prefix = l.prefix,
+                t = l.tmp.path().display(),
+                n = l.tmp.path().join("notify.sh").display()
+            )
+        },
+        &[],
+    ) else {
+        return;
+    };
+    write(&lab.src.join("a.txt"), b"one");
+    // An "internal" disk: its image is not in a lab, so nothing marks it hot-pluggable.
+    let internal_dir = tempfile::Builder::new()
+        .prefix("tb-internal")
+        .tempdir()
+        .unwrap();
+    let li = lab.label("In");
+    let internal = internal_dir.path().join("internal.img");
+    sh(std::process::Command::new("truncate")
+        .args(["-s", "64M"])
+        .arg(&internal));
+    sh(std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", &li])
+        .arg(&internal));
+    let dev = lab.insert(&internal);
+    let props = std::process::Command::new("udevadm")
+        .args(["info", "--query=property", "--name", &dev])
+        .output()
+        .unwrap();
+    let props = text(&props.stdout);
+    assert!(props.contains(&format!("ID_FS_LABEL={li}")), "{props}");
+    assert!(!props.contains("TRAYBACK_CANDIDATE"), "{props}");
+    // A hot-pluggable one next to it is used.
+    let la = lab.label("Hot");
+    let img = lab.image("hot.img", &la, "64M");
+    let _hot = lab.insert(&img);
+    let s = lab.wait_first_monthly(&la);
+    assert_eq!(inserted(&s).len(), 1, "{s:#}");
+    assert!(
+        lab.notes().iter().all(|n| n["label"] != li.as_str()),
+        "{:?}",
+        lab.notes()
+    );
+    lab.pull(&dev);
+}

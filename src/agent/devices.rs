@@ -17,6 +17,9 @@ pub struct Disk {
     pub fs_type: String,
     pub label: Option<String>,
     pub syspath: PathBuf,
+    /// The udev rule marked it a candidate (`TRAYBACK_CANDIDATE=1`: a removable or
+    /// hot-pluggable disk).
+    pub candidate: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub fn disk_of(dev: &udev::Device) -> Option<Disk> {
         fs_type: prop(dev, "ID_FS_TYPE")?,
         label: prop(dev, "ID_FS_LABEL"),
         syspath: dev.syspath().to_path_buf(),
+        candidate: prop(dev, "TRAYBACK_CANDIDATE").as_deref() == Some("1"),
     })
 }
 

@@ -14,6 +14,10 @@ use std::process::Command;
 pub const UDEV_RULE: &str = include_str!("../../udev-rules/90-trayback.rules");
 pub const SYSTEMD_UNIT: &str = include_str!("../../systemd/trayback-agent.service");
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/trayback.yaml");
+/// Installed where the unit's `Documentation=` points.
+pub const README: &str = include_str!("../../README.md");
+pub const FORMAT: &str = include_str!("../../FORMAT.md");
+pub const DOC_DIR: &str = "/usr/local/share/doc/trayback";
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -193,6 +197,9 @@ pub fn test_clock(a: TestClockArgs) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
+    /// The binary to install (default: the one running, e.g. target/release/trayback).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
     /// Install under this root (for packaging); "/" installs for real.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -203,13 +210,30 @@ pub struct InstallArgs {
 
 /// Install the binary, udev rule, systemd unit and a default config (kept if present).
 pub fn install_system(a: InstallArgs) -> Result<u8> {
-    let exe = std::env::current_exe()?;
+    let exe = match &a.binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding this binary")?,
+    };
     let at = |p: &str| a.root.join(p.trim_start_matches('/'));
+    let binary = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    if !binary.starts_with(b"\x7fELF") {
+        bail!(
+            "{}: not an executable (ELF) file; give the trayback binary, e.g. target/release/trayback",
+            exe.display()
+        );
+    }
     let files: Vec<(PathBuf, Vec<u8>, u32, bool)> = vec![
+        (at("/usr/local/bin/trayback"), binary, 0o755, true),
         (
-            at("/usr/local/bin/trayback"),
-            std::fs::read(&exe).context("reading this binary")?,
-            0o755,
+            at(&format!("{DOC_DIR}/README.md")),
+            README.as_bytes().to_vec(),
+            0o644,
+            true,
+        ),
+        (
+            at(&format!("{DOC_DIR}/FORMAT.md")),
+            FORMAT.as_bytes().to_vec(),
+            0o644,
             true,
         ),
         (

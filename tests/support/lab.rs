@@ -64,6 +64,13 @@ pub fn udevd_with_rule() -> bool {
         include_str!("../../udev-rules/90-trayback.rules"),
     )
     .unwrap();
+    // The shipped rule takes only removable or hot-pluggable disks: the lab's loop devices
+    // are marked as such by a test rule.
+    fs::write(
+        "/run/udev/rules.d/89-trayback-test-loop.rules",
+        include_str!("89-trayback-test-loop.rules"),
+    )
+    .unwrap();
     sh(Command::new("udevadm").args(["control", "--reload"]));
     true
 }
