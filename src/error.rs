@@ -34,7 +34,7 @@ pub enum Error {
         /// How many backups its tree lists (`None`: the tree cannot be read).
         backups: Option<usize>,
     },
-    #[error("{}: medium is in use by another trayback process (lock held)", .0.display())]
+    #[error("{}: medium is in use by another trayback process (lock held); if the agent holds it, `trayback backup-now` and `trayback verify` run there, other writing commands after `trayback eject`", .0.display())]
     Locked(PathBuf),
     #[error("{}: damaged medium: {detail}", path.display())]
     Damaged { path: PathBuf, detail: String },

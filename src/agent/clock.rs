@@ -212,6 +212,8 @@ impl Clock {
             Some(f) => self.now_not_before(f),
             None => self.now(),
         };
+        // A day at most: a deadline far off (or never) is simply looked at again then.
+        let t = t.min(now + Duration::days(1));
         let wait = t - now;
         if wait <= Duration::zero() {
             return Wake::Deadline;
