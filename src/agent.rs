@@ -382,10 +382,12 @@ impl Agent {
         let host = self.host.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
-                Refusal::Failed(format!(
-                    "cannot mount {} read-write: {e}",
-                    d2.devnode.display()
-                ))
+                let msg = format!("cannot mount {} read-write: {e}", d2.devnode.display());
+                if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+                    Refusal::Failing(msg)
+                } else {
+                    Refusal::Failed(msg)
+                }
             })?;
             let expect = match &identified {
                 Some(id) => Expect::Proven(id),
@@ -433,6 +435,18 @@ impl Agent {
                 error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
                 self.remember_refused(&disk);
                 self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
+                return;
+            }
+            Err(Refusal::Failing(e)) => {
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
+                let msg = format!(
+                    "{} reports I/O errors: check or replace the disk; trayback does not use it until it is re-inserted ({e})",
+                    disk.devnode.display()
+                );
+                error!(device = %disk.devnode.display(), "{msg}");
+                self.remember_refused(&disk);
+                self.note(EventKind::MediumFailing, Some(&disk), None, None, msg);
                 return;
             }
         };

@@ -368,6 +368,44 @@ fn a_failing_disk_is_notified_once_and_not_written_again_and_the_others_go_on() 
         1,
         "one notification for the failing disk: {notes:#?}"
     );
+    // Pulled and inserted again, still failing: tried again, and notified again, once.
+    lab.pull(&_dev);
+    lab.wait_for("the failing medium gone", 30, |s| {
+        inserted(s).iter().all(|m| m["label"] != la.as_str())
+    });
+    // (An immutable file cannot be attached: attach it, then make it fail at once.)
+    drop(failing);
+    let out = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let failing = Immutable::set(&img);
+    lab.devices.push(text(&out.stdout).trim().to_string());
+    let t0 = Instant::now();
+    let failing_notes = |lab: &Lab| {
+        lab.notes()
+            .into_iter()
+            .filter(|n| n["label"] == la.as_str() && n["event"] == "medium_failing")
+            .count()
+    };
+    while failing_notes(&lab) < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{:?}\n{}",
+            lab.notes(),
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let notes: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["label"] == la.as_str())
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:#?}\n{}", lab.log());
     drop(failing);
 }
 

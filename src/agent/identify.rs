@@ -48,6 +48,8 @@ pub(super) enum Identity {
 pub(super) enum Refusal {
     Foreign(String),
     Failed(String),
+    /// The disk reports I/O errors (or the kernel made it read-only): notified as failing.
+    Failing(String),
 }
 
 /// A refusal to write, as one line naming the device (not our mount point).
@@ -56,7 +58,16 @@ pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
         Error::Foreign { reason, .. } => {
             Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
         }
-        e => Refusal::Failed(e.to_string()),
+        e => failed(e),
+    }
+}
+
+/// A failure to use a disk: a failing disk told from other failures.
+fn failed(e: Error) -> Refusal {
+    if e.is_medium_failing() {
+        Refusal::Failing(e.to_string())
+    } else {
+        Refusal::Failed(e.to_string())
     }
 }
 
@@ -115,7 +126,7 @@ pub(super) fn identify(
             Err(e) => {
                 let why = match refusal(disk, e) {
                     Refusal::Foreign(why) => why,
-                    Refusal::Failed(e) => format!(
+                    Refusal::Failed(e) | Refusal::Failing(e) => format!(
                         "{}: cannot check medium {}: {e}",
                         disk.devnode.display(),
                         m.media_id
@@ -181,8 +192,7 @@ pub(super) fn open_identified(
                 )));
             }
             let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            Medium::init(mp, &label, false, now, state_dir)
-                .map_err(|e| Refusal::Failed(e.to_string()))?;
+            Medium::init(mp, &label, false, now, state_dir).map_err(failed)?;
             info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
             None
         }
@@ -207,7 +217,7 @@ pub(super) fn open_identified(
             Some(proof)
         }
     };
-    let m = Medium::open_write(mp, 3, state_dir).map_err(|e| Refusal::Failed(e.to_string()))?;
+    let m = Medium::open_write(mp, 3, state_dir).map_err(failed)?;
     // What the writer opened is what was proven.
     let proof = medium::prove(state_dir, mp, m.media()).map_err(|e| refusal(disk, e))?;
     if proven.is_some_and(|p| p != proof) {
