@@ -440,6 +440,38 @@ fn a_foreign_disk_is_notified_once_whatever_events_udev_sends() {
         assert!(t0.elapsed() < Duration::from_secs(30), "{}", lab.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A copy of an inserted medium (a cloned disk): one duplicate_medium notification, not
+    // one per event.
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("D");
+    let img = lab.image("d.img", &la, "64M");
+    let _d = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    let copy = lab.tmp.path().join("d-copy.img");
+    sh(std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&img)
+        .arg(&copy));
+    let twin = lab.insert(&copy);
+    let duplicates = |lab: &Lab| {
+        lab.notes()
+            .into_iter()
+            .filter(|n| n["event"] == "duplicate_medium")
+            .count()
+    };
+    let t0 = Instant::now();
+    while duplicates(&lab) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "{}", lab.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for action in ["change", "add", "change"] {
+        sh(std::process::Command::new("udevadm")
+            .args(["trigger", "--settle", &format!("--action={action}")])
+            .arg(&twin));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(duplicates(&lab), 1, "{:#?}", lab.notes());
 }
 
 /// The field report: `verify` on a tray the agent held said "medium is in use by another
