@@ -62,6 +62,13 @@ fn backups_go_on_in_order_when_the_wall_clock_steps_back_and_forward() {
         newest(s, &la, "micro").is_some() && idle(s, &la)
     });
     eprintln!("micro after a step back: {:?}", t0.elapsed());
+    // Logged once, not at every look at the clock.
+    assert_eq!(
+        lab.log().matches("the wall clock moved backwards").count(),
+        1,
+        "{}",
+        lab.log()
+    );
 
     // Stepped forward two days: the daily is due at once, not after a stale sleep.
     lab.step("2d");
