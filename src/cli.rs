@@ -544,11 +544,21 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
-    let mut m = Medium::open_write(
-        &medium_of(&a.medium)?,
-        cfg.compression_level,
-        &cfg.agent.state_dir,
-    )?;
+    let root = medium_of(&a.medium)?;
+    let plain = a.kind.is_none()
+        && a.parent.is_none()
+        && a.at.is_none()
+        && !a.no_verify
+        && a.sources.is_empty()
+        && a.config.is_none();
+    let mut m = match Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir) {
+        Ok(m) => m,
+        // The agent holds it: a plain `backup` is the agent's `backup-now` on it.
+        Err(Error::Locked(_)) if plain && crate::agent::socket_path().exists() => {
+            return backup_through_agent(&root, a.json);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
         Some(kind) => {
@@ -674,6 +684,44 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
         };
     print_verify_reports(&reports, a.json)
+}
+
+/// `backup` on a medium the agent holds: the agent makes the backup (what is due, else a
+/// micro), as `backup-now` does; the outcome is printed as a local backup's.
+fn backup_through_agent(root: &Path, json: bool) -> Result<u8> {
+    let media = Medium::identify(root)?;
+    let req = crate::agent::Request::BackupNow {
+        medium: Some(media.media_id.to_string()),
+    };
+    let r = crate::agent::call(&crate::agent::socket_path(), &req)
+        .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
+    let o: Option<job::Outcome> = r.data_as().ok();
+    if json {
+        print_json(&r.data)?;
+    } else if let Some(h) = o.as_ref().and_then(|o| o.backup.as_ref()) {
+        let verified = match o.as_ref().and_then(job::Outcome::verified) {
+            Some(true) => "yes",
+            Some(false) => "NO (damage found)",
+            None => "not yet",
+        };
+        println!(
+            "backup #{} ({}) made by the agent, verified: {verified}",
+            h.id, h.kind
+        );
+    }
+    if !r.ok {
+        bail!(
+            "{}: {}",
+            root.display(),
+            r.error
+                .unwrap_or_else(|| "the agent's backup failed".into())
+        );
+    }
+    Ok(match o.as_ref().map(|o| (&o.backup, o.verified())) {
+        Some((_, Some(false))) => EXIT_VERIFY_FAILED,
+        Some((Some(h), _)) if h.partial => EXIT_PROBLEMS,
+        _ => 0,
+    })
 }
 
 /// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is

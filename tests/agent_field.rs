@@ -537,6 +537,25 @@ fn verify_while_the_agent_holds_the_medium_runs_in_the_agent() {
     );
     assert_eq!(last["ok"], true, "{last}");
     assert!(last["progress"].is_null(), "{last}");
+    // A plain `backup` on it is made by the agent too (what is due, else a micro).
+    write(&lab.src.join("b.txt"), b"two");
+    let out = run(&["backup", "--medium", mp.as_str(), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(o["backup"]["id"], 2, "{o}");
+    // One with options of its own is refused with one line saying why.
+    let out = run(&["backup", "--medium", mp.as_str(), "--kind", "monthly"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("backup-now"),
+        "{}",
+        text(&out.stderr)
+    );
     // The medium stays in use: a micro after it, and eject works.
     lab.advance("15m");
     lab.wait_for("a micro", 20, |s| {
