@@ -350,7 +350,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     println!("warning: {u}");
                 }
             }
-            tell_agent_enrolled(&dir, json);
+            agent_cmds::tell_agent_enrolled(&dir, json);
             Ok(0)
         }
         Command::Media(MediaCmd::Adopt {
@@ -555,7 +555,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         Ok(m) => m,
         // The agent holds it: a plain `backup` is the agent's `backup-now` on it.
         Err(Error::Locked(_)) if plain && crate::agent::socket_path().exists() => {
-            return backup_through_agent(&root, a.json);
+            return agent_cmds::backup_through_agent(&root, a.json);
         }
         Err(e) => return Err(e.into()),
     };
@@ -655,7 +655,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     let mut m = match Medium::open_write(&root, 3, &state_dir(None)?) {
         Ok(m) => m,
         // The agent holds it: the agent verifies, and its progress is shown here.
-        Err(Error::Locked(path)) => return verify_through_agent(&a, &root, path),
+        Err(Error::Locked(path)) => return agent_cmds::verify_through_agent(&a, &root, path),
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
             Medium::open_read(&root)?
@@ -686,102 +686,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     print_verify_reports(&reports, a.json)
 }
 
-/// `backup` on a medium the agent holds: the agent makes the backup (what is due, else a
-/// micro), as `backup-now` does; the outcome is printed as a local backup's.
-fn backup_through_agent(root: &Path, json: bool) -> Result<u8> {
-    let media = Medium::identify(root)?;
-    let req = crate::agent::Request::BackupNow {
-        medium: Some(media.media_id.to_string()),
-    };
-    let r = crate::agent::call(&crate::agent::socket_path(), &req)
-        .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
-    let o: Option<job::Outcome> = r.data_as().ok();
-    if json {
-        print_json(&r.data)?;
-    } else if let Some(h) = o.as_ref().and_then(|o| o.backup.as_ref()) {
-        let verified = match o.as_ref().and_then(job::Outcome::verified) {
-            Some(true) => "yes",
-            Some(false) => "NO (damage found)",
-            None => "not yet",
-        };
-        println!(
-            "backup #{} ({}) made by the agent, verified: {verified}",
-            h.id, h.kind
-        );
-    }
-    if !r.ok {
-        bail!(
-            "{}: {}",
-            root.display(),
-            r.error
-                .unwrap_or_else(|| "the agent's backup failed".into())
-        );
-    }
-    Ok(match o.as_ref().map(|o| (&o.backup, o.verified())) {
-        Some((_, Some(false))) => EXIT_VERIFY_FAILED,
-        Some((Some(h), _)) if h.partial => EXIT_PROBLEMS,
-        _ => 0,
-    })
-}
-
-/// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is
-/// unmounted, without a re-plug. Nothing is said when no agent runs or it cannot see the disk.
-fn tell_agent_enrolled(dir: &Path, json: bool) {
-    use std::os::unix::fs::MetadataExt;
-    let socket = crate::agent::socket_path();
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    if !socket.exists() {
-        return;
-    }
-    let req = crate::agent::Request::Enrolled { devnum: meta.dev() };
-    if let Ok(r) = crate::agent::call(&socket, &req) {
-        if r.ok && !json {
-            if let Some(msg) = r.data.as_str() {
-                println!("{msg}");
-            }
-        }
-    }
-}
-
-/// Verify on a medium the agent holds (its writer lock is taken): ask the agent over its
-/// socket, showing its progress; without an agent, the lock error as it was.
-fn verify_through_agent(a: &VerifyArgs, root: &Path, locked: PathBuf) -> Result<u8> {
-    let media = Medium::identify(root)?;
-    let socket = crate::agent::socket_path();
-    if !socket.exists() {
-        return Err(Error::Locked(locked).into());
-    }
-    let bar = meter("verify", None, a.json);
-    let mut seen = crate::agent::Progress::default();
-    let req = crate::agent::Request::Verify {
-        medium: Some(media.media_id.to_string()),
-        backup: a.id,
-        all: a.all,
-        read_all: a.read_all,
-    };
-    let r = crate::agent::call_with_progress(&socket, &req, &mut |p| {
-        bar.add(
-            p.files.saturating_sub(seen.files),
-            p.bytes.saturating_sub(seen.bytes),
-        );
-        seen = p;
-    })
-    .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
-    bar.finish();
-    if !r.ok {
-        bail!(
-            "{}",
-            r.error
-                .unwrap_or_else(|| "the agent refused to verify".into())
-        );
-    }
-    let reports: Vec<verify::Report> = r.data_as().map_err(anyhow::Error::msg)?;
-    print_verify_reports(&reports, a.json)
-}
-
-fn print_verify_reports(reports: &[verify::Report], json: bool) -> Result<u8> {
+pub(crate) fn print_verify_reports(reports: &[verify::Report], json: bool) -> Result<u8> {
     if json {
         print_json(&reports)?;
     } else {
