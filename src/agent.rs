@@ -24,16 +24,19 @@
 //!   medium is unmounted, forgotten and notified, and nothing else is affected; no task
 //!   result is unwrapped.
 
+mod answer;
 mod clock;
 mod control;
 mod devices;
+mod durable;
 mod identify;
 mod mounts;
 mod notify;
 mod register;
 mod supervise;
+mod task;
 
-pub use control::{call, socket_path, Request, Response};
+pub use control::{call, call_with_progress, socket_path, Progress, Request, Response};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
@@ -46,7 +49,7 @@ use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
 use devices::{Disk, DiskEvent};
-use identify::{identify, open_identified, Identity, Refusal};
+use identify::{identify, open_identified, Expect, Identity, Refusal};
 use notify::{Event as Note, EventKind};
 use register::Register;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -70,11 +73,23 @@ pub struct Options {
 enum Cmd {
     BackupNow(oneshot::Sender<Response>),
     Eject(oneshot::Sender<Response>),
+    Verify(VerifyCmd),
     Stop,
+}
+
+/// A verify asked for over the socket, run by the medium's task when it is idle.
+struct VerifyCmd {
+    backup: Option<crate::ids::BackupId>,
+    all: bool,
+    read_all: bool,
+    meter: Arc<Meter>,
+    reply: oneshot::Sender<Response>,
 }
 
 struct Running {
     kind: Kind,
+    /// The id the backup gets if it commits.
+    id: u64,
     started: DateTime<Utc>,
     meter: Arc<Meter>,
 }
@@ -87,7 +102,12 @@ struct Live {
     newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
     free_bytes: u64,
     last_error: Option<String>,
+    /// How far back each kind will reach on it (`status`).
     reach: Option<crate::sizing::Reach>,
+    /// The tray was pulled (or its file system went away): its job is being cancelled.
+    pulled: bool,
+    /// The medium reported I/O errors: nothing more is written to it in this session.
+    failing: Option<String>,
 }
 
 struct Inserted {
@@ -120,6 +140,9 @@ struct Agent {
     warnings: Mutex<Vec<String>>,
     seq: AtomicU64,
     changed: watch::Sender<u64>,
+    /// Disks to identify again (enrolled by `media init` while the agent ran), handled by
+    /// the main loop like udev's events.
+    rescan: mpsc::UnboundedSender<Disk>,
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -135,7 +158,9 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     let cfg = opts.config;
     std::fs::create_dir_all(&cfg.agent.run_dir)?;
     std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
+    let (rescan, mut rescans) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
+        rescan,
         register: Mutex::new(Register::load(&cfg.agent.state_dir)),
         clock: Clock::new(opts.test_clock),
         host: medium::host_name(),
@@ -156,7 +181,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     }
     let listener = UnixListener::bind(&opts.socket)?;
     std::fs::set_permissions(&opts.socket, std::fs::Permissions::from_mode(0o600))?;
-    tokio::spawn(serve(agent.clone(), listener));
+    tokio::spawn(answer::serve(agent.clone(), listener));
 
     // SAFETY: the udev monitor socket owns its netlink descriptor for as long as it lives, and
     // `as_raw_fd` always returns that same descriptor.
@@ -185,6 +210,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
                     }
                 }
             }
+            Some(disk) = rescans.recv() => agent.clone().appeared(disk).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => agent.check_away(),
@@ -236,11 +262,16 @@ impl Agent {
         {
             return; // a repeated event for a disk already refused (and notified)
         }
-        if let Some(set) = &self.cfg.agent.devices {
-            if !set.is_match(&disk.devnode) {
+        match &self.cfg.agent.devices {
+            Some(set) if !set.is_match(&disk.devnode) => {
                 debug!(device = %disk.devnode.display(), "not a configured device");
                 return;
             }
+            None if !disk.candidate => {
+                debug!(device = %disk.devnode.display(), "not removable or hot-pluggable (the udev rule did not mark it a candidate)");
+                return;
+            }
+            _ => {}
         }
         if mounts::mounted_anywhere(disk.devnum) {
             debug!(device = %disk.devnode.display(), "mounted elsewhere; not a tray");
@@ -267,6 +298,7 @@ impl Agent {
             let why = format!("{} is a copy of {} (file system {} and medium {} ({:?}) on both); not using the copy", disk.devnode.display(), other.display(), disk.fs_uuid, m.media_id, m.label);
             warn!("{why}");
             self.warnings.locked().push(why.clone());
+            self.remember_refused(&disk);
             self.note(EventKind::DuplicateMedium, Some(&disk), Some(&m), None, why);
             return;
         }
@@ -283,8 +315,14 @@ impl Agent {
             self.host.clone(),
             self.cfg.agent.state_dir.clone(),
         );
+        let known_fs = self
+            .register
+            .locked()
+            .media
+            .values()
+            .any(|s| s.fs_uuid.as_deref() == Some(disk.fs_uuid.as_str()));
         let identity = match tokio::task::spawn_blocking(move || {
-            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state)
+            identify(&d2, fs, &mp2, auto.as_ref(), &host, &state, known_fs)
         })
         .await
         {
@@ -320,13 +358,20 @@ impl Agent {
                     let why = format!("medium {} ({:?}) is on {} and {} at once (a cloned disk?); using neither copy of it twice", m.media_id, m.label, other.display(), disk.devnode.display());
                     warn!("{why}");
                     self.warnings.locked().push(why.clone());
+                    self.remember_refused(&disk);
                     self.note(EventKind::DuplicateMedium, Some(&disk), Some(m), None, why);
                     return;
                 }
                 Some(id)
             }
-            Identity::Blank => None,
+            Identity::Blank | Identity::NeedsRecovery => None,
         };
+        let enrol = self
+            .cfg
+            .agent
+            .auto_enrol_label
+            .as_ref()
+            .is_some_and(|g| g.is_match(disk.label.as_deref().unwrap_or_default()));
         // Proven ours, or blank and enrollable: mount read-write, check again that it is what
         // was identified (the replay skipped when identifying happens now), enrol if blank,
         // open with recovery.
@@ -337,22 +382,39 @@ impl Agent {
             self.cfg.agent.state_dir.clone(),
         );
         let cfg = self.cfg.clone();
+        let host = self.host.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
-                Refusal::Failed(format!(
-                    "cannot mount {} read-write: {e}",
-                    d2.devnode.display()
-                ))
+                let msg = format!("cannot mount {} read-write: {e}", d2.devnode.display());
+                if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
+                    Refusal::Failing(msg)
+                } else {
+                    Refusal::Failed(msg)
+                }
             })?;
-            let blank = identified.is_none();
-            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
-            if let (true, Ok(_)) = (blank, &r) {
-                if let Some(u) = crate::sizing::check(&mp2, &cfg) {
-                    warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+            let expect = match &identified {
+                Some(id) => Expect::Proven(id),
+                None => Expect::BlankOrRecovered { enrol },
+            };
+            let r = open_identified(&d2, &mp2, expect, now, &state, &host);
+            if let (true, Ok(m)) = (identified.is_none(), &r) {
+                if m.tree().backups.is_empty() {
+                    if let Some(u) = crate::sizing::check(&mp2, &cfg) {
+                        warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
+                    }
                 }
             }
-            if r.is_err() {
-                let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
+            match &r {
+                // Enrolment and recovery are in place, not only in the journal: a tray pulled
+                // now is still recognised.
+                Ok(_) => {
+                    if let Err(e) = durable::checkpoint(&mp2, d2.devnum, fs) {
+                        warn!(device = %d2.devnode.display(), cause = %e, "cannot checkpoint the file system's journal");
+                    }
+                }
+                Err(_) => {
+                    let _ = mounts::unmount(&mp2, false).or_else(|_| mounts::unmount(&mp2, true));
+                }
             }
             r
         })
@@ -374,7 +436,20 @@ impl Agent {
                 let mp2 = mp.clone();
                 let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
                 error!(device = %disk.devnode.display(), cause = %e, "cannot use medium");
+                self.remember_refused(&disk);
                 self.note(EventKind::BackupFailed, Some(&disk), None, None, e);
+                return;
+            }
+            Err(Refusal::Failing(e)) => {
+                let mp2 = mp.clone();
+                let _ = tokio::task::spawn_blocking(move || mounts::unmount(&mp2, true)).await;
+                let msg = format!(
+                    "{} reports I/O errors: check or replace the disk; trayback does not use it until it is re-inserted ({e})",
+                    disk.devnode.display()
+                );
+                error!(device = %disk.devnode.display(), "{msg}");
+                self.remember_refused(&disk);
+                self.note(EventKind::MediumFailing, Some(&disk), None, None, msg);
                 return;
             }
         };
@@ -386,6 +461,7 @@ impl Agent {
                 &media.media_id.to_string(),
                 &media.label,
                 &disk.devnode.display().to_string(),
+                &disk.fs_uuid,
                 medium.tree(),
                 self.clock.now(),
             );
@@ -425,10 +501,16 @@ impl Agent {
     /// Refuse a disk as unknown: logged and notified once, until the device goes.
     fn refuse(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
         warn!(device = %disk.devnode.display(), %why, "not using this disk");
+        self.remember_refused(disk);
+        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
+    }
+
+    /// A disk notified as not used: further events for it (udev repeats `add` and `change`)
+    /// are ignored until the device goes, so each insertion is notified once.
+    fn remember_refused(&self, disk: &Disk) {
         self.refused
             .locked()
             .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
-        self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
@@ -438,6 +520,7 @@ impl Agent {
         let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
             warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+            i.live.locked().pulled = true;
             i.cancel.store(true, Ordering::SeqCst);
             let _ = i.tx.try_send(Cmd::Stop);
             self.changed.send_modify(|v| *v += 1);
@@ -452,512 +535,6 @@ impl Agent {
         ins.values()
             .max_by_key(|i| i.seq)
             .is_none_or(|i| i.disk.devnode == devnode)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn medium_task(
-        self: Arc<Self>,
-        disk: Disk,
-        mp: PathBuf,
-        medium: Medium,
-        mut rx: mpsc::Receiver<Cmd>,
-        cancel: Arc<AtomicBool>,
-        live: Arc<Mutex<Live>>,
-        watchdog: tokio::task::AbortHandle,
-    ) -> Result<(), String> {
-        let mut medium = Some(medium);
-        let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
-        let mut eject: Option<oneshot::Sender<Response>> = None;
-        let mut changed = self.changed.subscribe();
-        let sched = self.cfg.schedule.clone();
-        // After a failed job, the next try waits a micro interval (no busy retry, no flood
-        // of notifications); a backup-now request tries at once.
-        let mut retry_after: Option<DateTime<Utc>> = None;
-        let mut measured = false;
-        'session: loop {
-            self.refresh(medium.as_ref().unwrap(), &live);
-            // Commands first, so eject and stop are never starved by due jobs.
-            while let Ok(cmd) = rx.try_recv() {
-                match cmd {
-                    Cmd::BackupNow(r) => forced.push(r),
-                    Cmd::Eject(r) => {
-                        eject = Some(r);
-                        break 'session;
-                    }
-                    Cmd::Stop => break 'session,
-                }
-            }
-            if cancel.load(Ordering::SeqCst) {
-                break;
-            }
-            let now = self.clock.now();
-            let tree = &medium.as_ref().unwrap().tree();
-            let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
-            let due = if !self.may_write(&disk.devnode) || backing_off {
-                None
-            } else {
-                schedule::due(tree, now, &sched).or_else(|| {
-                    (!forced.is_empty()).then(|| Due {
-                        kind: Kind::Micro,
-                        parent: schedule::parent_for(tree, Kind::Micro),
-                        why: Why::Requested,
-                    })
-                })
-            };
-            if let Some(due) = due {
-                let meter = Arc::new(Meter::hidden());
-                live.locked().job = Some(Running {
-                    kind: due.kind,
-                    started: now,
-                    meter: meter.clone(),
-                });
-                let mut m = medium.take().unwrap();
-                let (cfg, c2, mp2, devnum) =
-                    (self.cfg.clone(), cancel.clone(), mp.clone(), disk.devnum);
-                info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
-                if self.test_panic_at(PanicAt::Task, &m.media().label) {
-                    panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
-                }
-                let panic_job = self.test_panic_at(PanicAt::Job, &m.media().label);
-                let joined = tokio::task::spawn_blocking(move || {
-                    if panic_job {
-                        panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
-                    }
-                    let still_ours = || mounts::still_ours(&mp2, devnum);
-                    let o = job::run(
-                        &mut m,
-                        &job::Job {
-                            due,
-                            at: now,
-                            config: &cfg,
-                            verify: true,
-                            cancel: &c2,
-                            backup_meter: &meter,
-                            verify_meter: &Meter::hidden(),
-                            still_ours: &still_ours,
-                        },
-                    );
-                    // The history for `status`'s reach, after the first backup of this
-                    // insertion and every one but a micro (it reads every listing).
-                    let history = (o.backup.is_some() && (!measured || o.kind != Kind::Micro))
-                        .then(|| {
-                            sizing::history(&m, &cfg.schedule)
-                                .inspect_err(|e| warn!(cause = %e, "cannot measure the medium's history; status shows no reach"))
-                                .ok()
-                        })
-                        .flatten();
-                    (m, o, history)
-                })
-                .await;
-                let (m, outcome, history) = match joined {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // The medium went with the job; the supervisor cleans up.
-                        live.locked().job = None;
-                        let why = format!("its backup job failed ({})", panic_message(e));
-                        for r in forced.drain(..) {
-                            let _ = r.send(Response::err(why.clone()));
-                        }
-                        return Err(why);
-                    }
-                };
-                live.locked().job = None;
-                if let Some(h) = history {
-                    measured = true;
-                    match sizing::capacity(m.root()) {
-                        Ok(c) => self.measure_reach(h, c, live.clone()),
-                        Err(e) => {
-                            warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
-                        }
-                    }
-                }
-                retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
-                self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
-                medium = Some(m);
-                for r in forced.drain(..) {
-                    let _ = r.send(match outcome.error() {
-                        None => Response::ok(&outcome),
-                        Some(e) => Response::failed(e, &outcome),
-                    });
-                }
-                continue;
-            }
-            let next = match retry_after {
-                Some(t) if backing_off => t,
-                _ => schedule::next_due(tree, self.clock.now(), &sched),
-            };
-            live.locked().next_due = Some(next);
-            tokio::select! {
-                _ = self.clock.sleep_until(next) => {}
-                _ = changed.changed() => {}
-                cmd = rx.recv() => match cmd {
-                    Some(Cmd::BackupNow(r)) => forced.push(r),
-                    Some(Cmd::Eject(r)) => {
-                        eject = Some(r);
-                        break;
-                    }
-                    Some(Cmd::Stop) | None => break,
-                },
-            }
-        }
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Cmd::Eject(r) => eject = Some(r),
-                Cmd::BackupNow(r) => forced.push(r),
-                Cmd::Stop => {}
-            }
-        }
-        for r in forced {
-            let _ = r.send(Response::err(
-                "the medium was removed before the backup could run",
-            ));
-        }
-        // Tear down: release the medium (its lock and open files), flush, unmount.
-        watchdog.abort();
-        let media = medium.as_ref().map(|m| m.media().clone());
-        drop(medium);
-        let ejecting = eject.is_some();
-        let (d2, mp2) = (disk.clone(), mp.clone());
-        let detach = tokio::task::spawn_blocking(move || {
-            mounts::sync();
-            let r = mounts::unmount(&mp2, !ejecting).or_else(|_| mounts::unmount(&mp2, true));
-            (
-                r,
-                if ejecting {
-                    mounts::power_down(&d2)
-                } else {
-                    String::new()
-                },
-            )
-        })
-        .await
-        .unwrap_or_else(|e| (Err(std::io::Error::other(panic_message(e))), String::new()));
-        self.inserted.locked().remove(&disk.devnode);
-        self.changed.send_modify(|v| *v += 1);
-        if let Some(m) = &media {
-            let mut reg = self.register.locked();
-            if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
-                s.last_seen = Some(self.clock.now());
-            }
-            let _ = reg.save();
-        }
-        match (detach.0, eject) {
-            (Ok(()), Some(reply)) => {
-                let msg = format!(
-                    "{} ({}) is safe to remove; {}",
-                    disk.devnode.display(),
-                    media.as_ref().map(|m| m.label.as_str()).unwrap_or("?"),
-                    detach.1
-                );
-                info!("{msg}");
-                self.note(
-                    EventKind::SafeToRemove,
-                    Some(&disk),
-                    media.as_ref(),
-                    None,
-                    msg.clone(),
-                );
-                let _ = reply.send(Response::ok(&status::Ejected {
-                    safe_to_remove: true,
-                    device: disk.devnode.clone(),
-                    message: msg,
-                    failure: None,
-                }));
-            }
-            (Err(e), Some(reply)) => {
-                let _ = reply.send(Response::err(format!(
-                    "cannot unmount {}: {e}",
-                    mp.display()
-                )));
-            }
-            (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
-            (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
-        }
-        Ok(())
-    }
-
-    fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
-        let mut l = live.locked();
-        l.backups = m.tree().backups.len();
-        l.newest.clear();
-        for b in m.tree().backups.iter().filter(|b| b.verified) {
-            let e = l.newest.entry(b.kind).or_insert((b.started, b.id.0));
-            if b.started >= e.0 {
-                *e = (b.started, b.id.0);
-            }
-        }
-        l.free_bytes = m.free_space().unwrap_or(0);
-    }
-
-    /// Simulate how far back each kind will reach (a second or so of arithmetic) apart from
-    /// the medium's task, and show it in `status` when done.
-    fn measure_reach(&self, h: sizing::History, capacity: u64, live: Arc<Mutex<Live>>) {
-        let (sched, pare) = (self.cfg.schedule.clone(), self.cfg.pare.clone());
-        tokio::task::spawn_blocking(move || {
-            let r = sizing::reach_of(h, capacity, &sched, &pare);
-            live.locked().reach = Some(r);
-        });
-    }
-
-    fn after_job(
-        &self,
-        disk: &Disk,
-        m: &Medium,
-        o: &job::Outcome,
-        live: &Mutex<Live>,
-        cancelled: bool,
-    ) {
-        let media = Some(m.media());
-        if let Some(e) = &o.error() {
-            if cancelled {
-                warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
-            } else {
-                error!(medium = %m.media().media_id, cause = %e, "backup failed");
-                self.note(
-                    EventKind::BackupFailed,
-                    Some(disk),
-                    media,
-                    o.backup_id(),
-                    e.clone(),
-                );
-            }
-        }
-        if let Some(e) = o.too_small.as_ref().map(|t| t.to_string()) {
-            self.note(
-                EventKind::MediumTooSmall,
-                Some(disk),
-                media,
-                o.backup_id(),
-                e.clone(),
-            );
-        }
-        if o.verified() == Some(false) {
-            self.note(
-                EventKind::VerifyFailed,
-                Some(disk),
-                media,
-                o.backup_id(),
-                format!(
-                    "backup failed verification; affected: {}",
-                    o.damaged_files().join(", ")
-                ),
-            );
-        }
-        if let Some(b) = o.backup_id() {
-            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
-        }
-        live.locked().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
-        let mut reg = self.register.locked();
-        reg.seen(
-            &m.media().media_id.to_string(),
-            &m.media().label,
-            &disk.devnode.display().to_string(),
-            m.tree(),
-            self.clock.now(),
-        );
-        let _ = reg.save();
-    }
-
-    /// Warn about media away longer than configured (once a day each).
-    fn check_away(&self) {
-        let now = self.clock.now();
-        let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
-        let inserted: Vec<String> = self
-            .inserted
-            .lock()
-            .unwrap()
-            .values()
-            .map(|i| i.media.media_id.to_string())
-            .collect();
-        let mut reg = self.register.locked();
-        let mut notes = Vec::new();
-        for (id, s) in reg.media.iter_mut() {
-            let Some(seen) = s.last_seen else { continue };
-            if inserted.contains(id)
-                || now - seen <= limit
-                || s.warned_away.is_some_and(|w| now - w < Duration::days(1))
-            {
-                continue;
-            }
-            s.warned_away = Some(now);
-            notes.push((
-                id.clone(),
-                s.label.clone(),
-                format!(
-                    "medium {:?} has been away for {} days",
-                    s.label,
-                    (now - seen).num_days()
-                ),
-            ));
-        }
-        let _ = reg.save();
-        drop(reg);
-        for (id, label, msg) in notes {
-            warn!("{msg}");
-            notify::send(
-                &self.cfg.agent.notify_command,
-                Note {
-                    event: EventKind::MediumAway,
-                    medium: Some(id),
-                    label: Some(label),
-                    device: None,
-                    backup: None,
-                    message: msg,
-                },
-            );
-        }
-    }
-
-    fn status(&self) -> status::Status {
-        let now = self.clock.now();
-        let ins = self.inserted.locked();
-        let newest_seq = ins.values().map(|o| o.seq).max();
-        let inserted = ins
-            .values()
-            .map(|i| {
-                let l = i.live.locked();
-                status::Inserted {
-                    label: i.media.label.clone(),
-                    media_id: i.media.media_id,
-                    device: i.disk.devnode.clone(),
-                    mountpoint: i.mountpoint.clone(),
-                    backups: l.backups,
-                    newest: l
-                        .newest
-                        .iter()
-                        .map(|(k, (t, id))| {
-                            (
-                                *k,
-                                status::BackupRef {
-                                    id: *id,
-                                    started: *t,
-                                },
-                            )
-                        })
-                        .collect(),
-                    job: l.job.as_ref().map(|j| status::Job {
-                        kind: j.kind,
-                        started: j.started,
-                        files: j.meter.files(),
-                        bytes: j.meter.bytes(),
-                    }),
-                    next_due: l.next_due,
-                    free_bytes: l.free_bytes,
-                    last_error: l.last_error.clone(),
-                    writing: self.cfg.agent.multiple_media == MultipleMedia::All
-                        || newest_seq == Some(i.seq),
-                    reach: l.reach.clone(),
-                }
-            })
-            .collect();
-        let ids: Vec<String> = ins.values().map(|i| i.media.media_id.to_string()).collect();
-        drop(ins);
-        let reg = self.register.locked();
-        let limit = Duration::days(self.cfg.agent.away_warning_days as i64);
-        let mut warnings = self.warnings.locked().clone();
-        // Media whose task failed stay listed until they are pulled.
-        warnings.extend(self.released.locked().values().map(|r| r.message.clone()));
-        let known = reg
-            .media
-            .iter()
-            .filter(|(id, _)| !ids.contains(id))
-            .map(|(id, s)| {
-                if let Some(seen) = s.last_seen.filter(|t| now - *t > limit) {
-                    warnings.push(format!(
-                        "medium {:?} has been away for {} days",
-                        s.label,
-                        (now - seen).num_days()
-                    ));
-                }
-                status::Away {
-                    media_id: id.clone(),
-                    label: s.label.clone(),
-                    last_seen: s.last_seen,
-                    last_device: s.last_device.clone(),
-                    newest_backup: s.newest.values().max().map(|(t, id)| status::BackupRef {
-                        id: *id,
-                        started: *t,
-                    }),
-                }
-            })
-            .collect();
-        status::Status {
-            now,
-            host: self.host.clone(),
-            inserted,
-            known,
-            warnings,
-        }
-    }
-
-    fn find(&self, which: &Option<String>) -> Result<Handle, String> {
-        let ins = self.inserted.locked();
-        let matches: Vec<&Inserted> = ins
-            .values()
-            .filter(|i| match which {
-                None => true,
-                Some(w) => {
-                    i.media.label == *w
-                        || i.media.media_id.to_string() == *w
-                        || i.disk.devnode == Path::new(w)
-                        || i.mountpoint == Path::new(w)
-                }
-            })
-            .collect();
-        match matches.as_slice() {
-            [i] => Ok((i.tx.clone(), i.cancel.clone(), i.live.clone())),
-            [] => Err(match which {
-                Some(w) => format!("no inserted medium is {w:?}"),
-                None => "no medium is inserted".into(),
-            }),
-            _ => Err("several media are inserted; name one (label, media id or device)".into()),
-        }
-    }
-
-    async fn handle(&self, req: Request) -> Response {
-        match req {
-            Request::Status => Response::ok(&self.status()),
-            Request::AdvanceClock { seconds } => match self.clock.advance(seconds) {
-                Ok(now) => {
-                    self.check_away();
-                    Response::ok(&status::ClockNow { now })
-                }
-                Err(e) => Response::err(e),
-            },
-            Request::BackupNow { medium } => {
-                let (tx, _, _) = match self.find(&medium) {
-                    Ok(x) => x,
-                    Err(e) => return Response::err(e),
-                };
-                let (rtx, rrx) = oneshot::channel();
-                if tx.send(Cmd::BackupNow(rtx)).await.is_err() {
-                    return Response::err("the medium is going away");
-                }
-                rrx.await
-                    .unwrap_or_else(|_| Response::err("the medium went away before the backup ran"))
-            }
-            Request::Eject { medium } => {
-                let (tx, cancel, live) = match self.find(&medium) {
-                    Ok(x) => x,
-                    Err(e) => return self.released_answer(&medium).unwrap_or(Response::err(e)),
-                };
-                let abort = live.locked().job.as_ref().is_some_and(|j| {
-                    j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
-                });
-                if abort {
-                    info!("eject: aborting the running backup");
-                    cancel.store(true, Ordering::SeqCst);
-                }
-                let (rtx, rrx) = oneshot::channel();
-                if tx.send(Cmd::Eject(rtx)).await.is_err() {
-                    return self.after_task_ended(&medium).await;
-                }
-                match rrx.await {
-                    Ok(r) => r,
-                    Err(_) => self.after_task_ended(&medium).await,
-                }
-            }
-        }
     }
 
     async fn shutdown(&self) {
@@ -976,46 +553,5 @@ impl Agent {
         for t in tasks {
             let _ = t.await;
         }
-    }
-}
-
-/// Watch that the mount is still the device's: a tray pulled (or the file system unmounted
-/// behind our back) cancels the job and ends the medium's session at once, even while the
-/// kernel keeps the device around because our files on it are still open.
-async fn watch_mount(mp: PathBuf, devnum: u64, cancel: Arc<AtomicBool>, tx: mpsc::Sender<Cmd>) {
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let (mp2, gone) = (mp.clone(), mp.clone());
-        let ours = tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
-            .await
-            .unwrap_or(false);
-        if !ours {
-            warn!(mountpoint = %gone.display(), "the medium's file system went away (tray pulled?); stopping its job");
-            cancel.store(true, Ordering::SeqCst);
-            let _ = tx.send(Cmd::Stop).await;
-            return;
-        }
-    }
-}
-
-async fn serve(agent: Arc<Agent>, listener: UnixListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            if let Ok(Some(line)) = lines.next_line().await {
-                let resp = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => agent.handle(req).await,
-                    Err(e) => Response::err(format!("bad request: {e}")),
-                };
-                let mut out = serde_json::to_vec(&resp).unwrap();
-                out.push(b'\n');
-                let _ = w.write_all(&out).await;
-            }
-        });
     }
 }

@@ -350,6 +350,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     println!("warning: {u}");
                 }
             }
+            agent_cmds::tell_agent_enrolled(&dir, json);
             Ok(0)
         }
         Command::Media(MediaCmd::Adopt {
@@ -529,11 +530,21 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
-    let mut m = Medium::open_write(
-        &medium_of(&a.medium)?,
-        cfg.compression_level,
-        &cfg.agent.state_dir,
-    )?;
+    let root = medium_of(&a.medium)?;
+    let plain = a.kind.is_none()
+        && a.parent.is_none()
+        && a.at.is_none()
+        && !a.no_verify
+        && a.sources.is_empty()
+        && a.config.is_none();
+    let mut m = match Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir) {
+        Ok(m) => m,
+        // The agent holds it: a plain `backup` is the agent's `backup-now` on it.
+        Err(Error::Locked(_)) if plain && crate::agent::socket_path().exists() => {
+            return agent_cmds::backup_through_agent(&root, a.json);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let now = a.at.unwrap_or_else(Utc::now);
     let due = match a.kind {
         Some(kind) => {
@@ -635,6 +646,8 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     // its result is not recorded.
     let mut m = match Medium::open_write(&root, 3, &state_dir(None)?) {
         Ok(m) => m,
+        // The agent holds it: the agent verifies, and its progress is shown here.
+        Err(Error::Locked(path)) => return agent_cmds::verify_through_agent(&a, &root, path),
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
             Medium::open_read(&root)?
@@ -662,10 +675,14 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
                 };
             vec![verify::verify(&mut m, id, a.read_all, &bar)?]
         };
-    if a.json {
+    print_verify_reports(&reports, a.json)
+}
+
+pub(crate) fn print_verify_reports(reports: &[verify::Report], json: bool) -> Result<u8> {
+    if json {
         print_json(&reports)?;
     } else {
-        for r in &reports {
+        for r in reports {
             output::print_verify(r);
         }
     }

@@ -25,13 +25,16 @@ pub enum Error {
     MediumMissing(PathBuf),
     #[error("{}: not a trayback medium (no trayback/media.yaml); enrol it with `trayback media init`", .0.display())]
     NotEnrolled(PathBuf),
-    #[error("{}: already enrolled as medium {id} ({label:?}); use --force to wipe it and enrol it anew", path.display())]
+    /// `--force` is suggested only for a medium known to hold no backups.
+    #[error("{}: already enrolled as medium {id} ({label:?}){}", path.display(), enrolled_advice(*.backups))]
     AlreadyEnrolled {
         path: PathBuf,
         id: String,
         label: String,
+        /// How many backups its tree lists (`None`: the tree cannot be read).
+        backups: Option<usize>,
     },
-    #[error("{}: medium is in use by another trayback process (lock held)", .0.display())]
+    #[error("{}: medium is in use by another trayback process (lock held); if the agent holds it, `trayback backup-now` and `trayback verify` run there, other writing commands after `trayback eject`", .0.display())]
     Locked(PathBuf),
     /// Making room needs garbage collection, and readers kept the medium past the wait.
     #[error("{}: another trayback process is reading the medium; its space is reclaimed once that ends", .0.display())]
@@ -71,10 +74,31 @@ impl Error {
             if cause.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
     }
 
+    /// The medium reports I/O errors (`EIO`), or the kernel made its file system read-only
+    /// after an error (`EROFS` on a medium opened for writing): check or replace the disk.
+    pub fn is_medium_failing(&self) -> bool {
+        matches!(self, Error::Io { cause, .. }
+        if cause.raw_os_error().is_some_and(|e| {
+            e == rustix::io::Errno::IO.raw_os_error() || e == rustix::io::Errno::ROFS.raw_os_error()
+        }))
+    }
+
     /// The medium (or file) is on a read-only file system.
     pub fn is_read_only(&self) -> bool {
         matches!(self, Error::Io { cause, .. }
             if cause.raw_os_error() == Some(rustix::io::Errno::ROFS.raw_os_error()))
+    }
+}
+
+/// What to do about an enrolled medium one tried to enrol again: never a suggestion to wipe
+/// a medium that holds (or may hold) backups.
+fn enrolled_advice(backups: Option<usize>) -> String {
+    match backups {
+        Some(0) => "; it holds no backups: use --force to wipe it and enrol it anew".into(),
+        Some(n) => format!(
+            " and holds {n} backup(s); not enrolling it anew. Use it as it is (a host that lost its key: `trayback media adopt`)"
+        ),
+        None => "; its tree.yaml cannot be read, so it may hold backups; not enrolling it anew (see `trayback repair --tree`)".into(),
     }
 }
 

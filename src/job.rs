@@ -22,7 +22,8 @@ use tracing::{info, warn};
 /// What to do.
 pub struct Job<'a> {
     pub due: Due,
-    /// The backup's recorded time, and "now" for the paring plan.
+    /// The backup's recorded time, and "now" for the paring plan; never earlier than the
+    /// newest backup on the medium ([`crate::tree::Tree::date_new_backup`]).
     pub at: DateTime<Utc>,
     pub config: &'a Config,
     /// Verify after writing (only the CLI's `--no-verify` turns this off).
@@ -50,6 +51,10 @@ pub enum Stage {
 pub struct Failure {
     pub stage: Stage,
     pub message: String,
+    /// The medium reported I/O errors, or its file system was made read-only by the kernel
+    /// ([`crate::error::Error::is_medium_failing`]): the disk, not the job, is at fault.
+    #[serde(default)]
+    pub medium_failing: bool,
 }
 
 /// The medium is too small (spec [0044]): the plan pared down to one backup, or could not
@@ -112,8 +117,24 @@ impl Outcome {
         self.failure = Some(Failure {
             stage,
             message: message.to_string(),
+            medium_failing: false,
         });
         self
+    }
+
+    /// Fail with an engine error, telling a failing medium from other failures.
+    fn fail_with(self, stage: Stage, prefix: &str, e: crate::error::Error) -> Outcome {
+        let failing = e.is_medium_failing();
+        let mut out = self.fail(stage, format!("{prefix}{e}"));
+        if let Some(f) = out.failure.as_mut() {
+            f.medium_failing = failing;
+        }
+        out
+    }
+
+    /// The medium reported I/O errors (or was made read-only by the kernel).
+    pub fn medium_failing(&self) -> bool {
+        self.failure.as_ref().is_some_and(|f| f.medium_failing)
     }
 
     pub fn backup_id(&self) -> Option<u64> {
@@ -144,6 +165,7 @@ const GONE: &str = "the medium is no longer mounted where it was; nothing writte
 /// Run one job on `m` (open for writing).
 pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     let due = &job.due;
+    let at = m.tree().date_new_backup(job.at);
     let mut out = Outcome::new(due.kind);
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
@@ -152,7 +174,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     // and filled the medium is sized by a walk of the sources and given room once more.
     let mut sizing = Sizing::Cheap;
     let header = loop {
-        let make = match maintain::room_for_backup(m, job.config, due, job.at, job.cancel, sizing) {
+        let make = match maintain::room_for_backup(m, job.config, due, at, job.cancel, sizing) {
             Ok(Ok(room)) => {
                 if room.pared.iter().any(|p| p.reason.medium_too_small()) {
                     out.too_small = Some(TooSmall::OnlyOneFits);
@@ -171,7 +193,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                 // Step 100 is retention, not room: micros past their age go whether or not
                 // the backup fits (the newest backup stays, `pare::retention`).
                 if (job.still_ours)() {
-                    match maintain::routine(m, job.at, &job.config.pare, false) {
+                    match maintain::routine(m, at, &job.config.pare, false) {
                         Ok(p) => out.pared_after = p,
                         Err(e) => warn!(cause = %e, "pare: micros past their age left for later"),
                     }
@@ -181,7 +203,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
             }
             Err(e) => {
                 out.pared_before.extend(e.pared);
-                return out.fail(Stage::Room, e.cause);
+                return out.fail_with(Stage::Room, "", e.cause);
             }
         };
         if !(job.still_ours)() {
@@ -190,7 +212,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
         let req = backup::Request {
             kind: make.kind,
             parent: make.parent,
-            at: job.at,
+            at,
             config: job.config,
             meter: job.backup_meter,
             cancel: job.cancel,
@@ -202,7 +224,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                 warn!(cause = %e, "the backup outgrew the last one's size and filled the medium; sizing it by a walk and making room again");
                 sizing = Sizing::Walk;
             }
-            Err(e) => return out.fail(Stage::Backup, e),
+            Err(e) => return out.fail_with(Stage::Backup, "", e),
         }
     };
     let id = header.id;
@@ -214,15 +236,15 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if job.verify {
         match verify::verify(m, id, false, job.verify_meter) {
             Ok(r) => out.verify = Some(r),
-            Err(e) => return out.fail(Stage::Verify, format!("verify: {e}")),
+            Err(e) => return out.fail_with(Stage::Verify, "verify: ", e),
         }
     }
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
-    match maintain::routine(m, job.at, &job.config.pare, false) {
+    match maintain::routine(m, at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,
-        Err(e) => return out.fail(Stage::Pare, format!("pare: {e}")),
+        Err(e) => return out.fail_with(Stage::Pare, "pare: ", e),
     }
     out
 }

@@ -234,6 +234,7 @@ impl Medium {
                     path: root.to_path_buf(),
                     id,
                     label,
+                    backups: read_tree(&dir).ok().map(|t| t.backups.len()),
                 });
             }
             key::prove(state_dir, root, &read_media(&dir)?)?;
@@ -396,11 +397,29 @@ impl Medium {
             info!(medium = %self.media.media_id, "readers at work; recovery leaves deletions for later");
             return Ok(());
         };
+        // The highest id an uncommitted backup used: ids are never reused, so `next_id`
+        // moves past it once its remains are gone.
+        let mut used = None;
         for p in self.store.packs() {
             if p.flags & store::pack::FLAG_GC == 0 && p.writer >= self.tree.next_id.0 {
                 warn!(pack = %p.id, backup = p.writer, "recovery: removing pack of an uncommitted backup");
                 self.store.remove_pack(&p.id)?;
+                used = used.max(Some(p.writer));
             }
+        }
+        for (name, _) in self.dir.list("backups")? {
+            if let Some(id) = backup_of_name(&name).filter(|id| *id >= self.tree.next_id) {
+                used = used.max(Some(id.0));
+            }
+        }
+        // `next_id` moves only once the packs it identifies as uncommitted are gone; the
+        // directories, which name their id, go after it.
+        if let Some(next) = used.and_then(|u| u.checked_add(1)) {
+            let mut tree = self.tree.clone();
+            tree.next_id = BackupId(next);
+            self.save_tree(&tree)?;
+            info!(medium = %self.media.media_id, next_id = next, "recovery: ids of uncommitted backups are not used again");
+            self.tree = tree;
         }
         self.remove_unlisted_backups()
     }
@@ -459,6 +478,10 @@ impl Medium {
     pub fn begin_backup(&self, check_as_written: bool) -> Result<BackupWriter<'_>> {
         self.require_writable()?;
         let id = self.tree.next_id;
+        // The id is marked used on the medium before anything is written under it: a writer
+        // killed (or a tray pulled) from here on leaves `backups/<id>/`, and recovery moves
+        // `next_id` past it, so the id is never given to another backup.
+        self.dir.mkdir(&backup_rel(id))?;
         self.store.begin(id.0, 0);
         if check_as_written {
             self.store.check_packs_as_written();

@@ -156,6 +156,17 @@ impl Tree {
             .max_by_key(|b| (b.started, b.id))
     }
 
+    /// The time a new backup is dated: `now`, but never before the newest backup on the
+    /// medium, so a wall clock that stepped back never makes a child older than its parent
+    /// (FORMAT.md, `tree.yaml`).
+    pub fn date_new_backup(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.backups
+            .iter()
+            .map(|b| b.started)
+            .max()
+            .map_or(now, |newest| now.max(newest))
+    }
+
     pub fn children(&self, id: BackupId) -> impl Iterator<Item = &BackupRecord> {
         self.backups.iter().filter(move |b| b.parent == Some(id))
     }

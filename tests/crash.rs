@@ -86,8 +86,13 @@ on_both_media!(sigkill_mid_backup_loses_nothing_committed, |env: &Env| {
         killed_mid_write >= 1,
         "no kill landed before the commit point"
     );
-    // The medium still takes backups, and the one after the crashes is complete.
+    // The medium still takes backups, and the one after the crashes is complete; its id was
+    // given to no backup before, committed or killed (ids are never reused).
     let b2 = env.backup(&["--kind", "micro"]);
+    assert!(
+        b2 > 1 + 4,
+        "backup {b2} reuses the id of a backup killed before its commit"
+    );
     let restored = env.restore(b2, "after");
     assert_same(&env.src, &restored);
 });

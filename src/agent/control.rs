@@ -20,9 +20,28 @@ pub enum Request {
     Eject {
         medium: Option<String>,
     },
-    /// Move a `--test-clock` agent's clock forward.
+    /// Verify backups on an inserted medium (the one the agent holds), streaming progress:
+    /// `backup` (default the newest), or `all`.
+    Verify {
+        medium: Option<String>,
+        #[serde(default)]
+        backup: Option<crate::ids::BackupId>,
+        #[serde(default)]
+        all: bool,
+        #[serde(default)]
+        read_all: bool,
+    },
+    /// `media init` enrolled the file system on device `devnum` (a disk the agent may have
+    /// refused as blank or foreign): identify it again once nobody else has it mounted.
+    Enrolled {
+        devnum: u64,
+    },
+    /// Move a `--test-clock` agent's clock: forward (time passing, a suspend), or with
+    /// `step` only its wall clock, either way (`date -s`).
     AdvanceClock {
         seconds: i64,
+        #[serde(default)]
+        step: bool,
     },
 }
 
@@ -33,6 +52,16 @@ pub struct Response {
     pub error: Option<String>,
     #[serde(default)]
     pub data: serde_json::Value,
+    /// A progress line of a long request (files and bytes so far); the answer follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a long request (verify) has come.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub files: u64,
+    pub bytes: u64,
 }
 
 impl Response {
@@ -42,6 +71,7 @@ impl Response {
             ok: true,
             error: None,
             data: serde_json::to_value(data).expect("answers serialize"),
+            progress: None,
         }
     }
 
@@ -51,6 +81,7 @@ impl Response {
             ok: false,
             error: Some(error),
             data: serde_json::to_value(data).expect("answers serialize"),
+            progress: None,
         }
     }
 
@@ -65,6 +96,17 @@ impl Response {
             ok: false,
             error: Some(e.into()),
             data: serde_json::Value::Null,
+            progress: None,
+        }
+    }
+
+    /// A progress line.
+    pub fn progress(p: Progress) -> Response {
+        Response {
+            ok: true,
+            error: None,
+            data: serde_json::Value::Null,
+            progress: Some(p),
         }
     }
 }
@@ -78,6 +120,16 @@ pub fn socket_path() -> PathBuf {
 
 /// Send one request and wait for the answer (the CLI side).
 pub fn call(socket: &Path, req: &Request) -> Result<Response, String> {
+    call_with_progress(socket, req, &mut |_| {})
+}
+
+/// Send one request and wait for the answer, passing each progress line before it to
+/// `progress`.
+pub fn call_with_progress(
+    socket: &Path,
+    req: &Request,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Response, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         format!(
             "{}: cannot reach the trayback agent: {e} (is `trayback agent` running?)",
@@ -88,10 +140,23 @@ pub fn call(socket: &Path, req: &Request) -> Result<Response, String> {
     line.push(b'\n');
     s.write_all(&line)
         .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let mut answer = String::new();
-    BufReader::new(s)
-        .read_line(&mut answer)
-        .map_err(|e| format!("{}: {e}", socket.display()))?;
-    serde_json::from_str(&answer)
-        .map_err(|e| format!("{}: bad answer from the agent: {e}", socket.display()))
+    let mut reader = BufReader::new(s);
+    loop {
+        let mut answer = String::new();
+        let n = reader
+            .read_line(&mut answer)
+            .map_err(|e| format!("{}: {e}", socket.display()))?;
+        if n == 0 {
+            return Err(format!(
+                "{}: the agent closed the connection without an answer",
+                socket.display()
+            ));
+        }
+        let r: Response = serde_json::from_str(&answer)
+            .map_err(|e| format!("{}: bad answer from the agent: {e}", socket.display()))?;
+        match r.progress {
+            Some(p) => progress(p),
+            None => return Ok(r),
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! A file system appearing is an `add`, or a `change` carrying `ID_FS_*` (loop devices and
 //! card readers send `change`, USB partitions `add`); a `remove`, or a `change` without
-//! `ID_FS_*`, is a pulled tray.
+//! `ID_FS_*` on a device whose size went to 0, is a pulled tray.
 
 use std::io;
 use std::path::PathBuf;
@@ -17,6 +17,9 @@ pub struct Disk {
     pub fs_type: String,
     pub label: Option<String>,
     pub syspath: PathBuf,
+    /// The udev rule marked it a candidate (`TRAYBACK_CANDIDATE=1`: a removable or
+    /// hot-pluggable disk).
+    pub candidate: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +46,7 @@ pub fn disk_of(dev: &udev::Device) -> Option<Disk> {
         fs_type: prop(dev, "ID_FS_TYPE")?,
         label: prop(dev, "ID_FS_LABEL"),
         syspath: dev.syspath().to_path_buf(),
+        candidate: prop(dev, "TRAYBACK_CANDIDATE").as_deref() == Some("1"),
     })
 }
 
@@ -54,11 +58,22 @@ pub fn event_of(ev: &udev::Event) -> Option<DiskEvent> {
         udev::EventType::Remove => Some(DiskEvent::Gone { devnode }),
         udev::EventType::Add | udev::EventType::Change => match disk_of(&dev) {
             Some(d) => Some(DiskEvent::Appeared(d)),
-            None if ev.event_type() == udev::EventType::Change => Some(DiskEvent::Gone { devnode }),
+            // A loop device detached, a card taken out: the medium is gone (size 0). Any
+            // other change without a file system (udev still probing) is not a pull.
+            None if ev.event_type() == udev::EventType::Change && no_medium(&dev) => {
+                Some(DiskEvent::Gone { devnode })
+            }
             None => None,
         },
         _ => None,
     }
+}
+
+/// The device holds no medium (its size is 0, or it has no size).
+fn no_medium(dev: &udev::Device) -> bool {
+    dev.attribute_value("size")
+        .and_then(|v| v.to_str())
+        .is_none_or(|v| v.trim() == "0")
 }
 
 /// File systems present now (the agent's start).

@@ -7,10 +7,16 @@
 //!   keeps for its id (`medium::prove`); claiming this host or a known id proves nothing;
 //! - [`open_identified`] runs on the read-write mount before anything is written and refuses
 //!   a disk whose `media.yaml` is not byte for byte the one proven (or a blank disk that is no
-//!   longer blank): the replay the identification skipped has happened by then.
+//!   longer blank): the replay the identification skipped has happened by then;
+//! - a file system whose journal still needs replaying, that shows no readable media ID file
+//!   read-only and that claims to be ours (its label matches auto-enrol, or its file system
+//!   UUID is one this host's media had) is [`Identity::NeedsRecovery`], never blank: the
+//!   read-write mount replays the journal, and only what then proves to be this host's is
+//!   used (a blank one enrolled only if its label matches auto-enrol). A tray pulled soon
+//!   after a commit is recognised, never offered for wiping.
 
 use super::devices::Disk;
-use super::mounts;
+use super::{durable, mounts};
 use crate::error::Error;
 use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
 use chrono::{DateTime, Utc};
@@ -29,6 +35,9 @@ pub(super) struct Identified {
 pub(super) enum Identity {
     Ours(Identified),
     Blank,
+    /// No readable media ID file without the journal, a journal to replay, and a claim to be
+    /// ours: decided on the read-write mount, after the replay.
+    NeedsRecovery,
     /// A media ID file, but not this host's medium (another host's, or not proven).
     NotOurs(MediaFile, String),
     Foreign(String),
@@ -39,6 +48,8 @@ pub(super) enum Identity {
 pub(super) enum Refusal {
     Foreign(String),
     Failed(String),
+    /// The disk reports I/O errors (or the kernel made it read-only): notified as failing.
+    Failing(String),
 }
 
 /// A refusal to write, as one line naming the device (not our mount point).
@@ -47,7 +58,16 @@ pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
         Error::Foreign { reason, .. } => {
             Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
         }
-        e => Refusal::Failed(e.to_string()),
+        e => failed(e),
+    }
+}
+
+/// A failure to use a disk: a failing disk told from other failures.
+fn failed(e: Error) -> Refusal {
+    if e.is_medium_failing() {
+        Refusal::Failing(e.to_string())
+    } else {
+        Refusal::Failed(e.to_string())
     }
 }
 
@@ -60,6 +80,7 @@ pub(super) fn identify(
     auto: Option<&globset::GlobMatcher>,
     host: &str,
     state_dir: &Path,
+    known_fs: bool,
 ) -> Identity {
     if let Err(e) = mounts::mount(disk, fstype, mp, false) {
         return Identity::Foreign(format!(
@@ -77,6 +98,14 @@ pub(super) fn identify(
     let blank = mounts::is_blank(mp);
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();
+    let auto_match = auto.is_some_and(|g| g.is_match(&label));
+    if found.is_err()
+        && (auto_match || known_fs)
+        && durable::needs_recovery(&disk.devnode, fstype) == Some(true)
+    {
+        info!(device = %disk.devnode.display(), "no media ID file without the journal, and the journal needs replaying: mounting read-write to recover it");
+        return Identity::NeedsRecovery;
+    }
     match found {
         Ok(m) if m.host != host => {
             let why = format!(
@@ -97,7 +126,7 @@ pub(super) fn identify(
             Err(e) => {
                 let why = match refusal(disk, e) {
                     Refusal::Foreign(why) => why,
-                    Refusal::Failed(e) => format!(
+                    Refusal::Failed(e) | Refusal::Failing(e) => format!(
                         "{}: cannot check medium {}: {e}",
                         disk.devnode.display(),
                         m.media_id
@@ -106,8 +135,8 @@ pub(super) fn identify(
                 Identity::NotOurs(m, why)
             }
         },
-        Err(Error::NotEnrolled(_)) if blank && auto.is_some_and(|g| g.is_match(&label)) => Identity::Blank,
-        Err(Error::NotEnrolled(_)) if auto.is_some_and(|g| g.is_match(&label)) => {
+        Err(Error::NotEnrolled(_)) if blank && auto_match => Identity::Blank,
+        Err(Error::NotEnrolled(_)) if auto_match => {
             Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
         }
         Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
@@ -115,16 +144,26 @@ pub(super) fn identify(
     }
 }
 
+/// What the read-write mount must show before anything is written.
+pub(super) enum Expect<'a> {
+    /// The medium proven read-only: the same `media.yaml`, byte for byte, proven again.
+    Proven(&'a Identified),
+    /// A blank file system (identified read-only as blank, or one whose journal needed
+    /// replaying): still blank (then enrolled, if `enrol`), or, after the replay, a medium
+    /// that proves to be this host's.
+    BlankOrRecovered { enrol: bool },
+}
+
 /// On the read-write mount, before anything is written: the disk must still be what was
-/// identified read-only (the replay skipped then has happened now): the same `media.yaml`,
-/// byte for byte, proven again; a blank disk still blank. Then enrol a blank one, and open
-/// with recovery.
+/// identified read-only (the replay skipped then has happened now). Then enrol a blank one,
+/// and open with recovery.
 pub(super) fn open_identified(
     disk: &Disk,
     mp: &Path,
-    identified: Option<&Identified>,
+    expect: Expect,
     now: DateTime<Utc>,
     state_dir: &Path,
+    host: &str,
 ) -> Result<Medium, Refusal> {
     let changed = |m: &MediaFile| {
         Refusal::Foreign(format!(
@@ -133,8 +172,8 @@ pub(super) fn open_identified(
             ForeignReason::new(m, Unproven::Changed)
         ))
     };
-    match identified {
-        Some(id) => {
+    let proven = match expect {
+        Expect::Proven(id) => {
             let (m, bytes) = Medium::identify_with_bytes(mp).map_err(|_| changed(&id.media))?;
             if bytes != id.bytes {
                 return Err(changed(&id.media));
@@ -143,24 +182,45 @@ pub(super) fn open_identified(
             if proof != id.proof {
                 return Err(changed(&id.media));
             }
+            Some(proof)
         }
-        None => {
-            if !mounts::is_blank(mp) {
+        Expect::BlankOrRecovered { enrol } if mounts::is_blank(mp) => {
+            if !enrol {
                 return Err(Refusal::Foreign(format!(
-                    "{}: the file system identified as blank is not blank once mounted read-write (journal replay?); not enrolling it",
+                    "{}: blank once its journal was replayed, and its label does not match auto-enrol; not enrolling it",
                     disk.devnode.display()
                 )));
             }
             let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            Medium::init(mp, &label, false, now, state_dir)
-                .map_err(|e| Refusal::Failed(e.to_string()))?;
+            Medium::init(mp, &label, false, now, state_dir).map_err(failed)?;
             info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
+            None
         }
-    }
-    let m = Medium::open_write(mp, 3, state_dir).map_err(|e| Refusal::Failed(e.to_string()))?;
+        Expect::BlankOrRecovered { .. } => {
+            // Not blank read-write: the journal replay brought back a medium. Use it only if
+            // it proves to be this host's.
+            let m = Medium::identify(mp).map_err(|e| {
+                Refusal::Foreign(format!(
+                    "{}: not blank once its journal was replayed, and no medium of this host's: {e}; not using it",
+                    disk.devnode.display()
+                ))
+            })?;
+            if m.host != host {
+                return Err(Refusal::Foreign(format!(
+                    "{}: after its journal was replayed, medium {} belongs to another host; not writing to it",
+                    disk.devnode.display(),
+                    m.media_id
+                )));
+            }
+            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
+            info!(device = %disk.devnode.display(), medium = %m.media_id, "medium recognised after its journal was replayed");
+            Some(proof)
+        }
+    };
+    let m = Medium::open_write(mp, 3, state_dir).map_err(failed)?;
     // What the writer opened is what was proven.
     let proof = medium::prove(state_dir, mp, m.media()).map_err(|e| refusal(disk, e))?;
-    if identified.is_some_and(|id| id.proof != proof) {
+    if proven.is_some_and(|p| p != proof) {
         return Err(changed(m.media()));
     }
     Ok(m)

@@ -17,6 +17,10 @@ pub enum EventKind {
     SafeToRemove,
     MediumAway,
     DuplicateMedium,
+    /// The medium reports I/O errors (or the kernel made it read-only): check or replace it.
+    MediumFailing,
+    /// The tray was pulled while a backup ran: that backup was cancelled.
+    MediumPulled,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -19,6 +19,10 @@ pub struct Seen {
     pub newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
     #[serde(default)]
     pub warned_away: Option<DateTime<Utc>>,
+    /// The file system UUID it was last seen with: a disk with this UUID whose journal needs
+    /// replaying is recovered, not taken for blank (`identify`).
+    #[serde(default)]
+    pub fs_uuid: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -59,10 +63,12 @@ impl Register {
         media_id: &str,
         label: &str,
         device: &str,
+        fs_uuid: &str,
         tree: &Tree,
         now: DateTime<Utc>,
     ) {
         let s = self.media.entry(media_id.to_string()).or_default();
+        s.fs_uuid = Some(fs_uuid.to_string());
         s.label = label.to_string();
         s.last_seen = Some(now);
         s.last_device = Some(device.to_string());

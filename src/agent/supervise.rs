@@ -14,7 +14,8 @@
 use super::control::Response;
 use super::devices::Disk;
 use super::notify::EventKind;
-use super::{mounts, watch_mount, Agent, Cmd, Live};
+use super::task::watch_mount;
+use super::{mounts, Agent, Cmd, Live};
 use crate::medium::{MediaFile, Medium};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +106,7 @@ impl Agent {
             s.mp.clone(),
             s.disk.devnum,
             s.cancel.clone(),
+            s.live.clone(),
             tx,
         ));
         let task = tokio::spawn(self.clone().medium_task(

@@ -1,12 +1,18 @@
 //! The agent's commands: `agent`, `status`, `eject`, `backup-now`, `install-system`, and the
-//! test-only `test-clock`.
+//! test-only `test-clock`; and how the other commands reach a medium the agent holds
+//! (`verify`, a plain `backup`) or tell it of one enrolled (`media init`).
 
-use super::load_config;
 use super::output::{self, human, print_json};
+use super::{
+    load_config, meter, print_verify_reports, VerifyArgs, EXIT_PROBLEMS, EXIT_VERIFY_FAILED,
+};
 use crate::agent::{self, Request, Response};
+use crate::error::Error;
+use crate::job;
 use crate::job::Outcome;
+use crate::medium::Medium;
 use crate::status::{ClockNow, Ejected, Status};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +20,10 @@ use std::process::Command;
 pub const UDEV_RULE: &str = include_str!("../../udev-rules/90-trayback.rules");
 pub const SYSTEMD_UNIT: &str = include_str!("../../systemd/trayback-agent.service");
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/trayback.yaml");
+/// Installed where the unit's `Documentation=` points.
+pub const README: &str = include_str!("../../README.md");
+pub const FORMAT: &str = include_str!("../../FORMAT.md");
+pub const DOC_DIR: &str = "/usr/local/share/doc/trayback";
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -170,14 +180,25 @@ pub fn backup_now(a: MediumSel) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct TestClockArgs {
-    /// How far to move the agent's clock forward (90s, 15m, 2h, 3d).
+    /// How far to move the agent's clock forward (90s, 15m, 2h, 3d); with --step, how far
+    /// to step its wall clock (a leading `-` steps it back).
+    #[arg(allow_hyphen_values = true)]
     pub advance: String,
+    /// Step only the wall clock (as `date -s` does), forward or back; without it, time
+    /// passes (both the wall clock and the boot-time clock move, as over a suspend).
+    #[arg(long)]
+    pub step: bool,
 }
 
 pub fn test_clock(a: TestClockArgs) -> Result<u8> {
-    let d = crate::config::parse_duration(&a.advance).map_err(anyhow::Error::msg)?;
+    let (sign, text) = match a.advance.strip_prefix('-') {
+        Some(rest) if a.step => (-1, rest),
+        _ => (1, a.advance.as_str()),
+    };
+    let d = crate::config::parse_duration(text).map_err(anyhow::Error::msg)?;
     let r: ClockNow = answer(ask(&Request::AdvanceClock {
-        seconds: d.num_seconds(),
+        seconds: sign * d.num_seconds(),
+        step: a.step,
     })?)?;
     println!("agent clock now {}", r.now.to_rfc3339());
     Ok(0)
@@ -185,6 +206,9 @@ pub fn test_clock(a: TestClockArgs) -> Result<u8> {
 
 #[derive(Args, Debug)]
 pub struct InstallArgs {
+    /// The binary to install (default: the one running, e.g. target/release/trayback).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
     /// Install under this root (for packaging); "/" installs for real.
     #[arg(long, default_value = "/")]
     pub root: PathBuf,
@@ -195,13 +219,30 @@ pub struct InstallArgs {
 
 /// Install the binary, udev rule, systemd unit and a default config (kept if present).
 pub fn install_system(a: InstallArgs) -> Result<u8> {
-    let exe = std::env::current_exe()?;
+    let exe = match &a.binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().context("finding this binary")?,
+    };
     let at = |p: &str| a.root.join(p.trim_start_matches('/'));
+    let binary = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
+    if !binary.starts_with(b"\x7fELF") {
+        bail!(
+            "{}: not an executable (ELF) file; give the trayback binary, e.g. target/release/trayback",
+            exe.display()
+        );
+    }
     let files: Vec<(PathBuf, Vec<u8>, u32, bool)> = vec![
+        (at("/usr/local/bin/trayback"), binary, 0o755, true),
         (
-            at("/usr/local/bin/trayback"),
-            std::fs::read(&exe).context("reading this binary")?,
-            0o755,
+            at(&format!("{DOC_DIR}/README.md")),
+            README.as_bytes().to_vec(),
+            0o644,
+            true,
+        ),
+        (
+            at(&format!("{DOC_DIR}/FORMAT.md")),
+            FORMAT.as_bytes().to_vec(),
+            0o644,
             true,
         ),
         (
@@ -257,4 +298,99 @@ pub fn install_system(a: InstallArgs) -> Result<u8> {
         println!("edit /etc/trayback/trayback.yaml (sources), then insert a tray.");
     }
     Ok(0)
+}
+
+/// `backup` on a medium the agent holds: the agent makes the backup (what is due, else a
+/// micro), as `backup-now` does; the outcome is printed as a local backup's.
+pub(super) fn backup_through_agent(root: &Path, json: bool) -> Result<u8> {
+    let media = Medium::identify(root)?;
+    let req = crate::agent::Request::BackupNow {
+        medium: Some(media.media_id.to_string()),
+    };
+    let r = crate::agent::call(&crate::agent::socket_path(), &req)
+        .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
+    let o: Option<job::Outcome> = r.data_as().ok();
+    if json {
+        print_json(&r.data)?;
+    } else if let Some(h) = o.as_ref().and_then(|o| o.backup.as_ref()) {
+        let verified = match o.as_ref().and_then(job::Outcome::verified) {
+            Some(true) => "yes",
+            Some(false) => "NO (damage found)",
+            None => "not yet",
+        };
+        println!(
+            "backup #{} ({}) made by the agent, verified: {verified}",
+            h.id, h.kind
+        );
+    }
+    if !r.ok {
+        bail!(
+            "{}: {}",
+            root.display(),
+            r.error
+                .unwrap_or_else(|| "the agent's backup failed".into())
+        );
+    }
+    Ok(match o.as_ref().map(|o| (&o.backup, o.verified())) {
+        Some((_, Some(false))) => EXIT_VERIFY_FAILED,
+        Some((Some(h), _)) if h.partial => EXIT_PROBLEMS,
+        _ => 0,
+    })
+}
+
+/// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is
+/// unmounted, without a re-plug. Nothing is said when no agent runs or it cannot see the disk.
+pub(super) fn tell_agent_enrolled(dir: &Path, json: bool) {
+    use std::os::unix::fs::MetadataExt;
+    let socket = crate::agent::socket_path();
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    if !socket.exists() {
+        return;
+    }
+    let req = crate::agent::Request::Enrolled { devnum: meta.dev() };
+    if let Ok(r) = crate::agent::call(&socket, &req) {
+        if r.ok && !json {
+            if let Some(msg) = r.data.as_str() {
+                println!("{msg}");
+            }
+        }
+    }
+}
+
+/// Verify on a medium the agent holds (its writer lock is taken): ask the agent over its
+/// socket, showing its progress; without an agent, the lock error as it was.
+pub(super) fn verify_through_agent(a: &VerifyArgs, root: &Path, locked: PathBuf) -> Result<u8> {
+    let media = Medium::identify(root)?;
+    let socket = crate::agent::socket_path();
+    if !socket.exists() {
+        return Err(Error::Locked(locked).into());
+    }
+    let bar = meter("verify", None, a.json);
+    let mut seen = crate::agent::Progress::default();
+    let req = crate::agent::Request::Verify {
+        medium: Some(media.media_id.to_string()),
+        backup: a.id,
+        all: a.all,
+        read_all: a.read_all,
+    };
+    let r = crate::agent::call_with_progress(&socket, &req, &mut |p| {
+        bar.add(
+            p.files.saturating_sub(seen.files),
+            p.bytes.saturating_sub(seen.bytes),
+        );
+        seen = p;
+    })
+    .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
+    bar.finish();
+    if !r.ok {
+        bail!(
+            "{}",
+            r.error
+                .unwrap_or_else(|| "the agent refused to verify".into())
+        );
+    }
+    let reports: Vec<crate::verify::Report> = r.data_as().map_err(anyhow::Error::msg)?;
+    print_verify_reports(&reports, a.json)
 }

@@ -1,0 +1,129 @@
+//! Making a medium's metadata durable in place, and telling a file system that still needs
+//! its journal replayed.
+//!
+//! A commit (`fsync` of the file and its directory) makes it durable in the file system's
+//! journal; until the journal is checkpointed, the blocks in place still hold the old
+//! metadata. A tray pulled then holds its newest backups only in its journal, and the
+//! identification mount (which replays nothing, `mounts::FsType::identify_options`) would
+//! see an older or blank medium. So after enrolment and after every job the agent
+//! checkpoints the journal ([`checkpoint`]), and identification asks the superblock whether
+//! a journal replay is pending ([`needs_recovery`]).
+//!
+//! Invariant: a file system is frozen only for the moment a checkpoint takes, by the one
+//! call that thaws it again, whatever happens in between (a guard thaws on every path).
+
+use super::mounts::FsType;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+/// `EXT4_IOC_CHECKPOINT` (Linux 5.13): flush the journal and write its blocks in place.
+type Ext4Checkpoint = rustix::ioctl::WriteOpcode<b'f', 43, u32>;
+/// `FIFREEZE` / `FITHAW`: a frozen file system has its log flushed and its metadata in place.
+type FiFreeze = rustix::ioctl::ReadWriteOpcode<b'X', 119, i32>;
+type FiThaw = rustix::ioctl::ReadWriteOpcode<b'X', 120, i32>;
+
+/// Checkpoint the file system mounted at `mp`: its metadata in place, not only in its
+/// journal. ext3/4 use `EXT4_IOC_CHECKPOINT`; other types (and an ext4 whose kernel lacks
+/// it) a freeze followed at once by a thaw. ext2 has no journal: a sync is enough.
+/// Nothing is done unless the directory opened at `mp` is on device `devnum` (a medium
+/// pulled meanwhile leaves an empty mount point on another file system).
+pub fn checkpoint(mp: &Path, devnum: u64, fs: FsType) -> io::Result<()> {
+    let dir = File::open(mp)?;
+    // The directory opened is the root of the mount that is still the device's (btrfs
+    // reports an anonymous device number for its files, so mountinfo decides).
+    let opened = dir.metadata()?.dev();
+    if !super::mounts::still_ours(mp, devnum) || std::fs::metadata(mp)?.dev() != opened {
+        return Err(io::Error::other(format!(
+            "{} is no longer the medium's mount",
+            mp.display()
+        )));
+    }
+    rustix::fs::syncfs(&dir)?;
+    match fs {
+        FsType::Ext2 => return Ok(()),
+        FsType::Ext3 | FsType::Ext4 => {
+            // SAFETY: EXT4_IOC_CHECKPOINT takes a pointer to a u32 of flags, which `Setter`
+            // passes; 0 asks for a plain checkpoint.
+            let r = unsafe {
+                rustix::ioctl::ioctl(&dir, rustix::ioctl::Setter::<Ext4Checkpoint, u32>::new(0))
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::NOTTY | rustix::io::Errno::OPNOTSUPP) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        FsType::Xfs | FsType::Btrfs => {}
+    }
+    freeze_and_thaw(&dir)
+}
+
+fn freeze_and_thaw(dir: &File) -> io::Result<()> {
+    struct Thaw<'a>(&'a File);
+    impl Drop for Thaw<'_> {
+        fn drop(&mut self) {
+            let mut arg = 0i32;
+            // SAFETY: FITHAW takes (and ignores) a pointer to an int, which `Updater` passes.
+            let _ = unsafe {
+                rustix::ioctl::ioctl(self.0, rustix::ioctl::Updater::<FiThaw, i32>::new(&mut arg))
+            };
+        }
+    }
+    let mut arg = 0i32;
+    // SAFETY: FIFREEZE takes (and ignores) a pointer to an int, which `Updater` passes.
+    unsafe {
+        rustix::ioctl::ioctl(dir, rustix::ioctl::Updater::<FiFreeze, i32>::new(&mut arg))?;
+    }
+    drop(Thaw(dir));
+    Ok(())
+}
+
+/// ext2/3/4 superblock: 1024 bytes at byte 1024.
+const SB_OFFSET: u64 = 1024;
+const SB_MAGIC_AT: usize = 0x38;
+const SB_INCOMPAT_AT: usize = 0x60;
+const EXT_MAGIC: u16 = 0xEF53;
+/// `EXT4_FEATURE_INCOMPAT_RECOVER`: the journal holds transactions not yet in place.
+const INCOMPAT_RECOVER: u32 = 0x4;
+
+/// Does the file system on `dev` need its journal replayed? `Some` only for ext3/4 (read
+/// from the superblock); `None` where trayback cannot tell.
+pub fn needs_recovery(dev: &Path, fs: FsType) -> Option<bool> {
+    if !matches!(fs, FsType::Ext3 | FsType::Ext4) {
+        return None;
+    }
+    let f = File::open(dev).ok()?;
+    let mut sb = [0u8; 1024];
+    f.read_exact_at(&mut sb, SB_OFFSET).ok()?;
+    superblock_needs_recovery(&sb)
+}
+
+fn superblock_needs_recovery(sb: &[u8; 1024]) -> Option<bool> {
+    let magic = u16::from_le_bytes([sb[SB_MAGIC_AT], sb[SB_MAGIC_AT + 1]]);
+    if magic != EXT_MAGIC {
+        return None;
+    }
+    let incompat = u32::from_le_bytes(
+        sb[SB_INCOMPAT_AT..SB_INCOMPAT_AT + 4]
+            .try_into()
+            .expect("four bytes"),
+    );
+    Some(incompat & INCOMPAT_RECOVER != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recover_flag_is_read_from_an_ext_superblock_only() {
+        let mut sb = [0u8; 1024];
+        assert_eq!(superblock_needs_recovery(&sb), None);
+        sb[SB_MAGIC_AT..SB_MAGIC_AT + 2].copy_from_slice(&EXT_MAGIC.to_le_bytes());
+        assert_eq!(superblock_needs_recovery(&sb), Some(false));
+        sb[SB_INCOMPAT_AT] = 0x4 | 0x40; // recover, extents
+        assert_eq!(superblock_needs_recovery(&sb), Some(true));
+    }
+}
