@@ -173,8 +173,10 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     // Sized cheaply first (the last backup's size, when that fits); a backup that outgrew it
     // and filled the medium is sized by a walk of the sources and given room once more.
     let mut sizing = Sizing::Cheap;
+    // What is made: the backup due, or a full instead; a retry makes what the first try chose.
+    let mut due = due.clone();
     let header = loop {
-        let make = match maintain::room_for_backup(m, job.config, due, at, job.cancel, sizing) {
+        let make = match maintain::room_for_backup(m, job.config, &due, at, job.cancel, sizing) {
             Ok(Ok(room)) => {
                 if room.pared.iter().any(|p| p.reason.medium_too_small()) {
                     out.too_small = Some(TooSmall::OnlyOneFits);
@@ -206,6 +208,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                 return out.fail_with(Stage::Room, "", e.cause);
             }
         };
+        due = make.clone();
         if !(job.still_ours)() {
             return out.fail(Stage::Gone, GONE);
         }

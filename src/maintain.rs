@@ -17,7 +17,7 @@ use crate::pare::{self, Freed, Policy, Reason, RoomFor, RoomPlan};
 use crate::schedule::Due;
 use crate::share::{self, OnMedium, Packs, Sharing};
 use crate::store::pack::RECORD_HEADER_LEN;
-use crate::store::{GcReport, Reclaim, GC_MARGIN};
+use crate::store::{GcReport, Reclaim, GC_MARGIN, SURVIVOR_OVERHEAD};
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,7 @@ fn room_model(m: &Medium, free: u64) -> Result<(Sharing, Packs)> {
         free,
         margin: GC_MARGIN,
         overhead: RECORD_HEADER_LEN,
+        survivor: SURVIVOR_OVERHEAD,
     };
     Ok((g, packs))
 }

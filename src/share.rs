@@ -165,8 +165,11 @@ pub struct Packs {
     pub free: u64,
     /// Free space a rewrite keeps beyond its survivors.
     pub margin: u64,
-    /// What a blob costs in a pack beyond its stored bytes (its record header).
+    /// What a blob costs in a pack beyond its stored bytes (its record header): freed with it.
     pub overhead: u64,
+    /// What rewriting a surviving blob costs beyond its stored bytes (record header and
+    /// trailer entry in the new pack).
+    pub survivor: u64,
 }
 
 impl Packs {
@@ -180,7 +183,7 @@ impl Packs {
                 if freed.contains(i) {
                     dead += bytes + self.overhead;
                 } else {
-                    alive += bytes;
+                    alive += bytes + self.survivor;
                     any_alive = true;
                 }
             }

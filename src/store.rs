@@ -194,6 +194,10 @@ pub struct Store {
     writing: Mutex<Writing>,
     fds: Mutex<HashMap<u32, Arc<File>>>,
     backlog: Arc<Backlog>,
+    /// Packs garbage collection could not rewrite in this session (a blob in them cannot be
+    /// read or decoded): their dead bytes count as not reclaimable, so the room plan does not
+    /// pare again for them.
+    kept: Mutex<HashSet<PackId>>,
 }
 
 /// The footer flags of a pack for blob kind `slot`: listing packs say so.
@@ -324,6 +328,7 @@ impl Store {
             }),
             fds: Mutex::new(HashMap::new()),
             backlog: Arc::default(),
+            kept: Mutex::default(),
         };
         let mut damage = Vec::new();
         let mut ids = Vec::new();
@@ -562,7 +567,10 @@ impl Store {
     }
 
     /// Start a writing session for backup `backup` (0 with `FLAG_GC` for garbage collection).
+    /// A pack left open by a session that failed is dropped first: after an error its last
+    /// record may be half written, and nothing may be appended after it.
     pub(crate) fn begin(&self, backup: u64, flags: u32) {
+        self.discard_open();
         let mut w = self.writing.lock().unwrap();
         w.backup = backup;
         w.flags = flags;
@@ -749,22 +757,26 @@ impl Store {
     pub(crate) fn abort(&self) {
         // Stop checking what is about to be deleted.
         drop(self.pack_checks());
-        let written = {
-            let mut w = self.writing.lock().unwrap();
-            for slot in &mut w.current {
-                if let Some((pw, tmp)) = slot.take() {
-                    drop(pw);
-                    let _ = self.dir.remove_file(&tmp);
-                }
-            }
-            w.pending.clear();
-            std::mem::take(&mut w.written)
-        };
+        self.discard_open();
+        let written = std::mem::take(&mut self.writing.lock().unwrap().written);
         for id in written {
             if let Err(e) = self.remove_pack(&id) {
                 tracing::warn!(pack = %id, cause = %e, "cannot remove pack of a failed backup; recovery will");
             }
         }
+    }
+
+    /// Drop the packs still open for writing (and their files in `tmp/`), and forget what
+    /// they were to hold; packs already closed stay.
+    fn discard_open(&self) {
+        let mut w = self.writing.lock().unwrap();
+        for slot in &mut w.current {
+            if let Some((pw, tmp)) = slot.take() {
+                drop(pw);
+                let _ = self.dir.remove_file(&tmp);
+            }
+        }
+        w.pending.clear();
     }
 
     fn file(&self, pack: u32) -> Result<Arc<File>> {
@@ -817,6 +829,7 @@ impl Store {
     /// Reads every pack's trailer; changes nothing.
     fn survey(&self, is_live: &dyn Fn(&BlockId) -> bool) -> Result<Vec<PackSurvey>> {
         self.index_all();
+        let mut unreadable: HashMap<BlockId, bool> = HashMap::new();
         let packs = self.packs.read().unwrap().clone();
         let mut out = Vec::new();
         for (n, info) in packs.iter().enumerate() {
@@ -844,12 +857,21 @@ impl Store {
                 let here = indexed.is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
                 // A live blob counts where the index has it; another copy is garbage, unless
                 // the indexed copy cannot be read back whole (after a crash and a bad sector,
-                // this may be the only good one).
-                if is_live(&e.id) && (here || self.read(&e.id).is_err()) {
+                // this may be the only good one). Each indexed copy is checked once.
+                let mut bad_original = || {
+                    *unreadable
+                        .entry(e.id)
+                        .or_insert_with(|| self.read(&e.id).is_err())
+                };
+                if is_live(&e.id) && (here || bad_original()) {
                     p.alive.push(e);
                 } else {
                     p.dead += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
                 }
+            }
+            if self.kept.lock().unwrap().contains(&p.id) {
+                // Its garbage cannot be had: not counted, and the pack not tried again.
+                p.dead = 0;
             }
             out.push(p);
         }
@@ -885,6 +907,15 @@ impl Store {
         live: &HashSet<BlockId>,
         reclaim: Reclaim,
     ) -> Result<GcReport> {
+        let r = self.collect(live, reclaim);
+        if r.is_err() {
+            // A pack it was writing may end in half a record: never append to it again.
+            self.discard_open();
+        }
+        r
+    }
+
+    fn collect(&self, live: &HashSet<BlockId>, reclaim: Reclaim) -> Result<GcReport> {
         let mut report = GcReport::default();
         let (dead, rewrite) = split(self.survey(&|id| live.contains(id))?, reclaim);
         for p in dead {
@@ -910,12 +941,21 @@ impl Store {
             }
             let mut whole = true;
             for e in &p.alive {
-                let payload = self.read_payload(e.id, Loc::new(p.n, e))?;
+                let payload = match self.read_payload(e.id, Loc::new(p.n, e)) {
+                    Ok(payload) => payload,
+                    Err(cause) => {
+                        // Unreadable (a bad sector): keep the pack, the read may work another
+                        // day; it is not tried again in this session.
+                        tracing::warn!(pack = %p.id, %cause, "garbage collection keeps a pack it cannot read whole");
+                        self.kept.lock().unwrap().insert(p.id);
+                        whole = false;
+                        break;
+                    }
+                };
                 if let Err(detail) = pack::decode(e, &payload) {
-                    // Keep the pack: what it holds may be read some other way (salvage).
-                    tracing::warn!(pack = %p.id, block = %e.id, %detail, "damaged block; garbage collection keeps its pack");
-                    whole = false;
-                    break;
+                    // Damaged already: its bytes move as they are, nothing of it is lost
+                    // that was not lost before (verify reports it either way).
+                    tracing::warn!(pack = %p.id, block = %e.id, %detail, "garbage collection moves a damaged block as it is");
                 }
                 self.append(e.id, e.kind, e.encoding, e.raw_len, &payload, false)?;
             }
@@ -961,10 +1001,17 @@ struct PackSurvey {
 }
 
 impl PackSurvey {
+    /// What writing its survivors anew takes: their bytes, record headers and trailer entries.
     fn alive_len(&self) -> u64 {
-        self.alive.iter().map(|e| e.stored_len as u64).sum()
+        self.alive
+            .iter()
+            .map(|e| e.stored_len as u64 + SURVIVOR_OVERHEAD)
+            .sum()
     }
 }
+
+/// What a blob costs in a pack beyond its stored bytes: its record header and trailer entry.
+pub const SURVIVOR_OVERHEAD: u64 = pack::RECORD_HEADER_LEN + pack::TRAILER_ENTRY_LEN as u64;
 
 /// The packs garbage collection deletes whole, and those it rewrites as `reclaim` says in the
 /// order it rewrites them: deadest first, the most space back for the least copying.
