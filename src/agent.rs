@@ -306,6 +306,10 @@ impl Agent {
                 self.refuse(&disk, Some(&m), why);
                 return;
             }
+            Identity::Tampered(m, why) => {
+                self.refuse_tampered(&disk, Some(&m), why);
+                return;
+            }
             Identity::Ours(id) => {
                 let twin = self
                     .inserted
@@ -343,7 +347,7 @@ impl Agent {
                 ))
             })?;
             let blank = identified.is_none();
-            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state);
+            let r = open_identified(&d2, &mp2, identified.as_ref(), now, &state, cfg.encrypt);
             if let (true, Ok(_)) = (blank, &r) {
                 if let Some(u) = crate::sizing::check(&mp2, &cfg) {
                     warn!(device = %d2.devnode.display(), capacity = u.capacity, sources = u.sources, "{u}");
@@ -365,6 +369,10 @@ impl Agent {
             Ok(m) => m,
             Err(Refusal::Foreign(why)) => {
                 self.refuse(&disk, None, why);
+                return;
+            }
+            Err(Refusal::Tampered(why)) => {
+                self.refuse_tampered(&disk, None, why);
                 return;
             }
             Err(Refusal::Failed(e)) => {
@@ -427,6 +435,16 @@ impl Agent {
             .locked()
             .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
         self.note(EventKind::UnknownMedium, Some(disk), media, None, why);
+    }
+
+    /// Refuse a medium that was tampered with (issue 11): as [`Self::refuse`], notified as
+    /// `tampered_medium`.
+    fn refuse_tampered(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
+        warn!(device = %disk.devnode.display(), %why, "tampered medium; not writing to it");
+        self.refused
+            .locked()
+            .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
+        self.note(EventKind::TamperedMedium, Some(disk), media, None, why);
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.

@@ -4,6 +4,7 @@
 
 mod agent_cmds;
 mod demo;
+mod keys;
 mod output;
 mod plan;
 
@@ -41,6 +42,13 @@ pub const EXIT_VERIFY_FAILED: u8 = 4;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// An encrypted medium's recovery key or passphrase, from the first line of this file
+    /// (on a machine that holds no key for the medium).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// As --key-file, read from this open file descriptor.
+    #[arg(long, global = true, value_name = "N", conflicts_with = "key_file")]
+    pub key_fd: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,6 +113,39 @@ pub enum MediaCmd {
         /// Sources to measure against the medium (spec [0055]: about 1.5 times their size).
         #[arg(long = "source")]
         sources: Vec<PathBuf>,
+        /// Store records unencrypted (new media are encrypted unless this or the config's
+        /// `encrypt: false` says otherwise).
+        #[arg(long)]
+        plaintext: bool,
+        /// Also let a passphrase unlock the medium (typed twice at the terminal).
+        #[arg(long, conflicts_with = "plaintext")]
+        passphrase: bool,
+        /// As --passphrase, from the first line of this file.
+        #[arg(long, value_name = "PATH", conflicts_with = "plaintext")]
+        passphrase_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set, change or remove the passphrase of this host's encrypted medium.
+    Passphrase {
+        dir: PathBuf,
+        /// The new passphrase from the first line of this file (default: typed twice).
+        #[arg(long, value_name = "PATH")]
+        passphrase_file: Option<PathBuf>,
+        /// Remove the passphrase (the recovery key and this host's key still unlock).
+        #[arg(long, conflicts_with = "passphrase_file")]
+        remove: bool,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace this host's key for an encrypted medium (the medium's wrap of its data key
+    /// is rewritten for the new key).
+    RotateHostKey {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -122,6 +163,8 @@ pub enum MediaCmd {
     },
     /// Take an existing medium for this host (format 1, another host's, or one whose key
     /// this host lost): a new key kept on this host, and a media ID file sealed with it.
+    /// An encrypted medium is unlocked with its recovery key or passphrase (prompt,
+    /// --key-file or --key-fd) and its tree goes on.
     Adopt {
         dir: PathBuf,
         /// Replace the key this host already holds for the medium's id (the disk that
@@ -313,6 +356,7 @@ pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
 
 /// Run a command; returns the process exit status.
 pub fn run(cli: Cli) -> Result<u8> {
+    keys::set_source(cli.key_file, cli.key_fd);
     match cli.command {
         Command::Media(MediaCmd::Init {
             dir,
@@ -320,6 +364,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             force,
             config,
             sources,
+            plaintext,
+            passphrase,
+            passphrase_file,
             json,
         }) => {
             let cfg = load_config(config.as_deref(), &sources)?;
@@ -327,30 +374,77 @@ pub fn run(cli: Cli) -> Result<u8> {
             let old = force
                 .then(|| Medium::identify(&dir).ok().map(|m| m.media_id))
                 .flatten();
-            let m = Medium::init(&dir, &label, force, Utc::now(), &state)?;
+            let protection = if plaintext || !cfg.encrypt {
+                medium::Protection::Plaintext
+            } else {
+                let passphrase = if passphrase || passphrase_file.is_some() {
+                    Some(keys::new_passphrase(passphrase_file.as_deref())?)
+                } else {
+                    None
+                };
+                medium::Protection::Encrypted { passphrase }
+            };
+            let enrolled = Medium::init(&dir, &label, force, Utc::now(), &state, protection)?;
+            let m = &enrolled.media;
+            let recovery = enrolled.recovery.as_ref().map(|r| r.display());
             // The wiped medium's key is of no more use (init proved it before wiping).
             if let Some(id) = old {
                 let _ = std::fs::remove_file(medium::key_path(&state, &id));
             }
             let undersized = crate::sizing::check(&dir, &cfg);
             if json {
-                let mut v = serde_json::to_value(&m)?;
+                let mut v = serde_json::to_value(m)?;
                 if let Some(u) = &undersized {
                     v["undersized"] = serde_json::to_value(u)?;
+                }
+                if let Some(r) = &recovery {
+                    v["recovery_key"] = serde_json::Value::String(r.to_string());
                 }
                 print_json(&v)?;
             } else {
                 println!(
-                    "enrolled {} as medium {} ({:?})",
+                    "enrolled {} as medium {} ({:?}), {}",
                     dir.display(),
                     m.media_id,
-                    m.label
+                    m.label,
+                    if recovery.is_some() {
+                        "encrypted"
+                    } else {
+                        "plaintext"
+                    }
                 );
+                if let Some(r) = &recovery {
+                    println!(
+                        "\nrecovery key (shown only now: print it or write it down, and keep it apart from\nthis host and the medium; with it the medium restores on any machine):\n\n    {}\n",
+                        r.as_str()
+                    );
+                }
                 if let Some(u) = &undersized {
                     println!("warning: {u}");
                 }
             }
             Ok(0)
+        }
+        Command::Media(MediaCmd::Passphrase {
+            dir,
+            passphrase_file,
+            remove,
+            config,
+            json,
+        }) => {
+            let state = state_dir(config.as_deref())?;
+            let new = if remove {
+                None
+            } else {
+                Some(keys::new_passphrase(passphrase_file.as_deref())?)
+            };
+            let c = medium::set_passphrase(&state, &dir, new.as_deref().map(|p| p.as_str()))?;
+            key_change(&dir, c, json)
+        }
+        Command::Media(MediaCmd::RotateHostKey { dir, config, json }) => {
+            let state = state_dir(config.as_deref())?;
+            let c = medium::rotate_host_key(&state, &dir)?;
+            key_change(&dir, c, json)
         }
         Command::Media(MediaCmd::Adopt {
             dir,
@@ -359,7 +453,13 @@ pub fn run(cli: Cli) -> Result<u8> {
             json,
         }) => {
             let state = state_dir(config.as_deref())?;
-            let a = medium::adopt(&state, &dir, &medium::host_name(), replace_key)?;
+            let a = medium::adopt(
+                &state,
+                &dir,
+                &medium::host_name(),
+                replace_key,
+                Some(&keys::ask),
+            )?;
             if json {
                 print_json(&a)?;
             } else if a.already {
@@ -386,7 +486,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             config,
             json,
         }) => {
-            let m = Medium::open_read(&dir)?;
+            let m = keys::open_read(&dir)?;
             let reach = if reach {
                 let cfg = load_config(config.as_deref(), &[])?;
                 Some(crate::sizing::reach(&m, &cfg.schedule, &cfg.pare)?)
@@ -426,7 +526,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Verify(a) => cmd_verify(a),
         Command::Restore(a) => cmd_restore(a),
         Command::List(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree().backups)?;
             } else {
@@ -435,7 +535,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Tree(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree())?;
             } else {
@@ -444,7 +544,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Ls(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let id = pick_backup(&m, a.id, None)?;
             output::stream_rows(a.json, output::write_ls, |out| {
                 query::ls_each(&m, id, &a.path, a.recursive, out)
@@ -452,7 +552,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Versions(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let abs = Path::new("/").join(&a.path);
             let v = query::versions(&m, &abs)?;
             if a.json {
@@ -465,7 +565,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Diff(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let (from, to) = match a.other {
                 Some(o) => (a.id, o),
                 None => {
@@ -499,6 +599,23 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
     }
+}
+
+fn key_change(dir: &Path, c: medium::KeyChange, json: bool) -> Result<u8> {
+    if json {
+        print_json(&serde_json::json!({ "medium": dir, "change": c }))?;
+    } else {
+        println!(
+            "{}: {}",
+            dir.display(),
+            match c {
+                medium::KeyChange::PassphraseSet => "passphrase set",
+                medium::KeyChange::PassphraseRemoved => "passphrase removed",
+                medium::KeyChange::HostKeyRotated => "this host's key replaced",
+            }
+        );
+    }
+    Ok(0)
 }
 
 /// Where this host keeps its per-medium keys: the config's `agent.state_dir` (or
@@ -645,14 +762,14 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         Ok(m) => m,
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
-            Medium::open_read(&root)?
+            keys::open_read(&root)?
         }
         Err(e) if e.is_read_only() => {
             eprintln!(
                 "trayback: {}: read-only; verifying without recording the result",
                 root.display()
             );
-            Medium::open_read(&root)?
+            keys::open_read(&root)?
         }
         Err(e) => return Err(e.into()),
     };
@@ -685,7 +802,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
 }
 
 fn cmd_restore(a: RestoreArgs) -> Result<u8> {
-    let m = Medium::open_read(&medium_of(&a.medium)?)?;
+    let m = keys::open_read(&medium_of(&a.medium)?)?;
     let id = pick_backup(&m, a.backup, a.at)?;
     let target = match (a.to, a.in_place) {
         (Some(d), false) => Target::Dir(d),

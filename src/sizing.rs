@@ -123,7 +123,7 @@ pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Under
     }
     let st = rustix::fs::statvfs(dir).ok()?;
     let capacity = st.f_blocks.saturating_mul(st.f_frsize);
-    let m = Medium::open_read(dir).ok()?;
+    let m = Medium::open_read(dir, &crate::medium::Unlock::host(&cfg.agent.state_dir)).ok()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;
     advice(capacity, sources)

@@ -18,6 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use trayback::crypt::Crypt;
 use trayback::ids::{BackupId, BlockId, PackId};
 use trayback::index::{self, Step};
 use trayback::listing::{Bytes, Entry, EntryKind, Listing, MAX_LISTING_LEN};
@@ -295,7 +296,7 @@ fn write_pack(
     let dir = medium.join("trayback/packs").join(&name[..2]);
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{name}.pack"))).unwrap();
-    let mut w = PackWriter::new(id, f).unwrap();
+    let mut w = PackWriter::new(id, f, &Crypt::Plain).unwrap();
     w.append(rec.0, rec.1, rec.2, rec.3, rec.4).unwrap();
     w.finish(1, flags).unwrap();
 }
@@ -330,9 +331,14 @@ fn packs(medium: &Path) -> Vec<(PathBuf, bool)> {
 }
 
 /// A medium with one monthly of a few files.
+fn pack_id(p: &Path) -> trayback::ids::PackId {
+    p.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
 fn small_medium() -> Env {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    // Hostile records are forged in plaintext (an encrypted medium's do not authenticate).
+    env.init_plaintext();
     write(&env.src.join("a.txt"), b"hello");
     write(&env.src.join("victim.bin"), &bytes(1, 300_000));
     write(&env.src.join("sub/b.txt"), b"world");
@@ -412,7 +418,11 @@ fn a_listing_dag_bomb_is_refused_in_bounded_memory() {
 #[test]
 fn a_block_claiming_1_gib_raw_is_refused_in_bounded_memory() {
     let env = small_medium();
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let (file_path, file) = a_file(&m, 1);
     drop(m);
     for (p, listings) in packs(&env.medium) {
@@ -462,7 +472,11 @@ fn a_listing_bomb_is_refused_in_bounded_memory() {
         (1 << 30, "00000000000000000000000000000003"),
     ] {
         let env = small_medium();
-        let m = Medium::open_read(&env.medium).unwrap();
+        let m = Medium::open_read(
+            &env.medium,
+            &trayback::medium::Unlock::host(&env.state_dir()),
+        )
+        .unwrap();
         let (file_path, _) = a_file(&m, 1);
         let root = m.header(BackupId(1)).unwrap().root;
         drop(m);
@@ -1051,7 +1065,11 @@ fn write_raw_pack(
 #[test]
 fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     let env = small_medium();
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let h = m.header(BackupId(1)).unwrap();
     drop(m);
     // The data pack holding the 256 KiB block of victim.bin.
@@ -1059,7 +1077,8 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
         .into_iter()
         .filter(|(_, listings)| !listings)
         .find_map(|(p, _)| {
-            let t = pack::read_trailer(&fs::File::open(&p).unwrap()).unwrap();
+            let t = pack::read_trailer(&Crypt::Plain, &pack_id(&p), &fs::File::open(&p).unwrap())
+                .unwrap();
             t.entries
                 .iter()
                 .any(|e| e.raw_len as usize == BLOCK_SIZE)
@@ -1080,8 +1099,12 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
         .entries
         .iter()
         .map(|e| {
-            let raw =
-                pack::decode(e, &bytes[e.offset as usize..][..e.stored_len as usize]).unwrap();
+            let raw = pack::decode(
+                &Crypt::Plain,
+                e,
+                &bytes[e.offset as usize..][..e.stored_len as usize],
+            )
+            .unwrap();
             (e.id, e.kind, raw)
         })
         .collect();
@@ -1117,13 +1140,22 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     // The honest rewrite reads back: the rule accepts what writers make.
     write_raw_pack(&path, &recs, &honest, t.flags);
     assert_eq!(
-        pack::read_trailer(&fs::File::open(&path).unwrap())
-            .unwrap()
-            .entries,
+        pack::read_trailer(
+            &Crypt::Plain,
+            &pack_id(&path),
+            &fs::File::open(&path).unwrap()
+        )
+        .unwrap()
+        .entries,
         honest
     );
     write_raw_pack(&path, &recs, &entries, t.flags);
-    let err = pack::read_trailer(&fs::File::open(&path).unwrap()).unwrap_err();
+    let err = pack::read_trailer(
+        &Crypt::Plain,
+        &pack_id(&path),
+        &fs::File::open(&path).unwrap(),
+    )
+    .unwrap_err();
     assert!(
         err.contains("does not start where the previous record ends"),
         "{err}"

@@ -114,8 +114,23 @@ impl Env {
         text(&out.stdout)
     }
 
-    pub fn init(&self) {
-        self.ok(&["media", "init", "{medium}", "--label", "Test"]);
+    /// Enrol the medium with the shipped defaults (encrypted); returns its recovery key.
+    pub fn init(&self) -> String {
+        let out = self.ok(&["media", "init", "{medium}", "--label", "Test", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["recovery_key"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Enrol the medium in plaintext (`--plaintext`): for tests that read or forge records.
+    pub fn init_plaintext(&self) {
+        self.ok(&[
+            "media",
+            "init",
+            "{medium}",
+            "--label",
+            "Test",
+            "--plaintext",
+        ]);
     }
 
     /// Back up `src` with the given extra args; returns the new backup's id.

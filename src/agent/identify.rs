@@ -7,7 +7,11 @@
 //!   keeps for its id (`medium::prove`); claiming this host or a known id proves nothing;
 //! - [`open_identified`] runs on the read-write mount before anything is written and refuses
 //!   a disk whose `media.yaml` is not byte for byte the one proven (or a blank disk that is no
-//!   longer blank): the replay the identification skipped has happened by then.
+//!   longer blank): the replay the identification skipped has happened by then;
+//! - an encrypted medium whose ID file or key wrap was altered is [`Identity::Tampered`] (or
+//!   [`Refusal::Tampered`] once mounted read-write), never written;
+//! - a blank disk is enrolled encrypted unless the config says `encrypt: false`; its recovery
+//!   key, which no one is there to read, goes to a root-only file in the state directory.
 
 use super::devices::Disk;
 use super::mounts;
@@ -31,6 +35,8 @@ pub(super) enum Identity {
     Blank,
     /// A media ID file, but not this host's medium (another host's, or not proven).
     NotOurs(MediaFile, String),
+    /// An encrypted medium whose ID file or key wrap was altered.
+    Tampered(MediaFile, String),
     Foreign(String),
 }
 
@@ -38,12 +44,16 @@ pub(super) enum Identity {
 /// notified as an unknown medium), or something failed.
 pub(super) enum Refusal {
     Foreign(String),
+    Tampered(String),
     Failed(String),
 }
 
 /// A refusal to write, as one line naming the device (not our mount point).
 pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
     match e {
+        Error::Foreign { reason, .. } if reason.why.is_tampering() => {
+            Refusal::Tampered(format!("{}: {reason}", disk.devnode.display()))
+        }
         Error::Foreign { reason, .. } => {
             Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
         }
@@ -96,6 +106,7 @@ pub(super) fn identify(
             }),
             Err(e) => {
                 let why = match refusal(disk, e) {
+                    Refusal::Tampered(why) => return Identity::Tampered(m, why),
                     Refusal::Foreign(why) => why,
                     Refusal::Failed(e) => format!(
                         "{}: cannot check medium {}: {e}",
@@ -125,6 +136,7 @@ pub(super) fn open_identified(
     identified: Option<&Identified>,
     now: DateTime<Utc>,
     state_dir: &Path,
+    encrypt: bool,
 ) -> Result<Medium, Refusal> {
     let changed = |m: &MediaFile| {
         Refusal::Foreign(format!(
@@ -152,8 +164,18 @@ pub(super) fn open_identified(
                 )));
             }
             let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            Medium::init(mp, &label, false, now, state_dir)
+            let protection = if encrypt {
+                medium::Protection::Encrypted { passphrase: None }
+            } else {
+                medium::Protection::Plaintext
+            };
+            let enrolled = Medium::init(mp, &label, false, now, state_dir, protection)
                 .map_err(|e| Refusal::Failed(e.to_string()))?;
+            if let Some(r) = &enrolled.recovery {
+                let path = medium::keep_recovery_key(state_dir, &enrolled.media.media_id, r)
+                    .map_err(|e| Refusal::Failed(e.to_string()))?;
+                tracing::warn!(medium = %enrolled.media.media_id, file = %path.display(), "encrypted medium enrolled: its recovery key is in this root-only file; print it, keep it apart from this host, and delete the file");
+            }
             info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
         }
     }

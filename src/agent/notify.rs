@@ -17,6 +17,8 @@ pub enum EventKind {
     SafeToRemove,
     MediumAway,
     DuplicateMedium,
+    /// An encrypted medium whose ID file or key wrap was altered: not written.
+    TamperedMedium,
 }
 
 #[derive(Clone, Debug, Serialize)]
