@@ -21,6 +21,7 @@
 
 pub mod beneath;
 mod keyring;
+pub mod kit;
 mod records;
 
 use crate::crypt::Crypt;
@@ -310,6 +311,7 @@ impl Medium {
         let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
+        kit::refresh_quietly(root, &dir, &media);
         info!(medium = %media.media_id, label, path = %root.display(), encrypted = crypt.is_sealed(), "medium enrolled");
         Ok(Enrolled { media, recovery })
     }
@@ -357,6 +359,7 @@ impl Medium {
         )?;
         m.check_generation()?;
         m.recover()?;
+        kit::refresh_quietly(root, &m.dir, &m.media);
         Ok(m)
     }
 

@@ -412,10 +412,12 @@ fn sha(p: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(p).unwrap()))
 }
 
-fn list(medium: &Path) -> Vec<serde_json::Value> {
+/// The backups on `medium`, read with `lab`'s host keys (media are encrypted by default).
+fn list(lab: &Lab, medium: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(bin())
         .args(["list", "--json", "--medium"])
         .arg(medium)
+        .env("TRAYBACK_STATE_DIR", lab.state_dir())
         .output()
         .unwrap();
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -565,7 +567,7 @@ fn insert_rotate_and_restore_from_either_medium() {
     lab.wait_for("a second micro on A", 30, |s| {
         newest(s, &la, "micro") == Some(3) && idle(s, &la)
     });
-    let backups = list(&mp_a);
+    let backups = list(&lab, &mp_a);
     assert_eq!(
         backups
             .iter()
@@ -597,7 +599,7 @@ fn insert_rotate_and_restore_from_either_medium() {
         newest(s, &la, "daily").is_some() && idle(s, &la)
     });
     let mp_a = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
-    let backups = list(&mp_a);
+    let backups = list(&lab, &mp_a);
     let daily = backups.iter().find(|b| b["kind"] == "daily").unwrap();
     assert_eq!(
         daily["parent"], 1,
@@ -751,7 +753,7 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mp = lab.mount_rw(&img, "check");
-    let backups = list(&mp);
+    let backups = list(&lab, &mp);
     // A loop device detached while mounted lives on until the mount lets go, so the micro
     // under way may still reach its commit point before it notices: then it stays, whole
     // (committed, its verify cut short), and the re-insertion makes another. Either way
@@ -820,7 +822,7 @@ fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
         "--read-all",
     ]);
     assert_eq!(
-        list(&mp).len(),
+        list(&lab, &mp).len(),
         1,
         "the aborted monthly left nothing behind"
     );
@@ -1008,6 +1010,7 @@ fn with_two_media_only_the_last_inserted_is_written_and_a_clone_is_refused() {
     let out = Command::new(bin())
         .args(["list", "--json"])
         .env("TRAYBACK_SOCKET", &lab.socket)
+        .env("TRAYBACK_STATE_DIR", lab.state_dir())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1061,7 +1064,7 @@ fn a_medium_too_small_for_the_backup_is_reported_and_left_as_it_was() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success());
     let mp = lab.mount_ro(&img, "check");
-    assert!(list(&mp).is_empty());
+    assert!(list(&lab, &mp).is_empty());
     assert!(
         fs::read_dir(mp.join("trayback/packs"))
             .unwrap()
@@ -1139,13 +1142,20 @@ fn wait_note_for(lab: &Lab, label: &str, secs: u64) -> serde_json::Value {
 
 /// A stranger's stick: an ext4 image holding a `trayback/` enrolled by another host's keys
 /// (made with `mkfs.ext4 -d`, never mounted here), its media.yaml then changed by `edit`.
-fn stranger(lab: &Lab, name: &str, media_label: &str, edit: impl Fn(String) -> String) -> PathBuf {
+fn stranger(
+    lab: &Lab,
+    name: &str,
+    media_label: &str,
+    plaintext: bool,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
     let root = lab.tmp.path().join(format!("{name}-root"));
     fs::create_dir(&root).unwrap();
     let out = Command::new(bin())
         .args(["media", "init"])
         .arg(&root)
         .args(["--label", media_label])
+        .args(plaintext.then_some("--plaintext"))
         .env("TRAYBACK_STATE_DIR", lab.tmp.path().join("stranger-state"))
         .output()
         .unwrap();
@@ -1198,14 +1208,14 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
     let id_line = format!("media_id: {real_id}");
     let host_line = format!("host: {host}");
     let imgs = [
-        stranger(&lab, "s1.img", "Evil-1", |t| {
+        stranger(&lab, "s1.img", "Evil-1", true, |t| {
             replace_line(
                 &replace_line(&t, "media_id:", &id_line),
                 "host:",
                 &host_line,
             )
         }),
-        stranger(&lab, "s2.img", "Evil-2", |t| {
+        stranger(&lab, "s2.img", "Evil-2", true, |t| {
             let t = replace_line(&t, "media_id:", &id_line);
             let t = replace_line(&t, "format:", "format: 1");
             t.lines()
@@ -1213,18 +1223,33 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
                 .map(|l| format!("{l}\n"))
                 .collect()
         }),
-        stranger(&lab, "s3.img", "Evil-3", |t| {
+        stranger(&lab, "s3.img", "Evil-3", true, |t| {
             replace_line(&t, "host:", &host_line)
         }),
+        // 4: encrypted, the real medium's id and this host's name copied: its key slot does
+        // not open with the key this host holds for that id.
+        stranger(&lab, "s4.img", "Evil-4", false, |t| {
+            replace_line(
+                &replace_line(&t, "media_id:", &id_line),
+                "host:",
+                &host_line,
+            )
+        }),
     ];
-    let why = ["does not verify", "no MAC", "no key"];
+    let why = ["does not verify", "no MAC", "no key", "tampered"];
+    let event = [
+        "unknown_medium",
+        "unknown_medium",
+        "unknown_medium",
+        "tampered_medium",
+    ];
     for (i, img) in imgs.iter().enumerate() {
         let label = format!("Evil-{}", i + 1);
         let sum = sha(img);
         let dev = lab.insert(img);
         let n = wait_note_for(&lab, &label, 30);
         let msg = n["message"].as_str().unwrap();
-        assert_eq!(n["event"], "unknown_medium", "{n}");
+        assert_eq!(n["event"], event[i], "{n}");
         assert!(
             msg.contains("not proven") && msg.contains(why[i]) && !msg.contains('\n'),
             "{label}: {msg}"
@@ -1371,7 +1396,7 @@ fn a_panicking_medium(at: &str) {
     );
     lab.pull(&dev_p);
     let mp = lab.mount_ro(&img_p, "check-p");
-    assert!(list(&mp).is_empty(), "nothing committed on P");
+    assert!(list(&lab, &mp).is_empty(), "nothing committed on P");
     let _ = Command::new("umount").arg(&mp).status();
 }
 
@@ -1548,7 +1573,7 @@ fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write()
     assert!(fs::read_to_string(mp.join("trayback/media.yaml"))
         .unwrap()
         .contains("label: replayed"));
-    assert_eq!(list(&mp).len(), 1, "nothing was backed up");
+    assert_eq!(list(&lab, &mp).len(), 1, "nothing was backed up");
     let _ = Command::new("umount").arg(&mp).status();
 }
 

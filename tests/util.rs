@@ -101,6 +101,30 @@ impl Env {
             .unwrap()
     }
 
+    /// Run trayback as [`Env::run`] does, but as a host whose state directory is `state`
+    /// (another machine: one that never saw the medium).
+    pub fn run_as(&self, state: &Path, args: &[&str]) -> Output {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{medium}", self.medium.to_str().unwrap())
+                    .replace("{src}", self.src.to_str().unwrap())
+            })
+            .collect();
+        Command::new(bin())
+            .args(&args)
+            .env("TRAYBACK_LOG", "warn")
+            .env("TRAYBACK_STATE_DIR", state)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The loop device's image file, for an ext4 medium.
+    pub fn image(&self) -> Option<&Path> {
+        self.image.as_deref()
+    }
+
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
