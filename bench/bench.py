@@ -2,12 +2,13 @@
 """trayback benchmark: one command, a generated deterministic tree, real runs of the binary.
 
     python3 bench/bench.py [--preset mixed|many-small|smoke] [--smoke] [--workdir DIR]
-                           [--cold] [--runs N] [--json]
+                           [--cold] [--plaintext] [--json]
 
 Steps (each a fresh process, timed wall-clock, peak RSS from wait4):
   full backup (monthly), no-change incremental (micro), 1%-change incremental (micro),
   full restore; plus the medium's size and the bare-walk / bare-read references.
-With --cold (root), the page cache is dropped before each step as well.
+With --cold (root), the page cache is dropped before each step as well. The medium is
+encrypted (the shipped default) unless --plaintext.
 The tree is generated from a fixed seed, so every run measures the same data.
 """
 import argparse
@@ -115,7 +116,7 @@ def du(path):
     return total
 
 
-def bench_trayback(binary, src, work, files, cold):
+def bench_trayback(binary, src, work, files, cold, plaintext=False):
     medium = os.path.join(work, "medium")
     restore = os.path.join(work, "restore")
     for d in (medium, restore):
@@ -123,7 +124,8 @@ def bench_trayback(binary, src, work, files, cold):
     os.makedirs(medium)
     # The medium's key stays with the benchmark, not in the host's state directory.
     os.environ["TRAYBACK_STATE_DIR"] = os.path.join(work, "state")
-    subprocess.run([binary, "media", "init", medium, "--label", "bench"], check=True, stdout=subprocess.DEVNULL)
+    init = [binary, "media", "init", medium, "--label", "bench"] + (["--plaintext"] if plaintext else [])
+    subprocess.run(init, check=True, stdout=subprocess.DEVNULL)
     backup = [binary, "backup", "--medium", medium, "--source", src]
     rows = {}
     rows["full backup"] = run(backup + ["--kind", "monthly"], cold)
@@ -147,6 +149,7 @@ def main():
     ap.add_argument("--workdir", default="/tmp/trayback-bench")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each step (root)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/trayback"))
+    ap.add_argument("--plaintext", action="store_true", help="a plaintext medium (default: encrypted)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     preset = "smoke" if a.smoke else a.preset
@@ -160,9 +163,10 @@ def main():
     gen_s = time.perf_counter() - t0
     walk = run(["find", src, "-printf", ""], a.cold)
     read = run(["sh", "-c", f"find {src} -type f -print0 | xargs -0 cat > /dev/null"], a.cold)
-    rows, size = bench_trayback(a.binary, src, a.workdir, files, a.cold)
+    rows, size = bench_trayback(a.binary, src, a.workdir, files, a.cold, a.plaintext)
     result = {
         "preset": preset, "files": len(files), "bytes": data, "cold": a.cold,
+        "encrypted": not a.plaintext,
         "bare walk s": round(walk[0], 3), "bare read s": round(read[0], 3),
         "steps": {k: {"seconds": round(v[0], 3), "peak_rss_mib": round(v[1], 1)} for k, v in rows.items()},
         "medium bytes": size,
@@ -171,7 +175,8 @@ def main():
         print(json.dumps(result, indent=2))
         return
     print(f"trayback bench: preset {preset}, {len(files)} files, {data / 2**20:.1f} MiB "
-          f"(generated in {gen_s:.1f}s), {'cold' if a.cold else 'warm'} cache")
+          f"(generated in {gen_s:.1f}s), {'cold' if a.cold else 'warm'} cache, "
+          f"{'plaintext' if a.plaintext else 'encrypted'} medium")
     print(f"| step | seconds | peak RSS MiB |\n|---|---:|---:|")
     print(f"| bare walk (find) | {walk[0]:.2f} | |\n| bare read (cat) | {read[0]:.2f} | |")
     for k, (s, rss) in rows.items():

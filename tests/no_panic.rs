@@ -658,7 +658,7 @@ fn deep_tree_yaml(n: u64) -> String {
 #[test]
 fn a_30_000_and_a_100_000_deep_parent_chain_draws_and_checks() {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     for n in [30_000, 100_000] {
         fs::write(env.medium.join("trayback/tree.yaml"), deep_tree_yaml(n)).unwrap();
         let mut runs = Vec::new();
@@ -765,7 +765,7 @@ fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
 /// A medium made by the real binary (a monthly and a daily of a few files), and a file's path.
 fn fixture() -> (Env, PathBuf) {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("a.txt"), b"hello");
     write(&env.src.join("victim.bin"), &bytes(1, 300_000));
     write(&env.src.join("sub/b.txt"), b"world");

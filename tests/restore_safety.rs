@@ -377,6 +377,7 @@ fn restore_bounded(env: &Env, id: u64, to: &Path) -> Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["restore", "--medium"])
+        .env("TRAYBACK_STATE_DIR", env.state_dir())
         .arg(&env.medium)
         .args(["--backup", &id.to_string(), "--to"])
         .arg(to);

@@ -175,11 +175,12 @@ impl Env {
         v["backup"]["id"].as_u64().unwrap()
     }
 
+    /// Backup `id`'s header (read through the library: it may be sealed), as JSON.
     pub fn header(&self, id: u64) -> serde_json::Value {
-        let p = self
-            .medium
-            .join(format!("trayback/backups/{id:08}/header.yaml"));
-        serde_yaml::from_str(&fs::read_to_string(p).unwrap()).unwrap()
+        use trayback::medium::{Medium, Unlock};
+        let state = self.state_dir();
+        let m = Medium::open_read(&self.medium, &Unlock::host(&state)).unwrap();
+        serde_json::to_value(m.header(trayback::ids::BackupId(id)).unwrap()).unwrap()
     }
 
     /// Total bytes of every file under the medium's `trayback/`.

@@ -136,14 +136,15 @@ fn read(
 /// Read the tree, checked, and its generation (0 on a plaintext medium).
 pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
     let rel = tree_rel(crypt);
-    let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree)?;
-    let tree: Tree = parse_yaml(dir, rel, &plain).map_err(|e| match e {
+    let hint = |e| match e {
         Error::Damaged { path, detail } => Error::Damaged {
             path,
             detail: format!("{detail} (rebuild it with `trayback repair --tree`)"),
         },
         e => e,
-    })?;
+    };
+    let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).map_err(hint)?;
+    let tree: Tree = parse_yaml(dir, rel, &plain).map_err(hint)?;
     let path = dir.shown(rel);
     if tree.format != TREE_FORMAT {
         return Err(Error::Version {
