@@ -291,8 +291,8 @@ pub fn check_pack(dir: &Beneath, crypt: &Crypt, id: &PackId) -> PackCheck {
             ));
             continue;
         }
-        match pack::decode(crypt, e, &payload) {
-            Ok(_) => out.good.push(e.id),
+        match pack::check(crypt, e, &payload) {
+            Ok(()) => out.good.push(e.id),
             Err(detail) => out.damage.push((
                 Some(e.id),
                 format!("in {}: {detail}", dir.shown(&rel).display()),

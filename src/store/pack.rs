@@ -633,12 +633,41 @@ fn subtle_eq(a: &[u8; 32], b: &[u8]) -> subtle::Choice {
     a.as_slice().ct_eq(b)
 }
 
+/// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
+/// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
+/// plaintext one, [`decode`] and its hash.
+pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
+    let Crypt::Sealed(keys) = crypt else {
+        return decode(crypt, e, payload).map(drop);
+    };
+    check_lengths(e)?;
+    if !e.encoding.is_sealed() {
+        return Err(
+            "a plaintext record on an encrypted medium (not written by this medium's writer)"
+                .into(),
+        );
+    }
+    if payload.len() != e.stored_len as usize {
+        return Err(format!(
+            "payload of {} bytes where {} were recorded",
+            payload.len(),
+            e.stored_len
+        ));
+    }
+    let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
+    if !keys.authentic(&crypt::blob_ad(&keys.media_id, &head), payload) {
+        return Err("does not authenticate (altered, moved, or not this medium's record)".into());
+    }
+    Ok(())
+}
+
 /// Decode a payload and check it against its id. Allocates at most `e.raw_len` bytes, which
 /// is checked against the kind's cap first.
 ///
 /// On an encrypted medium the payload must be sealed and open with the record's header as
 /// associated data (a plaintext record there is refused, and a sealed one on a plaintext
-/// medium); then it is decoded like a plaintext payload and checked against its keyed id.
+/// medium); then it is decoded like a plaintext payload (its keyed id is authenticated with
+/// it, and not recomputed).
 pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
     check_lengths(e)?;
     if payload.len() != e.stored_len as usize {
@@ -689,7 +718,10 @@ pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, Strin
             e.raw_len
         ));
     }
-    if crypt.block_id(&raw) != e.id {
+    // A sealed record's id is authenticated with it (the record header is associated data
+    // of its seal, and only the writer that hashed the content could seal it): not hashed
+    // again. A plaintext record's id is its only check.
+    if !e.encoding.is_sealed() && crypt.block_id(&raw) != e.id {
         return Err(mismatch(crypt).into());
     }
     Ok(raw)
