@@ -234,6 +234,24 @@ fn a_fresh_machine_restores_with_only_the_recovery_key_and_touches_nothing() {
         let out = env.run_as(&fresh, &args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
+    // A tray carries its restore kit: the README, and this very binary, which reads it.
+    if env.kind == MediumKind::Ext4 {
+        let readme = fs::read_to_string(env.medium.join("README-RESTORE.txt")).unwrap();
+        assert!(
+            readme.contains("recovery key") && readme.contains("restore --medium"),
+            "{readme}"
+        );
+        let kit = env.medium.join("trayback-restore");
+        assert_eq!(fs::read(&kit).unwrap(), fs::read(bin()).unwrap());
+        let out = Command::new(&kit)
+            .args(["list", "--medium"])
+            .arg(&env.medium)
+            .args(["--key-file", kf])
+            .env("TRAYBACK_STATE_DIR", &fresh)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     let ls = text(
         &env.run_as(
             &fresh,
@@ -591,4 +609,29 @@ fn an_independent_reader_written_from_format_md_restores_a_file_byte_for_byte() 
         assert!(r.status.success(), "{}", stderr(&r));
         assert_eq!(fs::read(&out).unwrap(), fs::read(&want).unwrap(), "{rel}");
     }
+}
+
+#[test]
+fn a_trays_restore_kit_is_refreshed_when_the_binary_changes_and_a_directory_gets_none() {
+    let dir = Env::new(MediumKind::Dir).unwrap();
+    dir.init();
+    assert!(!dir.medium.join("README-RESTORE.txt").exists());
+    let Some(env) = Env::new(MediumKind::Ext4) else {
+        return;
+    };
+    write(&env.src.join("f"), b"x");
+    env.init();
+    let readme = env.medium.join("README-RESTORE.txt");
+    let kit = env.medium.join("trayback-restore");
+    let first = fs::read_to_string(&readme).unwrap();
+    // As a writer with another binary left it: an older README and binary.
+    fs::write(&readme, first.replace("sha256", "sha256 of an older build")).unwrap();
+    fs::write(&kit, b"an older trayback").unwrap();
+    env.backup(&["--kind", "monthly"]);
+    assert_eq!(fs::read_to_string(&readme).unwrap(), first);
+    assert_eq!(fs::read(&kit).unwrap(), fs::read(bin()).unwrap());
+    // Up to date: not rewritten.
+    let mtime = fs::metadata(&kit).unwrap().modified().unwrap();
+    env.backup(&["--kind", "weekly"]);
+    assert_eq!(fs::metadata(&kit).unwrap().modified().unwrap(), mtime);
 }

@@ -387,7 +387,8 @@ fn data_key(root: &Path, m: &MediaFile, u: &Unlock) -> Result<SecretKey> {
 }
 
 /// Unlock medium `m` for reading. An ID file that does not verify with the data key was
-/// altered: refused.
+/// altered (a label, a host name, a key slot): the records, which authenticate on their own,
+/// are still read, with a warning; writers refuse such a medium ([`prove`]).
 pub fn unlock(root: &Path, m: &MediaFile, u: &Unlock) -> Result<Crypt> {
     if m.encryption.is_none() {
         return Ok(Crypt::Plain);
@@ -395,7 +396,7 @@ pub fn unlock(root: &Path, m: &MediaFile, u: &Unlock) -> Result<Crypt> {
     let dk = data_key(root, m, u)?;
     let keys = keys_of(m, &dk);
     if !verifies(&keys, m) {
-        return Err(foreign(root, m, Unproven::Altered));
+        tracing::warn!(path = %root.display(), medium = %m.media_id, "{}; reading it all the same (nothing will be written to it)", Unproven::Altered);
     }
     Ok(Crypt::Sealed(Arc::new(keys)))
 }

@@ -88,7 +88,7 @@ fn io(root: &Path, name: &str, e: impl Into<std::io::Error>) -> Error {
 
 /// Whether `root` is a mount point (its device differs from its parent's).
 fn is_mount_point(root: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (rustix::fs::stat(root), rustix::fs::stat(&root.join(".."))) else {
+    let (Ok(a), Ok(b)) = (rustix::fs::stat(root), rustix::fs::stat(root.join(".."))) else {
         return false;
     };
     a.st_dev != b.st_dev || a.st_ino == b.st_ino
