@@ -635,3 +635,28 @@ fn a_trays_restore_kit_is_refreshed_when_the_binary_changes_and_a_directory_gets
     env.backup(&["--kind", "weekly"]);
     assert_eq!(fs::metadata(&kit).unwrap().modified().unwrap(), mtime);
 }
+
+/// On a terminal (a pseudo-terminal from `script`), the recovery key is asked for and typed,
+/// with echo off: it never appears on the screen.
+#[test]
+fn the_recovery_key_is_typed_at_a_prompt_without_echo() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    write(&env.src.join("f.txt"), b"typed");
+    let key = env.init();
+    env.backup(&["--kind", "monthly"]);
+    let cmd = format!("{} list --medium {}", bin().display(), env.medium.display());
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"(sleep 1; printf '%s\n' "$1") | script -qec "$2" /dev/null"#)
+        .arg("bash")
+        .arg(&key)
+        .arg(&cmd)
+        .env("TRAYBACK_STATE_DIR", env.path("bare"))
+        .output()
+        .unwrap();
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}{}", stderr(&out));
+    assert!(screen.contains("recovery key or passphrase"), "{screen}");
+    assert!(screen.contains("monthly"), "{screen}");
+    assert!(!screen.contains(&key[..9]), "the key was echoed: {screen}");
+}
