@@ -40,6 +40,7 @@ use crate::job;
 use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
+use crate::sizing;
 use crate::status;
 use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
@@ -86,6 +87,7 @@ struct Live {
     newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
     free_bytes: u64,
     last_error: Option<String>,
+    reach: Option<crate::sizing::Reach>,
 }
 
 struct Inserted {
@@ -489,6 +491,7 @@ impl Agent {
         // After a failed job, the next try waits a micro interval (no busy retry, no flood
         // of notifications); a backup-now request tries at once.
         let mut retry_after: Option<DateTime<Utc>> = None;
+        let mut measured = false;
         'session: loop {
             self.refresh(medium.as_ref().unwrap(), &live);
             // Commands first, so eject and stop are never starved by due jobs.
@@ -552,10 +555,19 @@ impl Agent {
                             still_ours: &still_ours,
                         },
                     );
-                    (m, o)
+                    // The history for `status`'s reach, after the first backup of this
+                    // insertion and every one but a micro (it reads every listing).
+                    let history = (o.backup.is_some() && (!measured || o.kind != Kind::Micro))
+                        .then(|| {
+                            sizing::history(&m, &cfg.schedule)
+                                .inspect_err(|e| warn!(cause = %e, "cannot measure the medium's history; status shows no reach"))
+                                .ok()
+                        })
+                        .flatten();
+                    (m, o, history)
                 })
                 .await;
-                let (m, outcome) = match joined {
+                let (m, outcome, history) = match joined {
                     Ok(x) => x,
                     Err(e) => {
                         // The medium went with the job; the supervisor cleans up.
@@ -568,6 +580,15 @@ impl Agent {
                     }
                 };
                 live.locked().job = None;
+                if let Some(h) = history {
+                    measured = true;
+                    match sizing::capacity(m.root()) {
+                        Ok(c) => self.measure_reach(h, c, live.clone()),
+                        Err(e) => {
+                            warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
+                        }
+                    }
+                }
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
                 medium = Some(m);
@@ -684,6 +705,16 @@ impl Agent {
             }
         }
         l.free_bytes = m.free_space().unwrap_or(0);
+    }
+
+    /// Simulate how far back each kind will reach (a second or so of arithmetic) apart from
+    /// the medium's task, and show it in `status` when done.
+    fn measure_reach(&self, h: sizing::History, capacity: u64, live: Arc<Mutex<Live>>) {
+        let (sched, pare) = (self.cfg.schedule.clone(), self.cfg.pare.clone());
+        tokio::task::spawn_blocking(move || {
+            let r = sizing::reach_of(h, capacity, &sched, &pare);
+            live.locked().reach = Some(r);
+        });
     }
 
     fn after_job(
@@ -833,6 +864,7 @@ impl Agent {
                     last_error: l.last_error.clone(),
                     writing: self.cfg.agent.multiple_media == MultipleMedia::All
                         || newest_seq == Some(i.seq),
+                    reach: l.reach.clone(),
                 }
             })
             .collect();

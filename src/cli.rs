@@ -475,6 +475,12 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         print_json(&v)?;
     } else {
         output::print_pared(" to make room", &o.pared_before);
+        if let Some(k) = o.instead_of {
+            println!(
+                "a {} (full) backup instead of the {k} due: the {k} had no room without paring its parent",
+                o.kind
+            );
+        }
         if let Some(h) = &o.backup {
             output::print_backup(&m, h, o.verify.as_ref());
         }

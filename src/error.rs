@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("{}: medium is in use by another trayback process (lock held)", .0.display())]
     Locked(PathBuf),
+    /// Making room needs garbage collection, and readers kept the medium past the wait.
+    #[error("{}: another trayback process is reading the medium; its space is reclaimed once that ends", .0.display())]
+    ReadersBusy(PathBuf),
     #[error("{}: damaged medium: {detail}", path.display())]
     Damaged { path: PathBuf, detail: String },
     #[error("{}: format version {found} is not supported (this trayback reads version {supported})", path.display())]
@@ -75,6 +78,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The medium (or file system) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, Error::Io { cause, .. }
+            if cause.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
+    }
+
     /// The medium (or file) is on a read-only file system.
     pub fn is_read_only(&self) -> bool {
         matches!(self, Error::Io { cause, .. }

@@ -8,7 +8,7 @@
 
 use crate::backup;
 use crate::config::Config;
-use crate::maintain::{self, Pared};
+use crate::maintain::{self, Pared, Sizing};
 use crate::medium::{BackupHeader, Medium};
 use crate::progress::Meter;
 use crate::schedule::Due;
@@ -17,6 +17,7 @@ use crate::verify;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
+use tracing::{info, warn};
 
 /// What to do.
 pub struct Job<'a> {
@@ -87,6 +88,9 @@ pub struct Outcome {
     pub pared_before: Vec<Pared>,
     pub pared_after: Vec<Pared>,
     pub too_small: Option<TooSmall>,
+    /// The incremental kind that was due, when no room could be made for it without paring
+    /// its parent and a full (`kind`) was made instead.
+    pub instead_of: Option<Kind>,
     pub failure: Option<Failure>,
 }
 
@@ -99,6 +103,7 @@ impl Outcome {
             pared_before: Vec::new(),
             pared_after: Vec::new(),
             too_small: None,
+            instead_of: None,
             failure: None,
         }
     }
@@ -143,36 +148,62 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if !(job.still_ours)() {
         return out.fail(Stage::Gone, GONE);
     }
-    match maintain::room_for_backup(m, job.config, due.parent, job.at, job.cancel) {
-        Ok(Ok(p)) => {
-            if p.iter().any(|p| p.reason.medium_too_small()) {
-                out.too_small = Some(TooSmall::OnlyOneFits);
+    // Sized cheaply first (the last backup's size, when that fits); a backup that outgrew it
+    // and filled the medium is sized by a walk of the sources and given room once more.
+    let mut sizing = Sizing::Cheap;
+    let header = loop {
+        let make = match maintain::room_for_backup(m, job.config, due, job.at, job.cancel, sizing) {
+            Ok(Ok(room)) => {
+                if room.pared.iter().any(|p| p.reason.medium_too_small()) {
+                    out.too_small = Some(TooSmall::OnlyOneFits);
+                }
+                out.pared_before.extend(room.pared);
+                if let Some(k) = room.instead_of {
+                    info!(instead_of = %k, "no room for the incremental without paring its parent: a full backup instead");
+                    out.kind = room.make.kind;
+                    out.instead_of = Some(k);
+                }
+                room.make
             }
-            out.pared_before = p;
+            Ok(Err(t)) => {
+                out.pared_before.extend(t.pared.iter().cloned());
+                out.too_small = Some(TooSmall::NoRoom(t.notice.clone()));
+                // Step 100 is retention, not room: micros past their age go whether or not
+                // the backup fits (the newest backup stays, `pare::retention`).
+                if (job.still_ours)() {
+                    match maintain::routine(m, job.at, &job.config.pare, false) {
+                        Ok(p) => out.pared_after = p,
+                        Err(e) => warn!(cause = %e, "pare: micros past their age left for later"),
+                    }
+                }
+                let message = format!("{t}; the {} backup was not made", due.kind);
+                return out.fail(Stage::Room, message);
+            }
+            Err(e) => {
+                out.pared_before.extend(e.pared);
+                return out.fail(Stage::Room, e.cause);
+            }
+        };
+        if !(job.still_ours)() {
+            return out.fail(Stage::Gone, GONE);
         }
-        Ok(Err(t)) => {
-            out.pared_before = t.pared.clone();
-            out.too_small = Some(TooSmall::NoRoom(t.notice.clone()));
-            let message = format!("{t}; the {} backup was not made", due.kind);
-            return out.fail(Stage::Room, message);
+        let req = backup::Request {
+            kind: make.kind,
+            parent: make.parent,
+            at: job.at,
+            config: job.config,
+            meter: job.backup_meter,
+            cancel: job.cancel,
+            verify_after: job.verify,
+        };
+        match backup::run(m, &req) {
+            Ok(h) => break h,
+            Err(e) if e.is_no_space() && sizing == Sizing::Cheap => {
+                warn!(cause = %e, "the backup outgrew the last one's size and filled the medium; sizing it by a walk and making room again");
+                sizing = Sizing::Walk;
+            }
+            Err(e) => return out.fail(Stage::Backup, e),
         }
-        Err(e) => return out.fail(Stage::Room, e),
-    }
-    if !(job.still_ours)() {
-        return out.fail(Stage::Gone, GONE);
-    }
-    let req = backup::Request {
-        kind: due.kind,
-        parent: due.parent,
-        at: job.at,
-        config: job.config,
-        meter: job.backup_meter,
-        cancel: job.cancel,
-        verify_after: job.verify,
-    };
-    let header = match backup::run(m, &req) {
-        Ok(h) => h,
-        Err(e) => return out.fail(Stage::Backup, e),
     };
     let id = header.id;
     out.backup = Some(header);

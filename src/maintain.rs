@@ -13,13 +13,15 @@ use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId};
 use crate::listing::EntryKind;
 use crate::medium::{Medium, Wait};
-use crate::pare::{self, Freed, Policy, Reason, RoomPlan};
-use crate::share::{self, Sharing};
-use crate::store::GcReport;
+use crate::pare::{self, Freed, Policy, Reason, RoomFor, RoomPlan};
+use crate::schedule::Due;
+use crate::share::{self, OnMedium, Packs, Sharing};
+use crate::store::pack::RECORD_HEADER_LEN;
+use crate::store::{GcReport, Reclaim, GC_MARGIN};
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tracing::info;
@@ -130,11 +132,12 @@ pub fn pare_one(m: &mut Medium, id: BackupId, reason: Reason) -> Result<Pared> {
     Ok(Pared::new(&rec, reason))
 }
 
-/// Reclaim the space of blobs no backup references, waiting for readers as `wait` says;
-/// `None` if readers kept the medium (nothing reclaimed; the garbage stays for next time).
-pub fn collect_garbage(m: &mut Medium, wait: Wait) -> Result<Option<GcReport>> {
+/// Reclaim the space of blobs no backup references, waiting for readers as `wait` says and
+/// rewriting packs as `reclaim` says; `None` if readers kept the medium (nothing reclaimed;
+/// the garbage stays for next time).
+pub fn collect_garbage(m: &mut Medium, wait: Wait, reclaim: Reclaim) -> Result<Option<GcReport>> {
     let live = live_blobs(m)?;
-    let Some(r) = m.collect_garbage(&live, wait)? else {
+    let Some(r) = m.collect_garbage(&live, wait, reclaim)? else {
         return Ok(None);
     };
     info!(
@@ -153,7 +156,7 @@ pub fn routine(
     policy: &Policy,
     dry_run: bool,
 ) -> Result<Vec<Pared>> {
-    let plan = pare::expired(m.tree(), now, policy, &[]);
+    let plan = pare::retention(m.tree(), now, policy);
     carry_out(m, plan, dry_run)
 }
 
@@ -168,7 +171,7 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
         }
     }
     if !out.is_empty() && !dry_run {
-        collect_garbage(m, Wait::No)?;
+        collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
 }
@@ -176,7 +179,10 @@ fn carry_out(m: &mut Medium, plan: Vec<(BackupId, Reason)>, dry_run: bool) -> Re
 /// The medium is too small even after all the plan allows: the notice, and what earlier
 /// rounds pared when garbage collection reclaimed less than the plan reckoned.
 #[derive(Debug, thiserror::Error)]
-#[error("{notice}")]
+#[error("{notice}; {}", match pared.len() {
+    0 => "nothing was pared to make room".to_string(),
+    n => format!("{n} backups were pared before garbage collection reclaimed less than the plan reckoned"),
+})]
 pub struct TooSmall {
     pub notice: pare::TooSmall,
     pub pared: Vec<Pared>,
@@ -194,24 +200,57 @@ impl Freed for Unneeded {
     }
 }
 
-/// The room plan on a medium (issue 10): what making room for a backup whose parent is
-/// `parent` pares to have `needed` bytes free (`job::run`, so `backup`, the agent and `demo`).
-/// `pare [--dry-run] --free` comes to the same [`pare::plan_room`] through [`plan_pare`].
-/// Reads the medium (listings, free space) and changes nothing.
+/// The room plan on a medium (issue 10): what making room for the backup due (`kind` on
+/// `parent`) pares to have `needed` bytes free, and whether a full is made instead
+/// ([`pare::plan_backup`]; `job::run`, so `backup`, the agent and `demo`). `pare [--dry-run]
+/// --free` comes to the same [`pare::plan_room`] through [`plan_pare`]. Reads the medium
+/// (listings, free space) and changes nothing.
 pub fn plan_room(
     m: &Medium,
     needed: u64,
+    kind: Kind,
     parent: Option<BackupId>,
     now: DateTime<Utc>,
     policy: &Policy,
-) -> Result<RoomPlan> {
+) -> Result<RoomFor> {
     let free = m.free_space()?;
-    let protect = pare::protected(m.tree(), parent);
-    let plan = |f: &dyn Freed| pare::plan_room(m.tree(), now, policy, &protect, needed, free, f);
+    let plan = |free: u64, f: &dyn Freed| {
+        pare::plan_backup(m.tree(), now, policy, kind, parent, needed, free, f)
+    };
     if free >= needed {
-        return Ok(plan(&Unneeded));
+        return Ok(plan(free, &Unneeded));
     }
-    Ok(plan(&sharing(m)?))
+    let (g, packs) = room_model(m, free)?;
+    let f = OnMedium {
+        g: &g,
+        packs: &packs,
+    };
+    Ok(plan(free.saturating_add(f.reclaimed(&[])), &f))
+}
+
+/// The room plan's model of a medium: its blob graph and its packs, so that what paring a
+/// backup frees is what garbage collection then reclaims ([`OnMedium`]) — garbage already in
+/// the packs counts as free, a pack that cannot be rewritten for want of space frees nothing.
+fn room_model(m: &Medium, free: u64) -> Result<(Sharing, Packs)> {
+    let g = sharing(m)?;
+    let index: HashMap<BlockId, u32> = g.blobs().map(|(i, id)| (*id, i)).collect();
+    let packs = Packs {
+        packs: m.store().pack_models(&index)?,
+        free,
+        margin: GC_MARGIN,
+        overhead: RECORD_HEADER_LEN,
+    };
+    Ok((g, packs))
+}
+
+/// How a backup's room is sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sizing {
+    /// The last backup's full size when that much is free (no walk of the sources); else as
+    /// [`Sizing::Walk`].
+    Cheap,
+    /// A stat-only walk of the sources: what the backup will add.
+    Walk,
 }
 
 /// Before a backup: how many bytes it needs free. Cheap when space is plentiful (the last
@@ -220,10 +259,11 @@ pub fn needed_for_backup(
     m: &Medium,
     config: &crate::config::Config,
     cancel: &AtomicBool,
+    sizing: Sizing,
 ) -> Result<u64> {
     let latest = m.tree().latest_verified().map(|b| (b.id, b.bytes_total));
     let with_margin = |n: u64| n.saturating_add(n / 50).saturating_add(RESERVE);
-    if let Some((_, total)) = latest {
+    if let (Some((_, total)), Sizing::Cheap) = (latest, sizing) {
         if m.free_space()? >= with_margin(total) {
             return Ok(with_margin(total));
         }
@@ -233,16 +273,21 @@ pub fn needed_for_backup(
     Ok(with_margin(est))
 }
 
-/// Before a backup: make sure the medium has room for it, paring by the room plan if not.
+/// Before a backup: make sure the medium has room for it, paring by the room plan if not;
+/// what was pared and the backup to make (the one due, or a full instead).
 pub fn room_for_backup(
     m: &mut Medium,
     config: &crate::config::Config,
-    parent: Option<BackupId>,
+    due: &Due,
     now: DateTime<Utc>,
     cancel: &AtomicBool,
-) -> Result<Result<Vec<Pared>, TooSmall>> {
-    let needed = needed_for_backup(m, config, cancel)?;
-    make_room(m, needed, parent, now, &config.pare, cancel)
+    sizing: Sizing,
+) -> std::result::Result<Result<Room, TooSmall>, Interrupted> {
+    let needed = needed_for_backup(m, config, cancel, sizing).map_err(|cause| Interrupted {
+        cause,
+        pared: Vec::new(),
+    })?;
+    make_room(m, needed, due, now, &config.pare, cancel)
 }
 
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
@@ -314,7 +359,7 @@ pub fn plan_pare(
 ) -> Result<ParePlan> {
     let policy = &config.pare;
     let tree = m.tree();
-    let expired = pare::expired(tree, now, policy, &[]);
+    let expired = pare::retention(tree, now, policy);
     let routine: Vec<Pared> = expired
         .iter()
         .map(|(id, reason)| {
@@ -334,16 +379,22 @@ pub fn plan_pare(
     }
     let parent = crate::schedule::due(&after, now, &config.schedule).and_then(|d| d.parent);
     let protect = pare::protected(&after, parent);
-    let free = m.free_space()?;
+    // The real run opens the medium for writing, so recovery has removed any leftovers.
+    let free = m.free_space()?.saturating_add(m.leftover_bytes()?);
     let room = if free >= needed {
         pare::plan_room(&after, now, policy, &protect, needed, free, &Unneeded)
     } else {
-        let g = sharing(m)?;
+        let (g, packs) = room_model(m, free)?;
+        let on = OnMedium {
+            g: &g,
+            packs: &packs,
+        };
         let ids: Vec<BackupId> = expired.iter().map(|e| e.0).collect();
-        let aged = g.freed_by(&ids);
+        // Garbage already there, and what the routine's pares free.
+        let aged = on.reclaimed(&ids);
         let f = After {
             before: &ids,
-            f: &g,
+            f: &on,
         };
         pare::plan_room(
             &after,
@@ -369,7 +420,7 @@ pub fn order_when_needed(
     config: &crate::config::Config,
 ) -> Result<Vec<Pared>> {
     let mut t = m.tree().clone();
-    for (id, _) in pare::expired(&t, now, &config.pare, &[]) {
+    for (id, _) in pare::retention(&t, now, &config.pare) {
         t.remove(id);
     }
     let parent = crate::schedule::due(&t, now, &config.schedule).and_then(|d| d.parent);
@@ -406,66 +457,113 @@ pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> R
             for_room = true;
         }
     }
-    if for_room {
-        // Space was asked for: wait for readers as making room for a backup does.
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
-            return Err(Error::Refused(format!(
-                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
-                m.root().display()
-            )));
-        }
+    let asked = plan.room.as_ref().filter(|r| r.too_small.is_none());
+    if for_room || asked.is_some_and(|r| m.free_space().is_ok_and(|f| f < r.needed)) {
+        // Space was asked for (the plan may count on garbage already there alone).
+        reclaim_for_room(m, cancel)?;
     } else if !out.is_empty() {
-        collect_garbage(m, Wait::No)?;
+        collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
 }
 
-/// Garbage collection may reclaim less than the plan reckoned (a pack less than a quarter
-/// dead is kept): then the plan is made again from what is free, at most this many times.
+/// Reclaim every dead blob to make room, waiting for readers as long as making room does.
+fn reclaim_for_room(m: &mut Medium, cancel: &AtomicBool) -> Result<()> {
+    match collect_garbage(m, Wait::Up(READERS_WAIT, cancel), Reclaim::All)? {
+        Some(_) => Ok(()),
+        None => Err(Error::ReadersBusy(m.root().to_path_buf())),
+    }
+}
+
+/// Garbage collection when making room reclaims every dead blob, but the file system may give
+/// back a little less than the plan reckoned (pack trailers, rounding to its blocks): then the
+/// plan is made again from what is free, at most this many times.
 const ROUNDS: usize = 4;
 
-/// Make `needed` bytes free by the room plan: plan the whole sequence, carry it out, reclaim.
-/// When the plan cannot free enough, nothing is pared and the notice comes back.
+/// What making room did: the backups pared, and the backup to make.
+#[derive(Clone, Debug)]
+pub struct Room {
+    pub pared: Vec<Pared>,
+    /// The backup due, or a full made instead (its `why` is the due one's).
+    pub make: Due,
+    /// The incremental kind that was due, when a full is made instead.
+    pub instead_of: Option<Kind>,
+}
+
+/// Making room failed part-way (an I/O error, readers that stayed): the cause, and what was
+/// pared before it (committed: the outcome reports it).
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}")]
+pub struct Interrupted {
+    pub cause: Error,
+    pub pared: Vec<Pared>,
+}
+
+/// Make `needed` bytes free for the backup `due` by the room plan: plan the whole sequence,
+/// carry it out, reclaim. When the plan cannot free enough, nothing is pared and the notice
+/// comes back.
 pub fn make_room(
     m: &mut Medium,
     needed: u64,
-    parent: Option<BackupId>,
+    due: &Due,
     now: DateTime<Utc>,
     policy: &Policy,
     cancel: &AtomicBool,
-) -> Result<Result<Vec<Pared>, TooSmall>> {
-    let mut out = Vec::new();
+) -> std::result::Result<Result<Room, TooSmall>, Interrupted> {
+    let mut room = Room {
+        pared: Vec::new(),
+        make: due.clone(),
+        instead_of: None,
+    };
+    match rounds(m, needed, now, policy, cancel, &mut room) {
+        Ok(Ok(())) => Ok(Ok(room)),
+        Ok(Err(notice)) => Ok(Err(TooSmall {
+            notice,
+            pared: room.pared,
+        })),
+        Err(cause) => Err(Interrupted {
+            cause,
+            pared: room.pared,
+        }),
+    }
+}
+
+/// The rounds of [`make_room`]: plan, pare, reclaim, until `needed` is free.
+fn rounds(
+    m: &mut Medium,
+    needed: u64,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    cancel: &AtomicBool,
+    room: &mut Room,
+) -> Result<std::result::Result<(), pare::TooSmall>> {
     for _ in 0..ROUNDS {
-        let plan = plan_room(m, needed, parent, now, policy)?;
-        if let Some(notice) = plan.too_small {
-            return Ok(Err(TooSmall { notice, pared: out }));
+        let r = plan_room(m, needed, room.make.kind, room.make.parent, now, policy)?;
+        if let Some(notice) = r.plan.too_small {
+            return Ok(Err(notice));
         }
-        if plan.victims.is_empty() {
-            return Ok(Ok(out));
+        if r.instead_of.is_some() {
+            room.instead_of = r.instead_of;
+            room.make.kind = r.kind;
+            room.make.parent = r.parent;
         }
-        for v in plan.victims {
+        if r.plan.victims.is_empty() && m.free_space()? >= needed {
+            return Ok(Ok(()));
+        }
+        for v in r.plan.victims {
             let mut p = pare_one(m, v.id, v.reason)?;
             p.freed = Some(v.freed);
-            out.push(p);
+            room.pared.push(p);
         }
-        if collect_garbage(m, Wait::Up(READERS_WAIT, cancel))?.is_none() {
-            return Err(Error::Refused(format!(
-                "{}: another trayback process is reading the medium; its space is reclaimed once that ends",
-                m.root().display()
-            )));
+        reclaim_for_room(m, cancel)?;
+        if m.free_space()? >= needed {
+            return Ok(Ok(()));
         }
     }
-    let free = m.free_space()?;
-    if free >= needed {
-        return Ok(Ok(out));
-    }
-    Ok(Err(TooSmall {
-        notice: pare::TooSmall {
-            needed,
-            free,
-            could_free: 0,
-            why: pare::NothingToPare::Step142,
-        },
-        pared: out,
+    Ok(Err(pare::TooSmall {
+        needed,
+        free: m.free_space()?,
+        could_free: 0,
+        why: pare::NothingToPare::Step142,
     }))
 }

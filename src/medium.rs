@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, MediaId, PackId};
 use crate::listing::Listing;
 use crate::store::pack::BlobKind;
-use crate::store::{self, GcReport, Store, WriteStats};
+use crate::store::{self, GcReport, Reclaim, Store, WriteStats};
 use crate::tree::{BackupRecord, Kind, Tree};
 pub use beneath::Beneath;
 use beneath::Kind as EntryType;
@@ -677,13 +677,15 @@ impl Medium {
         Ok(())
     }
 
-    /// Reclaim the space of blobs not in `live` (see [`Store::collect_garbage`]). Packs are
-    /// only deleted while no reader has the medium open: this waits for readers as `wait`
-    /// says, and otherwise reclaims nothing and returns `None` (the garbage stays for later).
+    /// Reclaim the space of blobs not in `live`, from packs with dead blobs as `reclaim` says
+    /// (see [`Store::collect_garbage`]). Packs are only deleted while no reader has the medium
+    /// open: this waits for readers as `wait` says, and otherwise reclaims nothing and returns
+    /// `None` (the garbage stays for later).
     pub fn collect_garbage(
         &mut self,
         live: &HashSet<BlockId>,
         wait: Wait,
+        reclaim: Reclaim,
     ) -> Result<Option<GcReport>> {
         self.require_writable()?;
         let Some(_readers) = self.exclusive(wait)? else {
@@ -691,7 +693,7 @@ impl Medium {
             return Ok(None);
         };
         self.remove_unlisted_backups()?;
-        self.store.collect_garbage(live).map(Some)
+        self.store.collect_garbage(live, reclaim).map(Some)
     }
 
     /// Every `backups/<id>/header.yaml` on the medium, listed or not (`repair --tree`), and
@@ -751,6 +753,13 @@ impl Medium {
     /// Free bytes on the medium's file system (for an unprivileged writer).
     pub fn free_space(&self) -> Result<u64> {
         self.dir.free_space()
+    }
+
+    /// Bytes the leftovers of an interrupted writer in `tmp/` occupy: what recovery frees when
+    /// the medium is next opened for writing (a read-only look, as `pare --dry-run`, counts
+    /// them free so it plans what the real run will).
+    pub fn leftover_bytes(&self) -> Result<u64> {
+        self.dir.files_bytes("tmp")
     }
 
     /// Check packs with `check` instead of re-reading them (tests that simulate a device

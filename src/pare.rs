@@ -1,7 +1,8 @@
 //! Which backup to pare (spec [0041]–[0048], Figs. 3a/3b), as pure functions of the tree,
 //! the policy and `now`, and the whole plan for making room ([`plan_room`]) as a value.
-//! The medium carries the plan out (`maintain`); `backup`, the agent, `pare`, `pare --dry-run`
-//! and `simulate` all call [`plan_room`] with the protect set of [`protected`].
+//! The medium carries the plan out (`maintain`); `backup`, the agent and `simulate` plan a
+//! backup's room with [`plan_backup`], `pare` and `pare --dry-run` with [`plan_room`]: one
+//! plan, with the protect set of [`protected`].
 //!
 //! Invariants: a protected backup (the parent of the backup about to be written, the newest
 //! verified backup, the newest verified full) is never chosen; every choice carries the
@@ -140,8 +141,9 @@ fn oldest<'a>(it: impl Iterator<Item = &'a BackupRecord>) -> Option<&'a BackupRe
     it.min_by_key(|b| (b.started, b.id))
 }
 
-/// Micro backups older than the policy's maximum age (step 100), oldest first: pared after
-/// every backup, however much space is free.
+/// Micro backups older than the policy's maximum age (step 100) and not in `protect`,
+/// oldest first: [`retention`] after every backup, however much space is free, and the
+/// chart's first choice when making room.
 pub fn expired(
     tree: &Tree,
     now: DateTime<Utc>,
@@ -160,6 +162,14 @@ pub fn expired(
     v.into_iter()
         .map(|b| (b.id, Reason::Step100MicroTooOld))
         .collect()
+}
+
+/// Step 100 as retention, after every backup and after a backup that found no room: the
+/// expired micros, except the newest verified backup and the newest verified full
+/// ([`protected`] with no parent). So a medium whose backups have failed for a week still
+/// holds its latest state; after a backup the newest is the new one, never expired.
+pub fn retention(tree: &Tree, now: DateTime<Utc>, p: &Policy) -> Vec<(BackupId, Reason)> {
+    expired(tree, now, p, &protected(tree, None))
 }
 
 /// The next backup to pare when space is needed (Figs. 3a/3b).
@@ -292,7 +302,7 @@ pub enum Skip {
 /// step 118 ([0044]) with the numbers. Nothing is pared to make room in this case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error(
-    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}); nothing was pared to make room: use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
+    "medium too small: {} needed ({needed} bytes), {} free, and paring all the plan allows would free only {} more ({why}): use a larger medium (spec [0044], about 1.5 times the data backed up, [0055])",
     HumanBytes(*needed), HumanBytes(*free), HumanBytes(*could_free)
 )]
 pub struct TooSmall {
@@ -344,10 +354,14 @@ pub fn plan_room(
         return plan;
     }
     let mut t = tree.clone();
-    let mut skip = protect.to_vec();
+    // The chart's choices passed over since the last pare: once something is pared they are
+    // considered again (a full may have lost its last incremental, a backup may no longer
+    // share its blocks with anything left).
+    let mut passed: Vec<BackupId> = Vec::new();
     let mut gone: Vec<BackupId> = Vec::new();
     let mut got = 0u64;
     while free.saturating_add(got) < needed {
+        let skip: Vec<BackupId> = protect.iter().chain(&passed).copied().collect();
         let (id, reason) = match next_to_pare(&t, now, p, &skip) {
             Ok(x) => x,
             Err(why) => {
@@ -361,7 +375,7 @@ pub fn plan_room(
                 return plan;
             }
         };
-        skip.push(id);
+        passed.push(id);
         let rec = t
             .get(id)
             .expect("the chart chooses backups in the tree")
@@ -377,6 +391,7 @@ pub fn plan_room(
         }
         t.remove(id);
         gone.push(id);
+        passed.clear();
         got = got.saturating_add(f);
         plan.victims.push(Victim {
             id,
@@ -386,7 +401,71 @@ pub fn plan_room(
             freed: f,
         });
     }
+    // What was passed over and stays, each once, with the last reason.
+    let mut seen = Vec::new();
+    plan.skipped.reverse();
+    plan.skipped.retain(|(id, _)| {
+        !gone.contains(id) && !seen.contains(id) && {
+            seen.push(*id);
+            true
+        }
+    });
+    plan.skipped.reverse();
     plan
+}
+
+/// What making room for a due backup decides: the backup to make and the room plan for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomFor {
+    pub kind: Kind,
+    pub parent: Option<BackupId>,
+    /// The incremental kind that was due, when a full is made instead.
+    pub instead_of: Option<Kind>,
+    pub plan: RoomPlan,
+}
+
+/// Plan room for the backup due (`kind`, on `parent`): the room plan with [`protected`] for
+/// that parent. When an incremental cannot fit that way, a full is planned instead (it has no
+/// parent to keep, so the incremental's parent may be pared, while the newest full still
+/// stays), and made if that plan fits; otherwise the incremental's notice stands.
+///
+/// A full needs the same `needed` bytes as the incremental: blocks are shared, so it stores
+/// only what is not on the medium already, as the incremental would.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_backup(
+    tree: &Tree,
+    now: DateTime<Utc>,
+    p: &Policy,
+    kind: Kind,
+    parent: Option<BackupId>,
+    needed: u64,
+    free: u64,
+    freed: &dyn Freed,
+) -> RoomFor {
+    let due = plan_room(tree, now, p, &protected(tree, parent), needed, free, freed);
+    if due.too_small.is_none() || kind.is_full() {
+        return RoomFor {
+            kind,
+            parent,
+            instead_of: None,
+            plan: due,
+        };
+    }
+    let full = plan_room(tree, now, p, &protected(tree, None), needed, free, freed);
+    if full.too_small.is_none() {
+        return RoomFor {
+            kind: Kind::Monthly,
+            parent: None,
+            instead_of: Some(kind),
+            plan: full,
+        };
+    }
+    RoomFor {
+        kind,
+        parent,
+        instead_of: None,
+        plan: due,
+    }
 }
 
 /// How a tree fails "the newest backup restores in full from this medium alone".
@@ -561,6 +640,15 @@ mod tests {
             ..Policy::default()
         };
         assert!(expired(&t, now_after(&t, 100), &keep, &[]).is_empty());
+        // Retention never takes the newest backup, however old: with no newer backup made,
+        // it is the medium's latest state.
+        let at = now_after(&t, 30);
+        assert_eq!(expired(&t, at, &Policy::default(), &[]).len(), 3);
+        let ids: Vec<u64> = retention(&t, at, &Policy::default())
+            .iter()
+            .map(|(id, _)| id.0)
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
     }
 
     /// Each backup frees what this map says (0 when absent: all its blocks shared).
@@ -595,6 +683,8 @@ mod tests {
             // A full that incrementals build on is passed over, once they are gone it may go.
             ("MDMD", vec![(1, 50)], 5, Err(NothingToPare::Step142), vec![(2, Skip::FreesNothing), (1, Skip::FullWithIncrementals)]),
             ("MDMD", vec![(1, 50), (2, 1)], 5, Ok(vec![(2, Reason::Step132OldestDaily), (1, Reason::Step136OldestMonthly)]), vec![]),
+            // Passed over while weekly 2 built on it, monthly 1 is taken once 2 is gone.
+            ("MWMWD", vec![(1, 50), (2, 1), (4, 1)], 5, Ok(vec![(2, Reason::Step128OldestWeekly { w: 1 }), (1, Reason::Step124OldestMonthly { m: 0 })]), vec![]),
             // The newest backup and the newest full stay; so does the given parent.
             ("MWDD", vec![(2, 9), (3, 9), (4, 9)], 5, Ok(vec![(3, Reason::Step132OldestDaily)]), vec![]),
             ("MM", vec![(1, 9), (2, 9)], 5, Ok(vec![(1, Reason::Step136OldestMonthly)]), vec![]),
@@ -637,6 +727,51 @@ mod tests {
                 assert_eq!(s, skipped, "tree {spec}");
             }
         }
+    }
+
+    #[test]
+    fn a_full_instead_when_the_incremental_cannot_fit() {
+        let p = Policy::default();
+        let t = tree("MWWm");
+        let at = now_after(&t, 0);
+        // (what each frees, what is made, instead of, victims)
+        type Case = (Vec<(u64, u64)>, Kind, Option<Kind>, Vec<u64>);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // The older weekly frees enough: the daily is made on the newer one.
+            (vec![(2, 50)], Kind::Daily, None, vec![2]),
+            // Only the daily's parent would free anything: a full is made instead, which
+            // needs no parent; the newest full and the newest backup stay.
+            (vec![(3, 50)], Kind::Monthly, Some(Kind::Daily), vec![3]),
+            // Neither fits: the daily's notice, nothing pared.
+            (vec![(1, 50), (4, 50)], Kind::Daily, None, vec![]),
+        ];
+        for (own, kind, instead_of, victims) in cases {
+            let r = plan_backup(
+                &t,
+                at,
+                &p,
+                Kind::Daily,
+                Some(BackupId(3)),
+                105,
+                100,
+                &Own(own.clone()),
+            );
+            assert_eq!((r.kind, r.instead_of), (kind, instead_of), "{own:?}");
+            let got: Vec<u64> = r.plan.victims.iter().map(|v| v.id.0).collect();
+            assert_eq!(got, victims, "{own:?}");
+            assert_eq!(r.plan.too_small.is_some(), victims.is_empty(), "{own:?}");
+            assert_eq!(r.parent, (kind == Kind::Daily).then_some(BackupId(3)));
+            let mut after = t.clone();
+            for v in &r.plan.victims {
+                after.remove(v.id);
+            }
+            assert_eq!(check_restorable(&after), Ok(()), "{own:?}");
+        }
+        // A full that cannot fit is not retried as anything else.
+        let r = plan_backup(&t, at, &p, Kind::Monthly, None, 105, 100, &Own(vec![]));
+        assert_eq!((r.kind, r.instead_of), (Kind::Monthly, None));
+        assert!(r.plan.too_small.is_some());
     }
 
     #[test]

@@ -33,6 +33,18 @@ pub struct Schedule {
     pub monthly: Monthly,
 }
 
+impl Schedule {
+    /// The span each incremental kind covers: the micro interval, a day, the weekly interval
+    /// (what its change size is measured over: `simulate`, sizing from history).
+    pub fn spans(&self) -> [(Kind, Duration); 3] {
+        [
+            (Kind::Micro, self.micro_interval),
+            (Kind::Daily, Duration::days(1)),
+            (Kind::Weekly, self.weekly_every),
+        ]
+    }
+}
+
 impl Default for Schedule {
     fn default() -> Self {
         Schedule {

@@ -10,15 +10,18 @@
 //! children's counts drop in turn — an explicit stack, never recursion.
 
 use crate::ids::{BackupId, BlockId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The blob graph of one medium.
 #[derive(Clone, Debug, Default)]
 pub struct Sharing {
+    /// Every blob the backups reference, by index.
+    ids: Vec<BlockId>,
     bytes: Vec<u64>,
-    refs: Vec<u32>,
-    /// For each listing blob (by index), the blobs its entries name.
-    children: HashMap<u32, Box<[u32]>>,
+    refs: Vec<u64>,
+    /// For each listing blob (by index), the blobs its entries name and how often: a listing
+    /// naming one block a million times (a file of zeros, or a crafted medium) costs one pair.
+    children: HashMap<u32, Box<[(u32, u64)]>>,
     roots: HashMap<BackupId, u32>,
 }
 
@@ -35,6 +38,7 @@ impl Builder {
     pub fn intern(&mut self, id: BlockId, bytes: u64) -> u32 {
         let g = &mut self.g;
         *self.ids.entry(id).or_insert_with(|| {
+            g.ids.push(id);
             g.bytes.push(bytes);
             g.refs.push(0);
             (g.bytes.len() - 1) as u32
@@ -47,11 +51,19 @@ impl Builder {
     }
 
     /// Add listing `i`, naming `children` (data blocks and sub-listings, already interned).
-    pub fn add_listing(&mut self, i: u32, children: Vec<u32>) {
-        for c in &children {
-            self.g.refs[*c as usize] += 1;
+    pub fn add_listing(&mut self, i: u32, mut children: Vec<u32>) {
+        children.sort_unstable();
+        let mut counted: Vec<(u32, u64)> = Vec::new();
+        for c in children {
+            match counted.last_mut() {
+                Some((last, n)) if *last == c => *n += 1,
+                _ => counted.push((c, 1)),
+            }
         }
-        self.g.children.insert(i, children.into_boxed_slice());
+        for (c, n) in &counted {
+            self.g.refs[*c as usize] += n;
+        }
+        self.g.children.insert(i, counted.into_boxed_slice());
     }
 
     /// Backup `b`'s index starts at listing `root`.
@@ -66,20 +78,20 @@ impl Builder {
 }
 
 impl Sharing {
-    /// Bytes freed (stored, as the packs hold them) if every backup in `gone` is removed.
-    pub fn freed_by(&self, gone: &[BackupId]) -> u64 {
-        let mut dropped: HashMap<u32, u32> = HashMap::new();
-        let mut stack: Vec<u32> = gone
+    /// The blobs (by index) no remaining backup references once every backup in `gone` is
+    /// removed.
+    pub fn freed_set(&self, gone: &[BackupId]) -> HashSet<u32> {
+        let mut dropped: HashMap<u32, u64> = HashMap::new();
+        let mut stack: Vec<(u32, u64)> = gone
             .iter()
             .filter_map(|b| self.roots.get(b))
-            .copied()
+            .map(|r| (*r, 1))
             .collect();
-        let mut freed = 0;
-        while let Some(i) = stack.pop() {
+        let mut freed = HashSet::new();
+        while let Some((i, n)) = stack.pop() {
             let d = dropped.entry(i).or_insert(0);
-            *d += 1;
-            if *d == self.refs[i as usize] {
-                freed += self.bytes[i as usize];
+            *d += n;
+            if *d == self.refs[i as usize] && freed.insert(i) {
                 if let Some(ch) = self.children.get(&i) {
                     stack.extend(ch.iter().copied());
                 }
@@ -88,27 +100,39 @@ impl Sharing {
         freed
     }
 
+    /// Bytes freed (stored, as the packs hold them) if every backup in `gone` is removed.
+    pub fn freed_by(&self, gone: &[BackupId]) -> u64 {
+        self.freed_set(gone)
+            .iter()
+            .map(|i| self.bytes[*i as usize])
+            .sum()
+    }
+
     /// Bytes backup `b` occupies alone: every blob it reaches, once (the stored size of a full
     /// backup of the same data).
     pub fn reachable(&self, b: BackupId) -> u64 {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut stack: Vec<u32> = self.roots.get(&b).copied().into_iter().collect();
         let mut total = 0;
         while let Some(i) = stack.pop() {
             if seen.insert(i) {
                 total += self.bytes[i as usize];
                 if let Some(ch) = self.children.get(&i) {
-                    stack.extend(ch.iter().copied());
+                    stack.extend(ch.iter().map(|(c, _)| *c));
                 }
             }
         }
         total
     }
 
+    /// Every blob the medium's backups reference, with its index.
+    pub fn blobs(&self) -> impl Iterator<Item = (u32, &BlockId)> {
+        self.ids.iter().enumerate().map(|(i, id)| (i as u32, id))
+    }
+
     /// Bytes all the blobs the medium's backups reference occupy.
     pub fn live_bytes(&self) -> u64 {
-        let all: Vec<BackupId> = self.roots.keys().copied().collect();
-        self.freed_by(&all)
+        self.bytes.iter().sum()
     }
 }
 
@@ -117,6 +141,92 @@ impl crate::pare::Freed for Sharing {
         let mut with = gone.to_vec();
         with.push(id);
         self.freed_by(&with) - self.freed_by(gone)
+    }
+}
+
+/// One pack as garbage collection would see it: its length, the bytes in it already dead, and
+/// its live blobs (by index in [`Sharing`], with their stored bytes).
+#[derive(Clone, Debug)]
+pub struct PackModel {
+    pub len: u64,
+    pub dead: u64,
+    pub live: Vec<(u32, u64)>,
+}
+
+/// The medium's packs, and what garbage collection can give back from them: the room plan's
+/// answer to "what does paring this free?" on a real medium is the space collection reclaims,
+/// which is less than the blobs' bytes when a pack cannot be rewritten for want of space.
+/// Mirrors `Store::collect_garbage` with `Reclaim::All`: packs with nothing live go whole,
+/// then packs with dead bytes, deadest first, each only if its survivors fit in what is free.
+#[derive(Clone, Debug)]
+pub struct Packs {
+    pub packs: Vec<PackModel>,
+    /// Free bytes on the file system now.
+    pub free: u64,
+    /// Free space a rewrite keeps beyond its survivors.
+    pub margin: u64,
+    /// What a blob costs in a pack beyond its stored bytes (its record header).
+    pub overhead: u64,
+}
+
+impl Packs {
+    /// Bytes garbage collection gives back when the blobs in `freed` are dead too.
+    pub fn reclaimable(&self, freed: &HashSet<u32>) -> u64 {
+        let mut got = 0u64;
+        let mut rewrite: Vec<(u64, u64, u64)> = Vec::new();
+        for p in &self.packs {
+            let (mut dead, mut alive, mut any_alive) = (p.dead, 0u64, false);
+            for (i, bytes) in &p.live {
+                if freed.contains(i) {
+                    dead += bytes + self.overhead;
+                } else {
+                    alive += bytes;
+                    any_alive = true;
+                }
+            }
+            if !any_alive {
+                got += p.len;
+            } else if dead > 0 {
+                rewrite.push((dead, p.len, alive));
+            }
+        }
+        sort_deadest_first(&mut rewrite, |r| (r.0, r.1));
+        for (dead, _, alive) in rewrite {
+            if self.free.saturating_add(got) >= alive + self.margin {
+                got += dead;
+            }
+        }
+        got
+    }
+}
+
+/// Deadest first (dead bytes over length), ties in their order: garbage collection and its
+/// model ([`Packs`]) rewrite packs in this one order.
+pub fn sort_deadest_first<T>(v: &mut [T], dead_len: impl Fn(&T) -> (u64, u64)) {
+    v.sort_by(|a, b| {
+        let ((da, la), (db, lb)) = (dead_len(a), dead_len(b));
+        (db as u128 * la as u128).cmp(&(da as u128 * lb as u128))
+    });
+}
+
+/// What paring frees on a real medium: the space garbage collection reclaims afterwards.
+pub struct OnMedium<'a> {
+    pub g: &'a Sharing,
+    pub packs: &'a Packs,
+}
+
+impl OnMedium<'_> {
+    /// What collection reclaims once every backup in `gone` is pared.
+    pub fn reclaimed(&self, gone: &[BackupId]) -> u64 {
+        self.packs.reclaimable(&self.g.freed_set(gone))
+    }
+}
+
+impl crate::pare::Freed for OnMedium<'_> {
+    fn freed(&self, gone: &[BackupId], id: BackupId) -> u64 {
+        let mut with = gone.to_vec();
+        with.push(id);
+        self.reclaimed(&with).saturating_sub(self.reclaimed(gone))
     }
 }
 

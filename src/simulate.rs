@@ -10,8 +10,9 @@
 //! `full_size`. That is exact when each version of the data lives over one stretch of time, as
 //! content-addressed blocks do. So a backup's size is its unique bytes, not its total: paring
 //! a monthly that micros build on frees only what changed between it and the next backup.
-//! The room plan is [`pare::plan_room`], the same as on a real medium, with this model's
-//! [`Freed`]; after every step the tree is checked with [`pare::check_restorable`].
+//! A backup that changed anything also holds a few KiB of its own (its listings). The room
+//! plan is [`pare::plan_backup`], the same as on a real medium, with this model's [`Freed`];
+//! after every step the tree is checked with [`pare::check_restorable`].
 
 use crate::ids::BackupId;
 use crate::pare::{self, Freed, Policy, Reason};
@@ -93,14 +94,14 @@ pub struct Changed {
 
 impl Changed {
     pub fn new(model: &Model, sched: &Schedule) -> Changed {
-        let mut pts: Vec<(i64, u64)> = vec![
-            (sched.micro_interval.num_seconds(), Kind::Micro),
-            (86_400, Kind::Daily),
-            (sched.weekly_every.num_seconds(), Kind::Weekly),
-        ]
-        .into_iter()
-        .map(|(secs, k)| (secs.max(1), model.change.get(&k).copied().unwrap_or(0)))
-        .collect();
+        let mut pts: Vec<(i64, u64)> = sched
+            .spans()
+            .into_iter()
+            .map(|(k, span)| {
+                let secs = span.num_seconds().max(1);
+                (secs, model.change.get(&k).copied().unwrap_or(0))
+            })
+            .collect();
         pts.sort();
         pts.dedup_by_key(|p| p.0);
         // The upper concave hull through (0, 0) and the points: distinct bytes changed over
@@ -137,6 +138,17 @@ impl Changed {
         }
     }
 
+    /// What a backup made `span` after the one before it adds: the bytes changed, and its own
+    /// listings when anything changed.
+    pub fn with_own(&self, span: Duration) -> u64 {
+        let c = self.over(span);
+        if c > 0 {
+            c.saturating_add(OWN)
+        } else {
+            0
+        }
+    }
+
     pub fn over(&self, span: Duration) -> u64 {
         let x = span.num_seconds().max(0);
         let seg = self
@@ -164,10 +176,16 @@ fn occupied(full: u64, ch: &Changed, tree: &Tree, without: &[BackupId]) -> u64 {
     if times.is_empty() {
         return 0;
     }
-    times
-        .windows(2)
-        .fold(full, |acc, w| acc.saturating_add(ch.over(w[1].0 - w[0].0)))
+    times.windows(2).fold(full, |acc, w| {
+        acc.saturating_add(ch.with_own(w[1].0 - w[0].0))
+    })
 }
+
+/// What every backup after the first that changed anything holds of its own in the model: the
+/// listings that name what changed (on a real medium such a backup has its own root listing
+/// at least; one that changed nothing shares all its listings). Without it a backup between
+/// two others would free nothing, however old, when change is steady.
+const OWN: u64 = 4 << 10;
 
 /// The model's answer to "what does paring this free?".
 struct ModelFreed<'a> {
@@ -184,6 +202,23 @@ impl Freed for ModelFreed<'_> {
         occupied(self.full, self.ch, self.tree, gone)
             .saturating_sub(occupied(self.full, self.ch, self.tree, &with))
     }
+}
+
+/// Pare the micros past their age ([`pare::retention`]); how many.
+fn retain(tree: &mut Tree, t: DateTime<Utc>, policy: &Policy, emit: &mut dyn FnMut(&Event)) -> u64 {
+    let mut n = 0;
+    for (old, reason) in pare::retention(tree, t, policy) {
+        let rec = tree.remove(old).expect("expired backups are in the tree");
+        n += 1;
+        emit(&Event::Pared {
+            id: old,
+            kind: rec.kind,
+            reason,
+            time: t,
+            freed: None,
+        });
+    }
+    n
 }
 
 /// Run from `start` to `end` (inclusive), calling `emit` for every event.
@@ -209,23 +244,27 @@ pub fn run(
         };
         let size = match tree.backups.iter().map(|b| b.started).max() {
             None => full,
-            Some(newest) => ch.over(t - newest),
+            Some(newest) => ch.with_own(t - newest),
         };
         let free = model.capacity.saturating_sub(used);
-        let (victims, short) = if model.keep_all {
-            (Vec::new(), (size > free).then_some(0))
+        let (victims, short, kind, parent) = if model.keep_all {
+            (Vec::new(), (size > free).then_some(0), due.kind, due.parent)
         } else {
-            let protect = pare::protected(&tree, due.parent);
             let f = ModelFreed {
                 full,
                 ch: &ch,
                 tree: &tree,
             };
-            let plan = pare::plan_room(&tree, t, policy, &protect, size, free, &f);
-            let short = plan.too_small.as_ref().map(|s| s.could_free);
-            (plan.victims, short)
+            let r = pare::plan_backup(&tree, t, policy, due.kind, due.parent, size, free, &f);
+            let short = r.plan.too_small.as_ref().map(|s| s.could_free);
+            (r.plan.victims, short, r.kind, r.parent)
         };
         if let Some(could_free) = short {
+            // Step 100 is retention, not room: it applies to a backup that found no room too.
+            if !model.keep_all {
+                pared += retain(&mut tree, t, policy, emit);
+                used = occupied(full, &ch, &tree, &[]);
+            }
             failed += 1;
             emit(&Event::Failed {
                 kind: due.kind,
@@ -238,22 +277,26 @@ pub fn run(
             continue;
         }
         for v in victims {
+            // What the pare freed in the model, measured, not the plan's word for it.
+            let before = occupied(full, &ch, &tree, &[]);
             tree.remove(v.id);
+            let freed = before.saturating_sub(occupied(full, &ch, &tree, &[]));
+            debug_assert_eq!(freed, v.freed, "the plan's reckoning is the model's");
             pared += 1;
             emit(&Event::Pared {
                 id: v.id,
                 kind: v.kind,
                 reason: v.reason,
                 time: t,
-                freed: Some(v.freed),
+                freed: Some(freed),
             });
         }
         let before = occupied(full, &ch, &tree, &[]);
         let id = tree.next_id;
         tree.add(BackupRecord {
             id,
-            kind: due.kind,
-            parent: due.parent,
+            kind,
+            parent,
             started: t,
             finished: t,
             verified: true,
@@ -269,23 +312,13 @@ pub fn run(
         emit(&Event::Created {
             seq: created,
             id,
-            kind: due.kind,
-            parent: due.parent,
+            kind,
+            parent,
             time: t,
             size,
         });
         if !model.keep_all {
-            for (old, reason) in pare::expired(&tree, t, policy, &[]) {
-                let rec = tree.remove(old).expect("expired backups are in the tree");
-                pared += 1;
-                emit(&Event::Pared {
-                    id: old,
-                    kind: rec.kind,
-                    reason,
-                    time: t,
-                    freed: None,
-                });
-            }
+            pared += retain(&mut tree, t, policy, emit);
             used = occupied(full, &ch, &tree, &[]);
         }
         broken += u64::from(pare::check_restorable(&tree).is_err());

@@ -12,7 +12,7 @@ use crate::tree::Kind;
 use std::collections::HashMap;
 
 /// What a medium's backups say about the data they back up.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct History {
     /// Stored bytes of the newest backup on its own (a full backup of today's data).
     pub full_size: u64,
@@ -36,7 +36,11 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
         (Some(a), Some(b)) if b.started > a.started => Some((b.started - a.started).num_seconds()),
         _ => None,
     };
-    let stored_after_first: u64 = by_time.iter().skip(1).map(|b| b.bytes_stored).sum();
+    // Saturating: the sizes come from the medium's tree, which a forged medium may inflate.
+    let stored_after_first = by_time
+        .iter()
+        .skip(1)
+        .fold(0u64, |a, b| a.saturating_add(b.bytes_stored));
     let over = |secs: i64| -> u64 {
         match span {
             Some(s) => (stored_after_first as u128 * secs.max(0) as u128 / s as u128)
@@ -44,14 +48,11 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
             None => 0,
         }
     };
-    let change = [
-        (Kind::Micro, over(sched.micro_interval.num_seconds())),
-        (Kind::Daily, over(86_400)),
-        (Kind::Weekly, over(sched.weekly_every.num_seconds())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k, v.min(full_size.max(1))))
-    .collect();
+    let change = sched
+        .spans()
+        .into_iter()
+        .map(|(k, span)| (k, over(span.num_seconds()).min(full_size.max(1))))
+        .collect();
     Ok(History {
         full_size,
         change,
@@ -61,7 +62,7 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
 
 /// How far back each kind reaches at the end of a simulated half year on this medium, at the
 /// change rate its history shows.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Reach {
     pub days: std::collections::BTreeMap<Kind, Option<f64>>,
     pub failed: u64,
@@ -70,10 +71,31 @@ pub struct Reach {
 
 /// Simulate 182 days on a medium of this one's capacity with its own sizes.
 pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
-    let h = history(m, sched)?;
-    let capacity = rustix::fs::statvfs(m.root())
-        .map(|st| st.f_blocks.saturating_mul(st.f_frsize))
-        .unwrap_or(0);
+    Ok(reach_of(
+        history(m, sched)?,
+        capacity(m.root())?,
+        sched,
+        policy,
+    ))
+}
+
+/// The size of the file system the medium at `dir` is on.
+pub fn capacity(dir: &std::path::Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(|e| crate::error::Error::Io {
+        path: dir.to_path_buf(),
+        cause: e.into(),
+    })?;
+    Ok(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+/// [`reach`] from a history already measured: pure, and the slow part (a second or so), so
+/// the agent runs it apart from the medium.
+pub fn reach_of(
+    h: History,
+    capacity: u64,
+    sched: &Schedule,
+    policy: &crate::pare::Policy,
+) -> Reach {
     let model = crate::simulate::Model {
         capacity,
         full_size: h.full_size,
@@ -83,19 +105,24 @@ pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Resu
     let start = chrono::DateTime::UNIX_EPOCH;
     let end = start + chrono::Duration::days(182);
     let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    // With no backups to measure, nothing is known of how far anything reaches.
+    let known = h.full_size > 0;
     let days = s
         .at_end
         .iter()
         .map(|(k, v)| {
-            let back = v.oldest.map(|o| (end - o).num_minutes() as f64 / 1440.0);
+            let back = v
+                .oldest
+                .filter(|_| known)
+                .map(|o| (end - o).num_minutes() as f64 / 1440.0);
             (*k, back)
         })
         .collect();
-    Ok(Reach {
+    Reach {
         days,
         failed: s.failed,
         history: h,
-    })
+    }
 }
 
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
@@ -121,8 +148,7 @@ pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Under
     if cfg.sources.is_empty() {
         return None;
     }
-    let st = rustix::fs::statvfs(dir).ok()?;
-    let capacity = st.f_blocks.saturating_mul(st.f_frsize);
+    let capacity = capacity(dir).ok()?;
     let m = Medium::open_read(dir, &crate::medium::Unlock::host(&cfg.agent.state_dir)).ok()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;

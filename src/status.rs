@@ -43,6 +43,10 @@ pub struct Inserted {
     pub last_error: Option<String>,
     /// False when another medium, inserted later, is the one written.
     pub writing: bool,
+    /// How far back each kind will reach at this medium's change rate ([0055]); measured
+    /// after the first backup of an insertion and after every backup but a micro.
+    #[serde(default)]
+    pub reach: Option<crate::sizing::Reach>,
 }
 
 /// The job running on an inserted medium.

@@ -567,6 +567,20 @@ fn insert_rotate_and_restore_from_either_medium() {
     lab.wait_for("a second micro on A", 30, |s| {
         newest(s, &la, "micro") == Some(3) && idle(s, &la)
     });
+    // Status shows how far back each kind will reach at A's change rate (issue 10).
+    let s = lab.wait_for("the reach of A", 30, |s| !inserted(s)[0]["reach"].is_null());
+    let reach = &inserted(&s)[0]["reach"];
+    for kind in ["monthly", "weekly", "daily", "micro"] {
+        let days = reach["days"][kind].as_f64();
+        assert!(days.is_some_and(|d| d > 0.0), "{kind}: {reach}");
+    }
+    assert!(reach["history"]["full_size"].as_u64().unwrap() >= 400_000);
+    let human = lab.ctl(&["status"]);
+    assert!(
+        text(&human.stdout).contains("history reaches back"),
+        "{}",
+        text(&human.stdout)
+    );
     let backups = list(&lab, &mp_a);
     assert_eq!(
         backups

@@ -69,7 +69,7 @@ proptest! {
                         let id = tree.next_id;
                         tree.add(BackupRecord { id, kind: due.kind, parent: due.parent, started: now, finished: now,
                             verified, partial: false, bytes_total: 0, bytes_new: 0, bytes_stored: 0 });
-                        for (old, _) in pare::expired(tree, now, &policy, &[]) {
+                        for (old, _) in pare::retention(tree, now, &policy) {
                             tree.remove(old);
                         }
                     }
@@ -143,14 +143,24 @@ proptest! {
                     let g = m.sharing();
                     let live = g.live_bytes();
                     let free = capacity.saturating_sub(live);
-                    let protect = pare::protected(&m.tree, due.parent);
-                    let plan = pare::plan_room(&m.tree, now, &policy, &protect, needed, free, &g);
-                    let again = pare::plan_room(&m.tree, now, &policy, &protect, needed, free, &m.sharing());
-                    prop_assert_eq!(&plan, &again);
+                    let r = pare::plan_backup(&m.tree, now, &policy, due.kind, due.parent, needed, free, &g);
+                    let again = pare::plan_backup(&m.tree, now, &policy, due.kind, due.parent, needed, free, &m.sharing());
+                    prop_assert_eq!(&r, &again);
+                    let plan = &r.plan;
                     if plan.too_small.is_some() {
                         prop_assert!(plan.victims.is_empty());
                         continue;
                     }
+                    // A full instead only when the incremental itself could not fit.
+                    if r.instead_of.is_some() {
+                        prop_assert!(r.kind.is_full() && r.parent.is_none());
+                        let protect = pare::protected(&m.tree, due.parent);
+                        let as_due = pare::plan_room(&m.tree, now, &policy, &protect, needed, free, &g);
+                        prop_assert!(as_due.too_small.is_some());
+                    } else {
+                        prop_assert_eq!((r.kind, r.parent), (due.kind, due.parent));
+                    }
+                    let protect = pare::protected(&m.tree, r.parent);
                     for v in &plan.victims {
                         prop_assert!(v.freed > 0, "pared #{} for nothing", v.id);
                         prop_assert!(!protect.contains(&v.id));
@@ -159,8 +169,8 @@ proptest! {
                     prop_assert_eq!(m.sharing().live_bytes(), live - plan.freed());
                     prop_assert!(capacity - m.sharing().live_bytes() >= needed);
                     pare::check_restorable(&m.tree).map_err(|e| TestCaseError::fail(e.to_string()))?;
-                    m.add(due.kind, due.parent, now, verified, changed);
-                    for (old, _) in pare::expired(&m.tree, now, &policy, &[]) {
+                    m.add(r.kind, r.parent, now, verified, changed);
+                    for (old, _) in pare::retention(&m.tree, now, &policy) {
                         m.remove(old);
                     }
                 }

@@ -29,6 +29,12 @@ fn list(env: &Env) -> Vec<u64> {
     ids(&json(&env.ok(&["list", "--medium", "{medium}", "--json"])))
 }
 
+fn free_bytes(env: &Env) -> u64 {
+    json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
 fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
     env.run(&[
         "backup",
@@ -116,9 +122,7 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
         ]);
     }
     let at = (t0() + Duration::days(8)).to_rfc3339();
-    let free = json(&env.ok(&["media", "show", "{medium}", "--json"]))["free_bytes"]
-        .as_u64()
-        .unwrap();
+    let free = free_bytes(&env);
     let want = (free + (10 << 20)).to_string();
     let args = |dry: bool| {
         let mut a = vec![
@@ -150,6 +154,12 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
     let mut shown: Vec<u64> = ids(&dry["now"]);
     shown.extend(ids(victims));
     assert_eq!(ids(&real["pared"]), shown, "dry run {dry}\nreal run {real}");
+    // The whole plan, not only its victims: the same bytes each frees, the same choices
+    // passed over, the same free space counted.
+    assert_eq!(
+        dry["to_free"], real["plan"]["room"],
+        "dry run {dry}\nreal run {real}"
+    );
     let after = list(&env);
     assert_eq!(
         after,
@@ -158,11 +168,29 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
             .filter(|i| !shown.contains(i))
             .collect::<Vec<_>>()
     );
+    // Making room reclaims all a pare frees (no pack is left partly dead): the file
+    // system gains what the plan counted on, give or take pack trailers and rounding.
+    let planned: u64 = victims
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["freed"].as_u64().unwrap())
+        .sum();
+    let gained = real["free_bytes"].as_u64().unwrap().saturating_sub(free);
     assert!(
-        real["free_bytes"].as_u64().unwrap() >= free,
-        "paring freed something"
+        gained >= planned - planned / 20,
+        "the plan counted on {planned} bytes, the file system gained {gained}"
     );
     // What is left restores, and a full is among it.
+    let kinds = json(&env.ok(&["list", "--medium", "{medium}", "--json"]));
+    assert!(
+        kinds
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "monthly"),
+        "{kinds}"
+    );
     for id in after {
         env.restore(id, &format!("r{id}"));
     }
@@ -294,4 +322,128 @@ fn sizes_as_people_write_them_and_simulate_from_a_medium() {
         "{reach}"
     );
     assert!(reach["days"]["micro"].as_f64().unwrap() <= 7.0, "{reach}");
+}
+
+#[test]
+fn making_room_reclaims_all_that_paring_frees_even_from_packs_mostly_live() {
+    // Backup 2's one pack holds a file that stays (6 MiB) and one deleted later (1 MiB):
+    // paring backup 2 frees the 1 MiB, which sits in a pack six-sevenths live.
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    let day = |d: i64| (t0() + Duration::days(d)).to_rfc3339();
+    let backup = |d: i64| {
+        env.ok(&[
+            "backup",
+            "--medium",
+            "{medium}",
+            "--source",
+            "{src}",
+            "--at",
+            &day(d),
+        ])
+    };
+    backup(0);
+    write(&env.src.join("keep.bin"), &bytes(2, 6 << 20));
+    write(&env.src.join("gone.bin"), &bytes(3, 1 << 20));
+    backup(1);
+    fs::remove_file(env.src.join("gone.bin")).unwrap();
+    backup(2);
+    let free = free_bytes(&env);
+    let want = (free + (512 << 10)).to_string();
+    let real = json(&env.ok(&[
+        "pare",
+        "--medium",
+        "{medium}",
+        "--at",
+        &day(3),
+        "--free",
+        &want,
+        "--json",
+    ]));
+    assert_eq!(ids(&real["pared"]), vec![2], "{real}");
+    let gained = real["free_bytes"].as_u64().unwrap().saturating_sub(free);
+    assert!(
+        gained >= 1 << 20,
+        "paring backup 2 should free gone.bin's 1 MiB; the file system gained {gained}: {real}"
+    );
+    let r = env.restore(3, "r3");
+    assert_eq!(fs::read(r.join("keep.bin")).unwrap(), bytes(2, 6 << 20));
+    env.ok(&["verify", "--medium", "{medium}", "--all"]);
+}
+
+#[test]
+fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
+    // Monthly 1, weekly 2 (a.bin, still in the sources), weekly 3 (big.bin), micro 4 (big.bin
+    // gone): only weekly 3 holds big.bin. A daily's parent is weekly 3, which making room for
+    // the daily must keep; a full has no parent to keep, so weekly 3 may go.
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    let at = |h: i64| t0() + Duration::hours(h);
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    assert!(backup_at(&env, "monthly", at(0)).status.success());
+    write(&env.src.join("a.bin"), &bytes(2, 1 << 20));
+    assert!(backup_at(&env, "weekly", at(24)).status.success());
+    write(&env.src.join("big.bin"), &bytes(3, 8 << 20));
+    assert!(backup_at(&env, "weekly", at(48)).status.success());
+    fs::remove_file(env.src.join("big.bin")).unwrap();
+    assert!(backup_at(&env, "micro", at(49)).status.success());
+    // A filler beside trayback/ leaves 10 MiB free; the daily needs 6 MiB and the reserve.
+    write(&env.src.join("daily.bin"), &bytes(4, 6 << 20));
+    let free = free_bytes(&env);
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", &(free - (10 << 20)).to_string()])
+        .arg(env.medium.join("filler"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = backup_at(&env, "daily", at(50));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = json(&text(&out.stdout));
+    assert_eq!(v["kind"], "monthly", "{v}");
+    assert_eq!(v["instead_of"], "daily", "{v}");
+    // Weekly 2 frees only its own listing, weekly 3 big.bin; the monthly and the micro stay.
+    assert_eq!(ids(&v["pared_before"]), vec![2, 3], "{v}");
+    assert_eq!(v["backup"]["parent"], serde_json::Value::Null, "{v}");
+    assert_eq!(list(&env), vec![1, 4, 5]);
+    let r = env.restore(5, "r5");
+    assert_eq!(fs::read(r.join("daily.bin")).unwrap(), bytes(4, 6 << 20));
+    assert_eq!(fs::read(r.join("a.bin")).unwrap(), bytes(2, 1 << 20));
+}
+
+#[test]
+fn a_backup_without_room_still_pares_micros_past_their_age_but_never_the_newest() {
+    let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
+        return;
+    };
+    env.init();
+    write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
+    assert!(backup_at(&env, "monthly", t0()).status.success());
+    for i in 1..=3u64 {
+        // Each file stays in the sources: paring a micro frees only its listing.
+        write(&env.src.join(format!("m{i}.bin")), &bytes(10 + i, 1 << 20));
+        let at = t0() + Duration::minutes(15 * i as i64);
+        assert!(backup_at(&env, "micro", at).status.success());
+    }
+    write(&env.src.join("late.bin"), &bytes(20, 4 << 20));
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", &(free_bytes(&env) - (2 << 20)).to_string()])
+        .arg(env.medium.join("filler"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Eight days on: no room for the micro due, but step 100 is retention, not room.
+    let out = backup_at(&env, "micro", t0() + Duration::days(8));
+    assert!(!out.status.success());
+    let v = json(&text(&out.stdout));
+    assert!(v["backup"].is_null(), "{v}");
+    assert_eq!(ids(&v["pared_before"]), Vec::<u64>::new(), "{v}");
+    assert_eq!(ids(&v["pared_after"]), vec![2, 3], "{v}");
+    assert_eq!(list(&env), vec![1, 4], "the newest backup stays");
+    let r = env.restore(4, "r4");
+    assert_eq!(fs::read(r.join("m3.bin")).unwrap(), bytes(13, 1 << 20));
 }

@@ -223,7 +223,8 @@ fn forced_paring_on_a_small_ext4_medium_keeps_every_remaining_backup_whole() {
     }
     env.ok(&["verify", "--medium", "{medium}", "--all", "--read-all"]);
     // What the packs occupy is what the remaining backups' blocks need (garbage collection
-    // rewrites packs more than a quarter dead; 64 KiB of slack a pack for trailers).
+    // rewrites packs more than a quarter dead, all dead blobs when making room; 64 KiB of
+    // slack a pack for trailers).
     let show = json(&env.ok(&["media", "show", "{medium}", "--json"]));
     let (packs, live, n) = (
         show["packs_bytes"].as_u64().unwrap(),

@@ -2,7 +2,7 @@
 //! test-only `test-clock`.
 
 use super::load_config;
-use super::output::{human, print_json};
+use super::output::{self, human, print_json};
 use crate::agent::{self, Request, Response};
 use crate::job::Outcome;
 use crate::status::{ClockNow, Ejected, Status};
@@ -106,6 +106,9 @@ pub fn status(a: StatusArgs) -> Result<u8> {
                 " (not written: another medium was inserted last)"
             }
         );
+        if let Some(r) = &m.reach {
+            output::print_reach(r, "  ");
+        }
         if let Some(e) = &m.last_error {
             println!("  last error: {e}");
         }

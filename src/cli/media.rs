@@ -240,21 +240,7 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             } else {
                 output::print_media(&m)?;
                 if let Some(r) = &reach {
-                    println!(
-                        "at this medium's change rate, in a steady state, history reaches back:"
-                    );
-                    for (k, days) in &r.days {
-                        match days {
-                            Some(d) => println!("  {k:<8} {d:>6.1} days"),
-                            None => println!("  {k:<8}      -"),
-                        }
-                    }
-                    if r.failed > 0 {
-                        println!(
-                            "  ({} backups would not fit: the medium is too small for this rate)",
-                            r.failed
-                        );
-                    }
+                    output::print_reach(r, "");
                 }
             }
             Ok(0)

@@ -309,3 +309,22 @@ pub fn print_pared(why: &str, pared: &[crate::maintain::Pared]) {
         );
     }
 }
+
+/// How far back each kind will reach ([`crate::sizing::Reach`]), indented by `indent`.
+pub fn print_reach(r: &crate::sizing::Reach, indent: &str) {
+    println!(
+        "{indent}at this medium's change rate, after half a year (the simulation's span), history reaches back:"
+    );
+    for (k, days) in &r.days {
+        match days {
+            Some(d) => println!("{indent}  {k:<8} {d:>6.1} days"),
+            None => println!("{indent}  {k:<8}      -"),
+        }
+    }
+    if r.failed > 0 {
+        println!(
+            "{indent}  ({} backups would not fit: the medium is too small for this rate)",
+            r.failed
+        );
+    }
+}

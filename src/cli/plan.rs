@@ -129,7 +129,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
         }
     }
     if let Some(e) = too_small {
-        bail!("{}: {e}", root.display());
+        bail!("{}: {e}; nothing pared to make room", root.display());
     }
     Ok(0)
 }
@@ -171,7 +171,7 @@ fn print_plan(plan: &maintain::ParePlan) {
         );
     }
     if let Some(t) = &room.too_small {
-        println!("  nothing pared to make room: {t}");
+        println!("  {t}; nothing pared to make room");
     }
 }
 

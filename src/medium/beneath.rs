@@ -324,6 +324,25 @@ impl Beneath {
         list_fd(&fd).map_err(|e| self.err(rel, e))
     }
 
+    /// The bytes the regular files directly in directory `rel` occupy (0 if it is missing).
+    pub fn files_bytes(&self, rel: &str) -> Result<u64> {
+        if !self.exists(rel)? {
+            return Ok(0);
+        }
+        let fd = self.open_dir(rel)?;
+        let mut total = 0u64;
+        for (name, kind) in list_fd(&fd).map_err(|e| self.err(rel, e))? {
+            if kind != Kind::File {
+                continue;
+            }
+            let st =
+                rustix::fs::statat(&fd, name.as_os_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| self.err(rel, e.into()))?;
+            total = total.saturating_add((st.st_blocks as u64).saturating_mul(512));
+        }
+        Ok(total)
+    }
+
     /// Remove `rel` whatever it is: a file or link by its name, a directory with everything
     /// in it (through descriptors, never following a link, at most [`MAX_REMOVE_DEPTH`]
     /// levels, never onto another file system). Missing is not an error.
