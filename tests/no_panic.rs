@@ -764,8 +764,18 @@ fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
 
 /// A medium made by the real binary (a monthly and a daily of a few files), and a file's path.
 fn fixture() -> (Env, PathBuf) {
+    fixture_with(false).0
+}
+
+/// The fixture, plaintext or encrypted (then with its recovery key).
+fn fixture_with(encrypted: bool) -> ((Env, PathBuf), String) {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init_plaintext();
+    let key = if encrypted {
+        env.init()
+    } else {
+        env.init_plaintext();
+        String::new()
+    };
     write(&env.src.join("a.txt"), b"hello");
     write(&env.src.join("victim.bin"), &bytes(1, 300_000));
     write(&env.src.join("sub/b.txt"), b"world");
@@ -775,7 +785,7 @@ fn fixture() -> (Env, PathBuf) {
     write(&env.src.join("a.txt"), b"hello again");
     env.backup(&["--kind", "daily"]);
     let file = env.src.join("a.txt");
-    (env, file)
+    ((env, file), key)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -794,10 +804,19 @@ fn copy_dir(from: &Path, to: &Path) {
 /// The medium's files a mutation may hit: packs, headers, tree.yaml (sorted).
 fn targets(medium: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = packs(medium).into_iter().map(|(p, _)| p).collect();
+    let sealed = medium.join("trayback/tree.sealed").exists();
+    let (header, tree) = match sealed {
+        true => ("header.sealed", "tree.sealed"),
+        false => ("header.yaml", "tree.yaml"),
+    };
     for d in fs::read_dir(medium.join("trayback/backups")).unwrap() {
-        out.push(d.unwrap().path().join("header.yaml"));
+        out.push(d.unwrap().path().join(header));
     }
-    out.push(medium.join("trayback/tree.yaml"));
+    out.push(medium.join("trayback").join(tree));
+    if sealed {
+        // The key slots and MAC too: a reader must refuse or read, never misbehave.
+        out.push(medium.join("trayback/media.yaml"));
+    }
     out.sort();
     out
 }
@@ -903,11 +922,25 @@ fn damage() -> impl Strategy<Value = Damage> {
 /// take about 40 s; PROPTEST_CASES=5000 hunts for longer.
 #[test]
 fn damaged_media_never_panic_hang_or_balloon() {
-    let (env, file) = fixture();
+    damaged_media_run(false, 150);
+}
+
+/// The same on an encrypted medium, read on a machine without its host key (unlocked with the
+/// recovery key): its sealed tree, headers, packs and key slots damaged. 30 cases (each
+/// command derives the key with Argon2id).
+#[test]
+fn damaged_encrypted_media_never_panic_hang_or_balloon() {
+    damaged_media_run(true, 30);
+}
+
+fn damaged_media_run(encrypted: bool, default_cases: u32) {
+    let ((env, file), key) = fixture_with(encrypted);
+    let key_file = env.path("recovery.txt");
+    fs::write(&key_file, &key).unwrap();
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(default_cases);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
@@ -929,7 +962,11 @@ fn damaged_media_never_panic_hang_or_balloon() {
             Damage::Listing { which, op } => {
                 let dir =
                     [PathBuf::from("/"), env.src.clone(), env.src.join("sub")][*which].clone();
-                let mut m = Medium::open_write(&medium, 3, &env.state_dir()).unwrap();
+                // This copy's own host state: each case starts from the same medium, which
+                // a shared state directory would take for rolled back after the first.
+                let state = scratch.path().join("state");
+                copy_dir(&env.state_dir(), &state);
+                let mut m = Medium::open_write(&medium, 3, &state).unwrap();
                 let h = m.header(BackupId(1)).unwrap();
                 let chain = index::lookup(&m, &h.root, &dir).unwrap().unwrap();
                 let id = chain.last().map_or(h.root, |e| e.subtree.unwrap());
@@ -939,7 +976,10 @@ fn damaged_media_never_panic_hang_or_balloon() {
                 a = 2;
             }
         }
-        for c in reading_commands(&medium, a, b, file.to_str().unwrap(), scratch.path()) {
+        for mut c in reading_commands(&medium, a, b, file.to_str().unwrap(), scratch.path()) {
+            if encrypted {
+                c.extend(["--key-file".into(), key_file.to_str().unwrap().into()]);
+            }
             run_bounded(&c, TIMEOUT).sane(MAX_RSS_MIB);
             let _ = fs::remove_dir_all(scratch.path().join("restored"));
         }
