@@ -763,10 +763,6 @@ fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
 // The property test
 
 /// A medium made by the real binary (a monthly and a daily of a few files), and a file's path.
-fn fixture() -> (Env, PathBuf) {
-    fixture_with(false).0
-}
-
 /// The fixture, plaintext or encrypted (then with its recovery key).
 fn fixture_with(encrypted: bool) -> ((Env, PathBuf), String) {
     let env = Env::new(MediumKind::Dir).unwrap();
