@@ -2,12 +2,15 @@
 """trayback benchmark: one command, a generated deterministic tree, real runs of the binary.
 
     python3 bench/bench.py [--preset mixed|many-small|smoke] [--smoke] [--workdir DIR]
-                           [--cold] [--runs N] [--json]
+                           [--cold] [--plaintext | --encryption-cost N] [--json]
 
 Steps (each a fresh process, timed wall-clock, peak RSS from wait4):
   full backup (monthly), no-change incremental (micro), 1%-change incremental (micro),
   full restore; plus the medium's size and the bare-walk / bare-read references.
-With --cold (root), the page cache is dropped before each step as well.
+With --cold (root), the page cache is dropped before each step as well. The medium is
+encrypted (the shipped default) unless --plaintext. --encryption-cost N runs the steps N times
+on a plaintext and an encrypted medium alternately and prints the medians side by side, wall
+clock and CPU time (user + system): what encryption costs.
 The tree is generated from a fixed seed, so every run measures the same data.
 """
 import argparse
@@ -88,8 +91,11 @@ def drop_caches():
         f.write("3\n")
 
 
+CPU = {}  # command line -> CPU seconds (user + system) of its last run
+
+
 def run(cmd, cold=False):
-    """Run cmd; return (seconds, peak RSS in MiB)."""
+    """Run cmd; return (seconds, peak RSS in MiB). Its CPU time is left in CPU."""
     if cold:
         drop_caches()
     t0 = time.perf_counter()
@@ -100,6 +106,7 @@ def run(cmd, cold=False):
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 3):
         sys.exit(f"bench: {' '.join(cmd)} failed ({code}):\n{err}")
+    CPU[" ".join(cmd)] = rusage.ru_utime + rusage.ru_stime
     return elapsed, rusage.ru_maxrss / 1024
 
 
@@ -115,7 +122,7 @@ def du(path):
     return total
 
 
-def bench_trayback(binary, src, work, files, cold):
+def bench_trayback(binary, src, work, files, cold, plaintext=False):
     medium = os.path.join(work, "medium")
     restore = os.path.join(work, "restore")
     for d in (medium, restore):
@@ -123,14 +130,22 @@ def bench_trayback(binary, src, work, files, cold):
     os.makedirs(medium)
     # The medium's key stays with the benchmark, not in the host's state directory.
     os.environ["TRAYBACK_STATE_DIR"] = os.path.join(work, "state")
-    subprocess.run([binary, "media", "init", medium, "--label", "bench"], check=True, stdout=subprocess.DEVNULL)
+    init = [binary, "media", "init", medium, "--label", "bench"] + (["--plaintext"] if plaintext else [])
+    subprocess.run(init, check=True, stdout=subprocess.DEVNULL)
     backup = [binary, "backup", "--medium", medium, "--source", src]
     rows = {}
-    rows["full backup"] = run(backup + ["--kind", "monthly"], cold)
-    rows["no-change backup"] = run(backup + ["--kind", "micro"], cold)
+    cpu = {}
+
+    def step(name, cmd):
+        rows[name] = run(cmd, cold)
+        cpu[name] = CPU[" ".join(cmd)]
+
+    step("full backup", backup + ["--kind", "monthly"])
+    step("no-change backup", backup + ["--kind", "micro"])
     mutate(files)
-    rows["1%-change backup"] = run(backup + ["--kind", "micro"], cold)
-    rows["full restore"] = run([binary, "restore", "--medium", medium, "--to", restore], cold)
+    step("1%-change backup", backup + ["--kind", "micro"])
+    step("full restore", [binary, "restore", "--medium", medium, "--to", restore])
+    bench_trayback.cpu = cpu
     size = du(os.path.join(medium, "trayback"))
     # Check the restore really reproduced the source (content and names).
     restored = os.path.join(restore, src.lstrip("/"))
@@ -147,6 +162,8 @@ def main():
     ap.add_argument("--workdir", default="/tmp/trayback-bench")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each step (root)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target/release/trayback"))
+    ap.add_argument("--plaintext", action="store_true", help="a plaintext medium (default: encrypted)")
+    ap.add_argument("--encryption-cost", type=int, metavar="N", help="N alternating runs, plaintext vs encrypted")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     preset = "smoke" if a.smoke else a.preset
@@ -158,11 +175,15 @@ def main():
     files = generate(src, PRESETS[preset])
     data = du(src)
     gen_s = time.perf_counter() - t0
+    if a.encryption_cost:
+        encryption_cost(a, src, files, a.encryption_cost)
+        return
     walk = run(["find", src, "-printf", ""], a.cold)
     read = run(["sh", "-c", f"find {src} -type f -print0 | xargs -0 cat > /dev/null"], a.cold)
-    rows, size = bench_trayback(a.binary, src, a.workdir, files, a.cold)
+    rows, size = bench_trayback(a.binary, src, a.workdir, files, a.cold, a.plaintext)
     result = {
         "preset": preset, "files": len(files), "bytes": data, "cold": a.cold,
+        "encrypted": not a.plaintext,
         "bare walk s": round(walk[0], 3), "bare read s": round(read[0], 3),
         "steps": {k: {"seconds": round(v[0], 3), "peak_rss_mib": round(v[1], 1)} for k, v in rows.items()},
         "medium bytes": size,
@@ -171,7 +192,8 @@ def main():
         print(json.dumps(result, indent=2))
         return
     print(f"trayback bench: preset {preset}, {len(files)} files, {data / 2**20:.1f} MiB "
-          f"(generated in {gen_s:.1f}s), {'cold' if a.cold else 'warm'} cache")
+          f"(generated in {gen_s:.1f}s), {'cold' if a.cold else 'warm'} cache, "
+          f"{'plaintext' if a.plaintext else 'encrypted'} medium")
     print(f"| step | seconds | peak RSS MiB |\n|---|---:|---:|")
     print(f"| bare walk (find) | {walk[0]:.2f} | |\n| bare read (cat) | {read[0]:.2f} | |")
     for k, (s, rss) in rows.items():
@@ -179,6 +201,25 @@ def main():
     print(f"| medium size | {size / 2**20:.1f} MiB | |")
     if a.smoke:
         print("bench smoke: ok")
+
+
+def encryption_cost(a, src, files, n):
+    import statistics
+    runs = {"plaintext": [], "encrypted": []}
+    for _ in range(n):
+        for mode in runs:
+            rows, _ = bench_trayback(a.binary, src, a.workdir, files, a.cold, mode == "plaintext")
+            runs[mode].append((rows, bench_trayback.cpu))
+    med = {m: {k: (statistics.median(r[0][k][0] for r in rs), statistics.median(r[1][k] for r in rs))
+               for k in rs[0][0]} for m, rs in runs.items()}
+    print(f"trayback encryption cost: preset {a.preset}, {n} alternating runs each, medians, "
+          f"{'cold' if a.cold else 'warm'} cache")
+    print("| step | plaintext s | encrypted s | wall | plaintext CPU s | encrypted CPU s | CPU |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for k in med["plaintext"]:
+        (pw, pc), (ew, ec) = med["plaintext"][k], med["encrypted"][k]
+        print(f"| {k} | {pw:.2f} | {ew:.2f} | {100 * (ew / pw - 1):+.0f}% | {pc:.2f} | {ec:.2f} | "
+              f"{100 * (ec / pc - 1):+.0f}% |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Install what a fresh Debian/Ubuntu machine lacks to build and test trayback:
 # pkg-config + libudev-dev (the udev crate), udev (udevd, udevadm), e2fsprogs (mkfs.ext4 for
 # loop-device media), xfsprogs, btrfs-progs and dosfstools (XFS, btrfs and FAT disks in the
-# agent tests), util-linux (mount, losetup, setpriv), coreutils, time (GNU time).
+# agent tests), util-linux (mount, losetup, setpriv), coreutils, time (GNU time), zstd, and
+# for the independent reader of tests/crypt.rs Python's PyYAML and cryptography >= 44.
 # Idempotent; quiet when everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ command -v mkfs.vfat >/dev/null || [ -x /sbin/mkfs.vfat ] || missing+=(dosfstool
 command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
 [ -x /usr/bin/time ] || missing+=(time)   # GNU time: peak RSS in tests/no_panic.rs
+command -v zstd >/dev/null || missing+=(zstd)   # tests/independent_reader.py inflates with it
 
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
@@ -26,6 +28,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The independent reader (tests/crypt.rs) needs Argon2id from the `cryptography` package,
+# which it has from version 44 on (Debian 12 ships 38): from PyPI when missing.
+pip_install() {
+  echo "setup: installing python $* from PyPI" >&2
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+python3 -c 'from cryptography.hazmat.primitives.kdf.argon2 import Argon2id' 2>/dev/null \
+  || pip_install 'cryptography>=44'
+python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust (https://rustup.rs) and run again" >&2

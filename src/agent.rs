@@ -346,6 +346,10 @@ impl Agent {
                 self.refuse(&disk, Some(&m), why);
                 return;
             }
+            Identity::Tampered(m, why) => {
+                self.refuse_tampered(&disk, Some(&m), why);
+                return;
+            }
             Identity::Ours(id) => {
                 let twin = self
                     .inserted
@@ -396,7 +400,7 @@ impl Agent {
                 Some(id) => Expect::Proven(id),
                 None => Expect::BlankOrRecovered { enrol },
             };
-            let r = open_identified(&d2, &mp2, expect, now, &state, &host);
+            let r = open_identified(&d2, &mp2, expect, now, &state, &host, cfg.encrypt);
             if let (true, Ok(m)) = (identified.is_none(), &r) {
                 if m.tree().backups.is_empty() {
                     if let Some(u) = crate::sizing::check(&mp2, &cfg) {
@@ -429,6 +433,10 @@ impl Agent {
             Ok(m) => m,
             Err(Refusal::Foreign(why)) => {
                 self.refuse(&disk, None, why);
+                return;
+            }
+            Err(Refusal::Tampered(why)) => {
+                self.refuse_tampered(&disk, None, why);
                 return;
             }
             Err(Refusal::Failed(e)) => {
@@ -511,6 +519,16 @@ impl Agent {
         self.refused
             .locked()
             .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
+    }
+
+    /// Refuse a medium that was tampered with (issue 11): as [`Self::refuse`], notified as
+    /// `tampered_medium`.
+    fn refuse_tampered(&self, disk: &Disk, media: Option<&MediaFile>, why: String) {
+        warn!(device = %disk.devnode.display(), %why, "tampered medium; not writing to it");
+        self.refused
+            .locked()
+            .insert((disk.devnode.clone(), disk.fs_uuid.clone()));
+        self.note(EventKind::TamperedMedium, Some(disk), media, None, why);
     }
 
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.

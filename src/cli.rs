@@ -4,6 +4,8 @@
 
 mod agent_cmds;
 mod demo;
+mod keys;
+mod media;
 mod output;
 mod plan;
 
@@ -11,8 +13,7 @@ use crate::config::{self, Config};
 use crate::error::Error;
 use crate::ids::BackupId;
 use crate::job;
-use crate::maintain;
-use crate::medium::{self, Medium};
+use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::query;
 use crate::restore::{self, Target};
@@ -22,6 +23,7 @@ use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use clap::{Args, Parser, Subcommand};
+pub use media::MediaCmd;
 use output::print_json;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -41,6 +43,13 @@ pub const EXIT_VERIFY_FAILED: u8 = 4;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// An encrypted medium's recovery key or passphrase, from the first line of this file
+    /// (on a machine that holds no key for the medium).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+    /// As --key-file, read from this open file descriptor.
+    #[arg(long, global = true, value_name = "N", conflicts_with = "key_file")]
+    pub key_fd: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -87,52 +96,6 @@ pub enum Command {
     TestClock(agent_cmds::TestClockArgs),
     /// Back up, verify and restore a real directory onto a directory medium, and compare.
     Demo(demo::DemoArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum MediaCmd {
-    /// Write the media ID file and an empty store.
-    Init {
-        dir: PathBuf,
-        #[arg(long)]
-        label: String,
-        /// Wipe an already enrolled medium and enrol it anew.
-        #[arg(long)]
-        force: bool,
-        /// The configuration whose sources the medium will hold (for the sizing check).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Sources to measure against the medium (spec [0055]: about 1.5 times their size).
-        #[arg(long = "source")]
-        sources: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show the media ID file and a summary.
-    Show {
-        dir: PathBuf,
-        /// Also: how far back each kind will reach on this medium at the change rate its own
-        /// history shows (a simulated half year, spec [0055]).
-        #[arg(long)]
-        reach: bool,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take an existing medium for this host (format 1, another host's, or one whose key
-    /// this host lost): a new key kept on this host, and a media ID file sealed with it.
-    Adopt {
-        dir: PathBuf,
-        /// Replace the key this host already holds for the medium's id (the disk that
-        /// verified with the old key becomes foreign).
-        #[arg(long)]
-        replace_key: bool,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
 }
 
 #[derive(Args, Debug)]
@@ -313,107 +276,14 @@ pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
 
 /// Run a command; returns the process exit status.
 pub fn run(cli: Cli) -> Result<u8> {
+    keys::set_source(cli.key_file, cli.key_fd);
     match cli.command {
-        Command::Media(MediaCmd::Init {
-            dir,
-            label,
-            force,
-            config,
-            sources,
-            json,
-        }) => {
-            let cfg = load_config(config.as_deref(), &sources)?;
-            let state = cfg.agent.state_dir.clone();
-            let old = force
-                .then(|| Medium::identify(&dir).ok().map(|m| m.media_id))
-                .flatten();
-            let m = Medium::init(&dir, &label, force, Utc::now(), &state)?;
-            // The wiped medium's key is of no more use (init proved it before wiping).
-            if let Some(id) = old {
-                let _ = std::fs::remove_file(medium::key_path(&state, &id));
-            }
-            let undersized = crate::sizing::check(&dir, &cfg);
-            if json {
-                let mut v = serde_json::to_value(&m)?;
-                if let Some(u) = &undersized {
-                    v["undersized"] = serde_json::to_value(u)?;
-                }
-                print_json(&v)?;
-            } else {
-                println!(
-                    "enrolled {} as medium {} ({:?})",
-                    dir.display(),
-                    m.media_id,
-                    m.label
-                );
-                if let Some(u) = &undersized {
-                    println!("warning: {u}");
-                }
-            }
-            agent_cmds::tell_agent_enrolled(&dir, json);
-            Ok(0)
-        }
-        Command::Media(MediaCmd::Adopt {
-            dir,
-            replace_key,
-            config,
-            json,
-        }) => {
-            let state = state_dir(config.as_deref())?;
-            let a = medium::adopt(&state, &dir, &medium::host_name(), replace_key)?;
-            if json {
-                print_json(&a)?;
-            } else if a.already {
-                println!(
-                    "{} is already this host's medium {} ({:?}); nothing changed",
-                    dir.display(),
-                    a.media.media_id,
-                    a.media.label
-                );
-            } else {
-                println!(
-                    "adopted {} as this host's medium {} ({:?}); its key is in {}",
-                    dir.display(),
-                    a.media.media_id,
-                    a.media.label,
-                    medium::key_path(&state, &a.media.media_id).display()
-                );
-            }
-            Ok(0)
-        }
-        Command::Media(MediaCmd::Show {
-            dir,
-            reach,
-            config,
-            json,
-        }) => {
-            let m = Medium::open_read(&dir)?;
-            let reach = if reach {
-                let cfg = load_config(config.as_deref(), &[])?;
-                Some(crate::sizing::reach(&m, &cfg.schedule, &cfg.pare)?)
-            } else {
-                None
-            };
-            if json {
-                let (packs_bytes, live_bytes) = maintain::usage(&m)?;
-                print_json(&serde_json::json!({
-                    "media": m.media(), "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
-                    "blocks": m.store().block_count(), "free_bytes": m.free_space()?,
-                    "packs_bytes": packs_bytes, "live_bytes": live_bytes, "reach": reach,
-                }))?;
-            } else {
-                output::print_media(&m)?;
-                if let Some(r) = &reach {
-                    output::print_reach(r, "");
-                }
-            }
-            Ok(0)
-        }
+        Command::Media(cmd) => media::run(cmd),
         Command::Backup(a) => cmd_backup(a),
         Command::Verify(a) => cmd_verify(a),
         Command::Restore(a) => cmd_restore(a),
         Command::List(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree().backups)?;
             } else {
@@ -422,7 +292,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Tree(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             if a.json {
                 print_json(&m.tree())?;
             } else {
@@ -431,7 +301,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Ls(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let id = pick_backup(&m, a.id, None)?;
             output::stream_rows(a.json, output::write_ls, |out| {
                 query::ls_each(&m, id, &a.path, a.recursive, out)
@@ -439,7 +309,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Versions(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let abs = Path::new("/").join(&a.path);
             let v = query::versions(&m, &abs)?;
             if a.json {
@@ -452,7 +322,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Command::Diff(a) => {
-            let m = Medium::open_read(&medium_of(&a.medium)?)?;
+            let m = keys::open_read(&medium_of(&a.medium)?)?;
             let (from, to) = match a.other {
                 Some(o) => (a.id, o),
                 None => {
@@ -650,14 +520,14 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         Err(Error::Locked(path)) => return agent_cmds::verify_through_agent(&a, &root, path),
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
-            Medium::open_read(&root)?
+            keys::open_read(&root)?
         }
         Err(e) if e.is_read_only() => {
             eprintln!(
                 "trayback: {}: read-only; verifying without recording the result",
                 root.display()
             );
-            Medium::open_read(&root)?
+            keys::open_read(&root)?
         }
         Err(e) => return Err(e.into()),
     };
@@ -694,7 +564,7 @@ pub(crate) fn print_verify_reports(reports: &[verify::Report], json: bool) -> Re
 }
 
 fn cmd_restore(a: RestoreArgs) -> Result<u8> {
-    let m = Medium::open_read(&medium_of(&a.medium)?)?;
+    let m = keys::open_read(&medium_of(&a.medium)?)?;
     let id = pick_backup(&m, a.backup, a.at)?;
     let target = match (a.to, a.in_place) {
         (Some(d), false) => Target::Dir(d),

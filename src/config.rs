@@ -57,6 +57,8 @@ struct RawConfig {
     exclude: Option<Vec<String>>,
     one_file_system: Option<bool>,
     compression_level: Option<i32>,
+    /// New media are encrypted unless this is `false` (FORMAT.md "Encryption").
+    encrypt: Option<bool>,
     schedule: Option<RawSchedule>,
     pare: Option<RawPare>,
     agent: Option<RawAgent>,
@@ -130,6 +132,8 @@ pub struct Config {
     pub exclude_set: GlobSet,
     pub one_file_system: bool,
     pub compression_level: i32,
+    /// Whether new media (`media init`, the agent's auto-enrolment) are encrypted.
+    pub encrypt: bool,
     pub schedule: Schedule,
     pub pare: Policy,
     pub agent: Agent,
@@ -355,6 +359,7 @@ impl Config {
             exclude_set,
             one_file_system: raw.one_file_system.unwrap_or(true),
             compression_level,
+            encrypt: raw.encrypt.unwrap_or(true),
             schedule,
             pare,
         })

@@ -61,6 +61,19 @@ pub enum Error {
         path: PathBuf,
         reason: crate::medium::ForeignReason,
     },
+    /// An encrypted medium this host holds no key for, and no recovery key or passphrase given.
+    #[error("{}: medium {media_id} is encrypted and this host holds no key for it; give its recovery key or passphrase (at the prompt, --key-file PATH or --key-fd N)", path.display())]
+    NeedKey {
+        path: PathBuf,
+        media_id: crate::ids::MediaId,
+    },
+    /// The recovery key or passphrase given does not open the medium.
+    #[error("{}: medium {media_id}: {detail}", path.display())]
+    WrongKey {
+        path: PathBuf,
+        media_id: crate::ids::MediaId,
+        detail: String,
+    },
     #[error("{}: replaced by something else while restoring; restore stopped", path.display())]
     Replaced { path: PathBuf },
     #[error("restore refused: backup entry {path:?} {reason}")]

@@ -4,6 +4,8 @@
 //! - [`config`]: the YAML configuration, validated once.
 //! - [`medium`]: a backup disk: media ID file, enrolment, lock, recovery, tree and headers;
 //!   its proof of ownership (per-medium keys kept on the host, the MAC in `media.yaml`).
+//! - [`crypt`]: encryption at rest: the key hierarchy, sealing records, keyed block ids,
+//!   the recovery key; `medium::keyring` keeps an encrypted medium's wrapped keys.
 //! - [`store`]: content-addressed blocks in pack files; dedup, reads, garbage collection.
 //! - [`listing`], [`index`]: the index, a Merkle tree of directory listings, and its walk.
 //! - [`scan`]: reading source metadata; [`backup`]: making a backup (its parallel walk, with
@@ -26,6 +28,7 @@ pub mod backup;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod crypt;
 pub mod error;
 pub mod fsio;
 pub mod ids;

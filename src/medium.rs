@@ -14,16 +14,23 @@
 //! - readers hold a shared lock on `locks/readers` for as long as they have the medium open;
 //!   whatever deletes a pack or a backup's directory holds it exclusively, or leaves the
 //!   deletion for later, so a restore, `ls` or verify that has started never loses a block;
-//! - `trayback/` is `0700` and everything written in it `0600`.
+//! - `trayback/` is `0700` and everything written in it `0600`;
+//! - an encrypted medium (`media.yaml` format 3) is opened only unlocked ([`Unlock`]): every
+//!   record is then sealed and must authenticate (`records`, `store::pack`); a writer also
+//!   refuses a tree older than the newest generation this host saw of it (a rollback).
 
 pub mod beneath;
+mod keyring;
+pub mod kit;
+mod records;
 
+use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, MediaId, PackId};
 use crate::listing::Listing;
 use crate::store::pack::BlobKind;
-use crate::store::{self, GcReport, PackCheck, Reclaim, Store, WriteStats};
-use crate::tree::{BackupRecord, Kind, Tree, TREE_FORMAT};
+use crate::store::{self, GcReport, Reclaim, Store, WriteStats};
+use crate::tree::{BackupRecord, Kind, Tree};
 pub use beneath::Beneath;
 use beneath::Kind as EntryType;
 use chrono::{DateTime, Utc};
@@ -31,12 +38,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 mod key;
 pub use key::{adopt, key_path, prove, Adopted, ForeignReason, MediumKey, Proof, Unproven};
+pub use keyring::{
+    keep_recovery_key, rotate_host_key, set_passphrase, Ask, Encryption, KeyChange, SlotKind,
+    Unlock, MEDIA_FORMAT_ENCRYPTED,
+};
+use records::{backup_rel, parse_yaml};
+pub use records::{MAX_HEADER_FILE, MAX_TREE_FILE};
 
 pub const MEDIA_FORMAT: u32 = 2;
 pub const HEADER_FORMAT: u32 = 1;
@@ -50,6 +64,9 @@ pub struct MediaFile {
     pub label: String,
     pub host: String,
     pub created: DateTime<Utc>,
+    /// Format 3 (an encrypted medium): the data key's wrappings (FORMAT.md "Encryption").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Format 2: HMAC-SHA-256 proving the host that keeps this medium's key enrolled it
     /// (see `key`); absent in format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,10 +138,8 @@ pub struct BackupHeader {
     pub packs: Vec<PackId>,
 }
 
-/// How much of each record a reader takes before refusing it as damage.
+/// How much of `media.yaml` a reader takes before refusing it as damage.
 const MAX_MEDIA_FILE: u64 = 64 << 10;
-const MAX_TREE_FILE: u64 = 64 << 20;
-const MAX_HEADER_FILE: u64 = 64 << 20;
 
 /// How a medium is held open.
 enum Hold {
@@ -143,6 +158,29 @@ pub struct Medium {
     tree: Tree,
     store: Store,
     hold: Hold,
+    /// Plaintext, or the keys of an encrypted medium.
+    crypt: Crypt,
+    /// The generation of the tree file as read or last written (encrypted media).
+    generation: AtomicU64,
+    /// Where this host keeps its keys and the generations it saw (writers, host readers).
+    state_dir: Option<PathBuf>,
+}
+
+/// How a new medium is protected.
+pub enum Protection {
+    /// Records in plaintext, checked by SHA-256 (`media init --plaintext`).
+    Plaintext,
+    /// Encrypted: a recovery key is made, and a passphrase slot if one is given.
+    Encrypted {
+        passphrase: Option<zeroize::Zeroizing<String>>,
+    },
+}
+
+/// What enrolling made: the media ID file, and for an encrypted medium its recovery key (to
+/// be shown once, never kept).
+pub struct Enrolled {
+    pub media: MediaFile,
+    pub recovery: Option<crate::crypt::recovery::RecoveryKey>,
 }
 
 pub fn host_name() -> String {
@@ -150,30 +188,6 @@ pub fn host_name() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
-}
-
-/// Read YAML record `rel` (a regular file of at most `cap` bytes). A parse error says where,
-/// never what: the bytes of a hostile file are not quoted back.
-fn read_yaml<T: serde::de::DeserializeOwned>(dir: &Beneath, rel: &str, cap: u64) -> Result<T> {
-    parse_yaml(dir, rel, &dir.read_small(rel, cap)?)
-}
-
-fn parse_yaml<T: serde::de::DeserializeOwned>(dir: &Beneath, rel: &str, bytes: &[u8]) -> Result<T> {
-    serde_yaml::from_slice(bytes).map_err(|e| Error::Damaged {
-        path: dir.shown(rel),
-        detail: match e.location() {
-            Some(l) => format!(
-                "does not parse as this record (line {}, column {})",
-                l.line(),
-                l.column()
-            ),
-            None => "does not parse as this record".into(),
-        },
-    })
-}
-
-fn backup_rel(id: BackupId) -> String {
-    format!("backups/{:08}", id.0)
 }
 
 /// The backup a `backups/` entry is named for: exactly the name [`backup_rel`] gives its id
@@ -202,12 +216,25 @@ fn read_media_bytes(dir: &Beneath) -> Result<(MediaFile, Vec<u8>)> {
     let bytes = dir.read_small("media.yaml", MAX_MEDIA_FILE)?;
     let m: MediaFile = parse_yaml(dir, "media.yaml", &bytes)?;
     // Format 1 (no MAC) stays readable; writers require the proof (`key::prove`).
-    if !(1..=MEDIA_FORMAT).contains(&m.format) {
+    if !(1..=MEDIA_FORMAT_ENCRYPTED).contains(&m.format) {
         return Err(Error::Version {
             path: dir.shown("media.yaml"),
             found: m.format,
-            supported: MEDIA_FORMAT,
+            supported: MEDIA_FORMAT_ENCRYPTED,
         });
+    }
+    let damaged = |detail: String| Error::Damaged {
+        path: dir.shown("media.yaml"),
+        detail,
+    };
+    match (&m.encryption, m.format == MEDIA_FORMAT_ENCRYPTED) {
+        (Some(e), true) => keyring::check(e).map_err(damaged)?,
+        (None, false) => {}
+        _ => {
+            return Err(damaged(
+                "format 3, and only format 3, has an encryption section".into(),
+            ))
+        }
     }
     Ok((m, bytes))
 }
@@ -221,7 +248,8 @@ impl Medium {
         force: bool,
         now: DateTime<Utc>,
         state_dir: &Path,
-    ) -> Result<MediaFile> {
+        protection: Protection,
+    ) -> Result<Enrolled> {
         let dir = Beneath::create(root)?;
         dir.make_private()?;
         if dir.exists("media.yaml")? {
@@ -234,7 +262,11 @@ impl Medium {
                     path: root.to_path_buf(),
                     id,
                     label,
-                    backups: read_tree(&dir).ok().map(|t| t.backups.len()),
+                    // Counted from the backups' directories: an encrypted tree needs a key.
+                    backups: match dir.exists("backups") {
+                        Ok(false) => Some(0),
+                        _ => dir.list("backups").ok().map(|v| v.len()),
+                    },
                 });
             }
             key::prove(state_dir, root, &read_media(&dir)?)?;
@@ -242,7 +274,7 @@ impl Medium {
             let lock = lock_writer(&dir)?;
             // Unenrol first (the marker goes before the data), then wipe.
             dir.remove_file("media.yaml")?;
-            for sub in ["backups", "packs", "tmp", "tree.yaml"] {
+            for sub in ["backups", "packs", "tmp", "tree.yaml", "tree.sealed"] {
                 dir.remove_all(sub)?;
             }
             drop(lock);
@@ -252,22 +284,41 @@ impl Medium {
         }
         drop(lock_writer(&dir)?);
         drop(dir.open_lock(READERS_LOCK)?); // readers find it from now on
-        let tree = serde_yaml::to_string(&Tree::default()).expect("a tree serializes");
-        dir.atomic_write("tree.yaml", tree.as_bytes())?;
         let mut media = MediaFile {
             format: MEDIA_FORMAT,
             media_id: MediaId(uuid::Uuid::new_v4()),
             label: label.to_string(),
             host: host_name(),
             created: now,
+            encryption: None,
             mac: None,
         };
-        key::enrol(state_dir, &mut media)?;
+        // The host's key is kept before the tree and the ID file that need it are written.
+        let (crypt, recovery) = match protection {
+            Protection::Plaintext => {
+                key::enrol(state_dir, &mut media)?;
+                (Crypt::Plain, None)
+            }
+            Protection::Encrypted { passphrase } => {
+                let (c, r) = keyring::enrol(
+                    state_dir,
+                    &mut media,
+                    passphrase.as_deref().map(|p| p.as_str()),
+                )?;
+                (c, Some(r))
+            }
+        };
+        let (rel, bytes) = records::tree_file(&crypt, &Tree::default(), 1);
+        dir.atomic_write(rel, &bytes)?;
+        if crypt.is_sealed() {
+            keyring::record_generation(state_dir, &media.media_id, 1)?;
+        }
         let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
-        info!(medium = %media.media_id, label, path = %root.display(), "medium enrolled");
-        Ok(media)
+        kit::refresh_quietly(root, &dir, &media);
+        info!(medium = %media.media_id, label, path = %root.display(), encrypted = crypt.is_sealed(), "medium enrolled");
+        Ok(Enrolled { media, recovery })
     }
 
     /// The media ID file of `root` and its exact bytes (to tell, after a remount, that it is
@@ -281,22 +332,39 @@ impl Medium {
         read_media(&Beneath::open(root)?)
     }
 
-    /// Open for reading: a shared readers' lock, no recovery; sees only what `tree.yaml`
-    /// lists. Works on a read-only mount.
-    pub fn open_read(root: &Path) -> Result<Medium> {
+    /// Open for reading: a shared readers' lock, no recovery; sees only what the tree
+    /// lists. Works on a read-only mount and writes nothing. An encrypted medium is unlocked
+    /// as `unlock` says (and a tree older than this host saw of it is refused).
+    pub fn open_read(root: &Path, unlock: &Unlock) -> Result<Medium> {
         let dir = Beneath::open(root)?;
         let media = read_media(&dir)?;
+        let crypt = keyring::unlock(root, &media, unlock)?;
         let hold = Hold::Read(share_readers_lock(&dir)?);
-        Medium::open(root, dir, media, hold, 3, read_tree)
+        let state = unlock.state_dir.map(Path::to_path_buf);
+        let m = Medium::open(root, dir, media, hold, 3, crypt, state, records::read_tree)?;
+        m.check_generation()?;
+        Ok(m)
     }
 
     /// Open for writing, only a medium proven to be this host's (its `media.yaml` MAC
     /// verifies with the key kept in `state_dir`): the proof before anything is written, the
     /// exclusive lock, the same proven file again under the lock, then recovery.
     pub fn open_write(root: &Path, level: i32, state_dir: &Path) -> Result<Medium> {
-        let (dir, media, hold) = Medium::lock_proven(root, state_dir)?;
-        let mut m = Medium::open(root, dir, media, hold, level, read_tree)?;
+        let (dir, media, hold, crypt) = Medium::lock_proven(root, state_dir)?;
+        let state = Some(state_dir.to_path_buf());
+        let mut m = Medium::open(
+            root,
+            dir,
+            media,
+            hold,
+            level,
+            crypt,
+            state,
+            records::read_tree,
+        )?;
+        m.check_generation()?;
         m.recover()?;
+        kit::refresh_quietly(root, &m.dir, &m.media);
         Ok(m)
     }
 
@@ -304,18 +372,50 @@ impl Medium {
     /// tree in place of a damaged one and no recovery (which would take every backup for
     /// uncommitted).
     pub fn open_for_repair(root: &Path, state_dir: &Path) -> Result<Medium> {
-        let (dir, media, hold) = Medium::lock_proven(root, state_dir)?;
-        Medium::open(root, dir, media, hold, 3, |_| Ok(Tree::default()))
+        let (dir, media, hold, crypt) = Medium::lock_proven(root, state_dir)?;
+        let state = Some(state_dir.to_path_buf());
+        let m = Medium::open(root, dir, media, hold, 3, crypt, state, |_, _| {
+            Ok((Tree::default(), 0))
+        })?;
+        // The repaired tree is written as a generation newer than any this host saw.
+        if let Some(seen) = keyring::seen_generation(state_dir, &m.media.media_id)? {
+            m.generation.store(seen, Ordering::Relaxed);
+        }
+        Ok(m)
     }
 
-    fn lock_proven(root: &Path, state_dir: &Path) -> Result<(Beneath, MediaFile, Hold)> {
+    /// Refuse a tree older than the newest generation this host wrote to or read from this
+    /// medium (an old `tree.sealed` put back), and remember a newer one.
+    fn check_generation(&self) -> Result<()> {
+        let (Some(state_dir), true) = (&self.state_dir, self.crypt.is_sealed()) else {
+            return Ok(());
+        };
+        let now = self.generation.load(Ordering::Relaxed);
+        match keyring::seen_generation(state_dir, &self.media.media_id)? {
+            Some(seen) if now < seen => Err(Error::Damaged {
+                path: self.tree_path(),
+                detail: format!(
+                    "rolled back: generation {now}, older than generation {seen} this host already saw of this medium (an old tree file put back)"
+                ),
+            }),
+            Some(seen) if now == seen => Ok(()),
+            _ if self.writable() => {
+                keyring::record_generation(state_dir, &self.media.media_id, now)
+            }
+            // A reader records nothing (the state directory may not be ours to write).
+            _ => Ok(()),
+        }
+    }
+
+    fn lock_proven(root: &Path, state_dir: &Path) -> Result<(Beneath, MediaFile, Hold, Crypt)> {
         let dir = Beneath::open(root)?;
         let media = read_media(&dir)?;
-        let proof = key::prove(state_dir, root, &media)?;
+        let (proof, _) = key::prove_and_unlock(state_dir, root, &media)?;
         let hold = Hold::Write(lock_writer(&dir)?);
         // Another writer could have replaced media.yaml before we held the lock.
         let again = read_media(&dir)?;
-        if key::prove(state_dir, root, &again)? != proof {
+        let (proof_again, crypt) = key::prove_and_unlock(state_dir, root, &again)?;
+        if proof_again != proof {
             return Err(Error::Foreign {
                 path: root.to_path_buf(),
                 reason: ForeignReason::new(&again, Unproven::Changed),
@@ -323,20 +423,23 @@ impl Medium {
         }
         dir.make_private()?;
         drop(dir.open_lock(READERS_LOCK)?); // readers find it from now on
-        Ok((dir, again, hold))
+        Ok((dir, again, hold, crypt))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn open(
         root: &Path,
         dir: Beneath,
         media: MediaFile,
         hold: Hold,
         level: i32,
-        tree: fn(&Beneath) -> Result<Tree>,
+        crypt: Crypt,
+        state_dir: Option<PathBuf>,
+        tree: fn(&Beneath, &Crypt) -> Result<(Tree, u64)>,
     ) -> Result<Medium> {
-        let tree = tree(&dir)?;
+        let (tree, generation) = tree(&dir, &crypt)?;
         let dir = Arc::new(dir);
-        let (store, damage) = Store::open(dir.clone(), level)?;
+        let (store, damage) = Store::open(dir.clone(), level, crypt.clone())?;
         for d in &damage {
             warn!(path = %d.path.display(), detail = %d.detail, "unreadable pack");
         }
@@ -347,7 +450,19 @@ impl Medium {
             tree,
             store,
             hold,
+            crypt,
+            generation: AtomicU64::new(generation),
+            state_dir,
         })
+    }
+
+    /// How the medium's records are protected.
+    pub fn crypt(&self) -> &Crypt {
+        &self.crypt
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.crypt.is_sealed()
     }
 
     /// The mount point or directory the medium was opened at.
@@ -401,7 +516,11 @@ impl Medium {
         // moves past it once its remains are gone.
         let mut used = None;
         for p in self.store.packs() {
-            if p.flags & store::pack::FLAG_GC == 0 && p.writer >= self.tree.next_id.0 {
+            if p.flags & store::pack::FLAG_GC == 0
+                && p.writer >= self.tree.next_id.0
+                // On an encrypted medium the footer must authenticate before it is believed.
+                && (!self.crypt.is_sealed() || self.store.trailer_intact(&p.id))
+            {
                 warn!(pack = %p.id, backup = p.writer, "recovery: removing pack of an uncommitted backup");
                 self.store.remove_pack(&p.id)?;
                 used = used.max(Some(p.writer));
@@ -469,8 +588,15 @@ impl Medium {
             path: self.dir.shown("tree.yaml"),
             detail: format!("refusing to write an inconsistent tree: {detail}"),
         })?;
-        let text = serde_yaml::to_string(tree).expect("a tree serializes");
-        self.dir.atomic_write("tree.yaml", text.as_bytes())
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let (rel, bytes) = records::tree_file(&self.crypt, tree, generation);
+        self.dir.atomic_write(rel, &bytes)?;
+        self.generation.store(generation, Ordering::Relaxed);
+        if let (Some(state_dir), true) = (&self.state_dir, self.crypt.is_sealed()) {
+            // After the medium: a crash between the two leaves the host behind, never ahead.
+            keyring::record_generation(state_dir, &self.media.media_id, generation)?;
+        }
+        Ok(())
     }
 
     /// Start writing backup `tree.next_id`. With `check_as_written`, each pack is re-read
@@ -520,9 +646,8 @@ impl Medium {
         });
         let committed = (|| {
             self.dir.mkdir(&rel)?;
-            let text = serde_yaml::to_string(header).expect("a header serializes");
-            self.dir
-                .atomic_write(&format!("{rel}/header.yaml"), text.as_bytes())?;
+            let (file, bytes) = records::header_file(&self.crypt, header);
+            self.dir.atomic_write(&file, &bytes)?;
             self.save_tree(&tree)
         })();
         match committed {
@@ -620,32 +745,17 @@ impl Medium {
     }
 
     fn read_header(&self, id: BackupId) -> Result<BackupHeader> {
-        let rel = format!("{}/header.yaml", backup_rel(id));
-        let h: BackupHeader = read_yaml(&self.dir, &rel, MAX_HEADER_FILE)?;
-        if h.format != HEADER_FORMAT {
-            return Err(Error::Version {
-                path: self.dir.shown(&rel),
-                found: h.format,
-                supported: HEADER_FORMAT,
-            });
-        }
-        if h.id != id {
-            return Err(Error::Damaged {
-                path: self.dir.shown(&rel),
-                detail: format!("header names backup {} instead", h.id),
-            });
-        }
-        Ok(h)
+        records::read_header(&self.dir, &self.crypt, id)
     }
 
     /// Where backup `id`'s header is, for messages.
     pub fn header_path(&self, id: BackupId) -> PathBuf {
-        self.dir.shown(&format!("{}/header.yaml", backup_rel(id)))
+        self.dir.shown(&records::header_rel(&self.crypt, id))
     }
 
     /// Where the tree is, for messages.
     pub fn tree_path(&self) -> PathBuf {
-        self.dir.shown("tree.yaml")
+        self.dir.shown(records::tree_rel(&self.crypt))
     }
 
     /// The header of committed backup `id`.
@@ -682,7 +792,7 @@ impl Medium {
     /// Check packs with `check` instead of re-reading them (tests that simulate a device
     /// returning something else than what was written).
     #[doc(hidden)]
-    pub fn set_pack_check(&self, check: fn(&Beneath, &PackId) -> PackCheck) {
+    pub fn set_pack_check(&self, check: store::CheckFn) {
         self.store.set_pack_check(check);
     }
 }
@@ -747,27 +857,6 @@ impl Drop for BackupWriter<'_> {
             self.m.store.abort();
         }
     }
-}
-
-fn read_tree(dir: &Beneath) -> Result<Tree> {
-    let tree: Tree = read_yaml(dir, "tree.yaml", MAX_TREE_FILE).map_err(|e| match e {
-        Error::Damaged { path, detail } => Error::Damaged {
-            path,
-            detail: format!("{detail} (rebuild it with `trayback repair --tree`)"),
-        },
-        e => e,
-    })?;
-    let path = dir.shown("tree.yaml");
-    if tree.format != TREE_FORMAT {
-        return Err(Error::Version {
-            path,
-            found: tree.format,
-            supported: TREE_FORMAT,
-        });
-    }
-    tree.check()
-        .map_err(|detail| Error::Damaged { path, detail })?;
-    Ok(tree)
 }
 
 /// Take the writer's lock: exclusive, never waiting.

@@ -149,7 +149,7 @@ pub fn check(dir: &std::path::Path, cfg: &crate::config::Config) -> Option<Under
         return None;
     }
     let capacity = capacity(dir).ok()?;
-    let m = Medium::open_read(dir).ok()?;
+    let m = Medium::open_read(dir, &crate::medium::Unlock::host(&cfg.agent.state_dir)).ok()?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let sources = crate::backup::estimate(&m, cfg, None, &cancel).ok()?;
     advice(capacity, sources)

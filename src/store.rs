@@ -1,7 +1,9 @@
 //! The per-medium block store: content-addressed blocks and listing blobs in pack files.
 //!
 //! Invariants:
-//! - a block id is the SHA-256 of its uncompressed bytes; every read re-checks it;
+//! - a block id is the SHA-256 of its uncompressed bytes (on an encrypted medium, keyed:
+//!   [`Crypt::block_id`]); every read re-checks it, and on an encrypted medium every record
+//!   and trailer must authenticate first (`pack::decode`, `pack::read_trailer`);
 //! - a pack becomes visible (in the index, and so usable for deduplication) only after it is
 //!   complete, fsync'd and renamed into `packs/`, with its directory fsync'd;
 //! - garbage collection writes the survivors of a pack to a new pack and makes that durable
@@ -9,6 +11,7 @@
 
 pub mod pack;
 
+use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::fsio;
 use crate::ids::{BlockId, PackId};
@@ -91,7 +94,7 @@ struct Writing {
     check: CheckFn,
 }
 
-type CheckFn = fn(&Beneath, &PackId) -> PackCheck;
+pub type CheckFn = fn(&Beneath, &Crypt, &PackId) -> PackCheck;
 
 /// Threads that re-read closed packs from the device while the backup goes on: one per core,
 /// so that when writers wait for the checks (see [`Backlog`]) every core checks.
@@ -126,7 +129,12 @@ impl Backlog {
 
 impl Checker {
     /// `None` if no thread could be started (the verify then reads every pack itself).
-    fn start(dir: Arc<Beneath>, backlog: Arc<Backlog>, check: CheckFn) -> Option<Checker> {
+    fn start(
+        dir: Arc<Beneath>,
+        crypt: Crypt,
+        backlog: Arc<Backlog>,
+        check: CheckFn,
+    ) -> Option<Checker> {
         let (send, recv) = std::sync::mpsc::channel::<PackId>();
         let recv = Arc::new(Mutex::new(recv));
         let n = std::thread::available_parallelism()
@@ -135,6 +143,7 @@ impl Checker {
         let threads = (0..n)
             .filter_map(|i| {
                 let (dir, backlog, recv) = (dir.clone(), backlog.clone(), recv.clone());
+                let crypt = crypt.clone();
                 std::thread::Builder::new()
                     .name(format!("pack-check-{i}"))
                     .spawn(move || {
@@ -142,12 +151,11 @@ impl Checker {
                         loop {
                             let next = recv.lock().unwrap().recv();
                             let Ok(id) = next else { break };
-                            let r = std::panic::catch_unwind(|| check(&dir, &id)).unwrap_or_else(
-                                |_| PackCheck {
+                            let r = std::panic::catch_unwind(|| check(&dir, &crypt, &id))
+                                .unwrap_or_else(|_| PackCheck {
                                     damage: vec![(None, "checking the pack failed".into())],
                                     ..PackCheck::default()
-                                },
-                            );
+                                });
                             out.insert(id, r);
                             backlog.add(-1);
                         }
@@ -179,6 +187,7 @@ pub struct WriteStats {
 
 pub struct Store {
     dir: Arc<Beneath>,
+    crypt: Crypt,
     level: i32,
     packs: RwLock<Vec<PackInfo>>,
     /// Block ids are SHA-256 digests, so a fast non-keyed hash is as good as any here.
@@ -235,7 +244,7 @@ pub struct PackCheck {
 /// Re-read and check every record of pack `id` from the device (not the page cache):
 /// trailer and footer, each record header against the trailer, each payload decoded and
 /// hashed. Records are streamed front to back, one in memory at a time.
-pub fn check_pack(dir: &Beneath, id: &PackId) -> PackCheck {
+pub fn check_pack(dir: &Beneath, crypt: &Crypt, id: &PackId) -> PackCheck {
     let mut out = PackCheck::default();
     let rel = pack_rel(id);
     let opened = dir
@@ -251,10 +260,11 @@ pub fn check_pack(dir: &Beneath, id: &PackId) -> PackCheck {
     out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
     // The pack was fsync'd: forget its cached pages, so the trailer comes from the device too.
     fsio::drop_cache(&f);
-    let trailer = match pack::read_trailer(&f) {
+    let trailer = match pack::read_trailer(crypt, id, &f) {
         Ok(t) => t,
         Err(detail) => {
-            out.damage.push((None, detail));
+            out.damage
+                .push((None, format!("{}: {detail}", dir.shown(&rel).display())));
             return out;
         }
     };
@@ -286,11 +296,12 @@ pub fn check_pack(dir: &Beneath, id: &PackId) -> PackCheck {
             ));
             continue;
         }
-        match pack::decode(e, &payload) {
-            Ok(_) => out.good.push(e.id),
-            Err(detail) => out
-                .damage
-                .push((Some(e.id), format!("in pack {id}: {detail}"))),
+        match pack::check(crypt, e, &payload) {
+            Ok(()) => out.good.push(e.id),
+            Err(detail) => out.damage.push((
+                Some(e.id),
+                format!("in {}: {detail}", dir.shown(&rel).display()),
+            )),
         }
     }
     out
@@ -306,9 +317,14 @@ pub struct PackDamage {
 impl Store {
     /// Open the store in `trayback/`: index the listing packs' trailers, note the data
     /// packs' footers (their trailers are read on first need).
-    pub(crate) fn open(dir: Arc<Beneath>, level: i32) -> Result<(Store, Vec<PackDamage>)> {
+    pub(crate) fn open(
+        dir: Arc<Beneath>,
+        level: i32,
+        crypt: Crypt,
+    ) -> Result<(Store, Vec<PackDamage>)> {
         let store = Store {
             dir,
+            crypt,
             level,
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(FxHashMap::default()),
@@ -410,7 +426,7 @@ impl Store {
     /// Read pack `id`'s trailer and index its records; a damaged trailer is salvaged by
     /// walking the records (and reported). `n`: the pack is registered already, at `n`.
     fn index_pack(&self, id: PackId, file: &File, n: Option<u32>) -> Result<(), String> {
-        let (info, entries, damage) = match pack::read_trailer(file) {
+        let (info, entries, damage) = match pack::read_trailer(&self.crypt, &id, file) {
             Ok(t) => {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let info = PackInfo {
@@ -424,7 +440,7 @@ impl Store {
             }
             Err(detail) => {
                 // Records describe themselves: index what can still be read.
-                let entries = pack::scan_file(file);
+                let entries = pack::scan_file(&self.crypt, file);
                 let path = self.dir.shown(&pack_rel(&id));
                 tracing::warn!(path = %path.display(), %detail, salvaged = entries.len(), "damaged pack trailer; salvaged records");
                 let info = PackInfo {
@@ -522,7 +538,24 @@ impl Store {
 
     /// Re-read and check pack `id` from the device (see [`check_pack`]).
     pub fn check_pack(&self, id: &PackId) -> PackCheck {
-        check_pack(&self.dir, id)
+        check_pack(&self.dir, &self.crypt, id)
+    }
+
+    /// Whether pack `id`'s trailer and footer are intact (and on an encrypted medium,
+    /// authenticate): what recovery requires before it believes a footer's writer.
+    pub(crate) fn trailer_intact(&self, id: &PackId) -> bool {
+        self.open_pack(id)
+            .is_ok_and(|(f, _)| pack::read_trailer(&self.crypt, id, &f).is_ok())
+    }
+
+    /// How this store's records are protected.
+    pub fn crypt(&self) -> &Crypt {
+        &self.crypt
+    }
+
+    /// The id blob `raw` has on this medium (SHA-256, or keyed on an encrypted medium).
+    pub fn block_id(&self, raw: &[u8]) -> BlockId {
+        self.crypt.block_id(raw)
     }
 
     /// The packs present on the medium.
@@ -580,7 +613,7 @@ impl Store {
 
     /// Store `raw` unless a block with its id is already there; returns its id.
     pub(crate) fn put(&self, kind: BlobKind, raw: &[u8]) -> Result<BlockId> {
-        let id = BlockId::of(raw);
+        let id = self.crypt.block_id(raw);
         self.put_with_id(kind, id, raw)?;
         Ok(id)
     }
@@ -599,7 +632,7 @@ impl Store {
             return Ok(false);
         }
         self.backlog.wait_until_small();
-        let (enc, payload) = pack::encode(raw, self.level);
+        let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
     }
 
@@ -621,7 +654,7 @@ impl Store {
             let pid = PackId::random();
             let tmp = format!("tmp/{pid}.pack");
             let file = self.dir.create_new(&tmp)?;
-            let pw = PackWriter::new(pid, file).map_err(|e| self.dir.err(&tmp, e))?;
+            let pw = PackWriter::new(pid, file, &self.crypt).map_err(|e| self.dir.err(&tmp, e))?;
             w.current[slot] = Some((pw, tmp));
         }
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
@@ -724,7 +757,12 @@ impl Store {
     pub(crate) fn check_packs_as_written(&self) {
         let mut w = self.writing.lock().unwrap();
         if w.checker.is_none() {
-            w.checker = Checker::start(self.dir.clone(), self.backlog.clone(), w.check);
+            w.checker = Checker::start(
+                self.dir.clone(),
+                self.crypt.clone(),
+                self.backlog.clone(),
+                w.check,
+            );
         }
         w.check_packs = w.checker.is_some();
         if !w.check_packs {
@@ -736,7 +774,7 @@ impl Store {
     /// [`Store::check_packs_as_written`] on (for tests that simulate a device returning
     /// something else than what was written).
     #[doc(hidden)]
-    pub(crate) fn set_pack_check(&self, check: fn(&Beneath, &PackId) -> PackCheck) {
+    pub(crate) fn set_pack_check(&self, check: CheckFn) {
         self.writing.lock().unwrap().check = check;
     }
 
@@ -797,8 +835,13 @@ impl Store {
     pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
         let loc = self.loc(id).ok_or(Error::MissingBlock(*id))?;
         let payload = self.read_payload(*id, loc)?;
-        pack::decode(&loc.entry(*id), &payload)
-            .map_err(|detail| Error::BadBlock { id: *id, detail })
+        pack::decode(&self.crypt, &loc.entry(*id), &payload).map_err(|detail| {
+            let pack = self.packs.read().unwrap()[loc.pack as usize].id;
+            Error::BadBlock {
+                id: *id,
+                detail: format!("in {}: {detail}", self.pack_path(&pack).display()),
+            }
+        })
     }
 
     fn read_payload(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
@@ -837,7 +880,7 @@ impl Store {
                 continue;
             }
             let (f, _) = self.open_pack(&info.id)?;
-            let t = match pack::read_trailer(&f) {
+            let t = match pack::read_trailer(&self.crypt, &info.id, &f) {
                 Ok(t) => t,
                 Err(detail) => {
                     // Left as it is: neither deleted nor rewritten (verify reports it).
@@ -952,7 +995,7 @@ impl Store {
                         break;
                     }
                 };
-                if let Err(detail) = pack::decode(e, &payload) {
+                if let Err(detail) = pack::decode(&self.crypt, e, &payload) {
                     // Damaged already: its bytes move as they are, nothing of it is lost
                     // that was not lost before (verify reports it either way).
                     tracing::warn!(pack = %p.id, block = %e.id, %detail, "garbage collection moves a damaged block as it is");

@@ -52,7 +52,7 @@ fn insert_rotate_and_restore_from_either_medium() {
         "{}",
         text(&human.stdout)
     );
-    let backups = list(&mp_a);
+    let backups = list(&lab, &mp_a);
     assert_eq!(
         backups
             .iter()
@@ -84,7 +84,7 @@ fn insert_rotate_and_restore_from_either_medium() {
         newest(s, &la, "daily").is_some() && idle(s, &la)
     });
     let mp_a = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
-    let backups = list(&mp_a);
+    let backups = list(&lab, &mp_a);
     let daily = backups.iter().find(|b| b["kind"] == "daily").unwrap();
     assert_eq!(
         daily["parent"], 1,
@@ -252,7 +252,7 @@ fn pulled_mid_backup_the_agent_survives_and_the_medium_recovers() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mp = lab.mount_rw(&img, "check");
-    let backups = list(&mp);
+    let backups = list(&lab, &mp);
     // A loop device detached while mounted lives on until the mount lets go, so the micro
     // under way may still reach its commit point before it notices: then it stays, whole
     // (committed, its verify cut short), and the re-insertion makes another. Either way
@@ -321,7 +321,7 @@ fn eject_during_a_full_backup_aborts_it_and_leaves_a_medium_that_verifies() {
         "--read-all",
     ]);
     assert_eq!(
-        list(&mp).len(),
+        list(&lab, &mp).len(),
         1,
         "the aborted monthly left nothing behind"
     );
@@ -554,6 +554,7 @@ fn with_two_media_only_the_last_inserted_is_written_and_a_clone_is_refused() {
     let out = Command::new(bin())
         .args(["list", "--json"])
         .env("TRAYBACK_SOCKET", &lab.socket)
+        .env("TRAYBACK_STATE_DIR", lab.state_dir())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -607,7 +608,7 @@ fn a_medium_too_small_for_the_backup_is_reported_and_left_as_it_was() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success());
     let mp = lab.mount_ro(&img, "check");
-    assert!(list(&mp).is_empty());
+    assert!(list(&lab, &mp).is_empty());
     assert!(
         fs::read_dir(mp.join("trayback/packs"))
             .unwrap()
@@ -672,14 +673,14 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
     let id_line = format!("media_id: {real_id}");
     let host_line = format!("host: {host}");
     let imgs = [
-        stranger(&lab, "s1.img", "Evil-1", |t| {
+        stranger(&lab, "s1.img", "Evil-1", true, |t| {
             replace_line(
                 &replace_line(&t, "media_id:", &id_line),
                 "host:",
                 &host_line,
             )
         }),
-        stranger(&lab, "s2.img", "Evil-2", |t| {
+        stranger(&lab, "s2.img", "Evil-2", true, |t| {
             let t = replace_line(&t, "media_id:", &id_line);
             let t = replace_line(&t, "format:", "format: 1");
             t.lines()
@@ -687,18 +688,33 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
                 .map(|l| format!("{l}\n"))
                 .collect()
         }),
-        stranger(&lab, "s3.img", "Evil-3", |t| {
+        stranger(&lab, "s3.img", "Evil-3", true, |t| {
             replace_line(&t, "host:", &host_line)
         }),
+        // 4: encrypted, the real medium's id and this host's name copied: its key slot does
+        // not open with the key this host holds for that id.
+        stranger(&lab, "s4.img", "Evil-4", false, |t| {
+            replace_line(
+                &replace_line(&t, "media_id:", &id_line),
+                "host:",
+                &host_line,
+            )
+        }),
     ];
-    let why = ["does not verify", "no MAC", "no key"];
+    let why = ["does not verify", "no MAC", "no key", "tampered"];
+    let event = [
+        "unknown_medium",
+        "unknown_medium",
+        "unknown_medium",
+        "tampered_medium",
+    ];
     for (i, img) in imgs.iter().enumerate() {
         let label = format!("Evil-{}", i + 1);
         let sum = sha(img);
         let dev = lab.insert(img);
         let n = wait_note_for(&lab, &label, 30);
         let msg = n["message"].as_str().unwrap();
-        assert_eq!(n["event"], "unknown_medium", "{n}");
+        assert_eq!(n["event"], event[i], "{n}");
         assert!(
             msg.contains("not proven") && msg.contains(why[i]) && !msg.contains('\n'),
             "{label}: {msg}"
@@ -845,7 +861,7 @@ fn a_panicking_medium(at: &str) {
     );
     lab.pull(&dev_p);
     let mp = lab.mount_ro(&img_p, "check-p");
-    assert!(list(&mp).is_empty(), "nothing committed on P");
+    assert!(list(&lab, &mp).is_empty(), "nothing committed on P");
     let _ = Command::new("umount").arg(&mp).status();
 }
 
@@ -1025,7 +1041,7 @@ fn a_journal_replay_that_changes_the_media_id_file_is_refused_before_any_write()
     assert!(fs::read_to_string(mp.join("trayback/media.yaml"))
         .unwrap()
         .contains("label: replayed"));
-    assert_eq!(list(&mp).len(), 1, "nothing was backed up");
+    assert_eq!(list(&lab, &mp).len(), 1, "nothing was backed up");
     let _ = Command::new("umount").arg(&mp).status();
 }
 

@@ -97,7 +97,7 @@ fn backups_go_on_in_order_when_the_wall_clock_steps_back_and_forward() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mp = lab.mount_ro(&img, "check");
-    let backups = list(&mp);
+    let backups = list(&lab, &mp);
     assert_eq!(backups.len(), 4, "{backups:#?}");
     assert_dated_in_order(&backups);
 }
@@ -128,7 +128,7 @@ fn a_medium_dated_ahead_of_the_clock_keeps_its_pace_after_a_restart() {
     let out = lab.ctl(&["eject"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mp = lab.mount_ro(&img, "check");
-    let backups = list(&mp);
+    let backups = list(&lab, &mp);
     assert_eq!(backups.len(), 3, "{backups:#?}");
     assert_dated_in_order(&backups);
 }
@@ -235,7 +235,7 @@ fn a_tray_pulled_in_its_first_minute_is_recognised_with_its_backups() {
             .arg(copy)
             .arg(&probe));
         let mp = lab.mount(&probe, "probe", "loop,ro,noload");
-        let n = list(&mp).len() as u64;
+        let n = list(&lab, &mp).len() as u64;
         sh(std::process::Command::new("umount").arg(&mp));
         std::fs::remove_file(&probe).unwrap();
         assert!(n >= *backups, "{}: {n} backups in place", copy.display());

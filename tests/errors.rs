@@ -105,7 +105,7 @@ fn an_incremental_without_a_verified_parent_is_refused() {
 #[test]
 fn a_damaged_tree_file_is_named() {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     fs::write(
         env.medium.join("trayback/tree.yaml"),
         "format: 1\nnext_id: [oops\n",

@@ -124,7 +124,7 @@ fn a_pack_of_many_small_blobs_is_not_rewritten_into_enospc() {
             .stdout,
     );
     sh(Command::new("tune2fs").args(["-m", "0", dev.trim()]));
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4_000_000));
     backup_at(&env, "monthly", t0());
     for d in 0..40u64 {
@@ -179,7 +179,7 @@ fn a_rotted_block_does_not_make_a_pare_free_nothing() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "96M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4_000_000));
     backup_at(&env, "monthly", t0());
     write(&env.src.join("keep.bin"), &bytes(3, 100_000));
@@ -243,19 +243,19 @@ fn duplicate_copies_do_not_make_the_survey_read_the_indexed_copy_each_time() {
     use trayback::ids::{BlockId, PackId};
     use trayback::store::pack::{self, BlobKind, PackWriter};
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("zeros.bin"), &vec![0u8; 256 * 1024]);
     write(&env.src.join("data.bin"), &bytes(1, 1 << 20));
     backup_at(&env, "monthly", t0());
     // A pack (written by "garbage collection") holding 250 000 copies of the zero block.
     let raw = vec![0u8; 256 * 1024];
     let id = BlockId::of(&raw);
-    let (enc, payload) = pack::encode(&raw, 3);
+    let (enc, payload) = pack::encode(&trayback::crypt::Crypt::Plain, &id, BlobKind::Data, &raw, 3);
     let pid: PackId = "ffffffffffffffffffffffffffffffff".parse().unwrap();
     let dir = env.medium.join("trayback/packs/ff");
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{pid}.pack"))).unwrap();
-    let mut w = PackWriter::new(pid, f).unwrap();
+    let mut w = PackWriter::new(pid, f, &trayback::crypt::Crypt::Plain).unwrap();
     for _ in 0..250_000 {
         w.append(id, BlobKind::Data, enc, raw.len() as u32, &payload)
             .unwrap();
@@ -297,7 +297,7 @@ fn one_rotted_listing_does_not_stop_making_room_for_good() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "96M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4_000_000));
     backup_at(&env, "monthly", t0());
     fs::create_dir_all(env.src.join("old")).unwrap();
@@ -401,7 +401,7 @@ fn a_bad_sector_under_a_live_block_does_not_stop_garbage_collection() {
         eprintln!("SKIPPED: no C compiler for the EIO shim");
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4_000_000));
     backup_at(&env, "monthly", t0());
     write(&env.src.join("keep.bin"), &bytes(3, 100_000));
@@ -513,7 +513,7 @@ fn a_backup_retried_after_enospc_is_the_one_the_first_round_chose() {
         eprintln!("SKIPPED: no C compiler for the ENOSPC shim");
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 16 << 20));
     backup_at(&env, "monthly", t0());
     write(&env.src.join("w.bin"), &bytes(2, 16 << 20));
@@ -581,7 +581,7 @@ fn a_gc_that_failed_with_enospc_does_not_poison_the_next_one() {
             .stdout,
     );
     sh(Command::new("tune2fs").args(["-m", "0", dev.trim()]));
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4_000_000));
     backup_at(&env, "monthly", t0());
     for d in 0..40u64 {

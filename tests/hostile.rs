@@ -15,7 +15,11 @@ fn craft(env: &Env, extra: Vec<Entry>) -> u64 {
 
 fn file_entry(name: &[u8], env: &Env) -> Entry {
     // Reuse a real stored block so only the name is hostile.
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let h = m.header(BackupId(1)).unwrap();
     let mut found = None;
     trayback::index::walk(&m, &h.root, std::path::Path::new("/"), &mut |_, e| {

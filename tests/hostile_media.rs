@@ -340,7 +340,11 @@ fn a_reader_that_has_started_never_loses_its_blocks_to_a_pare() {
     write(&env.src.join("new.bin"), &bytes(8, 1 << 20));
     env.backup(&["--kind", "monthly"]);
     // A reader opens the medium and is about to restore backup 1...
-    let reader = Medium::open_read(&env.medium).unwrap();
+    let reader = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let h1 = reader.header(BackupId(b1)).unwrap();
     // ...while a writer pares by the plan for more space: it pares backup 1 (the oldest
     // monthly; the newest stays) and then waits for the reader before reclaiming.
@@ -358,11 +362,14 @@ fn a_reader_that_has_started_never_loses_its_blocks_to_a_pare() {
             .unwrap()
     });
     let t = Instant::now();
-    while Medium::open_read(&env.medium)
-        .unwrap()
-        .tree()
-        .get(BackupId(b1))
-        .is_some()
+    while Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap()
+    .tree()
+    .get(BackupId(b1))
+    .is_some()
     {
         assert!(
             t.elapsed() < Duration::from_secs(30),

@@ -1,6 +1,7 @@
 //! Media prove they are ours (issue 9): a medium is written only when its `media.yaml` MAC
 //! verifies with the key this host keeps for it; reading needs no key; `media adopt` is the
-//! operator's explicit act that takes a medium for this host.
+//! operator's explicit act that takes a medium for this host. These are plaintext media
+//! (format 2); an encrypted medium's proof (format 3) is tested in `crypt.rs`.
 
 mod util;
 use std::fs;
@@ -32,7 +33,7 @@ fn refused(env: &Env, args: &[&str]) -> String {
 fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted() {
     let env = Env::new(MediumKind::Dir).unwrap();
     write(&env.src.join("f.txt"), b"one");
-    env.init();
+    env.init_plaintext();
     let key = key_file(&env);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -105,7 +106,7 @@ fn backup_to_a_medium_whose_key_is_missing_fails_changes_nothing_until_adopted()
 fn a_format_1_medium_is_read_but_written_only_once_adopted() {
     let env = Env::new(MediumKind::Dir).unwrap();
     write(&env.src.join("f.txt"), b"one");
-    env.init();
+    env.init_plaintext();
     env.backup(&["--kind", "monthly"]);
     // As a release before issue 9 wrote it: format 1, no MAC, no key on the host.
     fs::remove_file(key_file(&env)).unwrap();
@@ -141,7 +142,7 @@ fn a_format_1_medium_is_read_but_written_only_once_adopted() {
 fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
     let env = Env::new(MediumKind::Dir).unwrap();
     write(&env.src.join("f.txt"), b"one");
-    env.init();
+    env.init_plaintext();
     let real = fs::read_to_string(env.medium.join("trayback/media.yaml")).unwrap();
     let id_line = real.lines().find(|l| l.starts_with("media_id:")).unwrap();
     // Another directory, enrolled elsewhere, then made to claim the real medium's id.
@@ -149,7 +150,14 @@ fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
     fs::create_dir(&fake).unwrap();
     let other_state = env.path("other-host-state");
     let out = std::process::Command::new(bin())
-        .args(["media", "init", fake.to_str().unwrap(), "--label", "Fake"])
+        .args([
+            "media",
+            "init",
+            fake.to_str().unwrap(),
+            "--label",
+            "Fake",
+            "--plaintext",
+        ])
         .env("TRAYBACK_STATE_DIR", &other_state)
         .output()
         .unwrap();

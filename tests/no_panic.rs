@@ -18,6 +18,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use trayback::crypt::Crypt;
 use trayback::ids::{BackupId, BlockId, PackId};
 use trayback::index::{self, Step};
 use trayback::listing::{Bytes, Entry, EntryKind, Listing, MAX_LISTING_LEN};
@@ -295,7 +296,7 @@ fn write_pack(
     let dir = medium.join("trayback/packs").join(&name[..2]);
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{name}.pack"))).unwrap();
-    let mut w = PackWriter::new(id, f).unwrap();
+    let mut w = PackWriter::new(id, f, &Crypt::Plain).unwrap();
     w.append(rec.0, rec.1, rec.2, rec.3, rec.4).unwrap();
     w.finish(1, flags).unwrap();
 }
@@ -330,9 +331,14 @@ fn packs(medium: &Path) -> Vec<(PathBuf, bool)> {
 }
 
 /// A medium with one monthly of a few files.
+fn pack_id(p: &Path) -> trayback::ids::PackId {
+    p.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
 fn small_medium() -> Env {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    // Hostile records are forged in plaintext (an encrypted medium's do not authenticate).
+    env.init_plaintext();
     write(&env.src.join("a.txt"), b"hello");
     write(&env.src.join("victim.bin"), &bytes(1, 300_000));
     write(&env.src.join("sub/b.txt"), b"world");
@@ -412,7 +418,11 @@ fn a_listing_dag_bomb_is_refused_in_bounded_memory() {
 #[test]
 fn a_block_claiming_1_gib_raw_is_refused_in_bounded_memory() {
     let env = small_medium();
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let (file_path, file) = a_file(&m, 1);
     drop(m);
     for (p, listings) in packs(&env.medium) {
@@ -462,7 +472,11 @@ fn a_listing_bomb_is_refused_in_bounded_memory() {
         (1 << 30, "00000000000000000000000000000003"),
     ] {
         let env = small_medium();
-        let m = Medium::open_read(&env.medium).unwrap();
+        let m = Medium::open_read(
+            &env.medium,
+            &trayback::medium::Unlock::host(&env.state_dir()),
+        )
+        .unwrap();
         let (file_path, _) = a_file(&m, 1);
         let root = m.header(BackupId(1)).unwrap().root;
         drop(m);
@@ -644,7 +658,7 @@ fn deep_tree_yaml(n: u64) -> String {
 #[test]
 fn a_30_000_and_a_100_000_deep_parent_chain_draws_and_checks() {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     for n in [30_000, 100_000] {
         fs::write(env.medium.join("trayback/tree.yaml"), deep_tree_yaml(n)).unwrap();
         let mut runs = Vec::new();
@@ -749,9 +763,15 @@ fn a_100_000_deep_directory_tree_verifies_without_overflowing_the_stack() {
 // The property test
 
 /// A medium made by the real binary (a monthly and a daily of a few files), and a file's path.
-fn fixture() -> (Env, PathBuf) {
+/// The fixture, plaintext or encrypted (then with its recovery key).
+fn fixture_with(encrypted: bool) -> ((Env, PathBuf), String) {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    let key = if encrypted {
+        env.init()
+    } else {
+        env.init_plaintext();
+        String::new()
+    };
     write(&env.src.join("a.txt"), b"hello");
     write(&env.src.join("victim.bin"), &bytes(1, 300_000));
     write(&env.src.join("sub/b.txt"), b"world");
@@ -761,7 +781,7 @@ fn fixture() -> (Env, PathBuf) {
     write(&env.src.join("a.txt"), b"hello again");
     env.backup(&["--kind", "daily"]);
     let file = env.src.join("a.txt");
-    (env, file)
+    ((env, file), key)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -780,10 +800,19 @@ fn copy_dir(from: &Path, to: &Path) {
 /// The medium's files a mutation may hit: packs, headers, tree.yaml (sorted).
 fn targets(medium: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = packs(medium).into_iter().map(|(p, _)| p).collect();
+    let sealed = medium.join("trayback/tree.sealed").exists();
+    let (header, tree) = match sealed {
+        true => ("header.sealed", "tree.sealed"),
+        false => ("header.yaml", "tree.yaml"),
+    };
     for d in fs::read_dir(medium.join("trayback/backups")).unwrap() {
-        out.push(d.unwrap().path().join("header.yaml"));
+        out.push(d.unwrap().path().join(header));
     }
-    out.push(medium.join("trayback/tree.yaml"));
+    out.push(medium.join("trayback").join(tree));
+    if sealed {
+        // The key slots and MAC too: a reader must refuse or read, never misbehave.
+        out.push(medium.join("trayback/media.yaml"));
+    }
     out.sort();
     out
 }
@@ -889,11 +918,25 @@ fn damage() -> impl Strategy<Value = Damage> {
 /// take about 40 s; PROPTEST_CASES=5000 hunts for longer.
 #[test]
 fn damaged_media_never_panic_hang_or_balloon() {
-    let (env, file) = fixture();
+    damaged_media_run(false, 150);
+}
+
+/// The same on an encrypted medium, read on a machine without its host key (unlocked with the
+/// recovery key): its sealed tree, headers, packs and key slots damaged. 30 cases (each
+/// command derives the key with Argon2id).
+#[test]
+fn damaged_encrypted_media_never_panic_hang_or_balloon() {
+    damaged_media_run(true, 30);
+}
+
+fn damaged_media_run(encrypted: bool, default_cases: u32) {
+    let ((env, file), key) = fixture_with(encrypted);
+    let key_file = env.path("recovery.txt");
+    fs::write(&key_file, &key).unwrap();
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(150);
+        .unwrap_or(default_cases);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         failure_persistence: None,
@@ -915,7 +958,11 @@ fn damaged_media_never_panic_hang_or_balloon() {
             Damage::Listing { which, op } => {
                 let dir =
                     [PathBuf::from("/"), env.src.clone(), env.src.join("sub")][*which].clone();
-                let mut m = Medium::open_write(&medium, 3, &env.state_dir()).unwrap();
+                // This copy's own host state: each case starts from the same medium, which
+                // a shared state directory would take for rolled back after the first.
+                let state = scratch.path().join("state");
+                copy_dir(&env.state_dir(), &state);
+                let mut m = Medium::open_write(&medium, 3, &state).unwrap();
                 let h = m.header(BackupId(1)).unwrap();
                 let chain = index::lookup(&m, &h.root, &dir).unwrap().unwrap();
                 let id = chain.last().map_or(h.root, |e| e.subtree.unwrap());
@@ -925,7 +972,10 @@ fn damaged_media_never_panic_hang_or_balloon() {
                 a = 2;
             }
         }
-        for c in reading_commands(&medium, a, b, file.to_str().unwrap(), scratch.path()) {
+        for mut c in reading_commands(&medium, a, b, file.to_str().unwrap(), scratch.path()) {
+            if encrypted {
+                c.extend(["--key-file".into(), key_file.to_str().unwrap().into()]);
+            }
             run_bounded(&c, TIMEOUT).sane(MAX_RSS_MIB);
             let _ = fs::remove_dir_all(scratch.path().join("restored"));
         }
@@ -1051,7 +1101,11 @@ fn write_raw_pack(
 #[test]
 fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     let env = small_medium();
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let h = m.header(BackupId(1)).unwrap();
     drop(m);
     // The data pack holding the 256 KiB block of victim.bin.
@@ -1059,7 +1113,8 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
         .into_iter()
         .filter(|(_, listings)| !listings)
         .find_map(|(p, _)| {
-            let t = pack::read_trailer(&fs::File::open(&p).unwrap()).unwrap();
+            let t = pack::read_trailer(&Crypt::Plain, &pack_id(&p), &fs::File::open(&p).unwrap())
+                .unwrap();
             t.entries
                 .iter()
                 .any(|e| e.raw_len as usize == BLOCK_SIZE)
@@ -1080,8 +1135,12 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
         .entries
         .iter()
         .map(|e| {
-            let raw =
-                pack::decode(e, &bytes[e.offset as usize..][..e.stored_len as usize]).unwrap();
+            let raw = pack::decode(
+                &Crypt::Plain,
+                e,
+                &bytes[e.offset as usize..][..e.stored_len as usize],
+            )
+            .unwrap();
             (e.id, e.kind, raw)
         })
         .collect();
@@ -1117,13 +1176,22 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     // The honest rewrite reads back: the rule accepts what writers make.
     write_raw_pack(&path, &recs, &honest, t.flags);
     assert_eq!(
-        pack::read_trailer(&fs::File::open(&path).unwrap())
-            .unwrap()
-            .entries,
+        pack::read_trailer(
+            &Crypt::Plain,
+            &pack_id(&path),
+            &fs::File::open(&path).unwrap()
+        )
+        .unwrap()
+        .entries,
         honest
     );
     write_raw_pack(&path, &recs, &entries, t.flags);
-    let err = pack::read_trailer(&fs::File::open(&path).unwrap()).unwrap_err();
+    let err = pack::read_trailer(
+        &Crypt::Plain,
+        &pack_id(&path),
+        &fs::File::open(&path).unwrap(),
+    )
+    .unwrap_err();
     assert!(
         err.contains("does not start where the previous record ends"),
         "{err}"

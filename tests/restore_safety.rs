@@ -377,6 +377,7 @@ fn restore_bounded(env: &Env, id: u64, to: &Path) -> Output {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(bin());
     cmd.args(["restore", "--medium"])
+        .env("TRAYBACK_STATE_DIR", env.state_dir())
         .arg(&env.medium)
         .args(["--backup", &id.to_string(), "--to"])
         .arg(to);
@@ -422,7 +423,11 @@ fn a_10000_deep_tree_restores_within_1024_descriptors_and_a_small_stack() {
     write(&env.src.join("leaf"), b"at the bottom");
     env.backup(&["--kind", "monthly"]);
     // Craft the deep tree on the medium: deep/d/d/.../d/leaf, a file every 100 levels.
-    let m = trayback::medium::Medium::open_read(&env.medium).unwrap();
+    let m = trayback::medium::Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let h = m.header(trayback::ids::BackupId(1)).unwrap();
     let mut leaf = None;
     trayback::index::walk(&m, &h.root, Path::new("/"), &mut |_, e| {

@@ -108,7 +108,7 @@ fn a_full_file_system_never_makes_room_plans_pare_for_nothing() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "160M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     dailies_with_partly_dead_packs(&env, 6);
     let all = list(&env);
     fill(&env, 1 << 20);
@@ -137,7 +137,7 @@ fn a_damaged_pack_trailer_does_not_make_room_plans_pare_for_nothing() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "96M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 6 << 20));
     backup_at(&env, "monthly", t0());
     for d in 1..=3 {
@@ -199,7 +199,7 @@ fn garbage_left_by_an_interrupted_gc_is_reclaimed_when_making_room() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "40M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 6_000_000));
     backup_at(&env, "monthly", t0());
     write(&env.src.join("big.bin"), &bytes(2, 12_000_000));
@@ -257,7 +257,7 @@ fn the_dry_run_equals_the_real_run_after_a_crash_leftover() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 6_000_000));
     backup_at(&env, "monthly", t0());
     for d in 1..=3 {
@@ -304,7 +304,7 @@ fn the_dry_run_equals_the_real_run_after_a_crash_leftover() {
 fn reach_on_a_crafted_medium_holds_bounded_memory() {
     use trayback::listing::{Bytes, Entry, EntryKind};
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("payload"), b"x");
     env.backup(&["--kind", "monthly"]);
     const K: usize = 64; // distinct listings
@@ -355,7 +355,7 @@ fn a_backup_larger_than_the_last_one_gets_room() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "128M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 8 << 20));
     backup_at(&env, "monthly", t0());
     for d in 1..=5 {
@@ -406,7 +406,7 @@ fn every_pare_made_is_reported() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "160M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     dailies_with_partly_dead_packs(&env, 6);
     fill(&env, 0);
     write(&env.src.join("new.bin"), &bytes(77, 4 << 20));
@@ -493,7 +493,7 @@ fn rolling_files_on_a_real_medium_keep_backing_up() {
     let Some(env) = Env::with_size(MediumKind::Ext4, "64M") else {
         return;
     };
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 4 << 20));
     backup_at(&env, "monthly", t0());
     for d in 1..=30i64 {
@@ -532,7 +532,7 @@ fn rolling_files_on_a_real_medium_keep_backing_up() {
 #[test]
 fn gc_keeps_the_only_intact_copy_when_the_indexed_one_is_damaged() {
     let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
+    env.init_plaintext();
     write(&env.src.join("base.bin"), &bytes(1, 3 << 20));
     backup_at(&env, "monthly", t0());
     write(&env.src.join("d"), &bytes(2, 1 << 20));

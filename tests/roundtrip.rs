@@ -286,7 +286,7 @@ fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         text(&out.stdout)
     };
-    run(&["media", "init", "disk", "--label", "Inside"]);
+    run(&["media", "init", "disk", "--label", "Inside", "--plaintext"]);
     let src = env.src.to_str().unwrap();
     run(&[
         "backup", "--medium", "disk", "--source", src, "--kind", "monthly",

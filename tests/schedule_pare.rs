@@ -309,7 +309,8 @@ fn repair_rebuilds_a_lost_tree_from_the_headers() {
         write(&env.src.join("f"), format!("v{h}").as_bytes());
         scheduled(&env, t0() + Duration::hours(h));
     }
-    fs::write(env.medium.join("trayback/tree.yaml"), "garbage: [").unwrap();
+    // Encrypted (the default): the tree is `tree.sealed`; garbage there is as lost.
+    fs::write(env.medium.join("trayback/tree.sealed"), "garbage: [").unwrap();
     let out = env.run(&["list", "--medium", "{medium}"]);
     assert!(text(&out.stderr).contains("repair --tree"));
     env.ok(&["repair", "--medium", "{medium}", "--tree"]);

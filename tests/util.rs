@@ -101,6 +101,30 @@ impl Env {
             .unwrap()
     }
 
+    /// Run trayback as [`Env::run`] does, but as a host whose state directory is `state`
+    /// (another machine: one that never saw the medium).
+    pub fn run_as(&self, state: &Path, args: &[&str]) -> Output {
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| {
+                a.replace("{medium}", self.medium.to_str().unwrap())
+                    .replace("{src}", self.src.to_str().unwrap())
+            })
+            .collect();
+        Command::new(bin())
+            .args(&args)
+            .env("TRAYBACK_LOG", "warn")
+            .env("TRAYBACK_STATE_DIR", state)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// The loop device's image file, for an ext4 medium.
+    pub fn image(&self) -> Option<&Path> {
+        self.image.as_deref()
+    }
+
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -114,8 +138,23 @@ impl Env {
         text(&out.stdout)
     }
 
-    pub fn init(&self) {
-        self.ok(&["media", "init", "{medium}", "--label", "Test"]);
+    /// Enrol the medium with the shipped defaults (encrypted); returns its recovery key.
+    pub fn init(&self) -> String {
+        let out = self.ok(&["media", "init", "{medium}", "--label", "Test", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["recovery_key"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Enrol the medium in plaintext (`--plaintext`): for tests that read or forge records.
+    pub fn init_plaintext(&self) {
+        self.ok(&[
+            "media",
+            "init",
+            "{medium}",
+            "--label",
+            "Test",
+            "--plaintext",
+        ]);
     }
 
     /// Back up `src` with the given extra args; returns the new backup's id.
@@ -136,11 +175,12 @@ impl Env {
         v["backup"]["id"].as_u64().unwrap()
     }
 
+    /// Backup `id`'s header (read through the library: it may be sealed), as JSON.
     pub fn header(&self, id: u64) -> serde_json::Value {
-        let p = self
-            .medium
-            .join(format!("trayback/backups/{id:08}/header.yaml"));
-        serde_yaml::from_str(&fs::read_to_string(p).unwrap()).unwrap()
+        use trayback::medium::{Medium, Unlock};
+        let state = self.state_dir();
+        let m = Medium::open_read(&self.medium, &Unlock::host(&state)).unwrap();
+        serde_json::to_value(m.header(trayback::ids::BackupId(id)).unwrap()).unwrap()
     }
 
     /// Total bytes of every file under the medium's `trayback/`.

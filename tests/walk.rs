@@ -73,7 +73,11 @@ fn src_listing(m: &Medium, env: &Env, id: u64) -> Listing {
 /// Check, reading the listings level by level (no recursion), that backup `id` holds the
 /// tree [`make_deep`] made, with `bottom` holding `bottom`.
 fn check_deep(env: &Env, id: u64, depth: usize, every: usize, bottom: &[u8]) {
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let mut l = src_listing(&m, env, id);
     for level in 0..depth {
         if level % every == 0 {
@@ -173,7 +177,11 @@ fn a_10000_deep_source_tree_backs_up() {
     check_deep(&env, 2, DEPTH, EVERY, b"changed at the bottom\n");
 
     // The estimate before a backup walks the same way.
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let config = trayback::config::Config::default()
         .with_sources(vec![env.src.clone()])
         .unwrap();
@@ -207,7 +215,11 @@ fn a_500_deep_tree_a_user_made_backs_up_when_run_as_root() {
     assert_eq!(h["problems"], serde_json::json!([]));
     check_deep(&env, 1, 500, 50, b"bottom\n");
     env.ok(&["verify", "--medium", "{medium}"]);
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     let l = src_listing(&m, &env, 1);
     assert_eq!(l.get(b"d").unwrap().uid, 65534);
 }
@@ -288,7 +300,11 @@ fn a_tree_changing_under_the_walk_is_never_followed_out_and_never_crashes_it() {
     }
     eprintln!("problems recorded: {problems:#?}");
     // Nothing from outside the source is in any backup: every listing, level by level.
-    let m = Medium::open_read(&env.medium).unwrap();
+    let m = Medium::open_read(
+        &env.medium,
+        &trayback::medium::Unlock::host(&env.state_dir()),
+    )
+    .unwrap();
     for id in ids {
         let mut todo = vec![src_listing(&m, &env, id)];
         while let Some(l) = todo.pop() {

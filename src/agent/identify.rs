@@ -14,6 +14,10 @@
 //!   read-write mount replays the journal, and only what then proves to be this host's is
 //!   used (a blank one enrolled only if its label matches auto-enrol). A tray pulled soon
 //!   after a commit is recognised, never offered for wiping.
+//! - an encrypted medium whose ID file or key wrap was altered is [`Identity::Tampered`] (or
+//!   [`Refusal::Tampered`] once mounted read-write), never written;
+//! - a blank disk is enrolled encrypted unless the config says `encrypt: false`; its recovery
+//!   key, which no one is there to read, goes to a root-only file in the state directory.
 
 use super::devices::Disk;
 use super::{durable, mounts};
@@ -40,6 +44,8 @@ pub(super) enum Identity {
     NeedsRecovery,
     /// A media ID file, but not this host's medium (another host's, or not proven).
     NotOurs(MediaFile, String),
+    /// An encrypted medium whose ID file or key wrap was altered.
+    Tampered(MediaFile, String),
     Foreign(String),
 }
 
@@ -47,6 +53,7 @@ pub(super) enum Identity {
 /// notified as an unknown medium), or something failed.
 pub(super) enum Refusal {
     Foreign(String),
+    Tampered(String),
     Failed(String),
     /// The disk reports I/O errors (or the kernel made it read-only): notified as failing.
     Failing(String),
@@ -55,6 +62,9 @@ pub(super) enum Refusal {
 /// A refusal to write, as one line naming the device (not our mount point).
 pub(super) fn refusal(disk: &Disk, e: Error) -> Refusal {
     match e {
+        Error::Foreign { reason, .. } if reason.why.is_tampering() => {
+            Refusal::Tampered(format!("{}: {reason}", disk.devnode.display()))
+        }
         Error::Foreign { reason, .. } => {
             Refusal::Foreign(format!("{}: {reason}", disk.devnode.display()))
         }
@@ -125,6 +135,7 @@ pub(super) fn identify(
             }),
             Err(e) => {
                 let why = match refusal(disk, e) {
+                    Refusal::Tampered(why) => return Identity::Tampered(m, why),
                     Refusal::Foreign(why) => why,
                     Refusal::Failed(e) | Refusal::Failing(e) => format!(
                         "{}: cannot check medium {}: {e}",
@@ -164,6 +175,7 @@ pub(super) fn open_identified(
     now: DateTime<Utc>,
     state_dir: &Path,
     host: &str,
+    encrypt: bool,
 ) -> Result<Medium, Refusal> {
     let changed = |m: &MediaFile| {
         Refusal::Foreign(format!(
@@ -192,7 +204,18 @@ pub(super) fn open_identified(
                 )));
             }
             let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            Medium::init(mp, &label, false, now, state_dir).map_err(failed)?;
+            let protection = if encrypt {
+                medium::Protection::Encrypted { passphrase: None }
+            } else {
+                medium::Protection::Plaintext
+            };
+            let enrolled =
+                Medium::init(mp, &label, false, now, state_dir, protection).map_err(failed)?;
+            if let Some(r) = &enrolled.recovery {
+                let path = medium::keep_recovery_key(state_dir, &enrolled.media.media_id, r)
+                    .map_err(|e| Refusal::Failed(e.to_string()))?;
+                tracing::warn!(medium = %enrolled.media.media_id, file = %path.display(), "encrypted medium enrolled: its recovery key is in this root-only file; print it, keep it apart from this host, and delete the file");
+            }
             info!(device = %disk.devnode.display(), %label, "blank medium enrolled");
             None
         }

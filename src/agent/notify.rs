@@ -21,6 +21,8 @@ pub enum EventKind {
     MediumFailing,
     /// The tray was pulled while a backup ran: that backup was cancelled.
     MediumPulled,
+    /// An encrypted medium whose ID file or key wrap was altered: not written.
+    TamperedMedium,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -71,7 +71,15 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     );
     // The demo's medium key is kept beside it, not in the host's state directory.
     let state = workdir.join("state");
-    let media = Medium::init(&medium_dir, "demo", false, Utc::now(), &state)?;
+    let media = Medium::init(
+        &medium_dir,
+        "demo",
+        false,
+        Utc::now(),
+        &state,
+        crate::medium::Protection::Encrypted { passphrase: None },
+    )?
+    .media;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
     let cfg = Config::default().with_sources(vec![source.clone()])?;

@@ -28,6 +28,17 @@ pub fn print_media(m: &Medium) -> anyhow::Result<()> {
         m.media().created.format("%Y-%m-%d %H:%M:%S UTC")
     );
     println!("path     {}", m.root().display());
+    match &m.media().encryption {
+        Some(e) => println!(
+            "records  encrypted (XChaCha20-Poly1305); key slots: {}",
+            e.keys
+                .iter()
+                .map(|k| format!("{:?}", k.slot).to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("records  plaintext"),
+    }
     println!(
         "backups  {} ({} verified)",
         m.tree().backups.len(),

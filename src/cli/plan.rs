@@ -30,7 +30,7 @@ pub struct DueArgs {
 
 pub fn due(a: DueArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &[])?;
-    let m = Medium::open_read(&medium_of(&a.medium)?)?;
+    let m = super::keys::open_read(&medium_of(&a.medium)?)?;
     let now = a.at.unwrap_or_else(Utc::now);
     let due = schedule::due(m.tree(), now, &cfg.schedule);
     let next = schedule::next_due(m.tree(), now, &cfg.schedule);
@@ -86,7 +86,7 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     // One plan for the dry run and the real run (maintain::plan_pare, the room plan of
     // `backup`): the dry run prints the value, the real run carries it out as it is.
     let mut m = if a.dry_run {
-        Medium::open_read(&root)?
+        super::keys::open_read(&root)?
     } else {
         Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir)?
     };
@@ -230,7 +230,7 @@ pub fn simulate(a: SimulateArgs) -> Result<u8> {
     let mut note = String::new();
     let measured = match &a.from_medium {
         Some(dir) => {
-            let m = Medium::open_read(dir)?;
+            let m = super::keys::open_read(dir)?;
             let h = crate::sizing::history(&m, &sched)?;
             note = format!(
                 "measured on {}: {} backups over {}, a full backup {}; changes: micro {}, daily {}, weekly {}",

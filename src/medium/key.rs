@@ -42,6 +42,12 @@ const LABEL_SHOWN: usize = 64;
 #[derive(Clone, PartialEq, Eq)]
 pub struct MediumKey([u8; KEY_LEN]);
 
+impl Drop for MediumKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for MediumKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MediumKey(…)")
@@ -62,6 +68,12 @@ impl MediumKey {
 
     pub fn from_bytes(b: [u8; KEY_LEN]) -> MediumKey {
         MediumKey(b)
+    }
+
+    /// The key as an encryption key (format 3: this host's key for the medium, which wraps
+    /// its data key).
+    pub fn secret(&self) -> crate::crypt::SecretKey {
+        crate::crypt::SecretKey::from_bytes(self.0)
     }
 
     /// The sub-key for one use: HMAC-SHA-256(key, label). Each use has its own label.
@@ -103,12 +115,24 @@ impl MediumKey {
 /// `media_id` (lower-case hyphenated UUID), `label`, `host`, `created` (RFC 3339 in UTC with
 /// nine fractional digits and `Z`).
 pub fn canonical(m: &MediaFile) -> Vec<u8> {
-    let created = m
-        .created
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let format = m.format.to_string();
-    let id = m.media_id.0.hyphenated().to_string();
-    let fields: [&str; 6] = [MAC_DOMAIN, &format, &id, &m.label, &m.host, &created];
+    length_prefixed(&canonical_fields(m, MAC_DOMAIN))
+}
+
+/// The six fields every `media.yaml` MAC starts with, after `domain`.
+pub fn canonical_fields(m: &MediaFile, domain: &str) -> Vec<String> {
+    vec![
+        domain.to_string(),
+        m.format.to_string(),
+        m.media_id.0.hyphenated().to_string(),
+        m.label.clone(),
+        m.host.clone(),
+        m.created
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    ]
+}
+
+/// Each field as a u32 little-endian length and its UTF-8 bytes.
+pub fn length_prefixed(fields: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     for f in fields {
         out.extend_from_slice(&(f.len() as u32).to_le_bytes());
@@ -130,6 +154,19 @@ pub enum Unproven {
     /// `media.yaml` read again before writing (after the read-write mount, under the lock)
     /// differs from the one proven.
     Changed,
+    /// Encrypted (format 3): this host holds a key for the medium's id, but the medium's host
+    /// key slot is missing or does not open with it (its key wrap was replaced or altered).
+    BadWrap,
+    /// Encrypted (format 3): the data key opens, but the ID file's MAC does not verify with
+    /// it (a field or a key slot was altered).
+    Altered,
+}
+
+impl Unproven {
+    /// A medium that was tampered with (not merely unknown): the agent says so.
+    pub fn is_tampering(self) -> bool {
+        matches!(self, Unproven::BadWrap | Unproven::Altered)
+    }
 }
 
 impl fmt::Display for Unproven {
@@ -139,6 +176,8 @@ impl fmt::Display for Unproven {
             Unproven::NoKey => "this host holds no key for it (a stranger's disk, or this host's key was lost: `trayback media adopt` if it is yours)",
             Unproven::BadMac => "its media.yaml MAC does not verify with this host's key for that id (a forged, altered or copied ID file)",
             Unproven::Changed => "its media.yaml changed between the check and the write (a journal replay at the read-write mount, or another writer)",
+            Unproven::BadWrap => "its key wrap for this host does not open with this host's key (the ID file's key slots were replaced or altered): tampered",
+            Unproven::Altered => "its media.yaml does not verify with the medium's own key (a field or a key slot was altered): tampered",
         })
     }
 }
@@ -192,7 +231,12 @@ pub fn key_path(state_dir: &Path, id: &MediaId) -> PathBuf {
 /// The key this host holds for medium `id`, if any. A key file is 64 lower-case hex digits
 /// and a newline.
 pub fn load(state_dir: &Path, id: &MediaId) -> Result<Option<MediumKey>> {
-    let path = key_path(state_dir, id);
+    load_path(&key_path(state_dir, id))
+}
+
+/// The key in file `path`, if it exists.
+pub fn load_path(path: &Path) -> Result<Option<MediumKey>> {
+    let path = path.to_path_buf();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -208,6 +252,11 @@ pub fn load(state_dir: &Path, id: &MediaId) -> Result<Option<MediumKey>> {
 
 /// Keep `key` for medium `id`: `keys/` is made 0700, the file 0600, written atomically.
 pub fn store(state_dir: &Path, id: &MediaId, key: &MediumKey) -> Result<()> {
+    store_path(state_dir, &key_path(state_dir, id), key)
+}
+
+/// Keep `key` in `path` (a file in `keys/`).
+pub fn store_path(state_dir: &Path, path: &Path, key: &MediumKey) -> Result<()> {
     let dir = keys_dir(state_dir);
     fs::DirBuilder::new()
         .recursive(true)
@@ -215,12 +264,11 @@ pub fn store(state_dir: &Path, id: &MediaId, key: &MediumKey) -> Result<()> {
         .create(&dir)
         .at(&dir)?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).at(&dir)?;
-    let path = key_path(state_dir, id);
     // The temporary file is made inside the 0700 directory: never readable by others,
     // whatever mode it is created with.
-    let text = format!("{}\n", hex::encode(key.0));
-    fsio::atomic_write(&dir, &path, text.as_bytes()).at(&path)?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).at(&path)?;
+    let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.0)));
+    fsio::atomic_write(&dir, path, text.as_bytes()).at(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at(path)?;
     fsio::fsync_dir(&dir).at(&dir)?;
     Ok(())
 }
@@ -236,6 +284,18 @@ pub fn enrol(state_dir: &Path, m: &mut MediaFile) -> Result<MediumKey> {
 /// The one check every writer makes before writing to the medium at `root` whose media ID
 /// file is `m`: its MAC verifies with the key this host holds for its `media_id`.
 pub fn prove(state_dir: &Path, root: &Path, m: &MediaFile) -> Result<Proof> {
+    prove_and_unlock(state_dir, root, m).map(|(p, _)| p)
+}
+
+/// [`prove`], and the keys the proof unlocked (an encrypted medium's; plaintext otherwise).
+pub fn prove_and_unlock(
+    state_dir: &Path,
+    root: &Path,
+    m: &MediaFile,
+) -> Result<(Proof, crate::crypt::Crypt)> {
+    if m.encryption.is_some() {
+        return super::keyring::prove(state_dir, root, m);
+    }
     let foreign = |why| Error::Foreign {
         path: root.to_path_buf(),
         reason: ForeignReason::new(m, why),
@@ -247,10 +307,13 @@ pub fn prove(state_dir: &Path, root: &Path, m: &MediaFile) -> Result<Proof> {
     if !key.verifies(m) {
         return Err(foreign(Unproven::BadMac));
     }
-    Ok(Proof {
-        media_id: m.media_id,
-        mac: m.mac.clone().unwrap_or_default(),
-    })
+    Ok((
+        Proof {
+            media_id: m.media_id,
+            mac: m.mac.clone().unwrap_or_default(),
+        },
+        crate::crypt::Crypt::Plain,
+    ))
 }
 
 /// What [`adopt`] did.
@@ -268,7 +331,17 @@ pub struct Adopted {
 /// medium's lock while it writes. Refuses to replace a key this host holds for the same
 /// id (another disk claiming that id would take the place of the real one) unless
 /// `replace_key`.
-pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Result<Adopted> {
+///
+/// An encrypted medium is unlocked with this host's key if it opens it, else with the
+/// recovery key or passphrase `ask` gives; its data key is then wrapped for a new key kept
+/// here (its backups, tree and keys stay as they are).
+pub fn adopt(
+    state_dir: &Path,
+    root: &Path,
+    host: &str,
+    replace_key: bool,
+    ask: Option<super::keyring::Ask>,
+) -> Result<Adopted> {
     let dir = Beneath::open(root)?;
     read_media(&dir)?; // not enrolled, unreadable: say so before locking
     let lock = lock_writer(&dir)?;
@@ -287,6 +360,15 @@ pub fn adopt(state_dir: &Path, root: &Path, host: &str, replace_key: bool) -> Re
             root.display(),
             m.media_id
         )));
+    }
+    if m.encryption.is_some() {
+        let media = super::keyring::adopt(&dir, state_dir, root, &m, host, ask)?;
+        drop(lock);
+        info!(medium = %media.media_id, label = %media.label, path = %root.display(), "encrypted medium adopted");
+        return Ok(Adopted {
+            media,
+            already: false,
+        });
     }
     let mut media = m.clone();
     media.host = host.to_string();
@@ -323,6 +405,7 @@ mod tests {
             created: DateTime::parse_from_rfc3339("2026-11-29T19:19:40.123456789Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            encryption: None,
             mac: None,
         }
     }

@@ -429,10 +429,12 @@ pub fn sha(p: &Path) -> String {
     hex::encode(Sha256::digest(fs::read(p).unwrap()))
 }
 
-pub fn list(medium: &Path) -> Vec<serde_json::Value> {
+/// The backups on `medium`, read with `lab`'s host keys (media are encrypted by default).
+pub fn list(lab: &Lab, medium: &Path) -> Vec<serde_json::Value> {
     let out = Command::new(bin())
         .args(["list", "--json", "--medium"])
         .arg(medium)
+        .env("TRAYBACK_STATE_DIR", lab.state_dir())
         .output()
         .unwrap();
     serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -595,6 +597,7 @@ pub fn stranger(
     lab: &Lab,
     name: &str,
     media_label: &str,
+    plaintext: bool,
     edit: impl Fn(String) -> String,
 ) -> PathBuf {
     let root = lab.tmp.path().join(format!("{name}-root"));
@@ -603,6 +606,7 @@ pub fn stranger(
         .args(["media", "init"])
         .arg(&root)
         .args(["--label", media_label])
+        .args(plaintext.then_some("--plaintext"))
         .env("TRAYBACK_STATE_DIR", lab.tmp.path().join("stranger-state"))
         .output()
         .unwrap();

@@ -1,0 +1,205 @@
+//! The YAML records of a medium, `tree` and each backup's `header`: where they are, and how
+//! they are read and written — as YAML on a plaintext medium, sealed on an encrypted one.
+//!
+//! A sealed record (FORMAT.md "Sealed files") is `tree.sealed` or
+//! `backups/<id>/header.sealed`: a 24-byte head (`"TRAYSEAL"`, u32 version 1, u32 kind —
+//! 1 tree, 2 header — and a u64 counter: the tree's generation, or the header's backup id),
+//! then the YAML sealed with the head and the medium id as associated data.
+//!
+//! Invariants:
+//! - an encrypted medium is read only through its sealed files (a plaintext `tree.yaml` or
+//!   `header.yaml` on it is ignored, never trusted), and a plaintext one only through YAML;
+//! - a header opens only in its own backup's directory (its id is bound), and the tree's
+//!   generation is authenticated, so the medium's writer can tell an older tree put back;
+//! - errors name the file and say what is wrong, never its content.
+
+use super::{BackupHeader, Beneath, HEADER_FORMAT};
+use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
+use crate::error::{Error, Result};
+use crate::ids::BackupId;
+use crate::tree::{Tree, TREE_FORMAT};
+
+pub const SEAL_MAGIC: &[u8; 8] = b"TRAYSEAL";
+pub const SEAL_VERSION: u32 = 1;
+const HEAD_LEN: usize = 24;
+
+/// How much of each record a reader takes before refusing it as damage.
+pub const MAX_TREE_FILE: u64 = 64 << 20;
+pub const MAX_HEADER_FILE: u64 = 64 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FileKind {
+    Tree = 1,
+    Header = 2,
+}
+
+pub fn backup_rel(id: BackupId) -> String {
+    format!("backups/{:08}", id.0)
+}
+
+pub fn tree_rel(crypt: &Crypt) -> &'static str {
+    if crypt.is_sealed() {
+        "tree.sealed"
+    } else {
+        "tree.yaml"
+    }
+}
+
+pub fn header_rel(crypt: &Crypt, id: BackupId) -> String {
+    let ext = if crypt.is_sealed() { "sealed" } else { "yaml" };
+    format!("{}/header.{ext}", backup_rel(id))
+}
+
+fn head(kind: FileKind, counter: u64) -> [u8; HEAD_LEN] {
+    let mut h = [0u8; HEAD_LEN];
+    h[..8].copy_from_slice(SEAL_MAGIC);
+    h[8..12].copy_from_slice(&SEAL_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(kind as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&counter.to_le_bytes());
+    h
+}
+
+/// The bytes of a record file: `plain` itself, or sealed.
+fn seal(crypt: &Crypt, kind: FileKind, counter: u64, plain: &[u8]) -> Vec<u8> {
+    let Crypt::Sealed(keys) = crypt else {
+        return plain.to_vec();
+    };
+    let h = head(kind, counter);
+    let mut out = h.to_vec();
+    out.extend_from_slice(&keys.seal(&crypt::file_ad(&keys.media_id, &h), plain));
+    out
+}
+
+/// Open a record file: its plaintext and its counter (0 on a plaintext medium).
+fn open(crypt: &Crypt, kind: FileKind, bytes: Vec<u8>) -> Result<(Vec<u8>, u64), String> {
+    let Crypt::Sealed(keys) = crypt else {
+        return Ok((bytes, 0));
+    };
+    if bytes.len() < HEAD_LEN + SEAL_OVERHEAD || &bytes[..8] != SEAL_MAGIC {
+        return Err("not a sealed record (magic or length wrong)".into());
+    }
+    let h: [u8; HEAD_LEN] = bytes[..HEAD_LEN].try_into().expect("checked length");
+    let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
+    if version != SEAL_VERSION {
+        return Err(format!("sealed record version {version} is not supported"));
+    }
+    if u32::from_le_bytes(h[12..16].try_into().expect("4 bytes")) != kind as u32 {
+        return Err("a sealed record of another kind".into());
+    }
+    let counter = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
+    let plain = keys
+        .open(&crypt::file_ad(&keys.media_id, &h), &bytes[HEAD_LEN..])
+        .ok_or("does not authenticate (altered, or not this medium's)")?;
+    Ok((plain, counter))
+}
+
+/// Parse YAML record `rel`. A parse error says where, never what: the bytes of a hostile
+/// file are not quoted back.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    dir: &Beneath,
+    rel: &str,
+    bytes: &[u8],
+) -> Result<T> {
+    serde_yaml::from_slice(bytes).map_err(|e| Error::Damaged {
+        path: dir.shown(rel),
+        detail: match e.location() {
+            Some(l) => format!(
+                "does not parse as this record (line {}, column {})",
+                l.line(),
+                l.column()
+            ),
+            None => "does not parse as this record".into(),
+        },
+    })
+}
+
+fn read(
+    dir: &Beneath,
+    crypt: &Crypt,
+    rel: &str,
+    cap: u64,
+    kind: FileKind,
+) -> Result<(Vec<u8>, u64)> {
+    let extra = if crypt.is_sealed() {
+        (HEAD_LEN + SEAL_OVERHEAD) as u64
+    } else {
+        0
+    };
+    let bytes = dir.read_small(rel, cap + extra)?;
+    open(crypt, kind, bytes).map_err(|detail| Error::Damaged {
+        path: dir.shown(rel),
+        detail,
+    })
+}
+
+/// Read the tree, checked, and its generation (0 on a plaintext medium).
+pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
+    let rel = tree_rel(crypt);
+    let hint = |e| match e {
+        Error::Damaged { path, detail } => Error::Damaged {
+            path,
+            detail: format!("{detail} (rebuild it with `trayback repair --tree`)"),
+        },
+        e => e,
+    };
+    let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).map_err(hint)?;
+    let tree: Tree = parse_yaml(dir, rel, &plain).map_err(hint)?;
+    let path = dir.shown(rel);
+    if tree.format != TREE_FORMAT {
+        return Err(Error::Version {
+            path,
+            found: tree.format,
+            supported: TREE_FORMAT,
+        });
+    }
+    tree.check()
+        .map_err(|detail| Error::Damaged { path, detail })?;
+    Ok((tree, generation))
+}
+
+/// The bytes of the tree file at `generation`, and where they go.
+pub fn tree_file(crypt: &Crypt, tree: &Tree, generation: u64) -> (&'static str, Vec<u8>) {
+    let text = serde_yaml::to_string(tree).expect("a tree serializes");
+    (
+        tree_rel(crypt),
+        seal(crypt, FileKind::Tree, generation, text.as_bytes()),
+    )
+}
+
+/// The bytes of backup `h`'s header file, and where they go.
+pub fn header_file(crypt: &Crypt, h: &BackupHeader) -> (String, Vec<u8>) {
+    let text = serde_yaml::to_string(h).expect("a header serializes");
+    (
+        header_rel(crypt, h.id),
+        seal(crypt, FileKind::Header, h.id.0, text.as_bytes()),
+    )
+}
+
+/// Read backup `id`'s header: sealed in its own directory (on an encrypted medium), known
+/// format, naming itself.
+pub fn read_header(dir: &Beneath, crypt: &Crypt, id: BackupId) -> Result<BackupHeader> {
+    let rel = header_rel(crypt, id);
+    let (plain, counter) = read(dir, crypt, &rel, MAX_HEADER_FILE, FileKind::Header)?;
+    if crypt.is_sealed() && counter != id.0 {
+        return Err(Error::Damaged {
+            path: dir.shown(&rel),
+            detail: format!("sealed for backup {counter}, not this one (moved)"),
+        });
+    }
+    let h: BackupHeader = parse_yaml(dir, &rel, &plain)?;
+    if h.format != HEADER_FORMAT {
+        return Err(Error::Version {
+            path: dir.shown(&rel),
+            found: h.format,
+            supported: HEADER_FORMAT,
+        });
+    }
+    if h.id != id {
+        return Err(Error::Damaged {
+            path: dir.shown(&rel),
+            detail: format!("header names backup {} instead", h.id),
+        });
+    }
+    Ok(h)
+}
