@@ -166,13 +166,43 @@ fn setting_the_real_wall_clock_wakes_the_agents_wait_at_once() {
 
 /// Copy the image under a loop device as it is now: what a tray pulled at this moment holds
 /// (the file system's unwritten buffers are not in it, as they would not be on the disk).
-fn pulled_copy(lab: &Lab, img: &std::path::Path, name: &str) -> std::path::PathBuf {
+/// A copy of `img` as a tray pulled now would be, with the tree generation this host had
+/// seen of its media by then (an encrypted medium's older tree is refused as a rollback by a
+/// host that saw a newer one: the copy stands for the tray as it was when pulled).
+fn pulled_copy(lab: &Lab, img: &std::path::Path, name: &str) -> (std::path::PathBuf, Generations) {
+    // Read before the copy: a generation is recorded only once its tree is on the disk, so
+    // the copy holds that one or a newer.
+    let seen = generations(lab);
     let copy = lab.tmp.path().join(name);
     sh(std::process::Command::new("cp")
         .args(["--sparse=always"])
         .arg(img)
         .arg(&copy));
-    copy
+    (copy, seen)
+}
+
+/// The host's record of each medium's newest tree generation.
+type Generations = Vec<(std::path::PathBuf, Vec<u8>)>;
+
+fn generations(lab: &Lab) -> Generations {
+    let keys = lab.state_dir().join("keys");
+    std::fs::read_dir(&keys)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "generation"))
+                .map(|p| {
+                    let b = std::fs::read(&p).unwrap();
+                    (p, b)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn put_back(g: &Generations) {
+    for (p, b) in g {
+        std::fs::write(p, b).unwrap();
+    }
 }
 
 /// Insert `img` and expect it recognised as medium `label` with at least `backups`
@@ -228,7 +258,8 @@ fn a_tray_pulled_in_its_first_minute_is_recognised_with_its_backups() {
     // backups: they are in place, not only in the journal. (Looked at with the agent
     // stopped: it would take the probe's loop device for a tray.)
     lab.stop_agent();
-    for (copy, backups) in copies.iter().filter(|(_, b)| *b > 0) {
+    for ((copy, g), backups) in copies.iter().filter(|(_, b)| *b > 0) {
+        put_back(g);
         let probe = lab.tmp.path().join("probe.img");
         sh(std::process::Command::new("cp")
             .args(["--sparse=always"])
@@ -241,7 +272,8 @@ fn a_tray_pulled_in_its_first_minute_is_recognised_with_its_backups() {
         assert!(n >= *backups, "{}: {n} backups in place", copy.display());
     }
     lab.start_agent();
-    for (copy, backups) in &copies {
+    for ((copy, g), backups) in &copies {
+        put_back(g);
         expect_recognised(&mut lab, copy, &la, *backups);
     }
 }
