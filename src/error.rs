@@ -96,6 +96,13 @@ impl Error {
         }))
     }
 
+    /// As [`Error::is_medium_failing`], for an error about a file below `root` (the
+    /// medium's mount): an I/O error on a source or in the host's state directory is not the
+    /// medium's.
+    pub fn is_medium_failing_below(&self, root: &std::path::Path) -> bool {
+        self.is_medium_failing() && matches!(self, Error::Io { path, .. } if path.starts_with(root))
+    }
+
     /// The medium (or file) is on a read-only file system.
     pub fn is_read_only(&self) -> bool {
         matches!(self, Error::Io { cause, .. }

@@ -123,8 +123,14 @@ impl Outcome {
     }
 
     /// Fail with an engine error, telling a failing medium from other failures.
-    fn fail_with(self, stage: Stage, prefix: &str, e: crate::error::Error) -> Outcome {
-        let failing = e.is_medium_failing();
+    fn fail_with(
+        self,
+        stage: Stage,
+        prefix: &str,
+        e: crate::error::Error,
+        root: &std::path::Path,
+    ) -> Outcome {
+        let failing = e.is_medium_failing_below(root);
         let mut out = self.fail(stage, format!("{prefix}{e}"));
         if let Some(f) = out.failure.as_mut() {
             f.medium_failing = failing;
@@ -205,7 +211,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
             }
             Err(e) => {
                 out.pared_before.extend(e.pared);
-                return out.fail_with(Stage::Room, "", e.cause);
+                return out.fail_with(Stage::Room, "", e.cause, m.root());
             }
         };
         due = make.clone();
@@ -227,7 +233,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                 warn!(cause = %e, "the backup outgrew the last one's size and filled the medium; sizing it by a walk and making room again");
                 sizing = Sizing::Walk;
             }
-            Err(e) => return out.fail_with(Stage::Backup, "", e),
+            Err(e) => return out.fail_with(Stage::Backup, "", e, m.root()),
         }
     };
     let id = header.id;
@@ -239,7 +245,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     if job.verify {
         match verify::verify(m, id, false, job.verify_meter) {
             Ok(r) => out.verify = Some(r),
-            Err(e) => return out.fail_with(Stage::Verify, "verify: ", e),
+            Err(e) => return out.fail_with(Stage::Verify, "verify: ", e, m.root()),
         }
     }
     if !(job.still_ours)() {
@@ -247,7 +253,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     }
     match maintain::routine(m, at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,
-        Err(e) => return out.fail_with(Stage::Pare, "pare: ", e),
+        Err(e) => return out.fail_with(Stage::Pare, "pare: ", e, m.root()),
     }
     out
 }

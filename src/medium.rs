@@ -508,37 +508,38 @@ impl Medium {
             warn!(path = %shown.display(), "recovery: removing temporary file");
             self.dir.remove_child("tmp", &name)?;
         }
+        // One writer at a time: the only id an interrupted backup can have used is
+        // `next_id` (`begin_backup` marks it with its directory before writing anything). If
+        // it was used, it is not used again. Other names and footers are not believed (a
+        // crafted `backups/18446744073709551614/` would end all backups); they are only
+        // removed. This needs no deletion, so it is done even while readers are at work.
+        let id = self.tree.next_id;
+        let used = self.dir.exists(&backup_rel(id))?
+            || self
+                .store
+                .packs()
+                .iter()
+                .any(|p| p.flags & store::pack::FLAG_GC == 0 && p.writer == id.0);
+        if let (true, Some(next)) = (used, id.0.checked_add(1)) {
+            let mut tree = self.tree.clone();
+            tree.next_id = BackupId(next);
+            self.save_tree(&tree)?;
+            info!(medium = %self.media.media_id, next_id = next, "recovery: the id of an uncommitted backup is not used again");
+            self.tree = tree;
+        }
         let Some(_readers) = self.exclusive(Wait::No)? else {
             info!(medium = %self.media.media_id, "readers at work; recovery leaves deletions for later");
             return Ok(());
         };
-        // The highest id an uncommitted backup used: ids are never reused, so `next_id`
-        // moves past it once its remains are gone.
-        let mut used = None;
         for p in self.store.packs() {
             if p.flags & store::pack::FLAG_GC == 0
-                && p.writer >= self.tree.next_id.0
+                && p.writer >= id.0
                 // On an encrypted medium the footer must authenticate before it is believed.
                 && (!self.crypt.is_sealed() || self.store.trailer_intact(&p.id))
             {
                 warn!(pack = %p.id, backup = p.writer, "recovery: removing pack of an uncommitted backup");
                 self.store.remove_pack(&p.id)?;
-                used = used.max(Some(p.writer));
             }
-        }
-        for (name, _) in self.dir.list("backups")? {
-            if let Some(id) = backup_of_name(&name).filter(|id| *id >= self.tree.next_id) {
-                used = used.max(Some(id.0));
-            }
-        }
-        // `next_id` moves only once the packs it identifies as uncommitted are gone; the
-        // directories, which name their id, go after it.
-        if let Some(next) = used.and_then(|u| u.checked_add(1)) {
-            let mut tree = self.tree.clone();
-            tree.next_id = BackupId(next);
-            self.save_tree(&tree)?;
-            info!(medium = %self.media.media_id, next_id = next, "recovery: ids of uncommitted backups are not used again");
-            self.tree = tree;
         }
         self.remove_unlisted_backups()
     }
@@ -594,7 +595,13 @@ impl Medium {
         self.generation.store(generation, Ordering::Relaxed);
         if let (Some(state_dir), true) = (&self.state_dir, self.crypt.is_sealed()) {
             // After the medium: a crash between the two leaves the host behind, never ahead.
-            keyring::record_generation(state_dir, &self.media.media_id, generation)?;
+            // The tree is committed by now: a host that cannot keep the record (its state
+            // directory full or read-only) loses only rollback detection up to this
+            // generation, never the commit.
+            if let Err(e) = keyring::record_generation(state_dir, &self.media.media_id, generation)
+            {
+                warn!(medium = %self.media.media_id, cause = %e, "cannot record the tree's generation on this host; a rollback to before it would not be noticed");
+            }
         }
         Ok(())
     }

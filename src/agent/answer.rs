@@ -299,16 +299,39 @@ impl Agent {
     }
 }
 
+/// The longest request line the agent reads (requests are a few hundred bytes).
+const MAX_REQUEST: u64 = 64 << 10;
+/// How long a client may take to send its request line (the CLI sends it at once).
+const REQUEST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Connections served at once; more wait in the listener's backlog.
+const MAX_CONNECTIONS: usize = 100;
+
 pub(super) async fn serve(agent: Arc<Agent>, listener: UnixListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, or the like: not a reason to spin.
+                warn!(cause = %e, "control socket: cannot accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let agent = agent.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            if let Ok(Some(line)) = lines.next_line().await {
+            // One line, bounded in length and in time.
+            let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST)).lines();
+            let line = match tokio::time::timeout(REQUEST_WAIT, lines.next_line()).await {
+                Ok(Ok(Some(line))) => Some(line),
+                _ => None,
+            };
+            if let Some(line) = line {
                 let resp = match serde_json::from_str::<Request>(&line) {
                     Ok(Request::Verify {
                         medium,
