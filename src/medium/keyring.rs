@@ -391,6 +391,19 @@ fn data_key(root: &Path, m: &MediaFile, u: &Unlock) -> Result<SecretKey> {
 /// are still read, with a warning; writers refuse such a medium ([`prove`]).
 pub fn unlock(root: &Path, m: &MediaFile, u: &Unlock) -> Result<Crypt> {
     if m.encryption.is_none() {
+        // This host recorded tree generations of it, so it knew it encrypted: a plaintext
+        // ID file now is a downgrade (a forged medium under its id), read by no one.
+        if let Some(state_dir) = u.state_dir {
+            if seen_generation(state_dir, &m.media_id)?.is_some() {
+                return Err(Error::Damaged {
+                    path: root.join("trayback/media.yaml"),
+                    detail: format!(
+                        "this host knows medium {} as encrypted, and its ID file now says plaintext: replaced (tampered); not reading it",
+                        m.media_id
+                    ),
+                });
+            }
+        }
         return Ok(Crypt::Plain);
     }
     let dk = data_key(root, m, u)?;
