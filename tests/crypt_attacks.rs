@@ -137,7 +137,6 @@ fn a_replaced_restore_binary_does_not_survive_the_next_write() {
 }
 
 #[path = "support/lab.rs"]
-#[allow(dead_code)]
 mod lab;
 
 /// Issue 11: "a medium whose ID file … was altered is refused before any write. The agent
