@@ -13,9 +13,12 @@
 //!   ([`Crypt::block_id`]): equal content still deduplicates, and an id says nothing about
 //!   the content to whoever lacks the key. A plaintext medium keeps plain SHA-256.
 //!
-//! Invariants: key bytes are zeroized when dropped ([`SecretKey`], [`zeroize::Zeroizing`])
-//! and never formatted (`Debug` prints an ellipsis); opening never allocates more than the
-//! sealed bytes it is given, whose length callers cap before reading them.
+//! Invariants: key bytes held as keys are zeroized when dropped ([`SecretKey`],
+//! [`zeroize::Zeroizing`], the parsed recovery key) and never formatted (`Debug` prints an
+//! ellipsis); opening never allocates more than the sealed bytes it is given, whose length
+//! callers cap before reading them. Not wiped (known gap): the keyed HMAC states kept for
+//! block ids and pack trailers, and the Poly1305 state of a tag check — the `hmac` crate
+//! offers no zeroize, so they live, key-equivalent, in the process's memory until it exits.
 
 pub mod recovery;
 

@@ -245,6 +245,21 @@ pub struct PackCheck {
 /// trailer and footer, each record header against the trailer, each payload decoded and
 /// hashed. Records are streamed front to back, one in memory at a time.
 pub fn check_pack(dir: &Beneath, crypt: &Crypt, id: &PackId) -> PackCheck {
+    check_pack_as(dir, crypt, id, Depth::AsWritten)
+}
+
+/// How far [`check_pack_as`] checks a record on an encrypted medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Its seal authenticates: the medium returns exactly what the writer sealed (the check
+    /// after writing).
+    AsWritten,
+    /// Opened, decompressed and compared with its id, as a restore reads it (`--read-all`).
+    Whole,
+}
+
+/// [`check_pack`] to `depth` (a plaintext record is always decoded and hashed).
+pub fn check_pack_as(dir: &Beneath, crypt: &Crypt, id: &PackId, depth: Depth) -> PackCheck {
     let mut out = PackCheck::default();
     let rel = pack_rel(id);
     let opened = dir
@@ -296,7 +311,11 @@ pub fn check_pack(dir: &Beneath, crypt: &Crypt, id: &PackId) -> PackCheck {
             ));
             continue;
         }
-        match pack::check(crypt, e, &payload) {
+        let checked = match depth {
+            Depth::AsWritten => pack::check(crypt, e, &payload),
+            Depth::Whole => pack::decode(crypt, e, &payload).map(drop),
+        };
+        match checked {
             Ok(()) => out.good.push(e.id),
             Err(detail) => out.damage.push((
                 Some(e.id),
@@ -536,9 +555,9 @@ impl Store {
         }
     }
 
-    /// Re-read and check pack `id` from the device (see [`check_pack`]).
-    pub fn check_pack(&self, id: &PackId) -> PackCheck {
-        check_pack(&self.dir, &self.crypt, id)
+    /// Re-read and check pack `id` from the device to `depth` (see [`check_pack_as`]).
+    pub fn check_pack(&self, id: &PackId, depth: Depth) -> PackCheck {
+        check_pack_as(&self.dir, &self.crypt, id, depth)
     }
 
     /// Whether pack `id`'s trailer and footer are intact (and on an encrypted medium,

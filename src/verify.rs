@@ -10,7 +10,7 @@ use crate::index;
 use crate::listing::{EntryKind, Listing};
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::PackCheck;
+use crate::store::{Depth, PackCheck};
 use rayon::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -66,14 +66,17 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         of = header.packs.len(),
         "packs checked while writing"
     );
+    // With --read-all, each record as a restore reads it (on an encrypted medium the seal alone
+    // proves the record is as written, not that it decompresses to its block).
     let results: Vec<PackCheck> = header
         .packs
         .par_iter()
-        .map(|p| {
-            early
+        .map(|p| match read_all {
+            true => m.store().check_pack(p, Depth::Whole),
+            false => early
                 .get(p)
                 .cloned()
-                .unwrap_or_else(|| m.store().check_pack(p))
+                .unwrap_or_else(|| m.store().check_pack(p, Depth::AsWritten)),
         })
         .collect();
     early.clear();

@@ -24,14 +24,25 @@ impl std::fmt::Debug for RecoveryKey {
     }
 }
 
-/// What reading a typed recovery key found.
-#[derive(Debug, PartialEq, Eq)]
+/// What reading a typed recovery key found. The secret is wiped on drop and never shown by
+/// `Debug`.
+#[derive(PartialEq, Eq)]
 pub enum Parsed {
-    Key([u8; SECRET_LEN]),
+    Key(Zeroizing<[u8; SECRET_LEN]>),
     /// 36 characters of the alphabet whose check does not match: a typo.
     Typo,
     /// Not shaped like a recovery key at all (so perhaps a passphrase).
     NotAKey,
+}
+
+impl std::fmt::Debug for Parsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Parsed::Key(_) => "Key(…)",
+            Parsed::Typo => "Typo",
+            Parsed::NotAKey => "NotAKey",
+        })
+    }
 }
 
 fn check(secret: &[u8; SECRET_LEN]) -> u32 {
@@ -107,7 +118,7 @@ impl RecoveryKey {
             return Parsed::NotAKey;
         };
         let vals = Zeroizing::new(vals);
-        let mut secret = [0u8; SECRET_LEN];
+        let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
         let mut acc: u64 = 0;
         let mut n = 0;
         let mut at = 0;
@@ -122,7 +133,6 @@ impl RecoveryKey {
         }
         let given = vals[32..].iter().fold(0u32, |a, &v| (a << 5) | v);
         if given != check(&secret) {
-            secret.fill(0);
             return Parsed::Typo;
         }
         Parsed::Key(secret)
@@ -143,9 +153,15 @@ mod tests {
         let shown = k.display();
         assert_eq!(shown.len(), 36 + 8);
         assert_eq!(shown.split('-').count(), 9);
-        assert_eq!(RecoveryKey::parse(&shown), Parsed::Key([0xA5; SECRET_LEN]));
+        assert_eq!(
+            RecoveryKey::parse(&shown),
+            Parsed::Key(Zeroizing::new([0xA5; SECRET_LEN]))
+        );
         let sloppy = shown.to_lowercase().replace('-', " ");
-        assert_eq!(RecoveryKey::parse(&sloppy), Parsed::Key([0xA5; SECRET_LEN]));
+        assert_eq!(
+            RecoveryKey::parse(&sloppy),
+            Parsed::Key(Zeroizing::new([0xA5; SECRET_LEN]))
+        );
         // One character changed anywhere is a typo (the check covers all 160 bits).
         for i in (0..shown.len()).filter(|i| i % 5 != 4) {
             let mut t = shown.as_bytes().to_vec();
@@ -155,6 +171,9 @@ mod tests {
         }
         assert_eq!(RecoveryKey::parse("correct horse"), Parsed::NotAKey);
         let g = RecoveryKey::generate().unwrap();
-        assert_eq!(RecoveryKey::parse(&g.display()), Parsed::Key(*g.secret()));
+        assert_eq!(
+            RecoveryKey::parse(&g.display()),
+            Parsed::Key(Zeroizing::new(*g.secret()))
+        );
     }
 }

@@ -352,7 +352,7 @@ fn unwrap_with_secret(root: &Path, m: &MediaFile, secret: &str) -> Result<Secret
     };
     let parsed = RecoveryKey::parse(secret);
     if let Parsed::Key(k) = &parsed {
-        if let Some(dk) = try_slot(SlotKind::Recovery, k)? {
+        if let Some(dk) = try_slot(SlotKind::Recovery, &k[..])? {
             return Ok(dk);
         }
     }

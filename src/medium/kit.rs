@@ -48,13 +48,14 @@ fn text(m: &MediaFile, sum: Option<&str>) -> String {
     let mut t = format!(
         "This disk is a trayback backup medium: {label:?}, medium {id}, of host {host:?}.\n\
          {enc}\n\
-         To get files back on any Linux machine (x86_64), as root:\n\n\
+         To get files back on any Linux machine ({arch}), as root:\n\n\
          \x20 1. Mount this disk read-only:        mount -o ro /dev/sdX1 /mnt && cd /mnt\n\
          \x20 2. List its backups:                 {binary} list --medium /mnt\n\
          \x20 3. See what one holds:               {binary} ls -r --medium /mnt [BACKUP]\n\
          \x20 4. Restore it (or some paths of it): {binary} restore --medium /mnt --backup N --to /an/empty/dir [PATH…]\n\
          \x20 5. Check every backup:               {binary} verify --medium /mnt --all\n\n",
         id = m.media_id,
+        arch = std::env::consts::ARCH,
         host = m.host.chars().take(64).collect::<String>(),
         enc = if encrypted {
             "Its backups are encrypted: each command asks for the recovery key (nine groups of four\n\
@@ -108,7 +109,10 @@ pub fn refresh(root: &Path, dir: &Beneath, m: &MediaFile) -> Result<bool> {
         .unwrap_or(0);
     let fits = exe.filter(|(len, _)| len.saturating_mul(10) <= capacity);
     let readme = text(m, fits.map(|(_, s)| s.as_str()));
-    if current(&rootfd, README).as_deref() == Some(readme.as_bytes()) {
+    // Up to date only if the README is this one and the binary it names is this one: a
+    // binary replaced while the tray was away is put back.
+    let binary_ok = fits.is_none_or(|(_, sum)| sum_of(&rootfd, BINARY).as_deref() == Some(sum));
+    if binary_ok && current(&rootfd, README).as_deref() == Some(readme.as_bytes()) {
         return Ok(false);
     }
     if fits.is_some() {
@@ -125,6 +129,24 @@ pub fn refresh_quietly(root: &Path, dir: &Beneath, m: &MediaFile) {
     if let Err(e) = refresh(root, dir, m) {
         warn!(medium = %m.media_id, cause = %e, "cannot write the restore kit");
     }
+}
+
+/// The SHA-256 of `<root>/name` if it is a regular file (never following a link).
+fn sum_of(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<String> {
+    let fd = rustix::fs::openat(
+        rootfd,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let st = rustix::fs::fstat(&fd).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return None;
+    }
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::from(fd), &mut h).ok()?;
+    Some(hex::encode(h.finalize()))
 }
 
 /// The bytes of `<root>/name` if it is a small regular file (never following a link).
