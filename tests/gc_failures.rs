@@ -3,50 +3,14 @@
 //! is counted, a retry makes what the first try chose, a rotted block or a bad sector does not
 //! stop collection, duplicates are checked once. One known limit is kept as an ignored test.
 
+#[path = "support/pare.rs"]
+mod pare;
 mod util;
 use chrono::{DateTime, Duration, Utc};
+use pare::*;
 use std::fs;
 use std::process::Command;
 use util::*;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap()
-}
-
-fn list(env: &Env) -> Vec<u64> {
-    json(&env.ok(&["list", "--medium", "{medium}", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_u64().unwrap())
-        .collect()
-}
-
-fn free(env: &Env) -> u64 {
-    rustix::fs::statvfs(&env.medium)
-        .map(|s| s.f_bavail * s.f_frsize)
-        .unwrap()
-}
-
-fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) {
-    env.ok(&[
-        "backup",
-        "--medium",
-        "{medium}",
-        "--source",
-        "{src}",
-        "--kind",
-        kind,
-        "--at",
-        &at.to_rfc3339(),
-    ]);
-}
 
 fn pare_free(env: &Env, n: u64, at: DateTime<Utc>, dry: bool) -> std::process::Output {
     let n = n.to_string();
@@ -151,9 +115,9 @@ fn a_pack_of_many_small_blobs_is_not_rewritten_into_enospc() {
     let was = free(&env);
     let want = was + 3_000_000;
     let dry = json(&text(&pare_free(&env, want, at, true).stdout));
-    let before = list(&env);
+    let before = backup_ids(&env);
     let out = pare_free(&env, want, at, false);
-    let after = list(&env);
+    let after = backup_ids(&env);
     let gained = free(&env).saturating_sub(was);
     env.ok(&["verify", "--medium", "{medium}", "--all", "--read-all"]);
     assert!(
@@ -214,9 +178,9 @@ fn a_rotted_block_does_not_make_a_pare_free_nothing() {
     let was = free(&env);
     let want = was + 3_000_000;
     let dry = json(&text(&pare_free(&env, want, at, true).stdout));
-    let before = list(&env);
+    let before = backup_ids(&env);
     let out = pare_free(&env, want, at, false);
-    let after = list(&env);
+    let after = backup_ids(&env);
     let gained = free(&env).saturating_sub(was);
     assert!(
         after == before || gained >= 1 << 20,
@@ -428,7 +392,7 @@ fn a_bad_sector_under_a_live_block_does_not_stop_garbage_collection() {
     let (file, off) = bad.unwrap();
     let at = (t0() + Duration::days(2) + Duration::minutes(20)).to_rfc3339();
     let was = free(&env);
-    let before = list(&env);
+    let before = backup_ids(&env);
     let out = Command::new(bin())
         .args(["pare", "--medium"])
         .arg(&env.medium)
@@ -444,7 +408,7 @@ fn a_bad_sector_under_a_live_block_does_not_stop_garbage_collection() {
     // and the pare does not fail. (What that pack's garbage was planned to free is not had:
     // a known limit on a disk with bad sectors, which verify and the agent report.)
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let after = list(&env);
+    let after = backup_ids(&env);
     assert!(after.len() < before.len(), "{before:?} -> {after:?}");
     env.ok(&["verify", "--medium", "{medium}", "--all"]);
 }
@@ -527,7 +491,7 @@ fn a_backup_retried_after_enospc_is_the_one_the_first_round_chose() {
             t0() + Duration::days(1) + Duration::minutes(15 * (i as i64 + 1)),
         );
     }
-    assert_eq!(list(&env), vec![1, 2, 3, 4]);
+    assert_eq!(backup_ids(&env), vec![1, 2, 3, 4]);
     write(&env.src.join("n.bin"), &bytes(3, 14 << 20));
     let at = (t0() + Duration::days(2)).to_rfc3339();
     let out = Command::new(bin())
@@ -541,7 +505,7 @@ fn a_backup_retried_after_enospc_is_the_one_the_first_round_chose() {
         .env("LD_PRELOAD", &shim)
         .output()
         .unwrap();
-    let after = list(&env);
+    let after = backup_ids(&env);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     assert!(

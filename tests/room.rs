@@ -2,20 +2,13 @@
 //! nothing at all when it cannot free enough; the dry run shows what the real run does;
 //! parents by the spec; the sizing advice of [0055]; sizes as people write them.
 
+#[path = "support/pare.rs"]
+mod pare;
 mod util;
 use chrono::{DateTime, Duration, Utc};
+use pare::{backup_ids, json, t0};
 use std::fs;
 use util::*;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap()
-}
 
 fn ids(v: &serde_json::Value) -> Vec<u64> {
     v.as_array()
@@ -23,10 +16,6 @@ fn ids(v: &serde_json::Value) -> Vec<u64> {
         .iter()
         .map(|p| p["id"].as_u64().unwrap())
         .collect()
-}
-
-fn list(env: &Env) -> Vec<u64> {
-    ids(&json(&env.ok(&["list", "--medium", "{medium}", "--json"])))
 }
 
 fn free_bytes(env: &Env) -> u64 {
@@ -66,7 +55,7 @@ fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
             &env.src.join(format!("micro-{i}.bin")),
             &bytes(100 + i, 3 << 19),
         );
-        let before = list(&env);
+        let before = backup_ids(&env);
         let out = backup_at(&env, "micro", t0() + Duration::minutes(15 * i as i64));
         if !out.status.success() {
             let v = json(&text(&out.stdout));
@@ -75,7 +64,11 @@ fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
                 0,
                 "pared for nothing: {v}"
             );
-            assert_eq!(list(&env), before, "the failed backup changed the medium");
+            assert_eq!(
+                backup_ids(&env),
+                before,
+                "the failed backup changed the medium"
+            );
             assert!(
                 text(&out.stderr).contains("medium too small")
                     && text(&out.stderr).contains("step 118"),
@@ -88,7 +81,7 @@ fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
         }
     }
     assert!(failed.is_some(), "the medium never filled up");
-    assert!(list(&env).contains(&1), "the monthly is still there");
+    assert!(backup_ids(&env).contains(&1), "the monthly is still there");
     let restored = env.restore(1, "r1");
     assert_eq!(
         fs::read(restored.join("base.bin")).unwrap(),
@@ -149,7 +142,7 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
             .all(|v| v["freed"].as_u64().unwrap() > 0),
         "{dry}"
     );
-    let before = list(&env);
+    let before = backup_ids(&env);
     let real = run(false);
     let mut shown: Vec<u64> = ids(&dry["now"]);
     shown.extend(ids(victims));
@@ -160,7 +153,7 @@ fn pare_dry_run_shows_exactly_what_pare_does() {
         dry["to_free"], real["plan"]["room"],
         "dry run {dry}\nreal run {real}"
     );
-    let after = list(&env);
+    let after = backup_ids(&env);
     assert_eq!(
         after,
         before
@@ -208,7 +201,7 @@ fn a_daily_is_based_on_the_newest_weekly_or_monthly_never_a_micro() {
         "{}",
         text(&out.stderr)
     );
-    assert!(list(&env).is_empty());
+    assert!(backup_ids(&env).is_empty());
     assert!(backup_at(&env, "monthly", t0()).status.success());
     assert!(backup_at(&env, "micro", t0() + Duration::minutes(15))
         .status
@@ -409,7 +402,7 @@ fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
     // Weekly 2 frees only its own listing, weekly 3 big.bin; the monthly and the micro stay.
     assert_eq!(ids(&v["pared_before"]), vec![2, 3], "{v}");
     assert_eq!(v["backup"]["parent"], serde_json::Value::Null, "{v}");
-    assert_eq!(list(&env), vec![1, 4, 5]);
+    assert_eq!(backup_ids(&env), vec![1, 4, 5]);
     let r = env.restore(5, "r5");
     assert_eq!(fs::read(r.join("daily.bin")).unwrap(), bytes(4, 6 << 20));
     assert_eq!(fs::read(r.join("a.bin")).unwrap(), bytes(2, 1 << 20));
@@ -443,7 +436,7 @@ fn a_backup_without_room_still_pares_micros_past_their_age_but_never_the_newest(
     assert!(v["backup"].is_null(), "{v}");
     assert_eq!(ids(&v["pared_before"]), Vec::<u64>::new(), "{v}");
     assert_eq!(ids(&v["pared_after"]), vec![2, 3], "{v}");
-    assert_eq!(list(&env), vec![1, 4], "the newest backup stays");
+    assert_eq!(backup_ids(&env), vec![1, 4], "the newest backup stays");
     let r = env.restore(4, "r4");
     assert_eq!(fs::read(r.join("m3.bin")).unwrap(), bytes(13, 1 << 20));
 }

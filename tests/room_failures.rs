@@ -5,50 +5,14 @@
 //! nothing, every pare is reported, the dry run is the run, memory stays bounded, committed
 //! data is never lost. (Doc comments below say what each once broke.)
 
+#[path = "support/pare.rs"]
+mod pare;
 mod util;
 use chrono::{DateTime, Duration, Utc};
+use pare::*;
 use std::fs;
 use std::io::Write;
 use util::*;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap()
-}
-
-fn list(env: &Env) -> Vec<u64> {
-    json(&env.ok(&["list", "--medium", "{medium}", "--json"]))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_u64().unwrap())
-        .collect()
-}
-
-fn free(env: &Env) -> u64 {
-    rustix::fs::statvfs(&env.medium)
-        .map(|s| s.f_bavail * s.f_frsize)
-        .unwrap()
-}
-
-fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) {
-    env.ok(&[
-        "backup",
-        "--medium",
-        "{medium}",
-        "--source",
-        "{src}",
-        "--kind",
-        kind,
-        "--at",
-        &at.to_rfc3339(),
-    ]);
-}
 
 fn pare_free(env: &Env, n: u64, at: DateTime<Utc>, dry: bool) -> std::process::Output {
     let n = n.to_string();
@@ -110,14 +74,14 @@ fn a_full_file_system_never_makes_room_plans_pare_for_nothing() {
     };
     env.init_plaintext();
     dailies_with_partly_dead_packs(&env, 6);
-    let all = list(&env);
+    let all = backup_ids(&env);
     fill(&env, 1 << 20);
     let at = t0() + Duration::days(6) + Duration::minutes(20);
     let start_free = free(&env);
     for round in 0..4 {
-        let before = list(&env);
+        let before = backup_ids(&env);
         let out = pare_free(&env, 5 << 20, at, false);
-        let after = list(&env);
+        let after = backup_ids(&env);
         let gained = free(&env).saturating_sub(start_free);
         verify_all(&env); // committed data is intact: the loss is history pared for nothing
         assert!(
@@ -173,10 +137,10 @@ fn a_damaged_pack_trailer_does_not_make_room_plans_pare_for_nothing() {
     env.restore(1, "r1");
     let at = t0() + Duration::days(3) + Duration::minutes(20);
     for round in 0..3 {
-        let before = list(&env);
+        let before = backup_ids(&env);
         let was = free(&env);
         let out = pare_free(&env, was + (2 << 20), at, false);
-        let after = list(&env);
+        let after = backup_ids(&env);
         let gained = free(&env).saturating_sub(was);
         eprintln!(
             "round {round}: {before:?} -> {after:?} gained {gained}: {}",
@@ -206,7 +170,7 @@ fn garbage_left_by_an_interrupted_gc_is_reclaimed_when_making_room() {
     backup_at(&env, "daily", t0() + Duration::hours(1));
     fs::remove_file(env.src.join("big.bin")).unwrap();
     backup_at(&env, "micro", t0() + Duration::minutes(75));
-    assert_eq!(list(&env), vec![1, 2, 3]);
+    assert_eq!(backup_ids(&env), vec![1, 2, 3]);
     let at = (t0() + Duration::minutes(80)).to_rfc3339();
     // A reader (a restore, `ls`) holds the medium: the pare commits, then waits to GC. It is
     // killed there (the agent's job cancelled, the machine shut down, kill -9: the same).
@@ -222,7 +186,7 @@ fn garbage_left_by_an_interrupted_gc_is_reclaimed_when_making_room() {
         .spawn()
         .unwrap();
     let t = std::time::Instant::now();
-    while list(&env) != vec![1, 3] {
+    while backup_ids(&env) != vec![1, 3] {
         assert!(t.elapsed().as_secs() < 30, "the pare never committed");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -410,7 +374,7 @@ fn every_pare_made_is_reported() {
     dailies_with_partly_dead_packs(&env, 6);
     fill(&env, 0);
     write(&env.src.join("new.bin"), &bytes(77, 4 << 20));
-    let before = list(&env);
+    let before = backup_ids(&env);
     let out = env.run(&[
         "backup",
         "--medium",
@@ -424,7 +388,7 @@ fn every_pare_made_is_reported() {
         &(t0() + Duration::days(6) + Duration::minutes(30)).to_rfc3339(),
     ]);
     let v = json(&text(&out.stdout));
-    let after = list(&env);
+    let after = backup_ids(&env);
     let gone: Vec<u64> = before.into_iter().filter(|i| !after.contains(i)).collect();
     let reported: Vec<u64> = v["pared_before"]
         .as_array()
@@ -518,7 +482,7 @@ fn rolling_files_on_a_real_medium_keep_backing_up() {
         assert!(
             out.status.success(),
             "day {d}: {} backups on the medium, 13 MB of live data on 64 MB:\n{}",
-            list(&env).len(),
+            backup_ids(&env).len(),
             text(&out.stderr)
         );
     }

@@ -1,20 +1,13 @@
 //! The schedule and the paring plan on real data through the CLI, with `--at` driving time.
 
+#[path = "support/pare.rs"]
+mod pare;
 mod util;
 use chrono::{DateTime, Duration, Utc};
+use pare::{json, t0};
 use std::collections::HashMap;
 use std::fs;
 use util::*;
-
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-03-02T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap()
-}
 
 /// Back up at `at` as the schedule decides; returns the backup JSON (null if nothing due).
 fn scheduled(env: &Env, at: DateTime<Utc>) -> serde_json::Value {

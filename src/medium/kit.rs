@@ -131,8 +131,8 @@ pub fn refresh_quietly(root: &Path, dir: &Beneath, m: &MediaFile) {
     }
 }
 
-/// The SHA-256 of `<root>/name` if it is a regular file (never following a link).
-fn sum_of(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<String> {
+/// `<root>/name` opened for reading if it is a regular file (never following a link).
+fn regular(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<std::fs::File> {
     let fd = rustix::fs::openat(
         rootfd,
         name,
@@ -141,29 +141,21 @@ fn sum_of(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<String> {
     )
     .ok()?;
     let st = rustix::fs::fstat(&fd).ok()?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return None;
-    }
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile)
+        .then(|| std::fs::File::from(fd))
+}
+
+/// The SHA-256 of `<root>/name` if it is a regular file.
+fn sum_of(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<String> {
     let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::from(fd), &mut h).ok()?;
+    std::io::copy(&mut regular(rootfd, name)?, &mut h).ok()?;
     Some(hex::encode(h.finalize()))
 }
 
-/// The bytes of `<root>/name` if it is a small regular file (never following a link).
+/// The bytes of `<root>/name` if it is a small regular file.
 fn current(rootfd: &impl std::os::fd::AsFd, name: &str) -> Option<Vec<u8>> {
-    let fd = rustix::fs::openat(
-        rootfd,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let st = rustix::fs::fstat(&fd).ok()?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return None;
-    }
     let mut out = Vec::new();
-    std::fs::File::from(fd)
+    regular(rootfd, name)?
         .take(64 << 10)
         .read_to_end(&mut out)
         .ok()?;
