@@ -5,8 +5,8 @@
 #[path = "support/pare.rs"]
 mod pare;
 mod util;
-use chrono::{DateTime, Duration, Utc};
-use pare::{backup_ids, json, t0};
+use chrono::Duration;
+use pare::{backup_ids, json, t0, try_backup_at};
 use std::fs;
 use util::*;
 
@@ -24,21 +24,6 @@ fn free_bytes(env: &Env) -> u64 {
         .unwrap()
 }
 
-fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
-    env.run(&[
-        "backup",
-        "--medium",
-        "{medium}",
-        "--source",
-        "{src}",
-        "--kind",
-        kind,
-        "--at",
-        &at.to_rfc3339(),
-        "--json",
-    ])
-}
-
 #[test]
 fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
     // The reproduction: a 6 MiB monthly, then micros adding 1.5 MiB each on 26 MiB.
@@ -47,7 +32,7 @@ fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
     };
     env.init();
     write(&env.src.join("base.bin"), &bytes(1, 6 << 20));
-    let out = backup_at(&env, "monthly", t0());
+    let out = try_backup_at(&env, "monthly", t0());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut failed = None;
     for i in 1..20 {
@@ -56,7 +41,7 @@ fn the_only_monthly_is_not_pared_for_nothing_when_micros_fill_the_medium() {
             &bytes(100 + i, 3 << 19),
         );
         let before = backup_ids(&env);
-        let out = backup_at(&env, "micro", t0() + Duration::minutes(15 * i as i64));
+        let out = try_backup_at(&env, "micro", t0() + Duration::minutes(15 * i as i64));
         if !out.status.success() {
             let v = json(&text(&out.stdout));
             assert_eq!(
@@ -194,7 +179,7 @@ fn a_daily_is_based_on_the_newest_weekly_or_monthly_never_a_micro() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init();
     write(&env.src.join("f"), b"one");
-    let out = backup_at(&env, "daily", t0());
+    let out = try_backup_at(&env, "daily", t0());
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no verified weekly or monthly"),
@@ -202,11 +187,11 @@ fn a_daily_is_based_on_the_newest_weekly_or_monthly_never_a_micro() {
         text(&out.stderr)
     );
     assert!(backup_ids(&env).is_empty());
-    assert!(backup_at(&env, "monthly", t0()).status.success());
-    assert!(backup_at(&env, "micro", t0() + Duration::minutes(15))
+    assert!(try_backup_at(&env, "monthly", t0()).status.success());
+    assert!(try_backup_at(&env, "micro", t0() + Duration::minutes(15))
         .status
         .success());
-    let out = backup_at(&env, "daily", t0() + Duration::minutes(30));
+    let out = try_backup_at(&env, "daily", t0() + Duration::minutes(30));
     assert!(out.status.success());
     assert_eq!(json(&text(&out.stdout))["backup"]["parent"], 1);
 }
@@ -378,13 +363,13 @@ fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
     env.init();
     let at = |h: i64| t0() + Duration::hours(h);
     write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
-    assert!(backup_at(&env, "monthly", at(0)).status.success());
+    assert!(try_backup_at(&env, "monthly", at(0)).status.success());
     write(&env.src.join("a.bin"), &bytes(2, 1 << 20));
-    assert!(backup_at(&env, "weekly", at(24)).status.success());
+    assert!(try_backup_at(&env, "weekly", at(24)).status.success());
     write(&env.src.join("big.bin"), &bytes(3, 8 << 20));
-    assert!(backup_at(&env, "weekly", at(48)).status.success());
+    assert!(try_backup_at(&env, "weekly", at(48)).status.success());
     fs::remove_file(env.src.join("big.bin")).unwrap();
-    assert!(backup_at(&env, "micro", at(49)).status.success());
+    assert!(try_backup_at(&env, "micro", at(49)).status.success());
     // A filler beside trayback/ leaves 10 MiB free; the daily needs 6 MiB and the reserve.
     write(&env.src.join("daily.bin"), &bytes(4, 6 << 20));
     let free = free_bytes(&env);
@@ -394,7 +379,7 @@ fn a_full_instead_when_only_the_incrementals_parent_would_make_room() {
         .status()
         .unwrap();
     assert!(st.success());
-    let out = backup_at(&env, "daily", at(50));
+    let out = try_backup_at(&env, "daily", at(50));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v = json(&text(&out.stdout));
     assert_eq!(v["kind"], "monthly", "{v}");
@@ -415,12 +400,12 @@ fn a_backup_without_room_still_pares_micros_past_their_age_but_never_the_newest(
     };
     env.init();
     write(&env.src.join("base.bin"), &bytes(1, 2 << 20));
-    assert!(backup_at(&env, "monthly", t0()).status.success());
+    assert!(try_backup_at(&env, "monthly", t0()).status.success());
     for i in 1..=3u64 {
         // Each file stays in the sources: paring a micro frees only its listing.
         write(&env.src.join(format!("m{i}.bin")), &bytes(10 + i, 1 << 20));
         let at = t0() + Duration::minutes(15 * i as i64);
-        assert!(backup_at(&env, "micro", at).status.success());
+        assert!(try_backup_at(&env, "micro", at).status.success());
     }
     write(&env.src.join("late.bin"), &bytes(20, 4 << 20));
     let st = std::process::Command::new("fallocate")
@@ -430,7 +415,7 @@ fn a_backup_without_room_still_pares_micros_past_their_age_but_never_the_newest(
         .unwrap();
     assert!(st.success());
     // Eight days on: no room for the micro due, but step 100 is retention, not room.
-    let out = backup_at(&env, "micro", t0() + Duration::days(8));
+    let out = try_backup_at(&env, "micro", t0() + Duration::days(8));
     assert!(!out.status.success());
     let v = json(&text(&out.stdout));
     assert!(v["backup"].is_null(), "{v}");

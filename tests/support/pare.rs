@@ -33,9 +33,9 @@ pub fn free(env: &Env) -> u64 {
         .unwrap()
 }
 
-/// A backup of `kind` at `at`, which must succeed.
-pub fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) {
-    env.ok(&[
+/// A backup of `kind` at `at` (`--json`), as it went.
+pub fn try_backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
+    env.run(&[
         "backup",
         "--medium",
         "{medium}",
@@ -45,5 +45,16 @@ pub fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) {
         kind,
         "--at",
         &at.to_rfc3339(),
-    ]);
+        "--json",
+    ])
+}
+
+/// A backup of `kind` at `at`, which must succeed.
+pub fn backup_at(env: &Env, kind: &str, at: DateTime<Utc>) {
+    let out = try_backup_at(env, kind, at);
+    assert!(
+        out.status.success(),
+        "backup --kind {kind}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
