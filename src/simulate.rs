@@ -230,6 +230,21 @@ pub fn run(
     end: DateTime<Utc>,
     emit: &mut dyn FnMut(&Event),
 ) -> Summary {
+    run_until(model, sched, policy, start, end, emit, &|| false)
+        .expect("a run that is never stopped ends")
+}
+
+/// [`run`], asking `stop` before each step: `None` when it said stop (a simulation of a fine
+/// schedule costs minutes, and whoever asked may have gone).
+pub fn run_until(
+    model: &Model,
+    sched: &Schedule,
+    policy: &Policy,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    emit: &mut dyn FnMut(&Event),
+    stop: &dyn Fn() -> bool,
+) -> Option<Summary> {
     let ch = Changed::new(model, sched);
     let full = model.full_size;
     let mut tree = Tree::default();
@@ -238,6 +253,9 @@ pub fn run(
     let mut t = start;
     // `t` only grows; at the end of chrono's time ("never") nothing more falls due.
     while t <= end && t < DateTime::<Utc>::MAX_UTC {
+        if stop() {
+            return None;
+        }
         let Some(due) = schedule::due(&tree, t, sched) else {
             t = schedule::next_due(&tree, t, sched);
             continue;
@@ -338,7 +356,7 @@ pub fn run(
         s.count += 1;
         s.oldest = Some(s.oldest.map_or(b.started, |o| o.min(b.started)));
     }
-    Summary {
+    Some(Summary {
         created,
         pared,
         failed,
@@ -347,7 +365,7 @@ pub fn run(
         used_at_end: used,
         peak_used: peak,
         capacity: model.capacity,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -71,12 +71,14 @@ pub struct Reach {
 
 /// Simulate 182 days on a medium of this one's capacity with its own sizes.
 pub fn reach(m: &Medium, sched: &Schedule, policy: &crate::pare::Policy) -> Result<Reach> {
-    Ok(reach_of(
+    let r = reach_of(
         history(m, sched)?,
         capacity(m.root())?,
         sched,
         policy,
-    ))
+        &|| false,
+    );
+    Ok(r.expect("a reach that is never stopped is found"))
 }
 
 /// The size of the file system the medium at `dir` is on.
@@ -88,23 +90,32 @@ pub fn capacity(dir: &std::path::Path) -> Result<u64> {
     Ok(st.f_blocks.saturating_mul(st.f_frsize))
 }
 
+/// The finest micro interval the reach simulation steps at. The simulation costs about the
+/// square of the backups it holds, so a one-minute schedule took minutes of CPU for half a
+/// year; a finer schedule is modelled at this step with the same change per hour, which
+/// moves how far back micros reach by less than a step and the other kinds not at all.
+pub const REACH_MICRO_STEP: chrono::Duration = chrono::Duration::minutes(15);
+
 /// [`reach`] from a history already measured: pure, and the slow part (a second or so), so
-/// the agent runs it apart from the medium.
+/// the agent runs it apart from the medium, with `stop` asked before each simulated step
+/// (`None`: stopped).
 pub fn reach_of(
     h: History,
     capacity: u64,
     sched: &Schedule,
     policy: &crate::pare::Policy,
-) -> Reach {
+    stop: &dyn Fn() -> bool,
+) -> Option<Reach> {
+    let (sched, change) = coarse_micros(sched, &h.change);
     let model = crate::simulate::Model {
         capacity,
         full_size: h.full_size,
-        change: h.change.clone(),
+        change,
         keep_all: false,
     };
     let start = chrono::DateTime::UNIX_EPOCH;
     let end = start + chrono::Duration::days(182);
-    let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    let s = crate::simulate::run_until(&model, &sched, policy, start, end, &mut |_| {}, stop)?;
     // With no backups to measure, nothing is known of how far anything reaches.
     let known = h.full_size > 0;
     let days = s
@@ -118,11 +129,34 @@ pub fn reach_of(
             (*k, back)
         })
         .collect();
-    Reach {
+    Some(Reach {
         days,
         failed: s.failed,
         history: h,
+    })
+}
+
+/// The schedule and change sizes the reach is simulated with: micros no finer than
+/// [`REACH_MICRO_STEP`], each carrying the change of the interval it stands for (at most a
+/// day's).
+fn coarse_micros(sched: &Schedule, change: &HashMap<Kind, u64>) -> (Schedule, HashMap<Kind, u64>) {
+    let fine = sched.micro_interval;
+    if fine >= REACH_MICRO_STEP || fine <= chrono::Duration::zero() {
+        return (sched.clone(), change.clone());
     }
+    let mut change = change.clone();
+    if let Some(micro) = change.get(&Kind::Micro).copied() {
+        let per_step = (micro as u128 * REACH_MICRO_STEP.num_seconds() as u128
+            / fine.num_seconds().max(1) as u128)
+            .min(u64::MAX as u128) as u64;
+        let day = change.get(&Kind::Daily).copied().unwrap_or(u64::MAX);
+        change.insert(Kind::Micro, per_step.min(day));
+    }
+    let sched = Schedule {
+        micro_interval: REACH_MICRO_STEP,
+        ..sched.clone()
+    };
+    (sched, change)
 }
 
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
@@ -185,5 +219,70 @@ mod tests {
             advice(u64::MAX - 1, u64::MAX).map(|u| u.recommended),
             Some(u64::MAX)
         );
+    }
+
+    fn history(full: u64, micro: u64, daily: u64, weekly: u64) -> History {
+        History {
+            full_size: full,
+            change: HashMap::from([
+                (Kind::Micro, micro),
+                (Kind::Daily, daily),
+                (Kind::Weekly, weekly),
+            ]),
+            span_days: Some(7.0),
+        }
+    }
+
+    fn every(minutes: i64) -> Schedule {
+        Schedule {
+            micro_interval: chrono::Duration::minutes(minutes),
+            ..Schedule::default()
+        }
+    }
+
+    #[test]
+    fn a_fine_schedule_is_reckoned_at_the_coarse_step_with_the_same_change_per_hour() {
+        let policy = crate::pare::Policy::default();
+        // 10 KiB a minute is 150 KiB a quarter hour.
+        let fine = reach_of(
+            history(10 << 20, 10 << 10, 14 << 20, 70 << 20),
+            1 << 30,
+            &every(1),
+            &policy,
+            &|| false,
+        )
+        .unwrap();
+        let coarse = reach_of(
+            history(10 << 20, 150 << 10, 14 << 20, 70 << 20),
+            1 << 30,
+            &every(15),
+            &policy,
+            &|| false,
+        )
+        .unwrap();
+        assert_eq!(fine.days, coarse.days);
+        assert_eq!(fine.failed, coarse.failed);
+        // A micro's change is never more than a day's.
+        let (s, c) = coarse_micros(&every(1), &history(1, 1 << 20, 1 << 20, 1 << 20).change);
+        assert_eq!(s.micro_interval, REACH_MICRO_STEP);
+        assert_eq!(c[&Kind::Micro], 1 << 20);
+    }
+
+    #[test]
+    fn a_reach_asked_to_stop_stops() {
+        let asked = std::cell::Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 3
+        };
+        let r = reach_of(
+            history(10 << 20, 10 << 10, 14 << 20, 70 << 20),
+            1 << 30,
+            &every(15),
+            &crate::pare::Policy::default(),
+            &stop,
+        );
+        assert!(r.is_none());
+        assert_eq!(asked.get(), 4);
     }
 }

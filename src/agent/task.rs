@@ -31,6 +31,8 @@ impl Agent {
         // of notifications); a backup-now request tries at once.
         let mut retry_after: Option<DateTime<Utc>> = None;
         let mut measured = false;
+        // The running reach simulation, stopped when replaced or when this task ends.
+        let mut _reach: Option<StopOnDrop> = None;
         // A medium whose newest backup is dated after the agent's clock (written before the
         // wall clock stepped back, and the agent restarted since): its schedule counts on
         // from that backup, so backups go on at their pace instead of stalling until the
@@ -165,7 +167,7 @@ impl Agent {
                 if let Some(h) = history {
                     measured = true;
                     match sizing::capacity(m.root()) {
-                        Ok(c) => self.measure_reach(h, c, live.clone()),
+                        Ok(c) => _reach = Some(self.measure_reach(h, c, live.clone())),
                         Err(e) => {
                             warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
                         }
@@ -367,12 +369,25 @@ impl Agent {
 
     /// Simulate how far back each kind will reach (a second or so of arithmetic) apart from
     /// the medium's task, and show it in `status` when done.
-    fn measure_reach(&self, h: sizing::History, capacity: u64, live: Arc<Mutex<Live>>) {
+    /// Simulate the medium's reach apart from its task; the simulation stops when the
+    /// returned guard is dropped (a newer measurement, the end of the insertion, the agent
+    /// stopping), so none outlives its medium or holds up the agent's exit.
+    fn measure_reach(
+        &self,
+        h: sizing::History,
+        capacity: u64,
+        live: Arc<Mutex<Live>>,
+    ) -> StopOnDrop {
         let (sched, pare) = (self.cfg.schedule.clone(), self.cfg.pare.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
         tokio::task::spawn_blocking(move || {
-            let r = sizing::reach_of(h, capacity, &sched, &pare);
-            live.locked().reach = Some(r);
+            let halt = || stopped.load(Ordering::Relaxed);
+            if let Some(r) = sizing::reach_of(h, capacity, &sched, &pare, &halt) {
+                live.locked().reach = Some(r);
+            }
         });
+        StopOnDrop(stop)
     }
 
     fn after_job(
@@ -493,5 +508,14 @@ pub(super) async fn watch_mount(
             let _ = tx.send(Cmd::Stop).await;
             return;
         }
+    }
+}
+
+/// Sets its flag when dropped.
+pub(super) struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
