@@ -132,7 +132,7 @@ pub fn call_with_progress(
 ) -> Result<Response, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         format!(
-            "{}: cannot reach the trayback agent: {e} (is `trayback agent` running?)",
+            "{}: cannot reach the trayback agent: {e} (it starts when a tray is inserted, or by `systemctl start trayback-agent`)",
             socket.display()
         )
     })?;
