@@ -140,7 +140,13 @@ impl Clock {
             r.floor = Floor { at: wall, steady };
             return wall;
         }
-        if counted - wall > Duration::seconds(STEP_BACK) {
+        if counted - wall <= Duration::seconds(STEP_BACK) {
+            // Set right again (to the second, as `date -s` does): close enough to be caught
+            // up, though the agent counts on from its own time for these last moments.
+            if r.back.take().is_some() {
+                info!(now = %wall, "the wall clock has caught up with the agent's clock");
+            }
+        } else {
             let by = counted - wall;
             // Logged once a step (the two clocks' reads differ by nanoseconds every time).
             if r.back
@@ -308,6 +314,19 @@ mod tests {
         let t3 = c.now();
         assert!(t3 - t2 > Duration::hours(23), "{t2} {t3}");
         assert_eq!(c.backwards(), None);
+    }
+
+    #[test]
+    fn a_clock_set_right_to_the_second_has_caught_up() {
+        let c = Clock::new(true);
+        c.adjust(-86_400, true).unwrap();
+        assert!(c.backwards().is_some());
+        // Set right, but a second short (`date -s` keeps whole seconds): the two clocks then
+        // run at the same pace and the wall clock never passes the agent's.
+        c.adjust(86_399, true).unwrap();
+        assert_eq!(c.backwards(), None);
+        let t = c.now();
+        assert!(c.now() >= t, "never backwards");
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub(super) fn identify(
         },
         Err(Error::NotEnrolled(_)) if blank && auto_match => Identity::Blank,
         Err(Error::NotEnrolled(_)) if auto_match => {
-            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system is not blank; enrol it with `trayback media init`", disk.devnode.display()))
+            Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system holds files, so it is not enrolled automatically and was left as it was", disk.devnode.display()))
         }
         Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
         Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),

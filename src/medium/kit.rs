@@ -49,7 +49,9 @@ fn text(m: &MediaFile, sum: Option<&str>) -> String {
         "This disk is a trayback backup medium: {label:?}, medium {id}, of host {host:?}.\n\
          {enc}\n\
          To get files back on any Linux machine ({arch}), as root:\n\n\
-         \x20 1. Mount this disk read-only:        mount -o ro /dev/sdX1 /mnt && cd /mnt\n\
+         \x20 1. Mount this disk read-only:        mount -o ro,noload /dev/sdX1 /mnt && cd /mnt\n\
+         \x20    (noload: a plain read-only mount of ext4 still replays its journal, a write;\n\
+         \x20    XFS: -o ro,norecovery; btrfs: -o ro,rescue=nologreplay)\n\
          \x20 2. List its backups:                 {binary} list --medium /mnt\n\
          \x20 3. See what one holds:               {binary} ls -r --medium /mnt [BACKUP]\n\
          \x20 4. Restore it (or some paths of it): {binary} restore --medium /mnt --backup N --to /an/empty/dir [PATH…]\n\
