@@ -25,6 +25,7 @@
 //!   result is unwrapped.
 
 mod answer;
+mod asked;
 mod clock;
 mod control;
 mod devices;
@@ -36,7 +37,11 @@ mod register;
 mod supervise;
 mod task;
 
-pub use control::{call, call_with_progress, socket_path, Progress, Request, Response};
+pub use control::{
+    call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
+    Response,
+};
+pub use register::{knows_file_system, remember_file_system};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
@@ -59,7 +64,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use supervise::{panic_message, test_panic_hook, Locked, PanicAt, Released, Session};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
@@ -73,17 +78,11 @@ pub struct Options {
 enum Cmd {
     BackupNow(oneshot::Sender<Response>),
     Eject(oneshot::Sender<Response>),
-    Verify(VerifyCmd),
+    /// A job the CLI asked for (verify, backup, pare, repair), run when the medium is idle.
+    Asked(asked::Asked),
+    /// Lend the medium to a command for as long as its connection lasts.
+    Lend(asked::Lend),
     Stop,
-}
-
-/// A verify asked for over the socket, run by the medium's task when it is idle.
-struct VerifyCmd {
-    backup: Option<crate::ids::BackupId>,
-    all: bool,
-    read_all: bool,
-    meter: Arc<Meter>,
-    reply: oneshot::Sender<Response>,
 }
 
 struct Running {
@@ -108,6 +107,8 @@ struct Live {
     pulled: bool,
     /// The medium reported I/O errors: nothing more is written to it in this session.
     failing: Option<String>,
+    /// Lent to a command: the task holds no writer lock until the lend ends.
+    lent: bool,
 }
 
 struct Inserted {
@@ -129,6 +130,8 @@ struct Agent {
     clock: Clock,
     host: String,
     register: Mutex<Register>,
+    /// Writes the register file, off the async workers.
+    saver: register::Saver,
     inserted: Mutex<HashMap<PathBuf, Inserted>>,
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Media whose task failed, by device, until the device goes or comes back.
@@ -162,6 +165,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         rescan,
         register: Mutex::new(Register::load(&cfg.agent.state_dir)),
+        saver: register::Saver::start(),
         clock: Clock::new(opts.test_clock),
         host: medium::host_name(),
         inserted: Mutex::new(HashMap::new()),
@@ -463,20 +467,7 @@ impl Agent {
         };
         let media = medium.media().clone();
         info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
-        {
-            let mut reg = self.register.locked();
-            reg.seen(
-                &media.media_id.to_string(),
-                &media.label,
-                &disk.devnode.display().to_string(),
-                &disk.fs_uuid,
-                medium.tree(),
-                self.clock.now(),
-            );
-            if let Err(e) = reg.save() {
-                warn!(cause = %e, "cannot save the register");
-            }
-        }
+        self.seen(&disk, &medium);
         let (tx, rx) = mpsc::channel(8);
         let cancel = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Live::default()));
@@ -571,5 +562,12 @@ impl Agent {
         for t in tasks {
             let _ = t.await;
         }
+        let saver = self.saver.clone();
+        let _ = tokio::task::spawn_blocking(move || saver.flush()).await;
+    }
+
+    /// Save the register (its owner thread writes it; nothing here waits for the disk).
+    fn save_register(&self, reg: &Register) {
+        self.saver.save(reg);
     }
 }

@@ -60,6 +60,16 @@ pub fn checkpoint(mp: &Path, devnum: u64, fs: FsType) -> io::Result<()> {
     freeze_and_thaw(&dir)
 }
 
+/// [`checkpoint`] after a job, for a file system of udev type `fs_type`: a failure is
+/// logged (the commit stands; only an early pull could then show an older medium).
+pub fn checkpoint_or_warn(mp: &Path, devnum: u64, fs_type: &str) {
+    if let Some(fs) = FsType::from_udev(fs_type) {
+        if let Err(e) = checkpoint(mp, devnum, fs) {
+            tracing::warn!(mountpoint = %mp.display(), cause = %e, "cannot checkpoint the file system's journal");
+        }
+    }
+}
+
 fn freeze_and_thaw(dir: &File) -> io::Result<()> {
     struct Thaw<'a>(&'a File);
     impl Drop for Thaw<'_> {
