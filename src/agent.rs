@@ -34,6 +34,7 @@ mod identify;
 mod mounts;
 mod notify;
 mod register;
+mod superblock;
 mod supervise;
 mod task;
 
@@ -41,7 +42,7 @@ pub use control::{
     call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
     Response,
 };
-pub use register::{knows_file_system, remember_file_system};
+pub use register::{knows_file_system, remember_file_system_at};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
@@ -319,13 +320,15 @@ impl Agent {
             self.host.clone(),
             self.cfg.agent.state_dir.clone(),
         );
-        let known_fs = self
+        // A file system this host enrolled a medium on (its journal may be replayed).
+        let seen_fs = self
             .register
             .locked()
             .media
             .values()
             .any(|s| s.fs_uuid.as_deref() == Some(disk.fs_uuid.as_str()));
         let identity = match tokio::task::spawn_blocking(move || {
+            let known_fs = seen_fs || register::knows_file_system(&state, &d2.fs_uuid);
             identify(&d2, fs, &mp2, auto.as_ref(), &host, &state, known_fs)
         })
         .await
@@ -392,6 +395,17 @@ impl Agent {
         let cfg = self.cfg.clone();
         let host = self.host.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
+            // A blank disk about to be enrolled is this host's from the read-write mount on:
+            // registered first, so a pull before its journal is checkpointed is recovered.
+            if identified.is_none() {
+                register::remember_file_system(&state, &d2.fs_uuid).map_err(|e| {
+                    Refusal::Failed(format!(
+                        "cannot record file system {} in {}: {e}; not enrolling it",
+                        d2.fs_uuid,
+                        state.display()
+                    ))
+                })?;
+            }
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
                 let msg = format!("cannot mount {} read-write: {e}", d2.devnode.display());
                 if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {

@@ -1,9 +1,10 @@
 //! The hot-plug agent end to end: real systemd-udevd, real ext4 images on loop devices, the
-//! real binary. Root only (skipped otherwise, and CI runs as root). The agent's clock is moved
+//! real binary. Root only (the tests fail without it; CI runs as root). The agent's clock is moved
 //! with the hidden `test-clock` command so days pass in seconds.
 
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/util.rs"]
 mod util;
 use lab::*;
 use std::fs;

@@ -1,10 +1,11 @@
 //! The agent under attack (issue 15, from an attack on it): idle or endless clients on the
 //! control socket, a host that cannot record a tree generation, I/O errors that are not the
-//! medium's, a backup id and a reader at work. One known limit is kept as an ignored test.
-//! Root + udevd only (skipped otherwise).
+//! medium's, a backup id and a reader at work, a stranger's dirty disk carrying our label.
+//! Root + udevd only (the tests fail without them).
 
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/util.rs"]
 mod util;
 use lab::*;
 use std::io::Write;
@@ -273,14 +274,13 @@ fn a_backup_id_is_not_reused_when_recovery_runs_while_a_reader_is_at_work() {
     );
 }
 
-/// Finding (by design of the fix, but a stranger's disk pays for it): a disk that merely
-/// carries a label auto-enrol matches and a journal needing replay is mounted read-write
-/// (`identify::identify` → `Identity::NeedsRecovery`) before anything proves it ours. The
-/// kernel replays the stranger's journal — arbitrary blocks of their file system, superblock
-/// included — and the agent then refuses the disk as another's. It is refused, but not left
-/// as it was: its bytes have changed.
+/// Finding (by design of the early-pull fix, but a stranger's disk paid for it): a disk that
+/// merely carried a label auto-enrol matches and a journal needing replay was mounted
+/// read-write before anything proved it ours; the kernel replayed the stranger's journal —
+/// arbitrary blocks of their file system — and the agent then refused the disk as another's.
+/// Now only a file system this host enrolled a medium on is replayed: the stranger's disk is
+/// refused, untouched, with one line saying to recover it where it was written.
 #[test]
-#[ignore = "known limit: a dirty disk claiming our auto-enrol label is replayed read-write before it is proven (issue 15's early-pull recovery); refused after, but its journal was applied"]
 fn a_strangers_dirty_disk_with_our_label_is_refused_and_left_as_it_was() {
     let mut lab = Lab::new("");
     let la = lab.label("Z");
@@ -307,7 +307,10 @@ fn a_strangers_dirty_disk_with_our_label_is_refused_and_left_as_it_was() {
     let replayed = lab.log().contains("mounting read-write to recover it");
     lab.pull(&dev);
     let after = sha(&crash);
-    assert_ne!(n["event"], "medium_enrolled", "{n}");
+    assert_eq!(n["event"], "unknown_medium", "{n}");
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("journal needs replaying"), "{n}");
+    assert!(!msg.contains("--force"), "{n}");
     assert_eq!(
         before, after,
         "the stranger's disk was changed (journal replayed read-write: {replayed}); note: {n}"

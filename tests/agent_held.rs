@@ -7,6 +7,7 @@
 
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/util.rs"]
 mod util;
 use lab::*;
 use std::io::{BufRead, Write};
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use util::*;
 
 /// One command's result, comparable between a run with the agent and one without: the exit
-/// status, stdout with the medium's mount point as `{mp}` (JSON without what differs from
-/// run to run: the wall-clock end of a backup, random pack ids, the file system's free
-/// bytes, and the root listing's id, which covers the sources' parent directories up to `/`,
-/// changed meanwhile by anything created in them), and the error line.
+/// status, stdout with the medium's mount point as `{mp}`, and the error line. Left out is
+/// what differs from run to run whoever runs the job: the wall-clock end of a backup, random
+/// pack ids, the file system's free bytes, and what depends on the metadata of the sources'
+/// parent directories up to `/` (changed meanwhile by anything created in `/tmp`): the root
+/// listing's id, and the compressed (stored, checked) sizes, in JSON and in the human text.
 fn comparable(out: &Output, mp: &Path) -> (Option<i32>, String, String) {
     let mp = mp.to_str().unwrap();
     let stdout = text(&out.stdout).replace(mp, "{mp}");
@@ -28,7 +30,16 @@ fn comparable(out: &Output, mp: &Path) -> (Option<i32>, String, String) {
             strip(&mut v);
             serde_json::to_string_pretty(&v).unwrap()
         }
-        Err(_) => stdout,
+        Err(_) => stdout
+            .lines()
+            .map(
+                |l| match l.find(" new, ").or_else(|| l.find(" blocks checked (")) {
+                    Some(i) => &l[..i],
+                    None => l,
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("\n"),
     };
     let errors = text(&out.stderr)
         .replace(mp, "{mp}")
@@ -42,7 +53,14 @@ fn comparable(out: &Output, mp: &Path) -> (Option<i32>, String, String) {
 fn strip(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(o) => {
-            for k in ["finished", "packs", "free_bytes", "root"] {
+            for k in [
+                "finished",
+                "packs",
+                "free_bytes",
+                "root",
+                "stored",
+                "bytes_checked",
+            ] {
                 o.remove(k);
             }
             o.values_mut().for_each(strip);

@@ -3,6 +3,7 @@
 //! binary replaced on the tray is put back by the next writer. The findings
 //! still open are kept as ignored tests, each saying what is not yet done.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::path::Path;

@@ -114,6 +114,13 @@ impl Agent {
                 b.seen.format("%Y-%m-%d %H:%M:%S UTC")
             ));
         }
+        if let Some(f) = self.clock.forwards() {
+            warnings.push(format!(
+                "the wall clock jumped forward by {} (noticed at {}); backups that fell due in the time skipped were made at once, one of each kind due, not one per interval skipped",
+                span(f.by),
+                f.seen.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
         // Media whose task failed stay listed until they are pulled.
         warnings.extend(self.released.locked().values().map(|r| r.message.clone()));
         let known = reg

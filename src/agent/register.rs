@@ -178,6 +178,24 @@ pub fn remember_file_system(state_dir: &Path, fs_uuid: &str) -> std::io::Result<
     Ok(())
 }
 
+/// `media init` on `dir`: if `dir` is the mount point of a file system trayback uses,
+/// remember it as one this host enrols a medium on (before anything is written to it);
+/// its UUID, read from its superblock.
+pub fn remember_file_system_at(state_dir: &Path, dir: &Path) -> std::io::Result<Option<String>> {
+    let Some((dev, fs)) = super::mounts::mounted_at(dir) else {
+        return Ok(None);
+    };
+    let Some(uuid) = super::superblock::fs_uuid(&dev, fs) else {
+        return Err(std::io::Error::other(format!(
+            "{}: cannot read the UUID of its {} file system",
+            dev.display(),
+            fs.name()
+        )));
+    };
+    remember_file_system(state_dir, &uuid)?;
+    Ok(Some(uuid))
+}
+
 /// Did this host enrol a medium on the file system `fs_uuid`?
 pub fn knows_file_system(state_dir: &Path, fs_uuid: &str) -> bool {
     uuid_name(fs_uuid).is_some_and(|n| file_systems_dir(state_dir).join(n).exists())

@@ -121,6 +121,18 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                 };
                 medium::Protection::Encrypted { passphrase }
             };
+            // The file system is this host's from the first write on: registered before it,
+            // so a tray pulled before its journal is checkpointed is recovered by the agent,
+            // not refused as a stranger's dirty disk. (Not for a disk that init will refuse.)
+            if force || Medium::identify(&dir).is_err() {
+                crate::agent::remember_file_system_at(&state, &dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: cannot record its file system in {}: {e}; nothing written",
+                        dir.display(),
+                        state.display()
+                    )
+                })?;
+            }
             let enrolled = Medium::init(&dir, &label, force, Utc::now(), &state, protection)?;
             let m = &enrolled.media;
             let recovery = enrolled.recovery.as_ref().map(|r| r.display());

@@ -578,6 +578,29 @@ pub fn ext4_crash_image(lab: &Lab, clean: &Path, crash: &Path, change: impl FnOn
     );
 }
 
+/// Insert `img` and expect it recognised as medium `label` with at least `backups`
+/// committed backups, the first of them a monthly that verifies; then eject and pull it.
+pub fn expect_recognised(lab: &mut Lab, img: &Path, label: &str, backups: u64) {
+    let dev = lab.insert(img);
+    let s = lab.wait_for("the pulled copy recognised", 30, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["label"] == label && m["backups"].as_u64() >= Some(backups.max(1)))
+            && idle(s, label)
+    });
+    assert!(newest(&s, label, "monthly").is_some(), "{s:#}");
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev);
+    lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
+    let bad: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["event"] != "safe_to_remove" && n["label"] == label)
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}\nagent log:\n{}", lab.log());
+}
+
 pub fn host_name() -> String {
     rustix::system::uname()
         .nodename()

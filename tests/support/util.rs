@@ -1,5 +1,10 @@
 //! Test harness: runs the real `trayback` binary in temporary directories, on a plain
 //! directory medium or (as root) on a real ext4 file system on a loop device.
+//!
+//! The tests' helpers all live in `tests/support/` and are included by path
+//! (`#[path = "support/util.rs"] mod util;`), so none is a test binary of its own: this
+//! harness; `lab.rs`, the agent tests' lab (udevd, loop devices, the agent; it uses this
+//! one as `super::util`); `pare.rs`, the paring tests' helpers.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
