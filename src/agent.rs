@@ -163,9 +163,11 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.agent.run_dir)?;
     std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
     let (rescan, mut rescans) = mpsc::unbounded_channel();
+    let state = cfg.agent.state_dir.clone();
+    let register = tokio::task::spawn_blocking(move || Register::load(&state)).await?;
     let agent = Arc::new(Agent {
         rescan,
-        register: Mutex::new(Register::load(&cfg.agent.state_dir)),
+        register: Mutex::new(register),
         saver: register::Saver::start(),
         clock: Clock::new(opts.test_clock),
         host: medium::host_name(),

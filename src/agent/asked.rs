@@ -25,8 +25,8 @@ use crate::maintain;
 use crate::verify::{self, Which};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-/// How long a medium stays lent at most; then the agent takes it back (waiting for the
-/// writer lock if the command still holds it).
+/// How long a medium stays lent at most; then the agent takes it back, waiting for the
+/// writer lock as long again if the command still holds it (then it gives the medium up).
 const LEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// A job asked for over the socket.
@@ -272,6 +272,11 @@ impl Agent {
             abandoned,
             reply,
         } = a;
+        // A client that went away while its job waited for the medium asked for nothing.
+        if abandoned.load(Ordering::SeqCst) {
+            let _ = reply.send(Response::err("the client went away before its job ran"));
+            return Ok(m);
+        }
         let (m, answer) = match job {
             AskedJob::Verify { which, read_all } => {
                 self.verify_on(t, m, which, read_all, verify_meter).await?
@@ -469,6 +474,7 @@ impl Agent {
     /// same medium. `None`: the tray went meanwhile.
     async fn reopen(&self, t: &Session, id: MediaId) -> Result<Option<Medium>, String> {
         let mut waited = false;
+        let t0 = tokio::time::Instant::now();
         loop {
             if t.cancel.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -505,6 +511,12 @@ impl Agent {
                     return Err(format!(
                         "it is medium {} now, not the medium it was lent as",
                         m.media().media_id
+                    ))
+                }
+                Some(Err(Error::Locked(_))) if t0.elapsed() > LEND_LIMIT => {
+                    return Err(format!(
+                        "another process has held its writer lock for {} s since it was lent; the agent gives it up",
+                        LEND_LIMIT.as_secs()
                     ))
                 }
                 Some(Err(Error::Locked(_))) => {

@@ -102,7 +102,12 @@ impl Agent {
                     let _ = r.send(Response::err(why.clone()));
                 }
             }
-            let due = if failing.is_some() || !self.may_write(&disk.devnode) || backing_off {
+            // A medium not written on schedule (another was inserted later) is still written
+            // when a backup-now names it: an explicit request, as a command's job is.
+            let due = if failing.is_some()
+                || backing_off
+                || (forced.is_empty() && !self.may_write(&disk.devnode))
+            {
                 None
             } else {
                 schedule::due(tree, now, &sched).or_else(|| {
