@@ -281,6 +281,7 @@ impl Agent {
             AskedJob::Verify { which, read_all } => {
                 self.verify_on(t, m, which, read_all, verify_meter).await?
             }
+            // A failing medium is written no more (its message names the device).
             _ if failing.is_some() => (m, Response::err(failing.unwrap_or_default())),
             AskedJob::Backup {
                 ask,
@@ -290,7 +291,10 @@ impl Agent {
             } => {
                 let at = at.unwrap_or(now);
                 match job::plan(m.tree(), &ask, at, &config.schedule) {
-                    Err(e) => (m, Response::err(e.to_string())),
+                    Err(e) => {
+                        let why = format!("{}: {e}", m.root().display());
+                        (m, Response::err(why))
+                    }
                     Ok(None) => {
                         let next_due = schedule::next_due(m.tree(), at, &config.schedule);
                         (m, Response::ok(&job::Done::NothingDue { next_due }))

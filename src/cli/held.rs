@@ -38,7 +38,7 @@ fn config_file(path: Option<&Path>) -> Result<Option<ConfigFile>> {
 }
 
 /// Send a job to the agent, showing its progress on the bars of its phases; the answer,
-/// or the agent's refusal (naming the medium).
+/// or the agent's refusal.
 fn run_job(
     root: &Path,
     req: &Request,
@@ -59,11 +59,12 @@ fn run_job(
         b.finish();
     }
     let r = r?;
+    // Refused before the job ran: the agent's line says why (and names the medium).
     if !r.ok && r.data.is_null() {
         bail!(
-            "{}: {}",
-            root.display(),
-            r.error.unwrap_or_else(|| "the agent refused".into())
+            "{}",
+            r.error
+                .unwrap_or_else(|| format!("{}: the agent refused", root.display()))
         );
     }
     Ok(r)

@@ -355,6 +355,25 @@ impl Lab {
         self.run_as(&self.state_dir(), args)
     }
 
+    /// Start trayback as a command of this host, its output discarded (to be killed).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin())
+            .args(args)
+            .env("TRAYBACK_STATE_DIR", self.state_dir())
+            .env("TRAYBACK_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `trayback eject`, which must succeed.
+    pub fn eject(&self) {
+        let out = self.ctl(&["eject"]);
+        assert!(out.status.success(), "eject: {}", text(&out.stderr));
+    }
+
     /// [`Lab::run`], and it must succeed: its output.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -589,8 +608,7 @@ pub fn expect_recognised(lab: &mut Lab, img: &Path, label: &str, backups: u64) {
             && idle(s, label)
     });
     assert!(newest(&s, label, "monthly").is_some(), "{s:#}");
-    let out = lab.ctl(&["eject"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.eject();
     lab.pull(&dev);
     lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
     let bad: Vec<_> = lab
