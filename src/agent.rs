@@ -18,6 +18,10 @@
 //!   byte for byte the file proven (a blank disk must still be blank): a replay the
 //!   identification skipped cannot change what is written to;
 //! - before every job the mount point is checked to still be the device's;
+//! - a medium the agent holds is written only by its task: the CLI's jobs on it are run by
+//!   the task (`asked`), and a lend leaves the task holding nothing until it has opened and
+//!   proven the medium again;
+//! - a dirty file system is replayed only if this host enrolled a medium on it (`register`);
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended, so
 //!   no write can land on the root file system under the empty mount point;
 //! - each medium's task runs under a supervisor: if it (or its engine work) panics, that

@@ -6,6 +6,9 @@
 //! - what is due comes from the medium's own tree and the agent's clock, which never runs
 //!   backwards (`clock`); a backup is never dated before the newest backup on its medium;
 //! - the wait for the next deadline is re-evaluated whenever the wall clock is set;
+//! - what the CLI asks for (jobs, lends: `asked`) runs when the medium is idle, in the order
+//!   asked, before what falls due; every backup, scheduled or asked, goes through
+//!   [`Agent::backup_on`] (status, cancel, notifications, checkpoint, register, reach);
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended.
 
 use super::asked::Queued;

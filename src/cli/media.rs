@@ -125,13 +125,13 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             // so a tray pulled before its journal is checkpointed is recovered by the agent,
             // not refused as a stranger's dirty disk. (Not for a disk that init will refuse.)
             if force || Medium::identify(&dir).is_err() {
-                crate::agent::remember_file_system_at(&state, &dir).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: cannot record its file system in {}: {e}; nothing written",
+                if let Err(e) = crate::agent::remember_file_system_at(&state, &dir) {
+                    eprintln!(
+                        "trayback: warning: {}: its file system is not recorded in {} ({e}); if the disk is pulled before the agent has used it, the agent will not replay its journal",
                         dir.display(),
                         state.display()
-                    )
-                })?;
+                    );
+                }
             }
             let enrolled = Medium::init(&dir, &label, force, Utc::now(), &state, protection)?;
             let m = &enrolled.media;
