@@ -91,19 +91,7 @@ impl Env {
 
     /// Run trayback with `args`; `{medium}` and `{src}` are replaced.
     pub fn run(&self, args: &[&str]) -> Output {
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                a.replace("{medium}", self.medium.to_str().unwrap())
-                    .replace("{src}", self.src.to_str().unwrap())
-            })
-            .collect();
-        Command::new(bin())
-            .args(&args)
-            .env("TRAYBACK_LOG", "warn")
-            .env("TRAYBACK_STATE_DIR", self.state_dir())
-            .output()
-            .unwrap()
+        self.run_as(&self.state_dir(), args)
     }
 
     /// Run trayback as [`Env::run`] does, but as a host whose state directory is `state`
