@@ -18,6 +18,10 @@
 //!   byte for byte the file proven (a blank disk must still be blank): a replay the
 //!   identification skipped cannot change what is written to;
 //! - before every job the mount point is checked to still be the device's;
+//! - a medium the agent holds is written only by its task: the CLI's jobs on it are run by
+//!   the task (`asked`), and a lend leaves the task holding nothing until it has opened and
+//!   proven the medium again;
+//! - a dirty file system is replayed only if this host enrolled a medium on it (`register`);
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended, so
 //!   no write can land on the root file system under the empty mount point;
 //! - each medium's task runs under a supervisor: if it (or its engine work) panics, that
@@ -25,6 +29,7 @@
 //!   result is unwrapped.
 
 mod answer;
+mod asked;
 mod clock;
 mod control;
 mod devices;
@@ -33,10 +38,15 @@ mod identify;
 mod mounts;
 mod notify;
 mod register;
+mod superblock;
 mod supervise;
 mod task;
 
-pub use control::{call, call_with_progress, socket_path, Progress, Request, Response};
+pub use control::{
+    call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
+    Response,
+};
+pub use register::{knows_file_system, remember_file_system_at};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
@@ -59,7 +69,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use supervise::{panic_message, test_panic_hook, Locked, PanicAt, Released, Session};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
@@ -73,17 +83,11 @@ pub struct Options {
 enum Cmd {
     BackupNow(oneshot::Sender<Response>),
     Eject(oneshot::Sender<Response>),
-    Verify(VerifyCmd),
+    /// A job the CLI asked for (verify, backup, pare, repair), run when the medium is idle.
+    Asked(asked::Asked),
+    /// Lend the medium to a command for as long as its connection lasts.
+    Lend(asked::Lend),
     Stop,
-}
-
-/// A verify asked for over the socket, run by the medium's task when it is idle.
-struct VerifyCmd {
-    backup: Option<crate::ids::BackupId>,
-    all: bool,
-    read_all: bool,
-    meter: Arc<Meter>,
-    reply: oneshot::Sender<Response>,
 }
 
 struct Running {
@@ -108,6 +112,8 @@ struct Live {
     pulled: bool,
     /// The medium reported I/O errors: nothing more is written to it in this session.
     failing: Option<String>,
+    /// Lent to a command: the task holds no writer lock until the lend ends.
+    lent: bool,
 }
 
 struct Inserted {
@@ -129,6 +135,8 @@ struct Agent {
     clock: Clock,
     host: String,
     register: Mutex<Register>,
+    /// Writes the register file, off the async workers.
+    saver: register::Saver,
     inserted: Mutex<HashMap<PathBuf, Inserted>>,
     tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     /// Media whose task failed, by device, until the device goes or comes back.
@@ -159,9 +167,12 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.agent.run_dir)?;
     std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
     let (rescan, mut rescans) = mpsc::unbounded_channel();
+    let state = cfg.agent.state_dir.clone();
+    let register = tokio::task::spawn_blocking(move || Register::load(&state)).await?;
     let agent = Arc::new(Agent {
         rescan,
-        register: Mutex::new(Register::load(&cfg.agent.state_dir)),
+        register: Mutex::new(register),
+        saver: register::Saver::start(),
         clock: Clock::new(opts.test_clock),
         host: medium::host_name(),
         inserted: Mutex::new(HashMap::new()),
@@ -315,13 +326,15 @@ impl Agent {
             self.host.clone(),
             self.cfg.agent.state_dir.clone(),
         );
-        let known_fs = self
+        // A file system this host enrolled a medium on (its journal may be replayed).
+        let seen_fs = self
             .register
             .locked()
             .media
             .values()
             .any(|s| s.fs_uuid.as_deref() == Some(disk.fs_uuid.as_str()));
         let identity = match tokio::task::spawn_blocking(move || {
+            let known_fs = seen_fs || register::knows_file_system(&state, &d2.fs_uuid);
             identify(&d2, fs, &mp2, auto.as_ref(), &host, &state, known_fs)
         })
         .await
@@ -388,6 +401,17 @@ impl Agent {
         let cfg = self.cfg.clone();
         let host = self.host.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Medium, Refusal> {
+            // A blank disk about to be enrolled is this host's from the read-write mount on:
+            // registered first, so a pull before its journal is checkpointed is recovered.
+            if identified.is_none() {
+                register::remember_file_system(&state, &d2.fs_uuid).map_err(|e| {
+                    Refusal::Failed(format!(
+                        "cannot record file system {} in {}: {e}; not enrolling it",
+                        d2.fs_uuid,
+                        state.display()
+                    ))
+                })?;
+            }
             mounts::mount(&d2, fs, &mp2, true).map_err(|e| {
                 let msg = format!("cannot mount {} read-write: {e}", d2.devnode.display());
                 if e.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()) {
@@ -463,20 +487,7 @@ impl Agent {
         };
         let media = medium.media().clone();
         info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
-        {
-            let mut reg = self.register.locked();
-            reg.seen(
-                &media.media_id.to_string(),
-                &media.label,
-                &disk.devnode.display().to_string(),
-                &disk.fs_uuid,
-                medium.tree(),
-                self.clock.now(),
-            );
-            if let Err(e) = reg.save() {
-                warn!(cause = %e, "cannot save the register");
-            }
-        }
+        self.seen(&disk, &medium);
         let (tx, rx) = mpsc::channel(8);
         let cancel = Arc::new(AtomicBool::new(false));
         let live = Arc::new(Mutex::new(Live::default()));
@@ -571,5 +582,12 @@ impl Agent {
         for t in tasks {
             let _ = t.await;
         }
+        let saver = self.saver.clone();
+        let _ = tokio::task::spawn_blocking(move || saver.flush()).await;
+    }
+
+    /// Save the register (its owner thread writes it; nothing here waits for the disk).
+    fn save_register(&self, reg: &Register) {
+        self.saver.save(reg);
     }
 }

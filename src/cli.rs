@@ -4,6 +4,7 @@
 
 mod agent_cmds;
 mod demo;
+mod held;
 mod keys;
 mod media;
 mod output;
@@ -17,7 +18,7 @@ use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::query;
 use crate::restore::{self, Target};
-use crate::schedule::{self, Due, Why};
+use crate::schedule;
 use crate::tree::Kind;
 use crate::verify;
 use anyhow::{anyhow, bail, Context, Result};
@@ -401,87 +402,78 @@ fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> R
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
     let cfg = load_config(a.config.as_deref(), &a.sources)?;
     let root = medium_of(&a.medium)?;
-    let plain = a.kind.is_none()
-        && a.parent.is_none()
-        && a.at.is_none()
-        && !a.no_verify
-        && a.sources.is_empty()
-        && a.config.is_none();
+    let ask = job::Ask {
+        kind: a.kind,
+        parent: a.parent,
+    };
     let mut m = match Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir) {
         Ok(m) => m,
-        // The agent holds it: a plain `backup` is the agent's `backup-now` on it.
-        Err(Error::Locked(_)) if plain && crate::agent::socket_path().exists() => {
-            return agent_cmds::backup_through_agent(&root, a.json);
-        }
+        // The agent holds it: the agent runs this backup, and its progress is shown here.
+        Err(Error::Locked(locked)) => return held::backup(&a, &root, &cfg, ask, locked),
         Err(e) => return Err(e.into()),
     };
     let now = a.at.unwrap_or_else(Utc::now);
-    let due = match a.kind {
-        Some(kind) => {
-            let parent = if kind.is_full() {
-                None
-            } else {
-                a.parent.or(schedule::parent_for(m.tree(), kind))
-            };
-            if parent.is_none() && !kind.is_full() {
-                bail!(
-                    "{}: no verified {} on this medium to be the parent of a {kind} backup (spec [0030]-[0032]); make a monthly first (--kind monthly, or let the schedule decide)",
-                    medium_of(&a.medium)?.display(),
-                    match kind {
-                        Kind::Weekly => "monthly",
-                        Kind::Daily => "weekly or monthly",
-                        _ => "backup",
-                    }
-                );
-            }
-            Due {
-                kind,
-                parent,
-                why: Why::Requested,
+    let done = match job::plan(m.tree(), &ask, now, &cfg.schedule)
+        .map_err(|e| anyhow!("{}: {e}", root.display()))?
+    {
+        None => job::Done::NothingDue {
+            next_due: schedule::next_due(m.tree(), now, &cfg.schedule),
+        },
+        Some(due) => {
+            let cancel = AtomicBool::new(false);
+            let bar = meter("backup", None, a.json);
+            let vm = meter("verify", None, a.json);
+            let outcome = job::run(
+                &mut m,
+                &job::Job {
+                    due: due.clone(),
+                    at: now,
+                    config: &cfg,
+                    verify: !a.no_verify,
+                    cancel: &cancel,
+                    backup_meter: &bar,
+                    verify_meter: &vm,
+                    still_ours: &|| true,
+                },
+            );
+            bar.finish();
+            vm.finish();
+            job::Done::Ran {
+                due,
+                outcome: Box::new(outcome),
             }
         }
-        None => match schedule::due(m.tree(), now, &cfg.schedule) {
-            Some(mut d) => {
-                if a.parent.is_some() && !d.kind.is_full() {
-                    d.parent = a.parent;
-                }
-                d
-            }
-            None => {
-                let next = schedule::next_due(m.tree(), now, &cfg.schedule);
-                if a.json {
-                    print_json(&serde_json::json!({ "backup": null, "next_due": next }))?;
-                } else {
-                    println!(
-                        "nothing due on {} until {} (use --kind to back up anyway)",
-                        medium_of(&a.medium)?.display(),
-                        next.format("%Y-%m-%d %H:%M:%S UTC")
-                    );
-                }
-                return Ok(0);
-            }
-        },
     };
-    let cancel = AtomicBool::new(false);
-    let bar = meter("backup", None, a.json);
-    let vm = meter("verify", None, a.json);
-    let o = job::run(
-        &mut m,
-        &job::Job {
-            due: due.clone(),
-            at: now,
-            config: &cfg,
-            verify: !a.no_verify,
-            cancel: &cancel,
-            backup_meter: &bar,
-            verify_meter: &vm,
-            still_ours: &|| true,
-        },
-    );
-    if a.json {
+    print_backup_done(&m.media().label, &root, &done, a.json)
+}
+
+/// Print what `backup` did on the medium `label` at `root` (made here, or by the agent), and
+/// its exit status.
+pub(crate) fn print_backup_done(
+    label: &str,
+    root: &Path,
+    done: &job::Done,
+    json: bool,
+) -> Result<u8> {
+    let (due, o) = match done {
+        job::Done::NothingDue { next_due } => {
+            if json {
+                print_json(&serde_json::json!({ "backup": null, "next_due": next_due }))?;
+            } else {
+                println!(
+                    "nothing due on {} until {} (use --kind to back up anyway)",
+                    root.display(),
+                    next_due.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+            }
+            return Ok(0);
+        }
+        job::Done::Ran { due, outcome } => (due, outcome),
+    };
+    if json {
         // The outcome's fields (backup, verify, pared_before, pared_after, …) and what was due.
-        let mut v = serde_json::to_value(&o)?;
-        v["due"] = serde_json::to_value(&due)?;
+        let mut v = serde_json::to_value(o)?;
+        v["due"] = serde_json::to_value(due)?;
         print_json(&v)?;
     } else {
         output::print_pared(" to make room", &o.pared_before);
@@ -492,7 +484,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
             );
         }
         if let Some(h) = &o.backup {
-            output::print_backup(&m, h, o.verify.as_ref());
+            output::print_backup(label, root, h, o.verify.as_ref());
         }
         output::print_pared("", &o.pared_after);
         if let Some(t @ job::TooSmall::OnlyOneFits) = &o.too_small {
@@ -500,7 +492,7 @@ fn cmd_backup(a: BackupArgs) -> Result<u8> {
         }
     }
     if let Some(f) = &o.failure {
-        bail!("{}: {}", medium_of(&a.medium)?.display(), f.message);
+        bail!("{}: {f}", root.display());
     }
     Ok(match (&o.backup, o.verified()) {
         (_, Some(false)) => EXIT_VERIFY_FAILED,
@@ -517,7 +509,7 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
     let mut m = match Medium::open_write(&root, 3, &state_dir(None)?) {
         Ok(m) => m,
         // The agent holds it: the agent verifies, and its progress is shown here.
-        Err(Error::Locked(path)) => return agent_cmds::verify_through_agent(&a, &root, path),
+        Err(Error::Locked(locked)) => return held::verify(&a, &root, locked),
         Err(e @ Error::Foreign { .. }) => {
             eprintln!("trayback: {e}; verifying without recording the result");
             keys::open_read(&root)?
@@ -532,19 +524,13 @@ fn cmd_verify(a: VerifyArgs) -> Result<u8> {
         Err(e) => return Err(e.into()),
     };
     let bar = meter("verify", None, a.json);
-    let reports =
-        if a.all {
-            verify::verify_all(&mut m, a.read_all, &bar)?
-        } else {
-            let id =
-                match a.id {
-                    Some(id) => id,
-                    None => m.tree().backups.last().map(|b| b.id).ok_or_else(|| {
-                        anyhow!("{}: no backups on this medium", m.root().display())
-                    })?,
-                };
-            vec![verify::verify(&mut m, id, a.read_all, &bar)?]
-        };
+    let which = match (a.id, a.all) {
+        (_, true) => verify::Which::All,
+        (Some(id), false) => verify::Which::One(id),
+        (None, false) => verify::Which::Newest,
+    };
+    let reports = verify::verify_which(&mut m, which, a.read_all, &bar)?;
+    bar.finish();
     print_verify_reports(&reports, a.json)
 }
 

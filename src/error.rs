@@ -34,7 +34,9 @@ pub enum Error {
         /// How many backups its tree lists (`None`: the tree cannot be read).
         backups: Option<usize>,
     },
-    #[error("{}: medium is in use by another trayback process (lock held); if the agent holds it, `trayback backup-now` and `trayback verify` run there, other writing commands after `trayback eject`", .0.display())]
+    /// The writer lock is held. A command that meets this on a medium the agent holds goes
+    /// through the agent instead (`cli::held`); users see it only when no agent holds it.
+    #[error("{}: medium is in use by another trayback process (lock held); try again when it is done", .0.display())]
     Locked(PathBuf),
     /// Making room needs garbage collection, and readers kept the medium past the wait.
     #[error("{}: another trayback process is reading the medium; its space is reclaimed once that ends", .0.display())]

@@ -8,11 +8,12 @@
 
 use crate::backup;
 use crate::config::Config;
+use crate::ids::BackupId;
 use crate::maintain::{self, Pared, Sizing};
 use crate::medium::{BackupHeader, Medium};
 use crate::progress::Meter;
 use crate::schedule::Due;
-use crate::tree::Kind;
+use crate::tree::{Kind, Tree};
 use crate::verify;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,22 +40,58 @@ pub struct Job<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// The medium is no longer mounted where it was: nothing written.
-    Gone,
     Room,
     Backup,
     Verify,
     Pare,
 }
 
+/// Why a job failed, typed: what the agent does about it (a failing disk is written no more,
+/// a pulled one is not notified as failed) is decided by the variant, never by a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Failure {
-    pub stage: Stage,
-    pub message: String,
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum Failure {
+    /// The medium is no longer mounted where it was: nothing was written from `stage` on.
+    Gone { stage: Stage },
+    /// No room for the backup even after all the plan allows; nothing was pared to make room
+    /// ([`Outcome::too_small`] has the numbers).
+    NoRoom { message: String },
     /// The medium reported I/O errors, or its file system was made read-only by the kernel
-    /// ([`crate::error::Error::is_medium_failing`]): the disk, not the job, is at fault.
-    #[serde(default)]
-    pub medium_failing: bool,
+    /// ([`crate::error::Error::is_medium_failing_below`]): the disk, not the job, is at fault.
+    MediumFailing { stage: Stage, message: String },
+    /// Any other error.
+    Error { stage: Stage, message: String },
+}
+
+impl Failure {
+    pub fn stage(&self) -> Stage {
+        match self {
+            Failure::Gone { stage }
+            | Failure::MediumFailing { stage, .. }
+            | Failure::Error { stage, .. } => *stage,
+            Failure::NoRoom { .. } => Stage::Room,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Gone {
+                stage: Stage::Room | Stage::Backup,
+            } => write!(
+                f,
+                "the medium is no longer mounted where it was; nothing written"
+            ),
+            Failure::Gone { .. } => write!(
+                f,
+                "the medium is no longer mounted where it was; the backup was made, nothing more written"
+            ),
+            Failure::NoRoom { message }
+            | Failure::MediumFailing { message, .. }
+            | Failure::Error { message, .. } => write!(f, "{message}"),
+        }
+    }
 }
 
 /// The medium is too small (spec [0044]): the plan pared down to one backup, or could not
@@ -113,12 +150,8 @@ impl Outcome {
         }
     }
 
-    fn fail(mut self, stage: Stage, message: impl std::fmt::Display) -> Outcome {
-        self.failure = Some(Failure {
-            stage,
-            message: message.to_string(),
-            medium_failing: false,
-        });
+    fn fail(mut self, failure: Failure) -> Outcome {
+        self.failure = Some(failure);
         self
     }
 
@@ -130,17 +163,17 @@ impl Outcome {
         e: crate::error::Error,
         root: &std::path::Path,
     ) -> Outcome {
-        let failing = e.is_medium_failing_below(root);
-        let mut out = self.fail(stage, format!("{prefix}{e}"));
-        if let Some(f) = out.failure.as_mut() {
-            f.medium_failing = failing;
-        }
-        out
+        let message = format!("{prefix}{e}");
+        self.fail(if e.is_medium_failing_below(root) {
+            Failure::MediumFailing { stage, message }
+        } else {
+            Failure::Error { stage, message }
+        })
     }
 
     /// The medium reported I/O errors (or was made read-only by the kernel).
     pub fn medium_failing(&self) -> bool {
-        self.failure.as_ref().is_some_and(|f| f.medium_failing)
+        matches!(self.failure, Some(Failure::MediumFailing { .. }))
     }
 
     pub fn backup_id(&self) -> Option<u64> {
@@ -158,7 +191,7 @@ impl Outcome {
     }
 
     pub fn error(&self) -> Option<String> {
-        self.failure.as_ref().map(|f| f.message.clone())
+        self.failure.as_ref().map(Failure::to_string)
     }
 
     pub fn pared(&self) -> usize {
@@ -166,7 +199,63 @@ impl Outcome {
     }
 }
 
-const GONE: &str = "the medium is no longer mounted where it was; nothing written";
+/// What a `backup` command asks for: a kind (default: what the schedule says is due) and a
+/// parent (default: the spec's for the kind).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ask {
+    pub kind: Option<Kind>,
+    pub parent: Option<BackupId>,
+}
+
+/// An incremental asked for with no backup on the medium to be its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no verified {} on this medium to be the parent of a {kind} backup (spec [0030]-[0032]); make a monthly first (--kind monthly, or let the schedule decide)", match kind {
+    Kind::Weekly => "monthly",
+    Kind::Daily => "weekly or monthly",
+    _ => "backup",
+})]
+pub struct NoParent {
+    pub kind: Kind,
+}
+
+/// What `backup` makes of `ask` on `tree` at `now`: the backup to make, or `None` when
+/// nothing is due (and no kind was asked for). The CLI and the agent both decide here.
+pub fn plan(
+    tree: &Tree,
+    ask: &Ask,
+    now: DateTime<Utc>,
+    schedule: &crate::schedule::Schedule,
+) -> Result<Option<Due>, NoParent> {
+    let Some(kind) = ask.kind else {
+        return Ok(crate::schedule::due(tree, now, schedule).map(|mut d| {
+            if ask.parent.is_some() && !d.kind.is_full() {
+                d.parent = ask.parent;
+            }
+            d
+        }));
+    };
+    let parent = if kind.is_full() {
+        None
+    } else {
+        ask.parent.or(crate::schedule::parent_for(tree, kind))
+    };
+    if parent.is_none() && !kind.is_full() {
+        return Err(NoParent { kind });
+    }
+    Ok(Some(Due {
+        kind,
+        parent,
+        why: crate::schedule::Why::Requested,
+    }))
+}
+
+/// What a `backup` command did: the job for what was due, or nothing until `next_due`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Done {
+    Ran { due: Due, outcome: Box<Outcome> },
+    NothingDue { next_due: DateTime<Utc> },
+}
 
 /// Run one job on `m` (open for writing).
 pub fn run(m: &mut Medium, job: &Job) -> Outcome {
@@ -174,7 +263,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     let at = m.tree().date_new_backup(job.at);
     let mut out = Outcome::new(due.kind);
     if !(job.still_ours)() {
-        return out.fail(Stage::Gone, GONE);
+        return out.fail(Failure::Gone { stage: Stage::Room });
     }
     // Sized cheaply first (the last backup's size, when that fits); a backup that outgrew it
     // and filled the medium is sized by a walk of the sources and given room once more.
@@ -207,7 +296,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
                     }
                 }
                 let message = format!("{t}; the {} backup was not made", due.kind);
-                return out.fail(Stage::Room, message);
+                return out.fail(Failure::NoRoom { message });
             }
             Err(e) => {
                 out.pared_before.extend(e.pared);
@@ -216,7 +305,9 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
         };
         due = make.clone();
         if !(job.still_ours)() {
-            return out.fail(Stage::Gone, GONE);
+            return out.fail(Failure::Gone {
+                stage: Stage::Backup,
+            });
         }
         let req = backup::Request {
             kind: make.kind,
@@ -240,7 +331,9 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
     out.backup = Some(header);
     // Verify records its result in tree.yaml and pare deletes: both write.
     if !(job.still_ours)() {
-        return out.fail(Stage::Gone, GONE);
+        return out.fail(Failure::Gone {
+            stage: Stage::Verify,
+        });
     }
     if job.verify {
         match verify::verify(m, id, false, job.verify_meter) {
@@ -249,7 +342,7 @@ pub fn run(m: &mut Medium, job: &Job) -> Outcome {
         }
     }
     if !(job.still_ours)() {
-        return out.fail(Stage::Gone, GONE);
+        return out.fail(Failure::Gone { stage: Stage::Pare });
     }
     match maintain::routine(m, at, &job.config.pare, false) {
         Ok(p) => out.pared_after = p,

@@ -332,7 +332,7 @@ pub const READERS_WAIT: Duration = Duration::from_secs(600);
 
 /// What `trayback pare` does, as a value: micro backups past their age (step 100), then, when
 /// asked for free space, the room plan on what is left (the dry run prints exactly this).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ParePlan {
     pub routine: Vec<Pared>,
     pub room: Option<RoomPlan>,
@@ -466,6 +466,39 @@ pub fn carry_out_pare(m: &mut Medium, plan: &ParePlan, cancel: &AtomicBool) -> R
         collect_garbage(m, Wait::No, Reclaim::Mostly)?;
     }
     Ok(out)
+}
+
+/// What `trayback pare` did: the backups pared, the space free after, the plan carried out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PareDone {
+    pub pared: Vec<Pared>,
+    pub free_bytes: u64,
+    pub plan: ParePlan,
+}
+
+/// `trayback pare [--free N]` (the CLI, and the agent for a medium it holds): plan at `now`,
+/// then carry the plan out as it is.
+pub fn pare(
+    m: &mut Medium,
+    now: DateTime<Utc>,
+    config: &crate::config::Config,
+    want_free: Option<u64>,
+    cancel: &AtomicBool,
+) -> Result<PareDone> {
+    let plan = plan_pare(m, now, config, want_free)?;
+    let pared = carry_out_pare(m, &plan, cancel)?;
+    Ok(PareDone {
+        pared,
+        free_bytes: m.free_space()?,
+        plan,
+    })
+}
+
+/// `trayback repair --tree` (the CLI, and the agent for a medium it holds): open the medium
+/// for repair (proven and locked, no recovery) and rebuild its tree from the headers.
+pub fn repair_tree(root: &std::path::Path, state_dir: &std::path::Path) -> Result<Vec<String>> {
+    let mut m = Medium::open_for_repair(root, state_dir)?;
+    rebuild_tree(&mut m)
 }
 
 /// Reclaim every dead blob to make room, waiting for readers as long as making room does.

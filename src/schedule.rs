@@ -13,7 +13,7 @@
 use crate::ids::BackupId;
 use crate::tree::{BackupRecord, Kind, Tree};
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// When the monthly (full) backup comes round.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +57,7 @@ impl Default for Schedule {
 }
 
 /// Why a kind is due.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Why {
     /// Asked for explicitly (`--kind`).
@@ -75,7 +75,7 @@ pub enum Why {
 }
 
 /// A backup to make now.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Due {
     pub kind: Kind,
     pub parent: Option<BackupId>,

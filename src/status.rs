@@ -47,6 +47,10 @@ pub struct Inserted {
     /// after the first backup of an insertion and after every backup but a micro.
     #[serde(default)]
     pub reach: Option<crate::sizing::Reach>,
+    /// Lent to a command (`media passphrase`, `rotate-host-key`, `adopt`): the agent has let
+    /// go of its writer lock until that command ends.
+    #[serde(default)]
+    pub lent: bool,
 }
 
 /// The job running on an inserted medium.
@@ -66,6 +70,13 @@ pub struct Away {
     pub last_seen: Option<DateTime<Utc>>,
     pub last_device: Option<String>,
     pub newest_backup: Option<BackupRef>,
+}
+
+/// The answer to `lend`: the medium is the client's, mounted here, until it closes the
+/// connection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Lent {
+    pub mountpoint: PathBuf,
 }
 
 /// The answer to `eject`.

@@ -293,3 +293,32 @@ pub fn verify_all(m: &mut Medium, read_all: bool, meter: &Meter) -> Result<Vec<R
     }
     Ok(out)
 }
+
+/// Which backups a `verify` command means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// This one.
+    One(BackupId),
+    /// The newest on the medium.
+    Newest,
+    /// Every one, oldest first.
+    All,
+}
+
+/// Verify what `which` names (the CLI and the agent both run this).
+pub fn verify_which(
+    m: &mut Medium,
+    which: Which,
+    read_all: bool,
+    meter: &Meter,
+) -> Result<Vec<Report>> {
+    let id = match which {
+        Which::All => return verify_all(m, read_all, meter),
+        Which::One(id) => id,
+        Which::Newest => m.tree().backups.last().map(|b| b.id).ok_or_else(|| {
+            Error::Refused(format!("{}: no backups on this medium", m.root().display()))
+        })?,
+    };
+    Ok(vec![verify(m, id, read_all, meter)?])
+}

@@ -1,10 +1,11 @@
 //! The agent under attack (issue 15, from an attack on it): idle or endless clients on the
 //! control socket, a host that cannot record a tree generation, I/O errors that are not the
-//! medium's, a backup id and a reader at work. One known limit is kept as an ignored test.
-//! Root + udevd only (skipped otherwise).
+//! medium's, a backup id and a reader at work, a stranger's dirty disk carrying our label.
+//! Root + udevd only (the tests fail without them).
 
 #[path = "support/lab.rs"]
 mod lab;
+#[path = "support/util.rs"]
 mod util;
 use lab::*;
 use std::io::Write;
@@ -40,7 +41,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// (nor can a job open files on a medium) until the idle clients go away.
 #[test]
 fn idle_connections_neither_lock_out_the_cli_nor_spin_the_agent() {
-    let Some(lab) = Lab::new("") else { return };
+    let lab = Lab::new("");
     let pid = agent_pid(&lab);
     sh(std::process::Command::new("prlimit")
         .arg(format!("--pid={pid}"))
@@ -91,7 +92,7 @@ fn idle_connections_neither_lock_out_the_cli_nor_spin_the_agent() {
 /// a client that never sends a newline makes the agent buffer everything it sends.
 #[test]
 fn a_request_line_without_end_does_not_grow_the_agent_without_bound() {
-    let Some(lab) = Lab::new("") else { return };
+    let lab = Lab::new("");
     let pid = agent_pid(&lab);
     let before = rss_kib(pid);
     let mut s = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
@@ -121,11 +122,8 @@ struct SourceFs {
 }
 
 impl SourceFs {
-    fn new(dir: &std::path::Path) -> Option<SourceFs> {
-        if !tool("mkfs.xfs") || !tool("xfs_io") {
-            eprintln!("SKIPPED: needs mkfs.xfs and xfs_io");
-            return None;
-        }
+    fn new(dir: &std::path::Path) -> SourceFs {
+        require(&["mkfs.xfs", "xfs_io"]);
         let img = dir.join("src-xfs.img");
         let mp = dir.join("srcfs");
         std::fs::create_dir_all(&mp).unwrap();
@@ -137,7 +135,7 @@ impl SourceFs {
             .args(["-o", "loop"])
             .arg(&img)
             .arg(&mp));
-        Some(SourceFs { mp })
+        SourceFs { mp }
     }
 
     fn shut_down(&self) {
@@ -165,19 +163,15 @@ fn an_io_error_on_a_source_does_not_mark_a_healthy_medium_failing() {
         .prefix("trayback-att15src")
         .tempdir()
         .unwrap();
-    if !is_root() {
-        return;
-    }
+    require(&[]);
     // Made while no lab agent runs (an agent grabs any loop device it sees unmounted).
     let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(srcfs) = SourceFs::new(outer.path()) else {
-        return;
-    };
+    let srcfs = SourceFs::new(outer.path());
     drop(guard);
     let data = srcfs.mp.join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("a.txt"), b"one").unwrap();
-    let Some(mut lab) = Lab::custom(
+    let mut lab = Lab::custom(
         |l| {
             replace_line(
                 &l.default_config(""),
@@ -186,9 +180,7 @@ fn an_io_error_on_a_source_does_not_mark_a_healthy_medium_failing() {
             )
         },
         &[],
-    ) else {
-        return;
-    };
+    );
     let la = lab.label("S");
     let img = lab.image("s.img", &la, "256M");
     let _dev = lab.insert(&img);
@@ -282,16 +274,15 @@ fn a_backup_id_is_not_reused_when_recovery_runs_while_a_reader_is_at_work() {
     );
 }
 
-/// Finding (by design of the fix, but a stranger's disk pays for it): a disk that merely
-/// carries a label auto-enrol matches and a journal needing replay is mounted read-write
-/// (`identify::identify` → `Identity::NeedsRecovery`) before anything proves it ours. The
-/// kernel replays the stranger's journal — arbitrary blocks of their file system, superblock
-/// included — and the agent then refuses the disk as another's. It is refused, but not left
-/// as it was: its bytes have changed.
+/// Finding (by design of the early-pull fix, but a stranger's disk paid for it): a disk that
+/// merely carried a label auto-enrol matches and a journal needing replay was mounted
+/// read-write before anything proved it ours; the kernel replayed the stranger's journal —
+/// arbitrary blocks of their file system — and the agent then refused the disk as another's.
+/// Now only a file system this host enrolled a medium on is replayed: the stranger's disk is
+/// refused, untouched, with one line saying to recover it where it was written.
 #[test]
-#[ignore = "known limit: a dirty disk claiming our auto-enrol label is replayed read-write before it is proven (issue 15's early-pull recovery); refused after, but its journal was applied"]
 fn a_strangers_dirty_disk_with_our_label_is_refused_and_left_as_it_was() {
-    let Some(mut lab) = Lab::new("") else { return };
+    let mut lab = Lab::new("");
     let la = lab.label("Z");
     let clean = lab.image("stranger-blank.img", &la, "64M");
     let crash = lab.tmp.path().join("stranger-dirty.img");
@@ -316,7 +307,10 @@ fn a_strangers_dirty_disk_with_our_label_is_refused_and_left_as_it_was() {
     let replayed = lab.log().contains("mounting read-write to recover it");
     lab.pull(&dev);
     let after = sha(&crash);
-    assert_ne!(n["event"], "medium_enrolled", "{n}");
+    assert_eq!(n["event"], "unknown_medium", "{n}");
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("journal needs replaying"), "{n}");
+    assert!(!msg.contains("--force"), "{n}");
     assert_eq!(
         before, after,
         "the stranger's disk was changed (journal replayed read-write: {replayed}); note: {n}"
@@ -329,7 +323,7 @@ fn a_strangers_dirty_disk_with_our_label_is_refused_and_left_as_it_was() {
 /// `medium_failing` ("check or replace the disk") for a healthy tray.
 #[test]
 fn a_read_only_state_directory_does_not_mark_a_healthy_medium_failing() {
-    let Some(mut lab) = Lab::new("") else { return };
+    let mut lab = Lab::new("");
     write(&lab.src.join("a.txt"), b"one");
     let la = lab.label("R");
     let img = lab.image("r.img", &la, "256M");
@@ -371,7 +365,7 @@ fn a_read_only_state_directory_does_not_mark_a_healthy_medium_failing() {
 /// whose header directory was just deleted: the tray is left damaged.
 #[test]
 fn a_failed_host_generation_record_leaves_the_medium_consistent() {
-    let Some(mut lab) = Lab::new("") else { return };
+    let mut lab = Lab::new("");
     write(&lab.src.join("a.txt"), b"one");
     let la = lab.label("G");
     let img = lab.image("g.img", &la, "256M");

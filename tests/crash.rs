@@ -1,5 +1,6 @@
 //! A backup killed with SIGKILL mid-write leaves every committed backup intact.
 
+#[path = "support/util.rs"]
 mod util;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

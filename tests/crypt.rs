@@ -4,6 +4,7 @@
 //! flipped bits in each kind of record, packs swapped between two media, a replaced or
 //! altered ID file, a rolled-back tree — is refused with a message naming the file.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::FileExt;

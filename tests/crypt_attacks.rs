@@ -3,6 +3,7 @@
 //! binary replaced on the tray is put back by the next writer. The findings
 //! still open are kept as ignored tests, each saying what is not yet done.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::path::Path;
@@ -150,7 +151,7 @@ mod lab;
 #[ignore = "open: an altered host: field is notified as unknown_medium (nothing is written either way)"]
 fn this_hosts_tray_with_its_host_name_altered_is_notified_as_tampered() {
     use lab::*;
-    let Some(mut lab) = Lab::new("") else { return };
+    let mut lab = Lab::new("");
     write(&lab.src.join("f"), b"ours");
     let la = lab.label("A");
     let img = lab.image("a.img", &la, "64M");

@@ -1,5 +1,6 @@
 //! Damage on the medium is found by verify and named by file.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::FileExt;

@@ -1,5 +1,6 @@
 //! Bad input gets a one-line error naming what and where, a non-zero exit, and changes nothing.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use util::*;

@@ -1,6 +1,7 @@
 //! A hostile index (`..`, absolute names, symlink tricks) never makes restore write outside
 //! its target.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use trayback::ids::BackupId;

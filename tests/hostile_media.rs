@@ -2,6 +2,7 @@
 //! line, and nothing outside the medium changes (the victim directories are fingerprinted
 //! before and after). Regression tests are named after the attack that once worked.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};

@@ -1,5 +1,6 @@
 //! The cost of an incremental follows what changed, not how many files there are.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::FileExt;

@@ -3,6 +3,7 @@
 //! operator's explicit act that takes a medium for this host. These are plaintext media
 //! (format 2); an encrypted medium's proof (format 3) is tested in `crypt.rs`.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use util::*;

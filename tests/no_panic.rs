@@ -9,6 +9,7 @@
 //! `TRAYBACK_BIN=/path/to/old/trayback cargo test --test no_panic` runs the same attacks on
 //! another build (the media are still made by this one), to see them work there.
 
+#[path = "support/util.rs"]
 mod util;
 
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! The readers rewritten without recursion (`ls`, `diff`) say what they said before.
 
+#[path = "support/util.rs"]
 mod util;
 use util::*;
 

@@ -2,6 +2,7 @@
 //! redirects a write, nothing in the way is followed, nothing newer is replaced without
 //! `--overwrite`, and any depth restores within the default descriptor limit.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};

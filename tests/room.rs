@@ -4,6 +4,7 @@
 
 #[path = "support/pare.rs"]
 mod pare;
+#[path = "support/util.rs"]
 mod util;
 use chrono::Duration;
 use pare::{backup_ids, json, t0, try_backup_at};

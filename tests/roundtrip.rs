@@ -1,6 +1,7 @@
 //! Round trips on real files: every file kind, a full backup, changes of every sort, an
 //! incremental, and each backup restored and compared exactly with the tree as it was.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -2,6 +2,7 @@
 
 #[path = "support/pare.rs"]
 mod pare;
+#[path = "support/util.rs"]
 mod util;
 use chrono::{DateTime, Duration, Utc};
 use pare::{json, t0};

@@ -2,6 +2,7 @@
 //! bounded descriptors, and a tree changing under the walk never crashes it nor makes it
 //! follow a symlink.
 
+#[path = "support/util.rs"]
 mod util;
 use rustix::fs::{Mode, OFlags};
 use std::ffi::OsStr;

@@ -36,7 +36,7 @@ impl Agent {
                 ),
             ));
         }
-        let _ = reg.save();
+        self.save_register(&reg);
         drop(reg);
         for (id, label, msg) in notes {
             warn!("{msg}");
@@ -93,6 +93,7 @@ impl Agent {
                     writing: self.cfg.agent.multiple_media == MultipleMedia::All
                         || newest_seq == Some(i.seq),
                     reach: l.reach.clone(),
+                    lent: l.lent,
                 }
             })
             .collect();
@@ -111,6 +112,13 @@ impl Agent {
                 "the wall clock moved backwards by {} (noticed at {}); backups are dated from the agent's own count, never before the backups already made, until the wall clock catches up",
                 span(b.by),
                 b.seen.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
+        if let Some(f) = self.clock.forwards() {
+            warnings.push(format!(
+                "the wall clock jumped forward by {} (noticed at {}); backups that fell due in the time skipped were made at once, one of each kind due, not one per interval skipped",
+                span(f.by),
+                f.seen.format("%Y-%m-%d %H:%M:%S UTC")
             ));
         }
         // Media whose task failed stay listed until they are pulled.
@@ -152,15 +160,7 @@ impl Agent {
         let ins = self.inserted.locked();
         let matches: Vec<&Inserted> = ins
             .values()
-            .filter(|i| match which {
-                None => true,
-                Some(w) => {
-                    i.media.label == *w
-                        || i.media.media_id.to_string() == *w
-                        || i.disk.devnode == Path::new(w)
-                        || i.mountpoint == Path::new(w)
-                }
-            })
+            .filter(|i| supervise::selects(which, &i.media, &i.disk, &i.mountpoint))
             .collect();
         match matches.as_slice() {
             [i] => Ok((i.tx.clone(), i.cancel.clone(), i.live.clone())),
@@ -182,15 +182,12 @@ impl Agent {
                 }
                 Err(e) => Response::err(e),
             },
-            Request::Verify {
-                medium,
-                backup,
-                all,
-                read_all,
-            } => {
-                self.verify(medium, backup, all, read_all, Arc::new(Meter::hidden()))
-                    .await
-            }
+            // Jobs and lends are served by `serve`, which streams their progress.
+            Request::Verify { .. }
+            | Request::Backup { .. }
+            | Request::Pare { .. }
+            | Request::Repair { .. }
+            | Request::Lend { .. } => Response::err("not a request answered at once"),
             Request::Enrolled { devnum } => self.enrolled(devnum).await,
             Request::BackupNow { medium } => {
                 let (tx, _, _) = match self.find(&medium) {
@@ -268,35 +265,6 @@ impl Agent {
         });
         Response::ok(&"the agent will use it once it is unmounted")
     }
-
-    /// Ask the task of the medium to verify (once it is idle); the answer carries the
-    /// reports.
-    async fn verify(
-        &self,
-        medium: Option<String>,
-        backup: Option<crate::ids::BackupId>,
-        all: bool,
-        read_all: bool,
-        meter: Arc<Meter>,
-    ) -> Response {
-        let (tx, _, _) = match self.find(&medium) {
-            Ok(x) => x,
-            Err(e) => return Response::err(e),
-        };
-        let (reply, rrx) = oneshot::channel();
-        let cmd = Cmd::Verify(VerifyCmd {
-            backup,
-            all,
-            read_all,
-            meter,
-            reply,
-        });
-        if tx.send(cmd).await.is_err() {
-            return Response::err("the medium is going away");
-        }
-        rrx.await
-            .unwrap_or_else(|_| Response::err("the medium went away before the verify ran"))
-    }
 }
 
 /// The longest request line the agent reads (requests are a few hundred bytes).
@@ -321,6 +289,9 @@ pub(super) async fn serve(agent: Arc<Agent>, listener: UnixListener) {
                 continue;
             }
         };
+        // Only root changes a medium (the socket is root's alone; this holds even if its
+        // mode were loosened).
+        let root = stream.peer_cred().is_ok_and(|c| c.uid() == 0);
         let agent = agent.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -328,41 +299,26 @@ pub(super) async fn serve(agent: Arc<Agent>, listener: UnixListener) {
             // One line, bounded in length and in time.
             let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(r, MAX_REQUEST)).lines();
             let line = match tokio::time::timeout(REQUEST_WAIT, lines.next_line()).await {
-                Ok(Ok(Some(line))) => Some(line),
-                _ => None,
+                Ok(Ok(Some(line))) => line,
+                _ => return,
             };
-            if let Some(line) = line {
-                let resp = match serde_json::from_str::<Request>(&line) {
-                    Ok(Request::Verify {
-                        medium,
-                        backup,
-                        all,
-                        read_all,
-                    }) => {
-                        // A long request: progress lines every half second, then the answer.
-                        let meter = Arc::new(Meter::hidden());
-                        let asked = agent.verify(medium, backup, all, read_all, meter.clone());
-                        tokio::pin!(asked);
-                        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-                        loop {
-                            tokio::select! {
-                                r = &mut asked => break r,
-                                _ = tick.tick() => {
-                                    let p = control::Progress { files: meter.files(), bytes: meter.bytes() };
-                                    let mut out = serde_json::to_vec(&Response::progress(p)).unwrap();
-                                    out.push(b'\n');
-                                    let _ = w.write_all(&out).await;
-                                }
-                            }
-                        }
-                    }
-                    Ok(req) => agent.handle(req).await,
-                    Err(e) => Response::err(format!("bad request: {e}")),
-                };
-                let mut out = serde_json::to_vec(&resp).unwrap();
-                out.push(b'\n');
-                let _ = w.write_all(&out).await;
-            }
+            let mut r = lines.into_inner();
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response::err(format!("bad request: {e}")),
+                Ok(req) if req.changes() && !root => {
+                    Response::err("only root may ask the trayback agent for this")
+                }
+                Ok(Request::Lend { medium }) => {
+                    agent.serve_lend(medium, &mut r, &mut w).await;
+                    return;
+                }
+                Ok(req) => match agent.job_of(&req) {
+                    Some(Ok((medium, job))) => agent.serve_job(medium, job, &mut r, &mut w).await,
+                    Some(Err(e)) => Response::err(e),
+                    None => agent.handle(req).await,
+                },
+            };
+            let _ = asked::write_line(&mut w, &resp).await;
         });
     }
 }

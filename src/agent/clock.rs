@@ -5,7 +5,10 @@
 //! backwards: when the wall clock steps back, the agent counts on from where it was on
 //! `CLOCK_BOOTTIME` (which also counts suspended time) until the wall clock catches up, and
 //! remembers the step for `status`. So backups are dated in order, and a schedule made before
-//! the step keeps its pace. A forward step is taken at once.
+//! the step keeps its pace. A forward step is taken at once; one of more than a minute is
+//! remembered for a day for `status` (what fell due in the skipped time was made at once,
+//! one backup per kind, not one per interval skipped). A suspend is no step: the boot-time
+//! clock counts it.
 //!
 //! Waiting for a deadline ([`Clock::sleep_until`]) never trusts one long sleep: it arms an
 //! absolute `CLOCK_REALTIME` timerfd with `TFD_TIMER_CANCEL_ON_SET` (the kernel wakes it when
@@ -32,12 +35,25 @@ use tracing::{info, warn};
 const FALLBACK_STEP: std::time::Duration = std::time::Duration::from_secs(5);
 /// A wall clock behind the agent's by more than this is a step back (less is rounding).
 const STEP_BACK: i64 = 2;
+/// A wall clock ahead of the agent's count by more than this is a step forward worth a
+/// warning (NTP's corrections are far smaller).
+const STEP_FORWARD: i64 = 60;
+/// How long `status` mentions a step forward.
+const FORWARD_SHOWN_DAYS: i64 = 1;
 /// The test clock moves by at most a century in all.
 const MAX_OFFSET_MS: i64 = 36_600 * 86_400 * 1000;
 
 /// The wall clock stepped back: noticed at (agent time) `seen`, by `by`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backwards {
+    pub seen: DateTime<Utc>,
+    pub by: Duration,
+}
+
+/// The wall clock stepped forward: noticed at `seen` (wall time), by `by` more than the
+/// boot-time clock counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forwards {
     pub seen: DateTime<Utc>,
     pub by: Duration,
 }
@@ -61,6 +77,7 @@ impl Floor {
 struct Ratchet {
     floor: Floor,
     back: Option<Backwards>,
+    forward: Option<Forwards>,
 }
 
 /// Why [`Clock::sleep_until`] returned.
@@ -104,6 +121,7 @@ impl Clock {
                     steady: Duration::zero(),
                 },
                 back: None,
+                forward: None,
             }),
             changed: watch::channel(0).0,
         };
@@ -134,6 +152,14 @@ impl Clock {
         let mut r = self.ratchet.lock().unwrap_or_else(|e| e.into_inner());
         let counted = r.floor.counted(steady);
         if wall >= counted {
+            let jump = wall - counted;
+            if jump > Duration::seconds(STEP_FORWARD) {
+                warn!(wall = %wall, agent = %counted, by_seconds = jump.num_seconds(), "the wall clock jumped forward; what fell due meanwhile is made now");
+                r.forward = Some(Forwards {
+                    seen: wall,
+                    by: jump,
+                });
+            }
             if r.back.take().is_some() {
                 info!(now = %wall, "the wall clock has caught up with the agent's clock");
             }
@@ -177,6 +203,14 @@ impl Clock {
     pub fn backwards(&self) -> Option<Backwards> {
         self.now();
         self.ratchet.lock().unwrap_or_else(|e| e.into_inner()).back
+    }
+
+    /// The last step forward of the wall clock of more than a minute, for a day after it.
+    pub fn forwards(&self) -> Option<Forwards> {
+        let now = self.now();
+        let r = self.ratchet.lock().unwrap_or_else(|e| e.into_inner());
+        r.forward
+            .filter(|f| now - f.seen < Duration::days(FORWARD_SHOWN_DAYS))
     }
 
     /// Move a test clock: `advance` moves the wall clock and the boot-time clock (time passing
@@ -309,11 +343,20 @@ mod tests {
         c.adjust(3600, false).unwrap();
         let t2 = c.now();
         assert!(t2 - t1 >= Duration::minutes(59), "{t1} {t2}");
-        // Stepping forward past the agent's time is taken at once and ends the warning.
+        assert_eq!(c.forwards(), None, "time passing is no step forward");
+        // Stepping forward past the agent's time is taken at once, ends the warning, and is
+        // remembered for a day.
         c.adjust(2 * 86_400, true).unwrap();
         let t3 = c.now();
         assert!(t3 - t2 > Duration::hours(23), "{t2} {t3}");
         assert_eq!(c.backwards(), None);
+        let f = c.forwards().expect("the step forward is remembered");
+        assert!(
+            f.by > Duration::hours(23) && f.by < Duration::hours(25),
+            "{f:?}"
+        );
+        c.adjust(86_400 + 60, false).unwrap();
+        assert_eq!(c.forwards(), None, "shown for a day");
     }
 
     #[test]

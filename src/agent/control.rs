@@ -1,5 +1,10 @@
 //! The control socket: newline-delimited JSON requests and responses between the CLI and the
-//! agent over a Unix socket that only root can open.
+//! agent over a Unix socket that only root can open (and whose peer the agent checks is root
+//! for anything but `status`).
+//!
+//! A long request (a job on a medium the agent holds) is answered by progress lines, then the
+//! answer; a `lend` by one answer, after which the medium is the client's until it closes the
+//! connection.
 
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
@@ -31,6 +36,42 @@ pub enum Request {
         #[serde(default)]
         read_all: bool,
     },
+    /// `backup` on a medium the agent holds: the job `backup` runs, on the agent's medium,
+    /// with the CLI's `--config` (as the text it read) and `--source`s, else the agent's own.
+    Backup {
+        medium: Option<String>,
+        #[serde(default)]
+        ask: crate::job::Ask,
+        #[serde(default)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        #[serde(default)]
+        no_verify: bool,
+        #[serde(default)]
+        config: Option<ConfigFile>,
+        #[serde(default)]
+        sources: Vec<PathBuf>,
+    },
+    /// `pare` (not a dry run) on a medium the agent holds.
+    Pare {
+        medium: Option<String>,
+        #[serde(default)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
+        #[serde(default)]
+        free: Option<u64>,
+        #[serde(default)]
+        config: Option<ConfigFile>,
+    },
+    /// `repair --tree` on a medium the agent holds.
+    Repair {
+        medium: Option<String>,
+    },
+    /// Lend the medium to the client for as long as this connection stays open: the agent
+    /// pauses the medium's task and lets go of its writer lock (the mount stays), answers
+    /// with [`crate::status::Lent`], and when the connection closes, for whatever reason,
+    /// opens and proves the medium again (`media passphrase`, `rotate-host-key`, `adopt`).
+    Lend {
+        medium: Option<String>,
+    },
     /// `media init` enrolled the file system on device `devnum` (a disk the agent may have
     /// refused as blank or foreign): identify it again once nobody else has it mounted.
     Enrolled {
@@ -45,6 +86,22 @@ pub enum Request {
     },
 }
 
+/// A config file as the CLI read it (`--config`): the agent parses this text, so the job runs
+/// with what the CLI read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Request {
+    /// Does the request change a medium or the agent (anything but `status`)? Only root may
+    /// ask for that.
+    pub fn changes(&self) -> bool {
+        !matches!(self, Request::Status)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Response {
     pub ok: bool,
@@ -57,11 +114,22 @@ pub struct Response {
     pub progress: Option<Progress>,
 }
 
-/// How far a long request (verify) has come.
+/// How far a long request (a job) has come: files and bytes so far in its `phase`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
     pub files: u64,
     pub bytes: u64,
+    #[serde(default)]
+    pub phase: Phase,
+}
+
+/// What a progress line counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Backup,
+    #[default]
+    Verify,
 }
 
 impl Response {
@@ -130,6 +198,28 @@ pub fn call_with_progress(
     req: &Request,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Response, String> {
+    let mut reader = BufReader::new(send(socket, req)?);
+    answer(socket, &mut reader, progress)
+}
+
+/// A medium lent by the agent ([`Request::Lend`]): it is the holder's until this is dropped
+/// (or the process ends), when the agent takes it back.
+pub struct Lease {
+    _connection: BufReader<UnixStream>,
+}
+
+/// Ask the agent to lend a medium; the answer ([`crate::status::Lent`], or the refusal) and,
+/// when it was lent, the lease that keeps it.
+pub fn lend(socket: &Path, medium: Option<String>) -> Result<(Response, Option<Lease>), String> {
+    let mut reader = BufReader::new(send(socket, &Request::Lend { medium })?);
+    let r = answer(socket, &mut reader, &mut |_| {})?;
+    let lease = r.ok.then_some(Lease {
+        _connection: reader,
+    });
+    Ok((r, lease))
+}
+
+fn send(socket: &Path, req: &Request) -> Result<UnixStream, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         format!(
             "{}: cannot reach the trayback agent: {e} (it starts when a tray is inserted, or by `systemctl start trayback-agent`)",
@@ -140,7 +230,15 @@ pub fn call_with_progress(
     line.push(b'\n');
     s.write_all(&line)
         .map_err(|e| format!("{}: {e}", socket.display()))?;
-    let mut reader = BufReader::new(s);
+    Ok(s)
+}
+
+/// Read progress lines, passing each to `progress`, until the answer.
+fn answer(
+    socket: &Path,
+    reader: &mut BufReader<UnixStream>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Response, String> {
     loop {
         let mut answer = String::new();
         let n = reader

@@ -1,5 +1,4 @@
-//! Making a medium's metadata durable in place, and telling a file system that still needs
-//! its journal replayed.
+//! Making a medium's metadata durable in place.
 //!
 //! A commit (`fsync` of the file and its directory) makes it durable in the file system's
 //! journal; until the journal is checkpointed, the blocks in place still hold the old
@@ -7,7 +6,7 @@
 //! identification mount (which replays nothing, `mounts::FsType::identify_options`) would
 //! see an older or blank medium. So after enrolment and after every job the agent
 //! checkpoints the journal ([`checkpoint`]), and identification asks the superblock whether
-//! a journal replay is pending ([`needs_recovery`]).
+//! a journal replay is pending (`superblock::needs_recovery`).
 //!
 //! Invariant: a file system is frozen only for the moment a checkpoint takes, by the one
 //! call that thaws it again, whatever happens in between (a guard thaws on every path).
@@ -15,7 +14,7 @@
 use super::mounts::FsType;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// `EXT4_IOC_CHECKPOINT` (Linux 5.13): flush the journal and write its blocks in place.
@@ -60,6 +59,16 @@ pub fn checkpoint(mp: &Path, devnum: u64, fs: FsType) -> io::Result<()> {
     freeze_and_thaw(&dir)
 }
 
+/// [`checkpoint`] after a job, for a file system of udev type `fs_type`: a failure is
+/// logged (the commit stands; only an early pull could then show an older medium).
+pub fn checkpoint_or_warn(mp: &Path, devnum: u64, fs_type: &str) {
+    if let Some(fs) = FsType::from_udev(fs_type) {
+        if let Err(e) = checkpoint(mp, devnum, fs) {
+            tracing::warn!(mountpoint = %mp.display(), cause = %e, "cannot checkpoint the file system's journal");
+        }
+    }
+}
+
 fn freeze_and_thaw(dir: &File) -> io::Result<()> {
     struct Thaw<'a>(&'a File);
     impl Drop for Thaw<'_> {
@@ -78,52 +87,4 @@ fn freeze_and_thaw(dir: &File) -> io::Result<()> {
     }
     drop(Thaw(dir));
     Ok(())
-}
-
-/// ext2/3/4 superblock: 1024 bytes at byte 1024.
-const SB_OFFSET: u64 = 1024;
-const SB_MAGIC_AT: usize = 0x38;
-const SB_INCOMPAT_AT: usize = 0x60;
-const EXT_MAGIC: u16 = 0xEF53;
-/// `EXT4_FEATURE_INCOMPAT_RECOVER`: the journal holds transactions not yet in place.
-const INCOMPAT_RECOVER: u32 = 0x4;
-
-/// Does the file system on `dev` need its journal replayed? `Some` only for ext3/4 (read
-/// from the superblock); `None` where trayback cannot tell.
-pub fn needs_recovery(dev: &Path, fs: FsType) -> Option<bool> {
-    if !matches!(fs, FsType::Ext3 | FsType::Ext4) {
-        return None;
-    }
-    let f = File::open(dev).ok()?;
-    let mut sb = [0u8; 1024];
-    f.read_exact_at(&mut sb, SB_OFFSET).ok()?;
-    superblock_needs_recovery(&sb)
-}
-
-fn superblock_needs_recovery(sb: &[u8; 1024]) -> Option<bool> {
-    let magic = u16::from_le_bytes([sb[SB_MAGIC_AT], sb[SB_MAGIC_AT + 1]]);
-    if magic != EXT_MAGIC {
-        return None;
-    }
-    let incompat = u32::from_le_bytes(
-        sb[SB_INCOMPAT_AT..SB_INCOMPAT_AT + 4]
-            .try_into()
-            .expect("four bytes"),
-    );
-    Some(incompat & INCOMPAT_RECOVER != 0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_recover_flag_is_read_from_an_ext_superblock_only() {
-        let mut sb = [0u8; 1024];
-        assert_eq!(superblock_needs_recovery(&sb), None);
-        sb[SB_MAGIC_AT..SB_MAGIC_AT + 2].copy_from_slice(&EXT_MAGIC.to_le_bytes());
-        assert_eq!(superblock_needs_recovery(&sb), Some(false));
-        sb[SB_INCOMPAT_AT] = 0x4 | 0x40; // recover, extents
-        assert_eq!(superblock_needs_recovery(&sb), Some(true));
-    }
 }

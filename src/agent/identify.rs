@@ -8,19 +8,21 @@
 //! - [`open_identified`] runs on the read-write mount before anything is written and refuses
 //!   a disk whose `media.yaml` is not byte for byte the one proven (or a blank disk that is no
 //!   longer blank): the replay the identification skipped has happened by then;
-//! - a file system whose journal still needs replaying, that shows no readable media ID file
-//!   read-only and that claims to be ours (its label matches auto-enrol, or its file system
-//!   UUID is one this host's media had) is [`Identity::NeedsRecovery`], never blank: the
-//!   read-write mount replays the journal, and only what then proves to be this host's is
-//!   used (a blank one enrolled only if its label matches auto-enrol). A tray pulled soon
-//!   after a commit is recognised, never offered for wiping.
+//! - a file system whose journal (or log) still needs replaying and that shows no readable
+//!   media ID file read-only is [`Identity::NeedsRecovery`], never blank, only if this host
+//!   enrolled a medium on it (its file system UUID is registered: `register`, written before
+//!   the first write to it by the agent's enrolment and by `media init`): the read-write
+//!   mount replays the journal, and only what then proves to be this host's is used. A tray
+//!   pulled soon after a commit is recognised, never offered for wiping. Any other dirty
+//!   file system — a stranger's, whatever label it carries — is refused as it is, never
+//!   mounted read-write, with one line saying to recover it where it was written;
 //! - an encrypted medium whose ID file or key wrap was altered is [`Identity::Tampered`] (or
 //!   [`Refusal::Tampered`] once mounted read-write), never written;
 //! - a blank disk is enrolled encrypted unless the config says `encrypt: false`; its recovery
 //!   key, which no one is there to read, goes to a root-only file in the state directory.
 
 use super::devices::Disk;
-use super::{durable, mounts};
+use super::{mounts, superblock};
 use crate::error::Error;
 use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
 use chrono::{DateTime, Utc};
@@ -39,8 +41,8 @@ pub(super) struct Identified {
 pub(super) enum Identity {
     Ours(Identified),
     Blank,
-    /// No readable media ID file without the journal, a journal to replay, and a claim to be
-    /// ours: decided on the read-write mount, after the replay.
+    /// No readable media ID file without the journal, a journal to replay, on a file system
+    /// this host enrolled a medium on: decided on the read-write mount, after the replay.
     NeedsRecovery,
     /// A media ID file, but not this host's medium (another host's, or not proven).
     NotOurs(MediaFile, String),
@@ -109,12 +111,27 @@ pub(super) fn identify(
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();
     let auto_match = auto.is_some_and(|g| g.is_match(&label));
+    // No media ID file without the journal, and a journal to replay: only a file system this
+    // host enrolled a medium on is replayed (its media may be held only in that journal);
+    // any other is a stranger's, never written.
     if found.is_err()
         && (auto_match || known_fs)
-        && durable::needs_recovery(&disk.devnode, fstype) == Some(true)
+        && superblock::needs_recovery(&disk.devnode, fstype) == Some(true)
     {
-        info!(device = %disk.devnode.display(), "no media ID file without the journal, and the journal needs replaying: mounting read-write to recover it");
-        return Identity::NeedsRecovery;
+        if known_fs {
+            info!(device = %disk.devnode.display(), "no media ID file without the journal, and the journal needs replaying: mounting read-write to recover it");
+            return Identity::NeedsRecovery;
+        }
+        return Identity::Foreign(format!(
+            "{}: its {} needs replaying, and this host never enrolled a medium on this file system; not mounting it read-write. Recover it where it was written (mount it there), or check it with {}",
+            disk.devnode.display(),
+            if fstype == mounts::FsType::Btrfs || fstype == mounts::FsType::Xfs { "log" } else { "journal" },
+            match fstype {
+                mounts::FsType::Xfs => "xfs_repair",
+                mounts::FsType::Btrfs => "btrfs check",
+                _ => "e2fsck",
+            }
+        ));
     }
     match found {
         Ok(m) if m.host != host => {

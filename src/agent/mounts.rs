@@ -76,6 +76,7 @@ pub fn mountpoint(run_dir: &Path, disk: &Disk) -> PathBuf {
 struct MountLine {
     target: PathBuf,
     dev: String,
+    fstype: String,
     source: String,
 }
 
@@ -89,6 +90,7 @@ fn mount_lines() -> Option<Vec<MountLine>> {
                 Some(MountLine {
                     target: PathBuf::from(unescape(f.get(4)?)),
                     dev: f.get(2)?.to_string(),
+                    fstype: f.get(sep + 1)?.to_string(),
                     source: unescape(f.get(sep + 2)?),
                 })
             })
@@ -126,6 +128,19 @@ impl MountLine {
                 && fs::metadata(&self.source)
                     .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == devnum))
     }
+}
+
+/// The block device and file system type mounted at `dir` (the topmost mount there), if
+/// `dir` is a mount point of a block device.
+pub fn mounted_at(dir: &Path) -> Option<(PathBuf, FsType)> {
+    let dir = fs::canonicalize(dir).ok()?;
+    let lines = mount_lines()?;
+    let l = lines.iter().rev().find(|l| l.target == dir)?;
+    let fs = FsType::from_udev(&l.fstype)?;
+    let source = PathBuf::from(&l.source);
+    fs::metadata(&source)
+        .is_ok_and(|m| m.file_type().is_block_device())
+        .then_some((source, fs))
 }
 
 /// Is the device mounted anywhere (by someone else, e.g. the system disk)?

@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-/// One medium's session, as its supervisor knows it.
+/// One medium's session, as its supervisor and its task know it.
+#[derive(Clone)]
 pub(super) struct Session {
     pub(super) disk: Disk,
     pub(super) mp: PathBuf,
@@ -61,6 +62,20 @@ pub(super) trait Locked<T> {
 impl<T> Locked<T> for Mutex<T> {
     fn locked(&self) -> MutexGuard<'_, T> {
         self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Does `which` (a label, media id, device or mount point; `None`: any) name this medium?
+/// The one selector of every request that names a medium.
+pub(super) fn selects(which: &Option<String>, media: &MediaFile, disk: &Disk, mp: &Path) -> bool {
+    match which {
+        None => true,
+        Some(w) => {
+            media.label == *w
+                || media.media_id.to_string() == *w
+                || disk.devnode == Path::new(w)
+                || mp == Path::new(w)
+        }
     }
 }
 
@@ -109,15 +124,11 @@ impl Agent {
             s.live.clone(),
             tx,
         ));
-        let task = tokio::spawn(self.clone().medium_task(
-            s.disk.clone(),
-            s.mp.clone(),
-            medium,
-            rx,
-            s.cancel.clone(),
-            s.live.clone(),
-            watchdog.abort_handle(),
-        ));
+        let task =
+            tokio::spawn(
+                self.clone()
+                    .medium_task(s.clone(), medium, rx, watchdog.abort_handle()),
+            );
         let failure = match task.await {
             Ok(Ok(())) => None,
             Ok(Err(why)) => Some(why),
@@ -190,15 +201,7 @@ impl Agent {
         let rel = self.released.locked();
         let matches: Vec<&Released> = rel
             .values()
-            .filter(|r| match which {
-                None => true,
-                Some(w) => {
-                    r.media.label == *w
-                        || r.media.media_id.to_string() == *w
-                        || r.disk.devnode == Path::new(w)
-                        || r.mountpoint == Path::new(w)
-                }
-            })
+            .filter(|r| selects(which, &r.media, &r.disk, &r.mountpoint))
             .collect();
         let [r] = matches.as_slice() else {
             return None;

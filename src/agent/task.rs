@@ -6,33 +6,47 @@
 //! - what is due comes from the medium's own tree and the agent's clock, which never runs
 //!   backwards (`clock`); a backup is never dated before the newest backup on its medium;
 //! - the wait for the next deadline is re-evaluated whenever the wall clock is set;
+//! - what the CLI asks for (jobs, lends: `asked`) runs when the medium is idle, in the order
+//!   asked, before what falls due; every backup, scheduled or asked, goes through
+//!   [`Agent::backup_on`] (status, cancel, notifications, checkpoint, register, reach);
 //! - a pulled medium's job is cancelled and its mount detached only after the job ended.
 
+use super::asked::Queued;
 use super::*;
+use std::collections::VecDeque;
+
+/// A backup the task runs: scheduled, asked for by `backup-now`, or by `backup`.
+pub(super) struct BackupJob {
+    pub due: Due,
+    pub at: DateTime<Utc>,
+    pub config: Arc<Config>,
+    pub verify: bool,
+    pub backup_meter: Arc<Meter>,
+    pub verify_meter: Arc<Meter>,
+    /// Set when the client that asked for it went away: the backup is cancelled, as the
+    /// CLI's own would be when it is killed.
+    pub abandoned: Option<Arc<AtomicBool>>,
+}
 
 impl Agent {
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn medium_task(
         self: Arc<Self>,
-        disk: Disk,
-        mp: PathBuf,
+        t: Session,
         medium: Medium,
         mut rx: mpsc::Receiver<Cmd>,
-        cancel: Arc<AtomicBool>,
-        live: Arc<Mutex<Live>>,
         watchdog: tokio::task::AbortHandle,
     ) -> Result<(), String> {
+        let (disk, mp, cancel, live) = (&t.disk, &t.mp, &t.cancel, &t.live);
         let mut medium = Some(medium);
         let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
         let mut eject: Option<oneshot::Sender<Response>> = None;
         let mut changed = self.changed.subscribe();
         let sched = self.cfg.schedule.clone();
+        let config = Arc::new(self.cfg.clone());
         // After a failed job, the next try waits a micro interval (no busy retry, no flood
         // of notifications); a backup-now request tries at once.
         let mut retry_after: Option<DateTime<Utc>> = None;
-        let mut measured = false;
-        // The running reach simulation, stopped when replaced or when this task ends.
-        let mut _reach: Option<StopOnDrop> = None;
+        let mut reach = ReachState::default();
         // A medium whose newest backup is dated after the agent's clock (written before the
         // wall clock stepped back, and the agent restarted since): its schedule counts on
         // from that backup, so backups go on at their pace instead of stalling until the
@@ -50,14 +64,16 @@ impl Agent {
             Some(f) => self.clock.now_not_before(f),
             None => self.clock.now(),
         };
-        let mut verifies: Vec<VerifyCmd> = Vec::new();
-        'session: loop {
-            self.refresh(medium.as_ref().unwrap(), &live);
+        // Jobs and lends asked for over the socket, in the order they came.
+        let mut queue: VecDeque<Queued> = VecDeque::new();
+        'session: while let Some(m) = medium.as_ref() {
+            self.refresh(m, live);
             // Commands first, so eject and stop are never starved by due jobs.
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
                     Cmd::BackupNow(r) => forced.push(r),
-                    Cmd::Verify(v) => verifies.push(v),
+                    Cmd::Asked(a) => queue.push_back(Queued::Job(a)),
+                    Cmd::Lend(l) => queue.push_back(Queued::Lend(l)),
                     Cmd::Eject(r) => {
                         eject = Some(r);
                         break 'session;
@@ -68,11 +84,16 @@ impl Agent {
             if cancel.load(Ordering::SeqCst) {
                 break;
             }
-            // A verify asked for runs at once when the medium is idle (as it is here).
-            if !verifies.is_empty() {
-                let v = verifies.remove(0);
+            // What was asked for over the socket runs at once when the medium is idle (as
+            // it is here), before what falls due.
+            if let Some(q) = queue.pop_front() {
                 let m = medium.take().unwrap();
-                medium = Some(self.verify_on(m, v, &mp, &disk).await?);
+                medium = match q {
+                    Queued::Job(a) => {
+                        Some(self.run_asked(&t, m, a, clock_now(), &mut reach).await?)
+                    }
+                    Queued::Lend(l) => self.lend(&t, m, l).await?,
+                };
                 continue;
             }
             let now = clock_now();
@@ -84,7 +105,12 @@ impl Agent {
                     let _ = r.send(Response::err(why.clone()));
                 }
             }
-            let due = if failing.is_some() || !self.may_write(&disk.devnode) || backing_off {
+            // A medium not written on schedule (another was inserted later) is still written
+            // when a backup-now names it: an explicit request, as a command's job is.
+            let due = if failing.is_some()
+                || backing_off
+                || (forced.is_empty() && !self.may_write(&disk.devnode))
+            {
                 None
             } else {
                 schedule::due(tree, now, &sched).or_else(|| {
@@ -96,97 +122,26 @@ impl Agent {
                 })
             };
             if let Some(due) = due {
-                let meter = Arc::new(Meter::hidden());
-                live.locked().job = Some(Running {
-                    kind: due.kind,
-                    id: tree.next_id.0,
-                    started: now,
-                    meter: meter.clone(),
-                });
-                let mut m = medium.take().unwrap();
-                let (cfg, c2, mp2, devnum, fs_type) = (
-                    self.cfg.clone(),
-                    cancel.clone(),
-                    mp.clone(),
-                    disk.devnum,
-                    disk.fs_type.clone(),
-                );
-                info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
-                if self.test_panic_at(PanicAt::Task, &m.media().label) {
-                    panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
-                }
-                let panic_job = self.test_panic_at(PanicAt::Job, &m.media().label);
-                let joined = tokio::task::spawn_blocking(move || {
-                    if panic_job {
-                        panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
-                    }
-                    let still_ours = || mounts::still_ours(&mp2, devnum);
-                    let o = job::run(
-                        &mut m,
-                        &job::Job {
-                            due,
-                            at: now,
-                            config: &cfg,
-                            verify: true,
-                            cancel: &c2,
-                            backup_meter: &meter,
-                            verify_meter: &Meter::hidden(),
-                            still_ours: &still_ours,
-                        },
-                    );
-                    // What the job committed, in place and not only in the journal.
-                    if let Some(fs) = mounts::FsType::from_udev(&fs_type) {
-                        if let Err(e) = durable::checkpoint(&mp2, devnum, fs) {
-                            warn!(mountpoint = %mp2.display(), cause = %e, "cannot checkpoint the file system's journal");
-                        }
-                    }
-                    // The history for `status`'s reach, after the first backup of this
-                    // insertion and every one but a micro (it reads every listing).
-                    let history = (o.backup.is_some() && (!measured || o.kind != Kind::Micro))
-                        .then(|| {
-                            sizing::history(&m, &cfg.schedule)
-                                .inspect_err(|e| warn!(cause = %e, "cannot measure the medium's history; status shows no reach"))
-                                .ok()
-                        })
-                        .flatten();
-                    (m, o, history)
-                })
-                .await;
-                let (m, outcome, history) = match joined {
+                let m = medium.take().unwrap();
+                let job = BackupJob {
+                    due,
+                    at: now,
+                    config: config.clone(),
+                    verify: true,
+                    backup_meter: Arc::new(Meter::hidden()),
+                    verify_meter: Arc::new(Meter::hidden()),
+                    abandoned: None,
+                };
+                let (m, outcome) = match self.backup_on(&t, m, job, &mut reach).await {
                     Ok(x) => x,
-                    Err(e) => {
-                        // The medium went with the job; the supervisor cleans up.
-                        live.locked().job = None;
-                        let why = format!("its backup job failed ({})", panic_message(e));
+                    Err(why) => {
                         for r in forced.drain(..) {
                             let _ = r.send(Response::err(why.clone()));
                         }
                         return Err(why);
                     }
                 };
-                if let Some(h) = history {
-                    measured = true;
-                    match sizing::capacity(m.root()) {
-                        Ok(c) => _reach = Some(self.measure_reach(h, c, live.clone())),
-                        Err(e) => {
-                            warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
-                        }
-                    }
-                }
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
-                // I/O errors from a tray that is being pulled are the pull, not a failing disk.
-                if outcome.medium_failing() {
-                    let (mp2, devnum) = (mp.clone(), disk.devnum);
-                    let here =
-                        tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
-                            .await
-                            .unwrap_or(false);
-                    if !here {
-                        live.locked().pulled = true;
-                    }
-                }
-                self.after_job(&disk, &m, &outcome, &live, cancel.load(Ordering::SeqCst));
-                live.locked().job = None;
                 medium = Some(m);
                 for r in forced.drain(..) {
                     let _ = r.send(match outcome.error() {
@@ -207,7 +162,8 @@ impl Agent {
                 _ = changed.changed() => {}
                 cmd = rx.recv() => match cmd {
                     Some(Cmd::BackupNow(r)) => forced.push(r),
-                    Some(Cmd::Verify(v)) => verifies.push(v),
+                    Some(Cmd::Asked(a)) => queue.push_back(Queued::Job(a)),
+                    Some(Cmd::Lend(l)) => queue.push_back(Queued::Lend(l)),
                     Some(Cmd::Eject(r)) => {
                         eject = Some(r);
                         break;
@@ -220,13 +176,14 @@ impl Agent {
             match cmd {
                 Cmd::Eject(r) => eject = Some(r),
                 Cmd::BackupNow(r) => forced.push(r),
-                Cmd::Verify(v) => verifies.push(v),
+                Cmd::Asked(a) => queue.push_back(Queued::Job(a)),
+                Cmd::Lend(l) => queue.push_back(Queued::Lend(l)),
                 Cmd::Stop => {}
             }
         }
-        for v in verifies {
-            let _ = v.reply.send(Response::err(
-                "the medium was removed before the verify could run",
+        for q in queue {
+            let _ = q.reply().send(Response::err(
+                "the medium was removed before what was asked could run",
             ));
         }
         for r in forced {
@@ -236,8 +193,8 @@ impl Agent {
         }
         // Tear down: release the medium (its lock and open files), flush, unmount.
         watchdog.abort();
-        let media = medium.as_ref().map(|m| m.media().clone());
         drop(medium);
+        let media = self.media_of(&t);
         let ejecting = eject.is_some();
         let (d2, mp2) = (disk.clone(), mp.clone());
         let detach = tokio::task::spawn_blocking(move || {
@@ -256,26 +213,26 @@ impl Agent {
         .unwrap_or_else(|e| (Err(std::io::Error::other(panic_message(e))), String::new()));
         self.inserted.locked().remove(&disk.devnode);
         self.changed.send_modify(|v| *v += 1);
-        if let Some(m) = &media {
+        {
             let mut reg = self.register.locked();
-            if let Some(s) = reg.media.get_mut(&m.media_id.to_string()) {
+            if let Some(s) = reg.media.get_mut(&media.media_id.to_string()) {
                 s.last_seen = Some(self.clock.now());
             }
-            let _ = reg.save();
+            self.save_register(&reg);
         }
         match (detach.0, eject) {
             (Ok(()), Some(reply)) => {
                 let msg = format!(
                     "{} ({}) is safe to remove; {}",
                     disk.devnode.display(),
-                    media.as_ref().map(|m| m.label.as_str()).unwrap_or("?"),
+                    media.label,
                     detach.1
                 );
                 info!("{msg}");
                 self.note(
                     EventKind::SafeToRemove,
-                    Some(&disk),
-                    media.as_ref(),
+                    Some(disk),
+                    Some(&media),
                     None,
                     msg.clone(),
                 );
@@ -298,63 +255,132 @@ impl Agent {
         Ok(())
     }
 
-    /// Run a verify asked for over the socket on the medium this task holds, and answer it
-    /// with the reports; what verify records (the verified flags) is checkpointed in place.
-    async fn verify_on(
-        &self,
-        mut m: Medium,
-        v: VerifyCmd,
-        mp: &Path,
-        disk: &Disk,
-    ) -> Result<Medium, String> {
-        let (mp2, devnum, fs_type) = (mp.to_path_buf(), disk.devnum, disk.fs_type.clone());
-        let VerifyCmd {
-            backup,
-            all,
-            read_all,
-            meter,
-            reply,
-        } = v;
-        info!(medium = %m.media().media_id, ?backup, all, read_all, "verify asked for");
-        let joined = tokio::task::spawn_blocking(move || {
-            let r = if all {
-                crate::verify::verify_all(&mut m, read_all, &meter)
-            } else {
-                match backup.or_else(|| m.tree().backups.last().map(|b| b.id)) {
-                    Some(id) => {
-                        crate::verify::verify(&mut m, id, read_all, &meter).map(|r| vec![r])
-                    }
-                    None => Err(crate::error::Error::Refused(format!(
-                        "{}: no backups on this medium",
-                        m.media().label
-                    ))),
-                }
-            };
-            if mounts::still_ours(&mp2, devnum) {
-                if let Some(fs) = mounts::FsType::from_udev(&fs_type) {
-                    let _ = durable::checkpoint(&mp2, devnum, fs);
-                }
-            }
-            (m, r)
-        })
-        .await;
-        match joined {
-            Ok((m, r)) => {
-                let _ = reply.send(match r {
-                    Ok(reports) => Response::ok(&reports),
-                    Err(e) => Response::err(e.to_string()),
-                });
-                Ok(m)
-            }
-            Err(e) => {
-                let why = format!("its verify failed ({})", panic_message(e));
-                let _ = reply.send(Response::err(why.clone()));
-                Err(why)
-            }
-        }
+    /// The media file of a session's medium as it is now (a lend may have changed it).
+    pub(super) fn media_of(&self, t: &Session) -> MediaFile {
+        self.inserted
+            .locked()
+            .get(&t.disk.devnode)
+            .filter(|i| i.seq == t.seq)
+            .map_or_else(|| t.media.clone(), |i| i.media.clone())
     }
 
-    fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
+    /// Run one backup job on the medium, with what every backup gets: `status` shows it,
+    /// a pulled tray or an eject cancels it, its result is notified, checkpointed in place
+    /// and registered, and the reach is measured.
+    pub(super) async fn backup_on(
+        &self,
+        t: &Session,
+        mut m: Medium,
+        job: BackupJob,
+        reach: &mut ReachState,
+    ) -> Result<(Medium, job::Outcome), String> {
+        let (disk, live) = (&t.disk, &t.live);
+        live.locked().job = Some(Running {
+            kind: job.due.kind,
+            id: m.tree().next_id.0,
+            started: job.at,
+            meter: job.backup_meter.clone(),
+        });
+        // The job's own cancel flag: the session's (a pull, an eject) or a client gone.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (c2, mp2, devnum, fs_type) = (
+            cancel.clone(),
+            t.mp.clone(),
+            disk.devnum,
+            disk.fs_type.clone(),
+        );
+        let first = !reach.measured;
+        let due = job.due.clone();
+        info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+        if self.test_panic_at(PanicAt::Task, &m.media().label) {
+            panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
+        }
+        let panic_job = self.test_panic_at(PanicAt::Job, &m.media().label);
+        let BackupJob {
+            at,
+            config: cfg,
+            verify,
+            backup_meter,
+            verify_meter,
+            abandoned,
+            ..
+        } = job;
+        let mut work = tokio::task::spawn_blocking(move || {
+            if panic_job {
+                panic!("test hook TRAYBACK_TEST_PANIC: the backup job panics");
+            }
+            let still_ours = || mounts::still_ours(&mp2, devnum);
+            let o = job::run(
+                &mut m,
+                &job::Job {
+                    due,
+                    at,
+                    config: &cfg,
+                    verify,
+                    cancel: &c2,
+                    backup_meter: &backup_meter,
+                    verify_meter: &verify_meter,
+                    still_ours: &still_ours,
+                },
+            );
+            // What the job committed, in place and not only in the journal.
+            durable::checkpoint_or_warn(&mp2, devnum, &fs_type);
+            // The history for `status`'s reach, after the first backup of this insertion
+            // and every one but a micro (it reads every listing).
+            let history = (o.backup.is_some() && (first || o.kind != Kind::Micro))
+                .then(|| {
+                    sizing::history(&m, &cfg.schedule)
+                        .inspect_err(|e| warn!(cause = %e, "cannot measure the medium's history; status shows no reach"))
+                        .ok()
+                })
+                .flatten();
+            (m, o, history)
+        });
+        let joined = loop {
+            tokio::select! {
+                j = &mut work => break j,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                    if t.cancel.load(Ordering::SeqCst)
+                        || abandoned.as_ref().is_some_and(|a| a.load(Ordering::SeqCst))
+                    {
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        };
+        let (m, outcome, history) = match joined {
+            Ok(x) => x,
+            Err(e) => {
+                // The medium went with the job; the supervisor cleans up.
+                live.locked().job = None;
+                return Err(format!("its backup job failed ({})", panic_message(e)));
+            }
+        };
+        if let Some(h) = history {
+            reach.measured = true;
+            match sizing::capacity(m.root()) {
+                Ok(c) => reach.running = Some(self.measure_reach(h, c, live.clone())),
+                Err(e) => {
+                    warn!(cause = %e, "cannot measure the medium's size; status shows no reach")
+                }
+            }
+        }
+        // I/O errors from a tray that is being pulled are the pull, not a failing disk.
+        if outcome.medium_failing() {
+            let (mp2, devnum) = (t.mp.clone(), disk.devnum);
+            let here = tokio::task::spawn_blocking(move || mounts::still_ours(&mp2, devnum))
+                .await
+                .unwrap_or(false);
+            if !here {
+                live.locked().pulled = true;
+            }
+        }
+        self.after_job(disk, &m, &outcome, live, cancel.load(Ordering::SeqCst));
+        live.locked().job = None;
+        Ok((m, outcome))
+    }
+
+    pub(super) fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
         let mut l = live.locked();
         l.backups = m.tree().backups.len();
         l.newest.clear();
@@ -367,10 +393,8 @@ impl Agent {
         l.free_bytes = m.free_space().unwrap_or(0);
     }
 
-    /// Simulate how far back each kind will reach (a second or so of arithmetic) apart from
-    /// the medium's task, and show it in `status` when done.
-    /// Simulate the medium's reach apart from its task; the simulation stops when the
-    /// returned guard is dropped (a newer measurement, the end of the insertion, the agent
+    /// Simulate how far back each kind will reach apart from the medium's task, and show it
+    /// in `status` when done; the simulation stops when the returned guard is dropped (a newer measurement, the end of the insertion, the agent
     /// stopping), so none outlives its medium or holds up the agent's exit.
     fn measure_reach(
         &self,
@@ -390,7 +414,26 @@ impl Agent {
         StopOnDrop(stop)
     }
 
-    fn after_job(
+    /// The medium reported I/O errors: notified once, and nothing more is written to it in
+    /// this session.
+    pub(super) fn mark_failing(
+        &self,
+        disk: &Disk,
+        media: &MediaFile,
+        live: &Mutex<Live>,
+        why: &str,
+    ) {
+        let msg = format!(
+            "{} ({}) reports I/O errors: check or replace the disk. trayback writes nothing more to it until it is re-inserted; the backups already on it were verified when made. ({why})",
+            disk.devnode.display(),
+            media.label,
+        );
+        error!(medium = %media.media_id, "{msg}");
+        live.locked().failing = Some(msg.clone());
+        self.note(EventKind::MediumFailing, Some(disk), Some(media), None, msg);
+    }
+
+    pub(super) fn after_job(
         &self,
         disk: &Disk,
         m: &Medium,
@@ -424,15 +467,7 @@ impl Agent {
                 );
             }
         } else if o.medium_failing() {
-            let msg = format!(
-                "{} ({}) reports I/O errors: check or replace the disk. trayback writes nothing more to it until it is re-inserted; the backups already on it were verified when made. ({})",
-                disk.devnode.display(),
-                m.media().label,
-                o.error().unwrap_or_default()
-            );
-            error!(medium = %m.media().media_id, "{msg}");
-            live.locked().failing = Some(msg.clone());
-            self.note(EventKind::MediumFailing, Some(disk), media, None, msg);
+            self.mark_failing(disk, m.media(), live, &o.error().unwrap_or_default());
         } else if let Some(e) = &o.error() {
             if cancelled {
                 warn!(medium = %m.media().media_id, cause = %e, "backup cancelled");
@@ -472,6 +507,11 @@ impl Agent {
             info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
         live.locked().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
+        self.seen(disk, m);
+    }
+
+    /// Record in the register that the medium is in, with its tree as it is now.
+    pub(super) fn seen(&self, disk: &Disk, m: &Medium) {
         let mut reg = self.register.locked();
         reg.seen(
             &m.media().media_id.to_string(),
@@ -481,7 +521,7 @@ impl Agent {
             m.tree(),
             self.clock.now(),
         );
-        let _ = reg.save();
+        self.save_register(&reg);
     }
 }
 
@@ -509,6 +549,14 @@ pub(super) async fn watch_mount(
             return;
         }
     }
+}
+
+/// A session's reach measurement: whether one was made this insertion, and the simulation
+/// running (stopped when replaced or when the session ends).
+#[derive(Default)]
+pub(super) struct ReachState {
+    measured: bool,
+    running: Option<StopOnDrop>,
 }
 
 /// Sets its flag when dropped.

@@ -1,18 +1,13 @@
 //! The agent's commands: `agent`, `status`, `eject`, `backup-now`, `install-system`, and the
-//! test-only `test-clock`; and how the other commands reach a medium the agent holds
-//! (`verify`, a plain `backup`) or tell it of one enrolled (`media init`).
+//! test-only `test-clock`. (How the other commands reach a medium the agent holds is
+//! `cli::held`.)
 
+use super::load_config;
 use super::output::{self, human, print_json};
-use super::{
-    load_config, meter, print_verify_reports, VerifyArgs, EXIT_PROBLEMS, EXIT_VERIFY_FAILED,
-};
 use crate::agent::{self, Request, Response};
-use crate::error::Error;
-use crate::job;
 use crate::job::Outcome;
-use crate::medium::Medium;
 use crate::status::{ClockNow, Ejected, Status};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -106,6 +101,11 @@ pub fn status(a: StatusArgs) -> Result<u8> {
                 human(j.bytes)
             ),
             None => println!("  next due: {}", m.next_due.as_ref().map_or("-".into(), at)),
+        }
+        if m.lent {
+            println!(
+                "  lent to a command (media passphrase, rotate-host-key, adopt) until it ends"
+            );
         }
         println!(
             "  free: {}{}",
@@ -298,99 +298,4 @@ pub fn install_system(a: InstallArgs) -> Result<u8> {
         println!("edit /etc/trayback/trayback.yaml (sources), then insert a tray.");
     }
     Ok(0)
-}
-
-/// `backup` on a medium the agent holds: the agent makes the backup (what is due, else a
-/// micro), as `backup-now` does; the outcome is printed as a local backup's.
-pub(super) fn backup_through_agent(root: &Path, json: bool) -> Result<u8> {
-    let media = Medium::identify(root)?;
-    let req = crate::agent::Request::BackupNow {
-        medium: Some(media.media_id.to_string()),
-    };
-    let r = crate::agent::call(&crate::agent::socket_path(), &req)
-        .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
-    let o: Option<job::Outcome> = r.data_as().ok();
-    if json {
-        print_json(&r.data)?;
-    } else if let Some(h) = o.as_ref().and_then(|o| o.backup.as_ref()) {
-        let verified = match o.as_ref().and_then(job::Outcome::verified) {
-            Some(true) => "yes",
-            Some(false) => "NO (damage found)",
-            None => "not yet",
-        };
-        println!(
-            "backup #{} ({}) made by the agent, verified: {verified}",
-            h.id, h.kind
-        );
-    }
-    if !r.ok {
-        bail!(
-            "{}: {}",
-            root.display(),
-            r.error
-                .unwrap_or_else(|| "the agent's backup failed".into())
-        );
-    }
-    Ok(match o.as_ref().map(|o| (&o.backup, o.verified())) {
-        Some((_, Some(false))) => EXIT_VERIFY_FAILED,
-        Some((Some(h), _)) if h.partial => EXIT_PROBLEMS,
-        _ => 0,
-    })
-}
-
-/// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is
-/// unmounted, without a re-plug. Nothing is said when no agent runs or it cannot see the disk.
-pub(super) fn tell_agent_enrolled(dir: &Path, json: bool) {
-    use std::os::unix::fs::MetadataExt;
-    let socket = crate::agent::socket_path();
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    if !socket.exists() {
-        return;
-    }
-    let req = crate::agent::Request::Enrolled { devnum: meta.dev() };
-    if let Ok(r) = crate::agent::call(&socket, &req) {
-        if r.ok && !json {
-            if let Some(msg) = r.data.as_str() {
-                println!("{msg}");
-            }
-        }
-    }
-}
-
-/// Verify on a medium the agent holds (its writer lock is taken): ask the agent over its
-/// socket, showing its progress; without an agent, the lock error as it was.
-pub(super) fn verify_through_agent(a: &VerifyArgs, root: &Path, locked: PathBuf) -> Result<u8> {
-    let media = Medium::identify(root)?;
-    let socket = crate::agent::socket_path();
-    if !socket.exists() {
-        return Err(Error::Locked(locked).into());
-    }
-    let bar = meter("verify", None, a.json);
-    let mut seen = crate::agent::Progress::default();
-    let req = crate::agent::Request::Verify {
-        medium: Some(media.media_id.to_string()),
-        backup: a.id,
-        all: a.all,
-        read_all: a.read_all,
-    };
-    let r = crate::agent::call_with_progress(&socket, &req, &mut |p| {
-        bar.add(
-            p.files.saturating_sub(seen.files),
-            p.bytes.saturating_sub(seen.bytes),
-        );
-        seen = p;
-    })
-    .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", root.display()))?;
-    bar.finish();
-    if !r.ok {
-        bail!(
-            "{}",
-            r.error
-                .unwrap_or_else(|| "the agent refused to verify".into())
-        );
-    }
-    let reports: Vec<crate::verify::Report> = r.data_as().map_err(anyhow::Error::msg)?;
-    print_verify_reports(&reports, a.json)
 }

@@ -105,7 +105,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
             },
         );
         match (o.failure, o.backup, o.verify) {
-            (Some(f), _, _) => Err(anyhow!("{}", f.message)),
+            (Some(f), _, _) => Err(anyhow!("{f}")),
             (None, Some(h), Some(v)) => Ok((h, v)),
             _ => Err(anyhow!("the job made no verified backup")),
         }

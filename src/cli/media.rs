@@ -3,7 +3,7 @@
 //! one. Thin, like the rest of `cli`: the library decides, this prints.
 
 use super::output::{self, print_json};
-use super::{keys, load_config, state_dir};
+use super::{held, keys, load_config, state_dir};
 use crate::maintain;
 use crate::medium::{self, Medium};
 use anyhow::Result;
@@ -121,6 +121,18 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                 };
                 medium::Protection::Encrypted { passphrase }
             };
+            // The file system is this host's from the first write on: registered before it,
+            // so a tray pulled before its journal is checkpointed is recovered by the agent,
+            // not refused as a stranger's dirty disk. (Not for a disk that init will refuse.)
+            if force || Medium::identify(&dir).is_err() {
+                if let Err(e) = crate::agent::remember_file_system_at(&state, &dir) {
+                    eprintln!(
+                        "trayback: warning: {}: its file system is not recorded in {} ({e}); if the disk is pulled before the agent has used it, the agent will not replay its journal",
+                        dir.display(),
+                        state.display()
+                    );
+                }
+            }
             let enrolled = Medium::init(&dir, &label, force, Utc::now(), &state, protection)?;
             let m = &enrolled.media;
             let recovery = enrolled.recovery.as_ref().map(|r| r.display());
@@ -160,7 +172,7 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                     println!("warning: {u}");
                 }
             }
-            super::agent_cmds::tell_agent_enrolled(&dir, json);
+            held::tell_agent_enrolled(&dir, json);
             Ok(0)
         }
         MediaCmd::Passphrase {
@@ -176,12 +188,13 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             } else {
                 Some(keys::new_passphrase(passphrase_file.as_deref())?)
             };
-            let c = medium::set_passphrase(&state, &dir, new.as_deref().map(|p| p.as_str()))?;
+            let new = new.as_deref().map(|p| p.as_str());
+            let c = held::lent(&dir, |d| medium::set_passphrase(&state, d, new))?;
             key_change(&dir, c, json)
         }
         MediaCmd::RotateHostKey { dir, config, json } => {
             let state = state_dir(config.as_deref())?;
-            let c = medium::rotate_host_key(&state, &dir)?;
+            let c = held::lent(&dir, |d| medium::rotate_host_key(&state, d))?;
             key_change(&dir, c, json)
         }
         MediaCmd::Adopt {
@@ -191,13 +204,10 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             json,
         } => {
             let state = state_dir(config.as_deref())?;
-            let a = medium::adopt(
-                &state,
-                &dir,
-                &medium::host_name(),
-                replace_key,
-                Some(&keys::ask),
-            )?;
+            let host = medium::host_name();
+            let a = held::lent(&dir, |d| {
+                medium::adopt(&state, d, &host, replace_key, Some(&keys::ask))
+            })?;
             if json {
                 print_json(&a)?;
             } else if a.already {

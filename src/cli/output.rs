@@ -7,6 +7,7 @@ use crate::tree::Tree;
 use crate::verify;
 use indicatif::HumanBytes;
 use std::io::Write;
+use std::path::Path;
 
 pub fn human(n: u64) -> String {
     HumanBytes(n).to_string()
@@ -78,7 +79,7 @@ pub fn print_list(tree: &Tree) {
     }
 }
 
-pub fn print_backup(m: &Medium, h: &BackupHeader, v: Option<&verify::Report>) {
+pub fn print_backup(label: &str, root: &Path, h: &BackupHeader, v: Option<&verify::Report>) {
     let parent = h
         .parent
         .map(|p| format!(", parent #{p}"))
@@ -88,8 +89,8 @@ pub fn print_backup(m: &Medium, h: &BackupHeader, v: Option<&verify::Report>) {
         h.id,
         h.kind,
         parent,
-        m.media().label,
-        m.root().display()
+        label,
+        root.display()
     );
     let c = &h.counts;
     println!(

@@ -3,6 +3,7 @@
 use super::output::{human, print_json};
 use super::{load_config, medium_of, parse_time};
 use crate::config::parse_duration;
+use crate::error::Error;
 use crate::maintain;
 use crate::medium::Medium;
 use crate::schedule;
@@ -13,7 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use clap::Args;
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 #[derive(Args, Debug)]
 pub struct DueArgs {
@@ -85,50 +87,63 @@ pub fn pare(a: PareArgs) -> Result<u8> {
     let root = medium_of(&a.medium)?;
     // One plan for the dry run and the real run (maintain::plan_pare, the room plan of
     // `backup`): the dry run prints the value, the real run carries it out as it is.
-    let mut m = if a.dry_run {
-        super::keys::open_read(&root)?
-    } else {
-        Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir)?
-    };
+    if !a.dry_run {
+        let mut m = match Medium::open_write(&root, cfg.compression_level, &cfg.agent.state_dir) {
+            Ok(m) => m,
+            // The agent holds it: the agent pares it, by the same plan.
+            Err(Error::Locked(locked)) => return super::held::pare(&a, &root, locked),
+            Err(e) => return Err(e.into()),
+        };
+        let done = maintain::pare(&mut m, now, &cfg, a.free, &AtomicBool::new(false))?;
+        return print_pare_done(&root, &done, a.json);
+    }
+    // A reader's view (no lock): a medium the agent holds is planned here all the same.
+    let m = super::keys::open_read(&root)?;
     let plan = maintain::plan_pare(&m, now, &cfg, a.free)?;
-    let too_small = plan.room.as_ref().and_then(|r| r.too_small.clone());
-    if a.dry_run {
-        if a.json {
-            print_json(&serde_json::json!({
-                "now": plan.routine,
-                "to_free": plan.room,
-                "when_space_is_needed": maintain::order_when_needed(&m, now, &cfg)?,
-            }))?;
-        } else {
-            print_plan(&plan);
-            println!("then, as space is needed, in this order (the flow chart alone):");
-            for (i, v) in maintain::order_when_needed(&m, now, &cfg)?
-                .iter()
-                .enumerate()
-            {
-                println!(
-                    "  {:>3}. #{} {} {}  {}",
-                    i + 1,
-                    v.id,
-                    v.kind,
-                    v.started.format("%Y-%m-%d %H:%M"),
-                    v.reason
-                );
-            }
-        }
+    if a.json {
+        print_json(&serde_json::json!({
+            "now": plan.routine,
+            "to_free": plan.room,
+            "when_space_is_needed": maintain::order_when_needed(&m, now, &cfg)?,
+        }))?;
     } else {
-        let pared =
-            maintain::carry_out_pare(&mut m, &plan, &std::sync::atomic::AtomicBool::new(false))?;
-        if a.json {
-            print_json(
-                &serde_json::json!({ "pared": pared, "free_bytes": m.free_space()?, "plan": plan }),
-            )?;
-        } else {
-            super::output::print_pared("", &pared);
-            println!("{} pared; {} free", pared.len(), human(m.free_space()?));
+        print_plan(&plan);
+        println!("then, as space is needed, in this order (the flow chart alone):");
+        for (i, v) in maintain::order_when_needed(&m, now, &cfg)?
+            .iter()
+            .enumerate()
+        {
+            println!(
+                "  {:>3}. #{} {} {}  {}",
+                i + 1,
+                v.id,
+                v.kind,
+                v.started.format("%Y-%m-%d %H:%M"),
+                v.reason
+            );
         }
     }
-    if let Some(e) = too_small {
+    too_small(&root, &plan)
+}
+
+/// Print what `pare` did on the medium at `root` (here, or by the agent); its exit status.
+pub(super) fn print_pare_done(root: &Path, done: &maintain::PareDone, json: bool) -> Result<u8> {
+    if json {
+        print_json(done)?;
+    } else {
+        super::output::print_pared("", &done.pared);
+        println!(
+            "{} pared; {} free",
+            done.pared.len(),
+            human(done.free_bytes)
+        );
+    }
+    too_small(root, &done.plan)
+}
+
+/// A room plan that could not free enough fails the command (after what it printed).
+fn too_small(root: &Path, plan: &maintain::ParePlan) -> Result<u8> {
+    if let Some(e) = plan.room.as_ref().and_then(|r| r.too_small.as_ref()) {
         bail!("{}: {e}; nothing pared to make room", root.display());
     }
     Ok(0)
@@ -415,8 +430,13 @@ pub fn repair(a: RepairArgs) -> Result<u8> {
     }
     let root = medium_of(&a.medium)?;
     let state = super::state_dir(a.config.as_deref())?;
-    let mut m = Medium::open_for_repair(&root, &state)?;
-    for n in maintain::rebuild_tree(&mut m)? {
+    let notes = match maintain::repair_tree(&root, &state) {
+        Ok(notes) => notes,
+        // The agent holds it: the agent lets go of it, repairs it, and takes it back.
+        Err(Error::Locked(locked)) => super::held::repair(&root, locked)?,
+        Err(e) => return Err(e.into()),
+    };
+    for n in notes {
         println!("{n}");
     }
     Ok(0)

@@ -20,12 +20,24 @@ pub fn tool(name: &str) -> bool {
         .any(|d| Path::new(d).join(name).exists())
 }
 
-/// Start systemd-udevd if it is not running, and install our rule where udevd reads it.
-pub fn udevd_with_rule() -> bool {
-    if !is_root() || !tool("udevadm") || !tool("losetup") || !tool("mkfs.ext4") {
-        eprintln!("SKIPPED: the agent tests need root, udevadm, losetup and mkfs.ext4 (scripts/setup.sh installs them)");
-        return false;
+/// The agent tests need root and real tools: without them they fail, saying so (CI runs as
+/// root, with what scripts/setup.sh installs); they never pass by skipping.
+pub fn require(tools: &[&str]) {
+    assert!(
+        is_root(),
+        "this test needs root (real loop devices, mounts and udevd); run it as root, as CI does"
+    );
+    for t in tools {
+        assert!(
+            tool(t),
+            "this test needs {t} (scripts/setup.sh installs it); not found"
+        );
     }
+}
+
+/// Start systemd-udevd if it is not running, and install our rule where udevd reads it.
+pub fn udevd_with_rule() {
+    require(&["udevadm", "losetup", "mkfs.ext4"]);
     let running = Command::new("pgrep")
         .args(["-x", "systemd-udevd"])
         .output()
@@ -38,10 +50,7 @@ pub fn udevd_with_rule() -> bool {
         ]
         .into_iter()
         .find(|p| Path::new(p).exists());
-        let Some(bin) = bin else {
-            eprintln!("SKIPPED: systemd-udevd not found");
-            return false;
-        };
+        let bin = bin.expect("the agent tests need systemd-udevd (scripts/setup.sh installs udev)");
         sh(Command::new(bin).arg("--daemon"));
         let t0 = Instant::now();
         while !Command::new("pgrep")
@@ -72,7 +81,6 @@ pub fn udevd_with_rule() -> bool {
     )
     .unwrap();
     sh(Command::new("udevadm").args(["control", "--reload"]));
-    true
 }
 
 pub struct Lab {
@@ -89,7 +97,7 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn new(extra_config: &str) -> Option<Lab> {
+    pub fn new(extra_config: &str) -> Lab {
         Lab::custom(|l| l.default_config(extra_config), &[])
     }
 
@@ -106,11 +114,9 @@ impl Lab {
     }
 
     /// A lab whose config is `config(&lab)` and whose agent gets `env`.
-    pub fn custom(config: impl FnOnce(&Lab) -> String, env: &[(&str, &str)]) -> Option<Lab> {
+    pub fn custom(config: impl FnOnce(&Lab) -> String, env: &[(&str, &str)]) -> Lab {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-        if !udevd_with_rule() {
-            return None;
-        }
+        udevd_with_rule();
         let tmp = tempfile::Builder::new()
             .prefix("trayback-agent")
             .tempdir()
@@ -141,7 +147,7 @@ impl Lab {
         };
         fs::write(&lab.config, config(&lab)).unwrap();
         lab.start_agent();
-        Some(lab)
+        lab
     }
 
     /// The host state of this lab's agent (register, keys): never the real host's.
@@ -332,12 +338,45 @@ impl Lab {
         mp
     }
 
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(bin())
+    /// Run trayback as a command of this host would (this lab's state and agent socket),
+    /// with host state `state`.
+    pub fn run_as(&self, state: &Path, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("TRAYBACK_STATE_DIR", state)
+            .env("TRAYBACK_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run trayback as a command of this host (its state, its agent).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_as(&self.state_dir(), args)
+    }
+
+    /// Start trayback as a command of this host, its output discarded (to be killed).
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(bin())
             .args(args)
             .env("TRAYBACK_STATE_DIR", self.state_dir())
-            .output()
-            .unwrap();
+            .env("TRAYBACK_SOCKET", &self.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// `trayback eject`, which must succeed.
+    pub fn eject(&self) {
+        let out = self.ctl(&["eject"]);
+        assert!(out.status.success(), "eject: {}", text(&out.stderr));
+    }
+
+    /// [`Lab::run`], and it must succeed: its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.run(args);
         assert!(
             out.status.success(),
             "trayback {args:?}: {}\n{}",
@@ -556,6 +595,28 @@ pub fn ext4_crash_image(lab: &Lab, clean: &Path, crash: &Path, change: impl FnOn
             .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery")),
         "the crash image does not need recovery:\n{header}"
     );
+}
+
+/// Insert `img` and expect it recognised as medium `label` with at least `backups`
+/// committed backups, the first of them a monthly that verifies; then eject and pull it.
+pub fn expect_recognised(lab: &mut Lab, img: &Path, label: &str, backups: u64) {
+    let dev = lab.insert(img);
+    let s = lab.wait_for("the pulled copy recognised", 30, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["label"] == label && m["backups"].as_u64() >= Some(backups.max(1)))
+            && idle(s, label)
+    });
+    assert!(newest(&s, label, "monthly").is_some(), "{s:#}");
+    lab.eject();
+    lab.pull(&dev);
+    lab.wait_for("the medium gone", 30, |s| inserted(s).is_empty());
+    let bad: Vec<_> = lab
+        .notes()
+        .into_iter()
+        .filter(|n| n["event"] != "safe_to_remove" && n["label"] == label)
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}\nagent log:\n{}", lab.log());
 }
 
 pub fn host_name() -> String {

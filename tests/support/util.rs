@@ -1,5 +1,10 @@
 //! Test harness: runs the real `trayback` binary in temporary directories, on a plain
 //! directory medium or (as root) on a real ext4 file system on a loop device.
+//!
+//! The tests' helpers all live in `tests/support/` and are included by path
+//! (`#[path = "support/util.rs"] mod util;`), so none is a test binary of its own: this
+//! harness; `lab.rs`, the agent tests' lab (udevd, loop devices, the agent; it uses this
+//! one as `super::util`); `pare.rs`, the paring tests' helpers.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -86,19 +91,7 @@ impl Env {
 
     /// Run trayback with `args`; `{medium}` and `{src}` are replaced.
     pub fn run(&self, args: &[&str]) -> Output {
-        let args: Vec<String> = args
-            .iter()
-            .map(|a| {
-                a.replace("{medium}", self.medium.to_str().unwrap())
-                    .replace("{src}", self.src.to_str().unwrap())
-            })
-            .collect();
-        Command::new(bin())
-            .args(&args)
-            .env("TRAYBACK_LOG", "warn")
-            .env("TRAYBACK_STATE_DIR", self.state_dir())
-            .output()
-            .unwrap()
+        self.run_as(&self.state_dir(), args)
     }
 
     /// Run trayback as [`Env::run`] does, but as a host whose state directory is `state`
