@@ -32,11 +32,17 @@ enum Fs {
 /// (a tray pulled before the next transaction commit).
 fn held_only_in_its_log(lab: &Lab, fs: Fs, label: &str, state: &Path) -> PathBuf {
     let img = lab.tmp.path().join(format!("{label}.img"));
-    sh(Command::new("truncate").args(["-s", "320M"]).arg(&img));
+    // btrfs: small enough that the restore kit's binary does not fit (its fsync'd rename of
+    // megabytes commits a transaction, and the medium would be in place without the log).
+    let size = match fs {
+        Fs::Xfs => "320M",
+        Fs::Btrfs => "64M",
+    };
+    sh(Command::new("truncate").args(["-s", size]).arg(&img));
     match fs {
         Fs::Xfs => sh(Command::new("mkfs.xfs").args(["-q", "-L", label]).arg(&img)),
         Fs::Btrfs => sh(Command::new("mkfs.btrfs")
-            .args(["-q", "-L", label])
+            .args(["-q", "--mixed", "-L", label])
             .arg(&img)),
     }
     let options = match fs {
