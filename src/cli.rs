@@ -8,6 +8,7 @@ mod keys;
 mod media;
 mod output;
 mod plan;
+mod ui;
 
 use crate::config::{self, Config};
 use crate::error::Error;
@@ -96,6 +97,8 @@ pub enum Command {
     TestClock(agent_cmds::TestClockArgs),
     /// Back up, verify and restore a real directory onto a directory medium, and compare.
     Demo(demo::DemoArgs),
+    /// Serve the web interface on this machine (trays, trees, every file's versions, restore).
+    Ui(ui::UiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -355,6 +358,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::InstallSystem(a) => agent_cmds::install_system(a),
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
+        Command::Ui(a) => ui::run(a),
     }
 }
 

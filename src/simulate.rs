@@ -230,6 +230,20 @@ pub fn run(
     end: DateTime<Utc>,
     emit: &mut dyn FnMut(&Event),
 ) -> Summary {
+    run_observed(model, sched, policy, start, end, emit, &mut |_, _| {})
+}
+
+/// [`run`], also telling `used` the bytes in use after every step (a backup made or one that
+/// found no room, with what was pared): the curve the web interface plots.
+pub fn run_observed(
+    model: &Model,
+    sched: &Schedule,
+    policy: &Policy,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    emit: &mut dyn FnMut(&Event),
+    used_at: &mut dyn FnMut(DateTime<Utc>, u64),
+) -> Summary {
     let ch = Changed::new(model, sched);
     let full = model.full_size;
     let mut tree = Tree::default();
@@ -266,6 +280,7 @@ pub fn run(
                 used = occupied(full, &ch, &tree, &[]);
             }
             failed += 1;
+            used_at(t, used);
             emit(&Event::Failed {
                 kind: due.kind,
                 time: t,
@@ -321,6 +336,7 @@ pub fn run(
             pared += retain(&mut tree, t, policy, emit);
             used = occupied(full, &ch, &tree, &[]);
         }
+        used_at(t, used);
         broken += u64::from(pare::check_restorable(&tree).is_err());
         debug_assert!(tree.check().is_ok());
         t = schedule::next_due(

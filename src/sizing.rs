@@ -96,6 +96,19 @@ pub fn reach_of(
     sched: &Schedule,
     policy: &crate::pare::Policy,
 ) -> Reach {
+    forecast(h, capacity, sched, policy, 0).0
+}
+
+/// The simulation behind [`reach_of`], and the bytes it has in use over its half year: at most
+/// `points` points of (days since the start, bytes used), each the most in use over its stretch
+/// of time (0: none).
+pub fn forecast(
+    h: History,
+    capacity: u64,
+    sched: &Schedule,
+    policy: &crate::pare::Policy,
+    points: usize,
+) -> (Reach, Vec<(f64, u64)>) {
     let model = crate::simulate::Model {
         capacity,
         full_size: h.full_size,
@@ -103,8 +116,22 @@ pub fn reach_of(
         keep_all: false,
     };
     let start = chrono::DateTime::UNIX_EPOCH;
-    let end = start + chrono::Duration::days(182);
-    let s = crate::simulate::run(&model, sched, policy, start, end, &mut |_| {});
+    let end = start + chrono::Duration::days(SIMULATED_DAYS);
+    let mut curve: Vec<(f64, u64)> = Vec::with_capacity(points);
+    let step = SIMULATED_DAYS as f64 / points.max(1) as f64;
+    let mut used_at = |t: chrono::DateTime<chrono::Utc>, used: u64| {
+        if points == 0 {
+            return;
+        }
+        let day = (t - start).num_seconds() as f64 / 86_400.0;
+        let slot = (day / step).floor() * step;
+        match curve.last_mut() {
+            Some(last) if last.0 == slot => last.1 = last.1.max(used),
+            _ => curve.push((slot, used)),
+        }
+    };
+    let s =
+        crate::simulate::run_observed(&model, sched, policy, start, end, &mut |_| {}, &mut used_at);
     // With no backups to measure, nothing is known of how far anything reaches.
     let known = h.full_size > 0;
     let days = s
@@ -118,12 +145,16 @@ pub fn reach_of(
             (*k, back)
         })
         .collect();
-    Reach {
+    let reach = Reach {
         days,
         failed: s.failed,
         history: h,
-    }
+    };
+    (reach, curve)
 }
+
+/// How long [`forecast`] (and so [`reach`]) simulates.
+pub const SIMULATED_DAYS: i64 = 182;
 
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
 pub const FACTOR_NUM: u64 = 3;
