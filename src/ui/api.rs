@@ -312,6 +312,8 @@ pub async fn search(
 pub struct SpaceOut {
     capacity: u64,
     free: u64,
+    /// What the medium's packs occupy now (as `media show` counts them).
+    packs: u64,
     /// (start time, bytes) for each backup on the medium, oldest first: what the backups now
     /// on it had stored by then (pared backups' bytes are not counted).
     stored: Vec<(DateTime<Utc>, u64)>,
@@ -356,6 +358,7 @@ fn space_of(app: &App, m: &Medium) -> Result<SpaceOut, ApiError> {
     Ok(SpaceOut {
         capacity,
         free: m.free_space()?,
+        packs: m.store().packs().iter().map(|p| p.len).sum(),
         stored,
         oldest,
         now: Utc::now(),

@@ -42,6 +42,8 @@ const TB = (() => {
     }
     return node;
   }
+  // Replace a node's children, leaving out absent ones.
+  const put = (node, ...kids) => node.replaceChildren(...kids.filter((k) => k !== null && k !== undefined && k !== false));
   const el = (tag, attrs, ...kids) => build(document.createElement(tag), attrs, kids);
   const svg = (tag, attrs, ...kids) =>
     build(document.createElementNS('http://www.w3.org/2000/svg', tag), attrs, kids);
@@ -105,5 +107,5 @@ const TB = (() => {
 
   nav();
   if (!key) banner('This page has no key: open the URL that `trayback ui` printed.');
-  return { api, el, svg, human, when, ago, page, medium, main, banner, follow };
+  return { api, el, put, svg, human, when, ago, page, medium, main, banner, follow };
 })();

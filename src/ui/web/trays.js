@@ -8,6 +8,7 @@
   // Results of the buttons, by media id, kept across redraws.
   const results = {};
   let timer = null;
+  let last = '';
 
   function newestTable(t) {
     const dl = el('dl', { class: 'kv newest' });
@@ -89,7 +90,9 @@
         actions.append(el('a', { class: 'button plain', href: '/m/' + t.media_id + '/' + p, text }));
       }
     }
-    c.append(actions, resultBox(t.media_id));
+    c.append(actions);
+    const r = resultBox(t.media_id);
+    if (r) c.append(r);
     return c;
   }
 
@@ -99,6 +102,11 @@
     try {
       const d = await api('/api/trays');
       banner(null);
+      // Redraw only what changed (the page is polled).
+      const seen = JSON.stringify([d, results]);
+      busy = d.trays.some((t) => t.job);
+      if (seen === last) { timer = setTimeout(refresh, busy ? 1000 : 5000); return; }
+      last = seen;
       const parts = [el('h1', { text: 'Trays' + (d.host ? ' of ' + d.host : '') })];
       if (d.agent_error) parts.push(el('p', { class: 'muted agent-error' }, 'The agent does not answer: ' + d.agent_error));
       if (d.warnings.length) parts.push(el('ul', { class: 'warnings' }, ...d.warnings.map((w) => el('li', { text: w }))));
