@@ -67,6 +67,33 @@ fn mode_string(e: &Entry) -> String {
     s
 }
 
+/// The backup a reading command means: the one given (it must be on the medium), else the
+/// latest verified one (made at or before `at`): `ls`, `restore` and the web interface's
+/// first choice.
+pub fn pick_backup(
+    m: &Medium,
+    id: Option<BackupId>,
+    at: Option<DateTime<Utc>>,
+) -> Result<BackupId> {
+    if let Some(id) = id {
+        m.tree()
+            .get(id)
+            .ok_or(crate::error::Error::NoSuchBackup(id))?;
+        return Ok(id);
+    }
+    let rec = match at {
+        Some(t) => m.tree().latest_verified_at(t),
+        None => m.tree().latest_verified(),
+    };
+    rec.map(|r| r.id).ok_or_else(|| {
+        crate::error::Error::Refused(format!(
+            "{}: no verified backup on this medium{}",
+            m.root().display(),
+            at.map(|t| format!(" at or before {t}")).unwrap_or_default()
+        ))
+    })
+}
+
 /// The root listing id of a backup.
 fn root_of(m: &Medium, id: BackupId) -> Result<BlockId> {
     Ok(m.header(id)?.root)

@@ -66,6 +66,7 @@ pub struct App {
     engine: tokio::sync::Semaphore,
     long: Arc<tokio::sync::Semaphore>,
     tickets: api::Tickets,
+    forecasts: api::Forecasts,
 }
 
 /// Where the login URL is kept for root: `<state_dir>/ui/url`.
@@ -125,6 +126,7 @@ pub fn run(opts: Options, ready: &mut dyn FnMut(&str)) -> Result<()> {
         engine: tokio::sync::Semaphore::new(ENGINE_TASKS),
         long: Arc::new(tokio::sync::Semaphore::new(LONG_TASKS)),
         tickets: api::Tickets::default(),
+        forecasts: api::Forecasts::default(),
     });
     ready(&url);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -131,6 +131,9 @@ pub struct TreeOut {
     label: String,
     now: DateTime<Utc>,
     backups: Vec<BackupRecord>,
+    /// The backup the files page opens first (`query::pick_backup`, as `ls` and `restore`
+    /// choose): the latest verified.
+    latest_verified: Option<BackupId>,
     /// The picture: nodes in drawing order (`query::layout`, as `trayback tree` draws).
     nodes: Vec<query::Node>,
     /// What `pare` pares now, by age (step 100).
@@ -151,6 +154,7 @@ pub async fn tree(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
             label: m.media().label.clone(),
             now,
             nodes: query::layout(m.tree()),
+            latest_verified: query::pick_backup(&m, None, None).ok(),
             backups: m.tree().backups.clone(),
             pare_now: explained(plan.routine),
             pare_order: explained(order),
@@ -347,14 +351,16 @@ fn space_of(app: &App, m: &Medium) -> Result<SpaceOut, ApiError> {
         oldest.entry(b.kind).or_insert(b.started);
     }
     let capacity = crate::sizing::capacity(m.root())?;
-    let h = crate::sizing::history(m, &app.cfg.schedule)?;
-    let (reach, forecast) = crate::sizing::forecast(
-        h,
-        capacity,
-        &app.cfg.schedule,
-        &app.cfg.pare,
-        FORECAST_POINTS,
-    );
+    let (reach, forecast) = app.forecasts.get(m, capacity, |m| {
+        let h = crate::sizing::history(m, &app.cfg.schedule)?;
+        Ok(crate::sizing::forecast(
+            h,
+            capacity,
+            &app.cfg.schedule,
+            &app.cfg.pare,
+            FORECAST_POINTS,
+        ))
+    })?;
     Ok(SpaceOut {
         capacity,
         free: m.free_space()?,
@@ -379,6 +385,43 @@ pub async fn space(
     })
     .await
     .map(Json)
+}
+
+type Forecast = (crate::sizing::Reach, Vec<(f64, u64)>);
+
+/// The half-year simulation of each medium (a second or two of arithmetic), kept until the
+/// medium's tree or capacity changes.
+#[derive(Default)]
+pub struct Forecasts(Mutex<HashMap<MediaId, (String, Forecast)>>);
+
+impl Forecasts {
+    fn get(
+        &self,
+        m: &Medium,
+        capacity: u64,
+        make: impl FnOnce(&Medium) -> Result<Forecast, ApiError>,
+    ) -> Result<Forecast, ApiError> {
+        let t = m.tree();
+        let key = format!(
+            "{} {} {:?} {capacity}",
+            t.next_id,
+            t.backups.len(),
+            t.backups.last().map(|b| (b.id, b.verified))
+        );
+        let id = m.media().media_id;
+        if let Some((k, f)) = self.0.lock().unwrap().get(&id) {
+            if *k == key {
+                return Ok(f.clone());
+            }
+        }
+        let f = make(m)?;
+        let mut all = self.0.lock().unwrap();
+        if all.len() >= 16 {
+            all.clear();
+        }
+        all.insert(id, (key, f.clone()));
+        Ok(f)
+    }
 }
 
 /// How long a download ticket stays good.

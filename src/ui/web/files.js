@@ -187,10 +187,7 @@
       const t = await api('/api/media/' + medium + '/tree');
       st.backups = t.backups.slice().sort((a, b) => (a.started < b.started ? 1 : -1) || b.id - a.id);
       st.label = t.label;
-      if (!st.backup || !rec(st.backup)) {
-        const v = st.backups.find((b) => b.verified) || st.backups[0];
-        st.backup = v ? v.id : null;
-      }
+      if (!st.backup || !rec(st.backup)) st.backup = t.latest_verified;
       const pickBackup = el('select', { id: 'backup' }, ...st.backups.map((b) =>
         el('option', { value: b.id, text: backupName(b), selected: b.id === st.backup })));
       pickBackup.addEventListener('change', () => { st.backup = Number(pickBackup.value); st.picked.clear(); open(st.path); drawRestore(); });
