@@ -292,6 +292,35 @@ fn the_pages_show_the_tree_the_versions_and_restore_a_chosen_version() {
     b.screenshot(&shots.join("ui-restore.png"));
     eprintln!("restore: {:?}", t0.elapsed());
 
+    // In place, as `restore --in-place` does: the file there now is newer than backup 3's,
+    // so it is kept and listed; with "replace" ticked it becomes backup 3's version.
+    let live = env.src.join("docs/notes.txt");
+    let now = std::fs::read(&live).unwrap();
+    for (overwrite, expect) in [(false, &now), (true, &contents[2])] {
+        b.click(&b.find("#versions tr.version[data-backup='3'] button.restore-version"));
+        // The restore panel is drawn anew (without the last result) for the version picked.
+        b.wait("a fresh restore panel", 20, |b| {
+            b.text_of("#restore-result .summary")
+                .is_none()
+                .then_some(())
+        });
+        b.wait_text("#restore ul.picked li", "notes.txt");
+        b.click(&b.find("#to-original"));
+        if overwrite {
+            b.click(&b.find("#overwrite"));
+        }
+        b.click(&b.find("#restore-go"));
+        let summary = b.wait("the in-place restore's result", 30, |b| {
+            b.text_of("#restore-result.ok .summary, #restore-result.failed .summary")
+        });
+        assert_eq!(
+            summary.contains("1 kept as they were"),
+            !overwrite,
+            "{summary}"
+        );
+        assert_eq!(&std::fs::read(&live).unwrap(), expect, "{summary}");
+    }
+
     // Download the 1:15 PM version (backup 7) through the page's own API calls: its bytes.
     let path = env.src.join("docs/notes.txt");
     let got = b.exec_async(
