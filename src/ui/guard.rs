@@ -208,7 +208,7 @@ async fn decide(app: &App, req: Request, next: Next) -> Response {
         if !same(sent, &key) {
             return refuse(
                 StatusCode::FORBIDDEN,
-                "missing or wrong page key (X-Trayback-Key): reload the page from its own tab",
+                "missing or wrong page key (X-Trayback-Key): open the URL `trayback ui` printed again",
             );
         }
     }
