@@ -3,7 +3,8 @@
 # pkg-config + libudev-dev (the udev crate), udev (udevd, udevadm), e2fsprogs (mkfs.ext4 for
 # loop-device media), xfsprogs, btrfs-progs and dosfstools (XFS, btrfs and FAT disks in the
 # agent tests), util-linux (mount, losetup, setpriv), coreutils, time (GNU time), zstd, and
-# for the independent reader of tests/crypt.rs Python's PyYAML and cryptography >= 44.
+# for the independent reader of tests/crypt.rs Python's PyYAML and cryptography >= 44, and
+# chromium + chromium-driver (headless Chromium through WebDriver: the web interface's tests).
 # Idempotent; quiet when everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -20,6 +21,8 @@ command -v python3 >/dev/null || missing+=(python3)
 command -v cc >/dev/null || missing+=(gcc)
 [ -x /usr/bin/time ] || missing+=(time)   # GNU time: peak RSS in tests/no_panic.rs
 command -v zstd >/dev/null || missing+=(zstd)   # tests/independent_reader.py inflates with it
+[ -x /usr/bin/chromium ] || missing+=(chromium)   # tests/ui.rs drives it headless
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""

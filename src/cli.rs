@@ -9,6 +9,7 @@ mod keys;
 mod media;
 mod output;
 mod plan;
+mod ui;
 
 use crate::config::{self, Config};
 use crate::error::Error;
@@ -97,6 +98,8 @@ pub enum Command {
     TestClock(agent_cmds::TestClockArgs),
     /// Back up, verify and restore a real directory onto a directory medium, and compare.
     Demo(demo::DemoArgs),
+    /// Serve the web interface on this machine (trays, trees, every file's versions, restore).
+    Ui(ui::UiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -303,7 +306,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Command::Ls(a) => {
             let m = keys::open_read(&medium_of(&a.medium)?)?;
-            let id = pick_backup(&m, a.id, None)?;
+            let id = query::pick_backup(&m, a.id, None)?;
             output::stream_rows(a.json, output::write_ls, |out| {
                 query::ls_each(&m, id, &a.path, a.recursive, out)
             })?;
@@ -356,6 +359,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::InstallSystem(a) => agent_cmds::install_system(a),
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
+        Command::Ui(a) => ui::run(a),
     }
 }
 
@@ -378,25 +382,6 @@ pub fn medium_of(given: &Option<PathBuf>) -> Result<PathBuf> {
         [] => bail!("no --medium given and no medium is inserted"),
         _ => bail!("no --medium given and several media are inserted; name one with --medium"),
     }
-}
-
-/// The backup a reading command means: the given one, or the latest verified (at `at`).
-fn pick_backup(m: &Medium, id: Option<BackupId>, at: Option<DateTime<Utc>>) -> Result<BackupId> {
-    if let Some(id) = id {
-        m.tree().get(id).ok_or(Error::NoSuchBackup(id))?;
-        return Ok(id);
-    }
-    let rec = match at {
-        Some(t) => m.tree().latest_verified_at(t),
-        None => m.tree().latest_verified(),
-    };
-    rec.map(|r| r.id).ok_or_else(|| {
-        anyhow!(
-            "{}: no verified backup on this medium{}",
-            m.root().display(),
-            at.map(|t| format!(" at or before {t}")).unwrap_or_default()
-        )
-    })
 }
 
 fn cmd_backup(a: BackupArgs) -> Result<u8> {
@@ -551,7 +536,7 @@ pub(crate) fn print_verify_reports(reports: &[verify::Report], json: bool) -> Re
 
 fn cmd_restore(a: RestoreArgs) -> Result<u8> {
     let m = keys::open_read(&medium_of(&a.medium)?)?;
-    let id = pick_backup(&m, a.backup, a.at)?;
+    let id = query::pick_backup(&m, a.backup, a.at)?;
     let target = match (a.to, a.in_place) {
         (Some(d), false) => Target::Dir(d),
         (None, true) => Target::InPlace,

@@ -124,6 +124,17 @@ impl fmt::Display for MediaId {
         write!(f, "{}", self.0)
     }
 }
+impl FromStr for MediaId {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Self, ParseIdError> {
+        uuid::Uuid::parse_str(s)
+            .map(MediaId)
+            .map_err(|_| ParseIdError {
+                what: "media id",
+                text: s.chars().take(64).collect(),
+            })
+    }
+}
 
 #[cfg(test)]
 mod tests {

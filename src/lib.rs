@@ -21,7 +21,8 @@
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
 //!   [`status`]: what it answers, as types the CLI reads back.
-//! - [`cli`]: the command line (thin).
+//! - [`cli`]: the command line (thin); [`ui`]: the web interface (`trayback ui`), as thin
+//!   over the same library calls.
 
 pub mod agent;
 pub mod backup;
@@ -50,4 +51,5 @@ pub mod sizing;
 pub mod status;
 pub mod store;
 pub mod tree;
+pub mod ui;
 pub mod verify;

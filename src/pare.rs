@@ -153,6 +153,8 @@ pub fn expired(
     let Some(age) = p.micro_max_age else {
         return Vec::new();
     };
+    // A set: callers walking the whole chart pass every backup chosen so far.
+    let protect: rustc_hash::FxHashSet<BackupId> = protect.iter().copied().collect();
     let mut v: Vec<&BackupRecord> = tree
         .backups
         .iter()
@@ -179,7 +181,8 @@ pub fn next_to_pare(
     p: &Policy,
     protect: &[BackupId],
 ) -> Result<(BackupId, Reason), NothingToPare> {
-    let cands = || tree.backups.iter().filter(|b| !protect.contains(&b.id));
+    let skip: rustc_hash::FxHashSet<BackupId> = protect.iter().copied().collect();
+    let cands = || tree.backups.iter().filter(|b| !skip.contains(&b.id));
     let of = |k: Kind| cands().filter(move |b| b.kind == k);
     let pick = |b: Option<&BackupRecord>, r: Reason| b.map(|b| (b.id, r));
 

@@ -1,12 +1,18 @@
-//! Finding things on a medium: `ls`, `versions`, `diff` and the drawn tree (spec Fig. 2).
-//! Read-only; these return data, the CLI formats it.
+//! Finding things on a medium: `ls`, `versions`, `diff`, a name across the backups
+//! ([`search`]) and the tree as a picture (spec Fig. 2, [`picture`]). Read-only; these
+//! return data, the CLI and the web interface format it.
+
+mod picture;
+mod search;
+
+pub use picture::{draw_tree, layout, Node, MAX_DRAWN_DEPTH};
+pub use search::{search, Found, Search};
 
 use crate::error::Result;
 use crate::ids::{BackupId, BlockId};
 use crate::index;
 use crate::listing::{Entry, EntryKind, Listing};
 use crate::medium::Medium;
-use crate::tree::Tree;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::os::unix::ffi::OsStrExt;
@@ -59,6 +65,33 @@ fn mode_string(e: &Entry) -> String {
         s.push(if bits & 1 != 0 { 'x' } else { '-' });
     }
     s
+}
+
+/// The backup a reading command means: the one given (it must be on the medium), else the
+/// latest verified one (made at or before `at`): `ls`, `restore` and the web interface's
+/// first choice.
+pub fn pick_backup(
+    m: &Medium,
+    id: Option<BackupId>,
+    at: Option<DateTime<Utc>>,
+) -> Result<BackupId> {
+    if let Some(id) = id {
+        m.tree()
+            .get(id)
+            .ok_or(crate::error::Error::NoSuchBackup(id))?;
+        return Ok(id);
+    }
+    let rec = match at {
+        Some(t) => m.tree().latest_verified_at(t),
+        None => m.tree().latest_verified(),
+    };
+    rec.map(|r| r.id).ok_or_else(|| {
+        crate::error::Error::Refused(format!(
+            "{}: no verified backup on this medium{}",
+            m.root().display(),
+            at.map(|t| format!(" at or before {t}")).unwrap_or_default()
+        ))
+    })
 }
 
 /// The root listing id of a backup.
@@ -402,165 +435,4 @@ pub fn diff_each(
         }
     }
     Ok(())
-}
-
-/// Indentation stops growing after this many levels, so a hostile or absurdly deep tree
-/// (a parent chain of 100 000 backups) draws in output linear in its size.
-const MAX_DRAWN_DEPTH: usize = 32;
-
-/// Draw the dependency tree like spec Fig. 2, collapsing runs of micro backups. Iterative,
-/// with the children of every backup found once: linear in the size of the tree.
-pub fn draw_tree(tree: &Tree) -> String {
-    let kids = tree.children_map();
-    let children = |id: BackupId| kids.get(&id).map_or(&[][..], |v| v.as_slice());
-    let mut out = String::new();
-    // Work to do, last first: (backup, prefix of its line, last among siblings, a root, depth).
-    let mut todo: Vec<(BackupId, String, bool, bool, usize)> = tree
-        .backups
-        .iter()
-        .filter(|b| b.parent.is_none_or(|p| tree.get(p).is_none()))
-        .map(|b| (b.id, String::new(), true, true, 0))
-        .rev()
-        .collect();
-    while let Some((id, prefix, last, root, depth)) = todo.pop() {
-        // Follow a chain of single micro children and print it as one line.
-        let mut chain = vec![id];
-        loop {
-            let cur = *chain.last().unwrap();
-            let k = children(cur);
-            if k.len() == 1
-                && tree
-                    .get(k[0])
-                    .is_some_and(|b| b.kind == crate::tree::Kind::Micro)
-                && tree
-                    .get(cur)
-                    .is_some_and(|b| b.kind == crate::tree::Kind::Micro)
-            {
-                chain.push(k[0]);
-            } else {
-                break;
-            }
-        }
-        let connector = if root {
-            ""
-        } else if last {
-            "└── "
-        } else {
-            "├── "
-        };
-        let text = if chain.len() > 2 {
-            format!(
-                "{} … #{} ({} micro)",
-                label(tree, chain[0]),
-                chain.last().unwrap(),
-                chain.len()
-            )
-        } else {
-            label(tree, id)
-        };
-        out.push_str(&format!("{prefix}{connector}{text}\n"));
-        if chain.len() == 2 {
-            chain.pop();
-        }
-        let end = *chain.last().unwrap();
-        let child_prefix = if root || depth >= MAX_DRAWN_DEPTH {
-            prefix
-        } else {
-            format!("{prefix}{}", if last { "    " } else { "│   " })
-        };
-        let k = children(end);
-        for (i, c) in k.iter().enumerate().rev() {
-            todo.push((*c, child_prefix.clone(), i + 1 == k.len(), false, depth + 1));
-        }
-    }
-    out
-}
-
-fn label(tree: &Tree, id: BackupId) -> String {
-    let Some(b) = tree.get(id) else {
-        return format!("#{id}");
-    };
-    format!(
-        "#{} {} {}{}",
-        b.id,
-        b.kind,
-        b.started.format("%Y-%m-%d %H:%M"),
-        if b.verified { "" } else { " (unverified)" }
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tree::{BackupRecord, Kind};
-
-    fn tree(recs: &[(u64, Kind, Option<u64>)]) -> Tree {
-        let mut t = Tree::default();
-        for &(id, kind, parent) in recs {
-            let at = DateTime::from_timestamp(1_700_000_000 + id as i64 * 60, 0).unwrap();
-            t.add(BackupRecord {
-                id: BackupId(id),
-                kind,
-                parent: parent.map(BackupId),
-                started: at,
-                finished: at,
-                verified: true,
-                partial: false,
-                bytes_total: 0,
-                bytes_new: 0,
-                bytes_stored: 0,
-            });
-        }
-        t
-    }
-
-    #[test]
-    fn the_drawn_tree_nests_branches_and_collapses_micro_runs() {
-        use Kind::*;
-        let t = tree(&[
-            (1, Monthly, None),
-            (2, Weekly, Some(1)),
-            (3, Daily, Some(2)),
-            (4, Micro, Some(3)),
-            (5, Micro, Some(4)),
-            (6, Micro, Some(5)),
-            (7, Daily, Some(2)),
-        ]);
-        let shape: Vec<String> = draw_tree(&t)
-            .lines()
-            .map(|l| {
-                // Keep the drawing and the ids, drop the times.
-                l.split(' ')
-                    .filter(|w| !w.contains(':') && !w.contains('-') || w.contains('─'))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        assert_eq!(
-            shape,
-            [
-                "#1 monthly",
-                "└── #2 weekly",
-                "    ├── #3 daily",
-                "    │   └── #4 micro … #6 (3 micro)",
-                "    └── #7 daily",
-            ],
-            "{}",
-            draw_tree(&t)
-        );
-    }
-
-    #[test]
-    fn a_100_000_deep_chain_draws_in_linear_time_and_width() {
-        let mut recs = vec![(1, Kind::Monthly, None)];
-        recs.extend((2..=100_000).map(|id| (id, Kind::Daily, Some(id - 1))));
-        let t = tree(&recs);
-        let t0 = std::time::Instant::now();
-        let out = draw_tree(&t);
-        assert!(t0.elapsed().as_secs() < 5, "{:?}", t0.elapsed());
-        assert_eq!(out.lines().count(), 100_000);
-        assert!(out
-            .lines()
-            .all(|l| l.chars().count() < 4 * MAX_DRAWN_DEPTH + 80));
-    }
 }

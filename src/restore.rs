@@ -141,6 +141,30 @@ impl OnDisk {
 /// Directories whose writers run at once, each holding its directory open: a bound on
 /// descriptors (with the cursors' few) well under the default limit of 1024.
 pub const BATCH: usize = 256;
+/// Give a file entry's content to `sink` block by block, with each block's offset: every
+/// block read (and checked) from the medium, and the total checked against the size the
+/// listing records. The one reader of a file's content: restore writes it, the web
+/// interface streams it (memory: one block at a time).
+pub fn content(
+    m: &Medium,
+    e: &crate::listing::Entry,
+    sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut offset = 0u64;
+    for b in &e.blocks {
+        let data = m.read_block(b)?;
+        sink(offset, &data)?;
+        offset += data.len() as u64;
+    }
+    if offset != e.size {
+        return Err(crate::error::Error::BadBlock {
+            id: e.content_id(),
+            detail: format!("{} bytes of content where {} were recorded", offset, e.size),
+        });
+    }
+    Ok(())
+}
+
 /// A writer job takes at most this many entries, or entries up to this many bytes.
 const JOB_ITEMS: usize = 64;
 const JOB_BYTES: u64 = 8 << 20;

@@ -230,12 +230,24 @@ pub fn run(
     end: DateTime<Utc>,
     emit: &mut dyn FnMut(&Event),
 ) -> Summary {
-    run_until(model, sched, policy, start, end, emit, &|| false)
-        .expect("a run that is never stopped ends")
+    run_until(
+        model,
+        sched,
+        policy,
+        start,
+        end,
+        emit,
+        &mut |_, _| {},
+        &|| false,
+    )
+    .expect("a run that is never stopped ends")
 }
 
-/// [`run`], asking `stop` before each step: `None` when it said stop (a simulation of a fine
-/// schedule costs minutes, and whoever asked may have gone).
+/// [`run`], also telling `used_at` the bytes in use after every step (a backup made or one
+/// that found no room, with what was pared: the curve the web interface plots), and asking
+/// `stop` before each step: `None` when it said stop (a simulation of a fine schedule costs
+/// minutes, and whoever asked may have gone).
+#[allow(clippy::too_many_arguments)]
 pub fn run_until(
     model: &Model,
     sched: &Schedule,
@@ -243,6 +255,7 @@ pub fn run_until(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     emit: &mut dyn FnMut(&Event),
+    used_at: &mut dyn FnMut(DateTime<Utc>, u64),
     stop: &dyn Fn() -> bool,
 ) -> Option<Summary> {
     let ch = Changed::new(model, sched);
@@ -284,6 +297,7 @@ pub fn run_until(
                 used = occupied(full, &ch, &tree, &[]);
             }
             failed += 1;
+            used_at(t, used);
             emit(&Event::Failed {
                 kind: due.kind,
                 time: t,
@@ -339,6 +353,7 @@ pub fn run_until(
             pared += retain(&mut tree, t, policy, emit);
             used = occupied(full, &ch, &tree, &[]);
         }
+        used_at(t, used);
         broken += u64::from(pare::check_restorable(&tree).is_err());
         debug_assert!(tree.check().is_ok());
         t = schedule::next_due(

@@ -106,6 +106,20 @@ pub fn reach_of(
     policy: &crate::pare::Policy,
     stop: &dyn Fn() -> bool,
 ) -> Option<Reach> {
+    forecast(h, capacity, sched, policy, 0, stop).map(|(r, _)| r)
+}
+
+/// The simulation behind [`reach_of`], and the bytes it has in use over its half year: at most
+/// `points` points of (days since the start, bytes used), each the most in use over its stretch
+/// of time (0: none). `None` when `stop` said stop.
+pub fn forecast(
+    h: History,
+    capacity: u64,
+    sched: &Schedule,
+    policy: &crate::pare::Policy,
+    points: usize,
+    stop: &dyn Fn() -> bool,
+) -> Option<(Reach, Vec<(f64, u64)>)> {
     let (sched, change) = coarse_micros(sched, &h.change);
     let model = crate::simulate::Model {
         capacity,
@@ -114,8 +128,30 @@ pub fn reach_of(
         keep_all: false,
     };
     let start = chrono::DateTime::UNIX_EPOCH;
-    let end = start + chrono::Duration::days(182);
-    let s = crate::simulate::run_until(&model, &sched, policy, start, end, &mut |_| {}, stop)?;
+    let end = start + chrono::Duration::days(SIMULATED_DAYS);
+    let mut curve: Vec<(f64, u64)> = Vec::with_capacity(points);
+    let step = SIMULATED_DAYS as f64 / points.max(1) as f64;
+    let mut used_at = |t: chrono::DateTime<chrono::Utc>, used: u64| {
+        if points == 0 {
+            return;
+        }
+        let day = (t - start).num_seconds() as f64 / 86_400.0;
+        let slot = (day / step).floor() * step;
+        match curve.last_mut() {
+            Some(last) if last.0 == slot => last.1 = last.1.max(used),
+            _ => curve.push((slot, used)),
+        }
+    };
+    let s = crate::simulate::run_until(
+        &model,
+        &sched,
+        policy,
+        start,
+        end,
+        &mut |_| {},
+        &mut used_at,
+        stop,
+    )?;
     // With no backups to measure, nothing is known of how far anything reaches.
     let known = h.full_size > 0;
     let days = s
@@ -129,11 +165,12 @@ pub fn reach_of(
             (*k, back)
         })
         .collect();
-    Some(Reach {
+    let reach = Reach {
         days,
         failed: s.failed,
         history: h,
-    })
+    };
+    Some((reach, curve))
 }
 
 /// The schedule and change sizes the reach is simulated with: micros no finer than
@@ -158,6 +195,9 @@ fn coarse_micros(sched: &Schedule, change: &HashMap<Kind, u64>) -> (Schedule, Ha
     };
     (sched, change)
 }
+
+/// How long [`forecast`] (and so [`reach`]) simulates.
+pub const SIMULATED_DAYS: i64 = 182;
 
 /// The spec's rule ([0055]): a medium about 1.5 times the size of what it backs up.
 pub const FACTOR_NUM: u64 = 3;

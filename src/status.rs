@@ -27,6 +27,15 @@ pub struct BackupRef {
     pub started: DateTime<Utc>,
 }
 
+impl BackupRef {
+    pub fn of(b: &crate::tree::BackupRecord) -> BackupRef {
+        BackupRef {
+            id: b.id.0,
+            started: b.started,
+        }
+    }
+}
+
 /// An inserted medium.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Inserted {

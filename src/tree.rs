@@ -148,6 +148,19 @@ impl Tree {
             .max_by_key(|b| (b.started, b.id))
     }
 
+    /// The newest verified backup of each kind (by start time, then id): what `status`
+    /// shows of a medium.
+    pub fn newest_verified_each(&self) -> std::collections::BTreeMap<Kind, &BackupRecord> {
+        let mut out: std::collections::BTreeMap<Kind, &BackupRecord> = Default::default();
+        for b in self.backups.iter().filter(|b| b.verified) {
+            let e = out.entry(b.kind).or_insert(b);
+            if (b.started, b.id) >= (e.started, e.id) {
+                *e = b;
+            }
+        }
+        out
+    }
+
     /// The newest verified backup that started at or before `at`.
     pub fn latest_verified_at(&self, at: DateTime<Utc>) -> Option<&BackupRecord> {
         self.backups

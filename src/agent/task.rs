@@ -383,13 +383,12 @@ impl Agent {
     pub(super) fn refresh(&self, m: &Medium, live: &Mutex<Live>) {
         let mut l = live.locked();
         l.backups = m.tree().backups.len();
-        l.newest.clear();
-        for b in m.tree().backups.iter().filter(|b| b.verified) {
-            let e = l.newest.entry(b.kind).or_insert((b.started, b.id.0));
-            if b.started >= e.0 {
-                *e = (b.started, b.id.0);
-            }
-        }
+        l.newest = m
+            .tree()
+            .newest_verified_each()
+            .into_iter()
+            .map(|(k, b)| (k, (b.started, b.id.0)))
+            .collect();
         l.free_bytes = m.free_space().unwrap_or(0);
     }
 

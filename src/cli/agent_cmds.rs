@@ -14,6 +14,8 @@ use std::process::Command;
 
 pub const UDEV_RULE: &str = include_str!("../../udev-rules/90-trayback.rules");
 pub const SYSTEMD_UNIT: &str = include_str!("../../systemd/trayback-agent.service");
+/// The web interface's unit: installed, not enabled.
+pub const UI_UNIT: &str = include_str!("../../systemd/trayback-ui.service");
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/trayback.yaml");
 /// Installed where the unit's `Documentation=` points.
 pub const README: &str = include_str!("../../README.md");
@@ -254,6 +256,12 @@ pub fn install_system(a: InstallArgs) -> Result<u8> {
         (
             at("/etc/systemd/system/trayback-agent.service"),
             SYSTEMD_UNIT.as_bytes().to_vec(),
+            0o644,
+            true,
+        ),
+        (
+            at("/etc/systemd/system/trayback-ui.service"),
+            UI_UNIT.as_bytes().to_vec(),
             0o644,
             true,
         ),

@@ -374,22 +374,11 @@ impl Ctx<'_> {
                     .map_err(io::Error::from)
                     .at(path())?;
                 let f = File::from(fd);
-                let mut offset = 0u64;
-                for b in &e.blocks {
-                    let data = self.m.read_block(b)?;
-                    write_sparse(&f, &data, offset).at(path())?;
-                    offset += data.len() as u64;
+                super::content(self.m, e, &mut |offset, data| {
+                    write_sparse(&f, data, offset).at(path())?;
                     self.meter.add(0, data.len() as u64);
-                }
-                if offset != e.size {
-                    return Err(Error::BadBlock {
-                        id: e.content_id(),
-                        detail: format!(
-                            "{} bytes of content where {} were recorded",
-                            offset, e.size
-                        ),
-                    });
-                }
+                    Ok(())
+                })?;
                 let st = rustix::fs::fstat(&f).map_err(io::Error::from).at(path())?;
                 if st.st_size as u64 != e.size {
                     f.set_len(e.size).at(path())?; // a hole at the end

@@ -1,0 +1,125 @@
+//! Search a name across every backup on a medium (spec [0006]: finding which files to restore
+//! among many backups is the hard part).
+//!
+//! Newest backup first; a directory listing already walked at the same path in a newer backup
+//! is not walked again (listings are content-addressed: the same id is the same contents), so
+//! the cost follows the distinct directories of the medium, not backups times files. Bounded:
+//! each backup's walk within the entries its header counts ([`index::Limit`]), and at most
+//! `max` results.
+
+use crate::error::Result;
+use crate::ids::{BackupId, BlockId};
+use crate::index;
+use crate::listing::{EntryKind, Listing};
+use crate::medium::Medium;
+use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashSet, FxHasher};
+use serde::Serialize;
+use std::hash::{Hash, Hasher};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A path whose name matched, as the newest backup holding it has it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Found {
+    pub path: String,
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mtime: DateTime<Utc>,
+    /// The newest backup that holds this path.
+    pub backup: BackupId,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Search {
+    /// Distinct paths, in the order found (newest backup first, then by path).
+    pub found: Vec<Found>,
+    /// More paths matched than were asked for.
+    pub truncated: bool,
+}
+
+/// Whether `name` contains `needle` (already lowercase), ignoring case.
+fn matches(name: &[u8], needle: &str) -> bool {
+    if needle.is_ascii() {
+        let n = needle.as_bytes();
+        n.is_empty()
+            || name
+                .windows(n.len())
+                .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+    } else {
+        String::from_utf8_lossy(name)
+            .to_lowercase()
+            .contains(needle)
+    }
+}
+
+fn key(path: &[u8], listing: &BlockId) -> (u64, BlockId) {
+    let mut h = FxHasher::default();
+    path.hash(&mut h);
+    (h.finish(), *listing)
+}
+
+/// Paths on the medium whose last component contains `needle` (case-insensitive), at most
+/// `max` of them.
+pub fn search(m: &Medium, needle: &str, max: usize) -> Result<Search> {
+    let needle = needle.to_lowercase();
+    let mut out = Search::default();
+    let mut seen_paths: FxHashSet<Vec<u8>> = FxHashSet::default();
+    let mut walked: FxHashSet<(u64, BlockId)> = FxHashSet::default();
+    let mut order: Vec<_> = m.tree().backups.iter().collect();
+    order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
+    for rec in order {
+        let header = m.header(rec.id)?;
+        if !walked.insert(key(b"/", &header.root)) {
+            continue;
+        }
+        let mut limit = index::Limit::of(m, &header);
+        let mut w: index::Walk = index::Walk::new(Path::new("/"), &mut limit);
+        w.enter(m.listing(&header.root)?, ());
+        loop {
+            let sub = {
+                let Some((rel, e, ())) = w.next_entry()? else {
+                    break;
+                };
+                let path = rel.as_os_str().as_bytes();
+                if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
+                    if out.found.len() == max {
+                        out.truncated = true;
+                        return Ok(out);
+                    }
+                    seen_paths.insert(path.to_vec());
+                    out.found.push(Found {
+                        path: rel.display().to_string(),
+                        kind: e.kind,
+                        size: e.size,
+                        mtime: super::mtime(e),
+                        backup: rec.id,
+                    });
+                }
+                match (e.kind, e.subtree) {
+                    (EntryKind::Dir, Some(sub)) if walked.insert(key(path, &sub)) => Some(sub),
+                    _ => None,
+                }
+            };
+            if let Some(sub) = sub {
+                let l: Listing = m.listing(&sub)?;
+                w.enter(l, ());
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn names_match_ignoring_case() {
+        assert!(matches(b"Report-2024.ODT", "report"));
+        assert!(matches(b"a.txt", ""));
+        assert!(!matches(b"rep", "report"));
+        assert!(matches("Übersicht.txt".as_bytes(), "übersicht"));
+        assert!(matches(b"\xffreport", "report"));
+    }
+}

@@ -1,0 +1,628 @@
+//! The interface's reading endpoints (JSON), and the download of one file: each a thin call
+//! of the same library functions the CLI calls (`query`, `maintain`'s pare plan, `sizing`,
+//! `restore::content`), run in `spawn_blocking`.
+
+use super::media;
+use super::App;
+use crate::error::Error;
+use crate::ids::{BackupId, MediaId};
+use crate::listing::EntryKind;
+use crate::maintain::{self, Pared};
+use crate::medium::Medium;
+use crate::query;
+use crate::tree::{BackupRecord, Kind};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An answer that is not the one asked for: a status and one line saying why.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    pub fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::NOT_FOUND, msg.into())
+    }
+    pub fn internal(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
+    }
+    pub fn message(&self) -> &str {
+        &self.1
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match &e {
+            Error::NoSuchBackup(_) => StatusCode::NOT_FOUND,
+            Error::Refused(_) | Error::Hostile { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<Json<T>, ApiError>;
+
+impl App {
+    /// Run `f` (engine work: opening and reading media, asking the agent) on the blocking
+    /// pool, at most [`super::ENGINE_TASKS`] at once; a panic in it is an error answer.
+    pub async fn engine<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
+    {
+        let _permit = self
+            .engine
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("shutting down"))?;
+        let app = self.clone();
+        match tokio::task::spawn_blocking(move || f(&app)).await {
+            Ok(r) => r,
+            Err(e) => Err(ApiError::internal(format!("the request failed: {e}"))),
+        }
+    }
+}
+
+/// A media id from the URL.
+pub fn media_id(s: &str) -> Result<MediaId, ApiError> {
+    s.parse()
+        .map_err(|e: crate::ids::ParseIdError| ApiError::not_found(e.to_string()))
+}
+
+/// The longest path the browser may send (Linux's `PATH_MAX`).
+const MAX_PATH: usize = 4096;
+
+/// A path in a backup as the browser sends it: absolute, at most `PATH_MAX` bytes, no NUL;
+/// then checked by the library function that checks the CLI's (`index::components`: no `..`).
+pub fn backup_path(s: &str) -> Result<PathBuf, ApiError> {
+    if !s.starts_with('/') || s.len() > MAX_PATH || s.contains('\0') {
+        return Err(ApiError::bad(format!(
+            "{:?}: a path in a backup is absolute, at most {MAX_PATH} bytes, without NUL",
+            s.chars().take(80).collect::<String>()
+        )));
+    }
+    crate::index::components(Path::new(s))?;
+    Ok(PathBuf::from(s))
+}
+
+pub async fn trays(State(app): State<Arc<App>>) -> ApiResult<media::Trays> {
+    app.engine(|app| Ok(media::trays(app))).await.map(Json)
+}
+
+/// A pared (or to be pared) backup with the words `pare --dry-run` prints for its reason.
+#[derive(Serialize)]
+pub struct ParedOut {
+    #[serde(flatten)]
+    pared: Pared,
+    why: String,
+}
+
+fn explained(v: Vec<Pared>) -> Vec<ParedOut> {
+    v.into_iter()
+        .map(|p| ParedOut {
+            why: p.reason.to_string(),
+            pared: p,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+pub struct TreeOut {
+    media_id: String,
+    label: String,
+    now: DateTime<Utc>,
+    backups: Vec<BackupRecord>,
+    /// The backup the files page opens first (`query::pick_backup`, as `ls` and `restore`
+    /// choose): the latest verified.
+    latest_verified: Option<BackupId>,
+    /// The picture: nodes in drawing order (`query::layout`, as `trayback tree` draws).
+    nodes: Vec<query::Node>,
+    /// What `pare` pares now, by age (step 100).
+    pare_now: Vec<ParedOut>,
+    /// Then, as space is needed, in this order (the flow chart alone).
+    pare_order: Vec<ParedOut>,
+}
+
+pub async fn tree(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<TreeOut> {
+    let id = media_id(&id)?;
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        let now = Utc::now();
+        let plan = maintain::plan_pare(&m, now, &app.cfg, None)?;
+        let order = maintain::order_when_needed(&m, now, &app.cfg)?;
+        Ok(TreeOut {
+            media_id: id.to_string(),
+            label: m.media().label.clone(),
+            now,
+            nodes: query::layout(m.tree()),
+            latest_verified: query::pick_backup(&m, None, None).ok(),
+            backups: m.tree().backups.clone(),
+            pare_now: explained(plan.routine),
+            pare_order: explained(order),
+        })
+    })
+    .await
+    .map(Json)
+}
+
+/// Rows of one directory sent at most.
+const MAX_ROWS: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LsQuery {
+    backup: BackupId,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct LsOut {
+    backup: BackupId,
+    path: String,
+    rows: Vec<query::LsRow>,
+    /// The directory has more entries than were sent.
+    truncated: bool,
+}
+
+pub async fn ls(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<LsQuery>,
+) -> ApiResult<LsOut> {
+    let id = media_id(&id)?;
+    let path = backup_path(q.path.as_deref().unwrap_or("/"))?;
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        let mut rows = Vec::new();
+        let mut truncated = false;
+        let r = query::ls_each(&m, q.backup, &path, false, &mut |row| {
+            if rows.len() == MAX_ROWS {
+                truncated = true;
+                return Err(Error::Refused("enough rows".into()));
+            }
+            rows.push(row);
+            Ok(())
+        });
+        if !truncated {
+            r?;
+        }
+        Ok(LsOut {
+            backup: q.backup,
+            path: path.display().to_string(),
+            rows,
+            truncated,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    path: String,
+}
+
+/// One backup holding the file, and whether its version differs from the backup before.
+#[derive(Serialize)]
+pub struct VersionRow {
+    backup: BackupId,
+    kind: Kind,
+    started: DateTime<Utc>,
+    verified: bool,
+    /// Index into `versions`.
+    version: usize,
+    size: u64,
+    mtime: DateTime<Utc>,
+    /// A different version from the previous backup holding the path (the first is changed).
+    changed: bool,
+}
+
+#[derive(Serialize)]
+pub struct VersionsOut {
+    path: String,
+    versions: Vec<query::Version>,
+    /// Every backup holding the path, oldest first.
+    rows: Vec<VersionRow>,
+}
+
+pub async fn versions(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<PathQuery>,
+) -> ApiResult<VersionsOut> {
+    let id = media_id(&id)?;
+    let path = backup_path(&q.path)?;
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        let versions = query::versions(&m, &path)?;
+        let of: HashMap<BackupId, usize> = versions
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.backups.iter().map(move |b| (*b, i)))
+            .collect();
+        let mut rows: Vec<VersionRow> = Vec::new();
+        for b in &m.tree().backups {
+            let Some(&v) = of.get(&b.id) else { continue };
+            rows.push(VersionRow {
+                backup: b.id,
+                kind: b.kind,
+                started: b.started,
+                verified: b.verified,
+                version: v,
+                size: versions[v].size,
+                mtime: versions[v].mtime,
+                changed: rows.last().is_none_or(|r| r.version != v),
+            });
+        }
+        Ok(VersionsOut {
+            path: path.display().to_string(),
+            versions,
+            rows,
+        })
+    })
+    .await
+    .map(Json)
+}
+
+/// Results of a search sent at most.
+const MAX_FOUND: usize = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    q: String,
+}
+
+pub async fn search(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult<query::Search> {
+    let id = media_id(&id)?;
+    let needle = q.q.trim().to_string();
+    if needle.is_empty() || needle.len() > crate::restore::NAME_MAX {
+        return Err(ApiError::bad("search for a name of 1 to 255 bytes"));
+    }
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        Ok(query::search(&m, &needle, MAX_FOUND)?)
+    })
+    .await
+    .map(Json)
+}
+
+#[derive(Clone, Serialize)]
+pub struct SpaceOut {
+    capacity: u64,
+    free: u64,
+    /// What the medium's packs occupy now (as `media show` counts them).
+    packs: u64,
+    /// (start time, bytes) for each backup on the medium, oldest first: what the backups now
+    /// on it had stored by then (pared backups' bytes are not counted).
+    stored: Vec<(DateTime<Utc>, u64)>,
+    /// The oldest backup of each kind on the medium now: how far back each kind reaches.
+    oldest: BTreeMap<Kind, DateTime<Utc>>,
+    now: DateTime<Utc>,
+    /// What `media show --reach` simulates: this capacity at this medium's change rate.
+    reach: crate::sizing::Reach,
+    /// The bytes in use over that simulation: (days from its start, bytes).
+    forecast: Vec<(f64, u64)>,
+    simulated_days: i64,
+}
+
+/// Points of the forecast curve sent.
+const FORECAST_POINTS: usize = 364;
+
+fn space_of(app: &App, m: &Medium) -> Result<SpaceOut, ApiError> {
+    let tree = m.tree();
+    let mut by_time: Vec<&BackupRecord> = tree.backups.iter().collect();
+    by_time.sort_by_key(|b| (b.started, b.id));
+    let mut sum = 0u64;
+    let stored = by_time
+        .iter()
+        .map(|b| {
+            sum = sum.saturating_add(b.bytes_stored);
+            (b.started, sum)
+        })
+        .collect();
+    let mut oldest = BTreeMap::new();
+    for b in &by_time {
+        oldest.entry(b.kind).or_insert(b.started);
+    }
+    let capacity = crate::sizing::capacity(m.root())?;
+    let (reach, forecast) = app.forecasts.get(m, capacity, |m| {
+        let h = crate::sizing::history(m, &app.cfg.schedule)?;
+        Ok(crate::sizing::forecast(
+            h,
+            capacity,
+            &app.cfg.schedule,
+            &app.cfg.pare,
+            FORECAST_POINTS,
+            &|| false,
+        )
+        .expect("a forecast that is never stopped ends"))
+    })?;
+    Ok(SpaceOut {
+        capacity,
+        free: m.free_space()?,
+        packs: m.store().packs().iter().map(|p| p.len).sum(),
+        stored,
+        oldest,
+        now: Utc::now(),
+        reach,
+        forecast,
+        simulated_days: crate::sizing::SIMULATED_DAYS,
+    })
+}
+
+pub async fn space(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<SpaceOut> {
+    let id = media_id(&id)?;
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        space_of(app, &m)
+    })
+    .await
+    .map(Json)
+}
+
+type Forecast = (crate::sizing::Reach, Vec<(f64, u64)>);
+
+/// The half-year simulation of each medium (a second or two of arithmetic), kept until the
+/// medium's tree or capacity changes.
+#[derive(Default)]
+pub struct Forecasts(Mutex<HashMap<MediaId, (String, Forecast)>>);
+
+impl Forecasts {
+    fn get(
+        &self,
+        m: &Medium,
+        capacity: u64,
+        make: impl FnOnce(&Medium) -> Result<Forecast, ApiError>,
+    ) -> Result<Forecast, ApiError> {
+        let t = m.tree();
+        let key = format!(
+            "{} {} {:?} {capacity}",
+            t.next_id,
+            t.backups.len(),
+            t.backups.last().map(|b| (b.id, b.verified))
+        );
+        let id = m.media().media_id;
+        if let Some((k, f)) = self.0.lock().unwrap().get(&id) {
+            if *k == key {
+                return Ok(f.clone());
+            }
+        }
+        let f = make(m)?;
+        let mut all = self.0.lock().unwrap();
+        if all.len() >= 16 {
+            all.clear();
+        }
+        all.insert(id, (key, f.clone()));
+        Ok(f)
+    }
+}
+
+/// How long a download ticket stays good.
+const TICKET_LIFE: Duration = Duration::from_secs(60);
+/// Tickets kept at once.
+const MAX_TICKETS: usize = 64;
+
+struct Ticket {
+    medium: MediaId,
+    backup: BackupId,
+    path: PathBuf,
+    made: Instant,
+}
+
+/// Download tickets: a page asks for one with its key (a POST), then the browser fetches the
+/// file by a plain link (which cannot carry the key); each ticket works once, for a minute.
+#[derive(Default)]
+pub struct Tickets(Mutex<HashMap<String, Ticket>>);
+
+impl Tickets {
+    fn issue(&self, t: Ticket) -> Result<String, ApiError> {
+        let id = super::guard::random_hex().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut m = self.0.lock().unwrap();
+        m.retain(|_, t| t.made.elapsed() < TICKET_LIFE);
+        if m.len() >= MAX_TICKETS {
+            return Err(ApiError::bad("too many downloads asked for at once"));
+        }
+        m.insert(id.clone(), t);
+        Ok(id)
+    }
+
+    fn take(&self, id: &str) -> Option<Ticket> {
+        let t = self.0.lock().unwrap().remove(id)?;
+        (t.made.elapsed() < TICKET_LIFE).then_some(t)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadRequest {
+    backup: BackupId,
+    path: String,
+}
+
+/// The entry of a regular file `path` in backup `id`.
+fn file_entry(m: &Medium, id: BackupId, path: &Path) -> Result<crate::listing::Entry, ApiError> {
+    let h = m.header(id)?;
+    let e = crate::index::lookup(m, &h.root, path)?
+        .and_then(|mut chain| chain.pop())
+        .ok_or_else(|| ApiError::not_found(format!("{} is not in backup {id}", path.display())))?;
+    if e.kind != EntryKind::File {
+        return Err(ApiError::bad(format!(
+            "{} is not a regular file in backup {id}",
+            path.display()
+        )));
+    }
+    Ok(e)
+}
+
+#[derive(Serialize)]
+pub struct DownloadOut {
+    url: String,
+}
+
+pub async fn download_ticket(
+    State(app): State<Arc<App>>,
+    UrlPath(id): UrlPath<String>,
+    Json(r): Json<DownloadRequest>,
+) -> ApiResult<DownloadOut> {
+    let id = media_id(&id)?;
+    let path = backup_path(&r.path)?;
+    let backup = r.backup;
+    let checked = path.clone();
+    app.engine(move |app| {
+        let m = media::open(app, id)?;
+        file_entry(&m, backup, &checked).map(|_| ())
+    })
+    .await?;
+    let ticket = app.tickets.issue(Ticket {
+        medium: id,
+        backup,
+        path,
+        made: Instant::now(),
+    })?;
+    Ok(Json(DownloadOut {
+        url: format!("/download/{ticket}"),
+    }))
+}
+
+/// `name` for a `Content-Disposition` header: an ASCII stand-in and the exact UTF-8 name.
+fn disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+ ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut exact = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            exact.push(b as char);
+        } else {
+            exact.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{exact}")
+}
+
+/// Stream one file out of a backup: read block by block (checked as a restore checks them),
+/// at most a few blocks in memory, the length known before the first byte.
+pub async fn download(
+    State(app): State<Arc<App>>,
+    UrlPath(ticket): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let t = app
+        .tickets
+        .take(&ticket)
+        .ok_or_else(|| ApiError::not_found("this download link is used or expired; ask again"))?;
+    let permit = app
+        .long
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::internal("shutting down"))?;
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<u64, ApiError>>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let name = t
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut head = Some(head_tx);
+        let r = (|| -> Result<(), ApiError> {
+            let m = media::open(&app2, t.medium)?;
+            let e = file_entry(&m, t.backup, &t.path)?;
+            if let Some(h) = head.take() {
+                let _ = h.send(Ok(e.size));
+            }
+            crate::restore::content(&m, &e, &mut |_, data| {
+                tx.blocking_send(Ok(Bytes::copy_from_slice(data)))
+                    .map_err(|_| Error::Refused("the download was cancelled".into()))
+            })?;
+            Ok(())
+        })();
+        if let Err(e) = r {
+            match head.take() {
+                Some(h) => {
+                    let _ = h.send(Err(e));
+                }
+                None => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.1)));
+                }
+            }
+        }
+    });
+    let size = head_rx
+        .await
+        .map_err(|_| ApiError::internal("the download failed"))??;
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().unwrap(),
+    );
+    h.insert(header::CONTENT_LENGTH, size.into());
+    if let Ok(v) = disposition(&name).parse() {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browser_paths_are_checked_like_the_clis() {
+        assert!(backup_path("/home/a/x").is_ok());
+        assert!(backup_path("/").is_ok());
+        for bad in ["home/a", "/a/../etc", "/a/\0b", ""] {
+            assert!(backup_path(bad).is_err(), "{bad:?}");
+        }
+        assert!(backup_path(&format!("/{}", "a".repeat(5000))).is_err());
+    }
+
+    #[test]
+    fn a_download_name_is_quoted_safely() {
+        assert_eq!(
+            disposition("a\"b;ü.txt"),
+            "attachment; filename=\"a_b__.txt\"; filename*=UTF-8''a%22b%3B%C3%BC.txt"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! The web interface (`trayback ui`) against real media: its safety rules over raw HTTP
+//! (no token, a wrong token, no page key, a cross-site POST, a wrong Host, a body too large,
+//! a path with `..`, the token file root's alone), and its pages in a real browser (Debian's
+//! headless Chromium through WebDriver): the tree has one node per line of `trayback tree`, a
+//! file's versions are the backups that changed it, restoring a chosen version through the
+//! page gives exactly its bytes, a download is the file, and eject through the page unmounts
+//! the tray the real agent holds (loop device, udevd). Screenshots of the main pages are
+//! saved (`scripts/ui-screenshots.sh` puts them in docs/).
+
+#[path = "support/lab.rs"]
+mod lab;
+#[path = "support/util.rs"]
+mod util;
+#[path = "support/web.rs"]
+mod web;
+
+use serde_json::json;
+use util::*;
+use web::*;
+
+/// A directory medium with a small history: a monthly, a chain of four micros, a daily with
+/// a micro, a weekly; `notes.txt` changed before some of them. Returns the env and, for each
+/// backup in order, the content `notes.txt` had in it.
+fn history() -> (Env, Vec<Vec<u8>>) {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("docs/report.odt"), &bytes(1, 300_000));
+    write(&env.src.join("photos/cat.jpg"), &bytes(2, 40_000));
+    let notes = env.src.join("docs/notes.txt");
+    let steps: &[(&str, &str, Option<&[u8]>)] = &[
+        ("monthly", "2026-03-02 09:00", Some(b"first draft\n")),
+        ("micro", "2026-03-02 09:15", None),
+        ("micro", "2026-03-02 09:30", Some(b"second draft, longer\n")),
+        ("micro", "2026-03-02 09:45", None),
+        ("micro", "2026-03-02 10:00", Some(b"third\n")),
+        ("daily", "2026-03-03 09:00", None),
+        ("micro", "2026-03-03 13:15", Some(b"the 1:15 PM version\n")),
+        ("weekly", "2026-03-09 09:00", None),
+    ];
+    let mut contents = Vec::new();
+    let mut now: Vec<u8> = Vec::new();
+    for (kind, at, change) in steps {
+        if let Some(c) = change {
+            write(&notes, c);
+            now = c.to_vec();
+        }
+        env.backup(&["--kind", kind, "--at", at]);
+        contents.push(now.clone());
+    }
+    (env, contents)
+}
+
+fn media_id(env: &Env) -> String {
+    let out = env.ok(&["media", "show", "{medium}", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["media_id"]
+        .as_str()
+        .or(v["media"]["media_id"].as_str())
+        .unwrap_or_else(|| panic!("no media id in {v}"))
+        .to_string()
+}
+
+fn no_agent(env: &Env) -> std::path::PathBuf {
+    env.path("no-agent.sock")
+}
+
+#[test]
+fn requests_without_the_token_the_key_or_the_right_host_are_refused() {
+    let (env, _) = history();
+    let ui = Ui::start(&env.state_dir(), &no_agent(&env), &[&env.medium], None);
+    let id = media_id(&env);
+    let h = ui.host.as_str();
+
+    // The token file: root's alone, in a directory only root enters.
+    let file = env.state_dir().join("ui/url");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(file.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), ui.login);
+    if is_root() {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new("cat")
+            .arg(&file)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "nobody read the login URL");
+    }
+
+    // Nothing without a session: pages, scripts, the API.
+    for path in [
+        "/",
+        "/static/common.js",
+        "/api/trays",
+        &format!("/m/{id}/tree"),
+    ] {
+        let r = request(h, "GET", path, &[], b"");
+        assert_eq!(r.status, 401, "{path}: {r:?}");
+        let csp = r.header("content-security-policy").unwrap();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+        assert_eq!(r.header("referrer-policy").as_deref(), Some("no-referrer"));
+    }
+    let r = request(h, "GET", "/login?token=00", &[], b"");
+    assert_eq!(r.status, 401);
+    assert!(r.header("set-cookie").is_none());
+
+    // The token gives a session cookie and a redirect to a URL without the token.
+    let r = request(h, "GET", &login_path(&ui.login), &[], b"");
+    assert_eq!(r.status, 303);
+    let set = r.header("set-cookie").unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let location = r.header("location").unwrap();
+    assert!(location.starts_with("/#key=") && !location.contains("token"));
+    let (cookie, key) = ui.session();
+    let with = |extra: &[(&'static str, String)]| -> Vec<(&'static str, String)> {
+        let mut v = vec![("Cookie", cookie.clone())];
+        v.extend(extra.iter().cloned());
+        v
+    };
+    let send = |method: &str, path: &str, hs: Vec<(&'static str, String)>, body: &[u8]| {
+        let hs: Vec<(&str, &str)> = hs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        request(h, method, path, &hs, body)
+    };
+
+    // The cookie alone opens pages, not the API: the page key is needed (reads included).
+    assert_eq!(send("GET", "/", with(&[]), b"").status, 200);
+    assert_eq!(send("GET", "/api/trays", with(&[]), b"").status, 403);
+    let r = send(
+        "GET",
+        "/api/trays",
+        with(&[("X-Trayback-Key", key.clone())]),
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["trays"][0]["media_id"], id);
+
+    // A cross-site POST (the cookie, no key) restores nothing; nor one with a foreign Origin.
+    let target = env.path("csrf-target");
+    let body = json!({"backup": 1, "to": target.to_str().unwrap()}).to_string();
+    let restore = format!("/api/media/{id}/restore");
+    let json_type = ("Content-Type", "application/json".to_string());
+    let r = send(
+        "POST",
+        &restore,
+        with(&[json_type.clone(), ("Origin", "http://evil.example".into())]),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = send(
+        "POST",
+        &restore,
+        with(&[
+            json_type.clone(),
+            ("X-Trayback-Key", key.clone()),
+            ("Origin", "http://evil.example".into()),
+        ]),
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!target.exists(), "a refused restore wrote something");
+
+    // A wrong Host (DNS rebinding) is refused before anything else.
+    for host in ["evil.example", "evil.example:80", "127.0.0.2:1"] {
+        let r = send(
+            "GET",
+            "/api/trays",
+            with(&[("Host", host.into()), ("X-Trayback-Key", key.clone())]),
+            b"",
+        );
+        assert_eq!(r.status, 421, "Host {host}: {}", r.text());
+    }
+    let r = request(
+        h,
+        "GET",
+        &login_path(&ui.login),
+        &[("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(r.status, 421, "login through a foreign Host");
+
+    // Bounded: a body over 64 KiB, a path with "..", a relative target.
+    let k = ("X-Trayback-Key", key.clone());
+    let big = vec![b'x'; 100_000];
+    let r = send(
+        "POST",
+        &restore,
+        with(&[json_type.clone(), k.clone()]),
+        &big,
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = send(
+        "GET",
+        &format!("/api/media/{id}/versions?path=/a/../../etc/shadow"),
+        with(std::slice::from_ref(&k)),
+        b"",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains(".."));
+    let rel = json!({"backup": 1, "to": "relative/dir"}).to_string();
+    let r = send(
+        "POST",
+        &restore,
+        with(&[json_type.clone(), k.clone()]),
+        rel.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn the_pages_show_the_tree_the_versions_and_restore_a_chosen_version() {
+    let b = Browser::start();
+    let (env, contents) = history();
+    let ui = Ui::start(&env.state_dir(), &no_agent(&env), &[&env.medium], None);
+    let id = media_id(&env);
+    let shots = screenshot_dir();
+
+    // Login: the token is exchanged and leaves the address bar.
+    let t0 = std::time::Instant::now();
+    b.goto(&ui.login);
+    let card = b.wait_text(&format!(".tray[data-media='{id}'] h2"), "Test");
+    assert!(card.contains("directory"), "{card}");
+    assert_eq!(b.current_url(), ui.url("/"));
+    b.screenshot(&shots.join("ui-trays.png"));
+    eprintln!("trays page: {:?}", t0.elapsed());
+
+    // The tree: one node per line of `trayback tree`, every backup in one node.
+    b.goto(&ui.url(&format!("/m/{id}/tree")));
+    b.find("svg#tree g.node");
+    let drawn = env.ok(&["tree", "--medium", "{medium}"]);
+    let counts = b.attrs("svg#tree g.node", "data-count");
+    assert_eq!(counts.len(), drawn.lines().count(), "{drawn}");
+    let sum: usize = counts.iter().map(|c| c.parse::<usize>().unwrap()).sum();
+    assert_eq!(sum, contents.len());
+    assert_eq!(b.all("svg#timeline circle.dot").len(), contents.len());
+    b.screenshot(&shots.join("ui-tree.png"));
+    eprintln!("tree page: {:?}", t0.elapsed());
+
+    // Find the file by name, then its versions: one row per backup, "changed" where the
+    // file's content differs from the backup before.
+    b.goto(&ui.url(&format!("/m/{id}/files")));
+    b.type_into(&b.find("#search"), "NOTES");
+    b.click(&b.find("#find"));
+    b.wait_text("li.hit", "notes.txt");
+    b.click(&b.find("li.hit button.versions"));
+    b.wait("the versions", 20, |b| {
+        (b.all("#versions tr.version").len() == contents.len()).then_some(())
+    });
+    let mut seen: Vec<(u64, bool)> = b
+        .attrs("#versions tr.version", "data-backup")
+        .iter()
+        .zip(b.attrs("#versions tr.version", "data-changed"))
+        .map(|(id, changed)| (id.parse().unwrap(), changed == "true"))
+        .collect();
+    seen.sort();
+    let expected: Vec<(u64, bool)> = contents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| ((i + 1) as u64, i == 0 || contents[i - 1] != *c))
+        .collect();
+    assert_eq!(seen, expected);
+    b.screenshot(&shots.join("ui-versions.png"));
+    eprintln!("versions: {:?}", t0.elapsed());
+
+    // Restore the version of backup 3 under a chosen directory: exactly its bytes.
+    b.click(&b.find("#versions tr.version[data-backup='3'] button.restore-version"));
+    b.wait_text("#restore ul.picked li", "notes.txt");
+    let target = env.path("restored-by-page");
+    b.type_into(&b.find("#target-dir"), target.to_str().unwrap());
+    b.click(&b.find("#restore-go"));
+    let summary = b.wait("the restore's result", 30, |b| {
+        b.text_of("#restore-result.ok .summary, #restore-result.failed .summary")
+    });
+    assert!(summary.starts_with("restored 1 files"), "{summary}");
+    let restored = target
+        .join(env.src.strip_prefix("/").unwrap())
+        .join("docs/notes.txt");
+    assert_eq!(std::fs::read(&restored).unwrap(), contents[2]);
+    b.screenshot(&shots.join("ui-restore.png"));
+    eprintln!("restore: {:?}", t0.elapsed());
+
+    // In place, as `restore --in-place` does: the file there now is newer than backup 3's,
+    // so it is kept and listed; with "replace" ticked it becomes backup 3's version.
+    let live = env.src.join("docs/notes.txt");
+    let now = std::fs::read(&live).unwrap();
+    for (overwrite, expect) in [(false, &now), (true, &contents[2])] {
+        b.click(&b.find("#versions tr.version[data-backup='3'] button.restore-version"));
+        // The restore panel is drawn anew (without the last result) for the version picked.
+        b.wait("a fresh restore panel", 20, |b| {
+            b.text_of("#restore-result .summary")
+                .is_none()
+                .then_some(())
+        });
+        b.wait_text("#restore ul.picked li", "notes.txt");
+        b.click(&b.find("#to-original"));
+        if overwrite {
+            b.click(&b.find("#overwrite"));
+        }
+        b.click(&b.find("#restore-go"));
+        let summary = b.wait("the in-place restore's result", 30, |b| {
+            b.text_of("#restore-result.ok .summary, #restore-result.failed .summary")
+        });
+        assert_eq!(
+            summary.contains("1 kept as they were"),
+            !overwrite,
+            "{summary}"
+        );
+        assert_eq!(&std::fs::read(&live).unwrap(), expect, "{summary}");
+    }
+
+    // Download the 1:15 PM version (backup 7) through the page's own API calls: its bytes.
+    let path = env.src.join("docs/notes.txt");
+    let got = b.exec_async(
+        "const done = arguments[arguments.length - 1];
+         TB.api('/api/media/' + arguments[0] + '/download', {backup: 7, path: arguments[1]})
+           .then((r) => fetch(r.url)).then((r) => r.arrayBuffer())
+           .then((buf) => done(Array.from(new Uint8Array(buf))))
+           .catch((e) => done('failed: ' + e.message));",
+        json!([id, path.to_str().unwrap()]),
+    );
+    let got: Vec<u8> = serde_json::from_value(got.clone()).unwrap_or_else(|_| panic!("{got}"));
+    assert_eq!(got, contents[6]);
+
+    // The space page draws its charts.
+    b.goto(&ui.url(&format!("/m/{id}/space")));
+    b.find("svg#forecast path.line");
+    b.find("svg#reach rect.bar");
+    b.screenshot(&shots.join("ui-space.png"));
+    eprintln!("space: {:?}", t0.elapsed());
+}
+
+#[test]
+fn backup_now_and_eject_through_the_page_on_a_tray_the_agent_holds() {
+    let b = Browser::start();
+    let mut lab = lab::Lab::new("");
+    write(&lab.src.join("letter.txt"), b"Dear tray,\n");
+    let label = lab.label("ui");
+    let img = lab.image("tray.img", &label, "256M");
+    let dev = lab.insert(&img);
+    lab.wait_first_monthly(&label);
+    let ui = Ui::start(&lab.state_dir(), &lab.socket, &[], Some(&lab.config));
+
+    b.goto(&ui.login);
+    let card = ".tray[data-state='inserted']".to_string();
+    b.wait_text(&format!("{card} h2"), &label);
+    assert!(lab::mounted(&dev));
+
+    // Backup now: the agent makes one, and the page says which.
+    let before = lab::newest(&lab.status(), &label, "micro");
+    b.click(&b.find(&format!("{card} button.backup-now")));
+    let said = b.wait("the backup's result", 60, |b| {
+        b.text_of(&format!("{card} .result.ok, {card} .result.failed"))
+    });
+    assert!(said.contains("made, verified"), "{said}");
+    let after = lab::newest(&lab.status(), &label, "micro");
+    assert!(
+        after.is_some() && after != before,
+        "{before:?} -> {after:?}"
+    );
+    b.screenshot(&screenshot_dir().join("ui-trays-inserted.png"));
+
+    // Eject: the page says it is safe to remove, and it is: unmounted.
+    b.click(&b.find(&format!("{card} button.eject")));
+    let said = b.wait("the eject's result", 60, |b| {
+        b.text_of(".tray .result.ok[data-op='eject'], .tray .result.failed[data-op='eject']")
+    });
+    assert!(said.contains("safe to remove"), "{said}");
+    assert!(
+        !lab::mounted(&dev),
+        "{dev} is still mounted after the page said {said:?}"
+    );
+    b.screenshot(&screenshot_dir().join("ui-ejected.png"));
+}
