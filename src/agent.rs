@@ -110,6 +110,8 @@ struct Live {
     reach: Option<crate::sizing::Reach>,
     /// The tray was pulled (or its file system went away): its job is being cancelled.
     pulled: bool,
+    /// An eject was asked for: the device going away next is the eject's power-down.
+    ejecting: bool,
     /// The medium reported I/O errors: nothing more is written to it in this session.
     failing: Option<String>,
     /// Lent to a command: the task holds no writer lock until the lend ends.
@@ -548,8 +550,14 @@ impl Agent {
         self.refused.locked().retain(|(d, _)| d != devnode);
         let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {
-            warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
-            i.live.locked().pulled = true;
+            let mut live = i.live.locked();
+            if live.ejecting {
+                info!(device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
+            } else {
+                warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+                live.pulled = true;
+            }
+            drop(live);
             i.cancel.store(true, Ordering::SeqCst);
             let _ = i.tx.try_send(Cmd::Stop);
             self.changed.send_modify(|v| *v += 1);

@@ -206,9 +206,13 @@ impl Agent {
                     Ok(x) => x,
                     Err(e) => return self.released_answer(&medium).unwrap_or(Response::err(e)),
                 };
-                let abort = live.locked().job.as_ref().is_some_and(|j| {
-                    j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
-                });
+                let abort = {
+                    let mut l = live.locked();
+                    l.ejecting = true;
+                    l.job.as_ref().is_some_and(|j| {
+                        j.kind != Kind::Micro || !self.cfg.agent.eject_waits_for_micro
+                    })
+                };
                 if abort {
                     info!("eject: aborting the running backup");
                     cancel.store(true, Ordering::SeqCst);
