@@ -45,6 +45,13 @@ fn run_job(
     bars: &[(Phase, &crate::progress::Meter)],
 ) -> Result<Response> {
     let mut seen: Vec<agent::Progress> = vec![agent::Progress::default(); bars.len()];
+    // A job queued behind a running backup shows nothing until it starts: say why.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "{}: the agent holds this medium; it runs this as soon as the medium is idle",
+            root.display()
+        );
+    }
     let r = agent::call_with_progress(&agent::socket_path(), req, &mut |p| {
         if let Some(i) = bars.iter().position(|(phase, _)| *phase == p.phase) {
             bars[i].1.add(
