@@ -482,6 +482,7 @@ impl Agent {
                     disk.devnode.display()
                 );
                 error!(device = %disk.devnode.display(), "{msg}");
+                self.warnings.locked().push(msg.clone());
                 self.remember_refused(&disk);
                 self.note(EventKind::MediumFailing, Some(&disk), None, None, msg);
                 return;
