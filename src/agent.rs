@@ -426,7 +426,7 @@ impl Agent {
                 Some(id) => Expect::Proven(id),
                 None => Expect::BlankOrRecovered { enrol },
             };
-            let r = open_identified(&d2, &mp2, expect, now, &state, &host, cfg.encrypt);
+            let r = open_identified(&d2, &mp2, expect, now, &state, &host, &cfg);
             if let (true, Ok(m)) = (identified.is_none(), &r) {
                 if m.tree().backups.is_empty() {
                     if let Some(u) = crate::sizing::check(&mp2, &cfg) {

@@ -278,11 +278,12 @@ impl Agent {
             return Ok(m);
         }
         let (m, answer) = match job {
+            // A failing medium is written no more, not even a verify's result or its
+            // checkpoint (its message names the device).
+            _ if failing.is_some() => (m, Response::err(failing.unwrap_or_default())),
             AskedJob::Verify { which, read_all } => {
                 self.verify_on(t, m, which, read_all, verify_meter).await?
             }
-            // A failing medium is written no more (its message names the device).
-            _ if failing.is_some() => (m, Response::err(failing.unwrap_or_default())),
             AskedJob::Backup {
                 ask,
                 at,
@@ -445,6 +446,11 @@ impl Agent {
         m: Medium,
         l: Lend,
     ) -> Result<Option<Medium>, String> {
+        // A client gone before the medium was free asked for nothing: keep the medium
+        // rather than let go of it and prove it again.
+        if l.reply.is_closed() {
+            return Ok(Some(m));
+        }
         let id = m.media().media_id;
         let _ = tokio::task::spawn_blocking(move || drop(m)).await;
         t.live.locked().lent = true;
@@ -483,16 +489,17 @@ impl Agent {
             if t.cancel.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            let (mp, devnum, state) = (
+            let (mp, devnum, state, level) = (
                 t.mp.clone(),
                 t.disk.devnum,
                 self.cfg.agent.state_dir.clone(),
+                self.cfg.compression_level,
             );
             let opened = tokio::task::spawn_blocking(move || {
                 if !mounts::still_ours(&mp, devnum) {
                     return None;
                 }
-                Some(Medium::open_write(&mp, 3, &state))
+                Some(Medium::open_write(&mp, level, &state))
             })
             .await
             .map_err(|e| format!("opening the medium again failed ({})", panic_message(e)))?;

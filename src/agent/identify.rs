@@ -192,7 +192,7 @@ pub(super) fn open_identified(
     now: DateTime<Utc>,
     state_dir: &Path,
     host: &str,
-    encrypt: bool,
+    cfg: &crate::config::Config,
 ) -> Result<Medium, Refusal> {
     let changed = |m: &MediaFile| {
         Refusal::Foreign(format!(
@@ -221,7 +221,7 @@ pub(super) fn open_identified(
                 )));
             }
             let label = disk.label.clone().unwrap_or_else(|| disk.fs_uuid.clone());
-            let protection = if encrypt {
+            let protection = if cfg.encrypt {
                 medium::Protection::Encrypted { passphrase: None }
             } else {
                 medium::Protection::Plaintext
@@ -257,7 +257,7 @@ pub(super) fn open_identified(
             Some(proof)
         }
     };
-    let m = Medium::open_write(mp, 3, state_dir).map_err(failed)?;
+    let m = Medium::open_write(mp, cfg.compression_level, state_dir).map_err(failed)?;
     // What the writer opened is what was proven.
     let proof = medium::prove(state_dir, mp, m.media()).map_err(|e| refusal(disk, e))?;
     if proven.is_some_and(|p| p != proof) {

@@ -139,7 +139,9 @@ fn xfs_log_dirty(dev: &Path) -> Option<bool> {
     });
     let verdict = rx.recv_timeout(LOGPRINT_TIME).ok().flatten();
     let _ = child.kill();
-    let _ = child.wait();
+    // Reaped apart: a child stuck in uninterruptible I/O on a failing disk outlives SIGKILL,
+    // and identification must not wait for it.
+    std::thread::spawn(move || child.wait());
     verdict
 }
 
