@@ -222,6 +222,35 @@ fn requests_without_the_token_the_key_or_the_right_host_are_refused() {
 }
 
 #[test]
+fn the_login_url_is_not_printed_to_a_pipe_or_the_journal() {
+    // As under systemd: stdout is not a terminal (here a pipe) and no --print-url.
+    let (env, _) = history();
+    let mut child = ui_command(&env.state_dir(), &no_agent(&env), &[&env.medium], None)
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    let file = env.state_dir().join("ui/url");
+    let login = std::fs::read_to_string(&file).unwrap();
+    let _ = child.kill();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+    let _ = child.wait();
+    let token = login.trim().split("token=").nth(1).unwrap();
+    assert!(token.len() >= 32, "{login}");
+    let printed = first + &rest;
+    assert!(
+        !printed.contains(token),
+        "the token was printed: {printed:?}"
+    );
+    assert!(
+        printed.contains(file.to_str().unwrap()),
+        "the URL file's path was not printed: {printed:?}"
+    );
+}
+
+#[test]
 fn the_pages_show_the_tree_the_versions_and_restore_a_chosen_version() {
     let b = Browser::start();
     let (env, contents) = history();

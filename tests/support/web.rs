@@ -22,23 +22,33 @@ pub struct Ui {
     pub host: String,
 }
 
+/// The `trayback ui` command serving `media` (directory media) and the agent at `socket`,
+/// with host state `state`, on a free port of 127.0.0.1; its stdout piped.
+pub fn ui_command(state: &Path, socket: &Path, media: &[&Path], config: Option<&Path>) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(["ui", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(socket)
+        .env("TRAYBACK_STATE_DIR", state)
+        .env("TRAYBACK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for m in media {
+        cmd.arg("--medium").arg(m);
+    }
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    cmd
+}
+
 impl Ui {
-    /// Serve `media` (directory media) and the agent at `socket`, with host state `state`.
+    /// Serve `media` (directory media) and the agent at `socket`, with host state `state`;
+    /// the login URL printed to the pipe (`--print-url`).
     pub fn start(state: &Path, socket: &Path, media: &[&Path], config: Option<&Path>) -> Ui {
-        let mut cmd = Command::new(bin());
-        cmd.args(["ui", "--listen", "127.0.0.1:0", "--socket"])
-            .arg(socket)
-            .env("TRAYBACK_STATE_DIR", state)
-            .env("TRAYBACK_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for m in media {
-            cmd.arg("--medium").arg(m);
-        }
-        if let Some(c) = config {
-            cmd.arg("--config").arg(c);
-        }
-        let mut child = cmd.spawn().unwrap();
+        let mut child = ui_command(state, socket, media, config)
+            .arg("--print-url")
+            .spawn()
+            .unwrap();
         let mut first = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
@@ -54,6 +64,26 @@ impl Ui {
             .unwrap()
             .to_string();
         Ui { child, login, host }
+    }
+
+    /// Send SIGTERM and wait at most `within` for the exit; its status, or a panic.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::Signal::Term,
+        )
+        .unwrap();
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < within,
+                "trayback ui still runs {within:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
