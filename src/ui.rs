@@ -12,8 +12,8 @@
 //! URL it prints (and writes to `<state_dir>/ui/url`, root-only) is exchanged for a session
 //! cookie; every request is checked (Host, session, the page key on every API call, Origin on
 //! every POST); requests are bounded (headers in size and time, bodies at [`MAX_BODY`],
-//! connections at [`MAX_CONNECTIONS`]); paths from the browser go through the same library
-//! functions as the CLI's arguments.
+//! connections at [`MAX_CONNECTIONS`], an idle one closed after [`HEAD_WAIT`]); paths from
+//! the browser go through the same library functions as the CLI's arguments.
 
 mod api;
 mod assets;
@@ -42,6 +42,8 @@ pub const MAX_HEAD: usize = 64 << 10;
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send a request's head.
 pub const HEAD_WAIT: Duration = Duration::from_secs(10);
+/// How long a stop (SIGTERM, SIGINT) waits for engine calls still running.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 /// Engine calls (opening and reading media) at once.
 pub const ENGINE_TASKS: usize = 4;
 /// Long jobs (restores, downloads) at once.
@@ -135,6 +137,9 @@ pub fn run(opts: Options, ready: &mut dyn FnMut(&str)) -> Result<()> {
         .build()?;
     let r = rt.block_on(serve(listener, app));
     let _ = std::fs::remove_file(&file);
+    // Connections still open are dropped; an engine call still running is not waited for
+    // long (a restore in progress stops with the process, as it would on a kill).
+    rt.shutdown_timeout(SHUTDOWN_WAIT);
     r
 }
 
@@ -175,7 +180,13 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     info!(addr = %listener.local_addr()?, "serving the web interface");
     loop {
-        let slot = slots.clone().acquire_owned().await?;
+        // A free slot, then a connection; a signal ends the wait for either (with every
+        // slot held by a slow client, it is still noticed at once).
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s?,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
@@ -192,6 +203,9 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
         tokio::spawn(async move {
             let _slot = slot;
             let mut b = hyper::server::conn::http1::Builder::new();
+            // The head timeout runs from the moment a request is awaited: on a new
+            // connection and on a kept-alive one after each answer, so an idle connection
+            // is closed after HEAD_WAIT (the test `idle_connections_...` shows it).
             b.timer(TokioTimer::new())
                 .header_read_timeout(HEAD_WAIT)
                 .max_buf_size(MAX_HEAD);

@@ -15,6 +15,8 @@ mod util;
 mod web;
 
 use serde_json::json;
+use std::time::{Duration, Instant};
+use trayback::ui::{HEAD_WAIT, MAX_CONNECTIONS};
 use util::*;
 use web::*;
 
@@ -247,6 +249,88 @@ fn the_login_url_is_not_printed_to_a_pipe_or_the_journal() {
     assert!(
         printed.contains(file.to_str().unwrap()),
         "the URL file's path was not printed: {printed:?}"
+    );
+}
+
+/// Connections that hold every slot of `ui`: `kept` that had one answer and stay open
+/// (kept alive), then ones that never send a byte, [`MAX_CONNECTIONS`] and a few more.
+fn hold_every_slot(ui: &Ui, cookie: &str, kept: usize) -> Vec<std::net::TcpStream> {
+    use std::io::{Read, Write};
+    let mut held = Vec::new();
+    for i in 0..MAX_CONNECTIONS + 6 {
+        let mut s = std::net::TcpStream::connect(&ui.host).unwrap();
+        if i < kept {
+            write!(
+                s,
+                "GET / HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+                ui.host
+            )
+            .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", text(&buf[..n]));
+        }
+        held.push(s);
+    }
+    // Let the server take them all.
+    std::thread::sleep(Duration::from_millis(500));
+    held
+}
+
+/// Whether the server closed `s` (reading what it still had to say first).
+fn closed_by_server(s: &mut std::net::TcpStream) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64 << 10];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+#[test]
+fn idle_connections_are_closed_in_time_and_sigterm_ends_the_server_with_all_held() {
+    let (env, _) = history();
+    let mut ui = Ui::start(&env.state_dir(), &no_agent(&env), &[&env.medium], None);
+    let (cookie, key) = ui.session();
+
+    // Every slot held by idle connections (kept-alive ones among them): a new request waits
+    // in the backlog only until they are closed, at HEAD_WAIT.
+    let mut held = hold_every_slot(&ui, &cookie, 4);
+    let t = Instant::now();
+    let r = request(
+        &ui.host,
+        "GET",
+        "/api/trays",
+        &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        t.elapsed() < HEAD_WAIT + Duration::from_secs(5),
+        "served after {:?}",
+        t.elapsed()
+    );
+    for (i, s) in held.iter_mut().enumerate().take(MAX_CONNECTIONS) {
+        assert!(
+            closed_by_server(s),
+            "idle connection {i} still open after {:?}",
+            t.elapsed()
+        );
+    }
+
+    // With every slot held again, SIGTERM ends it at once (well before HEAD_WAIT frees a
+    // slot), and the URL file goes with it.
+    let _held = hold_every_slot(&ui, &cookie, 4);
+    let status = ui.terminate(Duration::from_secs(4));
+    assert!(status.success(), "{status}");
+    assert!(
+        !env.state_dir().join("ui/url").exists(),
+        "the URL file is left"
     );
 }
 
