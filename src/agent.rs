@@ -44,7 +44,7 @@ mod task;
 
 pub use control::{
     call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
-    Response,
+    Response, STATUS_WAIT,
 };
 pub use register::{knows_file_system, remember_file_system_at};
 

@@ -5,8 +5,11 @@
 //! blocked or put at risk by HTTP. The interface reads media through the library like the CLI
 //! (`Medium::open_read`, which takes the medium's shared readers' lock, so it reads a tray the
 //! agent holds; an encrypted one is unlocked with this host's key from the state directory),
-//! and asks the agent over its control socket for status, backup-now and eject. Every engine
-//! call runs in `spawn_blocking`, at most [`ENGINE_TASKS`] at once.
+//! and asks the agent over its control socket for status, backup-now and eject. Engine calls
+//! run in `spawn_blocking`: reading media at most [`ENGINE_TASKS`] at once, restores and
+//! downloads at most [`LONG_TASKS`]; a status asked of the agent is answered within
+//! [`crate::agent::STATUS_WAIT`] or fails; backup-now and eject wait for the agent as long as
+//! its job takes, as operations of which at most [`MAX_OPS`] run at once (more are refused).
 //!
 //! Safety (see `guard`): it listens on 127.0.0.1 unless told otherwise; a random token in the
 //! URL it prints (and writes to `<state_dir>/ui/url`, root-only) is exchanged for a session
@@ -20,6 +23,8 @@ mod assets;
 mod guard;
 mod media;
 mod ops;
+
+pub use ops::MAX_OPS;
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};

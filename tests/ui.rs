@@ -16,7 +16,7 @@ mod web;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use trayback::ui::{HEAD_WAIT, MAX_CONNECTIONS};
+use trayback::ui::{HEAD_WAIT, MAX_CONNECTIONS, MAX_OPS};
 use util::*;
 use web::*;
 
@@ -332,6 +332,79 @@ fn idle_connections_are_closed_in_time_and_sigterm_ends_the_server_with_all_held
         !env.state_dir().join("ui/url").exists(),
         "the URL file is left"
     );
+}
+
+/// A peer on `socket` that takes every connection and never answers (a stuck or hostile
+/// agent); it lives as long as the test process.
+fn stuck_agent(socket: &std::path::Path) {
+    let l = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming() {
+            held.push(s);
+        }
+    });
+}
+
+#[test]
+fn a_stuck_agent_delays_status_by_a_bound_and_running_operations_are_bounded() {
+    let (env, _) = history();
+    let socket = env.path("stuck-agent.sock");
+    stuck_agent(&socket);
+    let ui = Ui::start(&env.state_dir(), &socket, &[&env.medium], None);
+    let id = media_id(&env);
+    let (cookie, key) = ui.session();
+    let get = |path: String| {
+        let (host, cookie, key) = (ui.host.clone(), cookie.clone(), key.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let hs = [
+                ("Cookie", cookie.as_str()),
+                ("X-Trayback-Key", key.as_str()),
+            ];
+            (request(&host, "GET", &path, &hs, b""), t.elapsed())
+        })
+    };
+    // Both ask the agent for its status: answered after STATUS_WAIT, saying why.
+    let trays = get("/api/trays".into());
+    let other = "0b5e6c3a-9f1d-4a7e-8c2b-1d2e3f4a5b6c";
+    let tree = get(format!("/api/media/{other}/tree"));
+    let bound = trayback::agent::STATUS_WAIT + Duration::from_secs(5);
+    let (r, took) = trays.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(took < bound, "trays answered after {took:?}");
+    let v = r.json();
+    let why = v["agent_error"].as_str().unwrap_or_default();
+    assert!(why.contains("did not answer"), "{v}");
+    assert_eq!(v["trays"][0]["media_id"], id, "{v}");
+    let (r, took) = tree.join().unwrap();
+    assert!(took < bound, "tree answered after {took:?}");
+    assert_eq!(r.status, 404, "{}", r.text());
+    let why = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        why.contains(other) && why.contains("did not answer"),
+        "the agent's error is not carried: {why}"
+    );
+
+    // Backup-now waits on the stuck agent: MAX_OPS of them run, one more is refused, and
+    // the operations list stays at MAX_OPS.
+    let hs = [
+        ("Cookie", cookie.as_str()),
+        ("X-Trayback-Key", key.as_str()),
+        ("Origin", &ui.url("")),
+    ];
+    let path = format!("/api/trays/{id}/backup-now");
+    for i in 0..MAX_OPS {
+        let r = request(&ui.host, "POST", &path, &hs, b"");
+        assert_eq!(r.status, 200, "backup-now {i}: {}", r.text());
+    }
+    let r = request(&ui.host, "POST", &path, &hs, b"");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("running"), "{}", r.text());
+    let r = request(&ui.host, "GET", "/api/ops", &hs[..2], b"");
+    let ops = r.json();
+    assert_eq!(ops.as_array().unwrap().len(), MAX_OPS, "{ops}");
+    assert!(ops.as_array().unwrap().iter().all(|o| o["done"].is_null()));
 }
 
 #[test]

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_SOCKET: &str = "/run/trayback/agent.sock";
+/// How long a client waits for the answer to `status` (the agent answers it at once; a
+/// stuck or hostile peer on the socket must not hold a caller, such as the web interface,
+/// for ever). Other requests may take as long as a backup and have no such bound.
+pub const STATUS_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -226,6 +231,11 @@ fn send(socket: &Path, req: &Request) -> Result<UnixStream, String> {
             socket.display()
         )
     })?;
+    if matches!(req, Request::Status) {
+        for set in [UnixStream::set_read_timeout, UnixStream::set_write_timeout] {
+            set(&s, Some(STATUS_WAIT)).map_err(|e| format!("{}: {e}", socket.display()))?;
+        }
+    }
     let mut line = serde_json::to_vec(req).unwrap();
     line.push(b'\n');
     s.write_all(&line)
@@ -241,9 +251,14 @@ fn answer(
 ) -> Result<Response, String> {
     loop {
         let mut answer = String::new();
-        let n = reader
-            .read_line(&mut answer)
-            .map_err(|e| format!("{}: {e}", socket.display()))?;
+        let n = reader.read_line(&mut answer).map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                "{}: the agent did not answer within {} s",
+                socket.display(),
+                STATUS_WAIT.as_secs()
+            ),
+            _ => format!("{}: {e}", socket.display()),
+        })?;
         if n == 0 {
             return Err(format!(
                 "{}: the agent closed the connection without an answer",

@@ -37,6 +37,9 @@ impl ApiError {
     pub fn internal(msg: impl Into<String>) -> ApiError {
         ApiError(StatusCode::INTERNAL_SERVER_ERROR, msg.into())
     }
+    pub fn busy(msg: impl Into<String>) -> ApiError {
+        ApiError(StatusCode::TOO_MANY_REQUESTS, msg.into())
+    }
     pub fn message(&self) -> &str {
         &self.1
     }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The agent's status, or why it cannot be had.
+/// The agent's status, or why it cannot be had (within [`agent::STATUS_WAIT`]).
 pub fn agent_status(app: &App) -> Result<Status, String> {
     let r = agent::call(&app.socket, &Request::Status)?;
     if !r.ok {
@@ -30,14 +30,17 @@ pub fn locate(app: &App, id: MediaId) -> Result<PathBuf, ApiError> {
             return Ok(d.clone());
         }
     }
-    if let Ok(s) = agent_status(app) {
-        if let Some(i) = s.inserted.into_iter().find(|i| i.media_id == id) {
-            return Ok(i.mountpoint);
-        }
+    match agent_status(app) {
+        Ok(s) => match s.inserted.into_iter().find(|i| i.media_id == id) {
+            Some(i) => Ok(i.mountpoint),
+            None => Err(ApiError::not_found(format!(
+                "medium {id} is not inserted (nor given with --medium)"
+            ))),
+        },
+        Err(e) => Err(ApiError::not_found(format!(
+            "medium {id} is not given with --medium, and whether it is inserted is unknown: {e}"
+        ))),
     }
-    Err(ApiError::not_found(format!(
-        "medium {id} is not inserted (nor given with --medium)"
-    )))
 }
 
 /// Open medium `id` for reading, unlocked with this host's key as the CLI does.

@@ -4,7 +4,11 @@
 //! its safety rules: nothing outside the target, nothing newer overwritten unless asked).
 //!
 //! An operation starts at once and answers with its number; `/api/ops` shows each running
-//! one's progress and each finished one's result. The newest [`MAX_OPS`] are kept.
+//! one's progress and each finished one's result. At most [`MAX_OPS`] are kept: the oldest
+//! finished one makes room for a new one, and with [`MAX_OPS`] running a new one is refused
+//! (429), so the list, and the threads waiting on the agent (a backup-now or an eject waits
+//! as long as the agent's job takes, without a time limit), stay bounded. Restores also take
+//! one of [`super::LONG_TASKS`] permits.
 
 use super::api::{backup_path, media_id, ApiError, ApiResult};
 use super::{media, App};
@@ -74,8 +78,13 @@ pub struct Ops {
 }
 
 impl Ops {
-    fn start(&self, what: What, medium: MediaId, meter: Option<Arc<Meter>>) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+    /// Start an operation; refused when [`MAX_OPS`] are running.
+    fn start(
+        &self,
+        what: What,
+        medium: MediaId,
+        meter: Option<Arc<Meter>>,
+    ) -> Result<u64, ApiError> {
         let mut l = self.list.lock().unwrap();
         while l.len() >= MAX_OPS {
             // The oldest finished one goes; running ones stay.
@@ -83,9 +92,14 @@ impl Ops {
                 Some(i) => {
                     l.remove(i);
                 }
-                None => break,
+                None => {
+                    return Err(ApiError::busy(format!(
+                        "{MAX_OPS} operations are running; try again when one has finished"
+                    )))
+                }
             }
         }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         l.push_back(Entry {
             op: Op {
                 id,
@@ -99,7 +113,7 @@ impl Ops {
             },
             meter,
         });
-        id
+        Ok(id)
     }
 
     fn set_total(&self, id: u64, total: u64) {
@@ -188,7 +202,7 @@ pub async fn backup_now(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Started> {
     let id = media_id(&id)?;
-    let op = app.ops.start(What::BackupNow, id, None);
+    let op = app.ops.start(What::BackupNow, id, None)?;
     spawn_op(&app, op, None, move |app| {
         let req = Request::BackupNow {
             medium: Some(id.to_string()),
@@ -224,7 +238,7 @@ pub async fn eject(
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Started> {
     let id = media_id(&id)?;
-    let op = app.ops.start(What::Eject, id, None);
+    let op = app.ops.start(What::Eject, id, None)?;
     spawn_op(&app, op, None, move |app| {
         let req = Request::Eject {
             medium: Some(id.to_string()),
@@ -337,7 +351,7 @@ pub async fn restore(
         .await
         .map_err(|_| ApiError::internal("shutting down"))?;
     let meter = Arc::new(Meter::hidden());
-    let op = app.ops.start(What::Restore, id, Some(meter.clone()));
+    let op = app.ops.start(What::Restore, id, Some(meter.clone()))?;
     let backup = r.backup;
     spawn_op(&app, op, Some(permit), move |app| {
         let run = || -> Result<restore::Report, ApiError> {
