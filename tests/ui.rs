@@ -408,6 +408,44 @@ fn a_stuck_agent_delays_status_by_a_bound_and_running_operations_are_bounded() {
 }
 
 #[test]
+fn the_trays_page_polls_once_and_redraws_only_what_it_shows() {
+    // An ext4 loop-device medium: its free space (shown) stays put, unlike a directory on a
+    // busy /tmp; the server's clock (not shown for it) moves on every poll.
+    let b = Browser::start();
+    let env = Env::with_size(MediumKind::Ext4, "64M")
+        .expect("an ext4 loop-device medium needs root and mkfs.ext4");
+    env.init();
+    write(&env.src.join("a.txt"), b"a\n");
+    env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    let ui = Ui::start(&env.state_dir(), &no_agent(&env), &[&env.medium], None);
+    b.goto(&ui.login);
+    b.wait_text(".tray h2", "Test");
+    let polls = "return performance.getEntriesByType('resource')
+                   .filter((e) => e.name.includes('/api/trays')).length;";
+    let before = b.exec(polls, json!([])).as_u64().unwrap();
+    b.exec(
+        "window.tbCard = document.querySelector('.tray'); return null;",
+        json!([]),
+    );
+    std::thread::sleep(Duration::from_millis(5500));
+    let after = b.exec(polls, json!([])).as_u64().unwrap();
+    assert!(
+        (1..=2).contains(&(after - before)),
+        "{} polls in 5.5 s",
+        after - before
+    );
+    let same = b.exec(
+        "return document.querySelector('.tray') === window.tbCard;",
+        json!([]),
+    );
+    assert_eq!(
+        same,
+        json!(true),
+        "the trays page was redrawn though nothing shown changed"
+    );
+}
+
+#[test]
 fn the_pages_show_the_tree_the_versions_and_restore_a_chosen_version() {
     let b = Browser::start();
     let (env, contents) = history();

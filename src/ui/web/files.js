@@ -15,6 +15,9 @@
     restore: el('div', { id: 'restore', class: 'panel' }),
   };
 
+  // Each box's newest request: a reply to an older one (out of order) is not drawn.
+  const seq = { list: 0, versions: 0, found: 0 };
+
   const join = (dir, name) => (dir === '/' ? '' : dir) + '/' + name;
   const parent = (p) => p.replace(/\/[^/]*$/, '') || '/';
   const rec = (id) => st.backups.find((b) => b.id === id);
@@ -49,8 +52,10 @@
     st.path = path;
     remember();
     box.list.replaceChildren(el('p', { class: 'muted', text: 'Loading…' }));
+    const mine = ++seq.list;
     try {
       const d = await api('/api/media/' + medium + '/ls?backup=' + st.backup + '&path=' + encodeURIComponent(path));
+      if (mine !== seq.list) return;
       const rows = d.rows.slice().sort((a, b) => (b.kind === 'dir') - (a.kind === 'dir') || (a.path < b.path ? -1 : 1));
       const table = el('table', { id: 'listing' }, el('tr', {},
         el('th', { text: '' }), el('th', { text: 'name' }), el('th', { class: 'num', text: 'size' }),
@@ -77,14 +82,17 @@
       box.list.replaceChildren(crumbs(), table);
       if (d.truncated) box.list.append(el('p', { class: 'muted', text: 'Only the first ' + d.rows.length + ' entries are shown.' }));
     } catch (e) {
+      if (mine !== seq.list) return;
       box.list.replaceChildren(crumbs(), el('p', { class: 'error', text: e.message }));
     }
   }
 
   async function versions(path) {
     box.versions.replaceChildren(el('div', { class: 'panel' }, el('p', { class: 'muted', text: 'Looking through every backup…' })));
+    const mine = ++seq.versions;
     try {
       const d = await api('/api/media/' + medium + '/versions?path=' + encodeURIComponent(path));
+      if (mine !== seq.versions) return;
       const table = el('table', {}, el('tr', {}, el('th', { text: 'backup' }), el('th', { text: 'made' }),
         el('th', { text: 'version' }), el('th', { class: 'num', text: 'size' }), el('th', { text: 'modified' }),
         el('th', { text: '' }), el('th', { text: '' })));
@@ -104,6 +112,7 @@
         d.rows.length ? table : el('p', { text: 'In no backup on this medium.' })));
       box.versions.scrollIntoView();
     } catch (e) {
+      if (mine !== seq.versions) return;
       box.versions.replaceChildren(el('div', { class: 'panel' }, el('p', { class: 'error', text: e.message })));
     }
   }
@@ -119,8 +128,10 @@
 
   async function search(text) {
     box.found.replaceChildren(el('div', { class: 'panel' }, el('p', { class: 'muted', text: 'Searching every backup…' })));
+    const mine = ++seq.found;
     try {
       const d = await api('/api/media/' + medium + '/search?q=' + encodeURIComponent(text));
+      if (mine !== seq.found) return;
       const list = el('ul', { class: 'plain' }, ...d.found.map((f) => el('li', { class: 'hit', 'data-path': f.path },
         el('a', { href: '#', text: f.path + (f.kind === 'dir' ? '/' : ''), onclick: (e) => {
           e.preventDefault(); st.backup = f.backup; document.getElementById('backup').value = String(f.backup); open(parent(f.path));
@@ -132,6 +143,7 @@
         d.found.length ? list : el('p', { text: 'No name on this medium contains it.' }),
         d.truncated ? el('p', { class: 'muted', text: 'More matched; only the first ' + d.found.length + ' are shown.' }) : null));
     } catch (e) {
+      if (mine !== seq.found) return;
       box.found.replaceChildren(el('div', { class: 'panel' }, el('p', { class: 'error', text: e.message })));
     }
   }

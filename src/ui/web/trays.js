@@ -9,6 +9,9 @@
   const results = {};
   let timer = null;
   let last = '';
+  // Each refresh's number: only the newest one draws and sets the next poll, so a refresh
+  // started by a button while a timed one is in flight does not start a second poll loop.
+  let gen = 0;
 
   function newestTable(t) {
     const dl = el('dl', { class: 'kv newest' });
@@ -57,8 +60,10 @@
     return el('div', { class: 'result ' + r.cls, 'data-op': r.what }, r.text);
   }
 
-  async function act(t, what, button) {
-    button.disabled = true;
+  // A button's action on this medium is in flight.
+  const acting = (id) => results[id] !== undefined && results[id].cls === '';
+
+  async function act(t, what) {
     results[t.media_id] = { cls: '', what, text: what === 'eject' ? 'ejecting…' : 'backing up…' };
     refresh();
     try {
@@ -79,10 +84,11 @@
     if (t.error) c.append(el('div', { class: 'error' }, t.error));
     const actions = el('div', { class: 'actions' });
     if (t.state === 'inserted') {
-      const b = el('button', { class: 'backup-now', text: 'Back up now' });
-      b.addEventListener('click', () => act(t, 'backup-now', b));
-      const e = el('button', { class: 'eject plain', text: 'Eject' });
-      e.addEventListener('click', () => act(t, 'eject', e));
+      const busy = acting(t.media_id);
+      const b = el('button', { class: 'backup-now', text: 'Back up now', disabled: busy });
+      b.addEventListener('click', () => act(t, 'backup-now'));
+      const e = el('button', { class: 'eject plain', text: 'Eject', disabled: busy });
+      e.addEventListener('click', () => act(t, 'eject'));
       actions.append(b, e);
     }
     if (t.state !== 'away' && t.media_id) {
@@ -98,12 +104,16 @@
 
   async function refresh() {
     clearTimeout(timer);
+    const mine = ++gen;
     let busy = false;
     try {
       const d = await api('/api/trays');
+      if (mine !== gen) return;
       banner(null);
-      // Redraw only what changed (the page is polled).
-      const seen = JSON.stringify([d, results]);
+      // Redraw only what changed (the page is polled): what is shown, so the server's clock
+      // counts only as the "… ago" it is shown as.
+      const shown = { ...d, now: d.trays.map((t) => (t.state === 'away' ? ago(t.last_seen, d.now) : '')) };
+      const seen = JSON.stringify([shown, results]);
       busy = d.trays.some((t) => t.job);
       if (seen === last) { timer = setTimeout(refresh, busy ? 1000 : 5000); return; }
       last = seen;
@@ -123,6 +133,7 @@
       main.replaceChildren(...parts);
       busy = d.trays.some((t) => t.job);
     } catch (e) {
+      if (mine !== gen) return;
       banner(e.message);
     }
     timer = setTimeout(refresh, busy ? 1000 : 5000);
