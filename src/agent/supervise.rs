@@ -54,8 +54,9 @@ pub(super) enum PanicAt {
 }
 
 /// A lock that survives a panic elsewhere: a task that panicked while holding one of the
-/// agent's locks must not take the rest of the agent with it.
-pub(super) trait Locked<T> {
+/// agent's locks must not take the rest of the agent with it (the web interface's locks are
+/// taken with it too: one panicking request must not fail every later one).
+pub(crate) trait Locked<T> {
     fn locked(&self) -> MutexGuard<'_, T>;
 }
 

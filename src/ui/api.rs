@@ -4,6 +4,7 @@
 
 use super::media;
 use super::App;
+use crate::agent::Locked;
 use crate::error::Error;
 use crate::ids::{BackupId, MediaId};
 use crate::listing::EntryKind;
@@ -414,13 +415,13 @@ impl Forecasts {
             t.backups.last().map(|b| (b.id, b.verified))
         );
         let id = m.media().media_id;
-        if let Some((k, f)) = self.0.lock().unwrap().get(&id) {
+        if let Some((k, f)) = self.0.locked().get(&id) {
             if *k == key {
                 return Ok(f.clone());
             }
         }
         let f = make(m)?;
-        let mut all = self.0.lock().unwrap();
+        let mut all = self.0.locked();
         if all.len() >= 16 {
             all.clear();
         }
@@ -449,7 +450,7 @@ pub struct Tickets(Mutex<HashMap<String, Ticket>>);
 impl Tickets {
     fn issue(&self, t: Ticket) -> Result<String, ApiError> {
         let id = super::guard::random_hex().map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut m = self.0.lock().unwrap();
+        let mut m = self.0.locked();
         m.retain(|_, t| t.made.elapsed() < TICKET_LIFE);
         if m.len() >= MAX_TICKETS {
             return Err(ApiError::bad("too many downloads asked for at once"));
@@ -459,7 +460,7 @@ impl Tickets {
     }
 
     fn take(&self, id: &str) -> Option<Ticket> {
-        let t = self.0.lock().unwrap().remove(id)?;
+        let t = self.0.locked().remove(id)?;
         (t.made.elapsed() < TICKET_LIFE).then_some(t)
     }
 }

@@ -19,6 +19,7 @@
 //!   script or style, nothing from elsewhere), `frame-ancestors 'none'`, `no-referrer` and
 //!   `no-store`.
 
+use crate::agent::Locked;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -94,7 +95,7 @@ impl Guard {
             return None;
         }
         let (id, key) = (random_hex().ok()?, random_hex().ok()?);
-        let mut s = self.sessions.lock().unwrap();
+        let mut s = self.sessions.locked();
         if s.len() >= MAX_SESSIONS {
             if let Some(oldest) = s.iter().min_by_key(|(_, v)| v.seq).map(|(k, _)| k.clone()) {
                 s.remove(&oldest);
@@ -115,7 +116,7 @@ impl Guard {
     /// The key of the session named by the request's cookie.
     fn session_key(&self, headers: &HeaderMap) -> Option<String> {
         let id = cookie(headers, COOKIE)?;
-        let s = self.sessions.lock().unwrap();
+        let s = self.sessions.locked();
         s.iter()
             .find(|(k, _)| same(k, &id))
             .map(|(_, v)| v.key.clone())

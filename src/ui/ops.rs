@@ -12,6 +12,7 @@
 
 use super::api::{backup_path, media_id, ApiError, ApiResult};
 use super::{media, App};
+use crate::agent::Locked;
 use crate::agent::{self, Request};
 use crate::ids::{BackupId, MediaId};
 use crate::job::Outcome;
@@ -85,7 +86,7 @@ impl Ops {
         medium: MediaId,
         meter: Option<Arc<Meter>>,
     ) -> Result<u64, ApiError> {
-        let mut l = self.list.lock().unwrap();
+        let mut l = self.list.locked();
         while l.len() >= MAX_OPS {
             // The oldest finished one goes; running ones stay.
             match l.iter().position(|e| e.op.done.is_some()) {
@@ -117,13 +118,13 @@ impl Ops {
     }
 
     fn set_total(&self, id: u64, total: u64) {
-        if let Some(e) = self.list.lock().unwrap().iter_mut().find(|e| e.op.id == id) {
+        if let Some(e) = self.list.locked().iter_mut().find(|e| e.op.id == id) {
             e.op.total = Some(total);
         }
     }
 
     fn finish(&self, id: u64, ok: bool, message: String, detail: serde_json::Value) {
-        if let Some(e) = self.list.lock().unwrap().iter_mut().find(|e| e.op.id == id) {
+        if let Some(e) = self.list.locked().iter_mut().find(|e| e.op.id == id) {
             if let Some(m) = &e.meter {
                 e.op.files = m.files();
                 e.op.bytes = m.bytes();
@@ -141,8 +142,7 @@ impl Ops {
     /// Every operation kept, newest first, with the progress of running ones.
     pub fn snapshot(&self) -> Vec<Op> {
         self.list
-            .lock()
-            .unwrap()
+            .locked()
             .iter()
             .rev()
             .map(|e| {
@@ -378,4 +378,28 @@ pub async fn restore(
         }
     });
     Ok(Json(Started { op }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_holding_the_list_does_not_fail_later_requests() {
+        let ops = Arc::new(Ops::default());
+        let o = ops.clone();
+        let r = std::thread::spawn(move || {
+            let _held = o.list.locked();
+            panic!("a request panicked while holding the list");
+        })
+        .join();
+        assert!(r.is_err() && ops.list.is_poisoned());
+        let id = ops
+            .start(What::Eject, MediaId(uuid::Uuid::nil()), None)
+            .unwrap();
+        ops.finish(id, true, "safe to remove".into(), serde_json::Value::Null);
+        let all = ops.snapshot();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].done.as_ref().unwrap().message, "safe to remove");
+    }
 }
