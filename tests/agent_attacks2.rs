@@ -1,5 +1,6 @@
 //! The agent under attack, second round (issue 15's agent work: identification of dirty
-//! disks, lends): a stranger's ext4 with inodes on its orphan list. Real images on loop devices, real udevd, the real binary; root only
+//! disks, lends): a stranger's ext4 with inodes on its orphan list, an eject while a command
+//! holds a lent medium. Real images on loop devices, real udevd, the real binary; root only
 //! (the tests fail without it).
 
 #[path = "support/lab.rs"]
@@ -95,4 +96,52 @@ fn an_ext4_disk_with_orphan_inodes_is_not_written_by_identification() {
         "0",
         "the device was left read-only after identification"
     );
+}
+
+/// Finding: an eject while a command holds the medium lent (`media passphrase`,
+/// `rotate-host-key`, `adopt`) waited, silently, for the lend to end — up to ten minutes
+/// with a command left at a prompt. Now it says at once that the medium is lent; once the
+/// lend ends, eject works.
+#[test]
+fn an_eject_while_the_medium_is_lent_answers_at_once() {
+    let mut lab = Lab::new("");
+    write(&lab.src.join("a.txt"), b"one");
+    let la = lab.label("E");
+    let img = lab.image("e.img", &la, "256M");
+    let _dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    let (answer, sock) = lend_raw(&lab, &la);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let mut eject = Command::new(bin())
+        .arg("eject")
+        .env("TRAYBACK_SOCKET", &lab.socket)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let answered = loop {
+        if eject.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = eject.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = eject.wait_with_output().unwrap();
+    drop(sock);
+    assert!(answered, "eject waited for the lend to end");
+    assert!(!out.status.success(), "eject of a lent medium succeeded");
+    let err = text(&out.stderr);
+    assert!(err.contains("lent"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    lab.wait_for("the medium taken back", 20, |s| {
+        inserted(s)
+            .iter()
+            .any(|m| m["label"] == la.as_str() && m["lent"] == false)
+            && idle(s, &la)
+    });
+    lab.eject();
 }

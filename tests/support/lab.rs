@@ -665,6 +665,20 @@ pub fn insert_refused(lab: &mut Lab, img: &Path, label: &str) -> serde_json::Val
     n
 }
 
+/// Borrow medium `label` over the raw socket (`lend`): the agent's answer, and the
+/// connection that keeps the lend (dropping it ends the lend).
+pub fn lend_raw(lab: &Lab, label: &str) -> (serde_json::Value, std::os::unix::net::UnixStream) {
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
+    sock.write_all(format!("{{\"cmd\":\"lend\",\"medium\":\"{label}\"}}\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&sock)
+        .read_line(&mut answer)
+        .unwrap();
+    (serde_json::from_str(&answer).unwrap(), sock)
+}
+
 /// A stranger's stick: an ext4 image holding a `trayback/` enrolled by another host's keys
 /// (made with `mkfs.ext4 -d`, never mounted here), its media.yaml then changed by `edit`.
 pub fn stranger(
