@@ -50,6 +50,9 @@ pub(super) enum Identity {
     /// An encrypted medium whose ID file or key wrap was altered.
     Tampered(MediaFile, String),
     Foreign(String),
+    /// Mounted (or claimed) by someone else meanwhile: not a tray now, as a disk already
+    /// mounted elsewhere when it appeared is not; left alone, not notified.
+    Busy,
 }
 
 /// Why a disk mounted read-write is not used: it is not what was identified (foreign,
@@ -99,6 +102,9 @@ pub(super) fn identify(
     // here writes to it.
     let _read_only = match mounts::ReadOnlyDevice::hold(&disk.devnode) {
         Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            return Identity::Busy;
+        }
         Err(e) => {
             return Identity::Foreign(format!(
                 "{}: cannot make the device read-only to identify it: {e}; not mounting it",

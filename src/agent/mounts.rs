@@ -190,7 +190,10 @@ pub struct ReadOnlyDevice {
 }
 
 impl ReadOnlyDevice {
+    /// Fails with `EBUSY` if anyone has the device mounted (or otherwise claimed): it is
+    /// made read-only under an exclusive open, so never under someone's read-write mount.
     pub fn hold(devnode: &Path) -> io::Result<ReadOnlyDevice> {
+        use std::os::unix::fs::OpenOptionsExt;
         // Opened read-only: closing it is no write (udev sends no change event).
         let dev = fs::File::open(devnode)?;
         if !dev.metadata()?.file_type().is_block_device() {
@@ -199,32 +202,35 @@ impl ReadOnlyDevice {
                 devnode.display()
             )));
         }
+        // An exclusive open of a block device fails while it is mounted, and no mount claims
+        // it while this is open; closed again before the identification mount claims it.
+        let exclusive = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+            .open(devnode)?;
         // SAFETY: BLKROGET writes an int, which `Getter` provides.
-        let flag =
-            unsafe { rustix::ioctl::ioctl(&dev, rustix::ioctl::Getter::<BlkRoGet, i32>::new()) }?;
-        let held = ReadOnlyDevice {
-            dev,
-            was_read_only: flag != 0,
-        };
-        if !held.was_read_only {
-            held.set(1)?;
-        }
-        Ok(held)
-    }
-
-    fn set(&self, flag: i32) -> io::Result<()> {
-        // SAFETY: BLKROSET reads an int through the pointer `Setter` passes.
-        unsafe {
-            rustix::ioctl::ioctl(&self.dev, rustix::ioctl::Setter::<BlkRoSet, i32>::new(flag))
+        let flag = unsafe {
+            rustix::ioctl::ioctl(&exclusive, rustix::ioctl::Getter::<BlkRoGet, i32>::new())
         }?;
-        Ok(())
+        let was_read_only = flag != 0;
+        if !was_read_only {
+            set_read_only(&exclusive, 1)?;
+        }
+        Ok(ReadOnlyDevice { dev, was_read_only })
     }
+}
+
+/// `BLKROSET` on an open block device.
+fn set_read_only(dev: &fs::File, flag: i32) -> io::Result<()> {
+    // SAFETY: BLKROSET reads an int through the pointer `Setter` passes.
+    unsafe { rustix::ioctl::ioctl(dev, rustix::ioctl::Setter::<BlkRoSet, i32>::new(flag)) }?;
+    Ok(())
 }
 
 impl Drop for ReadOnlyDevice {
     fn drop(&mut self) {
         if !self.was_read_only {
-            if let Err(e) = self.set(0) {
+            if let Err(e) = set_read_only(&self.dev, 0) {
                 tracing::warn!(cause = %e, "cannot make the device writable again after identifying it");
             }
         }
