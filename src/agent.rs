@@ -354,6 +354,10 @@ impl Agent {
             }
         };
         let identified = match identity {
+            Identity::Busy => {
+                debug!(device = %disk.devnode.display(), "mounted or claimed elsewhere meanwhile; not a tray");
+                return;
+            }
             Identity::Foreign(why) => {
                 self.refuse(&disk, None, why);
                 return;

@@ -12,7 +12,6 @@ mod util;
 use lab::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 use util::*;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -135,13 +134,7 @@ fn a_strangers_is_refused_untouched(fs: Fs) {
     let dirty = held_only_in_its_log(&lab, fs, &la, &other);
     let before = sha(&dirty);
     lab.start_agent();
-    let dev = lab.insert(&dirty);
-    let n = wait_note_for(&lab, &la, 30);
-    let t0 = Instant::now();
-    while mounted(&dev) && t0.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    lab.pull(&dev);
+    let n = insert_refused(&mut lab, &dirty, &la);
     assert_eq!(n["event"], "unknown_medium", "{n}");
     let msg = n["message"].as_str().unwrap();
     assert!(msg.contains("log needs replaying"), "{n}");
@@ -172,4 +165,31 @@ fn our_btrfs_tray_held_only_in_its_log_tree_is_recovered() {
 #[test]
 fn a_strangers_dirty_btrfs_with_our_label_is_refused_and_left_as_it_was() {
     a_strangers_is_refused_untouched(Fs::Btrfs);
+}
+
+/// Finding: on a host without xfsprogs (the kernel mounts XFS without it; Debian does not
+/// install it by default), or with a log `xfs_logprint` cannot read, trayback cannot tell a
+/// dirty XFS log, and took a stranger's dirty XFS carrying a label auto-enrol matches for
+/// blank: it mounted it read-write to enrol it, and the kernel replayed the stranger's log.
+/// Now a stranger's disk whose log cannot be told clean is not mounted read-write.
+#[test]
+fn a_strangers_xfs_whose_log_cannot_be_read_is_not_replayed() {
+    tools(Fs::Xfs);
+    // The agent finds no xfs_logprint: xfsprogs lives in /usr/sbin.
+    let mut lab = Lab::custom(|l| l.default_config(""), &[("PATH", "/usr/bin:/bin")]);
+    assert!(
+        !Path::new("/usr/bin/xfs_logprint").exists() && !Path::new("/bin/xfs_logprint").exists()
+    );
+    write(&lab.src.join("a.txt"), b"one");
+    lab.stop_agent();
+    let la = lab.label("XN");
+    let other = lab.tmp.path().join("other-host-state");
+    let dirty = held_only_in_its_log(&lab, Fs::Xfs, &la, &other);
+    let before = sha(&dirty);
+    lab.start_agent();
+    let n = insert_refused(&mut lab, &dirty, &la);
+    assert_eq!(before, sha(&dirty), "the stranger's disk was changed: {n}");
+    assert_eq!(n["event"], "unknown_medium", "{n}");
+    let msg = n["message"].as_str().unwrap();
+    assert!(msg.contains("cannot tell whether its XFS log"), "{n}");
 }

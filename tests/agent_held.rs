@@ -332,14 +332,7 @@ fn a_client_killed_mid_lend_leaves_the_agent_serving_the_tray() {
     let mp = PathBuf::from(inserted(&s)[0]["mountpoint"].as_str().unwrap());
 
     // A client borrows the medium ...
-    let mut sock = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
-    sock.write_all(format!("{{\"cmd\":\"lend\",\"medium\":\"{la}\"}}\n").as_bytes())
-        .unwrap();
-    let mut answer = String::new();
-    std::io::BufReader::new(&sock)
-        .read_line(&mut answer)
-        .unwrap();
-    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let (answer, sock) = lend_raw(&lab, &la);
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(
         answer["data"]["mountpoint"],

@@ -206,6 +206,13 @@ impl Agent {
                     Ok(x) => x,
                     Err(e) => return self.released_answer(&medium).unwrap_or(Response::err(e)),
                 };
+                // A lent medium is a command's until it lets go (up to `asked::LEND_LIMIT`):
+                // say so now rather than leave the eject waiting for it.
+                if live.locked().lent {
+                    return Response::err(
+                        "the medium is lent to a running trayback command (media passphrase, rotate-host-key or adopt); eject it once that command has ended",
+                    );
+                }
                 let abort = {
                     let mut l = live.locked();
                     l.ejecting = true;

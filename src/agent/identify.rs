@@ -1,8 +1,9 @@
 //! Deciding what an inserted disk is, and checking it again once mounted read-write.
 //!
 //! Invariants:
-//! - identification mounts read-only with no journal or log replay (`mounts::FsType`), so it
-//!   never changes a byte of the disk, and reads at most a 64 KiB media ID file;
+//! - identification mounts read-only with no journal or log replay (`mounts::FsType`), on a
+//!   device made read-only in the kernel for as long as it lasts (`mounts::ReadOnlyDevice`),
+//!   so it never changes a byte of the disk, and reads at most a 64 KiB media ID file;
 //! - a disk is [`Identity::Ours`] only if its `media.yaml` MAC verifies with the key this host
 //!   keeps for its id (`medium::prove`); claiming this host or a known id proves nothing;
 //! - [`open_identified`] runs on the read-write mount before anything is written and refuses
@@ -49,6 +50,9 @@ pub(super) enum Identity {
     /// An encrypted medium whose ID file or key wrap was altered.
     Tampered(MediaFile, String),
     Foreign(String),
+    /// Mounted (or claimed) by someone else meanwhile: not a tray now, as a disk already
+    /// mounted elsewhere when it appeared is not; left alone, not notified.
+    Busy,
 }
 
 /// Why a disk mounted read-write is not used: it is not what was identified (foreign,
@@ -94,6 +98,20 @@ pub(super) fn identify(
     state_dir: &Path,
     known_fs: bool,
 ) -> Identity {
+    // The device is read-only in the kernel until identification ends, so no mount or tool
+    // here writes to it.
+    let _read_only = match mounts::ReadOnlyDevice::hold(&disk.devnode) {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            return Identity::Busy;
+        }
+        Err(e) => {
+            return Identity::Foreign(format!(
+                "{}: cannot make the device read-only to identify it: {e}; not mounting it",
+                disk.devnode.display()
+            ))
+        }
+    };
     if let Err(e) = mounts::mount(disk, fstype, mp, false) {
         return Identity::Foreign(format!(
             "{}: cannot mount {} read-only: {e}",
@@ -114,10 +132,20 @@ pub(super) fn identify(
     // No media ID file without the journal, and a journal to replay: only a file system this
     // host enrolled a medium on is replayed (its media may be held only in that journal);
     // any other is a stranger's, never written.
-    if found.is_err()
-        && (auto_match || known_fs)
-        && superblock::needs_recovery(&disk.devnode, fstype) == Some(true)
-    {
+    let dirty = (found.is_err() && (auto_match || known_fs))
+        .then(|| superblock::needs_recovery(&disk.devnode, fstype));
+    // A stranger's disk that looks blank, whose log trayback cannot tell clean (an XFS
+    // without xfsprogs' `xfs_logprint` on this host, or with an external log): enrolling it
+    // mounts it read-write, which would replay a log that may be dirty.
+    if dirty == Some(None) && !known_fs && blank {
+        return Identity::Foreign(format!(
+            "{}: label {label:?} matches auto-enrol, but trayback cannot tell whether its {} needs replaying{}; not mounting it read-write (enrol it with `trayback media init` if it is yours)",
+            disk.devnode.display(),
+            if fstype == mounts::FsType::Xfs { "XFS log" } else { "journal" },
+            if fstype == mounts::FsType::Xfs { " (that needs xfs_logprint, from xfsprogs, and an internal log)" } else { "" },
+        ));
+    }
+    if dirty == Some(Some(true)) {
         if known_fs {
             info!(device = %disk.devnode.display(), "no media ID file without the journal, and the journal needs replaying: mounting read-write to recover it");
             return Identity::NeedsRecovery;

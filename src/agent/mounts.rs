@@ -4,8 +4,10 @@
 //! Invariant: the identification mount never writes to the disk. It is read-only and skips
 //! every log or journal replay (ext3/4 `noload`, XFS `norecovery`, btrfs
 //! `rescue=nologreplay`: the spelling of `nologreplay` that kernels since 5.9 take and
-//! recent ones require), and only the file system types the udev rule names are mounted at
-//! all ([`FsType`]). Because the replay is skipped, what the read-write mount shows can
+//! recent ones require), only the file system types the udev rule names are mounted at
+//! all ([`FsType`]), and the block device itself is read-only while it is identified
+//! ([`ReadOnlyDevice`]): a read-only mount alone still lets ext3/4 delete the inodes on its
+//! orphan list, even with `noload`. Because the replay is skipped, what the read-write mount shows can
 //! differ from what was identified: the agent re-reads the media ID file after it (see
 //! `agent.rs`).
 
@@ -169,6 +171,70 @@ pub fn mount(disk: &Disk, fs: FsType, target: &Path, writable: bool) -> io::Resu
         .mount(&disk.devnode, target)?;
     std::mem::forget(m); // stays mounted until `unmount`
     Ok(())
+}
+
+/// `BLKROGET` / `BLKROSET` (`_IO(0x12, 94)` / `_IO(0x12, 93)`): a block device's read-only
+/// flag, an int.
+type BlkRoGet = rustix::ioctl::NoneOpcode<0x12, 94, ()>;
+type BlkRoSet = rustix::ioctl::NoneOpcode<0x12, 93, ()>;
+
+/// A block device made read-only in the kernel (`blockdev --setro`) for as long as this
+/// lives: no write reaches it, whatever a mount or a tool tries (ext3/4 clean up their orphan
+/// list on a read-only mount unless the device is read-only). When dropped, the device is
+/// made writable again, unless it was read-only before (a write-protected stick). An agent
+/// killed while it holds one leaves the device read-only until it is plugged in again (its
+/// read-write mount then fails, and says so).
+pub struct ReadOnlyDevice {
+    dev: fs::File,
+    was_read_only: bool,
+}
+
+impl ReadOnlyDevice {
+    /// Fails with `EBUSY` if anyone has the device mounted (or otherwise claimed): it is
+    /// made read-only under an exclusive open, so never under someone's read-write mount.
+    pub fn hold(devnode: &Path) -> io::Result<ReadOnlyDevice> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opened read-only: closing it is no write (udev sends no change event).
+        let dev = fs::File::open(devnode)?;
+        if !dev.metadata()?.file_type().is_block_device() {
+            return Err(io::Error::other(format!(
+                "{} is not a block device",
+                devnode.display()
+            )));
+        }
+        // An exclusive open of a block device fails while it is mounted, and no mount claims
+        // it while this is open; closed again before the identification mount claims it.
+        let exclusive = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+            .open(devnode)?;
+        // SAFETY: BLKROGET writes an int, which `Getter` provides.
+        let flag = unsafe {
+            rustix::ioctl::ioctl(&exclusive, rustix::ioctl::Getter::<BlkRoGet, i32>::new())
+        }?;
+        let was_read_only = flag != 0;
+        if !was_read_only {
+            set_read_only(&exclusive, 1)?;
+        }
+        Ok(ReadOnlyDevice { dev, was_read_only })
+    }
+}
+
+/// `BLKROSET` on an open block device.
+fn set_read_only(dev: &fs::File, flag: i32) -> io::Result<()> {
+    // SAFETY: BLKROSET reads an int through the pointer `Setter` passes.
+    unsafe { rustix::ioctl::ioctl(dev, rustix::ioctl::Setter::<BlkRoSet, i32>::new(flag)) }?;
+    Ok(())
+}
+
+impl Drop for ReadOnlyDevice {
+    fn drop(&mut self) {
+        if !self.was_read_only {
+            if let Err(e) = set_read_only(&self.dev, 0) {
+                tracing::warn!(cause = %e, "cannot make the device writable again after identifying it");
+            }
+        }
+    }
 }
 
 /// Unmount (lazily when the device is gone) and remove the mount point.

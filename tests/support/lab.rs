@@ -652,6 +652,33 @@ pub fn wait_note_for(lab: &Lab, label: &str, secs: u64) -> serde_json::Value {
     }
 }
 
+/// Insert a disk the agent must refuse: its one notification, once the agent has let go of
+/// the disk (unmounted), which is then pulled.
+pub fn insert_refused(lab: &mut Lab, img: &Path, label: &str) -> serde_json::Value {
+    let dev = lab.insert(img);
+    let n = wait_note_for(lab, label, 30);
+    let t0 = Instant::now();
+    while mounted(&dev) && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.pull(&dev);
+    n
+}
+
+/// Borrow medium `label` over the raw socket (`lend`): the agent's answer, and the
+/// connection that keeps the lend (dropping it ends the lend).
+pub fn lend_raw(lab: &Lab, label: &str) -> (serde_json::Value, std::os::unix::net::UnixStream) {
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
+    sock.write_all(format!("{{\"cmd\":\"lend\",\"medium\":\"{label}\"}}\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&sock)
+        .read_line(&mut answer)
+        .unwrap();
+    (serde_json::from_str(&answer).unwrap(), sock)
+}
+
 /// A stranger's stick: an ext4 image holding a `trayback/` enrolled by another host's keys
 /// (made with `mkfs.ext4 -d`, never mounted here), its media.yaml then changed by `edit`.
 pub fn stranger(
