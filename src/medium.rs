@@ -47,7 +47,7 @@ mod key;
 pub use key::{adopt, key_path, prove, Adopted, ForeignReason, MediumKey, Proof, Unproven};
 pub use keyring::{
     keep_recovery_key, rotate_host_key, set_passphrase, Ask, Encryption, KeyChange, SlotKind,
-    Unlock, MEDIA_FORMAT_ENCRYPTED,
+    Unlock, MEDIA_FORMAT_ENCRYPTED, MEDIA_FORMAT_ENCRYPTED_V3,
 };
 use records::{backup_rel, parse_yaml};
 pub use records::{MAX_HEADER_FILE, MAX_TREE_FILE};
@@ -227,12 +227,12 @@ fn read_media_bytes(dir: &Beneath) -> Result<(MediaFile, Vec<u8>)> {
         path: dir.shown("media.yaml"),
         detail,
     };
-    match (&m.encryption, m.format == MEDIA_FORMAT_ENCRYPTED) {
-        (Some(e), true) => keyring::check(e).map_err(damaged)?,
+    match (&m.encryption, m.format >= MEDIA_FORMAT_ENCRYPTED_V3) {
+        (Some(e), true) => keyring::check(e, m.format).map_err(damaged)?,
         (None, false) => {}
         _ => {
             return Err(damaged(
-                "format 3, and only format 3, has an encryption section".into(),
+                "formats 3 and 4, and only they, have an encryption section".into(),
             ))
         }
     }
@@ -311,11 +311,14 @@ impl Medium {
         let (rel, bytes) = records::tree_file(&crypt, &Tree::default(), 1);
         dir.atomic_write(rel, &bytes)?;
         if crypt.is_sealed() {
-            keyring::record_generation(state_dir, &media.media_id, 1)?;
+            keyring::seen::record_tree_generation(state_dir, &media.media_id, 1)?;
         }
         let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
+        if let (true, Err(e)) = (crypt.is_sealed(), keyring::enrolled(state_dir, &media)) {
+            warn!(medium = %media.media_id, cause = %e, "cannot record the generation of the new medium's ID file on this host");
+        }
         kit::refresh_quietly(root, &dir, &media);
         info!(medium = %media.media_id, label, path = %root.display(), encrypted = crypt.is_sealed(), "medium enrolled");
         Ok(Enrolled { media, recovery })
@@ -378,7 +381,7 @@ impl Medium {
             Ok((Tree::default(), 0))
         })?;
         // The repaired tree is written as a generation newer than any this host saw.
-        if let Some(seen) = keyring::seen_generation(state_dir, &m.media.media_id)? {
+        if let Some(seen) = keyring::seen::tree_generation(state_dir, &m.media.media_id)? {
             m.generation.store(seen, Ordering::Relaxed);
         }
         Ok(m)
@@ -391,7 +394,7 @@ impl Medium {
             return Ok(());
         };
         let now = self.generation.load(Ordering::Relaxed);
-        match keyring::seen_generation(state_dir, &self.media.media_id)? {
+        match keyring::seen::tree_generation(state_dir, &self.media.media_id)? {
             Some(seen) if now < seen => Err(Error::Damaged {
                 path: self.tree_path(),
                 detail: format!(
@@ -400,7 +403,7 @@ impl Medium {
             }),
             Some(seen) if now == seen => Ok(()),
             _ if self.writable() => {
-                keyring::record_generation(state_dir, &self.media.media_id, now)
+                keyring::seen::record_tree_generation(state_dir, &self.media.media_id, now)
             }
             // A reader records nothing (the state directory may not be ours to write).
             _ => Ok(()),
@@ -598,7 +601,8 @@ impl Medium {
             // The tree is committed by now: a host that cannot keep the record (its state
             // directory full or read-only) loses only rollback detection up to this
             // generation, never the commit.
-            if let Err(e) = keyring::record_generation(state_dir, &self.media.media_id, generation)
+            if let Err(e) =
+                keyring::seen::record_tree_generation(state_dir, &self.media.media_id, generation)
             {
                 warn!(medium = %self.media.media_id, cause = %e, "cannot record the tree's generation on this host; a rollback to before it would not be noticed");
             }

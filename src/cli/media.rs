@@ -197,6 +197,7 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                 &medium::host_name(),
                 replace_key,
                 Some(&keys::ask),
+                keys::given(),
             )?;
             if json {
                 print_json(&a)?;
