@@ -15,7 +15,7 @@
 //!   whatever deletes a pack or a backup's directory holds it exclusively, or leaves the
 //!   deletion for later, so a restore, `ls` or verify that has started never loses a block;
 //! - `trayback/` is `0700` and everything written in it `0600`;
-//! - an encrypted medium (`media.yaml` format 3) is opened only unlocked ([`Unlock`]): every
+//! - an encrypted medium (`media.yaml` format 3 or 4) is opened only unlocked ([`Unlock`]): every
 //!   record is then sealed and must authenticate (`records`, `store::pack`); a writer also
 //!   refuses a tree older than the newest generation this host saw of it (a rollback).
 
@@ -64,7 +64,7 @@ pub struct MediaFile {
     pub label: String,
     pub host: String,
     pub created: DateTime<Utc>,
-    /// Format 3 (an encrypted medium): the data key's wrappings (FORMAT.md "Encryption").
+    /// Formats 3 and 4 (an encrypted medium): the data key's wrappings (FORMAT.md "Encryption").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
     /// Format 2: HMAC-SHA-256 proving the host that keeps this medium's key enrolled it
@@ -316,8 +316,10 @@ impl Medium {
         let text = serde_yaml::to_string(&media).expect("a media file serializes");
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
-        if let (true, Err(e)) = (crypt.is_sealed(), keyring::enrolled(state_dir, &media)) {
-            warn!(medium = %media.media_id, cause = %e, "cannot record the generation of the new medium's ID file on this host");
+        if crypt.is_sealed() {
+            if let Err(e) = keyring::enrolled(state_dir, &media) {
+                warn!(medium = %media.media_id, cause = %e, "cannot record the generation of the new medium's ID file on this host");
+            }
         }
         kit::refresh_quietly(root, &dir, &media);
         info!(medium = %media.media_id, label, path = %root.display(), encrypted = crypt.is_sealed(), "medium enrolled");

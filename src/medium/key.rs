@@ -63,7 +63,7 @@ impl MediumKey {
         MediumKey(b)
     }
 
-    /// The key as an encryption key (format 3: this host's key for the medium, which wraps
+    /// The key as an encryption key (formats 3, 4: this host's key for the medium, which wraps
     /// its data key).
     pub fn secret(&self) -> crate::crypt::SecretKey {
         crate::crypt::SecretKey::from_bytes(self.0)
@@ -144,10 +144,10 @@ pub enum Unproven {
     /// `media.yaml` read again before writing (after the read-write mount, under the lock)
     /// differs from the one proven.
     Changed,
-    /// Encrypted (format 3): this host holds a key for the medium's id, but the medium's host
+    /// Encrypted: this host holds a key for the medium's id, but the medium's host
     /// key slot is missing or does not open with it (its key wrap was replaced or altered).
     BadWrap,
-    /// Encrypted (format 3): the data key opens, but the ID file's MAC does not verify with
+    /// Encrypted: the data key opens, but the ID file's MAC does not verify with
     /// it (a field or a key slot was altered).
     Altered,
     /// Encrypted: the ID file verifies, but its key-slot generation is older than the newest

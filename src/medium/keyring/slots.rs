@@ -17,7 +17,8 @@ use crate::crypt::{self, KdfError, KdfParams, Keys, SecretKey, KDF_DEFAULT};
 use crate::ids::MediaId;
 use serde::{Deserialize, Serialize};
 
-/// The media ID file format an encrypted medium is written in: format 3 and a generation.
+/// The media ID file format an encrypted medium is written in: format 3 and a key-slot
+/// generation.
 pub const MEDIA_FORMAT_ENCRYPTED: u32 = 4;
 /// Encrypted media before the generation (still read; written as format 4 at the first change
 /// of their key slots).
