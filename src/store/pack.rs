@@ -16,7 +16,7 @@
 //! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
 //! compression bomb costs no memory.
 
-use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
+use crate::crypt::{self, Crypt, Keys, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
 use crate::store::{BLOCK_SIZE, PACK_TARGET};
@@ -633,20 +633,23 @@ fn subtle_eq(a: &[u8; 32], b: &[u8]) -> subtle::Choice {
     a.as_slice().ct_eq(b)
 }
 
-/// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
-/// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
-/// plaintext one, [`decode`] and its hash.
-pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
-    let Crypt::Sealed(keys) = crypt else {
-        return decode(crypt, e, payload).map(drop);
-    };
+/// How a record's payload is to be opened, once its lengths and its kind of encoding have
+/// been checked against the medium's protection ([`gate`]).
+enum Gate<'a> {
+    /// A plaintext record on a plaintext medium: the payload is the encoded blob.
+    Plain,
+    /// A sealed record on an encrypted medium: opened with these keys and associated data.
+    Sealed(&'a Keys, [u8; 76]),
+}
+
+const NOT_AUTHENTIC: &str = "does not authenticate (altered, moved, or not this medium's record)";
+
+/// The checks every reader of a record makes before it touches the payload: the length rules
+/// of [`check_lengths`], a payload exactly `stored_len` long, and a sealed record on an
+/// encrypted medium, a plaintext one on a plaintext medium (never the other way round: nothing
+/// can be downgraded).
+fn gate<'a>(crypt: &'a Crypt, e: &Entry, payload: &[u8]) -> Result<Gate<'a>, String> {
     check_lengths(e)?;
-    if !e.encoding.is_sealed() {
-        return Err(
-            "a plaintext record on an encrypted medium (not written by this medium's writer)"
-                .into(),
-        );
-    }
     if payload.len() != e.stored_len as usize {
         return Err(format!(
             "payload of {} bytes where {} were recorded",
@@ -654,11 +657,29 @@ pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
             e.stored_len
         ));
     }
-    let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
-    if !keys.authentic(&crypt::blob_ad(&keys.media_id, &head), payload) {
-        return Err("does not authenticate (altered, moved, or not this medium's record)".into());
+    match (crypt, e.encoding.is_sealed()) {
+        (Crypt::Plain, false) => Ok(Gate::Plain),
+        (Crypt::Sealed(keys), true) => {
+            let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
+            Ok(Gate::Sealed(keys, crypt::blob_ad(&keys.media_id, &head)))
+        }
+        (Crypt::Plain, true) => Err("an encrypted record on a plaintext medium".into()),
+        (Crypt::Sealed(_), false) => Err(
+            "a plaintext record on an encrypted medium (not written by this medium's writer)"
+                .into(),
+        ),
     }
-    Ok(())
+}
+
+/// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
+/// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
+/// plaintext one, [`decode`] and its hash.
+pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
+    match gate(crypt, e, payload)? {
+        Gate::Plain => decode(crypt, e, payload).map(drop),
+        Gate::Sealed(keys, ad) if keys.authentic(&ad, payload) => Ok(()),
+        Gate::Sealed(..) => Err(NOT_AUTHENTIC.into()),
+    }
 }
 
 /// Decode a payload and check it against its id. Allocates at most `e.raw_len` bytes, which
@@ -669,29 +690,10 @@ pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
 /// medium); then it is decoded like a plaintext payload (its keyed id is authenticated with
 /// it, and not recomputed).
 pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
-    check_lengths(e)?;
-    if payload.len() != e.stored_len as usize {
-        return Err(format!(
-            "payload of {} bytes where {} were recorded",
-            payload.len(),
-            e.stored_len
-        ));
-    }
-    let inner: std::borrow::Cow<[u8]> = match (crypt, e.encoding.is_sealed()) {
-        (Crypt::Plain, false) => std::borrow::Cow::Borrowed(payload),
-        (Crypt::Sealed(keys), true) => {
-            let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
-            std::borrow::Cow::Owned(
-                keys.open(&crypt::blob_ad(&keys.media_id, &head), payload)
-                    .ok_or("does not authenticate (altered, moved, or not this medium's record)")?,
-            )
-        }
-        (Crypt::Plain, true) => return Err("an encrypted record on a plaintext medium".into()),
-        (Crypt::Sealed(_), false) => {
-            return Err(
-                "a plaintext record on an encrypted medium (not written by this medium's writer)"
-                    .into(),
-            )
+    let inner: std::borrow::Cow<[u8]> = match gate(crypt, e, payload)? {
+        Gate::Plain => std::borrow::Cow::Borrowed(payload),
+        Gate::Sealed(keys, ad) => {
+            std::borrow::Cow::Owned(keys.open(&ad, payload).ok_or(NOT_AUTHENTIC)?)
         }
     };
     let encoding = e.encoding.inner();
