@@ -109,3 +109,31 @@ pub fn record_media_generation(state_dir: &Path, id: &MediaId, generation: u64) 
 pub fn knows_encrypted(state_dir: &Path, id: &MediaId) -> Result<bool> {
     Ok(tree_generation(state_dir, id)?.is_some() || media_generation(state_dir, id)?.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_file_record_only_grows_and_an_unreadable_one_is_an_error() {
+        let state = tempfile::tempdir().unwrap();
+        fs::create_dir(key::keys_dir(state.path())).unwrap();
+        let id = MediaId(uuid::Uuid::from_bytes([4; 16]));
+        assert_eq!(media_generation(state.path(), &id).unwrap(), None);
+        assert!(!knows_encrypted(state.path(), &id).unwrap());
+        record_media_generation(state.path(), &id, 3).unwrap();
+        record_media_generation(state.path(), &id, 2).unwrap();
+        assert_eq!(media_generation(state.path(), &id).unwrap(), Some(3));
+        assert!(knows_encrypted(state.path(), &id).unwrap());
+        let path = media_path(state.path(), &id);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "3\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::write(&path, "").unwrap();
+        let e = media_generation(state.path(), &id).unwrap_err().to_string();
+        assert!(e.contains("media-generation") && !e.contains('\n'), "{e}");
+    }
+}
