@@ -218,7 +218,7 @@ def encryption_cost(a, src, files, n):
     print("|---|---:|---:|---:|---:|---:|---:|")
     for k in med["plaintext"]:
         (pw, pc), (ew, ec) = med["plaintext"][k], med["encrypted"][k]
-        print(f"| {k} | {pw:.2f} | {ew:.2f} | {100 * (ew / pw - 1):+.0f}% | {pc:.2f} | {ec:.2f} | "
+        print(f"| {k} | {pw:.3f} | {ew:.3f} | {100 * (ew / pw - 1):+.0f}% | {pc:.3f} | {ec:.3f} | "
               f"{100 * (ec / pc - 1):+.0f}% |")
 
 

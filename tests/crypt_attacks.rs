@@ -9,17 +9,8 @@ use std::fs;
 use std::path::Path;
 use util::*;
 
-fn stderr(out: &std::process::Output) -> String {
-    text(&out.stderr)
-}
-
 fn media_id(medium: &Path) -> String {
-    let t = fs::read_to_string(medium.join("trayback/media.yaml")).unwrap();
-    t.lines()
-        .find_map(|l| l.strip_prefix("media_id: "))
-        .unwrap()
-        .trim()
-        .to_string()
+    media_field(medium, "media_id")
 }
 
 fn copy_tree(from: &Path, to: &Path) {

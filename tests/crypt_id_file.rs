@@ -10,16 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 use util::*;
 
-fn stderr(out: &std::process::Output) -> String {
-    text(&out.stderr)
-}
-
 fn media_format(medium: &Path) -> String {
-    let t = fs::read_to_string(medium.join("trayback/media.yaml")).unwrap();
-    t.lines()
-        .find_map(|l| l.strip_prefix("format: "))
-        .unwrap()
-        .to_string()
+    media_field(medium, "format")
 }
 
 /// `tests/fixtures/format3-medium.tar.gz`: a directory medium enrolled and backed up by the
@@ -72,14 +64,12 @@ fn a_format_3_medium_is_read_and_written_and_upgraded_at_its_first_key_change() 
         .success());
     // So does the independent reader written from FORMAT.md.
     let py_out = env.path("py-out");
-    let r = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_reader.py"))
-        .arg(&env.medium)
-        .arg(&key)
-        .arg("/tmp/tbfix/src/sub/lines.txt")
-        .arg(&py_out)
-        .output()
-        .unwrap();
+    let r = independent_reader(
+        &env.medium,
+        &key,
+        Path::new("/tmp/tbfix/src/sub/lines.txt"),
+        &py_out,
+    );
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(
         fs::read(&py_out).unwrap(),
