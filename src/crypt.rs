@@ -13,14 +13,16 @@
 //!   ([`Crypt::block_id`]): equal content still deduplicates, and an id says nothing about
 //!   the content to whoever lacks the key. A plaintext medium keeps plain SHA-256.
 //!
-//! Invariants: key material is wiped when dropped and never formatted (`Debug` prints an
-//! ellipsis): key bytes ([`SecretKey`], [`zeroize::Zeroizing`], the parsed recovery key), the
-//! AEAD's key and ChaCha20 state (`chacha20poly1305`, `chacha20` with their `zeroize`
-//! feature), Poly1305 states (`poly1305`'s `zeroize` feature, enabled here), and the keyed
-//! HMAC states of block ids, trailers and the ID file ([`MacState`], which wipes what the
-//! `hmac` crate does not). Not wiped: stack temporaries inside the primitives' compression
-//! functions (see [`mac`]). Opening never allocates more than the sealed bytes it is given,
-//! whose length callers cap before reading them.
+//! Invariants:
+//! - key material is wiped when dropped and never formatted (`Debug` prints an ellipsis): key
+//!   bytes ([`SecretKey`], [`zeroize::Zeroizing`], the parsed recovery key); the AEAD's key
+//!   and ChaCha20 state (`chacha20poly1305`, `chacha20` with their `zeroize` feature); Poly1305
+//!   states (`poly1305`'s `zeroize` feature, enabled here); the keyed HMAC states of block
+//!   ids, trailers and the ID file ([`MacState`], which wipes what the `hmac` crate does not);
+//!   Argon2id's memory and intermediate hashes ([`kdf`], with `argon2`'s `zeroize` feature).
+//!   Not wiped: stack temporaries inside the primitives' compression functions (see [`mac`]);
+//! - opening never allocates more than the sealed bytes it is given, whose length callers cap
+//!   before reading them.
 
 pub mod kdf;
 pub mod mac;

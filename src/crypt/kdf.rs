@@ -76,9 +76,12 @@ impl KdfParams {
         self.check()?;
         let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(KEY_LEN))
             .map_err(KdfError::Argon2)?;
+        // The memory the derivation fills is wiped after it (argon2's `zeroize` feature wipes
+        // its own intermediate hashes); it holds what the key-encryption key is computed from.
+        let mut blocks = Zeroizing::new(vec![argon2::Block::default(); params.block_count()]);
         let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = Zeroizing::new([0u8; KEY_LEN]);
-        a.hash_password_into(secret, salt, out.as_mut())
+        a.hash_password_into_with_memory(secret, salt, out.as_mut(), &mut *blocks)
             .map_err(KdfError::Argon2)?;
         Ok(SecretKey::from_bytes(*out))
     }
