@@ -32,12 +32,36 @@ fn media_path(state_dir: &Path, id: &MediaId) -> PathBuf {
     key::keys_dir(state_dir).join(format!("{id}.media-generation"))
 }
 
+/// The most a record holds: a u64 in decimal and a newline.
+const RECORD_MAX: u64 = 21;
+
 /// The number in record `path`: `Ok(None)` if there is none, `Err(text)` if it is unreadable
-/// as a number.
+/// as a number. A record is a regular file: a symlink (even a dangling one, which would read
+/// as "nothing seen"), a directory or a device is an error, and at most [`RECORD_MAX`] + 1
+/// bytes are read.
 fn read(path: &Path) -> Result<Option<Result<u64, ()>>> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t.trim().parse().map_err(drop))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let nofollow = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nofollow.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at(path),
+    };
+    if !f.metadata().at(path)?.is_file() {
+        return Err(Error::Damaged {
+            path: path.to_path_buf(),
+            detail: "not a regular file".into(),
+        });
+    }
+    let mut t = String::new();
+    match f.take(RECORD_MAX + 1).read_to_string(&mut t) {
+        Ok(_) => Ok(Some(t.trim().parse().map_err(drop))),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Some(Err(()))),
         Err(e) => Err(e).at(path),
     }
 }
