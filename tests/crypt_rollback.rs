@@ -348,6 +348,9 @@ fn a_plaintext_medium_given_a_key_file_is_refused_here_and_on_a_bare_machine() {
     env.ok(&["list", "--medium", "{medium}"]);
 }
 
+/// A way to damage a record.
+type Damage<'a> = &'a dyn Fn(&Path);
+
 /// `<state>/keys/<id>.media-generation` damaged: truncated, a directory, a dangling symlink,
 /// a symlink to an endless file, a FIFO. A damaged record must refuse (fail closed) an older
 /// ID file, never take it for "nothing seen". A dangling symlink used to read as no record
@@ -374,7 +377,7 @@ fn a_damaged_generation_record_fails_closed() {
     let record = env.state_dir().join(format!("keys/{id}.media-generation"));
     assert_eq!(fs::read_to_string(&record).unwrap(), "2\n");
     fs::write(media(&env), &old).unwrap();
-    let damage: [(&str, &dyn Fn(&Path)); 5] = [
+    let damage: [(&str, Damage); 5] = [
         ("truncated", &|p| fs::write(p, "").unwrap()),
         ("a directory", &|p| fs::create_dir(p).unwrap()),
         ("a dangling symlink", &|p| {
