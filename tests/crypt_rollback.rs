@@ -409,3 +409,59 @@ fn a_damaged_generation_record_fails_closed() {
     fs::write(media(&env), &genuine).unwrap();
     env.backup(&["--kind", "daily"]);
 }
+
+#[path = "support/lab.rs"]
+mod lab;
+
+/// Issue 11: "a medium whose ID file … was altered is refused before any write. The agent
+/// notifies `tampered_medium`." This host's own tray, its ID file altered so that it no longer
+/// reads (the format-4 generation line removed, which nobody without the data key could have
+/// done to a genuine file): the agent refuses it, writes nothing, notifies once — but as
+/// `unknown_medium` ("unreadable media ID file"), because identification stops at the parse
+/// and never asks whether this host holds a key for the id the file names.
+#[test]
+#[ignore = "open: an unparseable or unchecked ID file (generation removed, KDF out of window, duplicate key) of a medium this host holds a key for is notified unknown_medium, not tampered_medium: agent/identify.rs maps every read_media error to Identity::Foreign without looking for the media_id the bytes name"]
+fn this_hosts_tray_with_an_unreadable_id_file_is_notified_as_tampered() {
+    use lab::*;
+    let Some(mut lab) = Lab::new("") else { return };
+    write(&lab.src.join("f"), b"ours");
+    let la = lab.label("A");
+    let img = lab.image("a.img", &la, "64M");
+    let dev = lab.insert(&img);
+    lab.wait_first_monthly(&la);
+    let out = lab.ctl(&["eject"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    lab.pull(&dev);
+    lab.stop_agent();
+    let mnt = lab.mount_rw(&img, "edit-mnt");
+    let media = mnt.join("trayback/media.yaml");
+    let genuine = fs::read_to_string(&media).unwrap();
+    let altered: String = genuine
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("generation:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(altered, genuine);
+    fs::write(&media, &altered).unwrap();
+    sh(std::process::Command::new("umount").arg(&mnt));
+    lab.start_agent();
+    let before = lab.notes().len();
+    let sum = sha(&img);
+    let dev = lab.insert(&img);
+    let t0 = std::time::Instant::now();
+    while lab.notes().len() == before {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "no notification:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let n = lab.notes()[before..].to_vec();
+    lab.pull(&dev);
+    lab.stop_agent();
+    assert_eq!(sha(&img), sum, "the altered tray was written");
+    assert_eq!(n.len(), 1, "notified once: {n:?}");
+    assert_eq!(n[0]["event"], "tampered_medium", "{n:?}");
+}
