@@ -13,25 +13,31 @@
 //!   ([`Crypt::block_id`]): equal content still deduplicates, and an id says nothing about
 //!   the content to whoever lacks the key. A plaintext medium keeps plain SHA-256.
 //!
-//! Invariants: key bytes held as keys are zeroized when dropped ([`SecretKey`],
-//! [`zeroize::Zeroizing`], the parsed recovery key) and never formatted (`Debug` prints an
-//! ellipsis); opening never allocates more than the sealed bytes it is given, whose length
-//! callers cap before reading them. Not wiped (known gap): the keyed HMAC states kept for
-//! block ids and pack trailers, and the Poly1305 state of a tag check — the `hmac` crate
-//! offers no zeroize, so they live, key-equivalent, in the process's memory until it exits.
+//! Invariants:
+//! - key material is wiped when dropped and never formatted (`Debug` prints an ellipsis): key
+//!   bytes ([`SecretKey`], [`zeroize::Zeroizing`], the parsed recovery key); the AEAD's key
+//!   and ChaCha20 state (`chacha20poly1305`, `chacha20` with their `zeroize` feature); Poly1305
+//!   states (`poly1305`'s `zeroize` feature, enabled here); the keyed HMAC states of block
+//!   ids, trailers and the ID file ([`MacState`], which wipes what the `hmac` crate does not);
+//!   Argon2id's memory and intermediate hashes ([`kdf`], with `argon2`'s `zeroize` feature).
+//!   Not wiped: stack temporaries inside the primitives' compression functions (see [`mac`]);
+//! - opening never allocates more than the sealed bytes it is given, whose length callers cap
+//!   before reading them.
 
+pub mod kdf;
+pub mod mac;
 pub mod recovery;
+
+pub use kdf::{KdfError, KdfParams, KDF_DEFAULT, KDF_MAX, KDF_MIN};
+pub use mac::MacState;
 
 use crate::ids::{BlockId, MediaId};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
-
-pub type HmacSha256 = Hmac<Sha256>;
 
 pub const KEY_LEN: usize = 32;
 pub const NONCE_LEN: usize = 24;
@@ -83,15 +89,14 @@ impl SecretKey {
 
     /// The sub-key for one use: HMAC-SHA-256(key = self, message = label).
     pub fn subkey(&self, label: &str) -> SecretKey {
-        let mut mac =
-            <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.hmac();
         mac.update(label.as_bytes());
-        SecretKey(mac.finalize().into_bytes().into())
+        SecretKey(mac.finish())
     }
 
-    /// HMAC-SHA-256 keyed with this key.
-    pub fn hmac(&self) -> HmacSha256 {
-        <HmacSha256 as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length")
+    /// HMAC-SHA-256 keyed with this key (wiped when dropped).
+    pub fn hmac(&self) -> MacState {
+        MacState::new(&self.0)
     }
 }
 
@@ -134,8 +139,8 @@ pub struct Keys {
     /// The AEAD key itself, for [`Keys::authentic`].
     enc: SecretKey,
     /// HMAC state keyed with the block-id sub-key (cloned per id: cheaper than keying).
-    ids: HmacSha256,
-    pack_mac: HmacSha256,
+    ids: MacState,
+    pack_mac: MacState,
     media_mac: SecretKey,
 }
 
@@ -203,7 +208,7 @@ impl Keys {
         for p in parts {
             m.update(p);
         }
-        m.finalize().into_bytes().into()
+        m.finish()
     }
 }
 
@@ -247,7 +252,7 @@ pub enum Crypt {
 /// A streaming block-id hasher: SHA-256, or HMAC-SHA-256 with the id key.
 pub enum IdHasher {
     Plain(Sha256),
-    Keyed(HmacSha256),
+    Keyed(MacState),
 }
 
 impl IdHasher {
@@ -261,7 +266,7 @@ impl IdHasher {
     pub fn finish(self) -> BlockId {
         BlockId(match self {
             IdHasher::Plain(h) => h.finalize().into(),
-            IdHasher::Keyed(h) => h.finalize().into_bytes().into(),
+            IdHasher::Keyed(h) => h.finish(),
         })
     }
 }
@@ -295,55 +300,6 @@ impl Crypt {
                 h.finish()
             }
         }
-    }
-}
-
-/// Argon2id parameters of a key slot (FORMAT.md "media.yaml format 3").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KdfParams {
-    pub m_kib: u32,
-    pub t: u32,
-    pub p: u32,
-}
-
-/// What a new slot uses: 64 MiB, 3 passes, 1 lane (about a fifth of a second).
-pub const KDF_DEFAULT: KdfParams = KdfParams {
-    m_kib: 64 * 1024,
-    t: 3,
-    p: 1,
-};
-/// The most a medium may ask of a reader: 1 GiB, 16 passes, 16 lanes. More is refused
-/// unread: a hostile ID file must not make a reader allocate or spin without bound.
-pub const KDF_MAX: KdfParams = KdfParams {
-    m_kib: 1024 * 1024,
-    t: 16,
-    p: 16,
-};
-
-impl KdfParams {
-    pub fn check(&self) -> Result<(), String> {
-        if self.m_kib > KDF_MAX.m_kib || self.t > KDF_MAX.t || self.p > KDF_MAX.p {
-            return Err(format!(
-                "Argon2id parameters m={} t={} p={} exceed what a reader accepts (m={} t={} p={})",
-                self.m_kib, self.t, self.p, KDF_MAX.m_kib, KDF_MAX.t, KDF_MAX.p
-            ));
-        }
-        if self.t < 1 || self.p < 1 || self.m_kib < 8 * self.p {
-            return Err("Argon2id parameters below the algorithm's minimum".into());
-        }
-        Ok(())
-    }
-
-    /// Argon2id (version 0x13) of `secret` with `salt`: a 32-byte key.
-    pub fn derive(&self, secret: &[u8], salt: &[u8]) -> Result<SecretKey, String> {
-        self.check()?;
-        let params = argon2::Params::new(self.m_kib, self.t, self.p, Some(KEY_LEN))
-            .map_err(|e| format!("Argon2id parameters: {e}"))?;
-        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut out = Zeroizing::new([0u8; KEY_LEN]);
-        a.hash_password_into(secret, salt, out.as_mut())
-            .map_err(|e| format!("Argon2id: {e}"))?;
-        Ok(SecretKey(*out))
     }
 }
 
@@ -424,27 +380,5 @@ mod tests {
         assert!(unwrap(&kek, &id(), 2, &w).is_none());
         assert!(unwrap(&kek, &MediaId(uuid::Uuid::nil()), 1, &w).is_none());
         assert!(unwrap(&SecretKey::from_bytes([7; 32]), &id(), 1, &w).is_none());
-    }
-
-    #[test]
-    fn kdf_parameters_are_capped() {
-        let over = KdfParams {
-            m_kib: KDF_MAX.m_kib + 1,
-            ..KDF_DEFAULT
-        };
-        assert!(over.derive(b"x", &[0; 16]).is_err());
-        let small = KdfParams {
-            m_kib: 8,
-            t: 1,
-            p: 1,
-        };
-        assert_eq!(
-            small.derive(b"x", &[0; 16]).unwrap(),
-            small.derive(b"x", &[0; 16]).unwrap()
-        );
-        assert_ne!(
-            small.derive(b"x", &[0; 16]).unwrap(),
-            small.derive(b"y", &[0; 16]).unwrap()
-        );
     }
 }

@@ -145,24 +145,35 @@ fn foreign_and_other_hosts_disks_are_never_written() {
     write(&lab.src.join("f"), b"x");
     // A foreign disk: no media ID file, a label that does not match.
     let foreign = lab.image("foreign.img", "HOLIDAY-PHOTOS", "64M");
-    // Another host's medium.
-    let other = lab.image("other.img", &lab.label("OTHER"), "64M");
-    let mp = lab.tmp.path().join("prep");
-    fs::create_dir(&mp).unwrap();
-    sh(Command::new("mount")
-        .args(["-o", "loop"])
-        .arg(&other)
-        .arg(&mp));
-    lab.cli(&["media", "init", mp.to_str().unwrap(), "--label", "theirs"]);
-    let media = mp.join("trayback/media.yaml");
-    let text_ = fs::read_to_string(&media).unwrap();
-    let host_line = text_
-        .lines()
-        .find(|l| l.starts_with("host:"))
-        .unwrap()
-        .to_string();
-    fs::write(&media, text_.replace(&host_line, "host: some-other-host")).unwrap();
-    sh(Command::new("umount").arg(&mp));
+    // Another host's medium (enrolled with that host's keys, not this one's: a medium this
+    // host holds a key for whose `host:` is altered is tampered, tests/crypt_attacks.rs),
+    // under a label auto-enrolment matches; made with `mkfs.ext4 -d`, never mounted here.
+    let root = lab.tmp.path().join("prep");
+    fs::create_dir(&root).unwrap();
+    let out = Command::new(bin())
+        .args(["media", "init"])
+        .arg(&root)
+        .args(["--label", "theirs"])
+        .env(
+            "TRAYBACK_STATE_DIR",
+            lab.tmp.path().join("other-host-state"),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let media = root.join("trayback/media.yaml");
+    let text_ = replace_line(
+        &fs::read_to_string(&media).unwrap(),
+        "host:",
+        "host: some-other-host",
+    );
+    fs::write(&media, text_).unwrap();
+    let other = lab.tmp.path().join("other.img");
+    sh(Command::new("truncate").args(["-s", "64M"]).arg(&other));
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", &lab.label("OTHER"), "-d"])
+        .arg(&root)
+        .arg(&other));
     let (sum_foreign, sum_other) = (sha(&foreign), sha(&other));
 
     let d1 = lab.insert(&foreign);

@@ -39,10 +39,6 @@ fn key_file(env: &Env, key: &str) -> PathBuf {
     p
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    text(&out.stderr)
-}
-
 fn flip(path: &Path, at: u64) {
     let f = fs::OpenOptions::new()
         .read(true)
@@ -598,15 +594,7 @@ fn an_independent_reader_written_from_format_md_restores_a_file_byte_for_byte() 
     ] {
         let want = env.src.join(&rel);
         let out = env.path("py-out");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_reader.py");
-        let r = Command::new("python3")
-            .arg(script)
-            .arg(&env.medium)
-            .arg(&kf)
-            .arg(&want)
-            .arg(&out)
-            .output()
-            .unwrap();
+        let r = independent_reader(&env.medium, &kf, &want, &out);
         assert!(r.status.success(), "{}", stderr(&r));
         assert_eq!(fs::read(&out).unwrap(), fs::read(&want).unwrap(), "{rel}");
     }

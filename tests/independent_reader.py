@@ -3,10 +3,12 @@
 
     independent_reader.py MEDIUM RECOVERY_KEY_FILE PATH_IN_BACKUP OUTPUT
 
-Unlocks the medium with its recovery key (Argon2id, then the key slot), checks the media ID
-file's MAC, opens the tree and the newest backup's header, indexes the packs (each trailer's
-MAC checked), walks the listings to PATH_IN_BACKUP and writes that file's content to OUTPUT,
-every record opened with XChaCha20-Poly1305 and every block checked against its keyed id.
+Unlocks the medium with its recovery key (Argon2id within the accepted parameters, then the
+key slot), checks the media ID file's MAC (format 3, or format 4 with its key-slot
+generation), opens the tree and the newest backup's header, indexes the packs (each
+trailer's MAC checked), walks the listings to PATH_IN_BACKUP and writes that file's content
+to OUTPUT, every record opened with XChaCha20-Poly1305 and every block checked against its
+keyed id.
 Uses the `cryptography` package (ChaCha20-Poly1305, Argon2id), PyYAML and the `zstd` tool;
 XChaCha20 is built here from HChaCha20 (draft-irtf-cfrg-xchacha), as FORMAT.md says.
 """
@@ -95,9 +97,14 @@ def nine_digits(created):
     return f"{base}.{(frac + '000000000')[:9]}Z"
 
 
-def canonical_v3(m, raw_created):
-    fields = ["trayback media.yaml v3", str(m["format"]), m["media_id"], m["label"], m["host"],
-              nine_digits(raw_created), "xchacha20-poly1305", str(len(m["encryption"]["keys"]))]
+def canonical(m, raw_created):
+    """The bytes the MAC of a format-3 or format-4 media.yaml covers."""
+    v4 = m["format"] == "4"
+    fields = [f"trayback media.yaml v{m['format']}", m["format"], m["media_id"], m["label"],
+              m["host"], nine_digits(raw_created), "xchacha20-poly1305"]
+    if v4:
+        fields.append(m["encryption"]["generation"])
+    fields.append(str(len(m["encryption"]["keys"])))
     for s in m["encryption"]["keys"]:
         fields.append(s["slot"])
         k = s.get("kdf")
@@ -110,19 +117,23 @@ def unlock(medium, recovery_text):
     path = os.path.join(medium, "trayback", "media.yaml")
     text = open(path, encoding="utf-8").read()
     m = yaml.load(text, Loader=yaml.BaseLoader)  # every scalar a string: `created` verbatim
-    if m["format"] != "3":
+    if m["format"] not in ("3", "4"):
         fail("not an encrypted medium")
+    if (m["format"] == "4") != ("generation" in m["encryption"]):
+        fail("format 4, and only format 4, has a key-slot generation")
     media_id = bytes.fromhex(m["media_id"].replace("-", ""))
     slot = next(s for s in m["encryption"]["keys"] if s["slot"] == "recovery")
     k = slot["kdf"]
+    m_kib, t, p = int(k["m_kib"]), int(k["t"]), int(k["p"])
+    if not (max(8192, 8 * p) <= m_kib <= 262144 and 1 <= t <= 10 and 1 <= p <= 4):
+        fail("Argon2id parameters outside what a reader accepts")
     kek = Argon2id(salt=bytes.fromhex(k["salt"]), length=32, iterations=int(k["t"]),
                    lanes=int(k["p"]), memory_cost=int(k["m_kib"])).derive(
         recovery_secret(recovery_text))
     ad = b"trayback key wrap v1" + media_id + bytes([2])
     data_key = open_sealed(kek, ad, bytes.fromhex(slot["wrapped"]))
-    m["format"] = int(m["format"])
     mac = hmac.new(subkey(data_key, "trayback media.yaml mac v1"),
-                   canonical_v3(m, m["created"]), hashlib.sha256).hexdigest()
+                   canonical(m, m["created"]), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(mac, m["mac"]):
         fail("media.yaml MAC does not verify")
     return media_id, data_key

@@ -17,8 +17,9 @@
 //!   pulled soon after a commit is recognised, never offered for wiping. Any other dirty
 //!   file system — a stranger's, whatever label it carries — is refused as it is, never
 //!   mounted read-write, with one line saying to recover it where it was written;
-//! - an encrypted medium whose ID file or key wrap was altered is [`Identity::Tampered`] (or
-//!   [`Refusal::Tampered`] once mounted read-write), never written;
+//! - an encrypted medium whose ID file or key wrap was altered, or whose ID file is older than
+//!   this host saw, is [`Identity::Tampered`] (or [`Refusal::Tampered`] once mounted
+//!   read-write), never written — whatever host its ID file names;
 //! - a blank disk is enrolled encrypted unless the config says `encrypt: false`; its recovery
 //!   key, which no one is there to read, goes to a root-only file in the state directory.
 
@@ -162,34 +163,29 @@ pub(super) fn identify(
         ));
     }
     match found {
-        Ok(m) if m.host != host => {
-            let why = format!(
-                "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
-                m.media_id,
-                m.label.chars().take(64).collect::<String>(),
-                m.host.chars().take(64).collect::<String>(),
-                host
-            );
-            Identity::NotOurs(m, why)
-        }
+        // Proven even when it names another host: one of this host's media with its `host:`
+        // altered is tampered, not a stranger (a stranger's fails at once: no key for its id).
         Ok(m) => match medium::prove(state_dir, mp, &m) {
-            Ok(proof) => Identity::Ours(Identified {
+            Ok(proof) if m.host == host => Identity::Ours(Identified {
                 media: m,
                 bytes,
                 proof,
             }),
-            Err(e) => {
-                let why = match refusal(disk, e) {
-                    Refusal::Tampered(why) => return Identity::Tampered(m, why),
-                    Refusal::Foreign(why) => why,
-                    Refusal::Failed(e) | Refusal::Failing(e) => format!(
+            Err(e) => match refusal(disk, e) {
+                Refusal::Tampered(why) => Identity::Tampered(m, why),
+                _ if m.host != host => another_hosts(m, host),
+                Refusal::Foreign(why) => Identity::NotOurs(m, why),
+                Refusal::Failed(e) | Refusal::Failing(e) => {
+                    let why = format!(
                         "{}: cannot check medium {}: {e}",
                         disk.devnode.display(),
                         m.media_id
-                    ),
-                };
-                Identity::NotOurs(m, why)
-            }
+                    );
+                    Identity::NotOurs(m, why)
+                }
+            },
+            // Proven, under another host name (this host renamed): `media adopt` takes it.
+            Ok(_) => another_hosts(m, host),
         },
         Err(Error::NotEnrolled(_)) if blank && auto_match => Identity::Blank,
         Err(Error::NotEnrolled(_)) if auto_match => {
@@ -198,6 +194,18 @@ pub(super) fn identify(
         Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
         Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
     }
+}
+
+/// A medium naming another host, not proven to be this host's.
+fn another_hosts(m: MediaFile, host: &str) -> Identity {
+    let why = format!(
+        "medium {} ({:?}) belongs to host {:?}, not {:?}; not writing to it",
+        m.media_id,
+        m.label.chars().take(64).collect::<String>(),
+        m.host.chars().take(64).collect::<String>(),
+        host
+    );
+    Identity::NotOurs(m, why)
 }
 
 /// What the read-write mount must show before anything is written.
@@ -273,14 +281,15 @@ pub(super) fn open_identified(
                     disk.devnode.display()
                 ))
             })?;
-            if m.host != host {
+            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e));
+            if m.host != host && !matches!(proof, Err(Refusal::Tampered(_))) {
                 return Err(Refusal::Foreign(format!(
                     "{}: after its journal was replayed, medium {} belongs to another host; not writing to it",
                     disk.devnode.display(),
                     m.media_id
                 )));
             }
-            let proof = medium::prove(state_dir, mp, &m).map_err(|e| refusal(disk, e))?;
+            let proof = proof?;
             info!(device = %disk.devnode.display(), medium = %m.media_id, "medium recognised after its journal was replayed");
             Some(proof)
         }

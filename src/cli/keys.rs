@@ -105,6 +105,13 @@ pub fn ask(m: &MediaFile) -> crate::error::Result<Option<Zeroizing<String>>> {
     ))
 }
 
+/// Whether this run was given a recovery key or passphrase (`--key-file`, `--key-fd`): the
+/// medium it is for must then be encrypted.
+pub fn given() -> bool {
+    let src = SOURCE.get_or_init(Source::default);
+    src.file.is_some() || src.fd.is_some()
+}
+
 /// Open a medium for reading, unlocking an encrypted one with this host's key or, lacking
 /// it, the recovery key or passphrase.
 pub fn open_read(root: &Path) -> Result<Medium> {
@@ -114,6 +121,7 @@ pub fn open_read(root: &Path) -> Result<Medium> {
         &Unlock {
             state_dir: Some(&state),
             ask: Some(&ask),
+            secret_given: given(),
         },
     )?)
 }

@@ -206,7 +206,14 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             let state = state_dir(config.as_deref())?;
             let host = medium::host_name();
             let a = held::lent(&dir, |d| {
-                medium::adopt(&state, d, &host, replace_key, Some(&keys::ask))
+                medium::adopt(
+                    &state,
+                    d,
+                    &host,
+                    replace_key,
+                    Some(&keys::ask),
+                    keys::given(),
+                )
             })?;
             if json {
                 print_json(&a)?;

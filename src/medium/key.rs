@@ -16,18 +16,15 @@
 //! - a refusal ([`Error::Foreign`]) names only the media id and label read from the disk.
 
 use super::{lock_writer, read_media, Beneath, MediaFile, MEDIA_FORMAT};
+use crate::crypt::MacState;
 use crate::error::{Error, IoContext, Result};
 use crate::fsio;
 use crate::ids::MediaId;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::fmt;
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tracing::info;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Bytes in a per-medium key.
 pub const KEY_LEN: usize = 32;
@@ -57,42 +54,35 @@ impl fmt::Debug for MediumKey {
 impl MediumKey {
     /// A fresh random key (the kernel's `getrandom`).
     pub fn generate() -> std::io::Result<MediumKey> {
-        let mut k = [0u8; KEY_LEN];
-        let mut filled = 0;
-        while filled < KEY_LEN {
-            filled +=
-                rustix::rand::getrandom(&mut k[filled..], rustix::rand::GetRandomFlags::empty())?;
-        }
-        Ok(MediumKey(k))
+        let mut k = MediumKey([0u8; KEY_LEN]);
+        crate::crypt::random_fill(&mut k.0)?;
+        Ok(k)
     }
 
     pub fn from_bytes(b: [u8; KEY_LEN]) -> MediumKey {
         MediumKey(b)
     }
 
-    /// The key as an encryption key (format 3: this host's key for the medium, which wraps
+    /// The key as an encryption key (formats 3, 4: this host's key for the medium, which wraps
     /// its data key).
     pub fn secret(&self) -> crate::crypt::SecretKey {
         crate::crypt::SecretKey::from_bytes(self.0)
     }
 
     /// The sub-key for one use: HMAC-SHA-256(key, label). Each use has its own label.
-    pub fn subkey(&self, label: &str) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
-        mac.update(label.as_bytes());
-        mac.finalize().into_bytes().into()
+    pub fn subkey(&self, label: &str) -> crate::crypt::SecretKey {
+        self.secret().subkey(label)
     }
 
-    fn mac_state(&self, m: &MediaFile) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.subkey(MAC_KEY_LABEL))
-            .expect("HMAC takes any key length");
+    fn mac_state(&self, m: &MediaFile) -> MacState {
+        let mut mac = self.subkey(MAC_KEY_LABEL).hmac();
         mac.update(&canonical(m));
         mac
     }
 
     /// The MAC of a media ID file (of every field but `mac`).
     pub fn mac(&self, m: &MediaFile) -> [u8; 32] {
-        self.mac_state(m).finalize().into_bytes().into()
+        self.mac_state(m).finish()
     }
 
     /// Does `m` carry this key's MAC? Compared in constant time.
@@ -100,7 +90,7 @@ impl MediumKey {
         let Some(Ok(given)) = m.mac.as_deref().map(hex::decode) else {
             return false;
         };
-        self.mac_state(m).verify_slice(&given).is_ok()
+        self.mac_state(m).verify(&given)
     }
 
     /// Make `m` a format-2 media ID file sealed with this key.
@@ -154,31 +144,44 @@ pub enum Unproven {
     /// `media.yaml` read again before writing (after the read-write mount, under the lock)
     /// differs from the one proven.
     Changed,
-    /// Encrypted (format 3): this host holds a key for the medium's id, but the medium's host
+    /// Encrypted: this host holds a key for the medium's id, but the medium's host
     /// key slot is missing or does not open with it (its key wrap was replaced or altered).
     BadWrap,
-    /// Encrypted (format 3): the data key opens, but the ID file's MAC does not verify with
+    /// Encrypted: the data key opens, but the ID file's MAC does not verify with
     /// it (a field or a key slot was altered).
     Altered,
+    /// Encrypted: the ID file verifies, but its key-slot generation is older than the newest
+    /// this host saw (an old ID file put back, perhaps with a passphrase since removed).
+    RolledBack { found: u64, seen: u64 },
 }
 
 impl Unproven {
     /// A medium that was tampered with (not merely unknown): the agent says so.
     pub fn is_tampering(self) -> bool {
-        matches!(self, Unproven::BadWrap | Unproven::Altered)
+        matches!(
+            self,
+            Unproven::BadWrap | Unproven::Altered | Unproven::RolledBack { .. }
+        )
     }
 }
 
 impl fmt::Display for Unproven {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        let text = match self {
             Unproven::NoMac => "its media.yaml carries no MAC (format 1); if it is this host's medium, take it with `trayback media adopt`",
             Unproven::NoKey => "this host holds no key for it (a stranger's disk, or this host's key was lost: `trayback media adopt` if it is yours)",
             Unproven::BadMac => "its media.yaml MAC does not verify with this host's key for that id (a forged, altered or copied ID file)",
             Unproven::Changed => "its media.yaml changed between the check and the write (a journal replay at the read-write mount, or another writer)",
             Unproven::BadWrap => "its key wrap for this host does not open with this host's key (the ID file's key slots were replaced or altered): tampered",
             Unproven::Altered => "its media.yaml does not verify with the medium's own key (a field or a key slot was altered): tampered",
-        })
+            Unproven::RolledBack { found, seen } => {
+                return write!(
+                    f,
+                    "its media.yaml is generation {found} of its key slots, older than generation {seen} this host already saw: an old ID file was put back (it may carry a passphrase since removed): tampered"
+                )
+            }
+        };
+        f.write_str(text)
     }
 }
 
@@ -334,13 +337,15 @@ pub struct Adopted {
 ///
 /// An encrypted medium is unlocked with this host's key if it opens it, else with the
 /// recovery key or passphrase `ask` gives; its data key is then wrapped for a new key kept
-/// here (its backups, tree and keys stay as they are).
+/// here (its backups, tree and keys stay as they are). `secret_given`: a recovery key or
+/// passphrase was given, so a plaintext medium is refused (as a reader refuses it).
 pub fn adopt(
     state_dir: &Path,
     root: &Path,
     host: &str,
     replace_key: bool,
     ask: Option<super::keyring::Ask>,
+    secret_given: bool,
 ) -> Result<Adopted> {
     let dir = Beneath::open(root)?;
     read_media(&dir)?; // not enrolled, unreadable: say so before locking
@@ -361,8 +366,13 @@ pub fn adopt(
             m.media_id
         )));
     }
+    let unlock = super::keyring::Unlock {
+        state_dir: Some(state_dir),
+        ask,
+        secret_given,
+    };
     if m.encryption.is_some() {
-        let media = super::keyring::adopt(&dir, state_dir, root, &m, host, ask)?;
+        let media = super::keyring::adopt(&dir, state_dir, root, &m, host, &unlock)?;
         drop(lock);
         info!(medium = %media.media_id, label = %media.label, path = %root.display(), "encrypted medium adopted");
         return Ok(Adopted {
@@ -370,6 +380,7 @@ pub fn adopt(
             already: false,
         });
     }
+    super::keyring::plaintext(root, &m, &unlock)?;
     let mut media = m.clone();
     media.host = host.to_string();
     match load(state_dir, &m.media_id)? {

@@ -12,14 +12,16 @@
 //! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
 //! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
 //! file, and its entries tile the records between header and trailer exactly (one entry per
-//! record, in order: a trailer cannot name one record many times). Decompression never produces more than `raw_len` bytes, and a large listing is
-//! hashed in a streaming pass (constant memory) before it is decompressed into memory, so a
-//! compression bomb costs no memory.
+//! record, in order: a trailer cannot name one record many times). How a payload is encoded
+//! and decoded, and the caps that keeps, is `codec`'s.
 
-use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
+mod codec;
+
+use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
 use crate::store::{BLOCK_SIZE, PACK_TARGET};
+pub use codec::{check, compress, decode, encode};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -502,227 +504,8 @@ pub fn scan_file(crypt: &Crypt, file: &File) -> Vec<Entry> {
     out
 }
 
-thread_local! {
-    static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
-    static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Encode blob `id` of `kind` for its record: compressed as [`compress`] decides, then on an
-/// encrypted medium sealed with the record's header as associated data.
-pub fn encode(
-    crypt: &Crypt,
-    id: &BlockId,
-    kind: BlobKind,
-    raw: &[u8],
-    level: i32,
-) -> (Encoding, Vec<u8>) {
-    let (enc, payload) = compress(raw, level);
-    let Crypt::Sealed(keys) = crypt else {
-        return (enc, payload);
-    };
-    let enc = enc.sealed();
-    let stored = (payload.len() + SEAL_OVERHEAD) as u32;
-    let head = record_header(id, kind, enc, raw.len() as u32, stored);
-    (
-        enc,
-        keys.seal(&crypt::blob_ad(&keys.media_id, &head), &payload),
-    )
-}
-
-/// Compress a payload: zstd at `level`, unless that is not smaller than the raw bytes.
-/// Compression contexts are kept per thread (creating one per block costs more than small
-/// blocks take to compress).
-pub fn compress(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
-    if incompressible(raw) {
-        return (Encoding::Raw, raw.to_vec());
-    }
-    let compressed = CCTX.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
-        }
-        c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
-    });
-    match compressed {
-        Some(c) if c.len() < raw.len() => (Encoding::Zstd, c),
-        _ => (Encoding::Raw, raw.to_vec()),
-    }
-}
-
-/// Whether a large block looks like random or already compressed data: three 4 KiB samples
-/// (start, middle, end) that zstd's fastest level cannot shrink by 3%. Spares compressing
-/// media files, archives and encrypted data only to store them raw.
-fn incompressible(raw: &[u8]) -> bool {
-    const SAMPLE: usize = 4096;
-    if raw.len() < 16 * SAMPLE {
-        return false;
-    }
-    let at = [0, raw.len() / 2 - SAMPLE / 2, raw.len() - SAMPLE];
-    thread_local! {
-        static FAST: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
-    }
-    FAST.with(|z| {
-        let mut z = z.borrow_mut();
-        if z.is_none() {
-            *z = zstd::bulk::Compressor::new(1).ok();
-        }
-        let Some(z) = z.as_mut() else { return false };
-        at.iter().all(|&i| {
-            let sample = &raw[i..i + SAMPLE];
-            z.compress(sample)
-                .map_or(true, |c| c.len() * 100 > sample.len() * 97)
-        })
-    })
-}
-
-/// Listings longer than this are hashed in a streaming pass before they are decompressed
-/// into memory, so that a bomb (a small payload that claims a large `raw_len` and inflates
-/// to garbage) is refused without allocating its length.
-const STREAM_CHECK_ABOVE: u32 = 4 << 20;
-
-/// The largest zstd window a reader accepts (2^24 = 16 MiB; level 19 uses 2^23). A streaming
-/// decoder allocates the window a frame asks for.
-const MAX_WINDOW_LOG: u32 = 24;
-
-/// Decompress `payload` in a streaming pass without keeping the output: check it inflates to
-/// exactly `e.raw_len` bytes whose SHA-256 is `e.id`. Memory: the window and a 64 KiB buffer.
-fn check_stream(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
-    use std::io::Read;
-    let mut d = zstd::stream::read::Decoder::with_buffer(payload)
-        .map_err(|err| format!("cannot decompress: {err}"))?;
-    d.window_log_max(MAX_WINDOW_LOG)
-        .map_err(|err| format!("cannot decompress: {err}"))?;
-    let mut hash = crypt.hasher();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = d
-            .read(&mut buf)
-            .map_err(|err| format!("cannot decompress: {err}"))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > e.raw_len as u64 {
-            return Err(format!(
-                "inflates to more than the {} bytes recorded",
-                e.raw_len
-            ));
-        }
-        hash.update(&buf[..n]);
-    }
-    if total != e.raw_len as u64 {
-        return Err(format!("length {total} where {} was recorded", e.raw_len));
-    }
-    if hash.finish() != e.id {
-        return Err(mismatch(crypt).into());
-    }
-    Ok(())
-}
-
-fn mismatch(crypt: &Crypt) -> &'static str {
-    match crypt {
-        Crypt::Plain => "content does not match its SHA-256",
-        Crypt::Sealed(_) => "content does not match its keyed id",
-    }
-}
-
 /// Constant-time equality of two 32-byte checks.
 fn subtle_eq(a: &[u8; 32], b: &[u8]) -> subtle::Choice {
     use subtle::ConstantTimeEq;
     a.as_slice().ct_eq(b)
-}
-
-/// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
-/// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
-/// plaintext one, [`decode`] and its hash.
-pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
-    let Crypt::Sealed(keys) = crypt else {
-        return decode(crypt, e, payload).map(drop);
-    };
-    check_lengths(e)?;
-    if !e.encoding.is_sealed() {
-        return Err(
-            "a plaintext record on an encrypted medium (not written by this medium's writer)"
-                .into(),
-        );
-    }
-    if payload.len() != e.stored_len as usize {
-        return Err(format!(
-            "payload of {} bytes where {} were recorded",
-            payload.len(),
-            e.stored_len
-        ));
-    }
-    let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
-    if !keys.authentic(&crypt::blob_ad(&keys.media_id, &head), payload) {
-        return Err("does not authenticate (altered, moved, or not this medium's record)".into());
-    }
-    Ok(())
-}
-
-/// Decode a payload and check it against its id. Allocates at most `e.raw_len` bytes, which
-/// is checked against the kind's cap first.
-///
-/// On an encrypted medium the payload must be sealed and open with the record's header as
-/// associated data (a plaintext record there is refused, and a sealed one on a plaintext
-/// medium); then it is decoded like a plaintext payload (its keyed id is authenticated with
-/// it, and not recomputed).
-pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
-    check_lengths(e)?;
-    if payload.len() != e.stored_len as usize {
-        return Err(format!(
-            "payload of {} bytes where {} were recorded",
-            payload.len(),
-            e.stored_len
-        ));
-    }
-    let inner: std::borrow::Cow<[u8]> = match (crypt, e.encoding.is_sealed()) {
-        (Crypt::Plain, false) => std::borrow::Cow::Borrowed(payload),
-        (Crypt::Sealed(keys), true) => {
-            let head = record_header(&e.id, e.kind, e.encoding, e.raw_len, e.stored_len);
-            std::borrow::Cow::Owned(
-                keys.open(&crypt::blob_ad(&keys.media_id, &head), payload)
-                    .ok_or("does not authenticate (altered, moved, or not this medium's record)")?,
-            )
-        }
-        (Crypt::Plain, true) => return Err("an encrypted record on a plaintext medium".into()),
-        (Crypt::Sealed(_), false) => {
-            return Err(
-                "a plaintext record on an encrypted medium (not written by this medium's writer)"
-                    .into(),
-            )
-        }
-    };
-    let encoding = e.encoding.inner();
-    if encoding == Encoding::Zstd && e.raw_len > STREAM_CHECK_ABOVE {
-        check_stream(crypt, e, &inner)?;
-    }
-    let raw = match encoding {
-        Encoding::Zstd => DCTX
-            .with(|d| {
-                let mut d = d.borrow_mut();
-                if d.is_none() {
-                    *d = zstd::bulk::Decompressor::new().ok();
-                }
-                d.as_mut().map(|z| z.decompress(&inner, e.raw_len as usize))
-            })
-            .unwrap_or_else(|| zstd::bulk::decompress(&inner, e.raw_len as usize))
-            .map_err(|err| format!("cannot decompress: {err}"))?,
-        _ => inner.into_owned(),
-    };
-    if raw.len() != e.raw_len as usize {
-        return Err(format!(
-            "length {} where {} was recorded",
-            raw.len(),
-            e.raw_len
-        ));
-    }
-    // A sealed record's id is authenticated with it (the record header is associated data
-    // of its seal, and only the writer that hashed the content could seal it): not hashed
-    // again. A plaintext record's id is its only check.
-    if !e.encoding.is_sealed() && crypt.block_id(&raw) != e.id {
-        return Err(mismatch(crypt).into());
-    }
-    Ok(raw)
 }

@@ -222,6 +222,35 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+pub fn stderr(out: &Output) -> String {
+    text(&out.stderr)
+}
+
+/// The value of top-level field `field` in `medium`'s `trayback/media.yaml`.
+pub fn media_field(medium: &Path, field: &str) -> String {
+    let t = fs::read_to_string(medium.join("trayback/media.yaml")).unwrap();
+    let prefix = format!("{field}: ");
+    t.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Run `tests/independent_reader.py` (a reader of encrypted media written from FORMAT.md
+/// alone): the file at `path` in the newest backup of `medium`, unlocked with the recovery key
+/// in `key_file`, written to `out`.
+pub fn independent_reader(medium: &Path, key_file: &Path, path: &Path, out: &Path) -> Output {
+    Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/independent_reader.py"))
+        .arg(medium)
+        .arg(key_file)
+        .arg(path)
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 pub fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));

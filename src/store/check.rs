@@ -1,0 +1,240 @@
+//! Re-reading packs from the device: [`check_pack_as`] for `verify`, and the checker threads
+//! that re-read each pack a backup closes while the backup goes on (the verify after it then
+//! only collects their results).
+//!
+//! Invariants: a check reads the device, not the page cache (the pack is fsync'd first, its
+//! pages dropped, then read with `O_DIRECT` where the file system allows), one record in memory
+//! at a time; writers wait while more than [`MAX_UNCHECKED`] closed packs wait for their check.
+
+use super::{pack, pack_rel, Store};
+use crate::crypt::Crypt;
+use crate::fsio;
+use crate::ids::{BlockId, PackId};
+use crate::medium::beneath::Beneath;
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+pub type CheckFn = fn(&Beneath, &Crypt, &PackId) -> PackCheck;
+
+/// Threads that re-read closed packs from the device while the backup goes on: one per core,
+/// so that when writers wait for the checks (see [`Backlog`]) every core checks.
+pub(super) struct Checker {
+    pub(super) send: std::sync::mpsc::Sender<PackId>,
+    threads: Vec<std::thread::JoinHandle<HashMap<PackId, PackCheck>>>,
+}
+
+/// How many closed packs wait for their check. Writers wait while it is above
+/// [`MAX_UNCHECKED`]: on a busy machine the checker would otherwise fall ever further behind
+/// and its work would all be left for after the backup.
+#[derive(Default)]
+pub(super) struct Backlog {
+    packs: Mutex<usize>,
+    shrunk: std::sync::Condvar,
+}
+
+const MAX_UNCHECKED: usize = 2;
+
+impl Backlog {
+    pub(super) fn add(&self, n: isize) {
+        let mut p = self.packs.lock().unwrap();
+        *p = p.saturating_add_signed(n);
+        self.shrunk.notify_all();
+    }
+
+    pub(super) fn wait_until_small(&self) {
+        let p = self.packs.lock().unwrap();
+        let _p = self.shrunk.wait_while(p, |p| *p > MAX_UNCHECKED).unwrap();
+    }
+}
+
+impl Checker {
+    /// `None` if no thread could be started (the verify then reads every pack itself).
+    fn start(
+        dir: Arc<Beneath>,
+        crypt: Crypt,
+        backlog: Arc<Backlog>,
+        check: CheckFn,
+    ) -> Option<Checker> {
+        let (send, recv) = std::sync::mpsc::channel::<PackId>();
+        let recv = Arc::new(Mutex::new(recv));
+        let n = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(4);
+        let threads = (0..n)
+            .filter_map(|i| {
+                let (dir, backlog, recv) = (dir.clone(), backlog.clone(), recv.clone());
+                let crypt = crypt.clone();
+                std::thread::Builder::new()
+                    .name(format!("pack-check-{i}"))
+                    .spawn(move || {
+                        let mut out = HashMap::new();
+                        loop {
+                            let next = recv.lock().unwrap().recv();
+                            let Ok(id) = next else { break };
+                            let r = std::panic::catch_unwind(|| check(&dir, &crypt, &id))
+                                .unwrap_or_else(|_| PackCheck {
+                                    damage: vec![(None, "checking the pack failed".into())],
+                                    ..PackCheck::default()
+                                });
+                            out.insert(id, r);
+                            backlog.add(-1);
+                        }
+                        out
+                    })
+                    .ok()
+            })
+            .collect::<Vec<_>>();
+        (!threads.is_empty()).then_some(Checker { send, threads })
+    }
+
+    fn finish(self) -> HashMap<PackId, PackCheck> {
+        drop(self.send);
+        let mut all = HashMap::new();
+        for t in self.threads {
+            all.extend(t.join().unwrap_or_default());
+        }
+        all
+    }
+}
+
+/// What re-reading one pack from the device found.
+#[derive(Clone, Debug, Default)]
+pub struct PackCheck {
+    /// Records whose content matched their id.
+    pub good: Vec<BlockId>,
+    /// Bytes of the pack file.
+    pub bytes: u64,
+    /// Each problem: with the block it concerns, or `None` for the pack as a whole.
+    pub damage: Vec<(Option<BlockId>, String)>,
+}
+
+/// Re-read and check every record of pack `id` from the device (not the page cache):
+/// trailer and footer, each record header against the trailer, each payload decoded and
+/// hashed. Records are streamed front to back, one in memory at a time.
+pub fn check_pack(dir: &Beneath, crypt: &Crypt, id: &PackId) -> PackCheck {
+    check_pack_as(dir, crypt, id, Depth::AsWritten)
+}
+
+/// How far [`check_pack_as`] checks a record on an encrypted medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Its seal authenticates: the medium returns exactly what the writer sealed (the check
+    /// after writing).
+    AsWritten,
+    /// Opened, decompressed and compared with its id, as a restore reads it (`--read-all`).
+    Whole,
+}
+
+/// [`check_pack`] to `depth` (a plaintext record is always decoded and hashed).
+pub fn check_pack_as(dir: &Beneath, crypt: &Crypt, id: &PackId, depth: Depth) -> PackCheck {
+    let mut out = PackCheck::default();
+    let rel = pack_rel(id);
+    let opened = dir
+        .open_file(&rel)
+        .and_then(|plain| Ok((dir.open_direct(&rel)?, plain)));
+    let (direct, f) = match opened {
+        Ok(f) => f,
+        Err(e) => {
+            out.damage.push((None, format!("cannot open: {e}")));
+            return out;
+        }
+    };
+    out.bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // The pack was fsync'd: forget its cached pages, so the trailer comes from the device too.
+    fsio::drop_cache(&f);
+    let trailer = match pack::read_trailer(crypt, id, &f) {
+        Ok(t) => t,
+        Err(detail) => {
+            out.damage
+                .push((None, format!("{}: {detail}", dir.shown(&rel).display())));
+            return out;
+        }
+    };
+    let mut r = fsio::DeviceReader::new(direct, f);
+    let mut pos = 0u64;
+    let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
+    let mut payload = Vec::new();
+    for e in &trailer.entries {
+        let start = e.offset - pack::RECORD_HEADER_LEN;
+        let read = (|| -> std::io::Result<()> {
+            if start != pos {
+                r.seek_to(start)?;
+            }
+            r.read_exact(&mut head)?;
+            payload.resize(e.stored_len as usize, 0);
+            r.read_exact(&mut payload)
+        })();
+        pos = e.offset + e.stored_len as u64;
+        if let Err(err) = read {
+            out.damage
+                .push((Some(e.id), format!("cannot read from pack {id}: {err}")));
+            pos = u64::MAX;
+            continue;
+        }
+        if pack::parse_record_header(&head, e.offset).as_ref() != Some(e) {
+            out.damage.push((
+                Some(e.id),
+                format!("record header in pack {id} does not match the trailer"),
+            ));
+            continue;
+        }
+        let checked = match depth {
+            Depth::AsWritten => pack::check(crypt, e, &payload),
+            Depth::Whole => pack::decode(crypt, e, &payload).map(drop),
+        };
+        match checked {
+            Ok(()) => out.good.push(e.id),
+            Err(detail) => out.damage.push((
+                Some(e.id),
+                format!("in {}: {detail}", dir.shown(&rel).display()),
+            )),
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Re-read every pack of this writing session from the device as soon as it is closed, in
+    /// the background, for [`Store::pack_checks`] (the verify after a backup).
+    pub(crate) fn check_packs_as_written(&self) {
+        let mut w = self.writing.lock().unwrap();
+        if w.checker.is_none() {
+            w.checker = Checker::start(
+                self.dir.clone(),
+                self.crypt.clone(),
+                self.backlog.clone(),
+                w.check,
+            );
+        }
+        w.check_packs = w.checker.is_some();
+        if !w.check_packs {
+            tracing::warn!("cannot start pack-check threads; the verify will read every pack");
+        }
+    }
+
+    /// Check packs with `check` instead of [`check_pack`] from the next
+    /// [`Store::check_packs_as_written`] on (for tests that simulate a device returning
+    /// something else than what was written).
+    #[doc(hidden)]
+    pub(crate) fn set_pack_check(&self, check: CheckFn) {
+        self.writing.lock().unwrap().check = check;
+    }
+
+    /// Wait for the background checks of the packs written so far and take their results.
+    pub(crate) fn pack_checks(&self) -> HashMap<PackId, PackCheck> {
+        let checker = {
+            let mut w = self.writing.lock().unwrap();
+            w.check_packs = false;
+            w.checker.take()
+        };
+        let checks = checker.map(Checker::finish).unwrap_or_default();
+        *self.backlog.packs.lock().unwrap() = 0;
+        checks
+    }
+
+    /// Re-read and check pack `id` from the device to `depth` (see [`check_pack_as`]).
+    pub fn check_pack(&self, id: &PackId, depth: Depth) -> PackCheck {
+        check_pack_as(&self.dir, &self.crypt, id, depth)
+    }
+}
