@@ -3,6 +3,7 @@
 //! change of key slots, after which the format-3 file put back is a rollback; Argon2id
 //! parameters outside the reader's window are refused before anything is derived.
 
+#[path = "support/util.rs"]
 mod util;
 use std::fs;
 use std::path::Path;
