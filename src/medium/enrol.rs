@@ -13,7 +13,7 @@ use crate::ids::MediaId;
 use crate::tree::Tree;
 use chrono::{DateTime, Utc};
 use std::path::Path;
-use tracing::{info, warn};
+use tracing::info;
 
 /// How a new medium is protected.
 pub enum Protection {
@@ -117,9 +117,7 @@ impl Medium {
         // The media ID file is written last: it is what makes the directory a medium.
         dir.atomic_write("media.yaml", text.as_bytes())?;
         if crypt.is_sealed() {
-            if let Err(e) = keyring::enrolled(state_dir, &media) {
-                warn!(medium = %media.media_id, cause = %e, "cannot record the generation of the new medium's ID file on this host");
-            }
+            keyring::enrolled(state_dir, &media);
         }
         kit::refresh_quietly(root, &dir, &media);
         info!(medium = %media.media_id, label, path = %root.display(), encrypted = crypt.is_sealed(), "medium enrolled");

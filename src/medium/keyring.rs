@@ -90,9 +90,7 @@ fn keys_of(m: &MediaFile, dk: &SecretKey) -> Keys {
 pub fn prove(state_dir: &Path, root: &Path, m: &MediaFile) -> Result<(Proof, Crypt)> {
     let (dk, keys) = unlock_host(state_dir, root, m)?;
     drop(dk);
-    if let Err(e) = seen::record_media_generation(state_dir, &m.media_id, generation(m)) {
-        tracing::warn!(medium = %m.media_id, cause = %e, "cannot record the generation of the medium's ID file on this host; putting an older one back would not be noticed");
-    }
+    remember(state_dir, m);
     Ok((
         Proof {
             media_id: m.media_id,
@@ -313,8 +311,17 @@ pub fn enrol(
 }
 
 /// After an enrolled medium's ID file is written: this host saw its key-slot generation.
-pub fn enrolled(state_dir: &Path, m: &MediaFile) -> Result<()> {
-    seen::record_media_generation(state_dir, &m.media_id, generation(m))
+pub fn enrolled(state_dir: &Path, m: &MediaFile) {
+    remember(state_dir, m);
+}
+
+/// Record that this host saw `m`'s key-slot generation (proven, or written by it). What is on
+/// the medium stands either way: a host that cannot keep the record (its state directory full
+/// or read-only) only loses the detection of this file's rollback, and says so.
+fn remember(state_dir: &Path, m: &MediaFile) {
+    if let Err(e) = seen::record_media_generation(state_dir, &m.media_id, generation(m)) {
+        tracing::warn!(medium = %m.media_id, cause = %e, "cannot record the generation of the medium's ID file on this host; putting an older one back would not be noticed");
+    }
 }
 
 fn passphrase_slot(
@@ -342,7 +349,8 @@ fn write_changed(dir: &Beneath, state_dir: &Path, m: &mut MediaFile, dk: &Secret
     seal(&keys_of(m, dk), m, generation(m) + 1);
     let text = serde_yaml::to_string(m).expect("a media file serializes");
     dir.atomic_write("media.yaml", text.as_bytes())?;
-    seen::record_media_generation(state_dir, &m.media_id, generation(m))
+    remember(state_dir, m);
+    Ok(())
 }
 
 /// Wrap `dk` for a new host key in `m`'s host slot and write `m` ([`write_changed`]): the new
