@@ -189,6 +189,18 @@ fn medium_inode(medium: &Medium) -> Option<(u64, u64)> {
 
 /// Make a backup on `medium` (opened for writing). Returns the committed header.
 pub fn run(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
+    let made = make(medium, req);
+    if made.is_err() && medium.writable() {
+        // A failed or cancelled backup's id is not given to the next one on this open medium
+        // (recovery does the same when the medium is next opened).
+        if let Err(e) = medium.retire_used_id() {
+            warn!(cause = %e, "cannot mark the failed backup's id used; the medium's next opening does");
+        }
+    }
+    made
+}
+
+fn make(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     if !medium.writable() {
         return Err(Error::Refused("medium is not open for writing".into()));
     }

@@ -159,18 +159,12 @@ impl Medium {
 
     /// Remove what an interrupted writer left behind. Touches nothing `tree.yaml` lists.
     /// Deletions wait for no reader: with readers at work they are left for the next time.
-    fn recover(&mut self) -> Result<()> {
-        self.dir.mkdir("tmp")?;
-        for (name, _) in self.dir.list("tmp")? {
-            let shown = self.dir.shown("tmp").join(&name);
-            warn!(path = %shown.display(), "recovery: removing temporary file");
-            self.dir.remove_child("tmp", &name)?;
-        }
-        // One writer at a time: the only id an interrupted backup can have used is
-        // `next_id` (`begin_backup` marks it with its directory before writing anything). If
-        // it was used, it is not used again. Other names and footers are not believed (a
-        // crafted `backups/18446744073709551614/` would end all backups); they are only
-        // removed. This needs no deletion, so it is done even while readers are at work.
+    /// One writer at a time: the only id an interrupted or failed backup can have used is
+    /// `next_id` (`begin_backup` marks it with its directory before writing anything). If it
+    /// was used, it is not used again. Other names and footers are not believed (a crafted
+    /// `backups/18446744073709551614/` would end all backups). This needs no deletion, so it
+    /// is done even while readers are at work.
+    pub(crate) fn retire_used_id(&mut self) -> Result<()> {
         let id = self.tree.next_id;
         let used = self.dir.exists(&backup_rel(id))?
             || self
@@ -182,9 +176,21 @@ impl Medium {
             let mut tree = self.tree.clone();
             tree.next_id = BackupId(next);
             self.save_tree(&tree)?;
-            info!(medium = %self.media.media_id, next_id = next, "recovery: the id of an uncommitted backup is not used again");
+            info!(medium = %self.media.media_id, next_id = next, "the id of an uncommitted backup is not used again");
             self.tree = tree;
         }
+        Ok(())
+    }
+
+    fn recover(&mut self) -> Result<()> {
+        self.dir.mkdir("tmp")?;
+        for (name, _) in self.dir.list("tmp")? {
+            let shown = self.dir.shown("tmp").join(&name);
+            warn!(path = %shown.display(), "recovery: removing temporary file");
+            self.dir.remove_child("tmp", &name)?;
+        }
+        let id = self.tree.next_id;
+        self.retire_used_id()?;
         let Some(_readers) = self.exclusive(Wait::No)? else {
             info!(medium = %self.media.media_id, "readers at work; recovery leaves deletions for later");
             return Ok(());
