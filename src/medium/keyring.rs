@@ -346,7 +346,15 @@ fn passphrase_slot(
 /// key, atomically on the medium, then recorded on this host (after the medium: a crash in
 /// between leaves the host behind, never ahead).
 fn write_changed(dir: &Beneath, state_dir: &Path, m: &mut MediaFile, dk: &SecretKey) -> Result<()> {
-    seal(&keys_of(m, dk), m, generation(m) + 1);
+    // The generation is authenticated, so only a holder of the data key could have set it
+    // to the end of the range; even so, no wrap back to an older number.
+    let next = generation(m).checked_add(1).ok_or_else(|| {
+        Error::Refused(format!(
+            "{}: the ID file's key-slot generation is at its limit; enrol a new medium",
+            dir.shown("media.yaml").display()
+        ))
+    })?;
+    seal(&keys_of(m, dk), m, next);
     let text = serde_yaml::to_string(m).expect("a media file serializes");
     dir.atomic_write("media.yaml", text.as_bytes())?;
     remember(state_dir, m);
