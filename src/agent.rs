@@ -367,7 +367,7 @@ impl Agent {
                 return;
             }
             Identity::Tampered(m, why) => {
-                self.refuse_tampered(&disk, Some(&m), why);
+                self.refuse_tampered(&disk, m.as_ref(), why);
                 return;
             }
             Identity::Ours(id) => {

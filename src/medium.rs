@@ -182,6 +182,15 @@ fn backup_of_name(name: &std::ffi::OsStr) -> Option<BackupId> {
     (backup_rel(id)[8..] == *n).then_some(id)
 }
 
+/// The media id an ID file that does not read names, if its bytes name one at all: only to
+/// tell one of this host's media altered (it holds a key for that id) from a stranger's.
+/// Nothing else of such a file is believed.
+fn claimed_media_id(dir: &Beneath) -> Option<MediaId> {
+    let bytes = dir.read_small("media.yaml", MAX_MEDIA_FILE).ok()?;
+    let v: serde_yaml::Value = serde_yaml::from_slice(&bytes).ok()?;
+    v.get("media_id")?.as_str()?.parse().ok()
+}
+
 /// What [`Medium::identify`] reads: the media ID file, checked.
 fn read_media(dir: &Beneath) -> Result<MediaFile> {
     read_media_bytes(dir).map(|(m, _)| m)

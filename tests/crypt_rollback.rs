@@ -417,11 +417,9 @@ mod lab;
 /// Issue 11: "a medium whose ID file … was altered is refused before any write. The agent
 /// notifies `tampered_medium`." This host's own tray, its ID file altered so that it no longer
 /// reads (the format-4 generation line removed, which nobody without the data key could have
-/// done to a genuine file): the agent refuses it, writes nothing, notifies once — but as
-/// `unknown_medium` ("unreadable media ID file"), because identification stops at the parse
-/// and never asks whether this host holds a key for the id the file names.
+/// done to a genuine file): the agent refuses it, writes nothing and notifies it once as
+/// tampered, since this host holds a key for the id the file names.
 #[test]
-#[ignore = "open: an unparseable or unchecked ID file (generation removed, KDF out of window, duplicate key) of a medium this host holds a key for is notified unknown_medium, not tampered_medium: agent/identify.rs maps every read_media error to Identity::Foreign without looking for the media_id the bytes name"]
 fn this_hosts_tray_with_an_unreadable_id_file_is_notified_as_tampered() {
     use lab::*;
     let mut lab = Lab::new("");

@@ -48,8 +48,9 @@ pub(super) enum Identity {
     NeedsRecovery,
     /// A media ID file, but not this host's medium (another host's, or not proven).
     NotOurs(MediaFile, String),
-    /// An encrypted medium whose ID file or key wrap was altered.
-    Tampered(MediaFile, String),
+    /// An encrypted medium whose ID file or key wrap was altered (the file, unless it no
+    /// longer reads: then only the id it names is known).
+    Tampered(Option<MediaFile>, String),
     Foreign(String),
     /// Mounted (or claimed) by someone else meanwhile: not a tray now, as a disk already
     /// mounted elsewhere when it appeared is not; left alone, not notified.
@@ -126,6 +127,14 @@ pub(super) fn identify(
         Ok((m, b)) => (Ok(m), b),
         Err(e) => (Err(e), Vec::new()),
     };
+    // An ID file that does not read, naming a medium this host holds a key for: one of its
+    // trays, altered while away.
+    let altered_ours = match &found {
+        Err(Error::NotEnrolled(_)) | Ok(_) => None,
+        Err(_) => {
+            Medium::claimed_id(mp).filter(|id| crate::medium::key_path(state_dir, id).exists())
+        }
+    };
     let blank = mounts::is_blank(mp);
     let _ = mounts::unmount(mp, false);
     let label = disk.label.clone().unwrap_or_default();
@@ -172,7 +181,7 @@ pub(super) fn identify(
                 proof,
             }),
             Err(e) => match refusal(disk, e) {
-                Refusal::Tampered(why) => Identity::Tampered(m, why),
+                Refusal::Tampered(why) => Identity::Tampered(Some(m), why),
                 _ if m.host != host => another_hosts(m, host),
                 Refusal::Foreign(why) => Identity::NotOurs(m, why),
                 Refusal::Failed(e) | Refusal::Failing(e) => {
@@ -192,7 +201,10 @@ pub(super) fn identify(
             Identity::Foreign(format!("{}: label {label:?} matches auto-enrol, but the file system holds files, so it is not enrolled automatically and was left as it was", disk.devnode.display()))
         }
         Err(Error::NotEnrolled(_)) => Identity::Foreign(format!("{}: no trayback media ID file and label {label:?} does not match auto-enrol; a foreign disk", disk.devnode.display())),
-        Err(e) => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
+        Err(e) => match altered_ours {
+            Some(id) => Identity::Tampered(None, format!("{}: the media ID file of this host's medium {id} was altered: {e}", disk.devnode.display())),
+            None => Identity::Foreign(format!("{}: unreadable media ID file: {e}", disk.devnode.display())),
+        },
     }
 }
 

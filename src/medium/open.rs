@@ -13,7 +13,7 @@ use super::{
 };
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
-use crate::ids::BackupId;
+use crate::ids::{BackupId, MediaId};
 use crate::store::{self, Store};
 use crate::tree::Tree;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,12 @@ impl Medium {
     /// the same file), read as every record is: beneath the medium, capped, regular only.
     pub fn identify_with_bytes(root: &Path) -> Result<(MediaFile, Vec<u8>)> {
         read_media_bytes(&Beneath::open(root)?)
+    }
+
+    /// The media id named by the ID file of `root` that [`Medium::identify`] refused, if its
+    /// bytes name one (see `claimed_media_id`).
+    pub fn claimed_id(root: &Path) -> Option<MediaId> {
+        super::claimed_media_id(&Beneath::open(root).ok()?)
     }
 
     /// Read the media ID file of `root` without opening the store.
