@@ -365,6 +365,13 @@ impl Agent {
                 }
             }
         }
+        // A job that found the medium no longer where it was mounted: the tray was pulled
+        // (or unmounted behind the agent's back) before the watchdog saw it. It is a pull,
+        // notified once as such, and the session ends; no other job is tried on it.
+        if matches!(outcome.failure, Some(job::Failure::Gone { .. })) {
+            live.locked().pulled = true;
+            t.cancel.store(true, Ordering::SeqCst);
+        }
         // I/O errors from a tray that is being pulled are the pull, not a failing disk.
         if outcome.medium_failing() {
             let (mp2, devnum) = (t.mp.clone(), disk.devnum);
