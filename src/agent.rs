@@ -154,7 +154,14 @@ struct Agent {
     /// Disks to identify again (enrolled by `media init` while the agent ran), handled by
     /// the main loop like udev's events.
     rescan: mpsc::UnboundedSender<Disk>,
+    /// Disks found held by someone else while being identified, and how often: looked at
+    /// again a moment later, a few times (another program's mount, or another prober's
+    /// exclusive open, lets go).
+    busy: Mutex<HashMap<PathBuf, u32>>,
 }
+
+/// How many times, a second apart, a disk found held elsewhere is identified again.
+const BUSY_RETRIES: u32 = 10;
 
 /// Run the agent until SIGTERM or SIGINT.
 pub fn run(opts: Options) -> anyhow::Result<()> {
@@ -174,6 +181,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     let register = tokio::task::spawn_blocking(move || Register::load(&state)).await?;
     let agent = Arc::new(Agent {
         rescan,
+        busy: Mutex::new(HashMap::new()),
         register: Mutex::new(register),
         saver: register::Saver::start(),
         clock: Clock::new(opts.test_clock),
@@ -355,7 +363,23 @@ impl Agent {
         };
         let identified = match identity {
             Identity::Busy => {
-                debug!(device = %disk.devnode.display(), "mounted or claimed elsewhere meanwhile; not a tray");
+                debug!(device = %disk.devnode.display(), "mounted or claimed elsewhere meanwhile; not a tray now");
+                let tries = {
+                    let mut b = self.busy.locked();
+                    let n = b.entry(disk.devnode.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                if tries <= BUSY_RETRIES {
+                    let agent = self.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        // Gone meanwhile (`gone` forgets it): nothing to look at again.
+                        if agent.busy.locked().contains_key(&disk.devnode) {
+                            let _ = agent.rescan.send(disk);
+                        }
+                    });
+                }
                 return;
             }
             Identity::Foreign(why) => {
@@ -553,6 +577,7 @@ impl Agent {
     /// A tray was pulled: cancel its job; the task detaches the mount once the job ended.
     fn gone(&self, devnode: &Path) {
         self.released.locked().remove(devnode);
+        self.busy.locked().remove(devnode);
         self.refused.locked().retain(|(d, _)| d != devnode);
         let ins = self.inserted.locked().remove(devnode);
         if let Some(i) = ins {

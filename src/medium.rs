@@ -191,6 +191,12 @@ fn claimed_media_id(dir: &Beneath) -> Option<MediaId> {
     v.get("media_id")?.as_str()?.parse().ok()
 }
 
+/// Whether this host saw medium `id` encrypted (it recorded generations of it): a plaintext
+/// ID file under that id is a forgery. An unreadable record counts as seen (fails closed).
+pub fn host_knows_encrypted(state_dir: &Path, id: &MediaId) -> bool {
+    keyring::seen::knows_encrypted(state_dir, id).unwrap_or(true)
+}
+
 /// What [`Medium::identify`] reads: the media ID file, checked.
 fn read_media(dir: &Beneath) -> Result<MediaFile> {
     read_media_bytes(dir).map(|(m, _)| m)

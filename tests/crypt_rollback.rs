@@ -421,6 +421,50 @@ mod lab;
 /// tampered, since this host holds a key for the id the file names.
 #[test]
 fn this_hosts_tray_with_an_unreadable_id_file_is_notified_as_tampered() {
+    altered_tray_is_notified_once_as_tampered(|_, genuine| {
+        genuine
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("generation:"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
+}
+
+/// The same tray with its ID file replaced by a plaintext one under its id (made by
+/// `media init --plaintext` elsewhere, its media id rewritten): a plaintext forgery of an
+/// encrypted tray, refused and notified as tampered, not as an unknown disk.
+#[test]
+fn this_hosts_encrypted_tray_with_a_plaintext_id_file_is_notified_as_tampered() {
+    altered_tray_is_notified_once_as_tampered(|lab, genuine| {
+        let dir = lab.tmp.path().join("forger");
+        let state = lab.tmp.path().join("forger-state");
+        fs::create_dir_all(&dir).unwrap();
+        let out = lab.run_as(
+            &state,
+            &[
+                "media",
+                "init",
+                dir.to_str().unwrap(),
+                "--label",
+                "Forged",
+                "--plaintext",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let id_line = |t: &str| {
+            t.lines()
+                .find(|l| l.starts_with("media_id:"))
+                .unwrap()
+                .to_string()
+        };
+        let forged = fs::read_to_string(dir.join("trayback/media.yaml")).unwrap();
+        forged.replace(&id_line(&forged), &id_line(genuine))
+    });
+}
+
+/// This host's tray, ejected, its `media.yaml` replaced by `alter(genuine)`, inserted again:
+/// refused, not written, notified once as `tampered_medium`.
+fn altered_tray_is_notified_once_as_tampered(alter: impl FnOnce(&lab::Lab, &str) -> String) {
     use lab::*;
     let mut lab = Lab::new("");
     write(&lab.src.join("f"), b"ours");
@@ -435,11 +479,7 @@ fn this_hosts_tray_with_an_unreadable_id_file_is_notified_as_tampered() {
     let mnt = lab.mount_rw(&img, "edit-mnt");
     let media = mnt.join("trayback/media.yaml");
     let genuine = fs::read_to_string(&media).unwrap();
-    let altered: String = genuine
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("generation:"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let altered = alter(&lab, &genuine);
     assert_ne!(altered, genuine);
     fs::write(&media, &altered).unwrap();
     sh(std::process::Command::new("umount").arg(&mnt));

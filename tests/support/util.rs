@@ -252,7 +252,20 @@ pub fn independent_reader(medium: &Path, key_file: &Path, path: &Path, out: &Pat
 }
 
 pub fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let mut out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    // Every test's agent identifies every loop device (`devices: ['/dev/loop*']`), holding
+    // it exclusively, read-only in the kernel, for a moment (a second or two; at most ten
+    // for an XFS log check): a mount of a new loop device may meet that hold. It ends, so
+    // a mount is tried again for a while.
+    let t0 = std::time::Instant::now();
+    while !out.status.success()
+        && cmd.get_program() == "mount"
+        && text(&out.stderr).contains("already mounted or mount point busy")
+        && t0.elapsed() < std::time::Duration::from_secs(15)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    }
     assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
 }
 
