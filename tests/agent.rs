@@ -715,9 +715,14 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
             )
         }),
     ];
-    let why = ["does not verify", "no MAC", "no key", "tampered"];
     // 1 and 2 put a plaintext ID file under the id of a medium this host knows encrypted:
     // that tray, its ID file replaced (issue 11), not merely a stranger.
+    let why = [
+        "now says plaintext",
+        "now says plaintext",
+        "no key",
+        "tampered",
+    ];
     let event = [
         "tampered_medium",
         "tampered_medium",
