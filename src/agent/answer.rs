@@ -89,6 +89,9 @@ impl Agent {
                     }),
                     next_due: l.next_due,
                     free_bytes: l.free_bytes,
+                    size_bytes: l.size_bytes,
+                    last_verify: l.last_verify,
+                    pared: l.pared,
                     last_error: l.last_error.clone(),
                     writing: self.cfg.agent.multiple_media == MultipleMedia::All
                         || newest_seq == Some(i.seq),
@@ -144,6 +147,19 @@ impl Agent {
                         id: *id,
                         started: *t,
                     }),
+                    newest: s
+                        .newest
+                        .iter()
+                        .map(|(k, (t, id))| {
+                            (
+                                *k,
+                                status::BackupRef {
+                                    id: *id,
+                                    started: *t,
+                                },
+                            )
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -153,6 +169,7 @@ impl Agent {
             inserted,
             known,
             warnings,
+            last_failure: self.last_failure.locked().clone(),
         }
     }
 
