@@ -544,7 +544,7 @@ impl Agent {
             }
         };
         let media = medium.media().clone();
-        info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
+        info!(event = "medium_inserted", device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
         self.seen(&disk, &medium);
         let (tx, rx) = mpsc::channel(8);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -609,9 +609,9 @@ impl Agent {
         if let Some(i) = ins {
             let mut live = i.live.locked();
             if live.ejecting {
-                info!(device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
+                info!(event = "medium_removed", device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
             } else {
-                warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+                warn!(event = "medium_pulled", device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
                 live.pulled = true;
             }
             drop(live);

@@ -249,7 +249,9 @@ impl Agent {
                     mp.display()
                 )));
             }
-            (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
+            (Ok(()), None) => {
+                info!(event = "medium_released", device = %disk.devnode.display(), "medium released")
+            }
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
         Ok(())
@@ -291,7 +293,7 @@ impl Agent {
         );
         let first = !reach.measured;
         let due = job.due.clone();
-        info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+        info!(event = "backup_starting", medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
         if self.test_panic_at(PanicAt::Task, &m.media().label) {
             panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
         }
