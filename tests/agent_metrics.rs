@@ -58,6 +58,26 @@ fn epoch(rfc3339: &str) -> f64 {
         / 1000.0
 }
 
+/// The metrics file once it shows the medium `who` inserted (1) or away (0).
+fn wait_file(lab: &Lab, file: &Path, who: &[(&str, &str)], want: f64) -> Vec<serde_json::Value> {
+    let t0 = Instant::now();
+    loop {
+        let text = fs::read_to_string(file).unwrap_or_default();
+        if !text.is_empty() {
+            let samples = parse(&text);
+            if value(&samples, "trayback_medium_inserted", who) == Some(want) {
+                return samples;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the metrics file never showed inserted={want}:\n{text}\nagent log:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn openmetrics_from_status_and_file_with_a_hostile_label() {
     let mut lab = Lab::custom(
@@ -112,25 +132,7 @@ fn openmetrics_from_status_and_file_with_a_hostile_label() {
 
     // The agent's file says the same, and is rewritten when the tray is pulled.
     let file = lab.tmp.path().join("metrics/trayback.prom");
-    let read = |want: f64| {
-        let t0 = Instant::now();
-        loop {
-            let text = fs::read_to_string(&file).unwrap_or_default();
-            if !text.is_empty() {
-                let samples = parse(&text);
-                if value(&samples, "trayback_medium_inserted", &who) == Some(want) {
-                    return samples;
-                }
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "the metrics file never showed inserted={want}:\n{text}\nagent log:\n{}",
-                lab.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let in_file = read(1.0);
+    let in_file = wait_file(&lab, &file, &who, 1.0);
     assert_eq!(
         value(
             &in_file,
@@ -140,7 +142,7 @@ fn openmetrics_from_status_and_file_with_a_hostile_label() {
         monthly
     );
     lab.pull(&dev);
-    let away = read(0.0);
+    let away = wait_file(&lab, &file, &who, 0.0);
     assert!(value(&away, "trayback_medium_last_seen_timestamp_seconds", &who).is_some());
     assert_eq!(
         value(
