@@ -68,19 +68,7 @@ impl Agent {
                     device: i.disk.devnode.clone(),
                     mountpoint: i.mountpoint.clone(),
                     backups: l.backups,
-                    newest: l
-                        .newest
-                        .iter()
-                        .map(|(k, (t, id))| {
-                            (
-                                *k,
-                                status::BackupRef {
-                                    id: *id,
-                                    started: *t,
-                                },
-                            )
-                        })
-                        .collect(),
+                    newest: backup_refs(&l.newest),
                     job: l.job.as_ref().map(|j| status::Job {
                         kind: j.kind,
                         started: j.started,
@@ -147,19 +135,7 @@ impl Agent {
                         id: *id,
                         started: *t,
                     }),
-                    newest: s
-                        .newest
-                        .iter()
-                        .map(|(k, (t, id))| {
-                            (
-                                *k,
-                                status::BackupRef {
-                                    id: *id,
-                                    started: *t,
-                                },
-                            )
-                        })
-                        .collect(),
+                    newest: backup_refs(&s.newest),
                 }
             })
             .collect();
@@ -370,4 +346,20 @@ fn span(d: Duration) -> String {
     } else {
         shown.join(" ")
     }
+}
+
+/// The newest backup of each kind (start, id), as `status` shows them.
+fn backup_refs(newest: &BTreeMap<Kind, (DateTime<Utc>, u64)>) -> BTreeMap<Kind, status::BackupRef> {
+    newest
+        .iter()
+        .map(|(k, (t, id))| {
+            (
+                *k,
+                status::BackupRef {
+                    id: *id,
+                    started: *t,
+                },
+            )
+        })
+        .collect()
 }

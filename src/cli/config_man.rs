@@ -45,14 +45,17 @@ fn split_comment(v: &str) -> (String, Option<String>) {
     }
 }
 
-/// The opening description and every key, in file order.
-fn parse(text: &str) -> (Vec<String>, Vec<(Option<String>, Vec<String>)>, Vec<Key>) {
+/// A section (`agent`) and the comment above it.
+type Section = (Option<String>, Vec<String>);
+
+/// The opening description, the sections and every key, in file order.
+fn parse(text: &str) -> (Vec<String>, Vec<Section>, Vec<Key>) {
     let mut lines = text.lines().peekable();
     let mut intro = Vec::new();
     while let Some(l) = lines.next_if(|l| l.starts_with('#')) {
         intro.push(l.trim_start_matches('#').trim().to_string());
     }
-    let mut sections: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
     let mut section: Option<String> = None;
     let mut comment: Vec<String> = Vec::new();
@@ -194,6 +197,55 @@ pub fn page(default_config: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys the parser accepts in a section, as its own error for an unknown key lists
+    /// them (serde's "expected one of …").
+    fn accepted(section: Option<&str>) -> Vec<String> {
+        let text = match section {
+            Some(s) => format!("{s}:\n  no_such_key: 1\n"),
+            None => "no_such_key: 1\n".to_string(),
+        };
+        let err = crate::config::Config::parse(&text, std::path::Path::new("t.yaml"))
+            .unwrap_err()
+            .to_string();
+        let list = err
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("{err}"))
+            .1;
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|k| match section {
+                Some(s) => format!("{s}.{k}"),
+                None => k.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_key_the_parser_accepts_is_in_the_page() {
+        let (_, sections, keys) = parse(crate::cli::agent_cmds::DEFAULT_CONFIG);
+        let documented: Vec<&str> = keys.iter().map(|k| k.path.as_str()).collect();
+        let mut all = accepted(None);
+        let names: Vec<String> = sections.iter().filter_map(|(n, _)| n.clone()).collect();
+        for s in &names {
+            all.extend(accepted(Some(s)));
+        }
+        assert!(all.len() > 20, "{all:?}");
+        for key in &all {
+            let section_itself = names.contains(key);
+            assert!(
+                section_itself || documented.contains(&key.as_str()),
+                "{key} is accepted by the parser but not described in config/trayback.yaml \
+                 (so not in trayback.yaml(5))"
+            );
+        }
+        // And the page shows each one.
+        let page = page(crate::cli::agent_cmds::DEFAULT_CONFIG);
+        for key in &documented {
+            assert!(page.contains(&format!("\\fB{key}\\fR")), "{key}");
+        }
+    }
 
     #[test]
     fn keys_sections_and_commented_out_examples() {
