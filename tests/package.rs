@@ -4,10 +4,13 @@
 //! maintainer scripts (the agent enabled and started the Debian way, udevd told to reload),
 //! lintian without errors; then unpacked into a throwaway root, where the installed binary
 //! runs a real backup, the installed man pages render, bash completes from the installed
-//! script, and the installed unit starts the installed binary. Last, as root on a machine
+//! script, and the installed unit starts the installed binary; with the packaged udev rule,
+//! real udevd marks an inserted tray for the packaged unit and the agent backs it up. Last, as root on a machine
 //! without trayback installed, a real `dpkg -i` (the unit enabled by deb-systemd-helper) and
 //! `dpkg --purge` leave the machine as it was.
 
+#[path = "support/lab.rs"]
+mod lab;
 #[path = "support/util.rs"]
 mod util;
 use std::fs;
@@ -293,6 +296,32 @@ fn unpacked_package_works() {
         formats.split_whitespace().any(|w| w == "openmetrics"),
         "{formats}"
     );
+}
+
+#[test]
+fn the_packaged_rule_has_udev_start_the_agent_on_an_inserted_tray() {
+    let root = unpacked();
+    let mut lab = lab::Lab::new("");
+    // The lab's udevd now reads the rule as the package installs it.
+    fs::copy(
+        root.path().join("usr/lib/udev/rules.d/90-trayback.rules"),
+        "/run/udev/rules.d/90-trayback.rules",
+    )
+    .unwrap();
+    run(Command::new("udevadm").args(["control", "--reload"]));
+    write(&lab.src.join("a.txt"), b"inserted");
+    let label = lab.label("P");
+    let img = lab.image("p.img", &label, "96M");
+    let dev = lab.insert(&img);
+    let props = run(Command::new("udevadm").args(["info", "--query=property", &dev]));
+    assert!(
+        props.lines().any(|l| l == "TRAYBACK_CANDIDATE=1")
+            && props
+                .lines()
+                .any(|l| l.starts_with("SYSTEMD_WANTS=") && l.contains("trayback-agent.service")),
+        "udev did not mark the tray for the packaged unit:\n{props}"
+    );
+    lab.wait_first_monthly(&label);
 }
 
 #[test]
