@@ -430,7 +430,8 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
         .unwrap();
         fs::write(
             dir.join("trayback-agent.service"),
-            unit.replace("/usr/local/bin/trayback", bin().to_str().unwrap()),
+            unit.replace("@bindir@/trayback", bin().to_str().unwrap())
+                .replace("@docdir@", "/usr/share/doc/trayback"),
         )
         .unwrap();
         let out = Command::new("systemd-analyze")
@@ -468,6 +469,10 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
         .flat_map(|l| l.split_whitespace())
         .collect();
     assert!(!docs.is_empty(), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/trayback agent\n"),
+        "{unit}"
+    );
     for d in docs {
         let path = d.strip_prefix("file://").expect("file:// documentation");
         assert!(
