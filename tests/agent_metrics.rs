@@ -189,3 +189,49 @@ fn openmetrics_from_status_and_file_with_a_hostile_label() {
         Some(0.0)
     );
 }
+
+/// Attack finding (atk-pkg, P2): the metrics file's directory is followed through a symlink
+/// that a non-root user planted. On Debian `/var/lib/prometheus` is the `prometheus` user's
+/// home (owned by it), so that user can swap `node-exporter` in it for a symlink to any
+/// directory, and the agent (root) then creates and replaces `trayback.prom` there (here a
+/// root-owned directory standing for /etc). Expected: the agent does not follow a symlink
+/// for the metrics file's directory; it logs that it cannot write the file, naming it.
+#[test]
+#[ignore = "atk-pkg finding: the agent follows a non-root user's symlink for the metrics file's directory and writes trayback.prom as root wherever it points"]
+fn metrics_file_does_not_follow_a_users_symlink() {
+    let lab = Lab::custom(
+        |l| {
+            // The exporter user's home (uid 65534 stands for `prometheus`), in which that
+            // user replaced the textfile directory with a symlink to a root-owned directory.
+            let home = l.tmp.path().join("exporter-home");
+            let victim = l.tmp.path().join("victim");
+            fs::create_dir(&home).unwrap();
+            fs::create_dir(&victim).unwrap();
+            std::os::unix::fs::symlink(&victim, home.join("node-exporter")).unwrap();
+            std::os::unix::fs::lchown(home.join("node-exporter"), Some(65534), Some(65534))
+                .unwrap();
+            std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+            l.default_config(&format!(
+                "  metrics_file: {}/node-exporter/trayback.prom\n",
+                home.display()
+            ))
+        },
+        &[],
+    );
+    let t0 = Instant::now();
+    while !lab.log().contains("metrics file")
+        && !lab.tmp.path().join("victim/trayback.prom").exists()
+        && t0.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let written: Vec<String> = fs::read_dir(lab.tmp.path().join("victim"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "the agent wrote {written:?} through a non-root user's symlink; log:\n{}",
+        lab.log()
+    );
+}
