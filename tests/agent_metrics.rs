@@ -235,3 +235,36 @@ fn metrics_file_does_not_follow_a_users_symlink() {
         lab.log()
     );
 }
+
+/// Attack finding (atk-pkg, P2): `status --format openmetrics` run by a user the control
+/// socket refuses (it is root only; a textfile-collector script typically runs as the
+/// exporter's user) prints `trayback_agent_up 0` and exits 0, exactly what it prints when
+/// no agent runs: the agent is reported down while it runs, and the cause is only on
+/// stderr. Expected: a refused connection is not "no agent": a non-zero exit, naming the
+/// socket.
+#[test]
+#[ignore = "atk-pkg finding: a user the socket refuses gets trayback_agent_up 0, exit 0, as if no agent ran"]
+fn openmetrics_refused_by_the_socket_is_not_agent_down() {
+    let lab = Lab::new("");
+    // The agent answers root.
+    let out = lab.ctl(&["status", "--format", "openmetrics"]);
+    assert!(
+        value(&parse(&text(&out.stdout)), "trayback_agent_up", &[]) == Some(1.0),
+        "{}",
+        text(&out.stdout)
+    );
+    // As an unprivileged user (uid 65534): the socket refuses it.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .args(["status", "--format", "openmetrics"])
+        .env("TRAYBACK_SOCKET", &lab.socket)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "refused by the socket, it reported the running agent down and exited 0:\nstdout: {}stderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
