@@ -43,6 +43,7 @@ mod superblock;
 mod supervise;
 mod task;
 
+pub use control::status as ask_status;
 pub use control::{
     call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
     Response, STATUS_WAIT,

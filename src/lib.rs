@@ -37,6 +37,7 @@ pub mod ids;
 pub mod index;
 pub mod job;
 pub mod listing;
+pub mod logging;
 pub mod maintain;
 pub mod medium;
 pub mod metrics;

@@ -7,22 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     let cli = trayback::cli::Cli::parse();
-    // One line per event, `key=value` fields. To the journal (systemd connected stderr to
-    // it) without our timestamp (journald stamps each line) and without colours; on a
-    // terminal with both.
-    let journal = stderr_is_journal();
-    let log = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(!journal && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAYBACK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        );
-    if journal {
-        log.without_time().with_target(false).init();
-    } else {
-        log.init();
-    }
+    trayback::logging::init();
     match trayback::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -36,23 +21,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// systemd's `JOURNAL_STREAM` names the device and inode of the stream it connected to the
-/// journal; stderr is the journal when they are stderr's (not merely inherited from a parent
-/// whose stderr was).
-fn stderr_is_journal() -> bool {
-    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
-        return false;
-    };
-    v.to_str()
-        .and_then(|v| v.split_once(':'))
-        .is_some_and(|(dev, ino)| {
-            dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
-        })
 }
 
 /// `trayback list | head -1`: a reader that goes away is not an error (ripgrep's rule). The

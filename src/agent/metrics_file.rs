@@ -59,8 +59,49 @@ async fn write(path: PathBuf, text: String, before: Option<String>) -> Option<St
     Some(err)
 }
 
+/// Write through a directory opened without following any symlink on its path: the
+/// textfile collector's directory is often its own user's, who could otherwise point it
+/// anywhere for root to write to. The directory is not created.
 fn write_now(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir)?;
-    crate::fsio::atomic_write(dir, path, text.as_bytes())
+    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
+    use std::io::Write;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(std::io::Error::other("not a file path"));
+    };
+    let dir = rustix::fs::openat2(
+        CWD,
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => std::io::Error::other(
+            "a symlink on the directory's path (not followed: the agent writes only to a real directory)",
+        ),
+        e => e.into(),
+    })?;
+    let tmp = format!(
+        "{}.{}.tmp",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let written = (|| {
+        let fd = rustix::fs::openat(
+            &dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?;
+        rustix::fs::fsync(&dir)?;
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+    }
+    written
 }

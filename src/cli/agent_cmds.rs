@@ -73,8 +73,8 @@ pub struct StatusArgs {
     /// The same as --format json.
     #[arg(long, conflicts_with = "format")]
     pub json: bool,
-    /// text (for people), json, or openmetrics (for Prometheus: without an agent it prints
-    /// trayback_agent_up 0 and exits 0).
+    /// text (for people), json, or openmetrics (for Prometheus: with no agent running it
+    /// prints trayback_agent_up 0 and exits 0; a socket this user may not use is an error).
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
 }
@@ -89,11 +89,10 @@ pub enum StatusFormat {
 pub fn status(a: StatusArgs) -> Result<u8> {
     let format = if a.json { StatusFormat::Json } else { a.format };
     if format == StatusFormat::Openmetrics {
-        let s = ask(&Request::Status).and_then(answer::<Status>);
-        if let Err(e) = &s {
-            eprintln!("trayback: {e:#}");
-        }
-        print!("{}", crate::metrics::render(s.as_ref().ok(), true));
+        // No agent is a fact to report (trayback_agent_up 0); a socket that refuses this
+        // caller is not: it says nothing of the agent.
+        let s = agent::ask_status(&agent::socket_path()).map_err(anyhow::Error::msg)?;
+        print!("{}", crate::metrics::render(s.as_ref(), true));
         return Ok(0);
     }
     let s: Status = answer(ask(&Request::Status)?)?;
