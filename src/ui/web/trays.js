@@ -3,8 +3,7 @@
 'use strict';
 
 (() => {
-  const { api, el, human, when, ago, main, banner, follow } = TB;
-  const KINDS = ['monthly', 'weekly', 'daily', 'micro'];
+  const { api, el, human, when, ago, main, banner, follow, KINDS } = TB;
   // Results of the buttons, by media id, kept across redraws.
   const results = {};
   let timer = null;
