@@ -63,6 +63,16 @@ enum ForecastState {
     Failed(ForecastKey, String),
 }
 
+/// What [`Kept::forecast`] found.
+enum Asked {
+    Ready(Forecast),
+    Failed(String),
+    /// Being computed, or no room to start now.
+    Wait,
+    /// Started by this call (a slot taken).
+    Start,
+}
+
 struct OfMedium {
     /// The ID file everything here belongs to (as serialized from what was read).
     id_file: Vec<u8>,
@@ -128,10 +138,10 @@ impl Kept {
         compute: impl FnOnce(Medium) -> Result<Forecast, ApiError> + Send + 'static,
     ) -> Result<Option<Forecast>, ApiError> {
         let key = ForecastKey::of(&m, capacity);
-        let start = self.with(&m, |o| match &o.forecast {
-            Some(ForecastState::Ready(k, f)) if *k == key => Err(Ok(f.clone())),
-            Some(ForecastState::Failed(k, why)) if *k == key => Err(Err(why.clone())),
-            Some(ForecastState::Running(k)) if *k == key => Ok(false),
+        let now = self.with(&m, |o| match &o.forecast {
+            Some(ForecastState::Ready(k, f)) if *k == key => Asked::Ready(f.clone()),
+            Some(ForecastState::Failed(k, why)) if *k == key => Asked::Failed(why.clone()),
+            Some(ForecastState::Running(k)) if *k == key => Asked::Wait,
             _ => {
                 let free = self
                     .running
@@ -141,14 +151,17 @@ impl Kept {
                     .is_ok();
                 if free {
                     o.forecast = Some(ForecastState::Running(key.clone()));
+                    Asked::Start
+                } else {
+                    Asked::Wait
                 }
-                Ok(free)
             }
         });
-        let start = match start {
-            Err(Ok(ready)) => return Ok(Some(ready)),
-            Err(Err(why)) => return Err(ApiError::internal(why)),
-            Ok(start) => start,
+        let start = match now {
+            Asked::Ready(f) => return Ok(Some(f)),
+            Asked::Failed(why) => return Err(ApiError::internal(why)),
+            Asked::Wait => false,
+            Asked::Start => true,
         };
         if start {
             let kept = self.clone();
