@@ -108,7 +108,7 @@ def main():
         os.makedirs(work, exist_ok=True)
         src, medium = make(work, a.files, a.backups, env)
     listing = json.loads(run(["list", "--medium", medium, "--json"], env))
-    ui = subprocess.Popen([BIN, "ui", "--listen", "127.0.0.1:0", "--medium", medium,
+    ui = subprocess.Popen([BIN, "ui", "--print-url", "--listen", "127.0.0.1:0", "--medium", medium,
                            "--socket", os.path.join(work, "no-agent.sock")],
                           env=env, stdout=subprocess.PIPE, text=True)
     try:
