@@ -22,7 +22,7 @@ fn on_a_held_tray_find_a_version_by_name_get_it_back_watch_a_backup_and_eject() 
     let letter = lab.src.join("letters/letter.txt");
     write(&letter, b"Dear tray, first\n");
     let label = lab.label("ui");
-    let img = lab.image("tray.img", &label, "512M");
+    let img = lab.image("tray.img", &label, "1G");
     let dev = lab.insert(&img);
     lab.wait_first_monthly(&label);
     let ui = Ui::start(&lab.state_dir(), &lab.socket, &[], Some(&lab.config));
@@ -35,12 +35,7 @@ fn on_a_held_tray_find_a_version_by_name_get_it_back_watch_a_backup_and_eject() 
     // Back up now with new data: the card shows the running job, then the result.
     let wanted = b"Dear tray, the version to get back\n".to_vec();
     write(&letter, &wanted);
-    for i in 0..2 {
-        write(
-            &lab.src.join(format!("data-{i}.bin")),
-            &bytes(40 + i, 48 << 20),
-        );
-    }
+    lab::write_big(&lab.src, 40);
     b.click(&b.find(&format!("{card} button.backup-now")));
     let running = b.wait("the running backup on the card", 60, |b| {
         b.text_of(&format!("{card} .job"))
