@@ -86,6 +86,11 @@ impl Ui {
         }
     }
 
+    /// The process id of `trayback ui`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.host)
     }
