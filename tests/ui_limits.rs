@@ -431,3 +431,176 @@ fn kept_headers_do_not_hold_memory_in_proportion_to_a_hostile_medium() {
         one >> 20
     );
 }
+
+/// Finding 5: a restore asked while both of the LONG_TASKS permits are held (here by two
+/// downloads read at 16 × MIN_RATE, which the no-progress limit rightly lets run for as long
+/// as they take) is neither started nor refused: its POST waits for a permit without a
+/// limit (`ops::restore` awaits it before the operation exists), so the page shows nothing,
+/// and each such request holds one of the browser's few connections and a server slot.
+#[test]
+#[ignore = "attack finding 5: a restore waits without limit for a permit held by downloads"]
+fn a_restore_asked_while_the_permits_are_held_is_answered_at_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use trayback::ui::MIN_RATE;
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    let big = bytes(7, 48 << 20);
+    let file = env.src.join("big.bin");
+    write(&file, &big);
+    let b = env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    let ui = Ui::start(
+        &env.state_dir(),
+        &env.path("no-agent.sock"),
+        &[&env.medium],
+        None,
+    );
+    let id = media_id(&env);
+    let (cookie, key) = ui.session();
+
+    // Two downloads, each read steadily at 16 × MIN_RATE (48 MiB: minutes).
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let url = ticket(&ui, &cookie, &key, &id, b, file.to_str().unwrap());
+            let mut s = TcpStream::connect(&ui.host).unwrap();
+            write!(
+                s,
+                "GET {url} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+                ui.host
+            )
+            .unwrap();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (t, mut got, mut buf) = (Instant::now(), 0u64, [0u8; 4096]);
+                while !stop.load(Ordering::Relaxed) {
+                    let due = got as f64 / (16 * MIN_RATE) as f64;
+                    let now = t.elapsed().as_secs_f64();
+                    if due > now {
+                        std::thread::sleep(Duration::from_secs_f64(due - now));
+                    }
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got += n as u64,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A dry-run restore of the file under a directory: started or refused, at once.
+    let t = Instant::now();
+    let asked = std::thread::spawn({
+        let (host, cookie, key, origin) =
+            (ui.host.clone(), cookie.clone(), key.clone(), ui.url(""));
+        let body = serde_json::json!({
+            "backup": b, "paths": [file.to_str().unwrap()],
+            "to": env.path("restored").to_str().unwrap(), "dry_run": true,
+        });
+        let path = format!("/api/media/{id}/restore");
+        move || {
+            request(
+                &host,
+                "POST",
+                &path,
+                &[
+                    ("Cookie", &cookie),
+                    ("X-Trayback-Key", &key),
+                    ("Origin", &origin),
+                    ("Content-Type", "application/json"),
+                ],
+                body.to_string().as_bytes(),
+            )
+            .status
+        }
+    });
+    while !asked.is_finished() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let answered = asked.is_finished();
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(
+        answered && t.elapsed() < Duration::from_secs(5),
+        "a restore asked while two downloads held the permits got no answer in {:?}",
+        t.elapsed()
+    );
+}
+
+/// The TCP sockets process `pid` holds open.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|l| l.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+/// Finding 2: the no-progress limit cuts off a download whose reader takes a steady 4 times
+/// MIN_RATE (`pace` promises a client reading at MIN_RATE or faster never runs into it). The
+/// first megabytes fill the socket buffers at once (credit for them is not kept: `stalled`
+/// never goes below zero), then a write stays blocked until the kernel has room for more,
+/// which a reader at 64 KiB/s takes longer than NO_PROGRESS to make (at 16 × MIN_RATE it is
+/// not cut). A browser behind a slow SSH tunnel sees the download fail after ~10 s.
+#[test]
+#[ignore = "attack finding 2: a reader at 4 × MIN_RATE is cut off by the no-progress limit"]
+fn a_download_read_steadily_above_min_rate_is_not_cut_off() {
+    use trayback::ui::MIN_RATE;
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    let big = bytes(7, 48 << 20);
+    let file = env.src.join("big.bin");
+    write(&file, &big);
+    let b = env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    let ui = Ui::start(
+        &env.state_dir(),
+        &env.path("no-agent.sock"),
+        &[&env.medium],
+        None,
+    );
+    let id = media_id(&env);
+    let (cookie, key) = ui.session();
+    let url = ticket(&ui, &cookie, &key, &id, b, file.to_str().unwrap());
+    // The connections of the requests so far closed: what the server holds without it.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = sockets_of(ui.pid());
+    let mut s = TcpStream::connect(&ui.host).unwrap();
+    write!(
+        s,
+        "GET {url} HTTP/1.1\r\nHost: {}\r\nCookie: {cookie}\r\n\r\n",
+        ui.host
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+
+    // Read at 4 × MIN_RATE, in small reads spread evenly, for 3 × NO_PROGRESS.
+    let rate = 4 * MIN_RATE;
+    let t = Instant::now();
+    let mut got = 0u64;
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < 3 * NO_PROGRESS {
+        let due = got as f64 / rate as f64;
+        let now = t.elapsed().as_secs_f64();
+        if due > now {
+            std::thread::sleep(Duration::from_secs_f64(due - now));
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+    }
+    // What the client has not read yet is in the sockets' buffers; whether the server
+    // still serves the download is whether it still holds the connection.
+    assert_eq!(
+        sockets_of(ui.pid()),
+        before + 1,
+        "the server dropped a download read at {} KiB/s ({} × MIN_RATE) within {:?} ({got} \
+         bytes read)",
+        rate >> 10,
+        rate / MIN_RATE,
+        t.elapsed()
+    );
+}
