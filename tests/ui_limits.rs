@@ -604,3 +604,63 @@ fn a_download_read_steadily_above_min_rate_is_not_cut_off() {
         t.elapsed()
     );
 }
+
+/// Finding 6: a forecast that failed once is kept as failed for that tree: after a transient
+/// fault while it ran in the background (a header that could not be read: a tray pulled or
+/// a flaky cable mid-read, here a header moved away for a moment), the space page answers
+/// that old error, the used space included, until the tree changes or the interface restarts,
+/// although the medium reads again.
+#[test]
+#[ignore = "attack finding 6: a forecast failed by a transient fault fails the space page until the tree changes"]
+fn the_space_page_recovers_once_the_medium_reads_again() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    write(&env.src.join("a.txt"), b"a\n");
+    env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    env.backup(&["--kind", "daily", "--at", "2026-03-03 09:00"]);
+    let ui = Ui::start(
+        &env.state_dir(),
+        &env.path("no-agent.sock"),
+        &[&env.medium],
+        None,
+    );
+    let id = media_id(&env);
+    let (cookie, key) = ui.session();
+    let space = || {
+        request(
+            &ui.host,
+            "GET",
+            &format!("/api/media/{id}/space"),
+            &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
+            b"",
+        )
+    };
+    // A header unreadable for a moment, while the forecast is computed.
+    let header = env.medium.join("trayback/backups/00000001/header.yaml");
+    let away = env.path("header.away");
+    std::fs::rename(&header, &away).unwrap();
+    assert_eq!(space().status, 200, "the space page before the forecast");
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::rename(&away, &header).unwrap();
+    assert_eq!(
+        env.run(&["list", "--medium", "{medium}"]).status.code(),
+        Some(0),
+        "the medium reads again"
+    );
+
+    // The space page: answered (the forecast there, or being computed again).
+    let t = Instant::now();
+    let last = loop {
+        let r = space();
+        if r.status == 200 || t.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        last.status,
+        200,
+        "the space page of a medium that reads again: {}",
+        last.text()
+    );
+}
