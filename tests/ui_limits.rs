@@ -664,3 +664,77 @@ fn the_space_page_recovers_once_the_medium_reads_again() {
         last.text()
     );
 }
+
+/// A directory medium with `names` (raw bytes) in `src/odd`, backed up; the interface
+/// serving it, logged in: (env, ui, media id, cookie, key).
+fn odd_names(names: &[&[u8]]) -> (Env, Ui, String, String, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    for n in names {
+        write(&env.src.join("odd").join(std::ffi::OsStr::from_bytes(n)), n);
+    }
+    env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    let ui = Ui::start(
+        &env.state_dir(),
+        &env.path("no-agent.sock"),
+        &[&env.medium],
+        None,
+    );
+    let id = media_id(&env);
+    let (cookie, key) = ui.session();
+    (env, ui, id, cookie, key)
+}
+
+/// Finding 7 (P3): two different names are shown alike: the byte 0xE9 (not UTF-8) is shown
+/// `\xE9`, which is also how the four-character name `\xE9` is shown as it is
+/// (`wire::shown` escapes only bytes that are not UTF-8, never a backslash).
+#[test]
+#[ignore = "attack finding 7: a name that is not UTF-8 and a name spelling its escape are shown alike"]
+fn different_names_are_shown_differently() {
+    let (env, ui, id, cookie, key) = odd_names(&[b"caf\xe9", b"caf\\xE9"]);
+    let r = request(
+        &ui.host,
+        "GET",
+        &format!(
+            "/api/media/{id}/ls?backup=1&path={}",
+            env.src.join("odd").to_str().unwrap()
+        ),
+        &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let shown: Vec<String> = r.json()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(shown.len(), 2);
+    assert_ne!(shown[0], shown[1], "two names shown as one");
+}
+
+/// Finding 8 (P3): a key's `%` must be followed by two hex digits, but `%+9` is taken as the
+/// byte 9 (`u8::from_str_radix` accepts a leading `+`), so a key is not one spelling of one
+/// path and a malformed key is not refused as the message says.
+#[test]
+#[ignore = "attack finding 8: a key's %+H is decoded instead of refused"]
+fn a_percent_not_followed_by_two_hex_digits_is_refused() {
+    let (env, ui, id, cookie, key) = odd_names(&[b"a"]);
+    let r = request(
+        &ui.host,
+        "GET",
+        &format!(
+            "/api/media/{id}/ls?backup=1&path={}/odd%25%2B9",
+            env.src.to_str().unwrap()
+        ),
+        &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
+        b"",
+    );
+    assert!(
+        r.status == 400 && r.text().contains("two hex digits"),
+        "{}: {}",
+        r.status,
+        r.text()
+    );
+}
