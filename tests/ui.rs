@@ -52,15 +52,6 @@ fn history() -> (Env, Vec<Vec<u8>>) {
     (env, contents)
 }
 
-fn media_id(env: &Env) -> String {
-    let out = env.ok(&["media", "show", "{medium}", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["media"]["media_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no media.media_id in {v}"))
-        .to_string()
-}
-
 fn no_agent(env: &Env) -> std::path::PathBuf {
     env.path("no-agent.sock")
 }

@@ -15,12 +15,6 @@ use trayback::ui::{BODY_WAIT, MAX_CONNECTIONS, NO_PROGRESS};
 use util::*;
 use web::*;
 
-fn media_id(env: &Env) -> String {
-    let out = env.ok(&["media", "show", "{medium}", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["media"]["media_id"].as_str().unwrap().to_string()
-}
-
 #[test]
 fn clients_dribbling_request_bodies_do_not_hold_the_connection_slots() {
     let env = Env::new(MediumKind::Dir).unwrap();
@@ -102,27 +96,6 @@ fn clients_dribbling_request_bodies_do_not_hold_the_connection_slots() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     dribbler.join().unwrap();
-}
-
-/// Ask for a download of `path` in `backup`: the URL of its ticket.
-fn ticket(ui: &Ui, cookie: &str, key: &str, id: &str, backup: u64, path: &str) -> String {
-    let origin = ui.url("");
-    let r = request(
-        &ui.host,
-        "POST",
-        &format!("/api/media/{id}/download"),
-        &[
-            ("Cookie", cookie),
-            ("X-Trayback-Key", key),
-            ("Origin", &origin),
-            ("Content-Type", "application/json"),
-        ],
-        serde_json::json!({ "backup": backup, "path": path })
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["url"].as_str().unwrap().to_string()
 }
 
 #[test]
