@@ -51,7 +51,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("trayback_medium_free_bytes", "gauge", "Free bytes on the inserted medium's file system."),
     ("trayback_medium_used_bytes", "gauge", "Used bytes on the inserted medium's file system."),
     ("trayback_medium_size_bytes", "gauge", "Size of the inserted medium's file system."),
-    ("trayback_medium_backups_pared", "counter", "Backups pared on the medium since it was inserted."),
+    ("trayback_medium_pared_backups", "gauge", "Backups pared on the medium since it was inserted (a gauge, not a counter: node_exporter's textfile collector reads the older text format, where a counter's TYPE line names its _total sample)."),
     ("trayback_medium_job_running", "gauge", "1 while a backup runs on the medium (label kind), else 0."),
     ("trayback_medium_job_started_timestamp_seconds", "gauge", "Start of the running backup."),
     ("trayback_medium_job_bytes", "gauge", "Bytes the running backup has read so far."),
@@ -86,9 +86,10 @@ pub fn render(status: Option<&Status>, up: bool) -> String {
         }
         let _ = writeln!(out, "# TYPE {} {}", fam.name, fam.kind);
         let _ = writeln!(out, "# HELP {} {}", fam.name, fam.help);
-        let suffix = if fam.kind == "counter" { "_total" } else { "" };
+        // Gauges only: their sample names are the family's in both OpenMetrics and the older
+        // text format node_exporter's textfile collector reads.
         for (labels, v) in &fam.samples {
-            let _ = writeln!(out, "{}{suffix}{labels} {}", fam.name, number(*v));
+            let _ = writeln!(out, "{}{labels} {}", fam.name, number(*v));
         }
     }
     out.push_str("# EOF\n");
@@ -135,7 +136,7 @@ fn add_status(f: &mut Families, s: &Status) {
             f.add("trayback_medium_used_bytes", &who, used as f64);
             f.add("trayback_medium_size_bytes", &who, m.size_bytes as f64);
         }
-        f.add("trayback_medium_backups_pared", &who, m.pared as f64);
+        f.add("trayback_medium_pared_backups", &who, m.pared as f64);
         match &m.job {
             Some(j) => {
                 let kind = j.kind.to_string();
