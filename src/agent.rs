@@ -43,10 +43,9 @@ mod superblock;
 mod supervise;
 mod task;
 
-pub use control::status as ask_status;
 pub use control::{
-    call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
-    Response, STATUS_WAIT,
+    ask_status, call, call_with_progress, lend, not_running, socket_path, ConfigFile, Lease, Phase,
+    Progress, Request, Response, STATUS_WAIT,
 };
 pub use register::{knows_file_system, remember_file_system_at};
 
@@ -187,6 +186,8 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     let cfg = opts.config;
     std::fs::create_dir_all(&cfg.agent.run_dir)?;
     std::fs::set_permissions(&cfg.agent.run_dir, std::fs::Permissions::from_mode(0o700))?;
+    // Made before anything is written to it (the metrics file's default place is here).
+    std::fs::create_dir_all(&cfg.agent.state_dir)?;
     let (rescan, mut rescans) = mpsc::unbounded_channel();
     let state = cfg.agent.state_dir.clone();
     let register = tokio::task::spawn_blocking(move || Register::load(&state)).await?;
@@ -209,7 +210,8 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         metrics: metrics_file::Poke::default(),
         cfg,
     });
-    tokio::spawn(metrics_file::publish(agent.clone()));
+    let (stop_metrics, metrics_stop) = tokio::sync::oneshot::channel();
+    let metrics = tokio::spawn(metrics_file::publish(agent.clone(), metrics_stop));
     // The control socket: root only.
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(dir) = opts.socket.parent() {
@@ -254,7 +256,10 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     }
     info!("stopping: aborting jobs and unmounting media");
     agent.shutdown().await;
-    metrics_file::agent_stopped(&agent).await;
+    let _ = stop_metrics.send(());
+    if let Err(e) = metrics.await {
+        warn!(cause = %e, "the metrics file's writer failed");
+    }
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
 }

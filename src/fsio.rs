@@ -5,9 +5,12 @@
 //! `trayback/` and has its own atomic write (the commit protocol of FORMAT.md). Invariant of
 //! [`atomic_write`]: after any crash the file is the old version or the complete new one.
 
-use std::fs::{self, File, OpenOptions};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, CWD};
+use rustix::io::Errno;
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 /// Write `data` to `dest` through `tmp_dir` (which must be on the same file system).
@@ -15,25 +18,60 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, data: &[u8]) -> io::Result<()> 
     let name = dest
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "destination has no name"))?;
-    let tmp = tmp_dir.join(format!(
+    let dir = File::open(dest.parent().unwrap_or(Path::new(".")))?;
+    let tmp_dir = File::open(tmp_dir)?;
+    atomic_write_at(&tmp_dir, &dir, name, data)
+}
+
+/// The directory at `path`, opened without following a symlink anywhere on its path: for a
+/// directory another user may own a parent of (root must not write where it points).
+pub fn open_dir_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        CWD,
+        path,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )
+    .map_err(|e| match e {
+        Errno::LOOP => io::Error::other(format!(
+            "{}: a symlink on the path (not followed: only a real directory is written to)",
+            path.display()
+        )),
+        e => e.into(),
+    })
+}
+
+/// Replace `name` in directory `dir` with `data`: a fresh file (mode 0644) in `tmp_dir`,
+/// fsync'd, renamed over `name`, `dir` fsync'd. Nothing on the way follows a symlink.
+pub fn atomic_write_at(
+    tmp_dir: impl AsFd,
+    dir: impl AsFd,
+    name: &OsStr,
+    data: &[u8],
+) -> io::Result<()> {
+    let tmp = format!(
         "{}.{}.tmp",
         name.to_string_lossy(),
         uuid::Uuid::new_v4().simple()
-    ));
+    );
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)?;
+        let fd = rustix::fs::openat(
+            &tmp_dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        let mut f = File::from(fd);
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, dest)?;
-        fsync_dir(dest.parent().unwrap_or(Path::new(".")))
+        rustix::fs::renameat(&tmp_dir, tmp.as_str(), &dir, name)?;
+        rustix::fs::fsync(&dir)?;
+        Ok(())
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(&tmp_dir, tmp.as_str(), AtFlags::empty());
     }
     result
 }
@@ -174,6 +212,7 @@ impl io::Read for DeviceReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Read;
 
     fn open(path: &Path) -> DeviceReader {

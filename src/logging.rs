@@ -1,6 +1,6 @@
 //! The log: one line per event on stderr, `key=value` fields. To the journal (systemd
-//! connected stderr to it) without our timestamp (journald stamps each line) and without
-//! colours; on a terminal with both.
+//! connected stderr to it) with the line's priority first (`<4>` a warning) and without our
+//! timestamp (journald stamps each line) or colours; on a terminal with both.
 //!
 //! Every field and message is written with its control characters escaped: a file name
 //! in a source tree, a medium's label or a name on a crafted medium can hold a newline,
@@ -10,6 +10,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 
 /// Set up the log for the process; `TRAYBACK_LOG` filters it (default `warn`).
 pub fn init() {
@@ -33,9 +36,39 @@ pub fn init() {
                 .unwrap_or_else(|_| "warn".into()),
         );
     if journal {
-        log.without_time().with_target(false).init();
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false);
+        log.event_format(Priority(format)).init();
     } else {
         log.init();
+    }
+}
+
+/// Each journal line starts with its syslog priority (`<4>` for a warning), which journald
+/// takes from a line on a stream (sd-daemon(3)); without it every line is info.
+struct Priority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Priority<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }
 

@@ -57,9 +57,19 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     ("trayback_medium_job_bytes", "gauge", "Bytes the running backup has read so far."),
 ];
 
-/// The status as OpenMetrics text; `up` is whether the agent is running (false: it answered
-/// last before stopping, or `status` is `None` when it did not answer).
-pub fn render(status: Option<&Status>, up: bool) -> String {
+/// What the metrics describe: the agent and its status.
+#[derive(Clone, Copy, Debug)]
+pub enum Agent<'a> {
+    /// Running, with its status.
+    Running(&'a Status),
+    /// Its last status, written as it stopped.
+    Stopped(&'a Status),
+    /// No agent runs (no socket, or nobody listening).
+    NotRunning,
+}
+
+/// The agent's state as OpenMetrics text.
+pub fn render(agent: Agent<'_>) -> String {
     let mut f = Families(
         FAMILIES
             .iter()
@@ -71,11 +81,12 @@ pub fn render(status: Option<&Status>, up: bool) -> String {
             })
             .collect(),
     );
-    f.add(
-        "trayback_agent_up",
-        &[],
-        (up && status.is_some()) as u8 as f64,
-    );
+    let (up, status) = match agent {
+        Agent::Running(s) => (1.0, Some(s)),
+        Agent::Stopped(s) => (0.0, Some(s)),
+        Agent::NotRunning => (0.0, None),
+    };
+    f.add("trayback_agent_up", &[], up);
     if let Some(s) = status {
         add_status(&mut f, s);
     }
@@ -231,7 +242,7 @@ mod tests {
     #[test]
     fn without_an_agent_only_up_is_zero() {
         assert_eq!(
-            render(None, true),
+            render(Agent::NotRunning),
             "# TYPE trayback_agent_up gauge\n# HELP trayback_agent_up 1 while the agent runs and answers; 0 when it stopped or did not answer.\ntrayback_agent_up 0\n# EOF\n"
         );
     }

@@ -193,12 +193,11 @@ fn openmetrics_from_status_and_file_with_a_hostile_label() {
     );
 }
 
-/// Attack finding (atk-pkg, P2): the metrics file's directory is followed through a symlink
-/// that a non-root user planted. On Debian `/var/lib/prometheus` is the `prometheus` user's
-/// home (owned by it), so that user can swap `node-exporter` in it for a symlink to any
-/// directory, and the agent (root) then creates and replaces `trayback.prom` there (here a
-/// root-owned directory standing for /etc). Expected: the agent does not follow a symlink
-/// for the metrics file's directory; it logs that it cannot write the file, naming it.
+/// Regression (atk-pkg): on Debian `/var/lib/prometheus` is the `prometheus` user's home
+/// (owned by it), so that user can swap `node-exporter` in it for a symlink to any
+/// directory; the agent (root) must not then create and replace `trayback.prom` there (here
+/// a root-owned directory standing for /etc). It does not follow the symlink, and logs that
+/// it cannot write the file, naming it.
 #[test]
 fn metrics_file_does_not_follow_a_users_symlink() {
     let lab = Lab::custom(
@@ -236,9 +235,17 @@ fn metrics_file_does_not_follow_a_users_symlink() {
         "the agent wrote {written:?} through a non-root user's symlink; log:\n{}",
         lab.log()
     );
+    let log = lab.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cannot write the metrics file")
+                && l.contains("exporter-home/node-exporter/trayback.prom")
+                && l.contains("symlink")),
+        "the refusal is logged, naming the file:\n{log}"
+    );
 }
 
-/// Attack finding (atk-pkg, P2): `status --format openmetrics` run by a user the control
+/// Regression (atk-pkg): `status --format openmetrics` run by a user the control
 /// socket refuses (it is root only; a textfile-collector script typically runs as the
 /// exporter's user) prints `trayback_agent_up 0` and exits 0, exactly what it prints when
 /// no agent runs: the agent is reported down while it runs, and the cause is only on

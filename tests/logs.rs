@@ -59,10 +59,12 @@ fn backup_logs_fit_the_journal() {
             .any(|l| l.contains("backup verified") && l.contains("backup=1")),
         "{log}"
     );
+    // Each line starts with its syslog priority for journald (sd-daemon(3)), then the
+    // level, no timestamp.
     for l in log.lines() {
         assert!(
-            l.trim_start().starts_with("INFO") || l.trim_start().starts_with("WARN"),
-            "a journal line starts with its level, no timestamp: {l:?}"
+            l.starts_with("<6> INFO") || l.starts_with("<4> WARN"),
+            "a journal line starts with its priority and level, no timestamp: {l:?}"
         );
     }
 
@@ -80,9 +82,9 @@ fn backup_logs_fit_the_journal() {
     }
 }
 
-/// Attack finding (atk-pkg, P2): a name in the source tree is written raw into a log line,
-/// so a local user who can name a file the backup meets with a problem (here a sparse file
-/// over the largest size a listing holds, skipped with a `backup problem` warning) makes
+/// Regression (atk-pkg): a name in the source tree written raw into a log line would let
+/// a local user who can name a file the backup meets with a problem (here a sparse file
+/// over the largest size a listing holds, skipped with a `backup problem` warning) make
 /// the journal show lines of their choosing: a forged `backup committed`, and with
 /// journald's `<N>` level prefix at any priority (`<0>` is emerg, sent to every terminal).
 #[test]

@@ -232,7 +232,7 @@ fn send(socket: &Path, req: &Request) -> Result<UnixStream, String> {
 /// The agent's status, or `None` when no agent runs (no socket, or nobody listening on
 /// it). Any other failure, such as a caller the socket refuses, is an error: it says
 /// nothing about whether the agent runs.
-pub fn status(socket: &Path) -> Result<Option<crate::status::Status>, String> {
+pub fn ask_status(socket: &Path) -> Result<Option<crate::status::Status>, String> {
     let s = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e) if absent(&e) => return Ok(None),
@@ -255,13 +255,16 @@ fn absent(e: &std::io::Error) -> bool {
 }
 
 fn unreached(socket: &Path, e: &std::io::Error) -> String {
-    let hint = if absent(e) {
-        " (it starts when a tray is inserted, or by `systemctl start trayback-agent`)"
-    } else {
-        ""
-    };
+    if absent(e) {
+        return format!("{} ({e})", not_running(socket));
+    }
+    format!("{}: cannot reach the trayback agent: {e}", socket.display())
+}
+
+/// What to say when no agent runs.
+pub fn not_running(socket: &Path) -> String {
     format!(
-        "{}: cannot reach the trayback agent: {e}{hint}",
+        "{}: no trayback agent is running (it starts when a tray is inserted, or by `systemctl start trayback-agent`)",
         socket.display()
     )
 }

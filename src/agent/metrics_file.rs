@@ -3,7 +3,8 @@
 //!
 //! One task writes it, so writes never race: at start, on every change of the inserted
 //! media (insert, pull, release), when poked (after every job, verify, pare and failure),
-//! and every minute (a running job's progress). Each write is atomic (temporary file in
+//! every minute (a running job's progress), and last, when told the agent stopped, with
+//! `trayback_agent_up 0`. Each write is atomic (temporary file in
 //! the same directory, fsync, rename): the collector never reads half a file. A failed
 //! write is logged once per cause and retried at the next change.
 
@@ -23,24 +24,22 @@ impl Poke {
     }
 }
 
-/// Write the file now and whenever something changes, until the agent stops.
-pub(super) async fn publish(agent: Arc<Agent>) {
+/// Write the file now and whenever something changes until `stop`, then the agent's last
+/// status with `trayback_agent_up 0`.
+pub(super) async fn publish(agent: Arc<Agent>, mut stop: tokio::sync::oneshot::Receiver<()>) {
     let mut changed = agent.changed.subscribe();
     let mut last_error = None;
     loop {
-        let text = crate::metrics::render(Some(&agent.status()), true);
+        let text = crate::metrics::render(crate::metrics::Agent::Running(&agent.status()));
         last_error = write(agent.cfg.agent.metrics_file.clone(), text, last_error).await;
         tokio::select! {
             _ = changed.changed() => {}
             _ = agent.metrics.0.notified() => {}
             _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            _ = &mut stop => break,
         }
     }
-}
-
-/// The agent stopped: its last status, with `trayback_agent_up 0`.
-pub(super) async fn agent_stopped(agent: &Agent) {
-    let text = crate::metrics::render(Some(&agent.status()), false);
+    let text = crate::metrics::render(crate::metrics::Agent::Stopped(&agent.status()));
     write(agent.cfg.agent.metrics_file.clone(), text, None).await;
 }
 
@@ -63,45 +62,9 @@ async fn write(path: PathBuf, text: String, before: Option<String>) -> Option<St
 /// textfile collector's directory is often its own user's, who could otherwise point it
 /// anywhere for root to write to. The directory is not created.
 fn write_now(path: &Path, text: &str) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags, CWD};
-    use std::io::Write;
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(std::io::Error::other("not a file path"));
     };
-    let dir = rustix::fs::openat2(
-        CWD,
-        dir,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS,
-    )
-    .map_err(|e| match e {
-        rustix::io::Errno::LOOP => std::io::Error::other(
-            "a symlink on the directory's path (not followed: the agent writes only to a real directory)",
-        ),
-        e => e.into(),
-    })?;
-    let tmp = format!(
-        "{}.{}.tmp",
-        name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
-    );
-    let written = (|| {
-        let fd = rustix::fs::openat(
-            &dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        )?;
-        let mut f = std::fs::File::from(fd);
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        rustix::fs::renameat(&dir, tmp.as_str(), &dir, name)?;
-        rustix::fs::fsync(&dir)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
-    }
-    written
+    let dir = crate::fsio::open_dir_nofollow(dir)?;
+    crate::fsio::atomic_write_at(&dir, &dir, name, text.as_bytes())
 }

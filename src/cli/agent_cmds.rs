@@ -7,7 +7,7 @@ use super::load_config;
 use super::output::{self, human, print_json};
 use crate::agent::{self, Request, Response};
 use crate::job::Outcome;
-use crate::status::{ClockNow, Ejected, Status};
+use crate::status::{ClockNow, Ejected};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -88,14 +88,23 @@ pub enum StatusFormat {
 
 pub fn status(a: StatusArgs) -> Result<u8> {
     let format = if a.json { StatusFormat::Json } else { a.format };
+    // No agent is a fact the metrics report (trayback_agent_up 0); a socket that refuses
+    // this caller is an error: it says nothing of the agent.
+    let socket = agent::socket_path();
+    let asked = agent::ask_status(&socket).map_err(anyhow::Error::msg)?;
     if format == StatusFormat::Openmetrics {
-        // No agent is a fact to report (trayback_agent_up 0); a socket that refuses this
-        // caller is not: it says nothing of the agent.
-        let s = agent::ask_status(&agent::socket_path()).map_err(anyhow::Error::msg)?;
-        print!("{}", crate::metrics::render(s.as_ref(), true));
+        print!(
+            "{}",
+            crate::metrics::render(match &asked {
+                Some(s) => crate::metrics::Agent::Running(s),
+                None => crate::metrics::Agent::NotRunning,
+            })
+        );
         return Ok(0);
     }
-    let s: Status = answer(ask(&Request::Status)?)?;
+    let Some(s) = asked else {
+        bail!("{}", agent::not_running(&socket));
+    };
     if format == StatusFormat::Json {
         print_json(&s)?;
         return Ok(0);
