@@ -18,6 +18,8 @@ use util::*;
 const BOUND_MIB: u64 = 48;
 
 /// Run `trayback args` to the end; its peak RSS in MiB (from `wait4`, the kernel's count).
+// The child is reaped by `wait4`, which `Child` does not know of.
+#[allow(clippy::zombie_processes)]
 fn peak_mib(env: &Env, args: &[&str]) -> u64 {
     let log = env.path("cmd.err");
     let child = env

@@ -77,7 +77,7 @@ impl BlobIndex {
                 None => new.push((id, loc)),
             }
         }
-        new.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        new.sort_by_key(|a| a.0 .0);
         new.dedup_by(|b, a| a.0 == b.0);
         merge(&mut self.fresh, &new);
         if self.fresh.len() > FRESH_MIN.max(self.main.len() / 8) {
