@@ -67,7 +67,8 @@ impl BlobIndex {
         find(&self.fresh, id).ok().map(|i| &mut self.fresh[i].1)
     }
 
-    /// Add a pack's blobs. An id already indexed keeps its place unless `replace`.
+    /// Add a pack's blobs. An id already indexed keeps its place unless `replace` (then the
+    /// last place given wins, as for an id given twice).
     pub(super) fn add(&mut self, blobs: impl IntoIterator<Item = (BlockId, Loc)>, replace: bool) {
         let mut new = Vec::new();
         for (id, loc) in blobs {
@@ -76,6 +77,10 @@ impl BlobIndex {
                 Some(_) => {}
                 None => new.push((id, loc)),
             }
+        }
+        if replace {
+            // The stable sort and `dedup` keep the first of equal ids: the last given.
+            new.reverse();
         }
         new.sort_by_key(|a| a.0 .0);
         new.dedup_by(|b, a| a.0 == b.0);
@@ -139,10 +144,14 @@ mod tests {
         ix.add([(id(5), loc(99, 0))], false);
         assert_eq!(ix.get(&id(5)).unwrap().pack, 0);
         ix.add([(id(5), loc(99, 0)), (id(5), loc(98, 0))], true);
-        assert_eq!(ix.get(&id(5)).unwrap().pack, 99);
-        assert_eq!(ix.len(), 60_000);
+        assert_eq!(ix.get(&id(5)).unwrap().pack, 98);
+        ix.add([(id(70_000), loc(1, 0)), (id(70_000), loc(2, 0))], true);
+        assert_eq!(ix.get(&id(70_000)).unwrap().pack, 2);
+        ix.add([(id(70_001), loc(1, 0)), (id(70_001), loc(2, 0))], false);
+        assert_eq!(ix.get(&id(70_001)).unwrap().pack, 1);
+        assert_eq!(ix.len(), 60_002);
         ix.retain(|l| l.pack != 3);
-        assert_eq!(ix.len(), 59_000);
+        assert_eq!(ix.len(), 59_002);
         assert!(ix.get(&id(3500)).is_none());
         assert!(ix.get(&id(4500)).is_some());
     }
