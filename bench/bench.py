@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """trayback benchmark: one command, a generated deterministic tree, real runs of the binary.
 
-    python3 bench/bench.py [--preset mixed|many-small|smoke] [--smoke] [--workdir DIR]
+    python3 bench/bench.py [--preset mixed|many-small|two-million|smoke] [--smoke] [--workdir DIR]
                            [--cold] [--plaintext | --encryption-cost N] [--json]
 
 Steps (each a fresh process, timed wall-clock, peak RSS from wait4):
