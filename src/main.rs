@@ -5,6 +5,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    flat_heap();
     exit_quietly_on_broken_pipe();
     let cli = trayback::cli::Cli::parse();
     trayback::logging::init();
@@ -20,6 +21,22 @@ fn main() -> ExitCode {
             eprintln!("trayback: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Keep glibc's heap from growing past what is in use. By default it gives each of the walk's
+/// and the verify's threads an arena of its own (up to 8 per core) and, after a large buffer
+/// is freed, serves buffers up to 32 MiB from those arenas instead of `mmap`: at 2 000 000
+/// files that left ~115 MiB of a full backup's 270 MiB peak RSS in freed, unreturned memory.
+/// Two arenas at most, shared by the threads (peak 155 MiB; the backup took 179 s against
+/// 165 s, on a machine loaded by other builds: not told apart from noise there), and a fixed
+/// 1 MiB `mmap` threshold, so large buffers go back to the system when freed.
+fn flat_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -26,7 +26,7 @@ mod remove;
 use crate::error::Result;
 use crate::ids::BackupId;
 use crate::index;
-use crate::listing::EntryKind;
+use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
 use crate::progress::Meter;
 use cursor::Cursor;
@@ -193,13 +193,24 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
         .iter()
         .filter(|i| i.link_to.is_none())
         .map(|i| i.entry.size)
-        .sum();
+        .sum::<u64>()
+        + plan.rest.bytes;
     meter.set_total(total);
     tally(&mut report, &plan);
     if opts.dry_run {
-        report.planned = (0..plan.items.len())
-            .map(|i| base.join(plan.rel(i)).display().to_string())
+        let mut planned: Vec<PathBuf> = (0..plan.items.len())
+            .map(|i| base.join(plan.rel(i)))
             .collect();
+        let walked = (0..plan.items.len()).filter(|&d| plan.items[d].walked);
+        for d in std::iter::once(None).chain(walked.map(Some)) {
+            let dir = d.map_or_else(|| base.clone(), |d| base.join(plan.rel(d)));
+            for e in plan.rest(m, d)? {
+                planned.push(dir.join(e.name.as_os()));
+            }
+        }
+        // Paths sort component by component: the plan's depth-first order.
+        planned.sort();
+        report.planned = planned.iter().map(|p| p.display().to_string()).collect();
         return Ok(report);
     }
     let dest = Dest::open(&base, matches!(opts.target, Target::InPlace))?;
@@ -216,8 +227,8 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
     report.problems = problems.into_inner().unwrap();
     report.kept = kept
         .into_iter()
-        .map(|(i, reason)| Kept {
-            path: dest.path(&plan, i).display().to_string(),
+        .map(|(path, reason)| Kept {
+            path: path.display().to_string(),
             reason,
         })
         .collect();
@@ -231,11 +242,16 @@ pub fn restore(m: &Medium, id: BackupId, opts: &Options, meter: &Meter) -> Resul
 /// A writer's share: entries of one directory.
 struct Job<'p> {
     dir: Arc<OwnedFd>,
+    /// The directory item (`None`: the top), for messages.
+    at: Option<usize>,
+    /// Items of the plan.
     items: &'p [usize],
+    /// Entries without items of their own ([`Plan::rest`]).
+    rest: Vec<Entry>,
 }
 
-/// Write the plan; returns the items kept (with why), in plan order.
-fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
+/// Write the plan; returns the paths kept (with why), in plan order.
+fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(PathBuf, KeptReason)>> {
     let items = &plan.items;
     let n = items.len();
     // Entries written by the parallel writers (not directories, not further hard-link names),
@@ -267,11 +283,17 @@ fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
             for &i in job.items {
                 let e = &items[i].entry;
                 match ctx.put(&job.dir, e, None, &|| ctx.dest.path(plan, i))? {
-                    Put::Kept(why) => kept.lock().unwrap().push((i, why)),
+                    Put::Kept(why) => kept.lock().unwrap().push((ctx.dest.path(plan, i), why)),
                     Put::Written(id) if link_sources.contains(&i) => {
                         written.lock().unwrap().insert(i, id);
                     }
                     Put::Written(_) => {}
+                }
+            }
+            for e in &job.rest {
+                let path = || ctx.dest.path_in(plan, job.at, &e.name.0);
+                if let Put::Kept(why) = ctx.put(&job.dir, e, None, &path)? {
+                    kept.lock().unwrap().push((path(), why));
                 }
             }
             Ok(())
@@ -282,7 +304,15 @@ fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
     let mut batch: Vec<Job> = Vec::new();
     let mut cursor = Cursor::new(ctx.dest, plan);
     let root = cursor.dir(None, &ids)?;
-    jobs(&mut batch, &by_dir, groups.get(&None), plan, &root);
+    let rest = plan.rest(ctx.m, None)?;
+    jobs(
+        &mut batch,
+        &by_dir,
+        groups.get(&None),
+        plan,
+        (None, &root),
+        rest,
+    );
     drop(root);
     for d in 0..n {
         if items[d].entry.kind != EntryKind::Dir {
@@ -299,12 +329,20 @@ fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
         match made {
             DirMade::Kept(why) => {
                 gone[d] = true;
-                kept.lock().unwrap().push((d, why));
+                kept.lock().unwrap().push((ctx.dest.path(plan, d), why));
             }
             DirMade::Open(fd, id) => {
                 ids[d] = id;
                 let fd = Arc::new(fd);
-                jobs(&mut batch, &by_dir, groups.get(&Some(d)), plan, &fd);
+                let rest = plan.rest(ctx.m, Some(d))?;
+                jobs(
+                    &mut batch,
+                    &by_dir,
+                    groups.get(&Some(d)),
+                    plan,
+                    (Some(d), &fd),
+                    rest,
+                );
                 cursor.push(d, fd);
             }
         }
@@ -344,7 +382,7 @@ fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
             None => ctx.put(&dir, &items[i].entry, None, &path)?,
         };
         match put {
-            Put::Kept(why) => kept.lock().unwrap().push((i, why)),
+            Put::Kept(why) => kept.lock().unwrap().push((ctx.dest.path(plan, i), why)),
             Put::Written(id) => {
                 if !written.contains_key(&src) {
                     written.insert(i, id);
@@ -366,36 +404,66 @@ fn write(ctx: &Ctx, plan: &Plan) -> Result<Vec<(usize, KeptReason)>> {
         });
     }
     let mut kept = kept.into_inner().unwrap();
-    kept.sort_by_key(|k| k.0);
+    // Paths sort component by component: the plan's depth-first order.
+    kept.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(kept)
 }
 
-/// Cut the entries `of` one directory (open as `fd`) into jobs.
+/// Cut the entries of one directory (`at`, open as `fd`) into jobs: its items `of`, and
+/// `rest`, its entries without items.
 fn jobs<'p>(
     batch: &mut Vec<Job<'p>>,
     by_dir: &'p [usize],
     of: Option<&std::ops::Range<usize>>,
     plan: &Plan,
-    fd: &Arc<OwnedFd>,
+    (at, fd): (Option<usize>, &Arc<OwnedFd>),
+    rest: Vec<Entry>,
 ) {
-    let Some(of) = of else { return };
-    let mut rest = &by_dir[of.clone()];
-    while !rest.is_empty() {
-        let mut take = 0;
-        let mut bytes = 0;
-        while take < rest.len() && take < JOB_ITEMS && bytes < JOB_BYTES {
-            bytes += plan.items[rest[take]].entry.size;
+    // Cut a list of sizes where a job is full.
+    let cut = |sizes: &mut dyn Iterator<Item = u64>| {
+        let (mut take, mut bytes) = (0, 0);
+        for size in sizes {
+            if take == JOB_ITEMS || bytes >= JOB_BYTES {
+                break;
+            }
+            bytes += size;
             take += 1;
+        }
+        take
+    };
+    let mut items = of.map_or(&by_dir[..0], |of| &by_dir[of.clone()]);
+    while !items.is_empty() {
+        let take = cut(&mut items.iter().map(|&i| plan.items[i].entry.size));
+        batch.push(Job {
+            dir: fd.clone(),
+            at,
+            items: &items[..take],
+            rest: Vec::new(),
+        });
+        items = &items[take..];
+    }
+    let mut rest = rest.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut job = Vec::new();
+        let mut bytes = 0;
+        while let Some(e) = rest.next_if(|_| job.len() < JOB_ITEMS && bytes < JOB_BYTES) {
+            bytes += e.size;
+            job.push(e);
         }
         batch.push(Job {
             dir: fd.clone(),
-            items: &rest[..take],
+            at,
+            items: &[],
+            rest: job,
         });
-        rest = &rest[take..];
     }
 }
 
 fn tally(r: &mut Report, plan: &Plan) {
+    r.files += plan.rest.files;
+    r.links += plan.rest.symlinks;
+    r.other += plan.rest.other;
+    r.bytes += plan.rest.bytes;
     for it in &plan.items {
         match it.entry.kind {
             EntryKind::Dir => r.dirs += 1,

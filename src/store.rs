@@ -15,6 +15,7 @@
 
 mod check;
 mod gc;
+mod index;
 pub mod pack;
 mod write;
 
@@ -26,8 +27,8 @@ use crate::medium::beneath::{Beneath, Kind as EntryType};
 use check::Backlog;
 pub use check::{check_pack, check_pack_as, CheckFn, Depth, PackCheck};
 pub use gc::{GcReport, Reclaim, GC_MARGIN, SURVIVOR_OVERHEAD};
+use index::BlobIndex;
 use pack::{BlobKind, Encoding, Entry};
-use rustc_hash::FxHashMap;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -53,10 +54,11 @@ pub struct PackInfo {
 }
 
 /// Where a blob is: its pack (position in the pack list) and trailer entry, without the id
-/// (the index's key), so the index of a 200k-block medium stays small and cache-friendly.
+/// (the index's key), in 20 bytes: a pack is at most [`MAX_PACK_LEN`] long, so an offset in
+/// it fits 32 bits.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
-    offset: u64,
+    offset: u32,
     pack: u32,
     raw_len: u32,
     stored_len: u32,
@@ -65,15 +67,19 @@ struct Loc {
 }
 
 impl Loc {
-    fn new(pack: u32, e: &Entry) -> Loc {
-        Loc {
-            offset: e.offset,
+    /// `None` for an entry no pack can hold (an offset past [`MAX_PACK_LEN`]): a reader
+    /// checks trailers before it indexes them, so only damage gets here.
+    fn new(pack: u32, e: &Entry) -> Option<Loc> {
+        Some(Loc {
+            offset: u32::try_from(e.offset)
+                .ok()
+                .filter(|&o| u64::from(o) < MAX_PACK_LEN)?,
             pack,
             raw_len: e.raw_len,
             stored_len: e.stored_len,
             kind: e.kind,
             encoding: e.encoding,
-        }
+        })
     }
 
     fn entry(&self, id: BlockId) -> Entry {
@@ -83,7 +89,7 @@ impl Loc {
             encoding: self.encoding,
             raw_len: self.raw_len,
             stored_len: self.stored_len,
-            offset: self.offset,
+            offset: u64::from(self.offset),
         }
     }
 }
@@ -93,8 +99,8 @@ pub struct Store {
     crypt: Crypt,
     level: i32,
     packs: RwLock<Vec<PackInfo>>,
-    /// Block ids are SHA-256 digests, so a fast non-keyed hash is as good as any here.
-    index: RwLock<FxHashMap<BlockId, Loc>>,
+    /// Every indexed blob's place (compact: see `store::index`).
+    index: RwLock<BlobIndex>,
     /// Packs (positions in `packs`) whose trailers are not in `index` yet. Opening reads the
     /// listing packs only: a backup with nothing changed, `ls` or `diff` never need the data
     /// packs' trailers (200 000 of them take longer to index than such a backup takes to walk).
@@ -144,7 +150,7 @@ impl Store {
             crypt,
             level,
             packs: RwLock::new(Vec::new()),
-            index: RwLock::new(FxHashMap::default()),
+            index: RwLock::new(BlobIndex::default()),
             unindexed: Mutex::new(Vec::new()),
             all_indexed: AtomicBool::new(false),
             expected_data_blocks: AtomicU64::new(0),
@@ -223,10 +229,10 @@ impl Store {
         let mut packs = self.packs.write().unwrap();
         let n = packs.len() as u32;
         packs.push(info);
-        let mut index = self.index.write().unwrap();
-        for e in entries {
-            index.insert(e.id, Loc::new(n, e));
-        }
+        self.index.write().unwrap().add(
+            entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
+            true,
+        );
         n
     }
 
@@ -265,10 +271,10 @@ impl Store {
                 self.register(info, &entries);
             }
             Some(n) => {
-                let mut index = self.index.write().unwrap();
-                for e in &entries {
-                    index.entry(e.id).or_insert(Loc::new(n, e));
-                }
+                self.index.write().unwrap().add(
+                    entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
+                    false,
+                );
             }
         }
         damage.map_or(Ok(()), Err)
@@ -307,13 +313,13 @@ impl Store {
     /// Where blob `id` is, indexing the data packs first if it is not among the indexed.
     fn loc(&self, id: &BlockId) -> Option<Loc> {
         if let Some(l) = self.index.read().unwrap().get(id) {
-            return Some(*l);
+            return Some(l);
         }
         if self.all_indexed.load(Ordering::Acquire) {
             return None;
         }
         self.index_all();
-        self.index.read().unwrap().get(id).copied()
+        self.index.read().unwrap().get(id)
     }
 
     /// Where pack `id` is, for messages.
@@ -379,7 +385,7 @@ impl Store {
             self.index
                 .write()
                 .unwrap()
-                .retain(|_, loc| loc.pack as usize != n);
+                .retain(|loc| loc.pack as usize != n);
         }
     }
 
@@ -431,7 +437,7 @@ impl Store {
     fn read_payload(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
         let f = self.file(loc.pack)?;
         let mut buf = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut buf, loc.offset)
+        f.read_exact_at(&mut buf, u64::from(loc.offset))
             .map_err(|e| Error::BadBlock {
                 id,
                 detail: format!("cannot read from pack: {e}"),

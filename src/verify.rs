@@ -66,10 +66,11 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         of = header.packs.len(),
         "packs checked while writing"
     );
-    // With --read-all, each record as a restore reads it (on an encrypted medium the seal alone
-    // proves the record is as written, not that it decompresses to its block).
-    let results: Vec<PackCheck> = header
-        .packs
+    // With --read-all, every pack on the medium (so every block the backup references, read
+    // front to back, pack by pack, and nothing need be remembered per block), each record as a
+    // restore reads it (on an encrypted medium the seal alone proves the record is as written,
+    // not that it decompresses to its block).
+    let results: Vec<PackCheck> = packs
         .par_iter()
         .map(|p| match read_all {
             true => m.store().check_pack(p, Depth::Whole),
@@ -81,19 +82,36 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         .collect();
     early.clear();
     let mut damage = Vec::new();
-    let mut checked: FxHashSet<BlockId> = FxHashSet::default();
+    // Packs re-read whole above: each of their records is good or in `bad_blocks`. A set of
+    // packs, not of blocks: at 2 000 000 blocks a set of their ids took over 100 MB.
+    let mut checked_packs: FxHashSet<PackId> = FxHashSet::default();
+    let mut good = 0;
     let mut bytes_checked = 0;
+    // Blocks found bad, and why (good ones are not remembered: see `check_block`).
     let mut bad_blocks: FxHashMap<BlockId, String> = FxHashMap::default();
-    for (p, r) in header.packs.iter().zip(results) {
-        checked.extend(r.good);
+    // Bad blocks in packs other backups wrote (--read-all): this backup's damage only if it
+    // references them, reported when it does.
+    let mut unreported: FxHashSet<BlockId> = FxHashSet::default();
+    let own: FxHashSet<PackId> = header.packs.iter().copied().collect();
+    for (p, r) in packs.iter().zip(results) {
+        good += r.good;
+        if !r.damage.iter().any(|(b, _)| b.is_none()) {
+            checked_packs.insert(*p);
+        }
         bytes_checked += r.bytes;
         meter.add(0, r.bytes);
         for (block, detail) in r.damage {
             let what = match block {
                 Some(b) => {
                     bad_blocks.insert(b, detail.clone());
+                    if !own.contains(p) {
+                        unreported.insert(b);
+                        continue;
+                    }
                     format!("block {b}")
                 }
+                // Another backup's pack: its blocks are read one by one below, if referenced.
+                None if !own.contains(p) => continue,
                 None => format!("pack {p}"),
             };
             damage.push(Damage { what, detail });
@@ -105,12 +123,25 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     );
     // 2. Every location the index names: present, and (read_all) readable and intact.
     let mut affected = Vec::new();
-    let mut blocks_checked = checked.len() as u64;
-    // Blocks this backup wrote were re-read above; blocks it shares with older backups were
-    // verified with those and must still be in the store (with --read-all, read again).
+    let mut blocks_checked = good;
+    // Whether block (or listing) `b` is where the index has it in a pack re-read above.
+    let checked = |b: &BlockId| {
+        m.store()
+            .locate(b)
+            .is_some_and(|(p, _)| checked_packs.contains(&p))
+    };
+    // Blocks this backup wrote were re-read above (with --read-all, every pack was); blocks it
+    // shares with older backups were verified with those and must still be in the store. A
+    // block indexed in a pack whose trailer did not read is read on its own (--read-all).
     let mut check_block = |b: &BlockId, damage: &mut Vec<Damage>| -> bool {
-        if let Some(d) = bad_blocks.get(b) {
-            return d.is_empty();
+        if let Some(detail) = bad_blocks.get(b) {
+            if unreported.remove(b) {
+                damage.push(Damage {
+                    what: format!("block {b}"),
+                    detail: detail.clone(),
+                });
+            }
+            return false;
         }
         let present = || {
             m.store()
@@ -118,7 +149,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                 .map(|_| ())
                 .ok_or(Error::MissingBlock(*b))
         };
-        let result = if checked.contains(b) || !read_all {
+        let result = if !read_all || checked(b) {
             present()
         } else {
             m.store().read(b).map(|raw| {
@@ -128,10 +159,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         };
         blocks_checked += 1;
         match result {
-            Ok(()) => {
-                bad_blocks.insert(*b, String::new());
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 let detail = e.to_string();
                 damage.push(Damage {
@@ -180,7 +208,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                             None
                         }
                         (EntryKind::Dir, Some(sub)) => {
-                            let descend = read_all || checked.contains(&sub);
+                            let descend = read_all || checked(&sub);
                             let before = walk_damage.len();
                             let l = subtree(m, rel, &sub, descend, &mut walk_damage)?;
                             if walk_damage.len() > before {
@@ -245,7 +273,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         backup: id,
         ok,
         read_all,
-        packs_read: header.packs.len() as u64,
+        packs_read: packs.len() as u64,
         blocks_checked,
         bytes_checked,
         damage,

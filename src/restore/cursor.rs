@@ -137,6 +137,7 @@ mod tests {
                     parent,
                     entry: Entry::new(Bytes(name.to_vec()), EntryKind::Dir),
                     link_to: None,
+                    walked: false,
                 });
                 levels.push(level);
             }
@@ -163,12 +164,15 @@ mod tests {
                 parent: items[old].parent.map(|p| at[p]),
                 entry: items[old].entry.clone(),
                 link_to: None,
+                walked: false,
             })
             .collect();
         Plan {
             depth: order.iter().map(|&old| levels[old]).collect(),
             items: sorted,
             max_depth: depth - 1,
+            top: None,
+            rest: Default::default(),
         }
     }
 

@@ -126,6 +126,12 @@ impl Dest {
     pub fn path(&self, plan: &Plan, i: usize) -> PathBuf {
         self.base.join(plan.rel(i))
     }
+
+    /// The full path of `name` in directory item `d` (`None`: the top), for messages.
+    pub fn path_in(&self, plan: &Plan, d: Option<usize>, name: &[u8]) -> PathBuf {
+        let dir = d.map_or_else(|| self.base.clone(), |d| self.path(plan, d));
+        dir.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name))
+    }
 }
 
 pub(super) fn open_dir(at: &OwnedFd, name: &[u8]) -> rustix::io::Result<OwnedFd> {

@@ -6,6 +6,11 @@
 //! - the plan is a tree of items in pre-order: an item's `parent` (a directory item) always
 //!   comes before it, and the items under one directory are contiguous (a depth-first order),
 //!   which lets the writer keep only a short chain of open directories;
+//! - memory in proportion to directories, not entries: directories and hard-linked files are
+//!   items; the other entries of a walked directory (files, symlinks, specials: most of a
+//!   tree) are checked and counted here, then dropped, and the writer reads them again from
+//!   the directory's listing ([`Plan::rest`]). A listing is content-addressed and every read
+//!   checks its id, so what is written is what was checked;
 //! - the walk over listings keeps its own stack (depth is data, not call frames), so a
 //!   10 000-deep backup plans without deep recursion; no path is built per item (a deep tree
 //!   would make that quadratic): [`Plan::rel`] builds one when a message needs it.
@@ -28,8 +33,9 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The most items a restore plan holds (each is an entry in memory, ~200 bytes): a backup
-/// of more entries is restored in parts, by path (FORMAT.md, README "Restore").
+/// The most entries a restore plan covers (the directories among them are items in memory,
+/// ~250 bytes each): a backup of more entries is restored in parts, by path (FORMAT.md,
+/// README "Restore").
 pub const MAX_ITEMS: u64 = 50_000_000;
 
 /// The longest file name Linux file systems take (`NAME_MAX`).
@@ -41,6 +47,24 @@ pub struct Item {
     pub entry: Entry,
     /// For the second and later names of a hard-linked file: the item holding the content.
     pub link_to: Option<usize>,
+    /// A directory whose listing is restored whole: its entries without items of their own
+    /// are restored with it ([`Plan::rest`]).
+    pub walked: bool,
+}
+
+/// What a plan restores without items (see [`Plan::rest`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rest {
+    pub files: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    pub bytes: u64,
+}
+
+/// Whether entry `e` gets an item of its own: directories (the writer's structure) and
+/// files with more than one name (hard links are matched across the plan).
+fn itemised(e: &Entry) -> bool {
+    e.kind == EntryKind::Dir || (e.kind == EntryKind::File && e.nlink > 1)
 }
 
 pub struct Plan {
@@ -50,6 +74,11 @@ pub struct Plan {
     pub depth: Vec<usize>,
     /// The deepest item's depth.
     pub max_depth: usize,
+    /// The listing of the top when the whole backup is restored (its entries are then
+    /// restored as a walked directory's).
+    pub top: Option<BlockId>,
+    /// Totals of the entries restored without items.
+    pub rest: Rest,
 }
 
 impl Plan {
@@ -67,6 +96,22 @@ impl Plan {
     pub fn name(&self, i: usize) -> &[u8] {
         &self.items[i].entry.name.0
     }
+
+    /// The entries of directory `d` (`None`: the top) restored without items of their own,
+    /// in name order, read again from its listing: none unless it is walked.
+    pub fn rest(&self, m: &Medium, d: Option<usize>) -> Result<Vec<Entry>> {
+        let listing = match d {
+            Some(d) if self.items[d].walked => self.items[d].entry.subtree,
+            Some(_) => None,
+            None => self.top,
+        };
+        let Some(id) = listing else {
+            return Ok(Vec::new());
+        };
+        let mut entries = m.listing(&id)?.entries;
+        entries.retain(|e| !itemised(e));
+        Ok(entries)
+    }
 }
 
 /// Build the plan for `paths` (whole subtrees; empty for everything) of the tree at `root`.
@@ -81,6 +126,8 @@ pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) 
         max_depth: 0,
         seen: FxHashSet::default(),
         sizes: FxHashMap::default(),
+        top: None,
+        rest: Rest::default(),
     };
     // Sorted component lists with every path under another one dropped: the chains and
     // subtrees are then visited in one depth-first order and never overlap.
@@ -104,7 +151,7 @@ pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) 
                 parent = Some(match chain_items.get(&key) {
                     Some(&i) => i,
                     None => {
-                        let i = b.push(parent, e)?;
+                        let i = b.push(parent, e, true)?.expect("kept");
                         chain_items.insert(key, i);
                         i
                     }
@@ -137,6 +184,8 @@ pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) 
         items,
         depth: b.depth,
         max_depth: b.max_depth,
+        top: b.top,
+        rest: b.rest,
     })
 }
 
@@ -151,11 +200,14 @@ struct Builder<'m> {
     seen: FxHashSet<BlockId>,
     /// Entries in the tree under each listing sized so far ([`Builder::size`]).
     sizes: FxHashMap<BlockId, u64>,
+    top: Option<BlockId>,
+    rest: Rest,
 }
 
 impl Builder<'_> {
-    /// Check `e` (to be put under `parent`) and add it.
-    fn push(&mut self, parent: Option<usize>, e: Entry) -> Result<usize> {
+    /// Check `e` (to be put under `parent`) and add it: as an item if `keep` or it is
+    /// [`itemised`] (returned), else to the totals of [`Plan::rest`].
+    fn push(&mut self, parent: Option<usize>, e: Entry, keep: bool) -> Result<Option<usize>> {
         let rel = || -> PathBuf {
             let mut names = vec![e.name.as_os()];
             let mut at = parent;
@@ -189,15 +241,28 @@ impl Builder<'_> {
             });
         }
         self.limit.take()?;
+        if !keep && !itemised(&e) {
+            let r = &mut self.rest;
+            match e.kind {
+                EntryKind::File => {
+                    r.files += 1;
+                    r.bytes += e.size;
+                }
+                EntryKind::Symlink => r.symlinks += 1,
+                _ => r.other += 1,
+            }
+            return Ok(None);
+        }
         let depth = parent.map_or(0, |p| self.depth[p] + 1);
         self.max_depth = self.max_depth.max(depth);
         self.items.push(Item {
             parent,
             entry: e,
             link_to: None,
+            walked: false,
         });
         self.depth.push(depth);
-        Ok(self.items.len() - 1)
+        Ok(Some(self.items.len() - 1))
     }
 
     /// Add everything under listing `id` in pre-order, below item `parent`; an explicit stack.
@@ -206,6 +271,10 @@ impl Builder<'_> {
     fn walk(&mut self, id: &BlockId, parent: Option<usize>) -> Result<()> {
         let mut sized = false;
         self.seen.insert(*id);
+        match parent {
+            Some(p) => self.items[p].walked = true,
+            None => self.top = Some(*id),
+        }
         let mut stack = vec![(self.m.listing(id)?.entries.into_iter(), parent)];
         while let Some((entries, parent)) = stack.last_mut() {
             let parent = *parent;
@@ -215,8 +284,9 @@ impl Builder<'_> {
             };
             let sub = e.subtree;
             let kind = e.kind;
-            let i = self.push(parent, e)?;
-            if let (EntryKind::Dir, Some(sub)) = (kind, sub) {
+            let i = self.push(parent, e, false)?;
+            if let (Some(i), EntryKind::Dir, Some(sub)) = (i, kind, sub) {
+                self.items[i].walked = true;
                 let l = self.m.listing(&sub)?;
                 if !sized && !l.entries.is_empty() && !self.seen.insert(sub) {
                     sized = true;

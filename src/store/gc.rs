@@ -6,7 +6,7 @@
 //! whose trailer is damaged, is kept as it is; what is rewritten fits the free space.
 
 use super::{pack, Loc, Store, PACK_TARGET};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
 use crate::share;
 use pack::Entry;
@@ -41,8 +41,9 @@ impl Store {
                 dead: 0,
             };
             for e in t.entries {
-                let indexed = self.index.read().unwrap().get(&e.id).copied();
-                let here = indexed.is_some_and(|l| l.pack as usize == n && l.offset == e.offset);
+                let indexed = self.index.read().unwrap().get(&e.id);
+                let here = indexed
+                    .is_some_and(|l| l.pack as usize == n && u64::from(l.offset) == e.offset);
                 // A live blob counts where the index has it; another copy is garbage, unless
                 // the indexed copy cannot be read back whole (after a crash and a bad sector,
                 // this may be the only good one). Each indexed copy is checked once.
@@ -129,7 +130,11 @@ impl Store {
             }
             let mut whole = true;
             for e in &p.alive {
-                let payload = match self.read_payload(e.id, Loc::new(p.n, e)) {
+                let loc = Loc::new(p.n, e).ok_or_else(|| Error::BadBlock {
+                    id: e.id,
+                    detail: "offset past the end of any pack".into(),
+                });
+                let payload = match loc.and_then(|loc| self.read_payload(e.id, loc)) {
                     Ok(payload) => payload,
                     Err(cause) => {
                         // Unreadable (a bad sector): keep the pack, the read may work another

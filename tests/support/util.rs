@@ -97,6 +97,11 @@ impl Env {
     /// Run trayback as [`Env::run`] does, but as a host whose state directory is `state`
     /// (another machine: one that never saw the medium).
     pub fn run_as(&self, state: &Path, args: &[&str]) -> Output {
+        self.command_as(state, args).output().unwrap()
+    }
+
+    /// The command [`Env::run_as`] runs, not started.
+    pub fn command_as(&self, state: &Path, args: &[&str]) -> Command {
         let args: Vec<String> = args
             .iter()
             .map(|a| {
@@ -104,13 +109,12 @@ impl Env {
                     .replace("{src}", self.src.to_str().unwrap())
             })
             .collect();
-        Command::new(bin())
-            .args(&args)
+        let mut cmd = Command::new(bin());
+        cmd.args(&args)
             .env("TRAYBACK_LOG", "warn")
             .env("TRAYBACK_STATE_DIR", state)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(std::process::Stdio::null());
+        cmd
     }
 
     /// The loop device's image file, for an ext4 medium.
