@@ -153,6 +153,14 @@ pub fn content(
     let mut offset = 0u64;
     for b in &e.blocks {
         let data = m.read_block(b)?;
+        // Nothing past the recorded size is handed on (the blocks' lengths are not in the
+        // listing, only their number, which the listing's decoder checked against the size).
+        if offset + data.len() as u64 > e.size {
+            return Err(crate::error::Error::BadBlock {
+                id: e.content_id(),
+                detail: format!("blocks hold more than the {} bytes recorded", e.size),
+            });
+        }
         sink(offset, &data)?;
         offset += data.len() as u64;
     }

@@ -23,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::BLOCK_SIZE;
+use crate::store::MAX_BLOCK;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
 use std::fs::File;
@@ -547,6 +547,6 @@ fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         f.write_all_at(&data[i..j], offset + i as u64)?;
         i = j;
     }
-    debug_assert!(data.len() <= BLOCK_SIZE);
+    debug_assert!(data.len() <= MAX_BLOCK);
     Ok(())
 }

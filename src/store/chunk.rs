@@ -1,0 +1,286 @@
+//! Cutting a file's content into data blocks (FORMAT.md "Blobs and blob ids").
+//!
+//! A medium's tree format decides how: format 1 media keep fixed 256 KiB blocks (so their
+//! incrementals still deduplicate against their own backups), format 2 media cut where the
+//! content says (FastCDC 2020, the `fastcdc` crate's cut-point search), so an insertion or
+//! deletion anywhere in a file costs a few blocks instead of every block after it.
+//!
+//! Invariants:
+//! - every block is at most [`MAX_BLOCK`] bytes (the data-block cap readers enforce); with
+//!   content-defined cuts, every block but a file's last is at least [`MIN_BLOCK`];
+//! - cuts depend only on the content and the medium's gear table, never on how reads
+//!   happened to split it (the same bytes give the same blocks);
+//! - on an encrypted medium the gear table is keyed from the medium's data key, so the block
+//!   lengths the record headers show do not fingerprint known content for anyone without it.
+
+use crate::crypt::SecretKey;
+use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
+use std::io;
+
+/// Fixed blocks (tree format 1): every block but a file's last is exactly this long.
+pub const FIXED_BLOCK: usize = 256 << 10;
+/// Content-defined blocks (tree format 2): at least this long, except a file's last ...
+pub const MIN_BLOCK: usize = 64 << 10;
+/// ... about this long on average (spec [0012]: 256 KiB blocks) ...
+pub const AVG_BLOCK: usize = 256 << 10;
+/// ... and never longer than this: the largest data block a reader accepts.
+pub const MAX_BLOCK: usize = 1 << 20;
+
+/// The sub-key label of an encrypted medium's gear table (FORMAT.md "Key hierarchy").
+pub const LABEL_CHUNKER: &str = "trayback chunker v1";
+
+/// How a medium cuts content into blocks.
+#[derive(Clone)]
+pub enum Chunker {
+    /// Every [`FIXED_BLOCK`] bytes (tree format 1).
+    Fixed,
+    /// Content-defined, with this gear table (tree format 2).
+    Content(Box<Gear>),
+}
+
+/// A FastCDC gear table and its left-shifted twin.
+#[derive(Clone)]
+pub struct Gear {
+    gear: Vec<u64>,
+    gear_ls: Vec<u64>,
+}
+
+impl Gear {
+    /// The `fastcdc` crate's own table: plaintext media (whose blocks hide nothing anyway).
+    pub fn public() -> Gear {
+        let (gear, gear_ls) = get_gear_with_seed(0);
+        Gear {
+            gear: gear.into_owned(),
+            gear_ls: gear_ls.into_owned(),
+        }
+    }
+
+    /// A table keyed with `key` (an encrypted medium's chunker sub-key): entry `i` is the
+    /// first 8 bytes (little-endian) of HMAC-SHA-256(key, the byte `i`).
+    pub fn keyed(key: &SecretKey) -> Gear {
+        let gear: Vec<u64> = (0..=255u8)
+            .map(|i| {
+                let mut mac = key.hmac();
+                mac.update(&[i]);
+                let out = mac.finish();
+                u64::from_le_bytes(out[..8].try_into().expect("8 bytes"))
+            })
+            .collect();
+        let gear_ls = gear.iter().map(|g| g << 1).collect();
+        Gear { gear, gear_ls }
+    }
+}
+
+/// The buffer [`Chunker::cut`] works in: room for two of the largest blocks.
+pub const CUT_BUFFER: usize = 2 * MAX_BLOCK;
+
+impl Chunker {
+    /// The length of the next block at the front of `data` (non-empty). `data` holds at
+    /// least [`MAX_BLOCK`] bytes unless it is the rest of the file.
+    fn next(&self, data: &[u8]) -> usize {
+        match self {
+            Chunker::Fixed => data.len().min(FIXED_BLOCK),
+            Chunker::Content(g) => {
+                let (mask_s, mask_l) = select_masks(AVG_BLOCK, Normalization::Level1);
+                let (_, n) = cut_gear(
+                    data,
+                    MIN_BLOCK,
+                    AVG_BLOCK,
+                    MAX_BLOCK,
+                    mask_s,
+                    mask_l,
+                    mask_s << 1,
+                    mask_l << 1,
+                    &g.gear,
+                    &g.gear_ls,
+                );
+                n
+            }
+        }
+    }
+
+    /// Cut everything `read` gives (until it returns 0) into blocks, handing each to `put`
+    /// in order; `buf` is scratch of [`CUT_BUFFER`] bytes. Returns the bytes read.
+    pub fn cut<E>(
+        &self,
+        buf: &mut [u8],
+        read: &mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
+        put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        assert!(buf.len() >= CUT_BUFFER, "a cut buffer of two blocks");
+        let mut len = 0;
+        let mut total = 0u64;
+        let mut eof = false;
+        loop {
+            while !eof && len < buf.len() {
+                match read(&mut buf[len..])? {
+                    0 => eof = true,
+                    n => len += n,
+                }
+            }
+            let mut start = 0;
+            while start < len && (eof || len - start >= MAX_BLOCK) {
+                let n = self.next(&buf[start..len]);
+                debug_assert!(n > 0 && n <= MAX_BLOCK);
+                put(&buf[start..start + n])?;
+                start += n;
+                total += n as u64;
+            }
+            if eof {
+                return Ok(total);
+            }
+            buf.copy_within(start..len, 0);
+            len -= start;
+        }
+    }
+}
+
+/// How many blocks a file of `size` bytes may have: exactly `ceil(size / FIXED_BLOCK)` for
+/// fixed blocks; for content-defined ones at least `ceil(size / MAX_BLOCK)` and at most
+/// `floor(size / MIN_BLOCK) + 1` (none for an empty file).
+pub fn block_count_fits(content_defined: bool, size: u64, count: u64) -> bool {
+    if !content_defined {
+        return count == size.div_ceil(FIXED_BLOCK as u64);
+    }
+    if size == 0 {
+        return count == 0;
+    }
+    size.div_ceil(MAX_BLOCK as u64) <= count && count <= size / MIN_BLOCK as u64 + 1
+}
+
+/// Read into `buf` from `f`, retrying interrupted reads.
+pub fn read_retry(f: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match f.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// Blocks of `data` cut by `c`, reading it `step` bytes at a time.
+    fn blocks(c: &Chunker, data: &[u8], step: usize) -> Vec<Vec<u8>> {
+        let mut buf = vec![0u8; CUT_BUFFER];
+        let mut at = 0;
+        let mut out = Vec::new();
+        let total = c
+            .cut::<()>(
+                &mut buf,
+                &mut |b| {
+                    let n = b.len().min(step).min(data.len() - at);
+                    b[..n].copy_from_slice(&data[at..at + n]);
+                    at += n;
+                    Ok(n)
+                },
+                &mut |b| {
+                    out.push(b.to_vec());
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_eq!(total, data.len() as u64);
+        out
+    }
+
+    #[test]
+    fn fixed_blocks_are_256_kib() {
+        let data = noise(3 * FIXED_BLOCK + 5, 1);
+        let b = blocks(&Chunker::Fixed, &data, 100_000);
+        let lens: Vec<usize> = b.iter().map(Vec::len).collect();
+        assert_eq!(lens, [FIXED_BLOCK, FIXED_BLOCK, FIXED_BLOCK, 5]);
+        assert_eq!(b.concat(), data);
+        assert!(block_count_fits(false, data.len() as u64, 4));
+        assert!(!block_count_fits(false, data.len() as u64, 5));
+    }
+
+    #[test]
+    fn content_blocks_are_bounded_and_independent_of_reads() {
+        let data = noise(9 << 20, 2);
+        let c = Chunker::Content(Box::new(Gear::public()));
+        let a = blocks(&c, &data, 1 << 20);
+        let b = blocks(&c, &data, 4097);
+        assert_eq!(a, b);
+        assert_eq!(a.concat(), data);
+        for x in &a[..a.len() - 1] {
+            assert!((MIN_BLOCK..=MAX_BLOCK).contains(&x.len()), "{}", x.len());
+        }
+        assert!(block_count_fits(true, data.len() as u64, a.len() as u64));
+        let avg = data.len() / a.len();
+        assert!(
+            (AVG_BLOCK / 2..AVG_BLOCK * 2).contains(&avg),
+            "average {avg}"
+        );
+    }
+
+    #[test]
+    fn an_insertion_changes_few_blocks() {
+        let data = noise(16 << 20, 3);
+        let c = Chunker::Content(Box::new(Gear::public()));
+        let before = blocks(&c, &data, 1 << 20);
+        let mut changed = data.clone();
+        changed.splice(8 << 20..8 << 20, [7u8; 100]);
+        let after = blocks(&c, &changed, 1 << 20);
+        let new = after.iter().filter(|b| !before.contains(b)).count();
+        assert!(new <= 3, "{new} new blocks of {}", after.len());
+    }
+
+    #[test]
+    fn a_keyed_table_cuts_elsewhere() {
+        let data = noise(8 << 20, 4);
+        let public = blocks(&Chunker::Content(Box::new(Gear::public())), &data, 1 << 20);
+        let k1 = SecretKey::from_bytes([1; 32]);
+        let k2 = SecretKey::from_bytes([2; 32]);
+        let a = blocks(
+            &Chunker::Content(Box::new(Gear::keyed(&k1))),
+            &data,
+            1 << 20,
+        );
+        let b = blocks(
+            &Chunker::Content(Box::new(Gear::keyed(&k2))),
+            &data,
+            1 << 20,
+        );
+        assert_ne!(a, public);
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            blocks(&Chunker::Content(Box::new(Gear::keyed(&k1))), &data, 333)
+        );
+    }
+
+    #[test]
+    fn block_counts() {
+        let m = MAX_BLOCK as u64;
+        let n = MIN_BLOCK as u64;
+        for (size, count, ok) in [
+            (0, 0, true),
+            (0, 1, false),
+            (1, 0, false),
+            (1, 1, true),
+            (1, 2, false),
+            (m, 1, true),
+            (m + 1, 1, false),
+            (m + 1, 2, true),
+            (4 * n, 5, true),
+            (4 * n, 6, false),
+        ] {
+            assert_eq!(block_count_fits(true, size, count), ok, "{size} {count}");
+        }
+    }
+}
