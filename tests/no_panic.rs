@@ -1096,7 +1096,7 @@ fn write_raw_pack(
 }
 
 /// A backup's one data pack rewritten so that its trailer lists a large record (a block of
-/// at least 64 KiB) 16 384 times more (4 GiB of reads), all hashes right: verify refused
+/// at least 192 KiB) 16 384 times more (4 GiB of reads), all hashes right: verify refused
 /// that trailer as damage within seconds instead of reading 5000 times the pack's size and
 /// saying "verified". And listing packs whose trailers give 2^20 distinct ids for one
 /// record (an index of millions of entries from a few packs): refused, salvaged, bounded.
