@@ -269,10 +269,10 @@ impl Medium {
         if self.tree.format == crate::tree::TREE_FORMAT_FIXED {
             return Chunker::Fixed;
         }
-        Chunker::Content(Box::new(match &self.crypt {
+        Chunker::Content(match &self.crypt {
             Crypt::Plain => Gear::public(),
             Crypt::Sealed(k) => Gear::keyed(k.chunker_key()),
-        }))
+        })
     }
 
     /// The block store, for reading (writes go through [`BackupWriter`]).
