@@ -516,8 +516,8 @@ mod tests {
             (LISTING_FORMAT_FIXED, 5, 0, false),
             (LISTING_FORMAT, 1024 * kib, 1, true),
             (LISTING_FORMAT, 1024 * kib + 1, 1, false),
-            (LISTING_FORMAT, 256 * kib, 5, true),
-            (LISTING_FORMAT, 256 * kib, 6, false),
+            (LISTING_FORMAT, 256 * kib, 2, true),
+            (LISTING_FORMAT, 256 * kib, 3, false),
             (LISTING_FORMAT, 0, 1, false),
         ] {
             let mut e = entry(b"f");

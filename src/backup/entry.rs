@@ -31,8 +31,8 @@ use std::sync::atomic::Ordering;
 
 /// The largest file a backup stores (1 TiB): its block ids (32 bytes per 256 KiB block, the
 /// fixed size and the content-defined average) fill about half of the largest listing,
-/// leaving the rest for its siblings. (Content whose cuts come unusually short could make
-/// its listing too long: the backup then fails with that reason rather than write it.)
+/// leaving the rest for its siblings; content cut into nothing but 192 KiB blocks, the
+/// shortest, would fill two thirds.
 pub const MAX_FILE_SIZE: u64 = (MAX_LISTING_LEN as u64 / 2 / 32) * AVG_BLOCK as u64;
 
 /// Walk the sources from `/` (`vroot`) on the walk threads, comparing with the parent
