@@ -173,13 +173,7 @@ fn a_block_list_that_cannot_hold_the_file_size_is_refused() {
     assert!(err.contains("cannot hold"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none());
-    let out = env.run(&[
-        "verify",
-        "--medium",
-        "{medium}",
-        "--backup",
-        &id.to_string(),
-    ]);
+    let out = env.run(&["verify", "--medium", "{medium}", &id.to_string()]);
     assert!(!out.status.success());
     assert!(
         (text(&out.stdout) + &text(&out.stderr)).contains("cannot hold"),

@@ -78,15 +78,26 @@ impl Gear {
     }
 }
 
-/// The buffer [`Chunker::cut`] works in: room for two of the largest blocks.
-pub const CUT_BUFFER: usize = 2 * MAX_BLOCK;
+/// How much [`Chunker::cut`] reads at a time: a block's worth, so a block is hashed and
+/// compressed while it is still in the CPU's cache (reading 2 MiB ahead cost a full backup
+/// a fifth more CPU time).
+const READ_STEP: usize = 256 << 10;
+/// The buffer [`Chunker::cut`] works in: the largest block and one read.
+pub const CUT_BUFFER: usize = MAX_BLOCK + READ_STEP;
 
 impl Chunker {
-    /// The length of the next block at the front of `data` (non-empty). `data` holds at
-    /// least [`MAX_BLOCK`] bytes unless it is the rest of the file.
-    fn next(&self, data: &[u8]) -> usize {
+    /// The length of the next block at the front of `data` (non-empty), and whether it is
+    /// final: a cut was found before the end of `data`, or the block is as long as blocks
+    /// get. Otherwise the block may go on past `data`: more must be read (at the end of the
+    /// file, it ends there). The cut found is the same however much follows it (with these
+    /// parameters FastCDC's mask never depends on the length it is given), so blocks do not
+    /// depend on how reads split the file.
+    fn next(&self, data: &[u8]) -> (usize, bool) {
         match self {
-            Chunker::Fixed => data.len().min(FIXED_BLOCK),
+            Chunker::Fixed => {
+                let n = data.len().min(FIXED_BLOCK);
+                (n, n == FIXED_BLOCK)
+            }
             Chunker::Content(g) => {
                 let (mask_s, mask_l) = select_masks(MASK_AVG, Normalization::Level1);
                 let (_, n) = cut_gear(
@@ -101,7 +112,7 @@ impl Chunker {
                     &g.gear,
                     &g.gear_ls,
                 );
-                n
+                (n, n < data.len() || n == MAX_BLOCK)
             }
         }
     }
@@ -114,30 +125,36 @@ impl Chunker {
         read: &mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
         put: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
-        assert!(buf.len() >= CUT_BUFFER, "a cut buffer of two blocks");
-        let mut len = 0;
+        assert!(buf.len() >= CUT_BUFFER, "a cut buffer of a block and a read");
+        let (mut start, mut len) = (0, 0);
         let mut total = 0u64;
         let mut eof = false;
         loop {
-            while !eof && len < buf.len() {
-                match read(&mut buf[len..])? {
+            if start < len {
+                let (n, last) = self.next(&buf[start..len]);
+                debug_assert!(n > 0 && n <= MAX_BLOCK);
+                if last || eof {
+                    put(&buf[start..start + n])?;
+                    start += n;
+                    total += n as u64;
+                    continue;
+                }
+            } else if eof {
+                return Ok(total);
+            }
+            // The block goes on past what was read (always shorter than MAX_BLOCK here).
+            if len + READ_STEP > buf.len() {
+                buf.copy_within(start..len, 0);
+                len -= start;
+                start = 0;
+            }
+            let end = len + READ_STEP;
+            while !eof && len < end {
+                match read(&mut buf[len..end])? {
                     0 => eof = true,
                     n => len += n,
                 }
             }
-            let mut start = 0;
-            while start < len && (eof || len - start >= MAX_BLOCK) {
-                let n = self.next(&buf[start..len]);
-                debug_assert!(n > 0 && n <= MAX_BLOCK);
-                put(&buf[start..start + n])?;
-                start += n;
-                total += n as u64;
-            }
-            if eof {
-                return Ok(total);
-            }
-            buf.copy_within(start..len, 0);
-            len -= start;
         }
     }
 }
