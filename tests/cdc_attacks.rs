@@ -67,8 +67,9 @@ fn a_tree_turned_back_to_fixed_blocks_never_yields_a_verified_backup_that_cannot
 /// is 1 MiB and give it one 19-byte block (a count the content-defined rule allows). Restore
 /// refuses it ("19 bytes of content where 1048576 were recorded"), but `verify` re-reads the
 /// blocks, finds each one whole, and calls the backup verified, so a user trusts a backup
-/// whose file cannot come back. The lengths are in the pack index (`raw_len`): verify can add
-/// them up without reading a byte more.
+/// whose file cannot come back (FORMAT.md "Listings": a reader refuses blocks that add up to
+/// more or less than `size`). The lengths are in the pack index (`raw_len`): verify can add
+/// them up without reading a byte more. (On main too, with a size of 256 KiB.)
 #[test]
 #[ignore = "finding F3 (atk-cdc): verify passes a file whose blocks do not add up to its size"]
 fn verify_refuses_a_file_whose_blocks_do_not_add_up_to_its_size() {
@@ -107,12 +108,11 @@ fn verify_refuses_a_file_whose_blocks_do_not_add_up_to_its_size() {
 /// F2. FORMAT.md is the independent reader's only source, and it must describe the media this
 /// binary writes: the listing format new media carry, the data-block cap readers enforce (the
 /// cap it states is the one a careful reader applies before allocating), the tree format that
-/// decides the chunker and the sub-key label of the keyed gear table. On `cdc` it still says
+/// decides the chunker and the sub-key label of the keyed gear table. At 1901790 it still said
 /// listing format 2 with `ceil(size / 262144)` blocks and a 262 144-byte cap, so a reader
-/// written from it refuses every new medium (tests/independent_reader.py passes only because
-/// it checks neither).
+/// written from it refused every new medium (tests/independent_reader.py passed only because
+/// it checked neither); f31ebdd documents them, and this keeps it so.
 #[test]
-#[ignore = "finding F2 (atk-cdc): FORMAT.md does not describe tree format 2, listing format 3, the 1 MiB cap or the chunker key"]
 fn format_md_describes_what_this_binary_writes_and_enforces() {
     use trayback::listing::LISTING_FORMAT;
     use trayback::store::chunk::LABEL_CHUNKER;
