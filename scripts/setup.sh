@@ -4,7 +4,9 @@
 # loop-device media), xfsprogs, btrfs-progs and dosfstools (XFS, btrfs and FAT disks in the
 # agent tests), util-linux (mount, losetup, setpriv), coreutils, time (GNU time), zstd, and
 # for the independent reader of tests/crypt.rs Python's PyYAML and cryptography >= 44, and
-# chromium + chromium-driver (headless Chromium through WebDriver: the web interface's tests).
+# chromium + chromium-driver (headless Chromium through WebDriver: the web interface's tests);
+# for the Debian package (scripts/deb.sh, tests/package.rs) cargo-deb from crates.io, lintian,
+# man-db and dpkg-dev; Python's prometheus_client (tests/agent_metrics.rs parses the metrics).
 # Idempotent; quiet when everything is there. Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -23,6 +25,10 @@ command -v cc >/dev/null || missing+=(gcc)
 command -v zstd >/dev/null || missing+=(zstd)   # tests/independent_reader.py inflates with it
 [ -x /usr/bin/chromium ] || missing+=(chromium)   # tests/ui.rs drives it headless
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v lintian >/dev/null || missing+=(lintian)   # tests/package.rs
+command -v man >/dev/null || missing+=(man-db)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
@@ -41,8 +47,15 @@ pip_install() {
 python3 -c 'from cryptography.hazmat.primitives.kdf.argon2 import Argon2id' 2>/dev/null \
   || pip_install 'cryptography>=44'
 python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
+python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null || pip_install prometheus_client
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust (https://rustup.rs) and run again" >&2
   exit 1
 fi
+
+# The Debian package is built with cargo-deb (scripts/deb.sh).
+command -v cargo-deb >/dev/null || {
+  echo "setup: installing cargo-deb from crates.io" >&2
+  cargo install --locked --quiet cargo-deb
+}

@@ -35,6 +35,7 @@ mod control;
 mod devices;
 mod durable;
 mod identify;
+mod metrics_file;
 mod mounts;
 mod notify;
 mod register;
@@ -42,6 +43,7 @@ mod superblock;
 mod supervise;
 mod task;
 
+pub use control::status as ask_status;
 pub use control::{
     call, call_with_progress, lend, socket_path, ConfigFile, Lease, Phase, Progress, Request,
     Response, STATUS_WAIT,
@@ -106,6 +108,11 @@ struct Live {
     backups: usize,
     newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
     free_bytes: u64,
+    size_bytes: u64,
+    /// The newest verification run on it this insertion (`status`, metrics).
+    last_verify: Option<status::Verified>,
+    /// Backups pared on it this insertion.
+    pared: u64,
     last_error: Option<String>,
     /// How far back each kind will reach on it (`status`).
     reach: Option<crate::sizing::Reach>,
@@ -158,6 +165,10 @@ struct Agent {
     /// again a moment later, a few times (another program's mount, or another prober's
     /// exclusive open, lets go).
     busy: Mutex<HashMap<PathBuf, u32>>,
+    /// The newest failure notified (`status`, metrics).
+    last_failure: Mutex<Option<status::Failure>>,
+    /// Rewrites the metrics file when poked (and on every change of the inserted media).
+    metrics: metrics_file::Poke,
 }
 
 /// How many times, a second apart, a disk found held elsewhere is identified again.
@@ -194,8 +205,11 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
         warnings: Mutex::new(Vec::new()),
         seq: AtomicU64::new(0),
         changed: watch::channel(0).0,
+        last_failure: Mutex::new(None),
+        metrics: metrics_file::Poke::default(),
         cfg,
     });
+    tokio::spawn(metrics_file::publish(agent.clone()));
     // The control socket: root only.
     let _ = std::fs::remove_file(&opts.socket);
     if let Some(dir) = opts.socket.parent() {
@@ -240,6 +254,7 @@ async fn main_loop(opts: Options) -> anyhow::Result<()> {
     }
     info!("stopping: aborting jobs and unmounting media");
     agent.shutdown().await;
+    metrics_file::agent_stopped(&agent).await;
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
 }
@@ -253,6 +268,18 @@ impl Agent {
         backup: Option<u64>,
         message: String,
     ) {
+        if event.is_failure() {
+            *self.last_failure.locked() = Some(status::Failure {
+                at: self.clock.now(),
+                event: event.name().to_string(),
+                media_id: media.map(|m| m.media_id.to_string()),
+                label: media
+                    .map(|m| m.label.clone())
+                    .or_else(|| disk.and_then(|d| d.label.clone())),
+                message: message.clone(),
+            });
+            self.metrics.poke();
+        }
         notify::send(
             &self.cfg.agent.notify_command,
             Note {
@@ -518,7 +545,7 @@ impl Agent {
             }
         };
         let media = medium.media().clone();
-        info!(device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
+        info!(event = "medium_inserted", device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
         self.seen(&disk, &medium);
         let (tx, rx) = mpsc::channel(8);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -583,9 +610,9 @@ impl Agent {
         if let Some(i) = ins {
             let mut live = i.live.locked();
             if live.ejecting {
-                info!(device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
+                info!(event = "medium_removed", device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
             } else {
-                warn!(device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+                warn!(event = "medium_pulled", device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
                 live.pulled = true;
             }
             drop(live);

@@ -3,7 +3,9 @@
 //! (human text, or JSON with `--json`).
 
 mod agent_cmds;
+mod config_man;
 mod demo;
+pub mod docs;
 mod held;
 mod keys;
 mod media;
@@ -91,8 +93,16 @@ pub enum Command {
     Eject(agent_cmds::MediumSel),
     /// Ask the agent for a backup on the inserted medium now.
     BackupNow(agent_cmds::MediumSel),
-    /// Install the binary, udev rule, systemd unit and default config.
+    /// Install the binary, udev rule, systemd units, man pages, completions and default
+    /// config under /usr/local (a source install; the Debian package does this for /usr).
     InstallSystem(agent_cmds::InstallArgs),
+    /// Print the shell completion script for SHELL.
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into a directory.
+    Man(docs::ManArgs),
+    /// Write the Debian package's generated files under a staging root (scripts/deb.sh).
+    #[command(hide = true)]
+    PackageFiles(docs::PackageFilesArgs),
     /// Move a --test-clock agent's clock forward (tests only).
     #[command(hide = true)]
     TestClock(agent_cmds::TestClockArgs),
@@ -357,6 +367,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Eject(a) => agent_cmds::eject(a),
         Command::BackupNow(a) => agent_cmds::backup_now(a),
         Command::InstallSystem(a) => agent_cmds::install_system(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
+        Command::PackageFiles(a) => docs::package_files(a),
         Command::TestClock(a) => agent_cmds::test_clock(a),
         Command::Demo(a) => demo::run(a),
         Command::Ui(a) => ui::run(a),

@@ -75,6 +75,7 @@ struct RawAgent {
     notify_command: Option<PathBuf>,
     run_dir: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    metrics_file: Option<PathBuf>,
 }
 
 /// With two media inserted at once: write to both, or only to the one inserted last.
@@ -102,7 +103,14 @@ pub struct Agent {
     /// The register and the per-medium keys: `$TRAYBACK_STATE_DIR`, else `agent.state_dir`,
     /// else [`default_state_dir`].
     pub state_dir: PathBuf,
+    /// The OpenMetrics file the agent rewrites for node_exporter's textfile collector:
+    /// `agent.metrics_file`, else [`NODE_EXPORTER_TEXTFILE_DIR`]`/trayback.prom` when that
+    /// directory exists, else `trayback.prom` in the state directory.
+    pub metrics_file: PathBuf,
 }
+
+/// Debian's prometheus-node-exporter reads `*.prom` files here (its textfile collector).
+pub const NODE_EXPORTER_TEXTFILE_DIR: &str = "/var/lib/prometheus/node-exporter";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -326,11 +334,25 @@ impl Config {
         for (key, dir) in [
             ("agent.run_dir", &ra.run_dir),
             ("agent.state_dir", &ra.state_dir),
+            ("agent.metrics_file", &ra.metrics_file),
         ] {
             if dir.as_ref().is_some_and(|d| !d.is_absolute()) {
                 return Err(bad(format!("{key}: must be an absolute path")));
             }
         }
+        let state_dir = match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+            Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+            Some(_) => return Err(bad(format!("{STATE_DIR_ENV}: must be an absolute path"))),
+            None => ra.state_dir.unwrap_or_else(default_state_dir),
+        };
+        let metrics_file = ra.metrics_file.unwrap_or_else(|| {
+            let textfiles = Path::new(NODE_EXPORTER_TEXTFILE_DIR);
+            if textfiles.is_dir() {
+                textfiles.join("trayback.prom")
+            } else {
+                state_dir.join("trayback.prom")
+            }
+        });
         let agent = Agent {
             auto_enrol_label,
             auto_enrol_pattern: ra.auto_enrol_label.clone(),
@@ -346,11 +368,8 @@ impl Config {
             .map_err(bad)?,
             notify_command: ra.notify_command,
             run_dir: ra.run_dir.unwrap_or_else(|| "/run/trayback".into()),
-            state_dir: match std::env::var_os(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
-                Some(d) if Path::new(&d).is_absolute() => d.into(),
-                Some(_) => return Err(bad(format!("{STATE_DIR_ENV}: must be an absolute path"))),
-                None => ra.state_dir.unwrap_or_else(default_state_dir),
-            },
+            state_dir,
+            metrics_file,
         };
         Ok(Config {
             agent,

@@ -20,7 +20,8 @@
 //!   [`sizing`]: sizes measured from a medium's history, the 1.5× rule of [0055].
 //! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
-//!   [`status`]: what it answers, as types the CLI reads back.
+//!   [`status`]: what it answers, as types the CLI reads back; [`metrics`]: that status as
+//!   OpenMetrics text (`status --format openmetrics`, the agent's textfile).
 //! - [`cli`]: the command line (thin); [`ui`]: the web interface (`trayback ui`), as thin
 //!   over the same library calls.
 
@@ -36,8 +37,10 @@ pub mod ids;
 pub mod index;
 pub mod job;
 pub mod listing;
+pub mod logging;
 pub mod maintain;
 pub mod medium;
+pub mod metrics;
 pub mod pare;
 pub mod progress;
 pub mod query;

@@ -7,14 +7,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     exit_quietly_on_broken_pipe();
     let cli = trayback::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAYBACK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    trayback::logging::init();
     match trayback::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

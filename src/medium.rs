@@ -193,9 +193,10 @@ fn claimed_media_id(dir: &Beneath) -> Option<MediaId> {
 }
 
 /// Whether this host saw medium `id` encrypted (it recorded generations of it): a plaintext
-/// ID file under that id is a forgery. An unreadable record counts as seen (fails closed).
-pub fn host_knows_encrypted(state_dir: &Path, id: &MediaId) -> bool {
-    keyring::seen::knows_encrypted(state_dir, id).unwrap_or(true)
+/// ID file under that id is a forgery ([`Unproven::Downgraded`]). An unreadable record is an
+/// error, so nothing is proven by it.
+fn host_knows_encrypted(state_dir: &Path, id: &MediaId) -> Result<bool> {
+    keyring::seen::knows_encrypted(state_dir, id)
 }
 
 /// What [`Medium::identify`] reads: the media ID file, checked.

@@ -6,17 +6,19 @@ mod picture;
 mod search;
 
 pub use picture::{draw_tree, layout, Node, MAX_DRAWN_DEPTH};
-pub use search::{search, Found, Search};
+pub use search::{search, search_with, Found, Search};
 
 use crate::error::Result;
 use crate::ids::{BackupId, BlockId};
 use crate::index;
 use crate::listing::{Entry, EntryKind, Listing};
-use crate::medium::Medium;
+use crate::medium::{BackupHeader, Medium};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Whether an entry's content was read in this backup or taken from the parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -29,6 +31,9 @@ pub enum Origin {
 #[derive(Clone, Debug, Serialize)]
 pub struct LsRow {
     pub path: String,
+    /// The path exactly (a name need not be UTF-8; `path` shows it lossily).
+    #[serde(skip)]
+    pub raw: PathBuf,
     pub kind: EntryKind,
     pub mode: String,
     pub uid: u32,
@@ -174,6 +179,7 @@ pub fn ls_each(
     };
     let row = |rel: &Path, e: &Entry, origin: Origin| LsRow {
         path: rel.display().to_string(),
+        raw: rel.to_path_buf(),
         kind: e.kind,
         mode: mode_string(e),
         uid: e.uid,
@@ -246,15 +252,33 @@ pub struct Version {
     pub first_seen: DateTime<Utc>,
 }
 
+/// Where a reader gets a backup's header: from the medium ([`read_header`]), or from what the
+/// web interface keeps between requests.
+pub type HeaderOf<'a> = &'a dyn Fn(BackupId) -> Result<Arc<BackupHeader>>;
+
+/// Each header read from the medium.
+pub fn read_header(m: &Medium) -> impl Fn(BackupId) -> Result<Arc<BackupHeader>> + '_ {
+    move |id| m.header(id).map(Arc::new)
+}
+
 /// Every distinct version of one file across the backups on this medium (spec [0006], [0056]).
 pub fn versions(m: &Medium, path: &Path) -> Result<Vec<Version>> {
+    versions_with(m, path, &read_header(m))
+}
+
+/// [`versions`] with headers from `header`. A directory listing is read once for the whole
+/// medium (listings are content-addressed: an unchanged directory has the same id in every
+/// backup), so the cost follows the directories the path crossed that changed, not backups
+/// times depth.
+pub fn versions_with(m: &Medium, path: &Path, header: HeaderOf) -> Result<Vec<Version>> {
+    let comps = index::components(path)?;
+    let mut memo: HashMap<(usize, BlockId), Option<Entry>> = HashMap::new();
     let mut out: Vec<Version> = Vec::new();
     for rec in &m.tree().backups {
-        let root = root_of(m, rec.id)?;
-        let Some(chain) = index::lookup(m, &root, path)? else {
+        let root = header(rec.id)?.root;
+        let Some(e) = entry_at(m, &root, &comps, &mut memo)? else {
             continue;
         };
-        let Some(e) = chain.last() else { continue };
         let content = match e.kind {
             EntryKind::File => e.content_id().to_string(),
             EntryKind::Symlink => format!(
@@ -271,13 +295,56 @@ pub fn versions(m: &Medium, path: &Path) -> Result<Vec<Version>> {
             None => out.push(Version {
                 content,
                 size: e.size,
-                mtime: mtime(e),
+                mtime: mtime(&e),
                 backups: vec![rec.id],
                 first_seen: rec.started,
             }),
         }
     }
     Ok(out)
+}
+
+/// The entry at `comps` below the listing `root` (as [`index::lookup`] finds it, each entry
+/// on the way checked), remembering in `memo` the answer from every listing on the way by
+/// its depth and id.
+fn entry_at(
+    m: &Medium,
+    root: &BlockId,
+    comps: &[&std::ffi::OsStr],
+    memo: &mut HashMap<(usize, BlockId), Option<Entry>>,
+) -> Result<Option<Entry>> {
+    let mut on_the_way = Vec::new();
+    let mut id = *root;
+    let mut rel = PathBuf::new();
+    let found = 'walk: {
+        if comps.is_empty() {
+            break 'walk None;
+        }
+        for (i, c) in comps.iter().enumerate() {
+            if let Some(known) = memo.get(&(i, id)) {
+                break 'walk known.clone();
+            }
+            on_the_way.push((i, id));
+            let listing: Listing = m.listing(&id)?;
+            let Some(e) = listing.get(c.as_bytes()).cloned() else {
+                break 'walk None;
+            };
+            rel.push(c);
+            index::check_entry(&rel, &e)?;
+            if i + 1 == comps.len() {
+                break 'walk Some(e);
+            }
+            match (e.kind, e.subtree) {
+                (EntryKind::Dir, Some(sub)) => id = sub,
+                _ => break 'walk None,
+            }
+        }
+        None
+    };
+    for k in on_the_way {
+        memo.insert(k, found.clone());
+    }
+    Ok(found)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

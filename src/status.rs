@@ -18,6 +18,28 @@ pub struct Status {
     /// Media this host knows that are not inserted (away, e.g. off-site).
     pub known: Vec<Away>,
     pub warnings: Vec<String>,
+    /// The newest failure the agent notified (backup or verify failed, medium too small,
+    /// failing or tampered), since it started.
+    #[serde(default)]
+    pub last_failure: Option<Failure>,
+}
+
+/// A failure the agent notified.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Failure {
+    pub at: DateTime<Utc>,
+    /// The notification's event (`backup_failed`, `verify_failed`, …).
+    pub event: String,
+    pub media_id: Option<String>,
+    pub label: Option<String>,
+    pub message: String,
+}
+
+/// The result of the newest verification the agent ran on a medium.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Verified {
+    pub at: DateTime<Utc>,
+    pub ok: bool,
 }
 
 /// A backup by id and start time.
@@ -49,6 +71,15 @@ pub struct Inserted {
     pub job: Option<Job>,
     pub next_due: Option<DateTime<Utc>>,
     pub free_bytes: u64,
+    /// The medium's file system size.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// The newest verification run on it since it was inserted.
+    #[serde(default)]
+    pub last_verify: Option<Verified>,
+    /// Backups pared on it since it was inserted.
+    #[serde(default)]
+    pub pared: u64,
     pub last_error: Option<String>,
     /// False when another medium, inserted later, is the one written.
     pub writing: bool,
@@ -79,6 +110,9 @@ pub struct Away {
     pub last_seen: Option<DateTime<Utc>>,
     pub last_device: Option<String>,
     pub newest_backup: Option<BackupRef>,
+    /// The newest verified backup of each kind when it was last seen.
+    #[serde(default)]
+    pub newest: BTreeMap<Kind, BackupRef>,
 }
 
 /// The answer to `lend`: the medium is the client's, mounted here, until it closes the

@@ -15,16 +15,21 @@
 //! URL it prints (and writes to `<state_dir>/ui/url`, root-only) is exchanged for a session
 //! cookie; every request is checked (Host, session, the page key on every API call, Origin on
 //! every POST); requests are bounded (headers in size and time, bodies at [`MAX_BODY`],
-//! connections at [`MAX_CONNECTIONS`], an idle one closed after [`HEAD_WAIT`]); paths from
+//! connections at [`MAX_CONNECTIONS`], an idle one closed after [`HEAD_WAIT`], one whose
+//! client sends its body too slowly or stops reading closed too: `pace`); paths from
 //! the browser go through the same library functions as the CLI's arguments.
 
 mod api;
 mod assets;
 mod guard;
+mod kept;
 mod media;
 mod ops;
+mod pace;
+mod wire;
 
 pub use ops::MAX_OPS;
+pub use pace::{BODY_WAIT, MIN_RATE, NO_PROGRESS};
 
 use crate::config::Config;
 use anyhow::{bail, Context, Result};
@@ -73,7 +78,7 @@ pub struct App {
     engine: tokio::sync::Semaphore,
     long: Arc<tokio::sync::Semaphore>,
     tickets: api::Tickets,
-    forecasts: api::Forecasts,
+    kept: Arc<kept::Kept>,
 }
 
 /// Where the login URL is kept for root: `<state_dir>/ui/url`.
@@ -133,7 +138,7 @@ pub fn run(opts: Options, ready: &mut dyn FnMut(&str)) -> Result<()> {
         engine: tokio::sync::Semaphore::new(ENGINE_TASKS),
         long: Arc::new(tokio::sync::Semaphore::new(LONG_TASKS)),
         tickets: api::Tickets::default(),
-        forecasts: api::Forecasts::default(),
+        kept: Arc::default(),
     });
     ready(&url);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -210,11 +215,14 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
             let mut b = hyper::server::conn::http1::Builder::new();
             // The head timeout runs from the moment a request is awaited: on a new
             // connection and on a kept-alive one after each answer, so an idle connection
-            // is closed after HEAD_WAIT (the test `idle_connections_...` shows it).
+            // is closed after HEAD_WAIT (the test `idle_connections_...` shows it). What
+            // the client is sent must move on (`pace`).
             b.timer(TokioTimer::new())
                 .header_read_timeout(HEAD_WAIT)
                 .max_buf_size(MAX_HEAD);
-            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+            let _ = b
+                .serve_connection(TokioIo::new(pace::Paced::new(stream)), svc)
+                .await;
         });
     }
     info!("web interface stopped");

@@ -430,7 +430,8 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
         .unwrap();
         fs::write(
             dir.join("trayback-agent.service"),
-            unit.replace("/usr/local/bin/trayback", bin().to_str().unwrap()),
+            unit.replace("@bindir@/trayback", bin().to_str().unwrap())
+                .replace("@docdir@", "/usr/share/doc/trayback"),
         )
         .unwrap();
         let out = Command::new("systemd-analyze")
@@ -468,6 +469,10 @@ fn the_udev_rule_marks_candidates_and_the_unit_is_valid() {
         .flat_map(|l| l.split_whitespace())
         .collect();
     assert!(!docs.is_empty(), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/trayback agent\n"),
+        "{unit}"
+    );
     for d in docs {
         let path = d.strip_prefix("file://").expect("file:// documentation");
         assert!(
@@ -715,9 +720,14 @@ fn a_strangers_stick_claiming_this_host_is_never_written_nor_registered() {
             )
         }),
     ];
-    let why = ["does not verify", "no MAC", "no key", "tampered"];
     // 1 and 2 put a plaintext ID file under the id of a medium this host knows encrypted:
     // that tray, its ID file replaced (issue 11), not merely a stranger.
+    let why = [
+        "now says plaintext",
+        "now says plaintext",
+        "no key",
+        "tampered",
+    ];
     let event = [
         "tampered_medium",
         "tampered_medium",

@@ -52,15 +52,6 @@ fn history() -> (Env, Vec<Vec<u8>>) {
     (env, contents)
 }
 
-fn media_id(env: &Env) -> String {
-    let out = env.ok(&["media", "show", "{medium}", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v["media"]["media_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no media.media_id in {v}"))
-        .to_string()
-}
-
 fn no_agent(env: &Env) -> std::path::PathBuf {
     env.path("no-agent.sock")
 }
@@ -609,4 +600,67 @@ fn backup_now_and_eject_through_the_page_on_a_tray_the_agent_holds() {
         "{dev} is still mounted after the page said {said:?}"
     );
     b.screenshot(&screenshot_dir().join("ui-ejected.png"));
+}
+
+#[test]
+fn a_name_that_is_not_utf8_is_shown_escaped_and_restored_and_downloaded_alone() {
+    use std::os::unix::ffi::OsStrExt;
+    let b = Browser::start();
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    let dir = env.src.join("odd");
+    let file = dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9 notes.txt"));
+    write(&file, b"a Latin-1 name\n");
+    write(&dir.join("plain.txt"), b"plain\n");
+    let backup = env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    let ui = Ui::start(&env.state_dir(), &no_agent(&env), &[&env.medium], None);
+    let id = media_id(&env);
+    b.goto(&ui.login);
+    b.wait_text(".tray h2", "Test");
+
+    // The directory on the files page: the name with its byte shown as \xE9.
+    let at = format!(
+        "/m/{id}/files?backup={backup}&path={}",
+        dir.to_str().unwrap()
+    );
+    b.goto(&ui.url(&at));
+    let row = "#listing tr.entry.file[data-key$='caf%E9%20notes.txt']";
+    assert!(b.text(&b.find(row)).contains("caf\\xE9 notes.txt"));
+
+    // Its versions, then "restore this version" under a chosen directory: only it, exactly.
+    b.click(&b.find(&format!("{row} button.versions")));
+    b.wait("the versions", 20, |b| {
+        (b.all("#versions tr.version").len() == 1).then_some(())
+    });
+    assert!(b
+        .wait_text("#versions h2", "caf\\xE9 notes.txt")
+        .contains("/odd/"));
+    b.click(&b.find("#versions tr.version button.restore-version"));
+    b.wait_text("#restore ul.picked li", "caf\\xE9 notes.txt");
+    let target = env.path("restored");
+    b.type_into(&b.find("#target-dir"), target.to_str().unwrap());
+    b.click(&b.find("#restore-go"));
+    let summary = b.wait("the restore's result", 30, |b| {
+        b.text_of("#restore-result.ok .summary, #restore-result.failed .summary")
+    });
+    assert!(summary.starts_with("restored 1 files"), "{summary}");
+    let under = target.join(dir.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(under.join(file.file_name().unwrap())).unwrap(),
+        b"a Latin-1 name\n"
+    );
+    assert!(!under.join("plain.txt").exists(), "more than the one file");
+
+    // Downloaded by the key the page holds for it: its bytes.
+    let key = b.attr(&b.find(row), "data-key").unwrap();
+    let got = b.exec_async(
+        "const done = arguments[arguments.length - 1];
+         TB.api('/api/media/' + arguments[0] + '/download', {backup: arguments[1], path: arguments[2]})
+           .then((r) => fetch(r.url)).then((r) => r.arrayBuffer())
+           .then((buf) => done(Array.from(new Uint8Array(buf))))
+           .catch((e) => done('failed: ' + e.message));",
+        json!([id, backup, key]),
+    );
+    let got: Vec<u8> = serde_json::from_value(got.clone()).unwrap_or_else(|_| panic!("{got}"));
+    assert_eq!(got, b"a Latin-1 name\n");
 }

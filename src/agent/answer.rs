@@ -68,19 +68,7 @@ impl Agent {
                     device: i.disk.devnode.clone(),
                     mountpoint: i.mountpoint.clone(),
                     backups: l.backups,
-                    newest: l
-                        .newest
-                        .iter()
-                        .map(|(k, (t, id))| {
-                            (
-                                *k,
-                                status::BackupRef {
-                                    id: *id,
-                                    started: *t,
-                                },
-                            )
-                        })
-                        .collect(),
+                    newest: backup_refs(&l.newest),
                     job: l.job.as_ref().map(|j| status::Job {
                         kind: j.kind,
                         started: j.started,
@@ -89,6 +77,9 @@ impl Agent {
                     }),
                     next_due: l.next_due,
                     free_bytes: l.free_bytes,
+                    size_bytes: l.size_bytes,
+                    last_verify: l.last_verify,
+                    pared: l.pared,
                     last_error: l.last_error.clone(),
                     writing: self.cfg.agent.multiple_media == MultipleMedia::All
                         || newest_seq == Some(i.seq),
@@ -144,6 +135,7 @@ impl Agent {
                         id: *id,
                         started: *t,
                     }),
+                    newest: backup_refs(&s.newest),
                 }
             })
             .collect();
@@ -153,6 +145,7 @@ impl Agent {
             inserted,
             known,
             warnings,
+            last_failure: self.last_failure.locked().clone(),
         }
     }
 
@@ -353,4 +346,20 @@ fn span(d: Duration) -> String {
     } else {
         shown.join(" ")
     }
+}
+
+/// The newest backup of each kind (start, id), as `status` shows them.
+fn backup_refs(newest: &BTreeMap<Kind, (DateTime<Utc>, u64)>) -> BTreeMap<Kind, status::BackupRef> {
+    newest
+        .iter()
+        .map(|(k, (t, id))| {
+            (
+                *k,
+                status::BackupRef {
+                    id: *id,
+                    started: *t,
+                },
+            )
+        })
+        .collect()
 }

@@ -355,7 +355,16 @@ impl Agent {
             Ok((m, r)) => {
                 self.seen(&t.disk, &m);
                 let answer = match r {
-                    Ok(reports) => Response::ok(&reports),
+                    Ok(reports) => {
+                        if !reports.is_empty() {
+                            t.live.locked().last_verify = Some(status::Verified {
+                                at: self.clock.now(),
+                                ok: reports.iter().all(|r| r.ok),
+                            });
+                            self.metrics.poke();
+                        }
+                        Response::ok(&reports)
+                    }
                     Err(e) => Response::err(e.to_string()),
                 };
                 Ok((m, answer))
@@ -394,6 +403,8 @@ impl Agent {
         let answer = match r {
             Ok(done) => {
                 info!(medium = %m.media().media_id, pared = done.pared.len(), "pared as asked");
+                t.live.locked().pared += done.pared.len() as u64;
+                self.metrics.poke();
                 Response::ok(&done)
             }
             Err(None) => {

@@ -225,12 +225,49 @@ pub fn lend(socket: &Path, medium: Option<String>) -> Result<(Response, Option<L
 }
 
 fn send(socket: &Path, req: &Request) -> Result<UnixStream, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        format!(
-            "{}: cannot reach the trayback agent: {e} (it starts when a tray is inserted, or by `systemctl start trayback-agent`)",
-            socket.display()
-        )
-    })?;
+    let s = UnixStream::connect(socket).map_err(|e| unreached(socket, &e))?;
+    request(s, socket, req)
+}
+
+/// The agent's status, or `None` when no agent runs (no socket, or nobody listening on
+/// it). Any other failure, such as a caller the socket refuses, is an error: it says
+/// nothing about whether the agent runs.
+pub fn status(socket: &Path) -> Result<Option<crate::status::Status>, String> {
+    let s = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(unreached(socket, &e)),
+    };
+    let mut reader = BufReader::new(request(s, socket, &Request::Status)?);
+    let r = answer(socket, &mut reader, &mut |_| {})?;
+    if !r.ok {
+        return Err(r.error.unwrap_or_else(|| "the agent refused".into()));
+    }
+    r.data_as().map(Some)
+}
+
+/// A failure to connect that means no agent is running.
+fn absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+fn unreached(socket: &Path, e: &std::io::Error) -> String {
+    let hint = if absent(e) {
+        " (it starts when a tray is inserted, or by `systemctl start trayback-agent`)"
+    } else {
+        ""
+    };
+    format!(
+        "{}: cannot reach the trayback agent: {e}{hint}",
+        socket.display()
+    )
+}
+
+/// Send `req` on a connected socket.
+fn request(mut s: UnixStream, socket: &Path, req: &Request) -> Result<UnixStream, String> {
     if matches!(req, Request::Status) {
         for set in [UnixStream::set_read_timeout, UnixStream::set_write_timeout] {
             set(&s, Some(STATUS_WAIT)).map_err(|e| format!("{}: {e}", socket.display()))?;

@@ -182,14 +182,6 @@ pub(super) fn identify(
             }),
             Err(e) => match refusal(disk, e) {
                 Refusal::Tampered(why) => Identity::Tampered(Some(m), why),
-                // A plaintext ID file under the id of a medium this host knows encrypted: one
-                // of its trays with its ID file replaced.
-                Refusal::Foreign(why)
-                    if m.encryption.is_none()
-                        && crate::medium::host_knows_encrypted(state_dir, &m.media_id) =>
-                {
-                    Identity::Tampered(Some(m), format!("{why}; this host knows this medium as encrypted, and its ID file now says plaintext: replaced"))
-                }
                 _ if m.host != host => another_hosts(m, host),
                 Refusal::Foreign(why) => Identity::NotOurs(m, why),
                 Refusal::Failed(e) | Refusal::Failing(e) => {

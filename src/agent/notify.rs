@@ -25,6 +25,38 @@ pub enum EventKind {
     TamperedMedium,
 }
 
+impl EventKind {
+    /// The event's name, as in `TRAYBACK_EVENT` and the JSON (`backup_failed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::BackupFailed => "backup_failed",
+            EventKind::VerifyFailed => "verify_failed",
+            EventKind::MediumTooSmall => "medium_too_small",
+            EventKind::UnknownMedium => "unknown_medium",
+            EventKind::SafeToRemove => "safe_to_remove",
+            EventKind::MediumAway => "medium_away",
+            EventKind::DuplicateMedium => "duplicate_medium",
+            EventKind::MediumFailing => "medium_failing",
+            EventKind::MediumPulled => "medium_pulled",
+            EventKind::TamperedMedium => "tampered_medium",
+        }
+    }
+
+    /// A failure (`status`'s `last_failure`): something went wrong with a backup or a
+    /// medium, as opposed to news (safe to remove, away, unknown).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            EventKind::BackupFailed
+                | EventKind::VerifyFailed
+                | EventKind::MediumTooSmall
+                | EventKind::MediumFailing
+                | EventKind::TamperedMedium
+                | EventKind::MediumPulled
+        )
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
     pub event: EventKind,
@@ -36,16 +68,18 @@ pub struct Event {
 }
 
 pub fn send(command: &Option<PathBuf>, e: Event) {
-    info!(event = ?e.event, medium = ?e.medium, message = %e.message, "notification");
+    info!(
+        event = e.event.name(),
+        medium = e.medium.as_deref().unwrap_or("-"),
+        backup = e.backup,
+        message = %e.message,
+        "notification"
+    );
     let Some(cmd) = command.clone() else { return };
     std::thread::spawn(move || {
-        let kind = serde_json::to_value(e.event)
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let kind = e.event.name();
         let child = Command::new(&cmd)
-            .env("TRAYBACK_EVENT", &kind)
+            .env("TRAYBACK_EVENT", kind)
             .env("TRAYBACK_MEDIUM", e.medium.clone().unwrap_or_default())
             .env("TRAYBACK_LABEL", e.label.clone().unwrap_or_default())
             .env("TRAYBACK_DEVICE", e.device.clone().unwrap_or_default())

@@ -249,7 +249,9 @@ impl Agent {
                     mp.display()
                 )));
             }
-            (Ok(()), None) => info!(device = %disk.devnode.display(), "medium released"),
+            (Ok(()), None) => {
+                info!(event = "medium_released", device = %disk.devnode.display(), "medium released")
+            }
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
         Ok(())
@@ -291,7 +293,7 @@ impl Agent {
         );
         let first = !reach.measured;
         let due = job.due.clone();
-        info!(medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+        info!(event = "backup_starting", medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
         if self.test_panic_at(PanicAt::Task, &m.media().label) {
             panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
         }
@@ -397,6 +399,7 @@ impl Agent {
             .map(|(k, b)| (k, (b.started, b.id.0)))
             .collect();
         l.free_bytes = m.free_space().unwrap_or(0);
+        l.size_bytes = sizing::capacity(m.root()).unwrap_or(0);
     }
 
     /// Simulate how far back each kind will reach apart from the medium's task, and show it
@@ -510,10 +513,21 @@ impl Agent {
             );
         }
         if let Some(b) = o.backup_id() {
-            info!(medium = %m.media().media_id, backup = b, kind = ?o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
+            info!(event = "backup_done", medium = %m.media().media_id, label = %m.media().label, backup = b, kind = %o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
-        live.locked().last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
+        {
+            let mut l = live.locked();
+            l.last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
+            l.pared += o.pared() as u64;
+            if let Some(ok) = o.verified() {
+                l.last_verify = Some(status::Verified {
+                    at: self.clock.now(),
+                    ok,
+                });
+            }
+        }
         self.seen(disk, m);
+        self.metrics.poke();
     }
 
     /// Record in the register that the medium is in, with its tree as it is now.

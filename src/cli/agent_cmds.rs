@@ -2,6 +2,7 @@
 //! test-only `test-clock`. (How the other commands reach a medium the agent holds is
 //! `cli::held`.)
 
+use super::docs;
 use super::load_config;
 use super::output::{self, human, print_json};
 use crate::agent::{self, Request, Response};
@@ -14,13 +15,13 @@ use std::process::Command;
 
 pub const UDEV_RULE: &str = include_str!("../../udev-rules/90-trayback.rules");
 pub const SYSTEMD_UNIT: &str = include_str!("../../systemd/trayback-agent.service");
-/// The web interface's unit: installed, not enabled.
+/// The web interface's unit: installed, not enabled. Both units carry `@bindir@` and
+/// `@docdir@`, filled in by [`docs::unit`] for the layout installed.
 pub const UI_UNIT: &str = include_str!("../../systemd/trayback-ui.service");
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/trayback.yaml");
 /// Installed where the unit's `Documentation=` points.
 pub const README: &str = include_str!("../../README.md");
 pub const FORMAT: &str = include_str!("../../FORMAT.md");
-pub const DOC_DIR: &str = "/usr/local/share/doc/trayback";
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -69,13 +70,33 @@ fn answer<T: serde::de::DeserializeOwned>(r: Response) -> Result<T> {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    #[arg(long)]
+    /// The same as --format json.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// text (for people), json, or openmetrics (for Prometheus: with no agent running it
+    /// prints trayback_agent_up 0 and exits 0; a socket this user may not use is an error).
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub format: StatusFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    Openmetrics,
 }
 
 pub fn status(a: StatusArgs) -> Result<u8> {
+    let format = if a.json { StatusFormat::Json } else { a.format };
+    if format == StatusFormat::Openmetrics {
+        // No agent is a fact to report (trayback_agent_up 0); a socket that refuses this
+        // caller is not: it says nothing of the agent.
+        let s = agent::ask_status(&agent::socket_path()).map_err(anyhow::Error::msg)?;
+        print!("{}", crate::metrics::render(s.as_ref(), true));
+        return Ok(0);
+    }
     let s: Status = answer(ask(&Request::Status)?)?;
-    if a.json {
+    if format == StatusFormat::Json {
         print_json(&s)?;
         return Ok(0);
     }
@@ -219,13 +240,14 @@ pub struct InstallArgs {
     pub dry_run: bool,
 }
 
-/// Install the binary, udev rule, systemd unit and a default config (kept if present).
+/// Install the binary, the generated files of the source layout (udev rule, units, man
+/// pages, completions), the docs, and a default config (kept if present).
 pub fn install_system(a: InstallArgs) -> Result<u8> {
     let exe = match &a.binary {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("finding this binary")?,
     };
-    let at = |p: &str| a.root.join(p.trim_start_matches('/'));
+    let at = |p: &Path| a.root.join(p.strip_prefix("/").unwrap_or(p));
     let binary = std::fs::read(&exe).with_context(|| format!("reading {}", exe.display()))?;
     if !binary.starts_with(b"\x7fELF") {
         bail!(
@@ -233,45 +255,32 @@ pub fn install_system(a: InstallArgs) -> Result<u8> {
             exe.display()
         );
     }
-    let files: Vec<(PathBuf, Vec<u8>, u32, bool)> = vec![
-        (at("/usr/local/bin/trayback"), binary, 0o755, true),
+    let l = &docs::SOURCE;
+    let doc = Path::new(l.doc);
+    let mut files: Vec<(PathBuf, Vec<u8>, u32, bool)> = vec![
+        (at(&Path::new(l.bin).join("trayback")), binary, 0o755, true),
         (
-            at(&format!("{DOC_DIR}/README.md")),
+            at(&doc.join("README.md")),
             README.as_bytes().to_vec(),
             0o644,
             true,
         ),
         (
-            at(&format!("{DOC_DIR}/FORMAT.md")),
+            at(&doc.join("FORMAT.md")),
             FORMAT.as_bytes().to_vec(),
             0o644,
             true,
         ),
-        (
-            at("/etc/udev/rules.d/90-trayback.rules"),
-            UDEV_RULE.as_bytes().to_vec(),
-            0o644,
-            true,
-        ),
-        (
-            at("/etc/systemd/system/trayback-agent.service"),
-            SYSTEMD_UNIT.as_bytes().to_vec(),
-            0o644,
-            true,
-        ),
-        (
-            at("/etc/systemd/system/trayback-ui.service"),
-            UI_UNIT.as_bytes().to_vec(),
-            0o644,
-            true,
-        ),
-        (
-            at("/etc/trayback/trayback.yaml"),
-            DEFAULT_CONFIG.as_bytes().to_vec(),
-            0o600,
-            false,
-        ),
     ];
+    for (path, data) in docs::generated(l)? {
+        files.push((at(&path), data, 0o644, true));
+    }
+    files.push((
+        at(Path::new(crate::config::DEFAULT_PATH)),
+        DEFAULT_CONFIG.as_bytes().to_vec(),
+        0o600,
+        false,
+    ));
     for (path, data, mode, replace) in &files {
         if !replace && path.exists() {
             println!("kept     {}", path.display());

@@ -153,6 +153,9 @@ pub enum Unproven {
     /// Encrypted: the ID file verifies, but its key-slot generation is older than the newest
     /// this host saw (an old ID file put back, perhaps with a passphrase since removed).
     RolledBack { found: u64, seen: u64 },
+    /// Plaintext, under the id of a medium this host saw encrypted: an ID file replaced by a
+    /// plaintext one (a downgrade).
+    Downgraded,
 }
 
 impl Unproven {
@@ -160,7 +163,10 @@ impl Unproven {
     pub fn is_tampering(self) -> bool {
         matches!(
             self,
-            Unproven::BadWrap | Unproven::Altered | Unproven::RolledBack { .. }
+            Unproven::BadWrap
+                | Unproven::Altered
+                | Unproven::RolledBack { .. }
+                | Unproven::Downgraded
         )
     }
 }
@@ -174,6 +180,7 @@ impl fmt::Display for Unproven {
             Unproven::Changed => "its media.yaml changed between the check and the write (a journal replay at the read-write mount, or another writer)",
             Unproven::BadWrap => "its key wrap for this host does not open with this host's key (the ID file's key slots were replaced or altered): tampered",
             Unproven::Altered => "its media.yaml does not verify with the medium's own key (a field or a key slot was altered): tampered",
+            Unproven::Downgraded => "this host knows this medium as encrypted, and its ID file now says plaintext: replaced (tampered)",
             Unproven::RolledBack { found, seen } => {
                 return write!(
                     f,
@@ -303,6 +310,9 @@ pub fn prove_and_unlock(
         path: root.to_path_buf(),
         reason: ForeignReason::new(m, why),
     };
+    if super::host_knows_encrypted(state_dir, &m.media_id)? {
+        return Err(foreign(Unproven::Downgraded));
+    }
     if m.format < 2 || m.mac.is_none() {
         return Err(foreign(Unproven::NoMac));
     }
@@ -514,5 +524,14 @@ mod tests {
             !e.contains('\n') && e.contains("5250cd7d") && e.contains("Tray A"),
             "{e}"
         );
+        // Once this host saw the id encrypted, a plaintext ID file under it is a downgrade,
+        // whatever its MAC.
+        crate::medium::keyring::seen::record_media_generation(state.path(), &m.media_id, 1)
+            .unwrap();
+        assert_eq!(
+            why(prove(state.path(), root, &m)),
+            Some(Unproven::Downgraded)
+        );
+        assert!(Unproven::Downgraded.is_tampering());
     }
 }

@@ -247,14 +247,9 @@ pub(super) fn plaintext(root: &Path, m: &MediaFile, u: &Unlock) -> Result<()> {
             detail: format!("{why}; not reading it"),
         })
     };
-    // This host recorded generations of it, so it knew it encrypted: a plaintext ID file now
-    // is a downgrade (a forged medium under its id), read by no one.
     if let Some(state_dir) = u.state_dir {
-        if seen::knows_encrypted(state_dir, &m.media_id)? {
-            return refuse(format!(
-                "this host knows medium {} as encrypted, and its ID file now says plaintext: replaced (tampered)",
-                m.media_id
-            ));
+        if super::host_knows_encrypted(state_dir, &m.media_id)? {
+            return refuse(format!("medium {}: {}", m.media_id, Unproven::Downgraded));
         }
     }
     if u.secret_given {

@@ -23,6 +23,8 @@ pub struct Node {
     pub last: BackupId,
     /// How many backups the node stands for: 1, or a run of micro backups (3 or more).
     pub count: usize,
+    /// The backups it stands for, oldest first (`first` … `last`).
+    pub members: Vec<BackupId>,
     /// Levels below its root (0 for a root).
     pub depth: usize,
     /// The row of the node it hangs from (`None` for a root: a backup without a parent on
@@ -66,6 +68,7 @@ pub fn layout(tree: &Tree) -> Vec<Node> {
             first: id,
             last: end,
             count: chain.len(),
+            members: chain,
             depth,
             parent_row,
             last_child,

@@ -17,12 +17,15 @@ use rustc_hash::{FxHashSet, FxHasher};
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A path whose name matched, as the newest backup holding it has it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Found {
     pub path: String,
+    /// The path exactly (a name need not be UTF-8; `path` shows it lossily).
+    #[serde(skip)]
+    pub raw: PathBuf,
     pub kind: EntryKind,
     pub size: u64,
     pub mtime: DateTime<Utc>,
@@ -62,6 +65,16 @@ fn key(path: &[u8], listing: &BlockId) -> (u64, BlockId) {
 /// Paths on the medium whose last component contains `needle` (case-insensitive), at most
 /// `max` of them.
 pub fn search(m: &Medium, needle: &str, max: usize) -> Result<Search> {
+    search_with(m, needle, max, &super::read_header(m))
+}
+
+/// [`search`] with headers from `header`.
+pub fn search_with(
+    m: &Medium,
+    needle: &str,
+    max: usize,
+    header: super::HeaderOf,
+) -> Result<Search> {
     let needle = needle.to_lowercase();
     let mut out = Search::default();
     let mut seen_paths: FxHashSet<Vec<u8>> = FxHashSet::default();
@@ -69,7 +82,7 @@ pub fn search(m: &Medium, needle: &str, max: usize) -> Result<Search> {
     let mut order: Vec<_> = m.tree().backups.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
     for rec in order {
-        let header = m.header(rec.id)?;
+        let header = header(rec.id)?;
         if !walked.insert(key(b"/", &header.root)) {
             continue;
         }
@@ -90,6 +103,7 @@ pub fn search(m: &Medium, needle: &str, max: usize) -> Result<Search> {
                     seen_paths.insert(path.to_vec());
                     out.found.push(Found {
                         path: rel.display().to_string(),
+                        raw: rel.to_path_buf(),
                         kind: e.kind,
                         size: e.size,
                         mtime: super::mtime(e),

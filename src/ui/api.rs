@@ -2,7 +2,9 @@
 //! of the same library functions the CLI calls (`query`, `maintain`'s pare plan, `sizing`,
 //! `restore::content`), run in `spawn_blocking`.
 
+use super::kept::Forecast;
 use super::media;
+use super::wire::{self, backup_path, Keyed};
 use super::App;
 use crate::agent::Locked;
 use crate::error::Error;
@@ -13,7 +15,8 @@ use crate::medium::Medium;
 use crate::query;
 use crate::tree::{BackupRecord, Kind};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -86,26 +89,38 @@ impl App {
     }
 }
 
+impl App {
+    /// Open medium `id` for reading as the CLI does and run `f` on it as engine work; its
+    /// answer as JSON.
+    pub async fn reading<T, F>(self: &Arc<Self>, id: MediaId, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&App, Medium) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.engine(move |app| f(app, media::open(app, id)?))
+            .await
+            .map(Json)
+    }
+}
+
 /// A media id from the URL.
 pub fn media_id(s: &str) -> Result<MediaId, ApiError> {
     s.parse()
         .map_err(|e: crate::ids::ParseIdError| ApiError::not_found(e.to_string()))
 }
 
-/// The longest path the browser may send (Linux's `PATH_MAX`).
-const MAX_PATH: usize = 4096;
+/// The medium a URL names (`/api/media/{id}/…`, `/api/trays/{id}/…`): a media id, or 404.
+pub struct MediumId(pub MediaId);
 
-/// A path in a backup as the browser sends it: absolute, at most `PATH_MAX` bytes, no NUL;
-/// then checked by the library function that checks the CLI's (`index::components`: no `..`).
-pub fn backup_path(s: &str) -> Result<PathBuf, ApiError> {
-    if !s.starts_with('/') || s.len() > MAX_PATH || s.contains('\0') {
-        return Err(ApiError::bad(format!(
-            "{:?}: a path in a backup is absolute, at most {MAX_PATH} bytes, without NUL",
-            s.chars().take(80).collect::<String>()
-        )));
+impl<S: Send + Sync> FromRequestParts<S> for MediumId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<MediumId, ApiError> {
+        let UrlPath(s) = UrlPath::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::not_found(e.body_text()))?;
+        media_id(&s).map(MediumId)
     }
-    crate::index::components(Path::new(s))?;
-    Ok(PathBuf::from(s))
 }
 
 pub async fn trays(State(app): State<Arc<App>>) -> ApiResult<media::Trays> {
@@ -146,10 +161,8 @@ pub struct TreeOut {
     pare_order: Vec<ParedOut>,
 }
 
-pub async fn tree(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> ApiResult<TreeOut> {
-    let id = media_id(&id)?;
-    app.engine(move |app| {
-        let m = media::open(app, id)?;
+pub async fn tree(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiResult<TreeOut> {
+    app.reading(id, move |app, m| {
         let now = Utc::now();
         let plan = maintain::plan_pare(&m, now, &app.cfg, None)?;
         let order = maintain::order_when_needed(&m, now, &app.cfg)?;
@@ -165,7 +178,6 @@ pub async fn tree(State(app): State<Arc<App>>, UrlPath(id): UrlPath<String>) -> 
         })
     })
     .await
-    .map(Json)
 }
 
 /// Rows of one directory sent at most.
@@ -182,21 +194,23 @@ pub struct LsQuery {
 #[derive(Serialize)]
 pub struct LsOut {
     backup: BackupId,
+    /// The directory, shown, and its key.
     path: String,
-    rows: Vec<query::LsRow>,
+    key: String,
+    /// Each directory on the way from `/` (the last is this one): its name shown, its key.
+    crumbs: Vec<(String, String)>,
+    rows: Vec<Keyed<query::LsRow>>,
     /// The directory has more entries than were sent.
     truncated: bool,
 }
 
 pub async fn ls(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
+    MediumId(id): MediumId,
     Query(q): Query<LsQuery>,
 ) -> ApiResult<LsOut> {
-    let id = media_id(&id)?;
     let path = backup_path(q.path.as_deref().unwrap_or("/"))?;
-    app.engine(move |app| {
-        let m = media::open(app, id)?;
+    app.reading(id, move |_app, m| {
         let mut rows = Vec::new();
         let mut truncated = false;
         let r = query::ls_each(&m, q.backup, &path, false, &mut |row| {
@@ -204,21 +218,34 @@ pub async fn ls(
                 truncated = true;
                 return Err(Error::Refused("enough rows".into()));
             }
-            rows.push(row);
+            let raw = row.raw.clone();
+            rows.push(Keyed::new(row, &raw, |r, shown| r.path = shown));
             Ok(())
         });
         if !truncated {
             r?;
         }
+        let crumbs = path
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .skip(1)
+            .map(|p| {
+                let name = p.file_name().map(Path::new).unwrap_or(p);
+                (wire::shown(name), wire::key(p))
+            })
+            .collect();
         Ok(LsOut {
             backup: q.backup,
-            path: path.display().to_string(),
+            path: wire::shown(&path),
+            key: wire::key(&path),
+            crumbs,
             rows,
             truncated,
         })
     })
     .await
-    .map(Json)
 }
 
 #[derive(Deserialize)]
@@ -252,14 +279,12 @@ pub struct VersionsOut {
 
 pub async fn versions(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
+    MediumId(id): MediumId,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<VersionsOut> {
-    let id = media_id(&id)?;
     let path = backup_path(&q.path)?;
-    app.engine(move |app| {
-        let m = media::open(app, id)?;
-        let versions = query::versions(&m, &path)?;
+    app.reading(id, move |app, m| {
+        let versions = query::versions_with(&m, &path, &|b| app.kept.header(&m, b))?;
         let of: HashMap<BackupId, usize> = versions
             .iter()
             .enumerate()
@@ -280,13 +305,12 @@ pub async fn versions(
             });
         }
         Ok(VersionsOut {
-            path: path.display().to_string(),
+            path: wire::shown(&path),
             versions,
             rows,
         })
     })
     .await
-    .map(Json)
 }
 
 /// Results of a search sent at most.
@@ -300,23 +324,37 @@ pub struct SearchQuery {
 
 pub async fn search(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
+    MediumId(id): MediumId,
     Query(q): Query<SearchQuery>,
-) -> ApiResult<query::Search> {
-    let id = media_id(&id)?;
+) -> ApiResult<SearchOut> {
     let needle = q.q.trim().to_string();
     if needle.is_empty() || needle.len() > crate::restore::NAME_MAX {
         return Err(ApiError::bad("search for a name of 1 to 255 bytes"));
     }
-    app.engine(move |app| {
-        let m = media::open(app, id)?;
-        Ok(query::search(&m, &needle, MAX_FOUND)?)
+    app.reading(id, move |app, m| {
+        let r = query::search_with(&m, &needle, MAX_FOUND, &|b| app.kept.header(&m, b))?;
+        Ok(SearchOut {
+            found: r
+                .found
+                .into_iter()
+                .map(|f| {
+                    let raw = f.raw.clone();
+                    Keyed::new(f, &raw, |f, shown| f.path = shown)
+                })
+                .collect(),
+            truncated: r.truncated,
+        })
     })
     .await
-    .map(Json)
 }
 
-#[derive(Clone, Serialize)]
+#[derive(Serialize)]
+pub struct SearchOut {
+    found: Vec<Keyed<query::Found>>,
+    truncated: bool,
+}
+
+#[derive(Serialize)]
 pub struct SpaceOut {
     capacity: u64,
     free: u64,
@@ -328,106 +366,57 @@ pub struct SpaceOut {
     /// The oldest backup of each kind on the medium now: how far back each kind reaches.
     oldest: BTreeMap<Kind, DateTime<Utc>>,
     now: DateTime<Utc>,
-    /// What `media show --reach` simulates: this capacity at this medium's change rate.
-    reach: crate::sizing::Reach,
-    /// The bytes in use over that simulation: (days from its start, bytes).
-    forecast: Vec<(f64, u64)>,
+    /// What `media show --reach` simulates (this capacity at this medium's change rate) and
+    /// the bytes in use over that simulation (days from its start, bytes); absent while it
+    /// is being computed (ask again).
+    forecast: Option<Forecast>,
     simulated_days: i64,
 }
 
 /// Points of the forecast curve sent.
 const FORECAST_POINTS: usize = 364;
 
-fn space_of(app: &App, m: &Medium) -> Result<SpaceOut, ApiError> {
-    let tree = m.tree();
-    let mut by_time: Vec<&BackupRecord> = tree.backups.iter().collect();
-    by_time.sort_by_key(|b| (b.started, b.id));
-    let mut sum = 0u64;
-    let stored = by_time
-        .iter()
-        .map(|b| {
-            sum = sum.saturating_add(b.bytes_stored);
-            (b.started, sum)
-        })
-        .collect();
-    let mut oldest = BTreeMap::new();
-    for b in &by_time {
-        oldest.entry(b.kind).or_insert(b.started);
-    }
-    let capacity = crate::sizing::capacity(m.root())?;
-    let (reach, forecast) = app.forecasts.get(m, capacity, |m| {
-        let h = crate::sizing::history(m, &app.cfg.schedule)?;
-        Ok(crate::sizing::forecast(
-            h,
+pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiResult<SpaceOut> {
+    app.reading(id, move |app, m| {
+        let tree = m.tree();
+        let mut by_time: Vec<&BackupRecord> = tree.backups.iter().collect();
+        by_time.sort_by_key(|b| (b.started, b.id));
+        let mut sum = 0u64;
+        let stored = by_time
+            .iter()
+            .map(|b| {
+                sum = sum.saturating_add(b.bytes_stored);
+                (b.started, sum)
+            })
+            .collect();
+        let mut oldest = BTreeMap::new();
+        for b in &by_time {
+            oldest.entry(b.kind).or_insert(b.started);
+        }
+        let capacity = crate::sizing::capacity(m.root())?;
+        let free = m.free_space()?;
+        let packs = m.store().packs().iter().map(|p| p.len).sum();
+        let (sched, policy) = (app.cfg.schedule.clone(), app.cfg.pare.clone());
+        let forecast = app.kept.forecast(m, capacity, move |m| {
+            let h = crate::sizing::history(&m, &sched)?;
+            drop(m);
+            Ok(
+                crate::sizing::forecast(h, capacity, &sched, &policy, FORECAST_POINTS, &|| false)
+                    .expect("a forecast that is never stopped ends"),
+            )
+        })?;
+        Ok(SpaceOut {
             capacity,
-            &app.cfg.schedule,
-            &app.cfg.pare,
-            FORECAST_POINTS,
-            &|| false,
-        )
-        .expect("a forecast that is never stopped ends"))
-    })?;
-    Ok(SpaceOut {
-        capacity,
-        free: m.free_space()?,
-        packs: m.store().packs().iter().map(|p| p.len).sum(),
-        stored,
-        oldest,
-        now: Utc::now(),
-        reach,
-        forecast,
-        simulated_days: crate::sizing::SIMULATED_DAYS,
-    })
-}
-
-pub async fn space(
-    State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<SpaceOut> {
-    let id = media_id(&id)?;
-    app.engine(move |app| {
-        let m = media::open(app, id)?;
-        space_of(app, &m)
+            free,
+            packs,
+            stored,
+            oldest,
+            now: Utc::now(),
+            forecast,
+            simulated_days: crate::sizing::SIMULATED_DAYS,
+        })
     })
     .await
-    .map(Json)
-}
-
-type Forecast = (crate::sizing::Reach, Vec<(f64, u64)>);
-
-/// The half-year simulation of each medium (a second or two of arithmetic), kept until the
-/// medium's tree or capacity changes.
-#[derive(Default)]
-pub struct Forecasts(Mutex<HashMap<MediaId, (String, Forecast)>>);
-
-impl Forecasts {
-    fn get(
-        &self,
-        m: &Medium,
-        capacity: u64,
-        make: impl FnOnce(&Medium) -> Result<Forecast, ApiError>,
-    ) -> Result<Forecast, ApiError> {
-        let t = m.tree();
-        let key = format!(
-            "{} {} {:?} {capacity}",
-            t.next_id,
-            t.backups.len(),
-            t.backups.last().map(|b| (b.id, b.verified))
-        );
-        let id = m.media().media_id;
-        if let Some((k, f)) = self.0.locked().get(&id) {
-            if *k == key {
-                return Ok(f.clone());
-            }
-        }
-        let f = make(m)?;
-        let mut all = self.0.locked();
-        if all.len() >= 16 {
-            all.clear();
-        }
-        all.insert(id, (key, f.clone()));
-        Ok(f)
-    }
 }
 
 /// How long a download ticket stays good.
@@ -494,10 +483,9 @@ pub struct DownloadOut {
 
 pub async fn download_ticket(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
+    MediumId(id): MediumId,
     Json(r): Json<DownloadRequest>,
 ) -> ApiResult<DownloadOut> {
-    let id = media_id(&id)?;
     let path = backup_path(&r.path)?;
     let backup = r.backup;
     let checked = path.clone();
@@ -561,7 +549,7 @@ pub async fn download(
     let name = t
         .path
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| wire::shown(Path::new(n)))
         .unwrap_or_else(|| "file".into());
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || {
@@ -611,16 +599,6 @@ pub async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn browser_paths_are_checked_like_the_clis() {
-        assert!(backup_path("/home/a/x").is_ok());
-        assert!(backup_path("/").is_ok());
-        for bad in ["home/a", "/a/../etc", "/a/\0b", ""] {
-            assert!(backup_path(bad).is_err(), "{bad:?}");
-        }
-        assert!(backup_path(&format!("/{}", "a".repeat(5000))).is_err());
-    }
 
     #[test]
     fn a_download_name_is_quoted_safely() {

@@ -223,6 +223,10 @@ async fn decide(app: &App, req: Request, next: Next) -> Response {
             }
         }
     }
+    let req = match super::pace::read_body(req).await {
+        Ok(req) => req,
+        Err((status, why)) => return refuse(status, why),
+    };
     next.run(req).await
 }
 

@@ -10,7 +10,8 @@
 //! as long as the agent's job takes, without a time limit), stay bounded. Restores also take
 //! one of [`super::LONG_TASKS`] permits.
 
-use super::api::{backup_path, media_id, ApiError, ApiResult};
+use super::api::{ApiError, ApiResult, MediumId};
+use super::wire::backup_path;
 use super::{media, App};
 use crate::agent::Locked;
 use crate::agent::{self, Request};
@@ -19,7 +20,7 @@ use crate::job::Outcome;
 use crate::progress::Meter;
 use crate::restore::{self, Target};
 use crate::status::Ejected;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -197,11 +198,7 @@ fn ask_agent(app: &App, req: &Request) -> Result<agent::Response, String> {
     agent::call(&app.socket, req)
 }
 
-pub async fn backup_now(
-    State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Started> {
-    let id = media_id(&id)?;
+pub async fn backup_now(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiResult<Started> {
     let op = app.ops.start(What::BackupNow, id, None)?;
     spawn_op(&app, op, None, move |app| {
         let req = Request::BackupNow {
@@ -233,11 +230,7 @@ pub async fn backup_now(
     Ok(Json(Started { op }))
 }
 
-pub async fn eject(
-    State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
-) -> ApiResult<Started> {
-    let id = media_id(&id)?;
+pub async fn eject(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiResult<Started> {
     let op = app.ops.start(What::Eject, id, None)?;
     spawn_op(&app, op, None, move |app| {
         let req = Request::Eject {
@@ -324,10 +317,9 @@ fn summary(r: &restore::Report) -> String {
 
 pub async fn restore(
     State(app): State<Arc<App>>,
-    UrlPath(id): UrlPath<String>,
+    MediumId(id): MediumId,
     Json(r): Json<RestoreRequest>,
 ) -> ApiResult<Started> {
-    let id = media_id(&id)?;
     if r.paths.len() > MAX_PATHS {
         return Err(ApiError::bad(format!(
             "at most {MAX_PATHS} paths at once; restore their directory instead"

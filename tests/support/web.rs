@@ -66,6 +66,12 @@ impl Ui {
         Ui { child, login, host }
     }
 
+    /// Serve `env`'s medium (a directory) with its host state, and no agent.
+    pub fn serving(env: &Env) -> Ui {
+        let socket = env.path("no-agent.sock");
+        Ui::start(&env.state_dir(), &socket, &[&env.medium], None)
+    }
+
     /// Send SIGTERM and wait at most `within` for the exit; its status, or a panic.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
         rustix::process::kill_process(
@@ -84,6 +90,11 @@ impl Ui {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The process id of `trayback ui`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -548,4 +559,32 @@ pub fn screenshot_dir() -> PathBuf {
     std::env::var_os("TRAYBACK_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots"))
+}
+
+/// The media id of `env`'s medium (`media show --json`).
+pub fn media_id(env: &Env) -> String {
+    let out = env.ok(&["media", "show", "{medium}", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["media"]["media_id"].as_str().unwrap().to_string()
+}
+
+/// Ask for a download of `path` in `backup`: the URL of its ticket.
+pub fn ticket(ui: &Ui, cookie: &str, key: &str, id: &str, backup: u64, path: &str) -> String {
+    let origin = ui.url("");
+    let r = request(
+        &ui.host,
+        "POST",
+        &format!("/api/media/{id}/download"),
+        &[
+            ("Cookie", cookie),
+            ("X-Trayback-Key", key),
+            ("Origin", &origin),
+            ("Content-Type", "application/json"),
+        ],
+        serde_json::json!({ "backup": backup, "path": path })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["url"].as_str().unwrap().to_string()
 }

@@ -71,6 +71,9 @@ const TB = (() => {
     return Math.round(s / 86400) + ' days ago';
   }
 
+  // The kinds of backup, largest first (the server's `Kind`).
+  const KINDS = ['monthly', 'weekly', 'daily', 'micro'];
+
   const page = document.body.dataset.page;
   const medium = document.body.dataset.medium;
   const main = document.getElementById('main');
@@ -107,5 +110,5 @@ const TB = (() => {
 
   nav();
   if (!key) banner('This page has no key: open the URL that `trayback ui` printed.');
-  return { api, el, put, svg, human, when, ago, page, medium, main, banner, follow };
+  return { api, el, put, svg, human, when, ago, page, medium, main, banner, follow, KINDS };
 })();

@@ -2,12 +2,14 @@
 // medium's backups; one file's versions across all backups (time, size, changed or not);
 // download one file; restore a selection to its original place or a chosen directory, with
 // the CLI restore's rules (nothing newer overwritten unless asked), progress and a summary.
+// Paths go to the server as their keys (exact bytes, see wire.rs) and are shown as the server
+// shows them (a byte that is not UTF-8 as \xNN).
 'use strict';
 
 (() => {
   const { api, el, put, human, when, medium, main, banner, follow } = TB;
   const q = new URLSearchParams(location.search);
-  const st = { backups: [], label: '', backup: Number(q.get('backup')) || null, path: q.get('path') || '/', picked: new Set() };
+  const st = { backups: [], label: '', backup: Number(q.get('backup')) || null, path: q.get('path') || '/', picked: new Map() };
   const box = {
     list: el('div', { id: 'list' }),
     found: el('div', { id: 'found' }),
@@ -18,7 +20,6 @@
   // Each box's newest request: a reply to an older one (out of order) is not drawn.
   const seq = { list: 0, versions: 0, found: 0 };
 
-  const join = (dir, name) => (dir === '/' ? '' : dir) + '/' + name;
   const parent = (p) => p.replace(/\/[^/]*$/, '') || '/';
   const rec = (id) => st.backups.find((b) => b.id === id);
   const backupName = (b) => '#' + b.id + ' ' + b.kind + ' ' + when(b.started) + (b.verified ? '' : ' (unverified)');
@@ -37,13 +38,11 @@
     } catch (e) { banner(e.message); }
   }
 
-  function crumbs() {
+  // The way from / to the directory: [name shown, key] of each (the server's, or / alone).
+  function crumbs(way) {
     const c = el('div', { class: 'crumbs' }, el('a', { href: '#', text: '/', onclick: (e) => { e.preventDefault(); open('/'); } }));
-    let acc = '';
-    for (const part of st.path.split('/').filter(Boolean)) {
-      acc += '/' + part;
-      const to = acc;
-      c.append(el('a', { href: '#', text: part + '/', onclick: (e) => { e.preventDefault(); open(to); } }));
+    for (const [name, key] of way || []) {
+      c.append(el('a', { href: '#', text: name + '/', onclick: (e) => { e.preventDefault(); open(key); } }));
     }
     return c;
   }
@@ -65,21 +64,21 @@
       }
       for (const r of rows) {
         const name = r.path.slice(r.path.lastIndexOf('/') + 1);
-        const pick = el('input', { type: 'checkbox', class: 'pick', checked: st.picked.has(r.path) });
-        pick.addEventListener('change', () => { pick.checked ? st.picked.add(r.path) : st.picked.delete(r.path); drawRestore(); });
+        const pick = el('input', { type: 'checkbox', class: 'pick', checked: st.picked.has(r.key) });
+        pick.addEventListener('change', () => { pick.checked ? st.picked.set(r.key, r.path) : st.picked.delete(r.key); drawRestore(); });
         const nameCell = r.kind === 'dir'
-          ? el('a', { href: '#', class: 'dir', text: name + '/', onclick: (e) => { e.preventDefault(); open(r.path); } })
+          ? el('a', { href: '#', class: 'dir', text: name + '/', onclick: (e) => { e.preventDefault(); open(r.key); } })
           : el('span', { text: name + (r.target ? ' → ' + r.target : '') });
         const acts = el('td', { class: 'acts' });
         if (r.kind === 'file') {
-          acts.append(el('button', { class: 'plain versions', text: 'Versions', onclick: () => versions(r.path) }), ' ',
-            el('button', { class: 'plain download', text: 'Download', onclick: () => download(st.backup, r.path) }));
+          acts.append(el('button', { class: 'plain versions', text: 'Versions', onclick: () => versions(r.key) }), ' ',
+            el('button', { class: 'plain download', text: 'Download', onclick: () => download(st.backup, r.key) }));
         }
-        table.append(el('tr', { class: 'entry ' + r.kind, 'data-path': r.path },
+        table.append(el('tr', { class: 'entry ' + r.kind, 'data-key': r.key },
           el('td', {}, pick), el('td', {}, nameCell), el('td', { class: 'num', text: r.kind === 'file' ? human(r.size) : '' }),
           el('td', { text: when(r.mtime) }), el('td', { class: 'muted', text: r.origin }), acts));
       }
-      box.list.replaceChildren(crumbs(), table);
+      box.list.replaceChildren(crumbs(d.crumbs), table);
       if (d.truncated) box.list.append(el('p', { class: 'muted', text: 'Only the first ' + d.rows.length + ' entries are shown.' }));
     } catch (e) {
       if (mine !== seq.list) return;
@@ -104,7 +103,7 @@
           el('td', { class: 'num', text: human(r.size) }), el('td', { text: when(r.mtime) }),
           el('td', { class: r.changed ? '' : 'muted', text: r.changed ? 'changed' : 'unchanged' }),
           el('td', {}, el('button', { class: 'plain download', text: 'Download', onclick: () => download(r.backup, path) }), ' ',
-            el('button', { class: 'plain restore-version', text: 'Restore this version…', onclick: () => pickVersion(r.backup, path) }))));
+            el('button', { class: 'plain restore-version', text: 'Restore this version…', onclick: () => pickVersion(r.backup, path, d.path) }))));
       }
       box.versions.replaceChildren(el('div', { class: 'panel' },
         el('h2', { text: 'Versions of ' + d.path }),
@@ -117,9 +116,9 @@
     }
   }
 
-  async function pickVersion(backup, path) {
+  async function pickVersion(backup, path, shown) {
     st.backup = backup;
-    st.picked = new Set([path]);
+    st.picked = new Map([[path, shown]]);
     document.getElementById('backup').value = String(backup);
     await open(parent(path));
     drawRestore();
@@ -132,12 +131,12 @@
     try {
       const d = await api('/api/media/' + medium + '/search?q=' + encodeURIComponent(text));
       if (mine !== seq.found) return;
-      const list = el('ul', { class: 'plain' }, ...d.found.map((f) => el('li', { class: 'hit', 'data-path': f.path },
+      const list = el('ul', { class: 'plain' }, ...d.found.map((f) => el('li', { class: 'hit', 'data-key': f.key },
         el('a', { href: '#', text: f.path + (f.kind === 'dir' ? '/' : ''), onclick: (e) => {
-          e.preventDefault(); st.backup = f.backup; document.getElementById('backup').value = String(f.backup); open(parent(f.path));
+          e.preventDefault(); st.backup = f.backup; document.getElementById('backup').value = String(f.backup); open(parent(f.key));
         } }),
         ' ', el('span', { class: 'muted', text: (f.kind === 'file' ? human(f.size) + ', ' : '') + 'newest in #' + f.backup + ' ' }),
-        f.kind === 'file' ? el('button', { class: 'plain versions', text: 'Versions', onclick: () => versions(f.path) }) : null)));
+        f.kind === 'file' ? el('button', { class: 'plain versions', text: 'Versions', onclick: () => versions(f.key) }) : null)));
       box.found.replaceChildren(el('div', { class: 'panel' },
         el('h2', { text: 'Found "' + text + '"' }),
         d.found.length ? list : el('p', { text: 'No name on this medium contains it.' }),
@@ -150,7 +149,7 @@
 
   function drawRestore() {
     const b = rec(st.backup);
-    const picked = [...st.picked].sort();
+    const picked = [...st.picked.keys()].sort();
     const toOrig = el('input', { type: 'radio', name: 'to', id: 'to-original', checked: true });
     const toDir = el('input', { type: 'radio', name: 'to', id: 'to-dir' });
     const dir = el('input', { type: 'text', id: 'target-dir', class: 'wide', placeholder: '/root/restored' });
@@ -184,7 +183,7 @@
       el('h2', { text: 'Restore' }),
       el('p', {}, b ? 'From backup ' + backupName(b) + ': ' : 'Pick a backup. ',
         picked.length ? picked.length + ' selected' : 'nothing selected: the whole backup'),
-      picked.length ? el('ul', { class: 'plain picked' }, ...picked.map((p) => el('li', { text: p }))) : null,
+      picked.length ? el('ul', { class: 'plain picked' }, ...picked.map((p) => el('li', { text: st.picked.get(p) }))) : null,
       el('div', {}, el('label', {}, toOrig, ' to the original place')),
       el('div', {}, el('label', {}, toDir, ' under the directory '), dir,
         el('span', { class: 'muted', text: ' (full paths kept below it)' })),

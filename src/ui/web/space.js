@@ -4,8 +4,7 @@
 'use strict';
 
 (() => {
-  const { api, el, svg, human, when, medium, main, banner } = TB;
-  const KINDS = ['monthly', 'weekly', 'daily', 'micro'];
+  const { api, el, svg, human, when, medium, main, banner, KINDS } = TB;
 
   // A line chart of points [x, bytes] with a capacity line; xLabel(x) names the ticks.
   function chart(id, points, capacity, xLabel, cls, extra, extraTop) {
@@ -48,14 +47,15 @@
       const t = d.oldest[k];
       return t ? (now - new Date(t).getTime()) / 86400000 : null;
     };
-    const days = KINDS.flatMap((k) => [back(k), d.reach.days[k]]).filter((v) => v !== null && v !== undefined);
+    const ahead = (k) => (d.forecast ? d.forecast[0].days[k] : null);
+    const days = KINDS.flatMap((k) => [back(k), ahead(k)]).filter((v) => v !== null && v !== undefined);
     const most = Math.max(1, ...days);
     const X = (v) => L + v / most * (W - L - 160);
     const s = svg('svg', { id: 'reach', width: W, height: 16 + lane * KINDS.length, role: 'img' });
     KINDS.forEach((k, i) => {
       const y = 8 + i * lane;
       s.append(svg('text', { class: 'label', x: 4, y: y + 14, text: k }));
-      const b = back(k), f = d.reach.days[k];
+      const b = back(k), f = ahead(k);
       if (b !== null) {
         s.append(svg('rect', { class: 'bar now', x: L, y, width: Math.max(1, X(b) - L), height: 12 }),
           svg('text', { x: X(b) + 6, y: y + 10, text: b.toFixed(1) + ' days now' }));
@@ -68,29 +68,49 @@
     return s;
   }
 
+  // The forecast part: the simulation's answer, or a note while it is computed.
+  function forecastPart(d) {
+    if (!d.forecast) {
+      return [el('h2', { text: 'Forecast' }),
+        el('p', { class: 'muted', id: 'forecast-pending', text: 'Simulating ' + d.simulated_days + ' days on this capacity at this medium\'s rate…' })];
+    }
+    const [reach, points] = d.forecast;
+    const h = reach.history;
+    return [el('h2', { text: 'Forecast' }),
+      el('p', { class: 'muted', text: 'trayback simulate on this capacity for ' + d.simulated_days + ' days at this medium\'s rate: a full backup of ' +
+        human(h.full_size) + ', changes of ' + human(h.change.micro) + ' a micro, ' + human(h.change.daily) + ' a day, ' +
+        human(h.change.weekly) + ' a week' + (reach.failed ? '; ' + reach.failed + ' backups would find no room' : '') + '.' }),
+      el('div', { class: 'panel scroll' }, chart('forecast', points, d.capacity, (x) => 'day ' + Math.round(x), 'forecast'))];
+  }
+
+  function draw(d) {
+    const used = d.packs;
+    const stored = d.stored.map(([t, v]) => [new Date(t).getTime(), v]);
+    main.replaceChildren(
+      el('h1', { text: 'Space' }),
+      el('p', {}, 'The medium\'s packs occupy ' + human(used) + '; its file system has ' + human(d.free) + ' free of ' + human(d.capacity) + '.'),
+      el('h2', { text: 'Used over time' }),
+      el('p', { class: 'muted', text: 'What the backups now on the medium stored, as they were made (pared backups no longer count); the dot is what its packs occupy now (with blocks no backup needs any more, until they are collected).' }),
+      el('div', { class: 'panel scroll' }, chart('used', stored, d.capacity, (x) => when(new Date(x).toISOString()).slice(0, 10), '',
+        (s, X, Y) => { if (stored.length) s.append(svg('circle', { class: 'now', r: 5, cx: X(stored[stored.length - 1][0]), cy: Y(used) })); }, used)),
+      ...forecastPart(d),
+      el('h2', { text: 'How far back each kind reaches' }),
+      el('div', { class: 'legend' }, el('span', {}, el('span', { class: 'sw monthly' }), 'on the medium now'),
+        d.forecast && el('span', {}, el('span', { class: 'sw daily' }), 'at the end of the forecast')),
+      el('div', { class: 'panel scroll' }, reachBars(d)));
+  }
+
   async function load() {
-    main.replaceChildren(el('p', { class: 'muted', text: 'Measuring the medium and simulating half a year…' }));
+    main.replaceChildren(el('p', { class: 'muted', text: 'Measuring the medium…' }));
     try {
-      const d = await api('/api/media/' + medium + '/space');
-      const used = d.packs;
-      const stored = d.stored.map(([t, v]) => [new Date(t).getTime(), v]);
-      const h = d.reach.history;
-      main.replaceChildren(
-        el('h1', { text: 'Space' }),
-        el('p', {}, 'The medium\'s packs occupy ' + human(used) + '; its file system has ' + human(d.free) + ' free of ' + human(d.capacity) + '.'),
-        el('h2', { text: 'Used over time' }),
-        el('p', { class: 'muted', text: 'What the backups now on the medium stored, as they were made (pared backups no longer count); the dot is what its packs occupy now (with blocks no backup needs any more, until they are collected).' }),
-        el('div', { class: 'panel scroll' }, chart('used', stored, d.capacity, (x) => when(new Date(x).toISOString()).slice(0, 10), '',
-          (s, X, Y) => { if (stored.length) s.append(svg('circle', { class: 'now', r: 5, cx: X(stored[stored.length - 1][0]), cy: Y(used) })); }, used)),
-        el('h2', { text: 'Forecast' }),
-        el('p', { class: 'muted', text: 'trayback simulate on this capacity for ' + d.simulated_days + ' days at this medium\'s rate: a full backup of ' +
-          human(h.full_size) + ', changes of ' + human(h.change.micro) + ' a micro, ' + human(h.change.daily) + ' a day, ' +
-          human(h.change.weekly) + ' a week' + (d.reach.failed ? '; ' + d.reach.failed + ' backups would find no room' : '') + '.' }),
-        el('div', { class: 'panel scroll' }, chart('forecast', d.forecast, d.capacity, (x) => 'day ' + Math.round(x), 'forecast')),
-        el('h2', { text: 'How far back each kind reaches' }),
-        el('div', { class: 'legend' }, el('span', {}, el('span', { class: 'sw monthly' }), 'on the medium now'),
-          el('span', {}, el('span', { class: 'sw daily' }), 'at the end of the forecast')),
-        el('div', { class: 'panel scroll' }, reachBars(d)));
+      // The page is drawn at once; the forecast, computed in the background when the tree
+      // changed, is asked for again until it is there.
+      for (;;) {
+        const d = await api('/api/media/' + medium + '/space');
+        draw(d);
+        if (d.forecast) return;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
     } catch (e) {
       banner(e.message);
       main.replaceChildren();

@@ -3,8 +3,7 @@
 'use strict';
 
 (() => {
-  const { api, el, human, when, ago, main, banner, follow } = TB;
-  const KINDS = ['monthly', 'weekly', 'daily', 'micro'];
+  const { api, el, human, when, ago, main, banner, follow, KINDS } = TB;
   // Results of the buttons, by media id, kept across redraws.
   const results = {};
   let timer = null;
@@ -114,7 +113,8 @@
       // counts only as the "… ago" it is shown as.
       const shown = { ...d, now: d.trays.map((t) => (t.state === 'away' ? ago(t.last_seen, d.now) : '')) };
       const seen = JSON.stringify([shown, results]);
-      busy = d.trays.some((t) => t.job);
+      // A job running, or a button's action in flight: ask again each second.
+      busy = d.trays.some((t) => t.job) || Object.keys(results).some(acting);
       if (seen === last) { timer = setTimeout(refresh, busy ? 1000 : 5000); return; }
       last = seen;
       const parts = [el('h1', { text: 'Trays' + (d.host ? ' of ' + d.host : '') })];
@@ -131,7 +131,6 @@
       if (!cards.length) parts.push(el('p', { class: 'muted', text: 'No tray known yet: insert one.' }));
       parts.push(el('div', { class: 'cards' }, ...cards));
       main.replaceChildren(...parts);
-      busy = d.trays.some((t) => t.job);
     } catch (e) {
       if (mine !== gen) return;
       banner(e.message);

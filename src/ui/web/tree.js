@@ -6,8 +6,7 @@
 'use strict';
 
 (() => {
-  const { api, el, svg, human, when, medium, main, banner } = TB;
-  const KINDS = ['monthly', 'weekly', 'daily', 'micro'];
+  const { api, el, svg, human, when, medium, main, banner, KINDS } = TB;
   const ROW = 30, INDENT = 26, BOX_W = 330, BOX_H = 22, MAX_DEPTH = 32;
 
   function filesLink(id) {
@@ -40,9 +39,7 @@
     });
     nodes.forEach((n, i) => {
       const b = byId.get(n.first);
-      const ids = [];
-      for (const r of d.backups) if (r.id >= n.first && r.id <= n.last) ids.push(r.id);
-      const pared = ids.map((id) => paring.get(id)).filter(Boolean);
+      const pared = n.members.map((id) => paring.get(id)).filter(Boolean);
       const cls = ['node', b.kind, b.verified ? 'verified' : 'unverified', pared.length ? 'to-pare' : ''].join(' ');
       const g = svg('g', { class: cls, 'data-first': n.first, 'data-last': n.last, 'data-count': n.count,
         transform: 'translate(' + x(n) + ',' + y(i) + ')' });
