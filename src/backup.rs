@@ -15,7 +15,7 @@
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{BackupId, BlockId};
-use crate::listing::{Entry, Listing, LISTING_FORMAT, LISTING_FORMAT_FIXED};
+use crate::listing::{Entry, EntryKind, Listing, LISTING_FORMAT, LISTING_FORMAT_FIXED};
 use crate::medium::{self, BackupHeader, BackupWriter, Counts, Medium, Problem};
 use crate::progress::Meter;
 use crate::store::pack::BlobKind;
@@ -112,6 +112,20 @@ impl Ctx<'_> {
             Chunker::Fixed => LISTING_FORMAT_FIXED,
             Chunker::Content(_) => LISTING_FORMAT,
         };
+        // Never store a listing this medium's readers would refuse (an estimate reads no
+        // blocks: its listings only measure).
+        if let Some(e) = entries.iter().find(|e| {
+            !self.dry
+                && e.kind == EntryKind::File
+                && !self.chunker.fits(e.size, e.blocks.len() as u64)
+        }) {
+            return Err(Error::Refused(format!(
+                "not storing a listing whose entry {:?} has {} blocks for {} bytes",
+                e.name.lossy(),
+                e.blocks.len(),
+                e.size
+            )));
+        }
         let bytes = Listing::with_format(format, entries).encode();
         if self.dry {
             let id = BlockId::of(&bytes);

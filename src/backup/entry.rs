@@ -381,6 +381,9 @@ impl<'a> Ctx<'a> {
                             && p.mtime_ns == entry.mtime_ns
                             && p.ctime_ns == entry.ctime_ns
                             && p.ino == entry.ino
+                            // Blocks cut by another chunker (a tree turned back to fixed
+                            // blocks) would make a listing this medium's readers refuse.
+                            && self.chunker.fits(p.size, p.blocks.len() as u64)
                     });
                 if self.dry && !unchanged {
                     if !keep_xattrs {

@@ -95,6 +95,12 @@ const READ_STEP: usize = 256 << 10;
 pub const CUT_BUFFER: usize = MAX_BLOCK + READ_STEP;
 
 impl Chunker {
+    /// Whether `count` blocks of this chunker can hold a file of `size` bytes (the rule a
+    /// reader of this medium's listings applies, [`block_count_fits`]).
+    pub fn fits(&self, size: u64, count: u64) -> bool {
+        block_count_fits(matches!(self, Chunker::Content(_)), size, count)
+    }
+
     /// The length of the next block at the front of `data` (non-empty), and whether it is
     /// final: a cut was found before the end of `data`, or the block is as long as blocks
     /// get. Otherwise the block may go on past `data`: more must be read (at the end of the
