@@ -88,6 +88,9 @@ fn verify_refuses_a_file_whose_blocks_do_not_add_up_to_its_size() {
     });
     let restore = env.try_restore(id, &env.path("target"));
     assert!(!restore.status.success(), "restore accepted it");
+    // F7: the error names the file, not a hash of its block list.
+    let said = text(&restore.stderr);
+    assert!(said.contains("claims-1-MiB"), "{said}");
     let out = env.run(&[
         "verify",
         "--medium",

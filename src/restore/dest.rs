@@ -374,7 +374,7 @@ impl Ctx<'_> {
                     .map_err(io::Error::from)
                     .at(path())?;
                 let f = File::from(fd);
-                super::content(self.m, e, &mut |offset, data| {
+                super::content(self.m, e, &path(), &mut |offset, data| {
                     write_sparse(&f, data, offset).at(path())?;
                     self.meter.add(0, data.len() as u64);
                     Ok(())
