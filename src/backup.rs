@@ -15,11 +15,11 @@
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{BackupId, BlockId};
-use crate::listing::Listing;
+use crate::listing::{Entry, EntryKind, Listing, LISTING_FORMAT, LISTING_FORMAT_FIXED};
 use crate::medium::{self, BackupHeader, BackupWriter, Counts, Medium, Problem};
 use crate::progress::Meter;
 use crate::store::pack::BlobKind;
-use crate::store::Store;
+use crate::store::{Chunker, Store};
 use crate::tree::Kind;
 use chrono::{DateTime, Utc};
 use entry::walk_sources;
@@ -93,6 +93,8 @@ struct Ctx<'a> {
     problems: Mutex<Vec<Problem>>,
     meter: &'a Meter,
     cancel: &'a AtomicBool,
+    /// How the medium cuts content into blocks (its tree's format decides).
+    chunker: Chunker,
 }
 
 impl Ctx<'_> {
@@ -104,8 +106,27 @@ impl Ctx<'_> {
         });
     }
 
-    fn put_listing(&self, l: &Listing) -> Result<BlockId> {
-        let bytes = l.encode();
+    /// Store the listing of `entries`, in the format that goes with the medium's blocks.
+    fn put_listing(&self, entries: Vec<Entry>) -> Result<BlockId> {
+        let format = match self.chunker {
+            Chunker::Fixed => LISTING_FORMAT_FIXED,
+            Chunker::Content(_) => LISTING_FORMAT,
+        };
+        // Never store a listing this medium's readers would refuse (an estimate reads no
+        // blocks: its listings only measure).
+        if let Some(e) = entries.iter().find(|e| {
+            !self.dry
+                && e.kind == EntryKind::File
+                && !self.chunker.fits(e.size, e.blocks.len() as u64)
+        }) {
+            return Err(Error::Refused(format!(
+                "not storing a listing whose entry {:?} has {} blocks for {} bytes",
+                e.name.lossy(),
+                e.blocks.len(),
+                e.size
+            )));
+        }
+        let bytes = Listing::with_format(format, entries).encode();
         if self.dry {
             let id = BlockId::of(&bytes);
             if !self.store.contains(&id) {
@@ -248,6 +269,7 @@ fn make(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         problems: Mutex::new(Vec::new()),
         meter: req.meter,
         cancel: req.cancel,
+        chunker: medium.chunker(),
     };
     let vroot = source_tree(&sources);
     let walked = (|| {
@@ -340,6 +362,7 @@ pub fn estimate(
         problems: Mutex::new(Vec::new()),
         meter: &meter,
         cancel,
+        chunker: medium.chunker(),
     };
     let vroot = source_tree(&resolve_sources(medium, config)?);
     walk_sources(&ctx, &vroot, parent_root)?;

@@ -273,7 +273,7 @@ pub fn load_config(path: Option<&Path>, sources: &[PathBuf]) -> Result<Config> {
         None if Path::new(config::DEFAULT_PATH).exists() => {
             Config::load(Path::new(config::DEFAULT_PATH))?
         }
-        None => Config::default(),
+        None => Config::builtin()?,
     };
     if !sources.is_empty() {
         let abs: Vec<PathBuf> = sources

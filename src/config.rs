@@ -199,13 +199,20 @@ fn parse_time_of_day(s: &str) -> Result<NaiveTime, String> {
         .map_err(|_| format!("{s:?} is not a time of day (HH:MM, UTC)"))
 }
 
+/// The built-in config. Panics when `$TRAYBACK_STATE_DIR` is set but not absolute: commands
+/// use [`Config::builtin`], which says so in one error line.
 impl Default for Config {
     fn default() -> Self {
-        Config::from_raw(RawConfig::default(), Path::new("<built-in>")).expect("defaults are valid")
+        Config::builtin().expect("defaults are valid")
     }
 }
 
 impl Config {
+    /// The built-in config (no file): fails only on a bad `$TRAYBACK_STATE_DIR`.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::from_raw(RawConfig::default(), Path::new("<built-in>"))
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -142,6 +142,8 @@ pub struct Keys {
     ids: MacState,
     pack_mac: MacState,
     media_mac: SecretKey,
+    /// Keys the gear table of content-defined blocks ([`crate::store::chunk::Gear::keyed`]).
+    chunker: SecretKey,
 }
 
 impl fmt::Debug for Keys {
@@ -160,7 +162,13 @@ impl Keys {
             ids: data_key.subkey(LABEL_BLOCK_ID).hmac(),
             pack_mac: data_key.subkey(LABEL_PACK_MAC).hmac(),
             media_mac: data_key.subkey(LABEL_MEDIA_MAC),
+            chunker: data_key.subkey(crate::store::chunk::LABEL_CHUNKER),
         }
+    }
+
+    /// The key of the medium's gear table (content-defined block boundaries).
+    pub fn chunker_key(&self) -> &SecretKey {
+        &self.chunker
     }
 
     /// The key that MACs the media ID file.

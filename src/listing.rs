@@ -16,7 +16,11 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::ids::BlockId;
 
-pub const LISTING_FORMAT: u32 = 2;
+/// The listing format of a medium whose content is cut into content-defined blocks.
+pub const LISTING_FORMAT: u32 = 3;
+/// The listing format of a medium with fixed 256 KiB blocks (tree format 1): the same bytes,
+/// a stricter rule for a file's number of blocks.
+pub const LISTING_FORMAT_FIXED: u32 = 2;
 const LISTING_MAGIC: &[u8; 4] = b"TLST";
 /// The longest listing (encoded, uncompressed) a reader accepts and a writer writes: 256 MiB,
 /// a directory of a million entries at 268 bytes each (a file of up to five blocks with a
@@ -106,7 +110,7 @@ pub struct Entry {
     pub nlink: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub size: u64,
-    /// For files: the content, in order; each block but the last is exactly 256 KiB.
+    /// For files: the content, in order (FORMAT.md "Blobs and blob ids" bounds their number).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocks: Vec<BlockId>,
     /// For directories: the id of the directory's own listing.
@@ -178,12 +182,15 @@ pub struct Listing {
 }
 
 impl Listing {
-    pub fn new(mut entries: Vec<Entry>) -> Listing {
+    pub fn new(entries: Vec<Entry>) -> Listing {
+        Listing::with_format(LISTING_FORMAT, entries)
+    }
+
+    /// A listing of `format` ([`LISTING_FORMAT`] or [`LISTING_FORMAT_FIXED`], as the medium
+    /// cuts content).
+    pub fn with_format(format: u32, mut entries: Vec<Entry>) -> Listing {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Listing {
-            format: LISTING_FORMAT,
-            entries,
-        }
+        Listing { format, entries }
     }
 
     /// The binary encoding (FORMAT.md "Listings"): deterministic, so an unchanged directory
@@ -213,7 +220,7 @@ impl Listing {
             return Err("not a listing (bad magic)".into());
         }
         let format = r.u32()?;
-        if format != LISTING_FORMAT {
+        if format != LISTING_FORMAT && format != LISTING_FORMAT_FIXED {
             return Err(format!("listing format {format} is not supported"));
         }
         let count = r.u32()? as usize;
@@ -226,7 +233,7 @@ impl Listing {
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(count);
         for _ in 0..count {
-            let e = decode_entry(&mut r)?;
+            let e = decode_entry(&mut r, format == LISTING_FORMAT)?;
             if let Some(prev) = entries.last() {
                 if prev.name >= e.name {
                     return Err(format!(
@@ -351,7 +358,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_entry(r: &mut Reader) -> Result<Entry, String> {
+/// One entry; `content_defined`: the listing's blocks are content-defined (format 3).
+fn decode_entry(r: &mut Reader, content_defined: bool) -> Result<Entry, String> {
     let name = Bytes(r.bytes16()?);
     let kind = match r.array::<1>()?[0] {
         1 => EntryKind::File,
@@ -380,6 +388,13 @@ fn decode_entry(r: &mut Reader) -> Result<Entry, String> {
         EntryKind::File => {
             e.size = r.u64()?;
             let n = r.u32()? as usize;
+            if !crate::store::chunk::block_count_fits(content_defined, e.size, n as u64) {
+                return Err(format!(
+                    "listing entry {:?} has {n} blocks, which cannot hold its {} bytes",
+                    e.name.lossy(),
+                    e.size
+                ));
+            }
             let raw = r.take(n.checked_mul(32).ok_or("block count overflows")?)?;
             e.blocks = raw
                 .chunks_exact(32)
@@ -487,6 +502,36 @@ mod tests {
         bytes.extend_from_slice(&LISTING_FORMAT.to_le_bytes());
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(Listing::decode(&bytes).unwrap_err().contains("claims"));
+    }
+
+    /// A file's number of blocks must fit its size by the listing's rule (FORMAT.md), checked
+    /// before the block ids are read.
+    #[test]
+    fn block_counts_that_cannot_hold_the_size_are_refused() {
+        let kib = 1024u64;
+        for (format, size, count, ok) in [
+            (LISTING_FORMAT_FIXED, 256 * kib, 1, true),
+            (LISTING_FORMAT_FIXED, 256 * kib + 1, 1, false),
+            (LISTING_FORMAT_FIXED, 256 * kib + 1, 2, true),
+            (LISTING_FORMAT_FIXED, 5, 0, false),
+            (LISTING_FORMAT, 1024 * kib, 1, true),
+            (LISTING_FORMAT, 1024 * kib + 1, 1, false),
+            (LISTING_FORMAT, 256 * kib, 2, true),
+            (LISTING_FORMAT, 256 * kib, 3, false),
+            (LISTING_FORMAT, 0, 1, false),
+        ] {
+            let mut e = entry(b"f");
+            e.size = size;
+            e.blocks = vec![BlockId::of(b"x"); count];
+            let bytes = Listing::with_format(format, vec![e]).encode();
+            match Listing::decode(&bytes) {
+                Ok(_) => assert!(ok, "{format} {size} {count} accepted"),
+                Err(err) => assert!(
+                    !ok && err.contains("cannot hold"),
+                    "{format} {size} {count}: {err}"
+                ),
+            }
+        }
     }
 
     #[test]

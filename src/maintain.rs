@@ -318,6 +318,12 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
             bytes_stored: h.bytes.stored,
         });
     }
+    // A medium whose backups cut content into fixed blocks keeps them (FORMAT.md "Blobs and
+    // blob ids"): the format of the first readable root listing says which.
+    let fixed = headers.iter().find_map(|h| m.listing(&h.root).ok());
+    if fixed.is_some_and(|l| l.format == crate::listing::LISTING_FORMAT_FIXED) {
+        tree.format = crate::tree::TREE_FORMAT_FIXED;
+    }
     m.replace_tree(tree)?;
     notes.push(format!(
         "tree rebuilt with {} backups, all unverified: run `trayback verify --all`",

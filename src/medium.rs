@@ -38,7 +38,8 @@ use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::ids::{BackupId, BlockId, MediaId, PackId};
 use crate::listing::Listing;
-use crate::store::{self, Store};
+use crate::store::chunk::Gear;
+use crate::store::{self, Chunker, Store};
 use crate::tree::{Kind, Tree};
 pub use beneath::Beneath;
 use beneath::Kind as EntryType;
@@ -261,6 +262,18 @@ impl Medium {
     /// The dependency tree as committed (or as this writer changed and committed it).
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// How this medium cuts file content into blocks: its tree's format decides (FORMAT.md
+    /// "Blobs and blob ids"); on an encrypted medium the boundaries are keyed.
+    pub fn chunker(&self) -> Chunker {
+        if self.tree.format == crate::tree::TREE_FORMAT_FIXED {
+            return Chunker::Fixed;
+        }
+        Chunker::Content(match &self.crypt {
+            Crypt::Plain => Gear::public(),
+            Crypt::Sealed(k) => Gear::keyed(k.chunker_key()),
+        })
     }
 
     /// The block store, for reading (writes go through [`BackupWriter`]).

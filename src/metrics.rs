@@ -4,7 +4,7 @@
 //!
 //! Invariants: every number comes from the typed status the CLI and the web interface show
 //! (nothing is decided again here); names follow Prometheus conventions (`trayback_` prefix,
-//! `_seconds`, `_bytes`, `_total`); every label value is escaped (a medium's label is user
+//! `_seconds`, `_bytes`); every label value is escaped (a medium's label is user
 //! data: quotes, backslashes and newlines cannot break a line); the text ends with `# EOF`.
 
 use crate::status::{BackupRef, Status};
@@ -13,49 +13,110 @@ use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// One metric family: its samples, written under one `# TYPE` and `# HELP`.
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<(String, f64)>,
+/// Every metric family, in the order they are written. All are gauges: their sample names
+/// are the family's in both OpenMetrics and the older text format node_exporter's textfile
+/// collector reads (a counter's sample is `_total` in one and its `TYPE` line in the other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Metric {
+    AgentUp,
+    StatusTimestampSeconds,
+    Warnings,
+    LastFailureTimestampSeconds,
+    MediumInserted,
+    MediumLastSeenTimestampSeconds,
+    MediumNewestBackupTimestampSeconds,
+    MediumBackups,
+    MediumLastVerifyOk,
+    MediumLastVerifyTimestampSeconds,
+    MediumFreeBytes,
+    MediumUsedBytes,
+    MediumSizeBytes,
+    MediumParedBackups,
+    MediumJobRunning,
+    MediumJobStartedTimestampSeconds,
+    MediumJobBytes,
 }
 
-/// The families in the order they are written, filled by [`render`].
-struct Families(Vec<Family>);
+impl Metric {
+    const ALL: [Metric; 17] = [
+        Metric::AgentUp,
+        Metric::StatusTimestampSeconds,
+        Metric::Warnings,
+        Metric::LastFailureTimestampSeconds,
+        Metric::MediumInserted,
+        Metric::MediumLastSeenTimestampSeconds,
+        Metric::MediumNewestBackupTimestampSeconds,
+        Metric::MediumBackups,
+        Metric::MediumLastVerifyOk,
+        Metric::MediumLastVerifyTimestampSeconds,
+        Metric::MediumFreeBytes,
+        Metric::MediumUsedBytes,
+        Metric::MediumSizeBytes,
+        Metric::MediumParedBackups,
+        Metric::MediumJobRunning,
+        Metric::MediumJobStartedTimestampSeconds,
+        Metric::MediumJobBytes,
+    ];
 
-impl Families {
-    fn add(&mut self, name: &'static str, labels: &[(&str, &str)], value: f64) {
-        let f = self
-            .0
-            .iter_mut()
-            .find(|f| f.name == name)
-            .expect("every family is declared in FAMILIES");
-        f.samples.push((labels_text(labels), value));
+    fn name(self) -> &'static str {
+        match self {
+            Metric::AgentUp => "trayback_agent_up",
+            Metric::StatusTimestampSeconds => "trayback_status_timestamp_seconds",
+            Metric::Warnings => "trayback_warnings",
+            Metric::LastFailureTimestampSeconds => "trayback_last_failure_timestamp_seconds",
+            Metric::MediumInserted => "trayback_medium_inserted",
+            Metric::MediumLastSeenTimestampSeconds => "trayback_medium_last_seen_timestamp_seconds",
+            Metric::MediumNewestBackupTimestampSeconds => {
+                "trayback_medium_newest_backup_timestamp_seconds"
+            }
+            Metric::MediumBackups => "trayback_medium_backups",
+            Metric::MediumLastVerifyOk => "trayback_medium_last_verify_ok",
+            Metric::MediumLastVerifyTimestampSeconds => {
+                "trayback_medium_last_verify_timestamp_seconds"
+            }
+            Metric::MediumFreeBytes => "trayback_medium_free_bytes",
+            Metric::MediumUsedBytes => "trayback_medium_used_bytes",
+            Metric::MediumSizeBytes => "trayback_medium_size_bytes",
+            Metric::MediumParedBackups => "trayback_medium_pared_backups",
+            Metric::MediumJobRunning => "trayback_medium_job_running",
+            Metric::MediumJobStartedTimestampSeconds => {
+                "trayback_medium_job_started_timestamp_seconds"
+            }
+            Metric::MediumJobBytes => "trayback_medium_job_bytes",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Metric::AgentUp => "1 while the agent runs and answers; 0 when it stopped or did not answer.",
+            Metric::StatusTimestampSeconds => "When the agent made this status (its clock).",
+            Metric::Warnings => "Warnings `trayback status` shows (media away too long, clock jumps, failing media).",
+            Metric::LastFailureTimestampSeconds => "The newest failure notified since the agent started (backup or verify failed, medium too small, failing, tampered or pulled during a job).",
+            Metric::MediumInserted => "1 when the medium is inserted and mounted by the agent, 0 when it is away.",
+            Metric::MediumLastSeenTimestampSeconds => "When this host last saw the medium (now, while it is inserted).",
+            Metric::MediumNewestBackupTimestampSeconds => "Start of the newest verified backup of each kind on the medium.",
+            Metric::MediumBackups => "Backups on the inserted medium.",
+            Metric::MediumLastVerifyOk => "1 when the newest verification on the inserted medium found no damage, 0 when it found damage.",
+            Metric::MediumLastVerifyTimestampSeconds => "When the newest verification on the inserted medium ended.",
+            Metric::MediumFreeBytes => "Free bytes on the inserted medium's file system.",
+            Metric::MediumUsedBytes => "Used bytes on the inserted medium's file system.",
+            Metric::MediumSizeBytes => "Size of the inserted medium's file system.",
+            Metric::MediumParedBackups => "Backups pared on the medium since it was inserted (a gauge, not a counter: node_exporter's textfile collector reads the older text format, where a counter's TYPE line names its _total sample).",
+            Metric::MediumJobRunning => "1 while a backup runs on the medium (label kind), else 0.",
+            Metric::MediumJobStartedTimestampSeconds => "Start of the running backup.",
+            Metric::MediumJobBytes => "Bytes the running backup has read so far.",
+        }
     }
 }
 
-/// Every family: name, type, help. Counters are named without `_total` (OpenMetrics adds it
-/// to the sample).
-const FAMILIES: &[(&str, &str, &str)] = &[
-    ("trayback_agent_up", "gauge", "1 while the agent runs and answers; 0 when it stopped or did not answer."),
-    ("trayback_status_timestamp_seconds", "gauge", "When the agent made this status (its clock)."),
-    ("trayback_warnings", "gauge", "Warnings `trayback status` shows (media away too long, clock jumps, failing media)."),
-    ("trayback_last_failure_timestamp_seconds", "gauge", "The newest failure notified since the agent started (backup or verify failed, medium too small, failing, tampered or pulled during a job)."),
-    ("trayback_medium_inserted", "gauge", "1 when the medium is inserted and mounted by the agent, 0 when it is away."),
-    ("trayback_medium_last_seen_timestamp_seconds", "gauge", "When this host last saw the medium (now, while it is inserted)."),
-    ("trayback_medium_newest_backup_timestamp_seconds", "gauge", "Start of the newest verified backup of each kind on the medium."),
-    ("trayback_medium_backups", "gauge", "Backups on the inserted medium."),
-    ("trayback_medium_last_verify_ok", "gauge", "1 when the newest verification on the inserted medium found no damage, 0 when it found damage."),
-    ("trayback_medium_last_verify_timestamp_seconds", "gauge", "When the newest verification on the inserted medium ended."),
-    ("trayback_medium_free_bytes", "gauge", "Free bytes on the inserted medium's file system."),
-    ("trayback_medium_used_bytes", "gauge", "Used bytes on the inserted medium's file system."),
-    ("trayback_medium_size_bytes", "gauge", "Size of the inserted medium's file system."),
-    ("trayback_medium_pared_backups", "gauge", "Backups pared on the medium since it was inserted (a gauge, not a counter: node_exporter's textfile collector reads the older text format, where a counter's TYPE line names its _total sample)."),
-    ("trayback_medium_job_running", "gauge", "1 while a backup runs on the medium (label kind), else 0."),
-    ("trayback_medium_job_started_timestamp_seconds", "gauge", "Start of the running backup."),
-    ("trayback_medium_job_bytes", "gauge", "Bytes the running backup has read so far."),
-];
+/// The samples of each family (indexed by [`Metric`]), filled by [`render`].
+struct Families([Vec<(String, f64)>; Metric::ALL.len()]);
+
+impl Families {
+    fn add(&mut self, m: Metric, labels: &[(&str, &str)], value: f64) {
+        self.0[m as usize].push((labels_text(labels), value));
+    }
+}
 
 /// What the metrics describe: the agent and its status.
 #[derive(Clone, Copy, Debug)]
@@ -70,37 +131,25 @@ pub enum Agent<'a> {
 
 /// The agent's state as OpenMetrics text.
 pub fn render(agent: Agent<'_>) -> String {
-    let mut f = Families(
-        FAMILIES
-            .iter()
-            .map(|(name, kind, help)| Family {
-                name,
-                kind,
-                help,
-                samples: Vec::new(),
-            })
-            .collect(),
-    );
+    let mut f = Families(std::array::from_fn(|_| Vec::new()));
     let (up, status) = match agent {
         Agent::Running(s) => (1.0, Some(s)),
         Agent::Stopped(s) => (0.0, Some(s)),
         Agent::NotRunning => (0.0, None),
     };
-    f.add("trayback_agent_up", &[], up);
+    f.add(Metric::AgentUp, &[], up);
     if let Some(s) = status {
         add_status(&mut f, s);
     }
     let mut out = String::new();
-    for fam in &f.0 {
-        if fam.samples.is_empty() {
+    for (m, samples) in Metric::ALL.into_iter().zip(&f.0) {
+        if samples.is_empty() {
             continue;
         }
-        let _ = writeln!(out, "# TYPE {} {}", fam.name, fam.kind);
-        let _ = writeln!(out, "# HELP {} {}", fam.name, fam.help);
-        // Gauges only: their sample names are the family's in both OpenMetrics and the older
-        // text format node_exporter's textfile collector reads.
-        for (labels, v) in &fam.samples {
-            let _ = writeln!(out, "{}{labels} {}", fam.name, number(*v));
+        let _ = writeln!(out, "# TYPE {} gauge", m.name());
+        let _ = writeln!(out, "# HELP {} {}", m.name(), m.help());
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{}{labels} {}", m.name(), number(*v));
         }
     }
     out.push_str("# EOF\n");
@@ -108,59 +157,47 @@ pub fn render(agent: Agent<'_>) -> String {
 }
 
 fn add_status(f: &mut Families, s: &Status) {
-    f.add("trayback_status_timestamp_seconds", &[], secs(s.now));
-    f.add("trayback_warnings", &[], s.warnings.len() as f64);
+    f.add(Metric::StatusTimestampSeconds, &[], secs(s.now));
+    f.add(Metric::Warnings, &[], s.warnings.len() as f64);
     if let Some(fail) = &s.last_failure {
         let labels = [
             ("event", fail.event.as_str()),
             ("media_id", fail.media_id.as_deref().unwrap_or("")),
             ("label", fail.label.as_deref().unwrap_or("")),
         ];
-        f.add(
-            "trayback_last_failure_timestamp_seconds",
-            &labels,
-            secs(fail.at),
-        );
+        f.add(Metric::LastFailureTimestampSeconds, &labels, secs(fail.at));
     }
     for m in &s.inserted {
         let id = m.media_id.to_string();
         let who = [("media_id", id.as_str()), ("label", m.label.as_str())];
-        f.add("trayback_medium_inserted", &who, 1.0);
-        f.add(
-            "trayback_medium_last_seen_timestamp_seconds",
-            &who,
-            secs(s.now),
-        );
+        f.add(Metric::MediumInserted, &who, 1.0);
+        f.add(Metric::MediumLastSeenTimestampSeconds, &who, secs(s.now));
         add_newest(f, &who, &m.newest);
-        f.add("trayback_medium_backups", &who, m.backups as f64);
+        f.add(Metric::MediumBackups, &who, m.backups as f64);
         if let Some(v) = m.last_verify {
-            f.add("trayback_medium_last_verify_ok", &who, v.ok as u8 as f64);
-            f.add(
-                "trayback_medium_last_verify_timestamp_seconds",
-                &who,
-                secs(v.at),
-            );
+            f.add(Metric::MediumLastVerifyOk, &who, v.ok as u8 as f64);
+            f.add(Metric::MediumLastVerifyTimestampSeconds, &who, secs(v.at));
         }
-        f.add("trayback_medium_free_bytes", &who, m.free_bytes as f64);
+        f.add(Metric::MediumFreeBytes, &who, m.free_bytes as f64);
         if m.size_bytes > 0 {
             let used = m.size_bytes.saturating_sub(m.free_bytes);
-            f.add("trayback_medium_used_bytes", &who, used as f64);
-            f.add("trayback_medium_size_bytes", &who, m.size_bytes as f64);
+            f.add(Metric::MediumUsedBytes, &who, used as f64);
+            f.add(Metric::MediumSizeBytes, &who, m.size_bytes as f64);
         }
-        f.add("trayback_medium_pared_backups", &who, m.pared as f64);
+        f.add(Metric::MediumParedBackups, &who, m.pared as f64);
         match &m.job {
             Some(j) => {
                 let kind = j.kind.to_string();
                 let with_kind = [who[0], who[1], ("kind", kind.as_str())];
-                f.add("trayback_medium_job_running", &with_kind, 1.0);
+                f.add(Metric::MediumJobRunning, &with_kind, 1.0);
                 f.add(
-                    "trayback_medium_job_started_timestamp_seconds",
+                    Metric::MediumJobStartedTimestampSeconds,
                     &with_kind,
                     secs(j.started),
                 );
-                f.add("trayback_medium_job_bytes", &with_kind, j.bytes as f64);
+                f.add(Metric::MediumJobBytes, &with_kind, j.bytes as f64);
             }
-            None => f.add("trayback_medium_job_running", &who, 0.0),
+            None => f.add(Metric::MediumJobRunning, &who, 0.0),
         }
     }
     for a in &s.known {
@@ -168,9 +205,9 @@ fn add_status(f: &mut Families, s: &Status) {
             ("media_id", a.media_id.as_str()),
             ("label", a.label.as_str()),
         ];
-        f.add("trayback_medium_inserted", &who, 0.0);
+        f.add(Metric::MediumInserted, &who, 0.0);
         if let Some(t) = a.last_seen {
-            f.add("trayback_medium_last_seen_timestamp_seconds", &who, secs(t));
+            f.add(Metric::MediumLastSeenTimestampSeconds, &who, secs(t));
         }
         add_newest(f, &who, &a.newest);
     }
@@ -181,7 +218,7 @@ fn add_newest(f: &mut Families, who: &[(&str, &str); 2], newest: &BTreeMap<Kind,
         let kind = k.to_string();
         let labels = [who[0], who[1], ("kind", kind.as_str())];
         f.add(
-            "trayback_medium_newest_backup_timestamp_seconds",
+            Metric::MediumNewestBackupTimestampSeconds,
             &labels,
             secs(b.started),
         );

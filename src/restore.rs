@@ -36,7 +36,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
 
@@ -143,22 +143,31 @@ impl OnDisk {
 pub const BATCH: usize = 256;
 /// Give a file entry's content to `sink` block by block, with each block's offset: every
 /// block read (and checked) from the medium, and the total checked against the size the
-/// listing records. The one reader of a file's content: restore writes it, the web
+/// listing records (a mismatch names `path`, the file). The one reader of a file's content: restore writes it, the web
 /// interface streams it (memory: one block at a time).
 pub fn content(
     m: &Medium,
     e: &crate::listing::Entry,
+    path: &Path,
     sink: &mut dyn FnMut(u64, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut offset = 0u64;
     for b in &e.blocks {
         let data = m.read_block(b)?;
+        // Nothing past the recorded size is handed on (the blocks' lengths are not in the
+        // listing, only their number, which the listing's decoder checked against the size).
+        if offset + data.len() as u64 > e.size {
+            return Err(crate::error::Error::Damaged {
+                path: path.to_path_buf(),
+                detail: format!("its blocks hold more than the {} bytes recorded", e.size),
+            });
+        }
         sink(offset, &data)?;
         offset += data.len() as u64;
     }
     if offset != e.size {
-        return Err(crate::error::Error::BadBlock {
-            id: e.content_id(),
+        return Err(crate::error::Error::Damaged {
+            path: path.to_path_buf(),
             detail: format!("{} bytes of content where {} were recorded", offset, e.size),
         });
     }

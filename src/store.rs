@@ -10,10 +10,12 @@
 //!   before it deletes the old one, so a crash at any point loses no live block.
 
 //!
-//! Parts: `pack` (the byte layout of a pack and of its records), `write` (writing sessions),
+//! Parts: `chunk` (cutting content into blocks), `pack` (the byte layout of a pack and of its
+//! records), `write` (writing sessions),
 //! `check` (re-reading packs from the device), `gc` (garbage collection).
 
 mod check;
+pub mod chunk;
 mod gc;
 mod index;
 pub mod pack;
@@ -38,8 +40,7 @@ use std::sync::{Arc, Mutex, RwLock};
 pub use write::WriteStats;
 use write::Writing;
 
-/// Blocks are at most this long (spec [0012]: 256K byte blocks).
-pub const BLOCK_SIZE: usize = 256 * 1024;
+pub use chunk::{Chunker, MAX_BLOCK};
 /// A pack is closed once it reaches this size.
 pub const PACK_TARGET: u64 = 32 << 20;
 

@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-pub const TREE_FORMAT: u32 = 1;
+/// The tree format of new media: their files are cut into content-defined blocks.
+pub const TREE_FORMAT: u32 = 2;
+/// The tree format of media made before content-defined blocks: they keep fixed 256 KiB
+/// blocks (FORMAT.md "Blobs and blob ids"), read and written as ever.
+pub const TREE_FORMAT_FIXED: u32 = 1;
 
 /// The kind of a backup: `monthly` is full, the others incremental.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -84,6 +88,7 @@ pub struct BackupRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
+    /// [`TREE_FORMAT`] or [`TREE_FORMAT_FIXED`]: it decides how the medium cuts content.
     pub format: u32,
     pub next_id: BackupId,
     pub backups: Vec<BackupRecord>,

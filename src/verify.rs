@@ -131,8 +131,20 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             .is_some_and(|(p, _)| checked_packs.contains(&p))
     };
     // Blocks this backup wrote were re-read above (with --read-all, every pack was); blocks it
-    // shares with older backups were verified with those and must still be in the store. A
+    // shares with older backups were verified with those and must still be in the store —
+    // unless they live in a pack a backup not marked verified wrote (its verify failed, or
+    // never ran): those were never shown intact, so they are read again like its own. A
     // block indexed in a pack whose trailer did not read is read on its own (--read-all).
+    let suspect = suspect_packs(m, id);
+    for p in &suspect {
+        m.store().drop_cached(p);
+    }
+    let reread = |b: &BlockId| {
+        read_all
+            || m.store()
+                .locate(b)
+                .is_some_and(|(p, _)| suspect.contains(&p))
+    };
     let mut check_block = |b: &BlockId, damage: &mut Vec<Damage>| -> bool {
         if let Some(detail) = bad_blocks.get(b) {
             if unreported.remove(b) {
@@ -149,7 +161,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                 .map(|_| ())
                 .ok_or(Error::MissingBlock(*b))
         };
-        let result = if !read_all || checked(b) {
+        let result = if checked(b) || !reread(b) {
             present()
         } else {
             m.store().read(b).map(|raw| {
@@ -201,6 +213,25 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                     for b in &e.blocks {
                         ok &= check_block(b, &mut damage);
                     }
+                    // A restore refuses blocks that add up to more or less than the size
+                    // (FORMAT.md "Listings"); the lengths are in the index, nothing is read.
+                    if ok && e.kind == EntryKind::File {
+                        let held = e.blocks.iter().try_fold(0u64, |sum, b| {
+                            let (_, loc) = m.store().locate(b)?;
+                            sum.checked_add(u64::from(loc.raw_len))
+                        });
+                        if held != Some(e.size) {
+                            damage.push(Damage {
+                                what: format!("file {}", rel.display()),
+                                detail: format!(
+                                    "its blocks hold {} bytes, its listing says {}",
+                                    held.map_or("too many".into(), |n| n.to_string()),
+                                    e.size
+                                ),
+                            });
+                            ok = false;
+                        }
+                    }
                     meter.add(u64::from(e.kind == EntryKind::File), 0);
                     let next = match (e.kind, e.subtree) {
                         (EntryKind::Dir, Some(sub)) if !seen.insert(sub) => {
@@ -208,7 +239,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                             None
                         }
                         (EntryKind::Dir, Some(sub)) => {
-                            let descend = read_all || checked(&sub);
+                            let descend = checked(&sub) || reread(&sub);
                             let before = walk_damage.len();
                             let l = subtree(m, rel, &sub, descend, &mut walk_damage)?;
                             if walk_damage.len() > before {
@@ -279,6 +310,25 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         damage,
         affected,
     })
+}
+
+/// The packs written by the backups other than `id` that are not marked verified: what they
+/// hold was never shown intact (a failed verify found damage in them, or none ran).
+fn suspect_packs(m: &Medium, id: BackupId) -> FxHashSet<PackId> {
+    let mut packs = FxHashSet::default();
+    for b in m
+        .tree()
+        .backups
+        .iter()
+        .filter(|b| !b.verified && b.id != id)
+    {
+        match m.header(b.id) {
+            Ok(h) => packs.extend(h.packs),
+            // Its packs are unknown; its own verify reports the header.
+            Err(err) => warn!(backup = %b.id, cause = %err, "header unreadable"),
+        }
+    }
+    packs
 }
 
 /// The listing of directory `rel` to descend into (`descend`), or `None`: not descending (the

@@ -3,6 +3,7 @@
 #[path = "support/util.rs"]
 mod util;
 use std::fs;
+use std::path::Path;
 use util::*;
 
 fn one_line_error(out: &std::process::Output) -> String {
@@ -154,4 +155,19 @@ fn a_file_changing_while_read_is_reported_and_the_backup_completes() {
         serde_json::from_str(&env.ok(&["list", "--medium", "{medium}", "--json"])).unwrap();
     assert_eq!(list[0]["partial"], true);
     assert_eq!(list[0]["verified"], true);
+}
+
+/// A relative `$TRAYBACK_STATE_DIR` without a config file panicked ("defaults are valid").
+#[test]
+fn a_relative_state_dir_is_one_error_line() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    let out = env.run_as(
+        Path::new("relative/state"),
+        &["list", "--medium", "{medium}"],
+    );
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("TRAYBACK_STATE_DIR") && !err.contains("panicked"),
+        "{err}"
+    );
 }

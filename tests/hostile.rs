@@ -156,3 +156,51 @@ fn a_name_longer_than_name_max_is_refused_before_anything_is_created() {
     let to = env.restore(id, "ok");
     assert!(to.join("m".repeat(255)).exists());
 }
+
+/// A file whose number of blocks cannot hold its size (FORMAT.md "Listings": 100 MiB in one
+/// block, over the 1 MiB data-block cap) is refused when its listing is decoded, before any
+/// block is read or anything restored; `verify` names it as damage too.
+#[test]
+fn a_block_list_that_cannot_hold_the_file_size_is_refused() {
+    let env = setup();
+    let mut f = file_entry(b"short", &env);
+    f.size = 100 << 20;
+    let id = craft(&env, vec![f]);
+    let target = env.path("target");
+    let out = env.try_restore(id, &target);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "restored: {err}");
+    assert!(err.contains("cannot hold"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none());
+    let out = env.run(&["verify", "--medium", "{medium}", &id.to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        (text(&out.stdout) + &text(&out.stderr)).contains("cannot hold"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Blocks that hold more than the size a file records (a count that fits, a size one byte
+/// short of its one block) are refused as damage before a byte past the size is written.
+#[test]
+fn blocks_longer_than_the_recorded_size_are_refused() {
+    let env = setup();
+    let mut f = file_entry(b"shorter", &env);
+    f.size -= 1;
+    let id = craft(&env, vec![f]);
+    let target = env.path("target");
+    let out = env.try_restore(id, &target);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "restored: {err}");
+    assert!(err.contains("more than the"), "{err}");
+    let restored = fs::read_dir(&target).ok().map(|_| {
+        let p = target
+            .join(env.src.strip_prefix("/").unwrap())
+            .join("shorter");
+        fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    });
+    assert!(restored.unwrap_or(0) == 0, "{restored:?}");
+}

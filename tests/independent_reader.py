@@ -8,7 +8,9 @@ key slot), checks the media ID file's MAC (format 3, or format 4 with its key-sl
 generation), opens the tree and the newest backup's header, indexes the packs (each
 trailer's MAC checked), walks the listings to PATH_IN_BACKUP and writes that file's content
 to OUTPUT, every record opened with XChaCha20-Poly1305 and every block checked against its
-keyed id.
+keyed id, the file's number of blocks checked against its size by its listing's format (2:
+fixed 256 KiB blocks, 3: content-defined, 192 KiB to 1 MiB) and their lengths against the size.
+Reads media of tree format 1 and 2.
 Uses the `cryptography` package (ChaCha20-Poly1305, Argon2id), PyYAML and the `zstd` tool;
 XChaCha20 is built here from HChaCha20 (draft-irtf-cfrg-xchacha), as FORMAT.md says.
 """
@@ -189,10 +191,20 @@ def read_blob(index, blob_id, media_id, enc_key, id_key):
     return inner
 
 
+def block_count_fits(fmt, size, n):
+    if fmt == 2:
+        return n == -(-size // 262144)
+    if size == 0:
+        return n == 0
+    return -(-size // 1048576) <= n <= size // 196608 + 1
+
+
 def listing_entries(data):
     if data[:4] != b"TLST":
         fail("not a listing")
     fmt, count = struct.unpack("<II", data[4:12])
+    if fmt not in (2, 3):
+        fail(f"listing format {fmt} is not known")
     pos = 12
     out = {}
     for _ in range(count):
@@ -204,6 +216,8 @@ def listing_entries(data):
         if kind == 1:
             size, nblocks = struct.unpack("<QI", data[pos:pos + 12]); pos += 12
             entry["size"] = size
+            if not block_count_fits(fmt, size, nblocks):
+                fail(f"{nblocks} blocks cannot hold {size} bytes")
             entry["blocks"] = [data[pos + 32 * i:pos + 32 * i + 32] for i in range(nblocks)]
             pos += 32 * nblocks
         elif kind == 2:
@@ -228,6 +242,8 @@ def main():
     pack_mac_key = subkey(data_key, "trayback pack trailer v1")
     _, tree_text = open_file(medium, "tree.sealed", 1, media_id, enc_key)
     tree = yaml.safe_load(tree_text)
+    if tree["format"] not in (1, 2):
+        fail(f"tree format {tree['format']} is not known")
     newest = max(b["id"] for b in tree["backups"])
     counter, header_text = open_file(medium, f"backups/{newest:08}/header.sealed", 2,
                                      media_id, enc_key)
@@ -242,9 +258,16 @@ def main():
         entry = entries[part.encode()]
         if i < len(parts) - 1:
             node = entry["subtree"]
+    written = 0
     with open(output, "wb") as out:
         for blk in entry["blocks"]:
-            out.write(read_blob(index, blk, media_id, enc_key, id_key))
+            data = read_blob(index, blk, media_id, enc_key, id_key)
+            if len(data) > 1048576 or written + len(data) > entry["size"]:
+                fail("a block longer than the cap or past the file's size")
+            out.write(data)
+            written += len(data)
+    if written != entry["size"]:
+        fail(f"{written} bytes of content where {entry['size']} were recorded")
 
 
 if __name__ == "__main__":

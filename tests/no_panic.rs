@@ -24,8 +24,9 @@ use trayback::ids::{BackupId, BlockId, PackId};
 use trayback::index::{self, Step};
 use trayback::listing::{Bytes, Entry, EntryKind, Listing, MAX_LISTING_LEN};
 use trayback::medium::{BackupWriter, Medium, Staged};
+use trayback::store::chunk::MIN_BLOCK;
 use trayback::store::pack::{self, BlobKind, Encoding, PackWriter};
-use trayback::store::BLOCK_SIZE;
+use trayback::store::MAX_BLOCK;
 use util::*;
 
 /// A command still running after this long is a hang.
@@ -845,7 +846,7 @@ fn op() -> impl Strategy<Value = Op> {
     let huge = prop_oneof![
         Just(u32::MAX),
         Just(1u32 << 30),
-        Just(BLOCK_SIZE as u32 + 1),
+        Just(MAX_BLOCK as u32 + 1),
         Just(MAX_LISTING_LEN as u32),
         Just(u16::MAX as u32),
         any::<u32>()
@@ -1094,8 +1095,8 @@ fn write_raw_pack(
     f.flush().unwrap();
 }
 
-/// A backup's one data pack rewritten so that its trailer lists its largest record (a full
-/// 256 KiB block) 16 384 times more (4 GiB of reads), all hashes right: verify refused
+/// A backup's one data pack rewritten so that its trailer lists a large record (a block of
+/// at least 192 KiB) 16 384 times more (4 GiB of reads), all hashes right: verify refused
 /// that trailer as damage within seconds instead of reading 5000 times the pack's size and
 /// saying "verified". And listing packs whose trailers give 2^20 distinct ids for one
 /// record (an index of millions of entries from a few packs): refused, salvaged, bounded.
@@ -1109,7 +1110,7 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     .unwrap();
     let h = m.header(BackupId(1)).unwrap();
     drop(m);
-    // The data pack holding the 256 KiB block of victim.bin.
+    // The data pack holding a large block of victim.bin.
     let (path, t) = packs(&env.medium)
         .into_iter()
         .filter(|(_, listings)| !listings)
@@ -1118,7 +1119,7 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
                 .unwrap();
             t.entries
                 .iter()
-                .any(|e| e.raw_len as usize == BLOCK_SIZE)
+                .any(|e| e.raw_len as usize >= MIN_BLOCK)
                 .then_some((p, t))
         })
         .expect("a pack with a full block");
@@ -1130,7 +1131,7 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
     let big = *t
         .entries
         .iter()
-        .find(|e| e.raw_len as usize == BLOCK_SIZE)
+        .find(|e| e.raw_len as usize >= MIN_BLOCK)
         .unwrap();
     let records: Vec<(BlockId, BlobKind, Vec<u8>)> = t
         .entries

@@ -115,6 +115,20 @@ fn contents_conffile_scripts_and_lintian() {
         let section = n.rsplit('.').next().unwrap();
         want.push(format!("/usr/share/man/man{section}/{n}.gz"));
     }
+    // And every file the binary generates for the package layout (the same files
+    // `install-system` installs from source): a file added there and forgotten in
+    // Cargo.toml's assets fails here.
+    let layout = tempfile::tempdir().unwrap();
+    run(Command::new(bin()).arg("package-files").arg(layout.path()));
+    for f in files_below(layout.path()) {
+        let rel = f.strip_prefix(layout.path()).unwrap().to_string_lossy();
+        let gz = if rel.starts_with("usr/share/man/") {
+            ".gz"
+        } else {
+            ""
+        };
+        want.push(format!("/{rel}{gz}"));
+    }
     for w in &want {
         assert!(
             files.contains(&w.as_str()),
@@ -391,4 +405,18 @@ fn real_install_enables_the_agent_and_purge_leaves_nothing() {
         fs::symlink_metadata(wants).is_err(),
         "purge left the enable symlink"
     );
+}
+
+/// Every file below `dir`, recursively.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_below(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -15,23 +15,25 @@ use super::walk::{self, At, Child, Sub};
 use super::{walk_pool, Ctx, VNode};
 use crate::error::{Error, Result};
 use crate::ids::BlockId;
-use crate::listing::{Bytes, Entry, EntryKind, Listing, Xattr, MAX_LISTING_LEN};
+use crate::listing::{Bytes, Entry, EntryKind, Xattr, MAX_LISTING_LEN};
 use crate::scan::{self, Attrs};
+use crate::store::chunk::{self, AVG_BLOCK, CUT_BUFFER};
 use crate::store::pack::BlobKind;
-use crate::store::BLOCK_SIZE;
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
-/// The largest file a backup stores (1 TiB): its block ids (32 bytes per 256 KiB block) fill
-/// at most half of the largest listing, leaving the rest for its siblings.
-pub const MAX_FILE_SIZE: u64 = (MAX_LISTING_LEN as u64 / 2 / 32) * BLOCK_SIZE as u64;
+/// The largest file a backup stores (1 TiB): its block ids (32 bytes per 256 KiB block, the
+/// fixed size and the content-defined average) fill about half of the largest listing,
+/// leaving the rest for its siblings; content cut into nothing but 192 KiB blocks, the
+/// shortest, would fill two thirds.
+pub const MAX_FILE_SIZE: u64 = (MAX_LISTING_LEN as u64 / 2 / 32) * AVG_BLOCK as u64;
 
 /// Walk the sources from `/` (`vroot`) on the walk threads, comparing with the parent
 /// backup's listing of `/`; returns the new listing of `/`.
@@ -275,7 +277,7 @@ impl<'a> walk::Visitor for Ctx<'a> {
         let same = outs.iter().filter(|m| m.unchanged).count();
         let listing = match job.prev {
             Some(id) if same == job.prev_len && outs.len() == job.prev_len => id,
-            _ => self.put_listing(&Listing::new(outs.into_iter().map(|m| m.entry).collect()))?,
+            _ => self.put_listing(outs.into_iter().map(|m| m.entry).collect())?,
         };
         let mut entry = job
             .entry
@@ -356,7 +358,7 @@ impl<'a> Ctx<'a> {
                 if !keep_xattrs {
                     xattrs(&mut entry);
                 }
-                entry.subtree = Some(self.put_listing(&Listing::new(Vec::new()))?);
+                entry.subtree = Some(self.put_listing(Vec::new())?);
             }
             EntryKind::File if entry.size > MAX_FILE_SIZE => {
                 // Its block list alone would not fit in one listing: leave it out (a user's
@@ -379,6 +381,9 @@ impl<'a> Ctx<'a> {
                             && p.mtime_ns == entry.mtime_ns
                             && p.ctime_ns == entry.ctime_ns
                             && p.ino == entry.ino
+                            // Blocks cut by another chunker (a tree turned back to fixed
+                            // blocks) would make a listing this medium's readers refuse.
+                            && self.chunker.fits(p.size, p.blocks.len() as u64)
                     });
                 if self.dry && !unchanged {
                     if !keep_xattrs {
@@ -387,7 +392,7 @@ impl<'a> Ctx<'a> {
                     // What the disk holds of it (a sparse file's holes store nothing, their
                     // zero blocks deduplicate: a file a user makes 15 TB long with `truncate`
                     // must not pare every backup), and 36 bytes of listing per block.
-                    let blocks = entry.size.div_ceil(BLOCK_SIZE as u64);
+                    let blocks = entry.size.div_ceil(AVG_BLOCK as u64);
                     self.estimate
                         .fetch_add(a.allocated + 36 * blocks, Ordering::Relaxed);
                 } else if unchanged {
@@ -551,13 +556,14 @@ impl Ctx<'_> {
             }
         }
         thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; BLOCK_SIZE]);
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CUT_BUFFER]);
         }
         BUF.with(|b| read_blocks(self, &mut f, &before, &path, entry, &mut b.borrow_mut()))
     }
 }
 
-/// The body of [`read_file`], with a reused block buffer.
+/// The body of [`read_file`]: cut the file into blocks as the medium does and store them,
+/// with a reused buffer.
 fn read_blocks(
     ctx: &Ctx,
     f: &mut File,
@@ -566,25 +572,25 @@ fn read_blocks(
     entry: &mut Entry,
     buf: &mut [u8],
 ) -> Result<(), ReadError> {
-    let mut size = 0u64;
-    let mut blocks = Vec::with_capacity((before.size as usize).div_ceil(BLOCK_SIZE));
-    loop {
-        let n = read_full(f, buf).map_err(ReadError::Source)?;
-        if n == 0 {
-            break;
-        }
-        let id = ctx
-            .writer()
-            .and_then(|w| w.put(BlobKind::Data, &buf[..n]))
-            .map_err(ReadError::Medium)?;
-        blocks.push(id);
-        size += n as u64;
-        ctx.meter.add(0, n as u64);
-        ctx.tally.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-        if n < BLOCK_SIZE {
-            break;
-        }
-    }
+    // Sized from the file's stat, capped: the file may grow or shrink while it is read.
+    let mut blocks =
+        Vec::with_capacity((before.size.div_ceil(AVG_BLOCK as u64)).min(1 << 16) as usize);
+    let size = ctx.chunker.cut(
+        buf,
+        &mut |b| chunk::read_retry(f, b).map_err(ReadError::Source),
+        &mut |b| {
+            let id = ctx
+                .writer()
+                .and_then(|w| w.put(BlobKind::Data, b))
+                .map_err(ReadError::Medium)?;
+            blocks.push(id);
+            ctx.meter.add(0, b.len() as u64);
+            ctx.tally
+                .bytes_read
+                .fetch_add(b.len() as u64, Ordering::Relaxed);
+            Ok(())
+        },
+    )?;
     ctx.meter.add(1, 0);
     let after = scan::fstat(f).ok().and_then(|st| Attrs::from_stat(&st));
     if after.is_none_or(|a| {
@@ -598,18 +604,4 @@ fn read_blocks(
     entry.size = size;
     entry.blocks = blocks;
     Ok(())
-}
-
-/// Fill `buf` unless the file ends first; returns the bytes read.
-fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

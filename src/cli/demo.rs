@@ -82,7 +82,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     .media;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
-    let cfg = Config::default().with_sources(vec![source.clone()])?;
+    let cfg = Config::builtin()?.with_sources(vec![source.clone()])?;
     let mut m = Medium::open_write(&medium_dir, cfg.compression_level, &state)?;
     let cancel = AtomicBool::new(false);
     let meter = Meter::hidden();

@@ -23,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
 use crate::progress::Meter;
-use crate::store::BLOCK_SIZE;
+use crate::store::MAX_BLOCK;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps, CWD};
 use rustix::io::Errno;
 use std::fs::File;
@@ -380,7 +380,7 @@ impl Ctx<'_> {
                     .map_err(io::Error::from)
                     .at(path())?;
                 let f = File::from(fd);
-                super::content(self.m, e, &mut |offset, data| {
+                super::content(self.m, e, &path(), &mut |offset, data| {
                     write_sparse(&f, data, offset).at(path())?;
                     self.meter.add(0, data.len() as u64);
                     Ok(())
@@ -553,6 +553,6 @@ fn write_sparse(f: &File, data: &[u8], offset: u64) -> io::Result<()> {
         f.write_all_at(&data[i..j], offset + i as u64)?;
         i = j;
     }
-    debug_assert!(data.len() <= BLOCK_SIZE);
+    debug_assert!(data.len() <= MAX_BLOCK);
     Ok(())
 }

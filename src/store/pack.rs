@@ -8,7 +8,7 @@
 //!
 //! Everything read back is untrusted (a medium that has been away may have been changed by
 //! anyone). Every length is checked before it is used to allocate: a record's `raw_len` is
-//! at most [`max_raw_len`] of its kind (a data block [`BLOCK_SIZE`], a listing
+//! at most [`max_raw_len`] of its kind (a data block [`MAX_BLOCK`], a listing
 //! [`MAX_LISTING_LEN`]) and its `stored_len` at most that too, checked where a record header
 //! or trailer entry is parsed and again in [`decode`]; a trailer is read only if it fits the
 //! file, and its entries tile the records between header and trailer exactly (one entry per
@@ -20,7 +20,7 @@ mod codec;
 use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
-use crate::store::{BLOCK_SIZE, PACK_TARGET};
+use crate::store::{MAX_BLOCK, PACK_TARGET};
 pub use codec::{check, compress, decode, encode};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -158,7 +158,7 @@ pub fn record_header(
 /// The largest uncompressed length a blob of `kind` may have (FORMAT.md "Pack files").
 pub fn max_raw_len(kind: BlobKind) -> u32 {
     match kind {
-        BlobKind::Data => BLOCK_SIZE as u32,
+        BlobKind::Data => MAX_BLOCK as u32,
         BlobKind::Listing => MAX_LISTING_LEN as u32,
     }
 }

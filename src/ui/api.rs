@@ -561,7 +561,7 @@ pub async fn download(
             if let Some(h) = head.take() {
                 let _ = h.send(Ok(e.size));
             }
-            crate::restore::content(&m, &e, &mut |_, data| {
+            crate::restore::content(&m, &e, &t.path, &mut |_, data| {
                 tx.blocking_send(Ok(Bytes::copy_from_slice(data)))
                     .map_err(|_| Error::Refused("the download was cancelled".into()))
             })?;
