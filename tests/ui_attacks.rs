@@ -115,7 +115,6 @@ fn ends_within<T: Send + 'static>(
 /// slot by opening connections that send nothing (each is closed after HEAD_WAIT, and opened
 /// again): the logged-in administrator's request is not answered for as long as it goes on.
 #[test]
-#[ignore = "attack finding 1: idle connections of a user without a session exhaust the slots"]
 fn connections_without_a_session_do_not_lock_the_administrator_out() {
     let s = served(false, |env| {
         write(&env.src.join("a.txt"), b"a\n");
@@ -219,7 +218,6 @@ fn a_download_read_steadily_above_min_rate_is_not_cut_off() {
 /// limit (`ops::restore` awaits it before the operation exists), so the page shows nothing,
 /// and each such request holds one of the browser's few connections and a server slot.
 #[test]
-#[ignore = "attack finding 5: a restore waits without limit for a permit held by downloads"]
 fn a_restore_asked_while_the_permits_are_held_is_answered_at_once() {
     let mut file = String::new();
     let s = served(false, |env| file = big_file(env));
@@ -462,7 +460,6 @@ fn odd_names(names: &[&[u8]]) -> Served {
 /// `\xE9`, which is also how the four-character name `\xE9` is shown as it is
 /// (`wire::shown` escapes only bytes that are not UTF-8, never a backslash).
 #[test]
-#[ignore = "attack finding 7: a name that is not UTF-8 and a name spelling its escape are shown alike"]
 fn different_names_are_shown_differently() {
     let s = odd_names(&[b"caf\xe9", b"caf\\xE9"]);
     let dir = s.env.src.join("odd");
@@ -486,7 +483,6 @@ fn different_names_are_shown_differently() {
 /// byte 9 (`u8::from_str_radix` accepts a leading `+`), so a key is not one spelling of one
 /// path and a malformed key is not refused as the message says.
 #[test]
-#[ignore = "attack finding 8: a key's %+H is decoded instead of refused"]
 fn a_percent_not_followed_by_two_hex_digits_is_refused() {
     let s = odd_names(&[b"a"]);
     // The key `<src>/odd%+9`, sent URL-encoded.

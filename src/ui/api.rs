@@ -90,6 +90,19 @@ impl App {
 }
 
 impl App {
+    /// One of the [`super::LONG_TASKS`] permits of restores and downloads, or at once a
+    /// refusal saying they are all taken (a request never waits for one: it would hold a
+    /// connection, and the page would show nothing, for as long as they take).
+    pub fn long_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.long.clone().try_acquire_owned().map_err(|e| match e {
+            tokio::sync::TryAcquireError::NoPermits => ApiError::busy(format!(
+                "busy: {} restores/downloads are running; try again when one has ended",
+                super::LONG_TASKS
+            )),
+            tokio::sync::TryAcquireError::Closed => ApiError::internal("shutting down"),
+        })
+    }
+
     /// Open medium `id` for reading as the CLI does and run `f` on it as engine work; its
     /// answer as JSON.
     pub async fn reading<T, F>(self: &Arc<Self>, id: MediaId, f: F) -> ApiResult<T>
@@ -534,22 +547,18 @@ pub async fn download(
     State(app): State<Arc<App>>,
     UrlPath(ticket): UrlPath<String>,
 ) -> Result<Response, ApiError> {
+    // The permit first: a download refused as busy leaves its ticket for a later try.
+    let permit = app.long_permit()?;
     let t = app
         .tickets
         .take(&ticket)
         .ok_or_else(|| ApiError::not_found("this download link is used or expired; ask again"))?;
-    let permit = app
-        .long
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
     let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<u64, ApiError>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let name = t
         .path
         .file_name()
-        .map(|n| wire::shown(Path::new(n)))
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || {
