@@ -207,6 +207,7 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
+        pace::small_send_buffer(&stream);
         let slot = tokio::select! {
             s = conns.slot() => s,
             _ = term.recv() => break,

@@ -1,5 +1,5 @@
-//! Attacks on the web interface (branch atk-ui), each a finding, `#[ignore]`d with the finding
-//! it shows until it is fixed: slots held by a user without a session, the no-progress
+//! Attacks on the web interface (branch atk-ui), each a finding (each was `#[ignore]`d until
+//! it was fixed): slots held by a user without a session, the no-progress
 //! limit cutting readers faster than MIN_RATE, a restore waiting without limit for a permit,
 //! kept headers (a swap to a diverged copy, memory), a failed forecast kept, and how path
 //! keys are shown and read.
@@ -182,7 +182,6 @@ fn sockets_of(pid: u32) -> usize {
 /// which a reader at 64 KiB/s takes longer than NO_PROGRESS to make (at 16 × MIN_RATE it is
 /// not cut). A browser behind a slow SSH tunnel sees the download fail after ~10 s.
 #[test]
-#[ignore = "attack finding 2: a reader at 4 × MIN_RATE is cut off by the no-progress limit"]
 fn a_download_read_steadily_above_min_rate_is_not_cut_off() {
     let mut file = String::new();
     let s = served(false, |env| file = big_file(env));
@@ -284,7 +283,6 @@ fn sizes_and_backups(v: &serde_json::Value) -> Vec<(u64, Vec<u64>)> {
 /// this medium; with shared blocks, another backup's files), while the CLI reads the tray
 /// that is there.
 #[test]
-#[ignore = "attack finding 3: kept headers outlive a swap to a diverged copy of the same tray"]
 fn versions_after_a_swap_to_a_diverged_copy_of_the_tray_are_that_copys() {
     let mut copy_at = std::path::PathBuf::new();
     let s = served(true, |env| {
@@ -354,7 +352,6 @@ fn peak_memory(pid: u32) -> u64 {
 /// request hold all of them at once, for as long as the interface runs: its memory follows
 /// what the medium says, not a bound (before, headers were read one at a time).
 #[test]
-#[ignore = "attack finding 4: kept headers hold memory in proportion to the medium's headers"]
 fn kept_headers_do_not_hold_memory_in_proportion_to_a_hostile_medium() {
     const BACKUPS: usize = 40;
     let s = served(true, |env| {
@@ -406,7 +403,6 @@ fn kept_headers_do_not_hold_memory_in_proportion_to_a_hostile_medium() {
 /// that old error, the used space included, until the tree changes or the interface restarts,
 /// although the medium reads again.
 #[test]
-#[ignore = "attack finding 6: a forecast failed by a transient fault fails the space page until the tree changes"]
 fn the_space_page_recovers_once_the_medium_reads_again() {
     let s = served(true, |env| {
         write(&env.src.join("a.txt"), b"a\n");

@@ -383,6 +383,9 @@ pub struct SpaceOut {
     /// the bytes in use over that simulation (days from its start, bytes); absent while it
     /// is being computed (ask again).
     forecast: Option<Forecast>,
+    /// Why the forecast failed (it is computed again after a while; the rest of the answer
+    /// stands).
+    forecast_error: Option<String>,
     simulated_days: i64,
 }
 
@@ -410,14 +413,19 @@ pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiRe
         let free = m.free_space()?;
         let packs = m.store().packs().iter().map(|p| p.len).sum();
         let (sched, policy) = (app.cfg.schedule.clone(), app.cfg.pare.clone());
-        let forecast = app.kept.forecast(m, capacity, move |m| {
-            let h = crate::sizing::history(&m, &sched)?;
-            drop(m);
-            Ok(
+        let forecast = app.kept.forecast(
+            &m,
+            capacity,
+            |m| Ok(crate::sizing::history(m, &app.cfg.schedule)?),
+            move |h| {
                 crate::sizing::forecast(h, capacity, &sched, &policy, FORECAST_POINTS, &|| false)
-                    .expect("a forecast that is never stopped ends"),
-            )
-        })?;
+                    .expect("a forecast that is never stopped ends")
+            },
+        );
+        let (forecast, forecast_error) = match forecast {
+            Ok(f) => (f, None),
+            Err(e) => (None, Some(e.message().to_string())),
+        };
         Ok(SpaceOut {
             capacity,
             free,
@@ -426,6 +434,7 @@ pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiRe
             oldest,
             now: Utc::now(),
             forecast,
+            forecast_error,
             simulated_days: crate::sizing::SIMULATED_DAYS,
         })
     })
@@ -500,6 +509,8 @@ pub async fn download_ticket(
     Json(r): Json<DownloadRequest>,
 ) -> ApiResult<DownloadOut> {
     let path = backup_path(&r.path)?;
+    // Busy now: said here, where the page shows it (a refused download shows only as failed).
+    drop(app.long_permit()?);
     let backup = r.backup;
     let checked = path.clone();
     app.engine(move |app| {
