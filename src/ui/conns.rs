@@ -168,3 +168,42 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Heard<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether `f` is still pending after a moment.
+    async fn pending<F: std::future::Future>(f: F) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), f)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_takes_the_slot_of_the_oldest_not_logged_in() {
+        let conns = Conns::new(3);
+        let admin = conns.slot().await;
+        admin.conn.logged_in();
+        let spoke = conns.slot().await;
+        spoke.conn.state.fetch_max(SPOKE, Ordering::Relaxed);
+        let silent = conns.slot().await;
+
+        // Full: the silent one goes first, then the one that spoke; the logged-in one stays.
+        let newer = conns.slot().await;
+        assert!(!pending(silent.conn.killed()).await);
+        assert!(pending(spoke.conn.killed()).await);
+        newer.conn.logged_in();
+        let newest = conns.slot().await;
+        assert!(!pending(spoke.conn.killed()).await);
+        assert!(pending(admin.conn.killed()).await);
+        newest.conn.logged_in();
+
+        // Every slot logged in: a new one waits until one ends.
+        assert!(pending(conns.slot()).await);
+        drop(admin);
+        assert!(!pending(conns.slot()).await);
+        drop((spoke, silent, newer, newest));
+    }
+}
