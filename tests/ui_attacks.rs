@@ -200,6 +200,9 @@ fn a_download_read_steadily_above_min_rate_is_not_cut_off() {
     // Read at 4 × MIN_RATE for 3 × NO_PROGRESS. What the client has not read yet is in the
     // sockets' buffers; whether the server still serves the download is whether it still
     // holds the connection.
+    // (A second handle keeps the connection open after `read_at` is done with it, until the
+    // count below: a close by the client would be counted as the server's.)
+    let _open = c.try_clone().unwrap();
     let t = Instant::now();
     let got = read_at(c, 4 * MIN_RATE, || t.elapsed() < 3 * NO_PROGRESS);
     assert_eq!(
