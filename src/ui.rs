@@ -15,12 +15,14 @@
 //! URL it prints (and writes to `<state_dir>/ui/url`, root-only) is exchanged for a session
 //! cookie; every request is checked (Host, session, the page key on every API call, Origin on
 //! every POST); requests are bounded (headers in size and time, bodies at [`MAX_BODY`],
-//! connections at [`MAX_CONNECTIONS`], an idle one closed after [`HEAD_WAIT`], one whose
+//! connections at [`MAX_CONNECTIONS`] (one without a logged-in request gives its slot up to a
+//! newer one: `conns`), an idle one closed after [`HEAD_WAIT`], one whose
 //! client sends its body too slowly or stops reading closed too: `pace`); paths from
 //! the browser go through the same library functions as the CLI's arguments.
 
 mod api;
 mod assets;
+mod conns;
 mod guard;
 mod kept;
 mod media;
@@ -48,7 +50,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
 pub const MAX_BODY: usize = 64 << 10;
 /// The largest request head (request line and headers).
 pub const MAX_HEAD: usize = 64 << 10;
-/// Connections served at once; more wait in the listener's backlog.
+/// Connections served at once. A new one takes the slot of the oldest without a logged-in
+/// request (`conns`); with every slot held by logged-in ones, it waits in the backlog.
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send a request's head.
 pub const HEAD_WAIT: Duration = Duration::from_secs(10);
@@ -185,18 +188,13 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let router = routes(app);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let conns = conns::Conns::new(MAX_CONNECTIONS);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     info!(addr = %listener.local_addr()?, "serving the web interface");
     loop {
-        // A free slot, then a connection; a signal ends the wait for either (with every
-        // slot held by a slow client, it is still noticed at once).
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => s?,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        };
+        // A connection, then a slot for it (`conns`); a signal ends the wait for either
+        // (with every slot held by a logged-in client, it is still noticed at once).
         let stream = tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _)) => stream,
@@ -209,8 +207,18 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         };
-        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        pace::small_send_buffer(&stream);
+        let slot = tokio::select! {
+            s = conns.slot() => s,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        };
+        // The guard finds the connection in each request, to mark it logged in.
+        let svc = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(slot.conn.clone())),
+        );
         tokio::spawn(async move {
+            let conn = slot.conn.clone();
             let _slot = slot;
             let mut b = hyper::server::conn::http1::Builder::new();
             // The head timeout runs from the moment a request is awaited: on a new
@@ -220,9 +228,12 @@ async fn serve(listener: std::net::TcpListener, app: Arc<App>) -> Result<()> {
             b.timer(TokioTimer::new())
                 .header_read_timeout(HEAD_WAIT)
                 .max_buf_size(MAX_HEAD);
-            let _ = b
-                .serve_connection(TokioIo::new(pace::Paced::new(stream)), svc)
-                .await;
+            let stream = pace::Paced::new(conns::Heard::new(stream, conn.clone()));
+            tokio::select! {
+                _ = b.serve_connection(TokioIo::new(stream), svc) => {}
+                // Its slot was given to a newer connection.
+                _ = conn.killed() => {}
+            }
         });
     }
     info!("web interface stopped");

@@ -90,6 +90,19 @@ impl App {
 }
 
 impl App {
+    /// One of the [`super::LONG_TASKS`] permits of restores and downloads, or at once a
+    /// refusal saying they are all taken (a request never waits for one: it would hold a
+    /// connection, and the page would show nothing, for as long as they take).
+    pub fn long_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.long.clone().try_acquire_owned().map_err(|e| match e {
+            tokio::sync::TryAcquireError::NoPermits => ApiError::busy(format!(
+                "busy: {} restores/downloads are running; try again when one has ended",
+                super::LONG_TASKS
+            )),
+            tokio::sync::TryAcquireError::Closed => ApiError::internal("shutting down"),
+        })
+    }
+
     /// Open medium `id` for reading as the CLI does and run `f` on it as engine work; its
     /// answer as JSON.
     pub async fn reading<T, F>(self: &Arc<Self>, id: MediaId, f: F) -> ApiResult<T>
@@ -370,6 +383,9 @@ pub struct SpaceOut {
     /// the bytes in use over that simulation (days from its start, bytes); absent while it
     /// is being computed (ask again).
     forecast: Option<Forecast>,
+    /// Why the forecast failed (it is computed again after a while; the rest of the answer
+    /// stands).
+    forecast_error: Option<String>,
     simulated_days: i64,
 }
 
@@ -397,14 +413,19 @@ pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiRe
         let free = m.free_space()?;
         let packs = m.store().packs().iter().map(|p| p.len).sum();
         let (sched, policy) = (app.cfg.schedule.clone(), app.cfg.pare.clone());
-        let forecast = app.kept.forecast(m, capacity, move |m| {
-            let h = crate::sizing::history(&m, &sched)?;
-            drop(m);
-            Ok(
+        let forecast = app.kept.forecast(
+            &m,
+            capacity,
+            |m| Ok(crate::sizing::history(m, &app.cfg.schedule)?),
+            move |h| {
                 crate::sizing::forecast(h, capacity, &sched, &policy, FORECAST_POINTS, &|| false)
-                    .expect("a forecast that is never stopped ends"),
-            )
-        })?;
+                    .expect("a forecast that is never stopped ends")
+            },
+        );
+        let (forecast, forecast_error) = match forecast {
+            Ok(f) => (f, None),
+            Err(e) => (None, Some(e.message().to_string())),
+        };
         Ok(SpaceOut {
             capacity,
             free,
@@ -413,6 +434,7 @@ pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiRe
             oldest,
             now: Utc::now(),
             forecast,
+            forecast_error,
             simulated_days: crate::sizing::SIMULATED_DAYS,
         })
     })
@@ -487,6 +509,8 @@ pub async fn download_ticket(
     Json(r): Json<DownloadRequest>,
 ) -> ApiResult<DownloadOut> {
     let path = backup_path(&r.path)?;
+    // Busy now: said here, where the page shows it (a refused download shows only as failed).
+    drop(app.long_permit()?);
     let backup = r.backup;
     let checked = path.clone();
     app.engine(move |app| {
@@ -534,22 +558,18 @@ pub async fn download(
     State(app): State<Arc<App>>,
     UrlPath(ticket): UrlPath<String>,
 ) -> Result<Response, ApiError> {
+    // The permit first: a download refused as busy leaves its ticket for a later try.
+    let permit = app.long_permit()?;
     let t = app
         .tickets
         .take(&ticket)
         .ok_or_else(|| ApiError::not_found("this download link is used or expired; ask again"))?;
-    let permit = app
-        .long
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
     let (head_tx, head_rx) = tokio::sync::oneshot::channel::<Result<u64, ApiError>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let name = t
         .path
         .file_name()
-        .map(|n| wire::shown(Path::new(n)))
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
     let app2 = app.clone();
     tokio::task::spawn_blocking(move || {

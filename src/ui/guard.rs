@@ -213,6 +213,10 @@ async fn decide(app: &App, req: Request, next: Next) -> Response {
             );
         }
     }
+    // A logged-in request: its connection keeps its slot (`conns`).
+    if let Some(conn) = req.extensions().get::<Arc<super::conns::Conn>>() {
+        conn.logged_in();
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         if !is_api {
             return refuse(StatusCode::METHOD_NOT_ALLOWED, "only GET here");

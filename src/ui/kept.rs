@@ -10,20 +10,29 @@
 //!   so sees every change and every eject;
 //! - what is kept for a medium is keyed by its ID file as this request read it: a medium
 //!   enrolled again under the same id, or with an altered ID file, shares nothing with what
-//!   was kept; a header is used only for a backup the tree the request read lists (a
-//!   committed backup's header never changes, and ids are never used again);
+//!   was kept; a kept header is used only for a backup the tree the request read lists, and
+//!   only if it agrees with that tree's record of it (kind, parent, start, end, partial), and
+//!   a forecast only for the same records: a copy of a tray (same ID file) that diverged has
+//!   other backups under the same ids, and what was kept for one is not shown for the other;
 //! - what is kept only shows: restores and downloads read the medium itself;
-//! - memory is bounded: [`MAX_MEDIA`] media, [`MAX_HEADERS`] headers each, one forecast
-//!   each, and at most [`FORECASTS_AT_ONCE`] simulations running.
+//! - memory is bounded: [`MAX_MEDIA`] media, [`MAX_HEADERS`] headers each, each without its
+//!   lists (problems, sources, packs: what a medium makes as large as it likes; the pages
+//!   that use kept headers need their root, counts and times) and with short strings, one
+//!   forecast each, and at most [`FORECASTS_AT_ONCE`] simulations running;
+//! - a forecast that failed is asked again after [`FORECAST_RETRY`] (a tray pulled for a
+//!   moment reads again), and one that panicked fails like one that returned an error.
 
 use super::api::ApiError;
 use crate::agent::Locked;
 use crate::ids::{BackupId, MediaId};
 use crate::medium::{BackupHeader, Medium};
 use crate::sizing::Reach;
+use crate::tree::BackupRecord;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Media something is kept for; one more drops them all.
 const MAX_MEDIA: usize = 16;
@@ -31,16 +40,22 @@ const MAX_MEDIA: usize = 16;
 const MAX_HEADERS: usize = 100_000;
 /// Half-year simulations running at once (each a second or two of one core).
 const FORECASTS_AT_ONCE: usize = 2;
+/// How long a failed forecast is answered as failed before it is computed again.
+pub const FORECAST_RETRY: Duration = Duration::from_secs(10);
+/// Why a forecast that panicked failed.
+const STOPPED: &str = "the forecast stopped unexpectedly";
+/// The longest `host` and `software` of a kept header (the rest is cut).
+const MAX_KEPT_STRING: usize = 256;
 
 /// The half-year simulation's answer: how far back each kind reaches, and the bytes in use
 /// over the simulation (days from its start, bytes).
 pub type Forecast = (Reach, Vec<(f64, u64)>);
 
-/// What a forecast was computed for: the tree's backups (each with whether it is verified),
-/// the id the next backup gets, and the capacity.
-#[derive(Clone, PartialEq, Eq)]
+/// What a forecast was computed for: the tree's records of its backups, the id the next
+/// backup gets, and the capacity.
+#[derive(Clone, PartialEq)]
 pub struct ForecastKey {
-    backups: Vec<(BackupId, bool)>,
+    backups: Vec<BackupRecord>,
     next_id: BackupId,
     capacity: u64,
 }
@@ -49,18 +64,46 @@ impl ForecastKey {
     pub fn of(m: &Medium, capacity: u64) -> ForecastKey {
         let t = m.tree();
         ForecastKey {
-            backups: t.backups.iter().map(|b| (b.id, b.verified)).collect(),
+            backups: t.backups.clone(),
             next_id: t.next_id,
             capacity,
         }
     }
 }
 
+/// Whether header `h` is the one `rec` (the tree's record of that backup) describes.
+fn agrees(h: &BackupHeader, rec: &BackupRecord) -> bool {
+    h.id == rec.id
+        && h.kind == rec.kind
+        && h.parent == rec.parent
+        && h.started == rec.started
+        && h.finished == rec.finished
+        && h.partial == rec.partial
+}
+
+/// `h` as it is kept: without its lists, its strings cut short.
+fn slim(mut h: BackupHeader) -> BackupHeader {
+    h.problems = Vec::new();
+    h.sources = Vec::new();
+    h.packs = Vec::new();
+    for s in [&mut h.host, &mut h.software] {
+        if s.len() > MAX_KEPT_STRING {
+            let mut end = MAX_KEPT_STRING;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        s.shrink_to_fit();
+    }
+    h
+}
+
 enum ForecastState {
     Running(ForecastKey),
     Ready(ForecastKey, Forecast),
-    /// Why it failed (asked again after a change of the tree only).
-    Failed(ForecastKey, String),
+    /// Why it failed, and when (asked again after [`FORECAST_RETRY`], or a change).
+    Failed(ForecastKey, String, Instant),
 }
 
 /// What [`Kept::forecast`] found.
@@ -110,17 +153,19 @@ impl Kept {
         f(o)
     }
 
-    /// Backup `id`'s header: kept, or read from `m` (and kept).
+    /// Backup `id`'s header without its lists (see [`slim`]): kept, if it agrees with the
+    /// tree's record, or read from `m` (and kept).
     pub fn header(&self, m: &Medium, id: BackupId) -> crate::error::Result<Arc<BackupHeader>> {
-        if m.tree().get(id).is_none() {
+        let Some(rec) = m.tree().get(id) else {
             return Err(crate::error::Error::NoSuchBackup(id));
-        }
-        if let Some(h) = self.with(m, |o| o.headers.get(&id).cloned()) {
+        };
+        let kept = self.with(m, |o| o.headers.get(&id).cloned());
+        if let Some(h) = kept.filter(|h| agrees(h, rec)) {
             return Ok(h);
         }
-        let h = Arc::new(m.header(id)?);
+        let h = Arc::new(slim(m.header(id)?));
         self.with(m, |o| {
-            if o.headers.len() < MAX_HEADERS {
+            if o.headers.len() < MAX_HEADERS || o.headers.contains_key(&id) {
                 o.headers.insert(id, h.clone());
             }
         });
@@ -128,19 +173,27 @@ impl Kept {
     }
 
     /// The forecast for `m` as it is now: the one kept for this tree and capacity, or `None`
-    /// while it is being computed. A computation starts here (on a thread of its own, which
-    /// takes `m` and lets it go as soon as the medium's history is read) when none runs for
-    /// this key and fewer than [`FORECASTS_AT_ONCE`] run; otherwise a later call starts it.
-    pub fn forecast(
+    /// while it is being computed. A computation starts here when none runs for this key
+    /// and fewer than [`FORECASTS_AT_ONCE`] run (otherwise a later call starts it): what it
+    /// needs of the medium is `read` here, by this request (which holds `m` open as every
+    /// request does, and no longer), and the simulation then runs on a thread of its own
+    /// that holds nothing of the medium (an eject meanwhile finds it closed). A panic in
+    /// either settles the computation as failed.
+    pub fn forecast<H: Send + 'static>(
         self: &Arc<Self>,
-        m: Medium,
+        m: &Medium,
         capacity: u64,
-        compute: impl FnOnce(Medium) -> Result<Forecast, ApiError> + Send + 'static,
+        read: impl FnOnce(&Medium) -> Result<H, ApiError>,
+        simulate: impl FnOnce(H) -> Forecast + Send + 'static,
     ) -> Result<Option<Forecast>, ApiError> {
-        let key = ForecastKey::of(&m, capacity);
-        let now = self.with(&m, |o| match &o.forecast {
+        let key = ForecastKey::of(m, capacity);
+        let now = self.with(m, |o| match &o.forecast {
             Some(ForecastState::Ready(k, f)) if *k == key => Asked::Ready(f.clone()),
-            Some(ForecastState::Failed(k, why)) if *k == key => Asked::Failed(why.clone()),
+            Some(ForecastState::Failed(k, why, at))
+                if *k == key && at.elapsed() < FORECAST_RETRY =>
+            {
+                Asked::Failed(why.clone())
+            }
             Some(ForecastState::Running(k)) if *k == key => Asked::Wait,
             _ => {
                 let free = self
@@ -157,30 +210,34 @@ impl Kept {
                 }
             }
         });
-        let start = match now {
+        match now {
             Asked::Ready(f) => return Ok(Some(f)),
             Asked::Failed(why) => return Err(ApiError::internal(why)),
-            Asked::Wait => false,
-            Asked::Start => true,
-        };
-        if start {
-            let kept = self.clone();
-            let id = m.media().media_id;
-            let file = id_file(&m);
-            let (key2, file2) = (key.clone(), file.clone());
-            let spawned = std::thread::Builder::new()
-                .name("forecast".into())
-                .spawn(move || {
-                    let r = compute(m).map_err(|e| e.message().to_string());
-                    kept.settle(id, &file2, key, r);
-                });
-            if let Err(e) = spawned {
-                let why = format!("cannot start the forecast: {e}");
-                self.settle(id, &file, key2, Err(why.clone()));
-                return Err(ApiError::internal(why));
-            }
+            Asked::Wait => return Ok(None),
+            Asked::Start => {}
         }
-        Ok(None)
+        let (id, file) = (m.media().media_id, id_file(m));
+        let fail = |why: String| {
+            self.settle(id, &file, key.clone(), Err(why.clone()));
+            Err(ApiError::internal(why))
+        };
+        let input = match std::panic::catch_unwind(AssertUnwindSafe(|| read(m))) {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return fail(e.message().to_string()),
+            Err(_) => return fail(STOPPED.into()),
+        };
+        let (kept, file2, key2) = (self.clone(), file.clone(), key.clone());
+        let spawned = std::thread::Builder::new()
+            .name("forecast".into())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| simulate(input)))
+                    .map_err(|_| STOPPED.to_string());
+                kept.settle(id, &file2, key2, r);
+            });
+        match spawned {
+            Ok(_) => Ok(None),
+            Err(e) => fail(format!("cannot start the forecast: {e}")),
+        }
     }
 
     /// End the computation for `key` (started by [`Kept::forecast`]) with `r`.
@@ -196,7 +253,7 @@ impl Kept {
                 Ok(f) => ForecastState::Ready(key, f),
                 Err(why) => {
                     tracing::warn!(medium = %id, cause = why, "web interface: the forecast failed");
-                    ForecastState::Failed(key, why)
+                    ForecastState::Failed(key, why, Instant::now())
                 }
             });
         }

@@ -8,7 +8,8 @@
 //! finished one makes room for a new one, and with [`MAX_OPS`] running a new one is refused
 //! (429), so the list, and the threads waiting on the agent (a backup-now or an eject waits
 //! as long as the agent's job takes, without a time limit), stay bounded. Restores also take
-//! one of [`super::LONG_TASKS`] permits.
+//! one of [`super::LONG_TASKS`] permits; with all taken (by restores or downloads), a
+//! restore is refused at once (429), never left waiting.
 
 use super::api::{ApiError, ApiResult, MediumId};
 use super::wire::backup_path;
@@ -336,12 +337,7 @@ pub async fn restore(
         dry_run: r.dry_run,
         overwrite: r.overwrite,
     };
-    let permit = app
-        .long
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::internal("shutting down"))?;
+    let permit = app.long_permit()?;
     let meter = Arc::new(Meter::hidden());
     let op = app.ops.start(What::Restore, id, Some(meter.clone()))?;
     let backup = r.backup;

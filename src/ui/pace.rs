@@ -3,10 +3,13 @@
 //! nor, through a download it does not read, one of the [`super::LONG_TASKS`] permits.
 //!
 //! Invariant: the time a connection's writes spend blocked on the client, less
-//! [`MIN_RATE`]'s worth of credit for every byte the client did take, never exceeds
-//! [`NO_PROGRESS`]; past it every write fails, which ends the connection and drops what was
-//! being sent (a download's reader then stops at its next block). A client reading at
-//! [`MIN_RATE`] or faster never runs into it. What a client sends is bounded elsewhere: the
+//! [`MIN_RATE`]'s worth of credit for every byte the client did take (credit banked up to
+//! [`NO_PROGRESS`]'s worth), never exceeds [`NO_PROGRESS`]; past it every write fails, which
+//! ends the connection and drops what was being sent (a download's reader then stops at its
+//! next block). A client reading at [`MIN_RATE`] or faster never runs into it: its send
+//! buffer is small ([`SEND_BUFFER`]), so a blocked write waits only for the client to take
+//! a small part of what it was sent, and the credit for the bytes its buffers took at once
+//! is kept (bounded: a client that stops is cut within twice [`NO_PROGRESS`]). What a client sends is bounded elsewhere: the
 //! request head by hyper's head timeout ([`super::HEAD_WAIT`]), a request body by
 //! [`read_body`] ([`BODY_WAIT`]), and an idle kept-alive connection by the head timeout.
 
@@ -27,11 +30,21 @@ pub const MIN_RATE: u64 = 16 << 10;
 /// How long a client may take to send a request's body (at most [`super::MAX_BODY`]).
 pub const BODY_WAIT: Duration = Duration::from_secs(10);
 
+/// The send buffer a connection is given (the kernel doubles it), instead of one that grows
+/// to megabytes: a write blocked on a full buffer waits for the client to take a part of
+/// it, which must take a client at [`MIN_RATE`] well under [`NO_PROGRESS`]. Not smaller:
+/// at 32 KiB a loopback download falls to ~2 MB/s (each segment waits for a delayed ACK).
+pub const SEND_BUFFER: usize = 64 << 10;
+/// Credit a connection may bank for bytes the client took faster than [`MIN_RATE`] (so a
+/// client reading at [`MIN_RATE`] or faster in bursts, or whose buffers took a burst at
+/// once, is not cut; one that stops is cut after at most this and [`NO_PROGRESS`]).
+const MAX_CREDIT: Duration = NO_PROGRESS;
+
 /// A connection with the no-progress limit on its writes.
 pub struct Paced<S> {
     inner: S,
-    /// Time blocked, net of credit.
-    stalled: Duration,
+    /// Seconds blocked, net of credit: at least `-MAX_CREDIT`.
+    owed: f64,
     /// Since when the write now waiting has been blocked.
     blocked_since: Option<Instant>,
     timer: Pin<Box<tokio::time::Sleep>>,
@@ -41,7 +54,7 @@ impl<S> Paced<S> {
     pub fn new(inner: S) -> Paced<S> {
         Paced {
             inner,
-            stalled: Duration::ZERO,
+            owed: 0.0,
             blocked_since: None,
             timer: Box::pin(tokio::time::sleep(NO_PROGRESS)),
         }
@@ -53,6 +66,16 @@ impl<S> Paced<S> {
             "the client stopped reading what it was sent",
         )
     }
+
+    fn cut(&self) -> bool {
+        self.owed >= NO_PROGRESS.as_secs_f64()
+    }
+}
+
+/// Give `stream` the small send buffer [`SEND_BUFFER`] (on failure it keeps the kernel's:
+/// the limit is then looser, never wrong for a client at [`MIN_RATE`] with small buffers).
+pub fn small_send_buffer(stream: &tokio::net::TcpStream) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(stream, SEND_BUFFER);
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Paced<S> {
@@ -72,30 +95,30 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Paced<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        if this.stalled >= NO_PROGRESS {
+        if this.cut() {
             return Poll::Ready(Err(Self::too_slow()));
         }
         match Pin::new(&mut this.inner).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => {
                 if let Some(t) = this.blocked_since.take() {
-                    this.stalled += t.elapsed();
+                    this.owed += t.elapsed().as_secs_f64();
                 }
-                let credit = Duration::from_secs_f64(n as f64 / MIN_RATE as f64);
-                this.stalled = this.stalled.saturating_sub(credit);
+                let credit = n as f64 / MIN_RATE as f64;
+                this.owed = (this.owed - credit).max(-MAX_CREDIT.as_secs_f64());
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
                 let since = *this.blocked_since.get_or_insert_with(Instant::now);
-                let left = NO_PROGRESS.saturating_sub(this.stalled);
-                let deadline = since + left;
+                let left = NO_PROGRESS.as_secs_f64() - this.owed;
+                let deadline = since + Duration::from_secs_f64(left.max(0.0));
                 if Instant::now() >= deadline {
-                    this.stalled = NO_PROGRESS;
+                    this.owed = NO_PROGRESS.as_secs_f64();
                     return Poll::Ready(Err(Self::too_slow()));
                 }
                 // Woken at the deadline if the client takes nothing before it.
                 this.timer.as_mut().reset(deadline.into());
                 if this.timer.as_mut().poll(cx).is_ready() {
-                    this.stalled = NO_PROGRESS;
+                    this.owed = NO_PROGRESS.as_secs_f64();
                     return Poll::Ready(Err(Self::too_slow()));
                 }
                 Poll::Pending

@@ -1,10 +1,12 @@
 //! Paths between the page and the server. A name in a backup is bytes (Linux allows any but
 //! `/` and NUL), so a path crosses the API losslessly as its **key**: the bytes, with `%`,
 //! space, control characters and every byte outside ASCII written `%XX` (so an ordinary ASCII
-//! path is its own key). It is shown to a person as [`shown`]: UTF-8 as it is, any byte that
-//! is not UTF-8 as a visible `\xNN`.
+//! path is its own key). It is shown to a person as [`shown`]: printable UTF-8 as it is, a
+//! backslash as `\\`, control and text-direction characters as `\u{NNNN}`, any byte that is
+//! not UTF-8 as `\xNN` (so two names are never shown alike).
 //!
-//! Invariant: a key from the page becomes a path only through [`backup_path`], which applies
+//! Invariants: a key's `%` is followed by exactly two ASCII hex digits (one spelling of one
+//! path); a key from the page becomes a path only through [`backup_path`], which applies
 //! the same checks as the CLI's paths (absolute, at most `PATH_MAX` bytes, no NUL, no `..`:
 //! `index::components`).
 
@@ -30,16 +32,33 @@ pub fn key(p: &Path) -> String {
     s
 }
 
-/// `p` for a person: UTF-8 as it is, other bytes as `\xNN`.
+/// `p` for a person: printable UTF-8 as it is, a backslash as `\\`, a control character
+/// or a bidirectional formatting character (which would reorder what follows it) as
+/// `\u{NNNN}`, and a byte that is not UTF-8 as `\xNN`: two different names are never
+/// shown alike.
 pub fn shown(p: &Path) -> String {
     let mut s = String::new();
     for chunk in p.as_os_str().as_bytes().utf8_chunks() {
-        s.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                s.push_str("\\\\");
+            } else if c.is_control() || is_bidi_format(c) {
+                s.push_str(&format!("\\u{{{:04X}}}", c as u32));
+            } else {
+                s.push(c);
+            }
+        }
         for b in chunk.invalid() {
             s.push_str(&format!("\\x{b:02X}"));
         }
     }
     s
+}
+
+/// Whether `c` changes the direction of the text around it (embeddings, overrides,
+/// isolates, marks).
+fn is_bidi_format(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// The bytes a key stands for (characters other than `%XX` stand for their UTF-8).
@@ -49,9 +68,10 @@ fn bytes_of_key(k: &str) -> Result<Vec<u8>, ApiError> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = k
+            let hex = b
                 .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok())
                 .ok_or_else(|| {
                     ApiError::bad(format!(
                         "{:?}: a path's % is followed by two hex digits",
@@ -120,6 +140,11 @@ mod tests {
             shown(Path::new(OsStr::from_bytes(b"/caf\xe9.txt"))),
             "/caf\\xE9.txt"
         );
+        assert_eq!(shown(Path::new("/caf\\xE9.txt")), "/caf\\\\xE9.txt");
+        assert_eq!(
+            shown(Path::new("/a\nb\u{202E}txt.exe")),
+            "/a\\u{000A}b\\u{202E}txt.exe"
+        );
         for bad in [
             "home/a",
             "/a/../etc",
@@ -128,6 +153,9 @@ mod tests {
             "/a%2",
             "/a%zz",
             "/a/%2E%2E/b",
+            "/a%+9",
+            "/a%-1",
+            "/a%é",
         ] {
             assert!(backup_path(bad).is_err(), "{bad:?}");
         }

@@ -570,8 +570,15 @@ pub fn media_id(env: &Env) -> String {
 
 /// Ask for a download of `path` in `backup`: the URL of its ticket.
 pub fn ticket(ui: &Ui, cookie: &str, key: &str, id: &str, backup: u64, path: &str) -> String {
+    let r = ask_ticket(ui, cookie, key, id, backup, path);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["url"].as_str().unwrap().to_string()
+}
+
+/// The answer to a request for a download ticket (see [`ticket`]).
+pub fn ask_ticket(ui: &Ui, cookie: &str, key: &str, id: &str, backup: u64, path: &str) -> Reply {
     let origin = ui.url("");
-    let r = request(
+    request(
         &ui.host,
         "POST",
         &format!("/api/media/{id}/download"),
@@ -584,7 +591,5 @@ pub fn ticket(ui: &Ui, cookie: &str, key: &str, id: &str, backup: u64, path: &st
         serde_json::json!({ "backup": backup, "path": path })
             .to_string()
             .as_bytes(),
-    );
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["url"].as_str().unwrap().to_string()
+    )
 }

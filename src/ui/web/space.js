@@ -70,6 +70,10 @@
 
   // The forecast part: the simulation's answer, or a note while it is computed.
   function forecastPart(d) {
+    if (d.forecast_error) {
+      return [el('h2', { text: 'Forecast' }),
+        el('p', { class: 'muted', id: 'forecast-failed', text: 'The forecast failed: ' + d.forecast_error + ' (it is tried again in a few seconds).' })];
+    }
     if (!d.forecast) {
       return [el('h2', { text: 'Forecast' }),
         el('p', { class: 'muted', id: 'forecast-pending', text: 'Simulating ' + d.simulated_days + ' days on this capacity at this medium\'s rate…' })];
