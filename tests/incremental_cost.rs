@@ -94,9 +94,12 @@ on_both_media!(
         let b = env.backup(&["--kind", "micro"]);
         let h = env.header(b);
         let new = h["bytes"]["new"].as_u64().unwrap();
-        // The changed MiB, and the content-defined blocks it touches at either end.
+        // The changed MiB, the content-defined blocks it touches at either end (each at most
+        // 1 MiB), and, at most, one more block before the cuts agree again (a cut within the
+        // 192 KiB minimum of the new one is skipped). On an encrypted medium the cut points
+        // are keyed, so where they fall differs from run to run (3.3 MiB seen).
         assert!(
-            (1 << 20..=3 << 20).contains(&new),
+            (1 << 20..=4 << 20).contains(&new),
             "{new} new bytes for a 1 MiB change"
         );
     }
