@@ -43,7 +43,7 @@ fn held_only_in_its_log(lab: &Lab, fs: Fs, label: &str, state: &Path) -> PathBuf
         Fs::Btrfs => sh(Command::new("mkfs.btrfs")
             .args(["-q", "--mixed", "-L", label])
             .arg(&img)),
-    }
+    };
     let options = match fs {
         Fs::Xfs => "loop",
         Fs::Btrfs => "loop,commit=300",

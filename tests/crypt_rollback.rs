@@ -388,7 +388,7 @@ fn a_damaged_generation_record_fails_closed() {
             std::os::unix::fs::symlink("/dev/zero", p).unwrap()
         }),
         ("a FIFO", &|p| {
-            sh(std::process::Command::new("mkfifo").arg(p))
+            sh(std::process::Command::new("mkfifo").arg(p));
         }),
     ];
     for (what, damage) in damage {

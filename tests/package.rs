@@ -23,18 +23,6 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
 /// The package, built once for this test binary.
 fn deb() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
@@ -50,7 +38,7 @@ fn deb() -> &'static Path {
                 "the package test needs {tool} (scripts/setup.sh installs it)"
             );
         }
-        let out = run(&mut Command::new(repo().join("scripts/deb.sh")));
+        let out = sh(&mut Command::new(repo().join("scripts/deb.sh")));
         PathBuf::from(out.lines().last().unwrap_or_default().trim())
     })
 }
@@ -61,7 +49,7 @@ fn unpacked() -> tempfile::TempDir {
         .prefix("trayback-deb")
         .tempdir()
         .unwrap();
-    run(Command::new("dpkg-deb")
+    sh(Command::new("dpkg-deb")
         .arg("-x")
         .arg(deb())
         .arg(root.path()));
@@ -70,7 +58,7 @@ fn unpacked() -> tempfile::TempDir {
 
 #[test]
 fn contents_conffile_scripts_and_lintian() {
-    let list = run(Command::new("dpkg-deb").arg("-c").arg(deb()));
+    let list = sh(Command::new("dpkg-deb").arg("-c").arg(deb()));
     let files: Vec<&str> = list
         .lines()
         .filter(|l| l.starts_with('-'))
@@ -95,7 +83,7 @@ fn contents_conffile_scripts_and_lintian() {
     .to_vec();
     // One page per page the binary generates (trayback.1, every subcommand's, the config's).
     let pages = tempfile::tempdir().unwrap();
-    run(Command::new(bin()).arg("man").arg(pages.path()));
+    sh(Command::new(bin()).arg("man").arg(pages.path()));
     let mut names: Vec<String> = fs::read_dir(pages.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -119,7 +107,7 @@ fn contents_conffile_scripts_and_lintian() {
     // `install-system` installs from source): a file added there and forgotten in
     // Cargo.toml's assets fails here.
     let layout = tempfile::tempdir().unwrap();
-    run(Command::new(bin()).arg("package-files").arg(layout.path()));
+    sh(Command::new(bin()).arg("package-files").arg(layout.path()));
     for f in files_below(layout.path()) {
         let rel = f.strip_prefix(layout.path()).unwrap().to_string_lossy();
         let gz = if rel.starts_with("usr/share/man/") {
@@ -137,7 +125,7 @@ fn contents_conffile_scripts_and_lintian() {
     }
 
     let control = tempfile::tempdir().unwrap();
-    run(Command::new("dpkg-deb")
+    sh(Command::new("dpkg-deb")
         .arg("-e")
         .arg(deb())
         .arg(control.path()));
@@ -162,7 +150,7 @@ fn contents_conffile_scripts_and_lintian() {
     assert!(read("prerm").contains("deb-systemd-invoke stop trayback-agent.service"));
     assert!(read("postrm").contains("deb-systemd-helper purge trayback-agent.service"));
     for script in ["postinst", "prerm", "postrm"] {
-        run(Command::new("sh")
+        sh(Command::new("sh")
             .arg("-n")
             .arg(control.path().join(script)));
     }
@@ -220,11 +208,11 @@ fn unpacked_package_works() {
             unit.replace("/usr/bin/trayback", installed.to_str().unwrap()),
         )
         .unwrap();
-        run(Command::new("systemd-analyze").arg("verify").arg(&u));
+        sh(Command::new("systemd-analyze").arg("verify").arg(&u));
     }
 
     // The installed binary runs: a demo backs up, verifies and restores a real directory.
-    let version = run(Command::new(&installed).arg("--version"));
+    let version = sh(Command::new(&installed).arg("--version"));
     assert!(version.starts_with("trayback "), "{version}");
     let src = root.path().join("demo-src");
     write(&src.join("f.txt"), b"from the package");
@@ -294,7 +282,7 @@ fn unpacked_package_works() {
             .stdout
     );
     let complete = |words: &str| {
-        run(Command::new("bash").arg("-c").arg(format!(
+        sh(Command::new("bash").arg("-c").arg(format!(
             "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); \
              _trayback trayback \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; \
              printf '%s\\n' \"${{COMPREPLY[@]}}\"",
@@ -322,12 +310,12 @@ fn the_packaged_rule_has_udev_start_the_agent_on_an_inserted_tray() {
         "/run/udev/rules.d/90-trayback.rules",
     )
     .unwrap();
-    run(Command::new("udevadm").args(["control", "--reload"]));
+    sh(Command::new("udevadm").args(["control", "--reload"]));
     write(&lab.src.join("a.txt"), b"inserted");
     let label = lab.label("P");
     let img = lab.image("p.img", &label, "96M");
     let dev = lab.insert(&img);
-    let props = run(Command::new("udevadm").args(["info", "--query=property", &dev]));
+    let props = sh(Command::new("udevadm").args(["info", "--query=property", &dev]));
     assert!(
         props.lines().any(|l| l == "TRAYBACK_CANDIDATE=1")
             && props
@@ -375,10 +363,10 @@ fn real_install_enables_the_agent_and_purge_leaves_nothing() {
             fs::canonicalize(wants).unwrap(),
             fs::canonicalize("/usr/lib/systemd/system/trayback-agent.service").unwrap()
         );
-        let v = run(Command::new("/usr/bin/trayback").arg("--version"));
+        let v = sh(Command::new("/usr/bin/trayback").arg("--version"));
         assert!(v.starts_with("trayback "));
         // `man trayback` finds the page where man looks.
-        let page = run(Command::new("man").args(["-w", "trayback"]));
+        let page = sh(Command::new("man").args(["-w", "trayback"]));
         assert_eq!(page.trim(), "/usr/share/man/man1/trayback.1.gz");
         let mode = fs::metadata("/etc/trayback/trayback.yaml").unwrap();
         use std::os::unix::fs::PermissionsExt;

@@ -255,7 +255,8 @@ pub fn independent_reader(medium: &Path, key_file: &Path, path: &Path, out: &Pat
         .unwrap()
 }
 
-pub fn sh(cmd: &mut Command) {
+/// Run and require success; returns stdout.
+pub fn sh(cmd: &mut Command) -> String {
     let mut out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     // Every test's agent identifies every loop device (`devices: ['/dev/loop*']`), holding
     // it exclusively, read-only in the kernel, for a moment (a second or two; at most ten
@@ -271,6 +272,7 @@ pub fn sh(cmd: &mut Command) {
         out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     }
     assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    text(&out.stdout)
 }
 
 pub fn dir_bytes(p: &Path) -> u64 {
