@@ -296,13 +296,7 @@ fn idle_connections_are_closed_in_time_and_sigterm_ends_the_server_with_all_held
     let held_at = Instant::now();
     let mut held = hold_every_slot(&ui, &cookie, 4);
     let t = Instant::now();
-    let r = request(
-        &ui.host,
-        "GET",
-        "/api/trays",
-        &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
-        b"",
-    );
+    let r = ui.get(&cookie, &key, "/api/trays");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         t.elapsed() < Duration::from_secs(3),

@@ -51,11 +51,7 @@ fn served(plaintext: bool, fill: impl FnOnce(&Env)) -> Served {
 impl Served {
     /// GET `path` with the session and the page key.
     fn get(&self, path: &str) -> Reply {
-        request(&self.ui.host, "GET", path, &self.auth(), b"")
-    }
-
-    fn auth(&self) -> [(&str, &str); 2] {
-        [("Cookie", &self.cookie), ("X-Trayback-Key", &self.key)]
+        self.ui.get(&self.cookie, &self.key, path)
     }
 
     /// A download of `path` in backup 1 asked for and its GET sent: the connection.

@@ -64,13 +64,7 @@ fn clients_dribbling_request_bodies_do_not_hold_the_connection_slots() {
 
     // A new request is answered once the dribblers are cut off, at BODY_WAIT.
     let t = Instant::now();
-    let r = request(
-        &ui.host,
-        "GET",
-        "/api/trays",
-        &[("Cookie", &cookie), ("X-Trayback-Key", &key)],
-        b"",
-    );
+    let r = ui.get(&cookie, &key, "/api/trays");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         t.elapsed() < BODY_WAIT + Duration::from_secs(8),

@@ -114,6 +114,17 @@ impl Ui {
             .to_string();
         (cookie.split(';').next().unwrap().to_string(), key)
     }
+
+    /// GET `path` in the session `cookie`, with its page key.
+    pub fn get(&self, cookie: &str, key: &str, path: &str) -> Reply {
+        request(
+            &self.host,
+            "GET",
+            path,
+            &[("Cookie", cookie), ("X-Trayback-Key", key)],
+            b"",
+        )
+    }
 }
 
 impl Drop for Ui {
