@@ -56,12 +56,13 @@ use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
 use crate::sizing;
 use crate::status;
+use crate::status::EventKind;
 use crate::tree::Kind;
 use chrono::{DateTime, Duration, Utc};
 use clock::Clock;
 use devices::{Disk, DiskEvent};
 use identify::{identify, open_identified, Expect, Identity, Refusal};
-use notify::{Event as Note, EventKind};
+use notify::Event as Note;
 use register::Register;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -165,7 +166,7 @@ struct Agent {
     /// exclusive open, lets go).
     busy: Mutex<HashMap<PathBuf, u32>>,
     /// The newest failure notified (`status`, metrics).
-    last_failure: Mutex<Option<status::Failure>>,
+    last_failure: Mutex<Option<status::LastFailure>>,
     /// Rewrites the metrics file when poked (and on every change of the inserted media).
     metrics: metrics_file::Poke,
 }
@@ -273,14 +274,15 @@ impl Agent {
         backup: Option<u64>,
         message: String,
     ) {
+        let label = media
+            .map(|m| m.label.clone())
+            .or_else(|| disk.and_then(|d| d.label.clone()));
         if event.is_failure() {
-            *self.last_failure.locked() = Some(status::Failure {
+            *self.last_failure.locked() = Some(status::LastFailure {
                 at: self.clock.now(),
-                event: event.name().to_string(),
-                media_id: media.map(|m| m.media_id.to_string()),
-                label: media
-                    .map(|m| m.label.clone())
-                    .or_else(|| disk.and_then(|d| d.label.clone())),
+                event,
+                media_id: media.map(|m| m.media_id),
+                label: label.clone(),
                 message: message.clone(),
             });
             self.metrics.poke();
@@ -290,9 +292,7 @@ impl Agent {
             Note {
                 event,
                 medium: media.map(|m| m.media_id.to_string()),
-                label: media
-                    .map(|m| m.label.clone())
-                    .or_else(|| disk.and_then(|d| d.label.clone())),
+                label,
                 device: disk.map(|d| d.devnode.display().to_string()),
                 backup,
                 message,

@@ -160,9 +160,10 @@ fn add_status(f: &mut Families, s: &Status) {
     f.add(Metric::StatusTimestampSeconds, &[], secs(s.now));
     f.add(Metric::Warnings, &[], s.warnings.len() as f64);
     if let Some(fail) = &s.last_failure {
+        let media_id = fail.media_id.map(|id| id.to_string()).unwrap_or_default();
         let labels = [
-            ("event", fail.event.as_str()),
-            ("media_id", fail.media_id.as_deref().unwrap_or("")),
+            ("event", fail.event.name()),
+            ("media_id", media_id.as_str()),
             ("label", fail.label.as_deref().unwrap_or("")),
         ];
         f.add(Metric::LastFailureTimestampSeconds, &labels, secs(fail.at));

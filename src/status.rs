@@ -21,16 +21,67 @@ pub struct Status {
     /// The newest failure the agent notified (backup or verify failed, medium too small,
     /// failing or tampered), since it started.
     #[serde(default)]
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<LastFailure>,
+}
+
+/// What the agent notifies (the configured command's `TRAYBACK_EVENT`), and what a failure in
+/// `status` was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    BackupFailed,
+    VerifyFailed,
+    MediumTooSmall,
+    UnknownMedium,
+    SafeToRemove,
+    MediumAway,
+    DuplicateMedium,
+    /// The medium reports I/O errors (or the kernel made it read-only): check or replace it.
+    MediumFailing,
+    /// The tray was pulled while a backup ran: that backup was cancelled.
+    MediumPulled,
+    /// An encrypted medium whose ID file or key wrap was altered: not written.
+    TamperedMedium,
+}
+
+impl EventKind {
+    /// The event's name, as in `TRAYBACK_EVENT` and the JSON (`backup_failed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::BackupFailed => "backup_failed",
+            EventKind::VerifyFailed => "verify_failed",
+            EventKind::MediumTooSmall => "medium_too_small",
+            EventKind::UnknownMedium => "unknown_medium",
+            EventKind::SafeToRemove => "safe_to_remove",
+            EventKind::MediumAway => "medium_away",
+            EventKind::DuplicateMedium => "duplicate_medium",
+            EventKind::MediumFailing => "medium_failing",
+            EventKind::MediumPulled => "medium_pulled",
+            EventKind::TamperedMedium => "tampered_medium",
+        }
+    }
+
+    /// A failure (`status`'s `last_failure`): something went wrong with a backup or a
+    /// medium, as opposed to news (safe to remove, away, unknown).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            EventKind::BackupFailed
+                | EventKind::VerifyFailed
+                | EventKind::MediumTooSmall
+                | EventKind::MediumFailing
+                | EventKind::TamperedMedium
+                | EventKind::MediumPulled
+        )
+    }
 }
 
 /// A failure the agent notified.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Failure {
+pub struct LastFailure {
     pub at: DateTime<Utc>,
-    /// The notification's event (`backup_failed`, `verify_failed`, …).
-    pub event: String,
-    pub media_id: Option<String>,
+    pub event: EventKind,
+    pub media_id: Option<MediaId>,
     pub label: Option<String>,
     pub message: String,
 }

@@ -1,61 +1,12 @@
 //! Notifications: the configured command, run with the event as environment variables and as
 //! JSON on stdin. Runs in the background; a failing command is logged, never fatal.
 
+use crate::status::EventKind;
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use tracing::{info, warn};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    BackupFailed,
-    VerifyFailed,
-    MediumTooSmall,
-    UnknownMedium,
-    SafeToRemove,
-    MediumAway,
-    DuplicateMedium,
-    /// The medium reports I/O errors (or the kernel made it read-only): check or replace it.
-    MediumFailing,
-    /// The tray was pulled while a backup ran: that backup was cancelled.
-    MediumPulled,
-    /// An encrypted medium whose ID file or key wrap was altered: not written.
-    TamperedMedium,
-}
-
-impl EventKind {
-    /// The event's name, as in `TRAYBACK_EVENT` and the JSON (`backup_failed`).
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::BackupFailed => "backup_failed",
-            EventKind::VerifyFailed => "verify_failed",
-            EventKind::MediumTooSmall => "medium_too_small",
-            EventKind::UnknownMedium => "unknown_medium",
-            EventKind::SafeToRemove => "safe_to_remove",
-            EventKind::MediumAway => "medium_away",
-            EventKind::DuplicateMedium => "duplicate_medium",
-            EventKind::MediumFailing => "medium_failing",
-            EventKind::MediumPulled => "medium_pulled",
-            EventKind::TamperedMedium => "tampered_medium",
-        }
-    }
-
-    /// A failure (`status`'s `last_failure`): something went wrong with a backup or a
-    /// medium, as opposed to news (safe to remove, away, unknown).
-    pub fn is_failure(self) -> bool {
-        matches!(
-            self,
-            EventKind::BackupFailed
-                | EventKind::VerifyFailed
-                | EventKind::MediumTooSmall
-                | EventKind::MediumFailing
-                | EventKind::TamperedMedium
-                | EventKind::MediumPulled
-        )
-    }
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {

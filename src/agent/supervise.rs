@@ -13,10 +13,10 @@
 
 use super::control::Response;
 use super::devices::Disk;
-use super::notify::EventKind;
 use super::task::watch_mount;
 use super::{mounts, Agent, Cmd, Live};
 use crate::medium::{MediaFile, Medium};
+use crate::status::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
