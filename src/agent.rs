@@ -51,6 +51,7 @@ pub use register::{knows_file_system, remember_file_system_at};
 
 use crate::config::{Config, MultipleMedia};
 use crate::job;
+use crate::logging::LogEvent;
 use crate::medium::{self, MediaFile, Medium};
 use crate::progress::Meter;
 use crate::schedule::{self, Due, Why};
@@ -550,7 +551,7 @@ impl Agent {
             }
         };
         let media = medium.media().clone();
-        info!(event = "medium_inserted", device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
+        info!(event = LogEvent::MediumInserted.name(), device = %disk.devnode.display(), medium = %media.media_id, label = %media.label, backups = medium.tree().backups.len(), "medium inserted");
         self.seen(&disk, &medium);
         let (tx, rx) = mpsc::channel(8);
         let cancel = Arc::new(AtomicBool::new(false));
@@ -615,9 +616,9 @@ impl Agent {
         if let Some(i) = ins {
             let mut live = i.live.locked();
             if live.ejecting {
-                info!(event = "medium_removed", device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
+                info!(event = LogEvent::MediumRemoved.name(), device = %devnode.display(), medium = %i.media.media_id, "ejected medium's device removed");
             } else {
-                warn!(event = "medium_pulled", device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
+                warn!(event = LogEvent::MediumPulled.name(), device = %devnode.display(), medium = %i.media.media_id, "medium pulled");
                 live.pulled = true;
             }
             drop(live);

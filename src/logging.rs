@@ -109,6 +109,31 @@ fn stderr_is_journal() -> bool {
         })
 }
 
+/// The agent's log events that are not notifications (those log their `EventKind`): the
+/// `event=` field a reader of the journal filters on.
+#[derive(Clone, Copy, Debug)]
+pub enum LogEvent {
+    MediumInserted,
+    MediumReleased,
+    MediumRemoved,
+    MediumPulled,
+    BackupStarting,
+    BackupDone,
+}
+
+impl LogEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogEvent::MediumInserted => "medium_inserted",
+            LogEvent::MediumReleased => "medium_released",
+            LogEvent::MediumRemoved => "medium_removed",
+            LogEvent::MediumPulled => "medium_pulled",
+            LogEvent::BackupStarting => "backup_starting",
+            LogEvent::BackupDone => "backup_done",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape_controls;

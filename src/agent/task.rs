@@ -250,7 +250,7 @@ impl Agent {
                 )));
             }
             (Ok(()), None) => {
-                info!(event = "medium_released", device = %disk.devnode.display(), "medium released")
+                info!(event = LogEvent::MediumReleased.name(), device = %disk.devnode.display(), "medium released")
             }
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
@@ -293,7 +293,7 @@ impl Agent {
         );
         let first = !reach.measured;
         let due = job.due.clone();
-        info!(event = "backup_starting", medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
+        info!(event = LogEvent::BackupStarting.name(), medium = %m.media().media_id, kind = %due.kind, parent = ?due.parent, why = ?due.why, "backup starting");
         if self.test_panic_at(PanicAt::Task, &m.media().label) {
             panic!("test hook TRAYBACK_TEST_PANIC: the medium task panics");
         }
@@ -513,7 +513,7 @@ impl Agent {
             );
         }
         if let Some(b) = o.backup_id() {
-            info!(event = "backup_done", medium = %m.media().media_id, label = %m.media().label, backup = b, kind = %o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
+            info!(event = LogEvent::BackupDone.name(), medium = %m.media().media_id, label = %m.media().label, backup = b, kind = %o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
         {
             let mut l = live.locked();
