@@ -357,11 +357,12 @@ impl Agent {
                 let answer = match r {
                     Ok(reports) => {
                         if !reports.is_empty() {
-                            t.live.locked().last_verify = Some(status::Verified {
-                                at: self.clock.now(),
-                                ok: reports.iter().all(|r| r.ok),
+                            self.update_live(&t.live, |l| {
+                                l.last_verify = Some(status::Verified {
+                                    at: self.clock.now(),
+                                    ok: reports.iter().all(|r| r.ok),
+                                })
                             });
-                            self.metrics.poke();
                         }
                         Response::ok(&reports)
                     }
@@ -403,8 +404,7 @@ impl Agent {
         let answer = match r {
             Ok(done) => {
                 info!(medium = %m.media().media_id, pared = done.pared.len(), "pared as asked");
-                t.live.locked().pared += done.pared.len() as u64;
-                self.metrics.poke();
+                self.update_live(&t.live, |l| l.pared += done.pared.len() as u64);
                 Response::ok(&done)
             }
             Err(None) => {

@@ -515,8 +515,8 @@ impl Agent {
         if let Some(b) = o.backup_id() {
             info!(event = LogEvent::BackupDone.name(), medium = %m.media().media_id, label = %m.media().label, backup = b, kind = %o.kind, verified = ?o.verified(), pared = o.pared(), "backup done");
         }
-        {
-            let mut l = live.locked();
+        self.seen(disk, m);
+        self.update_live(live, |l| {
             l.last_error = o.error().or(o.too_small.as_ref().map(|t| t.to_string()));
             l.pared += o.pared() as u64;
             if let Some(ok) = o.verified() {
@@ -525,8 +525,13 @@ impl Agent {
                     ok,
                 });
             }
-        }
-        self.seen(disk, m);
+        });
+    }
+
+    /// Change what `status` shows of a medium's outcomes, and have the metrics file
+    /// rewritten.
+    pub(super) fn update_live(&self, live: &Mutex<Live>, change: impl FnOnce(&mut Live)) {
+        change(&mut live.locked());
         self.metrics.poke();
     }
 
