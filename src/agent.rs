@@ -108,8 +108,8 @@ struct Live {
     next_due: Option<DateTime<Utc>>,
     backups: usize,
     newest: BTreeMap<Kind, (DateTime<Utc>, u64)>,
-    free_bytes: u64,
-    size_bytes: u64,
+    free_bytes: Option<u64>,
+    size_bytes: Option<u64>,
     /// The newest verification run on it this insertion (`status`, metrics).
     last_verify: Option<status::Verified>,
     /// Backups pared on it this insertion.

@@ -179,11 +179,18 @@ fn add_status(f: &mut Families, s: &Status) {
             f.add(Metric::MediumLastVerifyOk, &who, v.ok as u8 as f64);
             f.add(Metric::MediumLastVerifyTimestampSeconds, &who, secs(v.at));
         }
-        f.add(Metric::MediumFreeBytes, &who, m.free_bytes as f64);
-        if m.size_bytes > 0 {
-            let used = m.size_bytes.saturating_sub(m.free_bytes);
-            f.add(Metric::MediumUsedBytes, &who, used as f64);
-            f.add(Metric::MediumSizeBytes, &who, m.size_bytes as f64);
+        if let Some(free) = m.free_bytes {
+            f.add(Metric::MediumFreeBytes, &who, free as f64);
+        }
+        if let Some(size) = m.size_bytes {
+            f.add(Metric::MediumSizeBytes, &who, size as f64);
+            if let Some(free) = m.free_bytes {
+                f.add(
+                    Metric::MediumUsedBytes,
+                    &who,
+                    size.saturating_sub(free) as f64,
+                );
+            }
         }
         f.add(Metric::MediumParedBackups, &who, m.pared as f64);
         match &m.job {

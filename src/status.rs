@@ -121,10 +121,12 @@ pub struct Inserted {
     pub newest: BTreeMap<Kind, BackupRef>,
     pub job: Option<Job>,
     pub next_due: Option<DateTime<Utc>>,
-    pub free_bytes: u64,
-    /// The medium's file system size.
+    /// Free space on the medium's file system (None: it could not be asked).
     #[serde(default)]
-    pub size_bytes: u64,
+    pub free_bytes: Option<u64>,
+    /// The medium's file system size (None: it could not be asked).
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
     /// The newest verification run on it since it was inserted.
     #[serde(default)]
     pub last_verify: Option<Verified>,

@@ -398,8 +398,8 @@ impl Agent {
             .into_iter()
             .map(|(k, b)| (k, (b.started, b.id.0)))
             .collect();
-        l.free_bytes = m.free_space().unwrap_or(0);
-        l.size_bytes = sizing::capacity(m.root()).unwrap_or(0);
+        l.free_bytes = m.free_space().ok();
+        l.size_bytes = sizing::capacity(m.root()).ok();
     }
 
     /// Simulate how far back each kind will reach apart from the medium's task, and show it

@@ -141,7 +141,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
         }
         println!(
             "  free: {}{}",
-            human(m.free_bytes),
+            m.free_bytes.map_or("unknown".into(), human),
             if m.writing {
                 ""
             } else {

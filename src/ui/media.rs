@@ -124,7 +124,7 @@ pub fn trays(app: &App) -> Trays {
                 newest_any: i.newest.values().max_by_key(|b| (b.started, b.id)).copied(),
                 newest: i.newest.clone(),
                 backups: Some(i.backups),
-                free_bytes: Some(i.free_bytes),
+                free_bytes: i.free_bytes,
                 error: i.last_error.clone(),
                 reach: i.reach.clone(),
             });
