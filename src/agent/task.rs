@@ -36,10 +36,9 @@ impl Agent {
         mut rx: mpsc::Receiver<Cmd>,
         watchdog: tokio::task::AbortHandle,
     ) -> Result<(), String> {
-        let (disk, mp, cancel, live) = (&t.disk, &t.mp, &t.cancel, &t.live);
+        let (disk, cancel, live) = (&t.disk, &t.cancel, &t.live);
         let mut medium = Some(medium);
-        let mut forced: Vec<oneshot::Sender<Response>> = Vec::new();
-        let mut eject: Option<oneshot::Sender<Response>> = None;
+        let mut pending = Pending::default();
         let mut changed = self.changed.subscribe();
         let sched = self.cfg.schedule.clone();
         let config = Arc::new(self.cfg.clone());
@@ -64,21 +63,12 @@ impl Agent {
             Some(f) => self.clock.now_not_before(f),
             None => self.clock.now(),
         };
-        // Jobs and lends asked for over the socket, in the order they came.
-        let mut queue: VecDeque<Queued> = VecDeque::new();
         'session: while let Some(m) = medium.as_ref() {
             self.refresh(m, live);
             // Commands first, so eject and stop are never starved by due jobs.
             while let Ok(cmd) = rx.try_recv() {
-                match cmd {
-                    Cmd::BackupNow(r) => forced.push(r),
-                    Cmd::Asked(a) => queue.push_back(Queued::Job(a)),
-                    Cmd::Lend(l) => queue.push_back(Queued::Lend(l)),
-                    Cmd::Eject(r) => {
-                        eject = Some(r);
-                        break 'session;
-                    }
-                    Cmd::Stop => break 'session,
+                if pending.take(cmd) {
+                    break 'session;
                 }
             }
             if cancel.load(Ordering::SeqCst) {
@@ -86,7 +76,7 @@ impl Agent {
             }
             // What was asked for over the socket runs at once when the medium is idle (as
             // it is here), before what falls due.
-            if let Some(q) = queue.pop_front() {
+            if let Some(q) = pending.queue.pop_front() {
                 let m = medium.take().unwrap();
                 medium = match q {
                     Queued::Job(a) => {
@@ -98,10 +88,10 @@ impl Agent {
             }
             let now = clock_now();
             let tree = &medium.as_ref().unwrap().tree();
-            let backing_off = retry_after.is_some_and(|t| now < t) && forced.is_empty();
+            let backing_off = retry_after.is_some_and(|t| now < t) && pending.forced.is_empty();
             let failing = live.locked().failing.clone();
             if let Some(why) = &failing {
-                for r in forced.drain(..) {
+                for r in pending.forced.drain(..) {
                     let _ = r.send(Response::err(why.clone()));
                 }
             }
@@ -109,12 +99,12 @@ impl Agent {
             // when a backup-now names it: an explicit request, as a command's job is.
             let due = if failing.is_some()
                 || backing_off
-                || (forced.is_empty() && !self.may_write(&disk.devnode))
+                || (pending.forced.is_empty() && !self.may_write(&disk.devnode))
             {
                 None
             } else {
                 schedule::due(tree, now, &sched).or_else(|| {
-                    (!forced.is_empty()).then(|| Due {
+                    (!pending.forced.is_empty()).then(|| Due {
                         kind: Kind::Micro,
                         parent: schedule::parent_for(tree, Kind::Micro),
                         why: Why::Requested,
@@ -135,7 +125,7 @@ impl Agent {
                 let (m, outcome) = match self.backup_on(&t, m, job, &mut reach).await {
                     Ok(x) => x,
                     Err(why) => {
-                        for r in forced.drain(..) {
+                        for r in pending.forced.drain(..) {
                             let _ = r.send(Response::err(why.clone()));
                         }
                         return Err(why);
@@ -143,7 +133,7 @@ impl Agent {
                 };
                 retry_after = outcome.backup.is_none().then(|| now + sched.micro_interval);
                 medium = Some(m);
-                for r in forced.drain(..) {
+                for r in pending.forced.drain(..) {
                     let _ = r.send(match outcome.error() {
                         None => Response::ok(&outcome),
                         Some(e) => Response::failed(e, &outcome),
@@ -161,40 +151,29 @@ impl Agent {
                 w = self.clock.sleep_until(next, floor.as_ref()) => debug!(?w, "woke"),
                 _ = changed.changed() => {}
                 cmd = rx.recv() => match cmd {
-                    Some(Cmd::BackupNow(r)) => forced.push(r),
-                    Some(Cmd::Asked(a)) => queue.push_back(Queued::Job(a)),
-                    Some(Cmd::Lend(l)) => queue.push_back(Queued::Lend(l)),
-                    Some(Cmd::Eject(r)) => {
-                        eject = Some(r);
+                    Some(cmd) => if pending.take(cmd) {
                         break;
-                    }
-                    Some(Cmd::Stop) | None => break,
+                    },
+                    None => break,
                 },
             }
         }
         while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Cmd::Eject(r) => eject = Some(r),
-                Cmd::BackupNow(r) => forced.push(r),
-                Cmd::Asked(a) => queue.push_back(Queued::Job(a)),
-                Cmd::Lend(l) => queue.push_back(Queued::Lend(l)),
-                Cmd::Stop => {}
-            }
+            pending.take(cmd);
         }
-        for q in queue {
-            let _ = q.reply().send(Response::err(
-                "the medium was removed before what was asked could run",
-            ));
-        }
-        for r in forced {
-            let _ = r.send(Response::err(
-                "the medium was removed before the backup could run",
-            ));
-        }
+        let eject = pending.refuse_all();
         // Tear down: release the medium (its lock and open files), flush, unmount.
         watchdog.abort();
         drop(medium);
-        let media = self.media_of(&t);
+        self.release(&t, eject).await;
+        Ok(())
+    }
+
+    /// A session's end: flush and unmount the medium (power the device down when ejecting),
+    /// record when it was last seen, and answer the eject.
+    async fn release(&self, t: &Session, eject: Option<oneshot::Sender<Response>>) {
+        let (disk, mp) = (&t.disk, &t.mp);
+        let media = self.media_of(t);
         let ejecting = eject.is_some();
         let (d2, mp2) = (disk.clone(), mp.clone());
         let detach = tokio::task::spawn_blocking(move || {
@@ -254,7 +233,6 @@ impl Agent {
             }
             (Err(e), None) => warn!(device = %disk.devnode.display(), cause = %e, "cannot unmount"),
         }
-        Ok(())
     }
 
     /// The media file of a session's medium as it is now (a lend may have changed it).
@@ -590,5 +568,48 @@ pub(super) struct StopOnDrop(Arc<AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What was asked of a medium's task and not answered yet.
+#[derive(Default)]
+struct Pending {
+    /// Backup-now requests: answered together by the next backup.
+    forced: Vec<oneshot::Sender<Response>>,
+    /// Jobs and lends asked for over the socket, in the order they came.
+    queue: VecDeque<Queued>,
+    eject: Option<oneshot::Sender<Response>>,
+}
+
+impl Pending {
+    /// Take a command in; true when it ends the session (eject or stop).
+    fn take(&mut self, cmd: Cmd) -> bool {
+        match cmd {
+            Cmd::BackupNow(r) => self.forced.push(r),
+            Cmd::Asked(a) => self.queue.push_back(Queued::Job(a)),
+            Cmd::Lend(l) => self.queue.push_back(Queued::Lend(l)),
+            Cmd::Eject(r) => {
+                self.eject = Some(r);
+                return true;
+            }
+            Cmd::Stop => return true,
+        }
+        false
+    }
+
+    /// The session is over: refuse what can no longer run, and hand back the eject to
+    /// answer once the medium is unmounted.
+    fn refuse_all(self) -> Option<oneshot::Sender<Response>> {
+        for q in self.queue {
+            let _ = q.reply().send(Response::err(
+                "the medium was removed before what was asked could run",
+            ));
+        }
+        for r in self.forced {
+            let _ = r.send(Response::err(
+                "the medium was removed before the backup could run",
+            ));
+        }
+        self.eject
     }
 }
