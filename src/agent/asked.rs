@@ -62,8 +62,10 @@ pub(super) struct Asked {
 /// A lend on its way to the medium's task.
 pub(super) struct Lend {
     reply: oneshot::Sender<Response>,
-    /// Resolves (with an error) when the connection ends.
+    /// Resolves (with an error) when the client lets go (shuts its side or closes).
     done: oneshot::Receiver<()>,
+    /// Told once the medium is taken back (or why not), for the client that waits for it.
+    back: oneshot::Sender<Response>,
 }
 
 /// What the task has queued, in the order asked.
@@ -222,7 +224,8 @@ impl Agent {
     }
 
     /// Serve a lend: once the medium's task has let go of the medium, answer with its mount
-    /// point, then keep the lend until the client closes the connection (or the time limit).
+    /// point, then keep the lend until the client shuts its side or closes the connection (or
+    /// the time limit), and tell it when the medium is taken back.
     pub(super) async fn serve_lend(
         &self,
         medium: Option<String>,
@@ -238,7 +241,12 @@ impl Agent {
         };
         let (reply, answer) = oneshot::channel();
         let (keep, done) = oneshot::channel::<()>();
-        if tx.send(Cmd::Lend(Lend { reply, done })).await.is_err() {
+        let (back, taken_back) = oneshot::channel();
+        if tx
+            .send(Cmd::Lend(Lend { reply, done, back }))
+            .await
+            .is_err()
+        {
             let _ = write_line(w, &Response::err("the medium is going away")).await;
             return;
         }
@@ -253,6 +261,11 @@ impl Agent {
         }
         let _ = tokio::time::timeout(LEND_LIMIT, until_closed(r, &mut buf)).await;
         drop(keep);
+        // A client that shut only its side waits to hear the medium is the agent's again, so
+        // that a command run after it finds the medium held, not free for a moment.
+        if let Ok(back) = taken_back.await {
+            let _ = write_line(w, &back).await;
+        }
     }
 
     /// Run a job asked for on the medium this task holds (idle now), and answer it.
@@ -487,7 +500,13 @@ impl Agent {
             }
         }
         t.live.locked().lent = false;
-        self.reopen(t, id).await
+        let reopened = self.reopen(t, id).await;
+        let _ = l.back.send(match &reopened {
+            Ok(Some(_)) => Response::ok(&"taken back"),
+            Ok(None) => Response::err("the medium went away while it was lent"),
+            Err(e) => Response::err(e.clone()),
+        });
+        reopened
     }
 
     /// Open the medium again after letting go of it: its ID file read again and proven

@@ -207,10 +207,30 @@ pub fn call_with_progress(
     answer(socket, &mut reader, progress)
 }
 
-/// A medium lent by the agent ([`Request::Lend`]): it is the holder's until this is dropped
-/// (or the process ends), when the agent takes it back.
+/// A medium lent by the agent ([`Request::Lend`]): it is the holder's until it is given back
+/// or dropped (or the process ends), when the agent takes it back.
 pub struct Lease {
-    _connection: BufReader<UnixStream>,
+    connection: BufReader<UnixStream>,
+    socket: PathBuf,
+}
+
+impl Lease {
+    /// Let go of the medium and wait until the agent holds it again (its ID file read again
+    /// and proven), so that whatever runs next finds it held. The agent's refusal to take it
+    /// back (the tray went, or it is another medium now) is the error.
+    pub fn give_back(mut self) -> Result<(), String> {
+        self.connection
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| format!("{}: {e}", self.socket.display()))?;
+        let r = answer(&self.socket, &mut self.connection, &mut |_| {})?;
+        match r.ok {
+            true => Ok(()),
+            false => Err(r
+                .error
+                .unwrap_or_else(|| "the agent did not take it back".into())),
+        }
+    }
 }
 
 /// Ask the agent to lend a medium; the answer ([`crate::status::Lent`], or the refusal) and,
@@ -219,7 +239,8 @@ pub fn lend(socket: &Path, medium: Option<String>) -> Result<(Response, Option<L
     let mut reader = BufReader::new(send(socket, &Request::Lend { medium })?);
     let r = answer(socket, &mut reader, &mut |_| {})?;
     let lease = r.ok.then_some(Lease {
-        _connection: reader,
+        connection: reader,
+        socket: socket.to_path_buf(),
     });
     Ok((r, lease))
 }

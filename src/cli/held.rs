@@ -155,17 +155,24 @@ pub(super) fn lent<T>(dir: &Path, change: impl Fn(&Path) -> crate::error::Result
     let (socket, media) = holder(dir, locked.clone())?;
     let (r, lease) = agent::lend(&socket, Some(media.media_id.to_string()))
         .map_err(|e| anyhow!("{}: the agent holds this medium, and {e}", dir.display()))?;
-    if lease.is_none() {
+    let Some(lease) = lease else {
         bail!(
             "{}: {}",
             Error::Locked(locked),
             r.error
                 .unwrap_or_else(|| "the agent did not lend it".into())
         );
-    }
+    };
     let changed = change(dir);
-    drop(lease);
-    Ok(changed?)
+    let back = lease.give_back();
+    let changed = changed?;
+    back.map_err(|e| {
+        anyhow!(
+            "{}: done, but the agent did not take the medium back: {e}",
+            dir.display()
+        )
+    })?;
+    Ok(changed)
 }
 
 /// Tell a running agent that the disk under `dir` was enrolled, so that it uses it once it is
