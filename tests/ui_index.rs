@@ -15,7 +15,11 @@ use web::*;
 
 /// The medium's search answer for `q`.
 fn search(ui: &Ui, session: &(String, String), id: &str, q: &str) -> Value {
-    let r = ui.get(&session.0, &session.1, &format!("/api/media/{id}/search?q={q}"));
+    let r = ui.get(
+        &session.0,
+        &session.1,
+        &format!("/api/media/{id}/search?q={q}"),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -55,8 +59,8 @@ fn hits(v: &Value, src: &std::path::Path) -> Vec<(String, String, u64)> {
 }
 
 #[test]
-fn a_search_from_the_index_is_the_walks_answer_and_a_new_backup_is_not_answered_from_the_old_index(
-) {
+fn a_search_from_the_index_is_the_walks_answer_and_a_new_backup_is_not_answered_from_the_old_index()
+{
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init();
     write(&env.src.join("docs/notes.txt"), b"first\n");
