@@ -23,10 +23,11 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-/// Rows an index holds at most (a medium with more distinct paths is indexed in part).
-pub const MAX_PATHS: usize = 4_000_000;
+/// Rows an index holds at most (a medium with more distinct paths is indexed in part): 40
+/// bytes each.
+pub const MAX_PATHS: usize = 2_000_000;
 /// Bytes of paths an index holds at most.
-pub const MAX_PATH_BYTES: usize = 256 << 20;
+pub const MAX_PATH_BYTES: usize = 128 << 20;
 
 /// One distinct path, as the newest backup holding it has it.
 struct Row {

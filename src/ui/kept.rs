@@ -20,9 +20,10 @@
 //! - memory is bounded: [`MAX_MEDIA`] media, [`MAX_HEADERS`] headers each, each without its
 //!   lists (problems, sources, packs: what a medium makes as large as it likes; the pages
 //!   that use kept headers need their root, counts and times) and with short strings, one
-//!   forecast each, and at most [`FORECASTS_AT_ONCE`] simulations running; one name index
-//!   each (bounded by [`query::MAX_PATHS`] and [`query::MAX_PATH_BYTES`]), kept for the tree
-//!   it was built from (the tree's records and next id) and used for no other;
+//!   forecast each, and at most [`FORECASTS_AT_ONCE`] simulations running; a name index for
+//!   at most [`MAX_NAMES`] media (each bounded by [`query::MAX_PATHS`] and
+//!   [`query::MAX_PATH_BYTES`]), kept for the tree it was built from (the tree's records and
+//!   next id) and used for no other;
 //! - a forecast that failed is asked again after [`FORECAST_RETRY`] (a tray pulled for a
 //!   moment reads again), and one that panicked fails like one that returned an error.
 
@@ -43,6 +44,8 @@ use std::time::{Duration, Instant};
 const MAX_MEDIA: usize = 16;
 /// Headers kept for one medium (a medium may list more; the rest are read each time).
 const MAX_HEADERS: usize = 100_000;
+/// Media whose name index is kept (building one for another drops one).
+const MAX_NAMES: usize = 2;
 /// Half-year simulations running at once (each a second or two of one core).
 const FORECASTS_AT_ONCE: usize = 2;
 /// How long a failed forecast is answered as failed before it is computed again.
@@ -218,7 +221,15 @@ impl Kept {
         let key = TreeKey::of(m);
         let n = Arc::new(query::Names::build(m, &|b| self.header(m, b))?);
         tracing::debug!(medium = %m.media().media_id, paths = n.len(), bytes = n.bytes(), complete = n.complete(), "web interface: name index built");
+        let id = m.media().media_id;
         self.with(m, |o| o.names = Some((key, n)));
+        let mut all = self.media.locked();
+        let mut others = all
+            .iter_mut()
+            .filter(|(k, o)| **k != id && o.names.is_some());
+        if let Some((_, o)) = others.nth(MAX_NAMES - 1) {
+            o.names = None;
+        }
         Ok(())
     }
 
