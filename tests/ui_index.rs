@@ -1,7 +1,8 @@
 //! The web interface's name index (`query::Names`, built in the background for the tree the
 //! interface read): a search answered from it is exactly the search answered by walking the
 //! medium; after a new backup the old index is not used (the search walks, saying it is
-//! still indexing) until one is built for the new tree.
+//! still indexing) until one is built for the new tree; an index over its caps is marked
+//! incomplete and answers only what its rows settle.
 
 #[path = "support/util.rs"]
 mod util;
@@ -10,6 +11,8 @@ mod web;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use trayback::medium::{Medium, Unlock};
+use trayback::query::{self, Names, Search};
 use util::*;
 use web::*;
 
@@ -119,4 +122,69 @@ fn a_search_from_the_index_is_the_walks_answer_and_a_new_backup_is_not_answered_
     assert_eq!(walked["found"], from_index["found"]);
     assert_eq!(from_index["truncated"], true);
     assert_eq!(from_index["found"].as_array().unwrap().len(), 200);
+}
+
+/// Paths and backups of a search's answer, and whether it was cut short.
+fn answer(s: &Search) -> (Vec<(std::path::PathBuf, u64)>, bool) {
+    let found = s
+        .found
+        .iter()
+        .map(|f| (f.raw.clone(), f.backup.0))
+        .collect();
+    (found, s.truncated)
+}
+
+#[test]
+fn an_index_over_its_caps_is_incomplete_and_answers_only_what_its_rows_settle() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    for i in 0..50 {
+        write(&env.src.join(format!("a/f{i:02}.txt")), b"x\n");
+    }
+    write(&env.src.join("z/last.md"), b"y\n");
+    env.backup(&["--kind", "monthly", "--at", "2026-03-02 09:00"]);
+    write(&env.src.join("a/f07.txt"), b"changed\n");
+    env.backup(&["--kind", "micro", "--at", "2026-03-02 09:15"]);
+    let m = Medium::open_read(&env.medium, &Unlock::host(&env.state_dir())).unwrap();
+    let h = query::read_header(&m);
+    let walk = |q: &str, max: usize| answer(&query::search(&m, q, max).unwrap());
+
+    let whole = Names::build(&m, &h).unwrap();
+    assert!(whole.complete());
+    for (q, max) in [
+        (".txt", 3),
+        (".txt", 200),
+        ("LAST", 5),
+        ("f07", 5),
+        ("nothing", 5),
+    ] {
+        assert_eq!(
+            answer(&whole.search(q, max).unwrap()),
+            walk(q, max),
+            "{q} {max}"
+        );
+    }
+
+    // 20 rows: the source's directories and the first files of a/, not z/.
+    let capped = Names::build_within(&m, &h, 20, usize::MAX).unwrap();
+    assert!(!capped.complete());
+    assert_eq!(capped.len(), 20);
+    let settled = capped
+        .search(".txt", 3)
+        .expect("four matches among the rows settle it");
+    assert_eq!(answer(&settled), walk(".txt", 3));
+    assert!(
+        capped.search("last", 3).is_none(),
+        "not among the rows: left to the walk"
+    );
+    assert!(capped.search(".txt", 200).is_none());
+
+    // The bytes of paths are capped too.
+    let small = Names::build_within(&m, &h, usize::MAX, 200).unwrap();
+    assert!(!small.complete());
+    assert!(
+        small.len() < 20,
+        "{} rows in 200 bytes of paths",
+        small.len()
+    );
 }

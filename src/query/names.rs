@@ -57,8 +57,21 @@ fn hash(p: &[u8]) -> u64 {
 }
 
 impl Names {
-    /// Walk the medium (headers from `header`) into an index.
+    /// Walk the medium (headers from `header`) into an index, within [`MAX_PATHS`] and
+    /// [`MAX_PATH_BYTES`].
     pub fn build(m: &Medium, header: HeaderOf) -> Result<Names> {
+        Names::build_within(m, header, MAX_PATHS, MAX_PATH_BYTES)
+    }
+
+    /// [`Names::build`] within `max_paths` rows and `max_bytes` bytes of paths.
+    pub fn build_within(
+        m: &Medium,
+        header: HeaderOf,
+        max_paths: usize,
+        max_bytes: usize,
+    ) -> Result<Names> {
+        // Places in the arena are 32-bit.
+        let max_bytes = max_bytes.min(u32::MAX as usize);
         let mut n = Names {
             rows: Vec::new(),
             arena: Vec::new(),
@@ -77,7 +90,7 @@ impl Names {
             if seen {
                 return Ok(true);
             }
-            if n.rows.len() >= MAX_PATHS || n.arena.len() + p.len() > MAX_PATH_BYTES {
+            if n.rows.len() >= max_paths || n.arena.len() + p.len() > max_bytes {
                 n.complete = false;
                 return Ok(false);
             }
