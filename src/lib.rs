@@ -18,7 +18,7 @@
 //!   [`simulate`] runs them over a modelled medium.
 //! - [`share`]: which blobs the backups share (what a pare frees); [`size`]: `500GB`, `2TiB`;
 //!   [`sizing`]: sizes measured from a medium's history, the 1.5× rule of [0055].
-//! - [`query`]: ls, versions, diff, the drawn tree. [`compare`]: exact tree comparison.
+//! - [`query`]: ls, versions, diff, search and the name index, the drawn tree. [`compare`]: exact tree comparison.
 //! - [`agent`]: the hot-plug daemon (udev, mounts, per-medium jobs, control socket);
 //!   [`status`]: what it answers, as types the CLI reads back; [`metrics`]: that status as
 //!   OpenMetrics text (`status --format openmetrics`, the agent's textfile).

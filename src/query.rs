@@ -1,12 +1,14 @@
 //! Finding things on a medium: `ls`, `versions`, `diff`, a name across the backups
-//! ([`search`]) and the tree as a picture (spec Fig. 2, [`picture`]). Read-only; these
+//! ([`search`], or over a medium's [`Names`] index) and the tree as a picture (spec Fig. 2, [`picture`]). Read-only; these
 //! return data, the CLI and the web interface format it.
 
+mod names;
 mod picture;
 mod search;
 
+pub use names::{Names, MAX_PATHS, MAX_PATH_BYTES};
 pub use picture::{draw_tree, layout, Node, MAX_DRAWN_DEPTH};
-pub use search::{search, search_with, Found, Search};
+pub use search::{search, search_with, walk_newest_first, Found, Search};
 
 use crate::error::Result;
 use crate::ids::{BackupId, BlockId};
@@ -46,9 +48,14 @@ pub struct LsRow {
 }
 
 pub fn mtime(e: &Entry) -> DateTime<Utc> {
+    mtime_of_ns(e.mtime_ns)
+}
+
+/// A time in nanoseconds since the Unix epoch (the epoch if out of range).
+pub fn mtime_of_ns(ns: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(
-        e.mtime_ns.div_euclid(1_000_000_000),
-        e.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
     )
     .unwrap_or_default()
 }

@@ -155,6 +155,19 @@ pub struct Job {
     pub bytes: u64,
 }
 
+impl Job {
+    /// The one line `trayback status` and the web interface's trays page say of it.
+    pub fn summary(&self) -> String {
+        format!(
+            "running: {} backup since {} ({} files, {})",
+            self.kind,
+            self.started.format("%Y-%m-%d %H:%M:%S UTC"),
+            self.files,
+            indicatif::HumanBytes(self.bytes)
+        )
+    }
+}
+
 /// A known medium that is not inserted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Away {

@@ -183,6 +183,7 @@ impl Store {
         }
         ids.sort();
         let mut unindexed = Vec::new();
+        let mut listed = Vec::new();
         for id in ids {
             let p = store.dir.shown(&pack_rel(&id));
             let (file, len) = match store.open_pack(&id) {
@@ -212,10 +213,18 @@ impl Store {
                 unindexed.push((n, f.count));
                 continue;
             }
-            if let Err(detail) = store.index_pack(id, &file, None) {
+            // A listings pack: indexed now, all of them in one batch at the end (adding each
+            // pack's few entries to the index one by one cost a merge each: with thousands
+            // of backups that was most of the time an open took).
+            let (info, entries, detail) = store.read_pack_index(id, &file);
+            let n = store.register(info, &[]);
+            listed.extend(entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))));
+            if let Some(detail) = detail {
                 damage.push(PackDamage { path: p, detail });
             }
         }
+        // As `register` adds them pack by pack: the last place given for an id wins.
+        store.index.write().unwrap().add(listed, true);
         *store.unindexed.lock().unwrap() = unindexed.iter().map(|(n, _)| *n).collect();
         store
             .all_indexed
@@ -237,10 +246,21 @@ impl Store {
         n
     }
 
-    /// Read pack `id`'s trailer and index its records; a damaged trailer is salvaged by
-    /// walking the records (and reported). `n`: the pack is registered already, at `n`.
-    fn index_pack(&self, id: PackId, file: &File, n: Option<u32>) -> Result<(), String> {
-        let (info, entries, damage) = match pack::read_trailer(&self.crypt, &id, file) {
+    /// Index the records of pack `id`, registered already at `n` (from its trailer, or, if
+    /// that is damaged, salvaged by walking the records, and reported).
+    fn index_pack(&self, id: PackId, file: &File, n: u32) -> Result<(), String> {
+        let (_, entries, damage) = self.read_pack_index(id, file);
+        self.index.write().unwrap().add(
+            entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
+            false,
+        );
+        damage.map_or(Ok(()), Err)
+    }
+
+    /// Pack `id`'s description and records, from its trailer or, if that is damaged, by
+    /// walking the records (and why the trailer is damaged).
+    fn read_pack_index(&self, id: PackId, file: &File) -> (PackInfo, Vec<Entry>, Option<String>) {
+        match pack::read_trailer(&self.crypt, &id, file) {
             Ok(t) => {
                 let len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let info = PackInfo {
@@ -266,19 +286,7 @@ impl Store {
                 };
                 (info, entries, Some(detail))
             }
-        };
-        match n {
-            None => {
-                self.register(info, &entries);
-            }
-            Some(n) => {
-                self.index.write().unwrap().add(
-                    entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
-                    false,
-                );
-            }
         }
-        damage.map_or(Ok(()), Err)
     }
 
     /// Index the data packs not indexed yet (once; every lookup that misses calls this).
@@ -302,7 +310,7 @@ impl Store {
             let indexed = self
                 .open_pack(&info.id)
                 .map_err(|e| e.to_string())
-                .and_then(|(f, _)| self.index_pack(info.id, &f, Some(n)));
+                .and_then(|(f, _)| self.index_pack(info.id, &f, n));
             if let Err(detail) = indexed {
                 let path = self.dir.shown(&pack_rel(&info.id));
                 tracing::warn!(path = %path.display(), %detail, "unreadable pack");

@@ -28,6 +28,7 @@ mod kept;
 mod media;
 mod ops;
 mod pace;
+mod warm;
 mod wire;
 
 pub use ops::MAX_OPS;
@@ -144,6 +145,7 @@ pub fn run(opts: Options, ready: &mut dyn FnMut(&str)) -> Result<()> {
         kept: Arc::default(),
     });
     ready(&url);
+    warm::warm_all(&app);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -125,13 +125,7 @@ pub fn status(a: StatusArgs) -> Result<u8> {
             println!("  last {k:<8} #{} at {}", b.id, at(&b.started));
         }
         match &m.job {
-            Some(j) => println!(
-                "  running: {} backup since {} ({} files, {})",
-                j.kind,
-                at(&j.started),
-                j.files,
-                human(j.bytes)
-            ),
+            Some(j) => println!("  {}", j.summary()),
             None => println!("  next due: {}", m.next_due.as_ref().map_or("-".into(), at)),
         }
         if m.lent {

@@ -42,7 +42,7 @@ pub struct Search {
 }
 
 /// Whether `name` contains `needle` (already lowercase), ignoring case.
-fn matches(name: &[u8], needle: &str) -> bool {
+pub(super) fn matches(name: &[u8], needle: &str) -> bool {
     if needle.is_ascii() {
         let n = needle.as_bytes();
         n.is_empty()
@@ -78,6 +78,38 @@ pub fn search_with(
     let needle = needle.to_lowercase();
     let mut out = Search::default();
     let mut seen_paths: FxHashSet<Vec<u8>> = FxHashSet::default();
+    walk_newest_first(m, header, &mut |rel, e, backup| {
+        let path = rel.as_os_str().as_bytes();
+        if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
+            if out.found.len() == max {
+                out.truncated = true;
+                return Ok(false);
+            }
+            seen_paths.insert(path.to_vec());
+            out.found.push(Found {
+                path: rel.display().to_string(),
+                raw: rel.to_path_buf(),
+                kind: e.kind,
+                size: e.size,
+                mtime: super::mtime(e),
+                backup,
+            });
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// Every entry of every backup on the medium, newest backup first (then in path order), to
+/// `visit` (with the backup it was found in), except below a directory listing already
+/// walked at the same path: the first time `visit` sees a path, it sees it as the newest
+/// backup holding it has it. `visit` answers whether to go on. Each backup's walk is
+/// within the entries its header counts ([`index::Limit`]); every entry is checked.
+pub fn walk_newest_first(
+    m: &Medium,
+    header: super::HeaderOf,
+    visit: &mut dyn FnMut(&Path, &crate::listing::Entry, BackupId) -> Result<bool>,
+) -> Result<()> {
     let mut walked: FxHashSet<(u64, BlockId)> = FxHashSet::default();
     let mut order: Vec<_> = m.tree().backups.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
@@ -94,22 +126,10 @@ pub fn search_with(
                 let Some((rel, e, ())) = w.next_entry()? else {
                     break;
                 };
-                let path = rel.as_os_str().as_bytes();
-                if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
-                    if out.found.len() == max {
-                        out.truncated = true;
-                        return Ok(out);
-                    }
-                    seen_paths.insert(path.to_vec());
-                    out.found.push(Found {
-                        path: rel.display().to_string(),
-                        raw: rel.to_path_buf(),
-                        kind: e.kind,
-                        size: e.size,
-                        mtime: super::mtime(e),
-                        backup: rec.id,
-                    });
+                if !visit(rel, e, rec.id)? {
+                    return Ok(());
                 }
+                let path = rel.as_os_str().as_bytes();
                 match (e.kind, e.subtree) {
                     (EntryKind::Dir, Some(sub)) if walked.insert(key(path, &sub)) => Some(sub),
                     _ => None,
@@ -121,7 +141,7 @@ pub fn search_with(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -137,7 +137,14 @@ impl<S: Send + Sync> FromRequestParts<S> for MediumId {
 }
 
 pub async fn trays(State(app): State<Arc<App>>) -> ApiResult<media::Trays> {
-    app.engine(|app| Ok(media::trays(app))).await.map(Json)
+    let app2 = app.clone();
+    app.engine(move |app| {
+        let t = media::trays(app);
+        super::warm::warm_shown(&app2, &t);
+        Ok(t)
+    })
+    .await
+    .map(Json)
 }
 
 /// A pared (or to be pared) backup with the words `pare --dry-run` prints for its reason.
@@ -344,9 +351,24 @@ pub async fn search(
     if needle.is_empty() || needle.len() > crate::restore::NAME_MAX {
         return Err(ApiError::bad("search for a name of 1 to 255 bytes"));
     }
+    let app2 = app.clone();
     app.reading(id, move |app, m| {
-        let r = query::search_with(&m, &needle, MAX_FOUND, &|b| app.kept.header(&m, b))?;
+        // The medium's name index when it is there for this tree (the same answer, without
+        // the walk); else the walk, and the index is asked for.
+        let indexed = app
+            .kept
+            .names(&m)
+            .and_then(|n| n.search(&needle, MAX_FOUND));
+        let indexing = indexed.is_none();
+        let r = match indexed {
+            Some(r) => r,
+            None => {
+                super::warm::warm(&app2, id);
+                query::search_with(&m, &needle, MAX_FOUND, &|b| app.kept.header(&m, b))?
+            }
+        };
         Ok(SearchOut {
+            indexing,
             found: r
                 .found
                 .into_iter()
@@ -363,6 +385,9 @@ pub async fn search(
 
 #[derive(Serialize)]
 pub struct SearchOut {
+    /// Answered by walking the medium: its name index is still being built (the answer is
+    /// the same, only slower).
+    indexing: bool,
     found: Vec<Keyed<query::Found>>,
     truncated: bool,
 }
@@ -392,6 +417,21 @@ pub struct SpaceOut {
 /// Points of the forecast curve sent.
 const FORECAST_POINTS: usize = 364;
 
+/// The forecast kept for `m` at `capacity`, or `None` while it is computed (started here if
+/// it is not already: see [`super::kept::Kept::forecast`]).
+pub fn forecast(app: &App, m: &Medium, capacity: u64) -> Result<Option<Forecast>, ApiError> {
+    let (sched, policy) = (app.cfg.schedule.clone(), app.cfg.pare.clone());
+    app.kept.forecast(
+        m,
+        capacity,
+        |m| Ok(crate::sizing::history(m, &app.cfg.schedule)?),
+        move |h| {
+            crate::sizing::forecast(h, capacity, &sched, &policy, FORECAST_POINTS, &|| false)
+                .expect("a forecast that is never stopped ends")
+        },
+    )
+}
+
 pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiResult<SpaceOut> {
     app.reading(id, move |app, m| {
         let tree = m.tree();
@@ -412,17 +452,7 @@ pub async fn space(State(app): State<Arc<App>>, MediumId(id): MediumId) -> ApiRe
         let capacity = crate::sizing::capacity(m.root())?;
         let free = m.free_space()?;
         let packs = m.store().packs().iter().map(|p| p.len).sum();
-        let (sched, policy) = (app.cfg.schedule.clone(), app.cfg.pare.clone());
-        let forecast = app.kept.forecast(
-            &m,
-            capacity,
-            |m| Ok(crate::sizing::history(m, &app.cfg.schedule)?),
-            move |h| {
-                crate::sizing::forecast(h, capacity, &sched, &policy, FORECAST_POINTS, &|| false)
-                    .expect("a forecast that is never stopped ends")
-            },
-        );
-        let (forecast, forecast_error) = match forecast {
+        let (forecast, forecast_error) = match forecast(app, &m, capacity) {
             Ok(f) => (f, None),
             Err(e) => (None, Some(e.message().to_string())),
         };

@@ -1,7 +1,9 @@
 //! What the interface keeps between requests, so that a page over a medium with thousands of
-//! backups answers in well under 200 ms: each backup's header (read once), and each medium's
+//! backups answers in well under 200 ms: each backup's header (read once), each medium's
 //! half-year forecast (computed in the background when its tree changes; the space page
-//! shows the used space at once and polls for the forecast).
+//! shows the used space at once and polls for the forecast), and each medium's name index
+//! ([`query::Names`], built in the background by [`super::warm`]; until it is there for the
+//! tree a search reads, the search walks the medium as the CLI does).
 //!
 //! Invariants:
 //! - the medium itself is never kept open between requests (an open medium holds its
@@ -18,7 +20,10 @@
 //! - memory is bounded: [`MAX_MEDIA`] media, [`MAX_HEADERS`] headers each, each without its
 //!   lists (problems, sources, packs: what a medium makes as large as it likes; the pages
 //!   that use kept headers need their root, counts and times) and with short strings, one
-//!   forecast each, and at most [`FORECASTS_AT_ONCE`] simulations running;
+//!   forecast each, and at most [`FORECASTS_AT_ONCE`] simulations running; a name index for
+//!   at most [`MAX_NAMES`] media (each bounded by [`query::MAX_PATHS`] and
+//!   [`query::MAX_PATH_BYTES`]), kept for the tree it was built from (the tree's records and
+//!   next id) and used for no other;
 //! - a forecast that failed is asked again after [`FORECAST_RETRY`] (a tray pulled for a
 //!   moment reads again), and one that panicked fails like one that returned an error.
 
@@ -26,6 +31,7 @@ use super::api::ApiError;
 use crate::agent::Locked;
 use crate::ids::{BackupId, MediaId};
 use crate::medium::{BackupHeader, Medium};
+use crate::query;
 use crate::sizing::Reach;
 use crate::tree::BackupRecord;
 use std::collections::HashMap;
@@ -38,6 +44,8 @@ use std::time::{Duration, Instant};
 const MAX_MEDIA: usize = 16;
 /// Headers kept for one medium (a medium may list more; the rest are read each time).
 const MAX_HEADERS: usize = 100_000;
+/// Media whose name index is kept (building one for another drops one).
+const MAX_NAMES: usize = 2;
 /// Half-year simulations running at once (each a second or two of one core).
 const FORECASTS_AT_ONCE: usize = 2;
 /// How long a failed forecast is answered as failed before it is computed again.
@@ -51,21 +59,35 @@ const MAX_KEPT_STRING: usize = 256;
 /// over the simulation (days from its start, bytes).
 pub type Forecast = (Reach, Vec<(f64, u64)>);
 
-/// What a forecast was computed for: the tree's records of its backups, the id the next
-/// backup gets, and the capacity.
+/// A tree as what is kept is keyed by: the records of its backups and the id the next backup
+/// gets.
 #[derive(Clone, PartialEq)]
-pub struct ForecastKey {
+pub struct TreeKey {
     backups: Vec<BackupRecord>,
     next_id: BackupId,
+}
+
+impl TreeKey {
+    pub fn of(m: &Medium) -> TreeKey {
+        let t = m.tree();
+        TreeKey {
+            backups: t.backups.clone(),
+            next_id: t.next_id,
+        }
+    }
+}
+
+/// What a forecast was computed for: the tree, and the capacity.
+#[derive(Clone, PartialEq)]
+pub struct ForecastKey {
+    tree: TreeKey,
     capacity: u64,
 }
 
 impl ForecastKey {
     pub fn of(m: &Medium, capacity: u64) -> ForecastKey {
-        let t = m.tree();
         ForecastKey {
-            backups: t.backups.clone(),
-            next_id: t.next_id,
+            tree: TreeKey::of(m),
             capacity,
         }
     }
@@ -121,12 +143,21 @@ struct OfMedium {
     id_file: Vec<u8>,
     headers: HashMap<BackupId, Arc<BackupHeader>>,
     forecast: Option<ForecastState>,
+    /// The name index, and the tree it was built from.
+    names: Option<(TreeKey, Arc<query::Names>)>,
 }
+
+/// Media warming up in the background ([`super::warm`]): at most [`WARM_AT_ONCE`], and each
+/// medium at most once in [`WARM_EVERY`].
+const WARM_AT_ONCE: usize = 1;
+pub const WARM_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Kept {
     media: Mutex<HashMap<MediaId, OfMedium>>,
     running: Arc<AtomicUsize>,
+    /// When each medium's last warm-up started, and whether it still runs.
+    warming: Mutex<HashMap<MediaId, (Instant, bool)>>,
 }
 
 fn id_file(m: &Medium) -> Vec<u8> {
@@ -149,6 +180,7 @@ impl Kept {
             id_file: file,
             headers: HashMap::new(),
             forecast: None,
+            names: None,
         });
         f(o)
     }
@@ -170,6 +202,59 @@ impl Kept {
             }
         });
         Ok(h)
+    }
+
+    /// The name index built from `m`'s tree as it is now, if there is one.
+    pub fn names(&self, m: &Medium) -> Option<Arc<query::Names>> {
+        let key = TreeKey::of(m);
+        self.with(m, |o| match &o.names {
+            Some((k, n)) if *k == key => Some(n.clone()),
+            _ => None,
+        })
+    }
+
+    /// Build the name index of `m` (with kept headers) unless one is kept for its tree.
+    pub fn build_names(&self, m: &Medium) -> crate::error::Result<()> {
+        if self.names(m).is_some() {
+            return Ok(());
+        }
+        let key = TreeKey::of(m);
+        let n = Arc::new(query::Names::build(m, &|b| self.header(m, b))?);
+        tracing::debug!(medium = %m.media().media_id, paths = n.len(), bytes = n.bytes(), complete = n.complete(), "web interface: name index built");
+        let id = m.media().media_id;
+        self.with(m, |o| o.names = Some((key, n)));
+        let mut all = self.media.locked();
+        let mut others = all
+            .iter_mut()
+            .filter(|(k, o)| **k != id && o.names.is_some());
+        if let Some((_, o)) = others.nth(MAX_NAMES - 1) {
+            o.names = None;
+        }
+        Ok(())
+    }
+
+    /// Whether a warm-up of medium `id` may start now (and if so, it is counted as running
+    /// until [`Kept::warmed`]).
+    pub fn start_warm(&self, id: MediaId) -> bool {
+        let mut w = self.warming.locked();
+        if w.values().filter(|(_, running)| *running).count() >= WARM_AT_ONCE {
+            return false;
+        }
+        if w.get(&id).is_some_and(|(at, _)| at.elapsed() < WARM_EVERY) {
+            return false;
+        }
+        if w.len() >= MAX_MEDIA {
+            w.retain(|_, (_, running)| *running);
+        }
+        w.insert(id, (Instant::now(), true));
+        true
+    }
+
+    /// The warm-up of `id` ended.
+    pub fn warmed(&self, id: MediaId) {
+        if let Some(w) = self.warming.locked().get_mut(&id) {
+            w.1 = false;
+        }
     }
 
     /// The forecast for `m` as it is now: the one kept for this tree and capacity, or `None`

@@ -64,6 +64,8 @@ pub enum Place {
         writing: bool,
         next_due: Option<DateTime<Utc>>,
         job: Option<status::Job>,
+        /// The running job in the words `trayback status` uses.
+        job_summary: Option<String>,
     },
     /// A directory given with `--medium` (not the agent's).
     Directory { path: PathBuf },
@@ -120,6 +122,7 @@ pub fn trays(app: &App) -> Trays {
                     writing: i.writing,
                     next_due: i.next_due,
                     job: i.job.clone(),
+                    job_summary: i.job.as_ref().map(status::Job::summary),
                 },
                 newest_any: i.newest.values().max_by_key(|b| (b.started, b.id)).copied(),
                 newest: i.newest.clone(),

@@ -46,11 +46,8 @@
 
   function jobBox(t) {
     if (t.state !== 'inserted' || !t.job) return null;
-    const j = t.job;
-    return el('div', { class: 'job' },
-      el('div', {}, 'running: ' + j.kind + ' backup since ' + when(j.started) + ' — ' + j.files +
-        ' files, ' + human(j.bytes)),
-      el('progress', {}));
+    // The server's words (as `trayback status` says it).
+    return el('div', { class: 'job' }, el('div', {}, t.job_summary), el('progress', {}));
   }
 
   function resultBox(id) {
