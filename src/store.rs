@@ -20,6 +20,7 @@ mod gc;
 mod index;
 pub mod pack;
 mod write;
+mod zsplit;
 
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
