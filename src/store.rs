@@ -20,7 +20,6 @@ mod gc;
 mod index;
 pub mod pack;
 mod write;
-mod zsplit;
 
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};

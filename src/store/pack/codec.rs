@@ -52,10 +52,7 @@ pub fn compress(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
             *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
         }
-        let (_, z) = c.as_mut()?;
-        crate::store::zsplit::compress(raw, &mut |b| z.compress(b).ok(), &mut |s| {
-            sample_incompressible(s)
-        })
+        c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
     });
     match compressed {
         Some(c) if c.len() < raw.len() => (Encoding::Zstd, c),
@@ -67,17 +64,11 @@ pub fn compress(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 /// (start, middle, end) that zstd's fastest level cannot shrink by 3%. Spares compressing
 /// media files, archives and encrypted data only to store them raw.
 fn incompressible(raw: &[u8]) -> bool {
-    const SAMPLE: usize = crate::store::zsplit::SAMPLE;
+    const SAMPLE: usize = 4096;
     if raw.len() < 16 * SAMPLE {
         return false;
     }
-    [0, raw.len() / 2 - SAMPLE / 2, raw.len() - SAMPLE]
-        .iter()
-        .all(|&i| sample_incompressible(&raw[i..i + SAMPLE]))
-}
-
-/// Whether zstd's fastest level cannot shrink `sample` by 3%.
-fn sample_incompressible(sample: &[u8]) -> bool {
+    let at = [0, raw.len() / 2 - SAMPLE / 2, raw.len() - SAMPLE];
     thread_local! {
         static FAST: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
     }
@@ -87,8 +78,11 @@ fn sample_incompressible(sample: &[u8]) -> bool {
             *z = zstd::bulk::Compressor::new(1).ok();
         }
         let Some(z) = z.as_mut() else { return false };
-        z.compress(sample)
-            .map_or(true, |c| c.len() * 100 > sample.len() * 97)
+        at.iter().all(|&i| {
+            let sample = &raw[i..i + SAMPLE];
+            z.compress(sample)
+                .map_or(true, |c| c.len() * 100 > sample.len() * 97)
+        })
     })
 }
 
