@@ -2,8 +2,9 @@
 //!
 //! A medium's tree format decides how: format 1 media keep fixed 256 KiB blocks (so their
 //! incrementals still deduplicate against their own backups), format 2 media cut where the
-//! content says (FastCDC 2020, the `fastcdc` crate's cut-point search), so an insertion or
-//! deletion anywhere in a file costs a few blocks instead of every block after it.
+//! content says (FastCDC 2020: the `fastcdc` crate's cut-point arithmetic and table), so an
+//! insertion or deletion anywhere in a file costs a few blocks instead of every block after
+//! it.
 //!
 //! Invariants:
 //! - every block is at most [`MAX_BLOCK`] bytes (the data-block cap readers enforce); with
@@ -32,6 +33,9 @@ pub const MAX_BLOCK: usize = 1 << 20;
 /// quarter more CPU for a full backup, for a 305 KiB mean and insertions that cost more:
 /// ARCHITECTURE.md "Content-defined blocks" has the numbers.)
 const MASK_AVG: usize = 128 << 10;
+// [`Gear::cut`] tests the relaxed mask only: FastCDC's strict mask covers the bytes before
+// the average, which must be below the minimum.
+const _: () = assert!(MASK_AVG < MIN_BLOCK);
 
 /// The sub-key label of an encrypted medium's gear table (FORMAT.md "Key hierarchy").
 pub const LABEL_CHUNKER: &str = "trayback chunker v1";
