@@ -2,8 +2,9 @@
 //!
 //! A medium's tree format decides how: format 1 media keep fixed 256 KiB blocks (so their
 //! incrementals still deduplicate against their own backups), format 2 media cut where the
-//! content says (FastCDC 2020, the `fastcdc` crate's cut-point search), so an insertion or
-//! deletion anywhere in a file costs a few blocks instead of every block after it.
+//! content says (FastCDC 2020: the `fastcdc` crate's cut-point arithmetic and table), so an
+//! insertion or deletion anywhere in a file costs a few blocks instead of every block after
+//! it.
 //!
 //! Invariants:
 //! - every block is at most [`MAX_BLOCK`] bytes (the data-block cap readers enforce); with
@@ -14,7 +15,7 @@
 //!   lengths the record headers show do not fingerprint known content for anyone without it.
 
 use crate::crypt::SecretKey;
-use fastcdc::v2020::{cut_gear, get_gear_with_seed, select_masks, Normalization};
+use fastcdc::v2020::{get_gear_with_seed, select_masks, Normalization};
 use std::io;
 
 /// Fixed blocks (tree format 1): every block but a file's last is exactly this long.
@@ -32,6 +33,9 @@ pub const MAX_BLOCK: usize = 1 << 20;
 /// quarter more CPU for a full backup, for a 305 KiB mean and insertions that cost more:
 /// ARCHITECTURE.md "Content-defined blocks" has the numbers.)
 const MASK_AVG: usize = 128 << 10;
+// [`Gear::cut`] tests the relaxed mask only: FastCDC's strict mask covers the bytes before
+// the average, which must be below the minimum.
+const _: () = assert!(MASK_AVG < MIN_BLOCK);
 
 /// The sub-key label of an encrypted medium's gear table (FORMAT.md "Key hierarchy").
 pub const LABEL_CHUNKER: &str = "trayback chunker v1";
@@ -68,6 +72,40 @@ impl Gear {
         g
     }
 
+    /// FastCDC 2020's cut in `data` (the `fastcdc` crate's `cut_gear` with this chunker's
+    /// sizes: only the relaxed mask, since the average given is below the minimum), going
+    /// on from `scan`, which holds where an earlier call with a prefix of `data` stopped.
+    /// The same arithmetic, byte pairs and masks as `cut_gear`, so the same cuts (the unit
+    /// test `cuts_are_fastcdcs` compares them).
+    fn cut(&self, data: &[u8], scan: &mut Scan) -> usize {
+        let remaining = data.len().min(MAX_BLOCK);
+        if remaining <= MIN_BLOCK {
+            return remaining;
+        }
+        let (_, mask_l) = select_masks(MASK_AVG, Normalization::Level1);
+        let mask_l_ls = mask_l << 1;
+        let src = &data[..remaining];
+        let (mut index, mut hash) = match scan.pair {
+            0 => (MIN_BLOCK / 2, 0u64),
+            p => (p, scan.hash),
+        };
+        let limit = remaining / 2;
+        while index < limit {
+            let a = index * 2;
+            hash = (hash << 2).wrapping_add(self.gear_ls[src[a] as usize]);
+            if hash & mask_l_ls == 0 {
+                return a;
+            }
+            hash = hash.wrapping_add(self.gear[src[a + 1] as usize]);
+            if hash & mask_l == 0 {
+                return a + 1;
+            }
+            index += 1;
+        }
+        *scan = Scan { pair: index, hash };
+        remaining
+    }
+
     /// The `fastcdc` crate's own table: plaintext media (whose blocks hide nothing anyway).
     pub fn public() -> Box<Gear> {
         Gear::of(&get_gear_with_seed(0).0)
@@ -88,6 +126,14 @@ impl Gear {
     }
 }
 
+/// How far the search for a block's end got: the next byte pair to hash (0: none yet) and
+/// the gear hash before it.
+#[derive(Default)]
+struct Scan {
+    pair: usize,
+    hash: u64,
+}
+
 /// How much [`Chunker::cut`] reads at a time: a block's worth, so a block is hashed and
 /// compressed soon after it is read (reading 2 MiB ahead measured no different).
 const READ_STEP: usize = 256 << 10;
@@ -104,29 +150,18 @@ impl Chunker {
     /// The length of the next block at the front of `data` (non-empty), and whether it is
     /// final: a cut was found before the end of `data`, or the block is as long as blocks
     /// get. Otherwise the block may go on past `data`: more must be read (at the end of the
-    /// file, it ends there). The cut found is the same however much follows it (with these
-    /// parameters FastCDC's mask never depends on the length it is given), so blocks do not
-    /// depend on how reads split the file.
-    fn next(&self, data: &[u8]) -> (usize, bool) {
+    /// file, it ends there), and `scan` keeps how far the search got, so the next call with
+    /// the same block's bytes (and more after them) goes on from there instead of hashing
+    /// them again. Blocks do not depend on how reads split the file: the cut found is the
+    /// first of FastCDC's (`cut_gear`'s) for this block, however much follows it.
+    fn next(&self, data: &[u8], scan: &mut Scan) -> (usize, bool) {
         match self {
             Chunker::Fixed => {
                 let n = data.len().min(FIXED_BLOCK);
                 (n, n == FIXED_BLOCK)
             }
             Chunker::Content(g) => {
-                let (mask_s, mask_l) = select_masks(MASK_AVG, Normalization::Level1);
-                let (_, n) = cut_gear(
-                    data,
-                    MIN_BLOCK,
-                    MASK_AVG,
-                    MAX_BLOCK,
-                    mask_s,
-                    mask_l,
-                    mask_s << 1,
-                    mask_l << 1,
-                    &g.gear,
-                    &g.gear_ls,
-                );
+                let n = g.cut(data, scan);
                 (n, n < data.len() || n == MAX_BLOCK)
             }
         }
@@ -147,12 +182,14 @@ impl Chunker {
         let (mut start, mut len) = (0, 0);
         let mut total = 0u64;
         let mut eof = false;
+        let mut scan = Scan::default();
         loop {
             if start < len {
-                let (n, last) = self.next(&buf[start..len]);
+                let (n, last) = self.next(&buf[start..len], &mut scan);
                 debug_assert!(n > 0 && n <= MAX_BLOCK);
                 if last || eof {
                     put(&buf[start..start + n])?;
+                    scan = Scan::default();
                     start += n;
                     total += n as u64;
                     continue;
@@ -240,6 +277,48 @@ mod tests {
             .unwrap();
         assert_eq!(total, data.len() as u64);
         out
+    }
+
+    /// The blocks `fastcdc`'s own `cut_gear` finds in `data` held whole in memory.
+    fn fastcdc_blocks(g: &Gear, data: &[u8]) -> Vec<usize> {
+        let (mask_s, mask_l) = select_masks(MASK_AVG, Normalization::Level1);
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < data.len() {
+            let (_, n) = fastcdc::v2020::cut_gear(
+                &data[at..],
+                MIN_BLOCK,
+                MASK_AVG,
+                MAX_BLOCK,
+                mask_s,
+                mask_l,
+                mask_s << 1,
+                mask_l << 1,
+                &g.gear,
+                &g.gear_ls,
+            );
+            out.push(n);
+            at += n;
+        }
+        out
+    }
+
+    #[test]
+    fn cuts_are_fastcdcs() {
+        // Random runs, text-like runs (long blocks) and a zero run (blocks of MAX_BLOCK).
+        let mut data = noise(5 << 20, 9);
+        data.extend((0..(3 << 20)).map(|i| b"backup tray of the "[i % 19] ^ (i / 7919) as u8));
+        data.extend(std::iter::repeat_n(0u8, 5 << 19));
+        data.extend(noise(777_777, 10));
+        let keyed = Gear::keyed(&SecretKey::from_bytes([3; 32]));
+        for g in [Gear::public(), keyed] {
+            let want = fastcdc_blocks(&g, &data);
+            let c = Chunker::Content(g);
+            for step in [1 << 20, 65_537, 4095, READ_STEP] {
+                let got: Vec<usize> = blocks(&c, &data, step).iter().map(Vec::len).collect();
+                assert_eq!(got, want, "reads of {step}");
+            }
+        }
     }
 
     #[test]
