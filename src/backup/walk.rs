@@ -20,7 +20,13 @@
 //! - every directory below the root is reached relative to its parent, never by a full path,
 //!   so no path length limits the depth;
 //! - the visitor's results for a directory reach `finish` in the order `plan` gave them;
-//! - the first error ends the walk: tasks still queued return at once, and `walk` returns it.
+//! - the first error ends the walk: tasks still queued return at once, and `walk` returns it;
+//! - the queue is bounded: at most [`MAX_OPEN`] directories are open (listed, and not yet
+//!   finished) at once, plus one per level of the deepest path when nothing else can run. A
+//!   directory planned beyond that waits, as a node not yet listed, on a stack taken from the
+//!   top (depth first, so open directories finish and make room), and is listed when a
+//!   directory finishes. What waits is the parent's planned children, no more: the walk's
+//!   memory follows the open directories' sizes, not the tree's.
 
 use crate::error::{Error, Result};
 use crate::scan;
@@ -44,6 +50,10 @@ fn max_held() -> usize {
 
 /// Names `lstat`ed by one task: a directory with more is looked at by several tasks at once.
 const CHUNK: usize = 64;
+
+/// The most directories listed and not yet finished at once (see the module's invariants):
+/// enough to keep the walk threads busy on a tree of small directories.
+pub(super) const MAX_OPEN: usize = 32;
 
 /// A reopen names at most this many bytes per `openat` (far below `PATH_MAX`).
 const REOPEN_BYTES: usize = 2048;
@@ -179,6 +189,13 @@ struct Walk<'a, V: Visitor + ?Sized> {
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     result: Mutex<Option<V::Out>>,
+    /// Directories listed and not yet finished, and how many may be (see `MAX_OPEN`).
+    open: AtomicUsize,
+    max_open: usize,
+    /// Tasks spawned and not yet ended.
+    running: AtomicUsize,
+    /// Directories waiting for room to be listed; the top is taken first.
+    waiting: Mutex<Vec<Arc<Node<V>>>>,
 }
 
 /// Walk the tree under `root` (opened by path, without following a symlink; `list` as in
@@ -190,27 +207,23 @@ pub(super) fn walk<V: Visitor + ?Sized>(
     list: bool,
     dir: V::Dir,
 ) -> Result<V::Out> {
-    walk_with(visitor, root, list, dir, max_held())
+    walk_with(visitor, root, list, dir, max_held(), MAX_OPEN)
 }
 
-/// [`walk`], with at most `max_held` nodes keeping a descriptor.
+/// [`walk`], with at most `max_held` nodes keeping a descriptor and `max_open` (at least 1)
+/// directories open.
 fn walk_with<V: Visitor + ?Sized>(
     visitor: &V,
     root: &CStr,
     list: bool,
     dir: V::Dir,
     max_held: usize,
+    max_open: usize,
 ) -> Result<V::Out> {
-    let w = Walk {
-        visitor,
-        held: AtomicUsize::new(0),
-        max_held,
-        failed: AtomicBool::new(false),
-        error: Mutex::new(None),
-        result: Mutex::new(None),
-    };
+    let w = Walk::new(visitor, max_held, max_open);
     let root = Arc::new(Node::new(None, root.to_owned(), None, list, dir));
-    rayon::scope(|s| w.scan(s, root));
+    w.open.store(1, Ordering::Relaxed);
+    rayon::scope(|s| w.spawn(s, |s| w.scan(s, root)));
     if let Some(e) = w.error.into_inner().unwrap() {
         return Err(e);
     }
@@ -249,6 +262,61 @@ enum Task<V: Visitor + ?Sized> {
 }
 
 impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
+    fn new(visitor: &'a V, max_held: usize, max_open: usize) -> Walk<'a, V> {
+        Walk {
+            visitor,
+            held: AtomicUsize::new(0),
+            max_held,
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            result: Mutex::new(None),
+            open: AtomicUsize::new(0),
+            max_open: max_open.max(1),
+            running: AtomicUsize::new(0),
+            waiting: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Run `task` as a task of the walk, counted while it runs.
+    fn spawn<'s>(&'s self, s: &rayon::Scope<'s>, task: impl FnOnce(&rayon::Scope<'s>) + Send + 's)
+    where
+        V: 's,
+    {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        s.spawn(move |s| {
+            task(s);
+            // The last task to end lists a waiting directory even without room: nothing else
+            // would, and the directories open wait for it (or for one below it).
+            let last = self.running.fetch_sub(1, Ordering::AcqRel) == 1;
+            self.admit(s, last);
+        });
+    }
+
+    /// List waiting directories while there is room (`force`: one, room or not).
+    fn admit<'s>(&'s self, s: &rayon::Scope<'s>, mut force: bool)
+    where
+        V: 's,
+    {
+        while !self.failed() {
+            let max = self.max_open;
+            if self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (force || n < max).then_some(n + 1)
+                })
+                .is_err()
+            {
+                return;
+            }
+            let Some(node) = self.waiting.lock().unwrap().pop() else {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            };
+            force = false;
+            self.spawn(s, move |s| self.scan(s, node));
+        }
+    }
+
     fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
@@ -317,7 +385,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         });
         for (i, chunk) in chunks.into_iter().enumerate() {
             let (node, fd, looking) = (node.clone(), fd.clone(), looking.clone());
-            s.spawn(move |s| {
+            self.spawn(s, move |s| {
                 if self.failed() {
                     return;
                 }
@@ -405,25 +473,27 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         if let (Some(fd), false) = (fd, tasks.is_empty()) {
             self.hold(&node, &fd);
         }
+        let mut dirs = Vec::new();
         for (i, task) in tasks {
             match task {
                 Task::Work(item) => {
                     let node = node.clone();
-                    s.spawn(move |_| self.work(node, i, item));
+                    self.spawn(s, move |_| self.work(node, i, item));
                 }
-                Task::Dir(sub) => {
-                    let child = Arc::new(Node::new(
-                        Some((node.clone(), i)),
-                        sub.name,
-                        Some(sub.id),
-                        sub.list,
-                        sub.dir,
-                    ));
-                    s.spawn(move |s| self.scan(s, child));
-                }
+                Task::Dir(sub) => dirs.push(Arc::new(Node::new(
+                    Some((node.clone(), i)),
+                    sub.name,
+                    Some(sub.id),
+                    sub.list,
+                    sub.dir,
+                ))),
             }
         }
+        // The first in name order on top: listed first.
+        dirs.reverse();
+        self.waiting.lock().unwrap().append(&mut dirs);
         self.complete(node);
+        self.admit(s, false);
     }
 
     /// The task of one work item.
@@ -446,6 +516,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
     /// child that was, from `node` up.
     fn complete(&self, mut node: Arc<Node<V>>) {
         while node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.open.fetch_sub(1, Ordering::AcqRel);
             if node.fd.lock().unwrap().take().is_some() {
                 self.held.fetch_sub(1, Ordering::Relaxed);
             }
@@ -548,8 +619,13 @@ mod tests {
     use crate::listing::EntryKind;
     use rustix::fs::{mkdirat, Mode, OFlags};
 
-    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1.
-    struct Count;
+    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1. Keeps
+    /// the most directories it saw listed and not yet finished at once.
+    #[derive(Default)]
+    struct Count {
+        open: AtomicUsize,
+        most: AtomicUsize,
+    }
 
     impl Visitor for Count {
         type Dir = ();
@@ -564,6 +640,8 @@ mod tests {
             _: &At<'_, Self>,
             fd: io::Result<&OwnedFd>,
         ) -> Result<Vec<CString>> {
+            let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+            self.most.fetch_max(open, Ordering::AcqRel);
             Ok(scan::read_dir_sorted(fd.expect("every directory opens")).unwrap())
         }
 
@@ -605,6 +683,7 @@ mod tests {
         }
 
         fn finish(&self, _: (), _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
+            self.open.fetch_sub(1, Ordering::AcqRel);
             Ok(1 + outs.iter().sum::<u64>())
         }
     }
@@ -638,8 +717,33 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         comb(tmp.path(), 300);
         for max_held in [0, 1, 8, MAX_HELD] {
-            let n = walk_with(&Count, &cpath(tmp.path()), true, (), max_held).unwrap();
+            let n =
+                walk_with(&Count::default(), &cpath(tmp.path()), true, (), max_held, 1).unwrap();
             assert_eq!(n, 1 + 4 * 300, "max_held {max_held}");
+        }
+    }
+
+    /// A wide tree (the root, 300 directories of 8 directories of 2 files) with room for a
+    /// few open directories: they never exceed the room plus the depth, and every name is
+    /// reached; with room for one only (each level waits for the one below), too.
+    #[test]
+    fn open_directories_stay_within_the_bound_on_a_wide_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        for a in 0..300 {
+            for b in 0..8 {
+                let d = tmp.path().join(format!("a{a:03}/b{b}"));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("x"), "").unwrap();
+                std::fs::write(d.join("y"), "").unwrap();
+            }
+        }
+        let names = 1 + 300 * (1 + 8 * 3);
+        for max_open in [1, 4, MAX_OPEN] {
+            let count = Count::default();
+            let n = walk_with(&count, &cpath(tmp.path()), true, (), MAX_HELD, max_open).unwrap();
+            assert_eq!(n, names, "max_open {max_open}");
+            let most = count.most.load(Ordering::Acquire);
+            assert!(most <= max_open + 3, "{most} open with room for {max_open}");
         }
     }
 
@@ -650,14 +754,8 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("other/b")).unwrap();
         let id =
             |p: &str| scan::identity(&scan::open_dir(&tmp.path().join(p), false).unwrap()).unwrap();
-        let w = Walk {
-            visitor: &Count,
-            held: AtomicUsize::new(0),
-            max_held: 0,
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
-            result: Mutex::new(None),
-        };
+        let count = Count::default();
+        let w = Walk::new(&count, 0, MAX_OPEN);
         let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, ()));
         let a = Arc::new(Node::new(
             Some((root, 0)),
