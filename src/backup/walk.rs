@@ -8,7 +8,9 @@
 //! now, a work item (a task of its own: a file read, say), or a directory to walk (a node of its
 //! own). A directory is finished, post-order, when its last child is: each node counts its
 //! children pending and points to its parent, and the task that finishes a last child carries
-//! the results up, in a loop, as far as they go.
+//! the results up, in a loop, as far as they go. A directory's names are looked at and planned
+//! [`BATCH`] at a time: the next batch starts when the last child of the one before is done,
+//! whose results the visitor takes (`absorb`) before it.
 //!
 //! Invariants:
 //! - no call frame per level: a tree of any depth is walked on any stack. No task waits for
@@ -26,7 +28,10 @@
 //!   directory planned beyond that waits, as a node not yet listed, on a stack taken from the
 //!   top (depth first, so open directories finish and make room), and is listed when a
 //!   directory finishes. What waits is the parent's planned children, no more: the walk's
-//!   memory follows the open directories' sizes, not the tree's.
+//!   memory follows the open directories' sizes, not the tree's;
+//! - of a directory, only its names (sorted) and one batch of what the visitor makes of them
+//!   are held by the walk at once: a directory of a million names costs the walk its names,
+//!   not a million planned children and tasks.
 
 use crate::error::{Error, Result};
 use crate::scan;
@@ -54,6 +59,9 @@ const CHUNK: usize = 64;
 /// The most directories listed and not yet finished at once (see the module's invariants):
 /// enough to keep the walk threads busy on a tree of small directories.
 pub(super) const MAX_OPEN: usize = 32;
+
+/// Names of one directory looked at, planned and worked on at a time.
+pub(super) const BATCH: usize = 1024;
 
 /// A reopen names at most this many bytes per `openat` (far below `PATH_MAX`).
 const REOPEN_BYTES: usize = 2048;
@@ -101,7 +109,16 @@ pub(super) trait Visitor: Sync {
     /// Do one work item in directory `at`; `None` leaves the name out.
     fn work(&self, item: Self::Item, at: &At<'_, Self>) -> Result<Option<Self::Out>>;
 
-    /// Every child of directory `at` is done: its result, from theirs in `plan`'s order.
+    /// Every child of a batch of directory `at`'s names is done, and more names follow:
+    /// their results, in `plan`'s order.
+    fn absorb(&self, dir: &mut Self::Dir, at: &At<'_, Self>, outs: Vec<Self::Out>) -> Result<()>;
+
+    /// The names of directory `at` not yet looked at cannot be (its descriptor could not be
+    /// opened again): they are left out.
+    fn lost(&self, dir: &mut Self::Dir, at: &At<'_, Self>, e: io::Error);
+
+    /// Every child of directory `at` is done: its result, from those of its last batch in
+    /// `plan`'s order (the batches before went to `absorb`).
     fn finish(&self, dir: Self::Dir, at: &At<'_, Self>, outs: Vec<Self::Out>) -> Result<Self::Out>;
 }
 
@@ -139,9 +156,11 @@ struct Node<V: Visitor + ?Sized> {
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// Children's tasks that may still need `fd`.
     users: AtomicUsize,
-    /// Children not yet done, plus one while the directory is being planned.
+    /// Children of the batch not yet done, plus one while the batch is being planned.
     pending: AtomicUsize,
     outs: Mutex<Vec<Option<V::Out>>>,
+    /// Names listed and not yet in a batch.
+    rest: Mutex<std::vec::IntoIter<V::Name>>,
 }
 
 /// A directory of the walk, as the visitor sees it.
@@ -251,6 +270,7 @@ impl<V: Visitor + ?Sized> Node<V> {
             users: AtomicUsize::new(0),
             pending: AtomicUsize::new(1),
             outs: Mutex::new(Vec::new()),
+            rest: Mutex::new(Vec::new().into_iter()),
         }
     }
 }
@@ -364,11 +384,18 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         let Some(fd) = fd else {
             return self.plan(s, node, None, Vec::new());
         };
+        *node.rest.lock().unwrap() = names.into_iter();
+        self.batch(s, node, fd);
+    }
+
+    /// Look at the next batch of a directory's names and plan them.
+    fn batch<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>, fd: Arc<OwnedFd>) {
+        let names: Vec<V::Name> = node.rest.lock().unwrap().by_ref().take(BATCH).collect();
         if names.len() <= CHUNK {
             let seen = self.look(&node, &fd, names);
             return self.plan(s, node, Some(fd), seen);
         }
-        // A big directory: look at its names in chunks, in parallel; the last chunk done plans.
+        // Many names: look at them in chunks, in parallel; the last chunk done plans.
         struct Looking<S> {
             parts: Vec<Mutex<Vec<S>>>,
             left: AtomicUsize,
@@ -478,7 +505,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
             match task {
                 Task::Work(item) => {
                     let node = node.clone();
-                    self.spawn(s, move |_| self.work(node, i, item));
+                    self.spawn(s, move |s| self.work(s, node, i, item));
                 }
                 Task::Dir(sub) => dirs.push(Arc::new(Node::new(
                     Some((node.clone(), i)),
@@ -492,12 +519,32 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         // The first in name order on top: listed first.
         dirs.reverse();
         self.waiting.lock().unwrap().append(&mut dirs);
-        self.complete(node);
+        self.complete(s, node);
         self.admit(s, false);
     }
 
+    /// The task of a directory's next batch: its descriptor again (kept or reopened), then
+    /// the batch.
+    fn next_batch<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>) {
+        if self.failed() {
+            return;
+        }
+        match self.at(&node).fd() {
+            Ok(fd) => self.batch(s, node, fd),
+            Err(e) => {
+                *node.rest.lock().unwrap() = Vec::new().into_iter();
+                {
+                    let mut dir = node.dir.write().unwrap();
+                    let dir = dir.as_mut().expect("a directory is finished once");
+                    self.visitor.lost(dir, &self.at(&node), e);
+                }
+                self.plan(s, node, None, Vec::new());
+            }
+        }
+    }
+
     /// The task of one work item.
-    fn work(&self, node: Arc<Node<V>>, i: usize, item: V::Item) {
+    fn work<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>, i: usize, item: V::Item) {
         if self.failed() {
             return;
         }
@@ -506,16 +553,31 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         match done {
             Ok(out) => {
                 node.outs.lock().unwrap()[i] = out;
-                self.complete(node);
+                self.complete(s, node);
             }
             Err(e) => self.fail(e),
         }
     }
 
     /// One child of `node` (or its planning) is done: finish every directory whose last
-    /// child that was, from `node` up.
-    fn complete(&self, mut node: Arc<Node<V>>) {
+    /// child that was, from `node` up; or, if names of it are left, start its next batch.
+    fn complete<'s>(&'s self, s: &rayon::Scope<'s>, mut node: Arc<Node<V>>) {
         while node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if !node.rest.lock().unwrap().as_slice().is_empty() {
+                let outs = std::mem::take(&mut *node.outs.lock().unwrap());
+                let absorbed = {
+                    let mut dir = node.dir.write().unwrap();
+                    let dir = dir.as_mut().expect("a directory is finished once");
+                    let outs = outs.into_iter().flatten().collect();
+                    self.visitor.absorb(dir, &self.at(&node), outs)
+                };
+                if let Err(e) = absorbed {
+                    return self.fail(e);
+                }
+                // One for planning the next batch.
+                node.pending.store(1, Ordering::Release);
+                return self.spawn(s, move |s| self.next_batch(s, node));
+            }
             self.open.fetch_sub(1, Ordering::AcqRel);
             if node.fd.lock().unwrap().take().is_some() {
                 self.held.fetch_sub(1, Ordering::Relaxed);
@@ -628,7 +690,8 @@ mod tests {
     }
 
     impl Visitor for Count {
-        type Dir = ();
+        /// What the batches before the last added up to.
+        type Dir = u64;
         type Name = CString;
         type Seen = (CString, Option<(u64, u64)>);
         type Item = CString;
@@ -636,7 +699,7 @@ mod tests {
 
         fn list(
             &self,
-            _: &mut (),
+            _: &mut u64,
             _: &At<'_, Self>,
             fd: io::Result<&OwnedFd>,
         ) -> Result<Vec<CString>> {
@@ -647,7 +710,7 @@ mod tests {
 
         fn look(
             &self,
-            _: &(),
+            _: &u64,
             _: &At<'_, Self>,
             fd: &OwnedFd,
             name: CString,
@@ -658,7 +721,7 @@ mod tests {
 
         fn plan(
             &self,
-            _: &mut (),
+            _: &mut u64,
             _: &At<'_, Self>,
             seen: Vec<Self::Seen>,
         ) -> Result<Vec<Child<Self>>> {
@@ -669,7 +732,7 @@ mod tests {
                         name,
                         id,
                         list: true,
-                        dir: (),
+                        dir: 0,
                     }),
                     None => Child::Work(name),
                 })
@@ -682,9 +745,18 @@ mod tests {
             Ok(Some(1))
         }
 
-        fn finish(&self, _: (), _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
+        fn absorb(&self, dir: &mut u64, _: &At<'_, Self>, outs: Vec<u64>) -> Result<()> {
+            *dir += outs.iter().sum::<u64>();
+            Ok(())
+        }
+
+        fn lost(&self, _: &mut u64, at: &At<'_, Self>, e: io::Error) {
+            panic!("{}: {e}", at.path().display());
+        }
+
+        fn finish(&self, dir: u64, _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            Ok(1 + outs.iter().sum::<u64>())
+            Ok(1 + dir + outs.iter().sum::<u64>())
         }
     }
 
@@ -717,8 +789,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         comb(tmp.path(), 300);
         for max_held in [0, 1, 8, MAX_HELD] {
-            let n =
-                walk_with(&Count::default(), &cpath(tmp.path()), true, (), max_held, 1).unwrap();
+            let n = walk_with(&Count::default(), &cpath(tmp.path()), true, 0, max_held, 1).unwrap();
             assert_eq!(n, 1 + 4 * 300, "max_held {max_held}");
         }
     }
@@ -740,10 +811,33 @@ mod tests {
         let names = 1 + 300 * (1 + 8 * 3);
         for max_open in [1, 4, MAX_OPEN] {
             let count = Count::default();
-            let n = walk_with(&count, &cpath(tmp.path()), true, (), MAX_HELD, max_open).unwrap();
+            let n = walk_with(&count, &cpath(tmp.path()), true, 0, MAX_HELD, max_open).unwrap();
             assert_eq!(n, names, "max_open {max_open}");
             let most = count.most.load(Ordering::Acquire);
             assert!(most <= max_open + 3, "{most} open with room for {max_open}");
+        }
+    }
+
+    /// A directory of more than two batches of names, directories among them (one deep),
+    /// with descriptors kept or reopened for each batch: every name is reached once.
+    #[test]
+    fn a_directory_of_many_batches_is_walked_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 2 * BATCH + 300;
+        for i in 0..n {
+            let p = tmp.path().join(format!("n{i:05}"));
+            if i % 97 == 0 {
+                std::fs::create_dir(&p).unwrap();
+                std::fs::write(p.join("inner"), "").unwrap();
+            } else {
+                std::fs::write(p, "").unwrap();
+            }
+        }
+        let dirs = (0..n).step_by(97).count() as u64;
+        for max_held in [0, MAX_HELD] {
+            let count = Count::default();
+            let got = walk_with(&count, &cpath(tmp.path()), true, 0, max_held, 2).unwrap();
+            assert_eq!(got, 1 + n as u64 + dirs, "max_held {max_held}");
         }
     }
 
@@ -756,20 +850,20 @@ mod tests {
             |p: &str| scan::identity(&scan::open_dir(&tmp.path().join(p), false).unwrap()).unwrap();
         let count = Count::default();
         let w = Walk::new(&count, 0, MAX_OPEN);
-        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, ()));
+        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, 0));
         let a = Arc::new(Node::new(
             Some((root, 0)),
             c"a".into(),
             Some(id("a")),
             true,
-            (),
+            0,
         ));
         let b = Arc::new(Node::new(
             Some((a, 0)),
             c"b".into(),
             Some(id("a/b")),
             true,
-            (),
+            0,
         ));
         assert_eq!(scan::identity(&w.at(&b).fd().unwrap()).unwrap(), id("a/b"));
         // `a` replaced by another directory that has a `b` too, or by a symlink to it.
