@@ -374,6 +374,16 @@ impl<B: AsRef<[u8]>> Entries<B> {
         self.count
     }
 
+    /// Entries not yet decoded.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// The listing's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
     /// The next entry, `None` after the last (when nothing may follow it).
     pub fn next_entry(&mut self) -> Result<Option<Entry>, String> {
         let bytes = self.bytes.as_ref();

@@ -58,6 +58,7 @@ pub(super) fn walk_sources<'a>(
         path: None,
         before: None,
         written: None,
+        absorbed: 0,
         same: 0,
     };
     let made = walk_pool().install(|| walk::walk(ctx, c"/", vroot.source, root))?;
@@ -95,9 +96,13 @@ pub(super) struct DirJob<'v> {
     path: Option<PathBuf>,
     /// `prev`'s entries, read as the names come (in batches, in name order).
     before: Option<Before>,
-    /// The listing so far, when the directory came in more than one batch.
+    /// The listing so far, when the directory came in more than one batch and its entries
+    /// are not all the parent's first ones, unchanged (those are not written until one is
+    /// not: they are in `before`).
     written: Option<listing::Writer>,
-    /// Entries of `written` that are the parent backup's, unchanged.
+    /// Entries of the batches before (written, or the parent's first ones), and how many of
+    /// them are the parent's, unchanged.
+    absorbed: usize,
     same: usize,
 }
 
@@ -131,6 +136,27 @@ impl Before {
                 std::cmp::Ordering::Greater => return Ok(None),
             }
         }
+    }
+
+    /// Entries paired or passed over so far.
+    fn used(&self) -> usize {
+        self.entries.count() - self.entries.left() - usize::from(self.next.is_some())
+    }
+
+    /// Write the listing's first `n` entries to `w`.
+    fn copy_first(&self, n: usize, w: &mut listing::Writer) -> Result<()> {
+        let bad = |detail| Error::BadBlock {
+            id: self.id,
+            detail,
+        };
+        let mut again = Entries::new(self.entries.bytes()).map_err(bad)?;
+        for _ in 0..n {
+            match again.next_entry().map_err(bad)? {
+                Some(e) => w.push(&e),
+                None => return Err(bad("fewer entries than read before".into())),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -319,16 +345,24 @@ impl<'a> walk::Visitor for Ctx<'a> {
         Ok(Some(Made { entry, unchanged }))
     }
 
-    /// A batch of the directory's entries, made: written to its listing (a directory of one
-    /// batch keeps its entries until `finish`, which may find them all unchanged).
+    /// A batch of the directory's entries, made: written to its listing, unless they and all
+    /// before them are the parent's first entries, unchanged (a directory of one batch keeps
+    /// its entries until `finish`, which may find them all unchanged).
     fn absorb(&self, job: &mut DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<()> {
-        let w = job
-            .written
-            .get_or_insert_with(|| self.listing_writer(outs.len()));
-        for m in outs {
-            job.same += usize::from(m.unchanged);
-            self.push_entry(w, &m.entry)?;
+        let same = outs.iter().filter(|m| m.unchanged).count();
+        let n = outs.len();
+        let prefix = job.written.is_none()
+            && same == n
+            && job.same == job.absorbed
+            && job.before.as_ref().map(Before::used) == Some(job.absorbed + n);
+        if !prefix {
+            let w = self.written(job, n)?;
+            for m in &outs {
+                self.push_entry(w, &m.entry)?;
+            }
         }
+        job.absorbed += n;
+        job.same += same;
         Ok(())
     }
 
@@ -342,18 +376,16 @@ impl<'a> walk::Visitor for Ctx<'a> {
     /// Store the directory's listing (unless it is the parent backup's, unchanged).
     fn finish(&self, mut job: DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
         let same = job.same + outs.iter().filter(|m| m.unchanged).count();
-        let total = job.written.as_ref().map_or(0, |w| w.len()) + outs.len();
+        let total = job.absorbed + outs.len();
         let prev_len = job.before.as_ref().map(|b| b.entries.count());
         let listing = match job.prev {
             Some(id) if prev_len == Some(same) && total == same => id,
             _ => {
-                let mut w = match job.written.take() {
-                    Some(w) => w,
-                    None => self.listing_writer(outs.len()),
-                };
+                let w = self.written(&mut job, outs.len())?;
                 for m in &outs {
-                    self.push_entry(&mut w, &m.entry)?;
+                    self.push_entry(w, &m.entry)?;
                 }
+                let w = job.written.take().expect("written above");
                 self.put_encoded(w.finish())?
             }
         };
@@ -367,6 +399,23 @@ impl<'a> walk::Visitor for Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The directory's listing so far, with the parent's first entries absorbed unwritten
+    /// written now.
+    fn written<'j>(&self, job: &'j mut DirJob<'a>, hint: usize) -> Result<&'j mut listing::Writer> {
+        if job.written.is_none() {
+            let mut w = self.listing_writer(job.absorbed + hint);
+            if job.absorbed > 0 {
+                let before = job
+                    .before
+                    .as_ref()
+                    .expect("absorbed unwritten: the parent's");
+                before.copy_first(job.absorbed, &mut w)?;
+            }
+            job.written = Some(w);
+        }
+        Ok(job.written.as_mut().expect("set above"))
+    }
+
     /// A subdirectory to walk, or (on another file system with `one_file_system`) to record
     /// with an empty listing.
     fn descend(&self, job: &DirJob<'a>, s: Seen<'a>, prev: Option<Entry>) -> Child<Self> {
@@ -404,6 +453,7 @@ impl<'a> Ctx<'a> {
                 path: None,
                 before: None,
                 written: None,
+                absorbed: 0,
                 same: 0,
             },
         })
