@@ -135,7 +135,7 @@ fn a_directory_of_200k_names_costs_memory_in_proportion_to_its_listing() {
     let full = peak_mib(&env, &backup("monthly"));
     let no_change = peak_mib(&env, &backup("micro"));
     eprintln!("one directory of {n} names: full {full} MiB, no-change {no_change} MiB");
-    let bound = |per_entry: u64| BOUND_MIB + (n * per_entry >> 20);
+    let bound = |per_entry: u64| BOUND_MIB + ((n * per_entry) >> 20);
     assert!(
         full <= bound(HUGE_FULL_PER_ENTRY),
         "full backup {full} MiB > {}",
