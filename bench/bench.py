@@ -4,7 +4,7 @@
     python3 bench/bench.py [--preset mixed|many-small|two-million|smoke] [--smoke] [--workdir DIR]
                            [--cold] [--plaintext | --encryption-cost N] [--json]
 
-Steps (each a fresh process, timed wall-clock, peak RSS from wait4):
+Steps (each a fresh process, timed wall-clock, peak RSS from GNU time):
   full backup (monthly), no-change incremental (micro), 1%-change incremental (micro),
   full restore; plus the medium's size and the bare-walk / bare-read references.
 With --cold (root), the page cache is dropped before each step as well. The medium is
@@ -158,20 +158,29 @@ def drop_caches():
 CPU = {}  # command line -> CPU seconds (user + system) of its last run
 
 
-def run(cmd, cold=False):
-    """Run cmd; return (seconds, peak RSS in MiB). Its CPU time is left in CPU."""
+def run(cmd, cold=False, env=None, who="bench"):
+    """Run cmd; return (seconds, peak RSS in MiB). Its CPU time is left in CPU. The peak
+    comes from GNU time, which forks cmd from its own small process: a child forked from this
+    script would count the script's own RSS at the fork (Linux carries the parent's
+    high-water mark over `fork` and `exec` into `ru_maxrss`), ~500 MiB at 2 000 000 files'
+    worth of paths."""
     if cold:
         drop_caches()
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".rss-{os.getpid()}")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out, *cmd], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
     _, status, rusage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
     err = proc.stderr.read().decode()
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 3):
-        sys.exit(f"bench: {' '.join(cmd)} failed ({code}):\n{err}")
+        sys.exit(f"{who}: {' '.join(cmd)} failed ({code}):\n{err[-3000:]}")
     CPU[" ".join(cmd)] = rusage.ru_utime + rusage.ru_stime
-    return elapsed, rusage.ru_maxrss / 1024
+    with open(out) as f:
+        rss_kib = int(f.read().split()[-1])
+    os.remove(out)
+    return elapsed, rss_kib / 1024
 
 
 def du(path):

@@ -15,7 +15,7 @@
 use crate::config::Config;
 use crate::error::{Error, IoContext, Result};
 use crate::ids::{BackupId, BlockId};
-use crate::listing::{Entry, EntryKind, Listing, LISTING_FORMAT, LISTING_FORMAT_FIXED};
+use crate::listing::{self, Entry, EntryKind, LISTING_FORMAT, LISTING_FORMAT_FIXED};
 use crate::medium::{self, BackupHeader, BackupWriter, Counts, Medium, Problem};
 use crate::progress::Meter;
 use crate::store::pack::BlobKind;
@@ -106,19 +106,33 @@ impl Ctx<'_> {
         });
     }
 
-    /// Store the listing of `entries`, in the format that goes with the medium's blocks.
+    /// Store the listing of `entries` (sorted by name), in the format that goes with the
+    /// medium's blocks.
     fn put_listing(&self, entries: Vec<Entry>) -> Result<BlockId> {
+        let mut w = self.listing_writer(entries.len());
+        for e in &entries {
+            self.push_entry(&mut w, e)?;
+        }
+        self.put_encoded(w.finish())
+    }
+
+    /// A listing to write an entry at a time, in the format that goes with the medium's
+    /// blocks, with room for about `hint` entries.
+    fn listing_writer(&self, hint: usize) -> listing::Writer {
         let format = match self.chunker {
             Chunker::Fixed => LISTING_FORMAT_FIXED,
             Chunker::Content(_) => LISTING_FORMAT,
         };
-        // Never store a listing this medium's readers would refuse (an estimate reads no
-        // blocks: its listings only measure).
-        if let Some(e) = entries.iter().find(|e| {
-            !self.dry
-                && e.kind == EntryKind::File
-                && !self.chunker.fits(e.size, e.blocks.len() as u64)
-        }) {
+        listing::Writer::new(format, hint)
+    }
+
+    /// Add `e` to listing `w`, unless it is an entry this medium's readers would refuse (an
+    /// estimate reads no blocks: its listings only measure).
+    fn push_entry(&self, w: &mut listing::Writer, e: &Entry) -> Result<()> {
+        if !self.dry
+            && e.kind == EntryKind::File
+            && !self.chunker.fits(e.size, e.blocks.len() as u64)
+        {
             return Err(Error::Refused(format!(
                 "not storing a listing whose entry {:?} has {} blocks for {} bytes",
                 e.name.lossy(),
@@ -126,7 +140,12 @@ impl Ctx<'_> {
                 e.size
             )));
         }
-        let bytes = Listing::with_format(format, entries).encode();
+        w.push(e);
+        Ok(())
+    }
+
+    /// Store an encoded listing (an estimate only counts it).
+    fn put_encoded(&self, bytes: Vec<u8>) -> Result<BlockId> {
         if self.dry {
             let id = BlockId::of(&bytes);
             if !self.store.contains(&id) {

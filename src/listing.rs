@@ -196,61 +196,26 @@ impl Listing {
     /// The binary encoding (FORMAT.md "Listings"): deterministic, so an unchanged directory
     /// encodes to the same bytes and the same id.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(12 + self.entries.len() * 128);
-        out.extend_from_slice(LISTING_MAGIC);
-        out.extend_from_slice(&self.format.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        let mut w = Writer::new(self.format, self.entries.len());
         for e in &self.entries {
-            encode_entry(e, &mut out);
+            w.push(e);
         }
-        out
+        w.finish()
     }
 
     /// Decode and check a listing: known format, every length inside the blob, names valid
     /// and strictly sorted, nothing left over.
     pub fn decode(bytes: &[u8]) -> Result<Listing, String> {
-        if bytes.len() > MAX_LISTING_LEN {
-            return Err(format!(
-                "listing of {} bytes is longer than the format allows ({MAX_LISTING_LEN})",
-                bytes.len()
-            ));
+        let mut entries = Entries::new(bytes)?;
+        let format = entries.format;
+        let mut all: Vec<Entry> = Vec::with_capacity(entries.left);
+        while let Some(e) = entries.next_entry()? {
+            all.push(e);
         }
-        let mut r = Reader { bytes, at: 0 };
-        if r.take(4)? != LISTING_MAGIC {
-            return Err("not a listing (bad magic)".into());
-        }
-        let format = r.u32()?;
-        if format != LISTING_FORMAT && format != LISTING_FORMAT_FIXED {
-            return Err(format!("listing format {format} is not supported"));
-        }
-        let count = r.u32()? as usize;
-        // Every entry takes at least MIN_ENTRY bytes: a hostile count cannot make us allocate.
-        if count > bytes.len() / MIN_ENTRY {
-            return Err(format!(
-                "listing claims {count} entries in {} bytes",
-                bytes.len()
-            ));
-        }
-        let mut entries: Vec<Entry> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let e = decode_entry(&mut r, format == LISTING_FORMAT)?;
-            if let Some(prev) = entries.last() {
-                if prev.name >= e.name {
-                    return Err(format!(
-                        "listing entries out of order or repeated at {:?}",
-                        e.name.lossy()
-                    ));
-                }
-            }
-            entries.push(e);
-        }
-        if r.at != bytes.len() {
-            return Err(format!(
-                "listing has {} bytes after its last entry",
-                bytes.len() - r.at
-            ));
-        }
-        Ok(Listing { format, entries })
+        Ok(Listing {
+            format,
+            entries: all,
+        })
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Entry> {
@@ -313,6 +278,136 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
     for x in &e.xattrs {
         put_bytes16(out, &x.name.0);
         put_bytes32(out, &x.value.0);
+    }
+}
+
+/// A listing encoded an entry at a time, in name order (the caller's), with the same bytes
+/// as [`Listing::encode`]: a directory's listing without a `Vec<Entry>` of it.
+pub struct Writer {
+    out: Vec<u8>,
+    count: u32,
+}
+
+impl Writer {
+    /// A listing of `format`, with room for about `hint` entries.
+    pub fn new(format: u32, hint: usize) -> Writer {
+        let mut out = Vec::with_capacity(12 + hint.min(1 << 16) * 128);
+        out.extend_from_slice(LISTING_MAGIC);
+        out.extend_from_slice(&format.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        Writer { out, count: 0 }
+    }
+
+    /// Add the next entry (its name sorts after the last one's).
+    pub fn push(&mut self, e: &Entry) {
+        encode_entry(e, &mut self.out);
+        self.count += 1;
+    }
+
+    /// Entries pushed.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The listing's bytes.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out[8..12].copy_from_slice(&self.count.to_le_bytes());
+        self.out
+    }
+}
+
+/// A listing's entries decoded one at a time, with every check of [`Listing::decode`]:
+/// memory for the blob and one entry, not a `Vec<Entry>` of the directory.
+pub struct Entries<B: AsRef<[u8]>> {
+    bytes: B,
+    at: usize,
+    format: u32,
+    /// Entries in all, and not yet decoded.
+    count: usize,
+    left: usize,
+    last: Option<Vec<u8>>,
+}
+
+impl<B: AsRef<[u8]>> Entries<B> {
+    /// Check the header of listing `bytes`.
+    pub fn new(bytes: B) -> Result<Entries<B>, String> {
+        let b = bytes.as_ref();
+        if b.len() > MAX_LISTING_LEN {
+            return Err(format!(
+                "listing of {} bytes is longer than the format allows ({MAX_LISTING_LEN})",
+                b.len()
+            ));
+        }
+        let mut r = Reader { bytes: b, at: 0 };
+        if r.take(4)? != LISTING_MAGIC {
+            return Err("not a listing (bad magic)".into());
+        }
+        let format = r.u32()?;
+        if format != LISTING_FORMAT && format != LISTING_FORMAT_FIXED {
+            return Err(format!("listing format {format} is not supported"));
+        }
+        let count = r.u32()? as usize;
+        // Every entry takes at least MIN_ENTRY bytes: a hostile count cannot make us allocate.
+        if count > b.len() / MIN_ENTRY {
+            return Err(format!(
+                "listing claims {count} entries in {} bytes",
+                b.len()
+            ));
+        }
+        let at = r.at;
+        Ok(Entries {
+            bytes,
+            at,
+            format,
+            count,
+            left: count,
+            last: None,
+        })
+    }
+
+    /// The number of entries the listing holds.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Entries not yet decoded.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// The listing's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
+    /// The next entry, `None` after the last (when nothing may follow it).
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, String> {
+        let bytes = self.bytes.as_ref();
+        let mut r = Reader { bytes, at: self.at };
+        if self.left == 0 {
+            if r.at != bytes.len() {
+                return Err(format!(
+                    "listing has {} bytes after its last entry",
+                    bytes.len() - r.at
+                ));
+            }
+            return Ok(None);
+        }
+        let e = decode_entry(&mut r, self.format == LISTING_FORMAT)?;
+        if self.last.as_ref().is_some_and(|l| *l >= e.name.0) {
+            return Err(format!(
+                "listing entries out of order or repeated at {:?}",
+                e.name.lossy()
+            ));
+        }
+        self.last = Some(e.name.0.clone());
+        self.at = r.at;
+        self.left -= 1;
+        Ok(Some(e))
     }
 }
 

@@ -15,7 +15,7 @@ use super::walk::{self, At, Child, Sub};
 use super::{walk_pool, Ctx, VNode};
 use crate::error::{Error, Result};
 use crate::ids::BlockId;
-use crate::listing::{Bytes, Entry, EntryKind, Xattr, MAX_LISTING_LEN};
+use crate::listing::{self, Bytes, Entries, Entry, EntryKind, Xattr, MAX_LISTING_LEN};
 use crate::scan::{self, Attrs};
 use crate::store::chunk::{self, AVG_BLOCK, CUT_BUFFER};
 use crate::store::pack::BlobKind;
@@ -56,7 +56,10 @@ pub(super) fn walk_sources<'a>(
         prev_entry: None,
         keep_xattrs: false,
         path: None,
-        prev_len: 0,
+        before: None,
+        written: None,
+        absorbed: 0,
+        same: 0,
     };
     let made = walk_pool().install(|| walk::walk(ctx, c"/", vroot.source, root))?;
     Ok(made
@@ -91,8 +94,70 @@ pub(super) struct DirJob<'v> {
     keep_xattrs: bool,
     /// Its path, while its names are looked at and excludes apply.
     path: Option<PathBuf>,
-    /// Entries of `prev`.
-    prev_len: usize,
+    /// `prev`'s entries, read as the names come (in batches, in name order).
+    before: Option<Before>,
+    /// The listing so far, when the directory came in more than one batch and its entries
+    /// are not all the parent's first ones, unchanged (those are not written until one is
+    /// not: they are in `before`).
+    written: Option<listing::Writer>,
+    /// Entries of the batches before (written, or the parent's first ones), and how many of
+    /// them are the parent's, unchanged.
+    absorbed: usize,
+    same: usize,
+}
+
+/// The parent backup's listing of a directory, an entry at a time.
+pub(super) struct Before {
+    entries: Entries<Vec<u8>>,
+    id: BlockId,
+    /// The next entry, read and not yet paired.
+    next: Option<Entry>,
+}
+
+impl Before {
+    /// The entry named `name`, passing over those before it (names that are gone).
+    fn take(&mut self, name: &[u8]) -> Result<Option<Entry>> {
+        loop {
+            if self.next.is_none() {
+                self.next = self
+                    .entries
+                    .next_entry()
+                    .map_err(|detail| Error::BadBlock {
+                        id: self.id,
+                        detail,
+                    })?;
+            }
+            let Some(p) = &self.next else {
+                return Ok(None);
+            };
+            match p.name.0.as_slice().cmp(name) {
+                std::cmp::Ordering::Less => self.next = None,
+                std::cmp::Ordering::Equal => return Ok(self.next.take()),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
+
+    /// Entries paired or passed over so far.
+    fn used(&self) -> usize {
+        self.entries.count() - self.entries.left() - usize::from(self.next.is_some())
+    }
+
+    /// Write the listing's first `n` entries to `w`.
+    fn copy_first(&self, n: usize, w: &mut listing::Writer) -> Result<()> {
+        let bad = |detail| Error::BadBlock {
+            id: self.id,
+            detail,
+        };
+        let mut again = Entries::new(self.entries.bytes()).map_err(bad)?;
+        for _ in 0..n {
+            match again.next_entry().map_err(bad)? {
+                Some(e) => w.push(&e),
+                None => return Err(bad("fewer entries than read before".into())),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Below the sources every directory is listed in full.
@@ -233,21 +298,29 @@ impl<'a> walk::Visitor for Ctx<'a> {
     }
 
     /// Take over what the parent backup describes exactly; walk directories; work on the rest.
+    /// Called for each batch of the directory's names, in name order.
     fn plan(
         &self,
         job: &mut DirJob<'a>,
         _at: &At<'_, Self>,
         seen: Vec<Seen<'a>>,
     ) -> Result<Vec<Child<Self>>> {
-        job.path = None;
-        let prev_entries = match job.prev {
-            Some(id) => self.medium.listing(&id)?.entries,
-            None => Vec::new(),
-        };
-        job.prev_len = prev_entries.len();
+        if let (Some(id), None) = (job.prev, &job.before) {
+            let bytes = self.medium.read_block(&id)?;
+            let entries = Entries::new(bytes).map_err(|detail| Error::BadBlock { id, detail })?;
+            job.before = Some(Before {
+                entries,
+                id,
+                next: None,
+            });
+        }
         let mut quick = Quick::default();
         let mut children = Vec::with_capacity(seen.len());
-        for (s, prev) in pair_with_parent(seen, prev_entries) {
+        for s in seen {
+            let prev = match &mut job.before {
+                Some(b) => b.take(s.name.as_bytes())?,
+                None => None,
+            };
             children.push(match prev {
                 Some(p) if takes_over(self, &s, &p) => {
                     quick.count(&p);
@@ -272,12 +345,49 @@ impl<'a> walk::Visitor for Ctx<'a> {
         Ok(Some(Made { entry, unchanged }))
     }
 
-    /// Store the directory's listing (unless it is the parent backup's, unchanged).
-    fn finish(&self, job: DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
+    /// A batch of the directory's entries, made: written to its listing, unless they and all
+    /// before them are the parent's first entries, unchanged (a directory of one batch keeps
+    /// its entries until `finish`, which may find them all unchanged).
+    fn absorb(&self, job: &mut DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<()> {
         let same = outs.iter().filter(|m| m.unchanged).count();
+        let n = outs.len();
+        let prefix = job.written.is_none()
+            && same == n
+            && job.same == job.absorbed
+            && job.before.as_ref().map(Before::used) == Some(job.absorbed + n);
+        if !prefix {
+            let w = self.written(job, n)?;
+            for m in &outs {
+                self.push_entry(w, &m.entry)?;
+            }
+        }
+        job.absorbed += n;
+        job.same += same;
+        Ok(())
+    }
+
+    fn lost(&self, _job: &mut DirJob<'a>, at: &At<'_, Self>, e: io::Error) {
+        self.problem(
+            &at.path(),
+            format!("cannot open directory again to look at the rest of its names: {e}"),
+        );
+    }
+
+    /// Store the directory's listing (unless it is the parent backup's, unchanged).
+    fn finish(&self, mut job: DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
+        let same = job.same + outs.iter().filter(|m| m.unchanged).count();
+        let total = job.absorbed + outs.len();
+        let prev_len = job.before.as_ref().map(|b| b.entries.count());
         let listing = match job.prev {
-            Some(id) if same == job.prev_len && outs.len() == job.prev_len => id,
-            _ => self.put_listing(outs.into_iter().map(|m| m.entry).collect())?,
+            Some(id) if prev_len == Some(same) && total == same => id,
+            _ => {
+                let w = self.written(&mut job, outs.len())?;
+                for m in &outs {
+                    self.push_entry(w, &m.entry)?;
+                }
+                let w = job.written.take().expect("written above");
+                self.put_encoded(w.finish())?
+            }
         };
         let mut entry = job
             .entry
@@ -289,6 +399,23 @@ impl<'a> walk::Visitor for Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The directory's listing so far, with the parent's first entries absorbed unwritten
+    /// written now.
+    fn written<'j>(&self, job: &'j mut DirJob<'a>, hint: usize) -> Result<&'j mut listing::Writer> {
+        if job.written.is_none() {
+            let mut w = self.listing_writer(job.absorbed + hint);
+            if job.absorbed > 0 {
+                let before = job
+                    .before
+                    .as_ref()
+                    .expect("absorbed unwritten: the parent's");
+                before.copy_first(job.absorbed, &mut w)?;
+            }
+            job.written = Some(w);
+        }
+        Ok(job.written.as_mut().expect("set above"))
+    }
+
     /// A subdirectory to walk, or (on another file system with `one_file_system`) to record
     /// with an empty listing.
     fn descend(&self, job: &DirJob<'a>, s: Seen<'a>, prev: Option<Entry>) -> Child<Self> {
@@ -324,7 +451,10 @@ impl<'a> Ctx<'a> {
                 prev_entry: prev,
                 keep_xattrs,
                 path: None,
-                prev_len: 0,
+                before: None,
+                written: None,
+                absorbed: 0,
+                same: 0,
             },
         })
     }
@@ -458,19 +588,6 @@ fn same_inode(a: &Attrs, p: Option<&Entry>) -> bool {
     p.is_some_and(|p| {
         p.kind == a.kind && p.ctime_ns == a.ctime_ns && p.ino == a.ino && p.dev == a.dev
     })
-}
-
-/// Pair each listed name with its entry in the parent's listing (both are sorted by name).
-fn pair_with_parent<'v>(seen: Vec<Seen<'v>>, parent: Vec<Entry>) -> Vec<(Seen<'v>, Option<Entry>)> {
-    let mut parent = parent.into_iter().peekable();
-    seen.into_iter()
-        .map(|s| {
-            let name = s.name.as_bytes();
-            while parent.next_if(|p| p.name.0.as_slice() < name).is_some() {}
-            let prev = parent.next_if(|p| p.name.0 == name);
-            (s, prev)
-        })
-        .collect()
 }
 
 /// Whether the parent's entry `p` describes exactly what `lstat` found now (so content,

@@ -8,7 +8,9 @@
 //! now, a work item (a task of its own: a file read, say), or a directory to walk (a node of its
 //! own). A directory is finished, post-order, when its last child is: each node counts its
 //! children pending and points to its parent, and the task that finishes a last child carries
-//! the results up, in a loop, as far as they go.
+//! the results up, in a loop, as far as they go. A directory's names are looked at and planned
+//! [`BATCH`] at a time: the next batch starts when the last child of the one before is done,
+//! whose results the visitor takes (`absorb`) before it.
 //!
 //! Invariants:
 //! - no call frame per level: a tree of any depth is walked on any stack. No task waits for
@@ -20,7 +22,16 @@
 //! - every directory below the root is reached relative to its parent, never by a full path,
 //!   so no path length limits the depth;
 //! - the visitor's results for a directory reach `finish` in the order `plan` gave them;
-//! - the first error ends the walk: tasks still queued return at once, and `walk` returns it.
+//! - the first error ends the walk: tasks still queued return at once, and `walk` returns it;
+//! - the queue is bounded: at most [`MAX_OPEN`] directories are open (listed, and not yet
+//!   finished) at once, plus one per level of the deepest path when nothing else can run. A
+//!   directory planned beyond that waits, as a node not yet listed, on a stack taken from the
+//!   top (depth first, so open directories finish and make room), and is listed when a
+//!   directory finishes. What waits is the parent's planned children, no more: the walk's
+//!   memory follows the open directories' sizes, not the tree's;
+//! - of a directory, only its names (sorted) and one batch of what the visitor makes of them
+//!   are held by the walk at once: a directory of a million names costs the walk its names,
+//!   not a million planned children and tasks.
 
 use crate::error::{Error, Result};
 use crate::scan;
@@ -44,6 +55,13 @@ fn max_held() -> usize {
 
 /// Names `lstat`ed by one task: a directory with more is looked at by several tasks at once.
 const CHUNK: usize = 64;
+
+/// The most directories listed and not yet finished at once (see the module's invariants):
+/// enough to keep the walk threads busy on a tree of small directories.
+pub(super) const MAX_OPEN: usize = 32;
+
+/// Names of one directory looked at, planned and worked on at a time.
+pub(super) const BATCH: usize = 1024;
 
 /// A reopen names at most this many bytes per `openat` (far below `PATH_MAX`).
 const REOPEN_BYTES: usize = 2048;
@@ -91,7 +109,16 @@ pub(super) trait Visitor: Sync {
     /// Do one work item in directory `at`; `None` leaves the name out.
     fn work(&self, item: Self::Item, at: &At<'_, Self>) -> Result<Option<Self::Out>>;
 
-    /// Every child of directory `at` is done: its result, from theirs in `plan`'s order.
+    /// Every child of a batch of directory `at`'s names is done, and more names follow:
+    /// their results, in `plan`'s order.
+    fn absorb(&self, dir: &mut Self::Dir, at: &At<'_, Self>, outs: Vec<Self::Out>) -> Result<()>;
+
+    /// The names of directory `at` not yet looked at cannot be (its descriptor could not be
+    /// opened again): they are left out.
+    fn lost(&self, dir: &mut Self::Dir, at: &At<'_, Self>, e: io::Error);
+
+    /// Every child of directory `at` is done: its result, from those of its last batch in
+    /// `plan`'s order (the batches before went to `absorb`).
     fn finish(&self, dir: Self::Dir, at: &At<'_, Self>, outs: Vec<Self::Out>) -> Result<Self::Out>;
 }
 
@@ -129,9 +156,11 @@ struct Node<V: Visitor + ?Sized> {
     fd: Mutex<Option<Arc<OwnedFd>>>,
     /// Children's tasks that may still need `fd`.
     users: AtomicUsize,
-    /// Children not yet done, plus one while the directory is being planned.
+    /// Children of the batch not yet done, plus one while the batch is being planned.
     pending: AtomicUsize,
     outs: Mutex<Vec<Option<V::Out>>>,
+    /// Names listed and not yet in a batch.
+    rest: Mutex<std::vec::IntoIter<V::Name>>,
 }
 
 /// A directory of the walk, as the visitor sees it.
@@ -179,6 +208,13 @@ struct Walk<'a, V: Visitor + ?Sized> {
     failed: AtomicBool,
     error: Mutex<Option<Error>>,
     result: Mutex<Option<V::Out>>,
+    /// Directories listed and not yet finished, and how many may be (see `MAX_OPEN`).
+    open: AtomicUsize,
+    max_open: usize,
+    /// Tasks spawned and not yet ended.
+    running: AtomicUsize,
+    /// Directories waiting for room to be listed; the top is taken first.
+    waiting: Mutex<Vec<Arc<Node<V>>>>,
 }
 
 /// Walk the tree under `root` (opened by path, without following a symlink; `list` as in
@@ -190,27 +226,23 @@ pub(super) fn walk<V: Visitor + ?Sized>(
     list: bool,
     dir: V::Dir,
 ) -> Result<V::Out> {
-    walk_with(visitor, root, list, dir, max_held())
+    walk_with(visitor, root, list, dir, max_held(), MAX_OPEN)
 }
 
-/// [`walk`], with at most `max_held` nodes keeping a descriptor.
+/// [`walk`], with at most `max_held` nodes keeping a descriptor and `max_open` (at least 1)
+/// directories open.
 fn walk_with<V: Visitor + ?Sized>(
     visitor: &V,
     root: &CStr,
     list: bool,
     dir: V::Dir,
     max_held: usize,
+    max_open: usize,
 ) -> Result<V::Out> {
-    let w = Walk {
-        visitor,
-        held: AtomicUsize::new(0),
-        max_held,
-        failed: AtomicBool::new(false),
-        error: Mutex::new(None),
-        result: Mutex::new(None),
-    };
+    let w = Walk::new(visitor, max_held, max_open);
     let root = Arc::new(Node::new(None, root.to_owned(), None, list, dir));
-    rayon::scope(|s| w.scan(s, root));
+    w.open.store(1, Ordering::Relaxed);
+    rayon::scope(|s| w.spawn(s, |s| w.scan(s, root)));
     if let Some(e) = w.error.into_inner().unwrap() {
         return Err(e);
     }
@@ -238,6 +270,7 @@ impl<V: Visitor + ?Sized> Node<V> {
             users: AtomicUsize::new(0),
             pending: AtomicUsize::new(1),
             outs: Mutex::new(Vec::new()),
+            rest: Mutex::new(Vec::new().into_iter()),
         }
     }
 }
@@ -249,6 +282,61 @@ enum Task<V: Visitor + ?Sized> {
 }
 
 impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
+    fn new(visitor: &'a V, max_held: usize, max_open: usize) -> Walk<'a, V> {
+        Walk {
+            visitor,
+            held: AtomicUsize::new(0),
+            max_held,
+            failed: AtomicBool::new(false),
+            error: Mutex::new(None),
+            result: Mutex::new(None),
+            open: AtomicUsize::new(0),
+            max_open: max_open.max(1),
+            running: AtomicUsize::new(0),
+            waiting: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Run `task` as a task of the walk, counted while it runs.
+    fn spawn<'s>(&'s self, s: &rayon::Scope<'s>, task: impl FnOnce(&rayon::Scope<'s>) + Send + 's)
+    where
+        V: 's,
+    {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        s.spawn(move |s| {
+            task(s);
+            // The last task to end lists a waiting directory even without room: nothing else
+            // would, and the directories open wait for it (or for one below it).
+            let last = self.running.fetch_sub(1, Ordering::AcqRel) == 1;
+            self.admit(s, last);
+        });
+    }
+
+    /// List waiting directories while there is room (`force`: one, room or not).
+    fn admit<'s>(&'s self, s: &rayon::Scope<'s>, mut force: bool)
+    where
+        V: 's,
+    {
+        while !self.failed() {
+            let max = self.max_open;
+            if self
+                .open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (force || n < max).then_some(n + 1)
+                })
+                .is_err()
+            {
+                return;
+            }
+            let Some(node) = self.waiting.lock().unwrap().pop() else {
+                self.open.fetch_sub(1, Ordering::AcqRel);
+                return;
+            };
+            force = false;
+            self.spawn(s, move |s| self.scan(s, node));
+        }
+    }
+
     fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
@@ -296,11 +384,18 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         let Some(fd) = fd else {
             return self.plan(s, node, None, Vec::new());
         };
+        *node.rest.lock().unwrap() = names.into_iter();
+        self.batch(s, node, fd);
+    }
+
+    /// Look at the next batch of a directory's names and plan them.
+    fn batch<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>, fd: Arc<OwnedFd>) {
+        let names: Vec<V::Name> = node.rest.lock().unwrap().by_ref().take(BATCH).collect();
         if names.len() <= CHUNK {
             let seen = self.look(&node, &fd, names);
             return self.plan(s, node, Some(fd), seen);
         }
-        // A big directory: look at its names in chunks, in parallel; the last chunk done plans.
+        // Many names: look at them in chunks, in parallel; the last chunk done plans.
         struct Looking<S> {
             parts: Vec<Mutex<Vec<S>>>,
             left: AtomicUsize,
@@ -317,7 +412,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         });
         for (i, chunk) in chunks.into_iter().enumerate() {
             let (node, fd, looking) = (node.clone(), fd.clone(), looking.clone());
-            s.spawn(move |s| {
+            self.spawn(s, move |s| {
                 if self.failed() {
                     return;
                 }
@@ -405,29 +500,51 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         if let (Some(fd), false) = (fd, tasks.is_empty()) {
             self.hold(&node, &fd);
         }
+        let mut dirs = Vec::new();
         for (i, task) in tasks {
             match task {
                 Task::Work(item) => {
                     let node = node.clone();
-                    s.spawn(move |_| self.work(node, i, item));
+                    self.spawn(s, move |s| self.work(s, node, i, item));
                 }
-                Task::Dir(sub) => {
-                    let child = Arc::new(Node::new(
-                        Some((node.clone(), i)),
-                        sub.name,
-                        Some(sub.id),
-                        sub.list,
-                        sub.dir,
-                    ));
-                    s.spawn(move |s| self.scan(s, child));
-                }
+                Task::Dir(sub) => dirs.push(Arc::new(Node::new(
+                    Some((node.clone(), i)),
+                    sub.name,
+                    Some(sub.id),
+                    sub.list,
+                    sub.dir,
+                ))),
             }
         }
-        self.complete(node);
+        // The first in name order on top: listed first.
+        dirs.reverse();
+        self.waiting.lock().unwrap().append(&mut dirs);
+        self.complete(s, node);
+        self.admit(s, false);
+    }
+
+    /// The task of a directory's next batch: its descriptor again (kept or reopened), then
+    /// the batch.
+    fn next_batch<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>) {
+        if self.failed() {
+            return;
+        }
+        match self.at(&node).fd() {
+            Ok(fd) => self.batch(s, node, fd),
+            Err(e) => {
+                *node.rest.lock().unwrap() = Vec::new().into_iter();
+                {
+                    let mut dir = node.dir.write().unwrap();
+                    let dir = dir.as_mut().expect("a directory is finished once");
+                    self.visitor.lost(dir, &self.at(&node), e);
+                }
+                self.plan(s, node, None, Vec::new());
+            }
+        }
     }
 
     /// The task of one work item.
-    fn work(&self, node: Arc<Node<V>>, i: usize, item: V::Item) {
+    fn work<'s>(&'s self, s: &rayon::Scope<'s>, node: Arc<Node<V>>, i: usize, item: V::Item) {
         if self.failed() {
             return;
         }
@@ -436,16 +553,32 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         match done {
             Ok(out) => {
                 node.outs.lock().unwrap()[i] = out;
-                self.complete(node);
+                self.complete(s, node);
             }
             Err(e) => self.fail(e),
         }
     }
 
     /// One child of `node` (or its planning) is done: finish every directory whose last
-    /// child that was, from `node` up.
-    fn complete(&self, mut node: Arc<Node<V>>) {
+    /// child that was, from `node` up; or, if names of it are left, start its next batch.
+    fn complete<'s>(&'s self, s: &rayon::Scope<'s>, mut node: Arc<Node<V>>) {
         while node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if !node.rest.lock().unwrap().as_slice().is_empty() {
+                let outs = std::mem::take(&mut *node.outs.lock().unwrap());
+                let absorbed = {
+                    let mut dir = node.dir.write().unwrap();
+                    let dir = dir.as_mut().expect("a directory is finished once");
+                    let outs = outs.into_iter().flatten().collect();
+                    self.visitor.absorb(dir, &self.at(&node), outs)
+                };
+                if let Err(e) = absorbed {
+                    return self.fail(e);
+                }
+                // One for planning the next batch.
+                node.pending.store(1, Ordering::Release);
+                return self.spawn(s, move |s| self.next_batch(s, node));
+            }
+            self.open.fetch_sub(1, Ordering::AcqRel);
             if node.fd.lock().unwrap().take().is_some() {
                 self.held.fetch_sub(1, Ordering::Relaxed);
             }
@@ -548,11 +681,17 @@ mod tests {
     use crate::listing::EntryKind;
     use rustix::fs::{mkdirat, Mode, OFlags};
 
-    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1.
-    struct Count;
+    /// Counts what it walks: a directory's result is 1 + its children's, a file's 1. Keeps
+    /// the most directories it saw listed and not yet finished at once.
+    #[derive(Default)]
+    struct Count {
+        open: AtomicUsize,
+        most: AtomicUsize,
+    }
 
     impl Visitor for Count {
-        type Dir = ();
+        /// What the batches before the last added up to.
+        type Dir = u64;
         type Name = CString;
         type Seen = (CString, Option<(u64, u64)>);
         type Item = CString;
@@ -560,16 +699,18 @@ mod tests {
 
         fn list(
             &self,
-            _: &mut (),
+            _: &mut u64,
             _: &At<'_, Self>,
             fd: io::Result<&OwnedFd>,
         ) -> Result<Vec<CString>> {
+            let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+            self.most.fetch_max(open, Ordering::AcqRel);
             Ok(scan::read_dir_sorted(fd.expect("every directory opens")).unwrap())
         }
 
         fn look(
             &self,
-            _: &(),
+            _: &u64,
             _: &At<'_, Self>,
             fd: &OwnedFd,
             name: CString,
@@ -580,7 +721,7 @@ mod tests {
 
         fn plan(
             &self,
-            _: &mut (),
+            _: &mut u64,
             _: &At<'_, Self>,
             seen: Vec<Self::Seen>,
         ) -> Result<Vec<Child<Self>>> {
@@ -591,7 +732,7 @@ mod tests {
                         name,
                         id,
                         list: true,
-                        dir: (),
+                        dir: 0,
                     }),
                     None => Child::Work(name),
                 })
@@ -604,8 +745,18 @@ mod tests {
             Ok(Some(1))
         }
 
-        fn finish(&self, _: (), _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
-            Ok(1 + outs.iter().sum::<u64>())
+        fn absorb(&self, dir: &mut u64, _: &At<'_, Self>, outs: Vec<u64>) -> Result<()> {
+            *dir += outs.iter().sum::<u64>();
+            Ok(())
+        }
+
+        fn lost(&self, _: &mut u64, at: &At<'_, Self>, e: io::Error) {
+            panic!("{}: {e}", at.path().display());
+        }
+
+        fn finish(&self, dir: u64, _: &At<'_, Self>, outs: Vec<u64>) -> Result<u64> {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            Ok(1 + dir + outs.iter().sum::<u64>())
         }
     }
 
@@ -638,8 +789,55 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         comb(tmp.path(), 300);
         for max_held in [0, 1, 8, MAX_HELD] {
-            let n = walk_with(&Count, &cpath(tmp.path()), true, (), max_held).unwrap();
+            let n = walk_with(&Count::default(), &cpath(tmp.path()), true, 0, max_held, 1).unwrap();
             assert_eq!(n, 1 + 4 * 300, "max_held {max_held}");
+        }
+    }
+
+    /// A wide tree (the root, 300 directories of 8 directories of 2 files) with room for a
+    /// few open directories: they never exceed the room plus the depth, and every name is
+    /// reached; with room for one only (each level waits for the one below), too.
+    #[test]
+    fn open_directories_stay_within_the_bound_on_a_wide_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        for a in 0..300 {
+            for b in 0..8 {
+                let d = tmp.path().join(format!("a{a:03}/b{b}"));
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("x"), "").unwrap();
+                std::fs::write(d.join("y"), "").unwrap();
+            }
+        }
+        let names = 1 + 300 * (1 + 8 * 3);
+        for max_open in [1, 4, MAX_OPEN] {
+            let count = Count::default();
+            let n = walk_with(&count, &cpath(tmp.path()), true, 0, MAX_HELD, max_open).unwrap();
+            assert_eq!(n, names, "max_open {max_open}");
+            let most = count.most.load(Ordering::Acquire);
+            assert!(most <= max_open + 3, "{most} open with room for {max_open}");
+        }
+    }
+
+    /// A directory of more than two batches of names, directories among them (one deep),
+    /// with descriptors kept or reopened for each batch: every name is reached once.
+    #[test]
+    fn a_directory_of_many_batches_is_walked_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 2 * BATCH + 300;
+        for i in 0..n {
+            let p = tmp.path().join(format!("n{i:05}"));
+            if i % 97 == 0 {
+                std::fs::create_dir(&p).unwrap();
+                std::fs::write(p.join("inner"), "").unwrap();
+            } else {
+                std::fs::write(p, "").unwrap();
+            }
+        }
+        let dirs = (0..n).step_by(97).count() as u64;
+        for max_held in [0, MAX_HELD] {
+            let count = Count::default();
+            let got = walk_with(&count, &cpath(tmp.path()), true, 0, max_held, 2).unwrap();
+            assert_eq!(got, 1 + n as u64 + dirs, "max_held {max_held}");
         }
     }
 
@@ -650,28 +848,22 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("other/b")).unwrap();
         let id =
             |p: &str| scan::identity(&scan::open_dir(&tmp.path().join(p), false).unwrap()).unwrap();
-        let w = Walk {
-            visitor: &Count,
-            held: AtomicUsize::new(0),
-            max_held: 0,
-            failed: AtomicBool::new(false),
-            error: Mutex::new(None),
-            result: Mutex::new(None),
-        };
-        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, ()));
+        let count = Count::default();
+        let w = Walk::new(&count, 0, MAX_OPEN);
+        let root = Arc::new(Node::new(None, cpath(tmp.path()), None, true, 0));
         let a = Arc::new(Node::new(
             Some((root, 0)),
             c"a".into(),
             Some(id("a")),
             true,
-            (),
+            0,
         ));
         let b = Arc::new(Node::new(
             Some((a, 0)),
             c"b".into(),
             Some(id("a/b")),
             true,
-            (),
+            0,
         ));
         assert_eq!(scan::identity(&w.at(&b).fd().unwrap()).unwrap(), id("a/b"));
         // `a` replaced by another directory that has a `b` too, or by a symlink to it.
