@@ -12,8 +12,8 @@ use crate::medium::Medium;
 use crate::progress::Meter;
 use crate::store::{Depth, PackCheck};
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,15 +84,15 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     let mut damage = Vec::new();
     // Packs re-read whole above: each of their records is good or in `bad_blocks`. A set of
     // packs, not of blocks: at 2 000 000 blocks a set of their ids took over 100 MB.
-    let mut checked_packs: FxHashSet<PackId> = FxHashSet::default();
+    let mut checked_packs: HashSet<PackId> = HashSet::new();
     let mut good = 0;
     let mut bytes_checked = 0;
     // Blocks found bad, and why (good ones are not remembered: see `check_block`).
-    let mut bad_blocks: FxHashMap<BlockId, String> = FxHashMap::default();
+    let mut bad_blocks: HashMap<BlockId, String> = HashMap::new();
     // Bad blocks in packs other backups wrote (--read-all): this backup's damage only if it
     // references them, reported when it does.
-    let mut unreported: FxHashSet<BlockId> = FxHashSet::default();
-    let own: FxHashSet<PackId> = header.packs.iter().copied().collect();
+    let mut unreported: HashSet<BlockId> = HashSet::new();
+    let own: HashSet<PackId> = header.packs.iter().copied().collect();
     for (p, r) in packs.iter().zip(results) {
         good += r.good;
         if !r.damage.iter().any(|(b, _)| b.is_none()) {
@@ -199,9 +199,9 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         // directory whose listing was checked already holds nothing new (a hostile DAG of
         // listings describes far more paths than it has listings). A revisit of a listing
         // with damage below it names only the directory, never the paths below it again.
-        let mut seen: FxHashSet<BlockId> = FxHashSet::default();
+        let mut seen: HashSet<BlockId> = HashSet::new();
         // Listings with damage somewhere below them (checked ones only).
-        let mut damaged: FxHashSet<BlockId> = FxHashSet::default();
+        let mut damaged: HashSet<BlockId> = HashSet::new();
         seen.insert(header.root);
         let mut limit = index::Limit::of(m, &header);
         let mut w: index::Walk<BlockId> = index::Walk::new(std::path::Path::new("/"), &mut limit);
@@ -314,8 +314,8 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
 
 /// The packs written by the backups other than `id` that are not marked verified: what they
 /// hold was never shown intact (a failed verify found damage in them, or none ran).
-fn suspect_packs(m: &Medium, id: BackupId) -> FxHashSet<PackId> {
-    let mut packs = FxHashSet::default();
+fn suspect_packs(m: &Medium, id: BackupId) -> HashSet<PackId> {
+    let mut packs = HashSet::new();
     for b in m
         .tree()
         .backups

@@ -143,8 +143,9 @@ impl Before {
         self.entries.count() - self.entries.left() - usize::from(self.next.is_some())
     }
 
-    /// Write the listing's first `n` entries to `w`.
-    fn copy_first(&self, n: usize, w: &mut listing::Writer) -> Result<()> {
+    /// Pass the listing's first `n` entries to `push` (which writes them, checked as every
+    /// entry of a listing written is).
+    fn copy_first(&self, n: usize, push: &mut dyn FnMut(&Entry) -> Result<()>) -> Result<()> {
         let bad = |detail| Error::BadBlock {
             id: self.id,
             detail,
@@ -152,7 +153,7 @@ impl Before {
         let mut again = Entries::new(self.entries.bytes()).map_err(bad)?;
         for _ in 0..n {
             match again.next_entry().map_err(bad)? {
-                Some(e) => w.push(&e),
+                Some(e) => push(&e)?,
                 None => return Err(bad("fewer entries than read before".into())),
             }
         }
@@ -374,7 +375,7 @@ impl<'a> walk::Visitor for Ctx<'a> {
     }
 
     /// Store the directory's listing (unless it is the parent backup's, unchanged).
-    fn finish(&self, mut job: DirJob<'a>, _at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
+    fn finish(&self, mut job: DirJob<'a>, at: &At<'_, Self>, outs: Vec<Made>) -> Result<Made> {
         let same = job.same + outs.iter().filter(|m| m.unchanged).count();
         let total = job.absorbed + outs.len();
         let prev_len = job.before.as_ref().map(|b| b.entries.count());
@@ -385,8 +386,23 @@ impl<'a> walk::Visitor for Ctx<'a> {
                 for m in &outs {
                     self.push_entry(w, &m.entry)?;
                 }
-                let w = job.written.take().expect("written above");
-                self.put_encoded(w.finish())?
+                let bytes = job.written.take().expect("written above").finish();
+                if bytes.len() > MAX_LISTING_LEN {
+                    // One directory too large for the format must not fail the backup of
+                    // everything else: it is kept empty, and the problem names it.
+                    self.problem(
+                        &at.path(),
+                        format!(
+                            "its listing would be {} bytes, more than a listing holds \
+                             ({MAX_LISTING_LEN}): backed up empty",
+                            bytes.len()
+                        ),
+                    );
+                    drop(bytes);
+                    self.put_encoded(self.listing_writer(0).finish())?
+                } else {
+                    self.put_encoded(bytes)?
+                }
             }
         };
         let mut entry = job
@@ -409,7 +425,7 @@ impl<'a> Ctx<'a> {
                     .before
                     .as_ref()
                     .expect("absorbed unwritten: the parent's");
-                before.copy_first(job.absorbed, &mut w)?;
+                before.copy_first(job.absorbed, &mut |e| self.push_entry(&mut w, e))?;
             }
             job.written = Some(w);
         }

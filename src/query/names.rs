@@ -18,8 +18,8 @@ use crate::error::Result;
 use crate::ids::BackupId;
 use crate::listing::EntryKind;
 use crate::medium::Medium;
-use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
-use std::hash::{Hash, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -50,12 +50,6 @@ pub struct Names {
     complete: bool,
 }
 
-fn hash(p: &[u8]) -> u64 {
-    let mut h = FxHasher::default();
-    p.hash(&mut h);
-    h.finish()
-}
-
 impl Names {
     /// Walk the medium (headers from `header`) into an index, within [`MAX_PATHS`] and
     /// [`MAX_PATH_BYTES`].
@@ -78,11 +72,14 @@ impl Names {
             complete: true,
         };
         // Each path's hash to its row; paths whose hash an earlier, other path has.
-        let mut first: FxHashMap<u64, u32> = FxHashMap::default();
-        let mut collided: FxHashSet<Vec<u8>> = FxHashSet::default();
+        // The hash is std's SipHash under a random key: paths come from the medium, and
+        // hashes an attacker could collide would make this quadratic.
+        let keyed = std::hash::RandomState::new();
+        let mut first: HashMap<u64, u32> = HashMap::new();
+        let mut collided: HashSet<Vec<u8>> = HashSet::new();
         walk_newest_first(m, header, &mut |rel, e, backup| {
             let p = rel.as_os_str().as_bytes();
-            let h = hash(p);
+            let h = keyed.hash_one(p);
             let seen = match first.get(&h) {
                 None => false,
                 Some(&i) => n.path(&n.rows[i as usize]) == p || collided.contains(p),

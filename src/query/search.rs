@@ -13,9 +13,8 @@ use crate::index;
 use crate::listing::{EntryKind, Listing};
 use crate::medium::Medium;
 use chrono::{DateTime, Utc};
-use rustc_hash::{FxHashSet, FxHasher};
 use serde::Serialize;
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -56,12 +55,6 @@ pub(super) fn matches(name: &[u8], needle: &str) -> bool {
     }
 }
 
-fn key(path: &[u8], listing: &BlockId) -> (u64, BlockId) {
-    let mut h = FxHasher::default();
-    path.hash(&mut h);
-    (h.finish(), *listing)
-}
-
 /// Paths on the medium whose last component contains `needle` (case-insensitive), at most
 /// `max` of them.
 pub fn search(m: &Medium, needle: &str, max: usize) -> Result<Search> {
@@ -77,7 +70,9 @@ pub fn search_with(
 ) -> Result<Search> {
     let needle = needle.to_lowercase();
     let mut out = Search::default();
-    let mut seen_paths: FxHashSet<Vec<u8>> = FxHashSet::default();
+    // Keyed by the path itself, hashed with a per-process random key (std's SipHash): names
+    // come from the medium, and a hash an attacker can collide would be a quadratic walk.
+    let mut seen_paths: HashSet<Vec<u8>> = HashSet::new();
     walk_newest_first(m, header, &mut |rel, e, backup| {
         let path = rel.as_os_str().as_bytes();
         if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
@@ -110,12 +105,15 @@ pub fn walk_newest_first(
     header: super::HeaderOf,
     visit: &mut dyn FnMut(&Path, &crate::listing::Entry, BackupId) -> Result<bool>,
 ) -> Result<()> {
-    let mut walked: FxHashSet<(u64, BlockId)> = FxHashSet::default();
+    // Listings walked, by path and listing id: the path itself, not a hash of it (two paths
+    // with the same listing and colliding hashes would hide one), hashed with std's keyed
+    // SipHash (a crafted medium cannot make the set quadratic).
+    let mut walked: HashSet<(Vec<u8>, BlockId)> = HashSet::new();
     let mut order: Vec<_> = m.tree().backups.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
     for rec in order {
         let header = header(rec.id)?;
-        if !walked.insert(key(b"/", &header.root)) {
+        if !walked.insert((b"/".to_vec(), header.root)) {
             continue;
         }
         let mut limit = index::Limit::of(m, &header);
@@ -131,7 +129,7 @@ pub fn walk_newest_first(
                 }
                 let path = rel.as_os_str().as_bytes();
                 match (e.kind, e.subtree) {
-                    (EntryKind::Dir, Some(sub)) if walked.insert(key(path, &sub)) => Some(sub),
+                    (EntryKind::Dir, Some(sub)) if walked.insert((path.to_vec(), sub)) => Some(sub),
                     _ => None,
                 }
             };

@@ -27,8 +27,7 @@ use crate::ids::BlockId;
 use crate::index;
 use crate::listing::{Entry, EntryKind};
 use crate::medium::Medium;
-use rustc_hash::{FxHashMap, FxHashSet};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -124,8 +123,8 @@ pub fn plan(m: &Medium, root: &BlockId, paths: &[PathBuf], limit: index::Limit) 
         items: Vec::new(),
         depth: Vec::new(),
         max_depth: 0,
-        seen: FxHashSet::default(),
-        sizes: FxHashMap::default(),
+        seen: HashSet::new(),
+        sizes: HashMap::new(),
         top: None,
         rest: Rest::default(),
     };
@@ -197,9 +196,9 @@ struct Builder<'m> {
     depth: Vec<usize>,
     max_depth: usize,
     /// Listings walked so far (to notice a listing used twice).
-    seen: FxHashSet<BlockId>,
+    seen: HashSet<BlockId>,
     /// Entries in the tree under each listing sized so far ([`Builder::size`]).
-    sizes: FxHashMap<BlockId, u64>,
+    sizes: HashMap<BlockId, u64>,
     top: Option<BlockId>,
     rest: Rest,
 }
