@@ -147,3 +147,47 @@ fn a_directory_of_200k_names_costs_memory_in_proportion_to_its_listing() {
         bound(HUGE_NO_CHANGE_PER_ENTRY)
     );
 }
+
+/// Fill directory `dir` with `n` empty files of 240-byte names.
+fn long_names(dir: &std::path::Path, n: usize) {
+    for i in 0..n {
+        fs::File::create(dir.join(format!("f{i:05}{}", "x".repeat(234)))).unwrap();
+    }
+}
+
+/// Attack (review of `scale`, finding atk-scale F5): the walk keeps one open directory per
+/// level of a chain (each waits for the one below), and each open directory holds all its
+/// names and its listing so far, so a tree's depth multiplies what one directory costs. A
+/// chain of 100 directories, each with 1 500 long names and the next level (`zz`, last in
+/// name order), against the same 150 000 names in 100 sibling directories: measured (D = 150,
+/// 2 000 names a level) 176 MiB against 67 MiB, about 0.7 MiB more per level, so a local
+/// user's chain of a few thousand such levels costs the root agent gigabytes.
+#[test]
+#[ignore = "finding atk-scale F5: memory grows with depth × directory size"]
+fn a_deep_chain_of_wide_directories_costs_what_the_same_names_side_by_side_cost() {
+    let (d, n) = (100, 1500);
+    let deep = Env::new(MediumKind::Dir).unwrap();
+    deep.init();
+    let mut dir = deep.src.clone();
+    for _ in 0..d {
+        long_names(&dir, n);
+        dir = dir.join("zz");
+        fs::create_dir(&dir).unwrap();
+    }
+    let flat = Env::new(MediumKind::Dir).unwrap();
+    flat.init();
+    for i in 0..d {
+        let dir = flat.src.join(format!("d{i:03}"));
+        fs::create_dir(&dir).unwrap();
+        long_names(&dir, n);
+    }
+    let full = [
+        "backup", "--medium", "{medium}", "--source", "{src}", "--kind", "monthly",
+    ];
+    let (deep_mib, flat_mib) = (peak_mib(&deep, &full), peak_mib(&flat, &full));
+    eprintln!("full backup: chain of {d} levels {deep_mib} MiB, side by side {flat_mib} MiB");
+    assert!(
+        deep_mib <= flat_mib + 16,
+        "a chain of {d} directories of {n} names: {deep_mib} MiB; side by side: {flat_mib} MiB"
+    );
+}

@@ -497,7 +497,7 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         // `pending` already counts the one for planning.
         node.pending.fetch_add(tasks.len(), Ordering::AcqRel);
         node.users.store(tasks.len(), Ordering::Release);
-        if let (Some(fd), false) = (fd, tasks.is_empty()) {
+        if let Some(fd) = fd {
             self.hold(&node, &fd);
         }
         let mut dirs = Vec::new();
@@ -602,11 +602,16 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
         }
     }
 
-    /// Keep `fd` in `node` for its children's tasks, unless it keeps one or too many nodes
-    /// do, or no child needs it any more.
+    /// Keep `fd` in `node` for its children's tasks and its next batches, unless it keeps
+    /// one or too many nodes do, or nothing needs it any more. (A directory renamed while
+    /// its names are worked on is still read whole through a kept descriptor; one reopened
+    /// by name then fails, a problem that names it.)
     fn hold(&self, node: &Node<V>, fd: &Arc<OwnedFd>) {
+        if !self.needs_fd(node) {
+            return;
+        }
         let mut kept = node.fd.lock().unwrap();
-        if kept.is_some() || node.users.load(Ordering::Acquire) == 0 {
+        if kept.is_some() {
             return;
         }
         if self.held.fetch_add(1, Ordering::Relaxed) < self.max_held {
@@ -619,10 +624,16 @@ impl<'a, V: Visitor + ?Sized> Walk<'a, V> {
     /// A child's task no longer needs `node`'s descriptor.
     fn release(&self, node: &Node<V>) {
         if node.users.fetch_sub(1, Ordering::AcqRel) == 1
+            && !self.needs_fd(node)
             && node.fd.lock().unwrap().take().is_some()
         {
             self.held.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether a child's task or a batch still to come needs `node`'s descriptor.
+    fn needs_fd(&self, node: &Node<V>) -> bool {
+        node.users.load(Ordering::Acquire) > 0 || !node.rest.lock().unwrap().as_slice().is_empty()
     }
 
     /// Open `node`'s directory again (`O_PATH`), from the nearest ancestor that kept its

@@ -105,15 +105,17 @@ pub fn walk_newest_first(
     header: super::HeaderOf,
     visit: &mut dyn FnMut(&Path, &crate::listing::Entry, BackupId) -> Result<bool>,
 ) -> Result<()> {
-    // Listings walked, by path and listing id: the path itself, not a hash of it (two paths
-    // with the same listing and colliding hashes would hide one), hashed with std's keyed
-    // SipHash (a crafted medium cannot make the set quadratic).
-    let mut walked: HashSet<(Vec<u8>, BlockId)> = HashSet::new();
+    // Listings walked, by path and listing id. The path is kept as 128 bits of two SipHashes
+    // under random keys of this process: names come from the medium, and neither a hash
+    // an attacker can collide (a directory hidden, the set made quadratic) nor the paths
+    // themselves (memory in the square of a deep chain's depth) will do.
+    let keyed = PathKey::new();
+    let mut walked: HashSet<(u128, BlockId)> = HashSet::new();
     let mut order: Vec<_> = m.tree().backups.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
     for rec in order {
         let header = header(rec.id)?;
-        if !walked.insert((b"/".to_vec(), header.root)) {
+        if !walked.insert((keyed.of(b"/"), header.root)) {
             continue;
         }
         let mut limit = index::Limit::of(m, &header);
@@ -129,7 +131,9 @@ pub fn walk_newest_first(
                 }
                 let path = rel.as_os_str().as_bytes();
                 match (e.kind, e.subtree) {
-                    (EntryKind::Dir, Some(sub)) if walked.insert((path.to_vec(), sub)) => Some(sub),
+                    (EntryKind::Dir, Some(sub)) if walked.insert((keyed.of(path), sub)) => {
+                        Some(sub)
+                    }
                     _ => None,
                 }
             };
@@ -140,6 +144,21 @@ pub fn walk_newest_first(
         }
     }
     Ok(())
+}
+
+/// A path's 128-bit key under two random SipHash keys: equal paths have equal keys, and
+/// without the keys (never written anywhere) different paths with equal keys cannot be made.
+struct PathKey(std::hash::RandomState, std::hash::RandomState);
+
+impl PathKey {
+    fn new() -> PathKey {
+        PathKey(std::hash::RandomState::new(), std::hash::RandomState::new())
+    }
+
+    fn of(&self, path: &[u8]) -> u128 {
+        use std::hash::BuildHasher;
+        (u128::from(self.0.hash_one(path)) << 64) | u128::from(self.1.hash_one(path))
+    }
 }
 
 #[cfg(test)]
