@@ -3,6 +3,7 @@
 //! return data, the CLI and the web interface format it.
 
 mod names;
+mod paths;
 mod picture;
 mod search;
 

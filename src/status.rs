@@ -204,3 +204,37 @@ pub struct Ejected {
 pub struct ClockNow {
     pub now: DateTime<Utc>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind::{self, *};
+
+    /// `name` (the command's `TRAYBACK_EVENT`, the metrics label) and the JSON the notify
+    /// command and `status` get are one name.
+    #[test]
+    fn an_events_name_is_its_json() {
+        let all: [EventKind; 10] = [
+            BackupFailed,
+            VerifyFailed,
+            MediumTooSmall,
+            UnknownMedium,
+            SafeToRemove,
+            MediumAway,
+            DuplicateMedium,
+            MediumFailing,
+            MediumPulled,
+            TamperedMedium,
+        ];
+        for e in all {
+            // A variant added without a line here fails to compile in the match below.
+            match e {
+                BackupFailed | VerifyFailed | MediumTooSmall | UnknownMedium | SafeToRemove
+                | MediumAway | DuplicateMedium | MediumFailing | MediumPulled | TamperedMedium => {}
+            }
+            assert_eq!(
+                serde_json::to_string(&e).unwrap(),
+                format!("\"{}\"", e.name())
+            );
+        }
+    }
+}

@@ -32,7 +32,7 @@ fn indexed(ui: &Ui, session: &(String, String), id: &str, q: &str) -> Value {
     let t0 = Instant::now();
     loop {
         let v = search(ui, session, id, q);
-        if v["indexing"] == false {
+        if v["index"] == "used" {
             return v;
         }
         assert!(
@@ -104,7 +104,7 @@ fn a_search_from_the_index_is_the_walks_answer_and_a_new_backup_is_not_answered_
     write(&env.src.join("more-notes.md"), b"more\n");
     env.backup(&["--kind", "micro", "--at", "2026-03-02 09:45"]);
     let walked = search(&ui, &s, &id, "notes");
-    assert_eq!(walked["indexing"], true, "{walked}");
+    assert_eq!(walked["index"], "building", "{walked}");
     assert!(hits(&walked, &env.src).contains(&("/more-notes.md".into(), "file".into(), 4)));
     let from_index = indexed(&ui, &s, &id, "notes");
     assert_eq!(walked["found"], from_index["found"]);
@@ -116,7 +116,7 @@ fn a_search_from_the_index_is_the_walks_answer_and_a_new_backup_is_not_answered_
     }
     env.backup(&["--kind", "micro", "--at", "2026-03-02 10:00"]);
     let walked = search(&ui, &s, &id, ".txt");
-    assert_eq!(walked["indexing"], true, "{walked}");
+    assert_eq!(walked["index"], "building", "{walked}");
     assert_eq!(walked["truncated"], true);
     let from_index = indexed(&ui, &s, &id, ".txt");
     assert_eq!(walked["found"], from_index["found"]);

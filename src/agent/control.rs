@@ -224,11 +224,12 @@ impl Lease {
             .shutdown(std::net::Shutdown::Write)
             .map_err(|e| format!("{}: {e}", self.socket.display()))?;
         let r = answer(&self.socket, &mut self.connection, &mut |_| {})?;
-        match r.ok {
-            true => Ok(()),
-            false => Err(r
+        if r.ok {
+            Ok(())
+        } else {
+            Err(r
                 .error
-                .unwrap_or_else(|| "the agent did not take it back".into())),
+                .unwrap_or_else(|| "the agent did not take it back".into()))
         }
     }
 }

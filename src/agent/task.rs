@@ -14,6 +14,7 @@
 use super::asked::Queued;
 use super::*;
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 
 /// A backup the task runs: scheduled, asked for by `backup-now`, or by `backup`.
 pub(super) struct BackupJob {
@@ -67,7 +68,7 @@ impl Agent {
             self.refresh(m, live);
             // Commands first, so eject and stop are never starved by due jobs.
             while let Ok(cmd) = rx.try_recv() {
-                if pending.take(cmd) {
+                if pending.take(cmd).is_break() {
                     break 'session;
                 }
             }
@@ -151,7 +152,7 @@ impl Agent {
                 w = self.clock.sleep_until(next, floor.as_ref()) => debug!(?w, "woke"),
                 _ = changed.changed() => {}
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => if pending.take(cmd) {
+                    Some(cmd) => if pending.take(cmd).is_break() {
                         break;
                     },
                     None => break,
@@ -159,7 +160,7 @@ impl Agent {
             }
         }
         while let Ok(cmd) = rx.try_recv() {
-            pending.take(cmd);
+            let _ = pending.take(cmd);
         }
         let eject = pending.refuse_all();
         // Tear down: release the medium (its lock and open files), flush, unmount.
@@ -582,19 +583,19 @@ struct Pending {
 }
 
 impl Pending {
-    /// Take a command in; true when it ends the session (eject or stop).
-    fn take(&mut self, cmd: Cmd) -> bool {
+    /// Take a command in; `Break` when it ends the session (eject or stop).
+    fn take(&mut self, cmd: Cmd) -> ControlFlow<()> {
         match cmd {
             Cmd::BackupNow(r) => self.forced.push(r),
             Cmd::Asked(a) => self.queue.push_back(Queued::Job(a)),
             Cmd::Lend(l) => self.queue.push_back(Queued::Lend(l)),
             Cmd::Eject(r) => {
                 self.eject = Some(r);
-                return true;
+                return ControlFlow::Break(());
             }
-            Cmd::Stop => return true,
+            Cmd::Stop => return ControlFlow::Break(()),
         }
-        false
+        ControlFlow::Continue(())
     }
 
     /// The session is over: refuse what can no longer run, and hand back the eject to

@@ -12,14 +12,13 @@
 //!   more is indexed up to there and marked incomplete, and a search the prefix cannot answer
 //!   for certain is left to the walk ([`Names::search`] says `None`).
 
+use super::paths::PathSet;
 use super::search::{matches, walk_newest_first, Found, Search};
 use super::HeaderOf;
 use crate::error::Result;
 use crate::ids::BackupId;
 use crate::listing::EntryKind;
 use crate::medium::Medium;
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -71,34 +70,17 @@ impl Names {
             arena: Vec::new(),
             complete: true,
         };
-        // Each path's hash to its row; paths whose hash an earlier, other path has.
-        // The hash is std's SipHash under a random key: paths come from the medium, and
-        // hashes an attacker could collide would make this quadratic.
-        let keyed = std::hash::RandomState::new();
-        let mut first: HashMap<u64, u32> = HashMap::new();
-        let mut collided: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen = PathSet::new();
         walk_newest_first(m, header, &mut |rel, e, backup| {
             let p = rel.as_os_str().as_bytes();
-            let h = keyed.hash_one(p);
-            let seen = match first.get(&h) {
-                None => false,
-                Some(&i) => n.path(&n.rows[i as usize]) == p || collided.contains(p),
-            };
-            if seen {
+            if seen.contains(p) {
                 return Ok(true);
             }
             if n.rows.len() >= max_paths || n.arena.len() + p.len() > max_bytes {
                 n.complete = false;
                 return Ok(false);
             }
-            match first.entry(h) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    collided.insert(p.to_vec());
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(n.rows.len() as u32);
-                }
-            }
+            seen.insert(p);
             let name = p.len() - e.name.0.len();
             n.rows.push(Row {
                 at: n.arena.len() as u32,

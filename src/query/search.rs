@@ -7,6 +7,7 @@
 //! each backup's walk within the entries its header counts ([`index::Limit`]), and at most
 //! `max` results.
 
+use super::paths::PathSet;
 use crate::error::Result;
 use crate::ids::{BackupId, BlockId};
 use crate::index;
@@ -70,9 +71,7 @@ pub fn search_with(
 ) -> Result<Search> {
     let needle = needle.to_lowercase();
     let mut out = Search::default();
-    // Keyed by the path itself, hashed with a per-process random key (std's SipHash): names
-    // come from the medium, and a hash an attacker can collide would be a quadratic walk.
-    let mut seen_paths: HashSet<Vec<u8>> = HashSet::new();
+    let mut seen_paths = PathSet::new();
     walk_newest_first(m, header, &mut |rel, e, backup| {
         let path = rel.as_os_str().as_bytes();
         if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
@@ -80,7 +79,7 @@ pub fn search_with(
                 out.truncated = true;
                 return Ok(false);
             }
-            seen_paths.insert(path.to_vec());
+            seen_paths.insert(path);
             out.found.push(Found {
                 path: rel.display().to_string(),
                 raw: rel.to_path_buf(),
@@ -105,17 +104,14 @@ pub fn walk_newest_first(
     header: super::HeaderOf,
     visit: &mut dyn FnMut(&Path, &crate::listing::Entry, BackupId) -> Result<bool>,
 ) -> Result<()> {
-    // Listings walked, by path and listing id. The path is kept as 128 bits of two SipHashes
-    // under random keys of this process: names come from the medium, and neither a hash
-    // an attacker can collide (a directory hidden, the set made quadratic) nor the paths
-    // themselves (memory in the square of a deep chain's depth) will do.
-    let keyed = PathKey::new();
+    // Listings walked, by path (its key, see `paths`) and listing id.
+    let keyed = PathSet::new();
     let mut walked: HashSet<(u128, BlockId)> = HashSet::new();
     let mut order: Vec<_> = m.tree().backups.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse((b.started, b.id)));
     for rec in order {
         let header = header(rec.id)?;
-        if !walked.insert((keyed.of(b"/"), header.root)) {
+        if !walked.insert((keyed.key(b"/"), header.root)) {
             continue;
         }
         let mut limit = index::Limit::of(m, &header);
@@ -131,7 +127,7 @@ pub fn walk_newest_first(
                 }
                 let path = rel.as_os_str().as_bytes();
                 match (e.kind, e.subtree) {
-                    (EntryKind::Dir, Some(sub)) if walked.insert((keyed.of(path), sub)) => {
+                    (EntryKind::Dir, Some(sub)) if walked.insert((keyed.key(path), sub)) => {
                         Some(sub)
                     }
                     _ => None,
@@ -144,21 +140,6 @@ pub fn walk_newest_first(
         }
     }
     Ok(())
-}
-
-/// A path's 128-bit key under two random SipHash keys: equal paths have equal keys, and
-/// without the keys (never written anywhere) different paths with equal keys cannot be made.
-struct PathKey(std::hash::RandomState, std::hash::RandomState);
-
-impl PathKey {
-    fn new() -> PathKey {
-        PathKey(std::hash::RandomState::new(), std::hash::RandomState::new())
-    }
-
-    fn of(&self, path: &[u8]) -> u128 {
-        use std::hash::BuildHasher;
-        (u128::from(self.0.hash_one(path)) << 64) | u128::from(self.1.hash_one(path))
-    }
 }
 
 #[cfg(test)]

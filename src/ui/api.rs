@@ -355,20 +355,24 @@ pub async fn search(
     app.reading(id, move |app, m| {
         // The medium's name index when it is there for this tree (the same answer, without
         // the walk); else the walk, and the index is asked for.
-        let indexed = app
-            .kept
-            .names(&m)
-            .and_then(|n| n.search(&needle, MAX_FOUND));
-        let indexing = indexed.is_none();
-        let r = match indexed {
+        let (index, answered) = match app.kept.names(&m) {
+            None => (Index::Building, None),
+            Some(n) => match n.search(&needle, MAX_FOUND) {
+                Some(r) => (Index::Used, Some(r)),
+                None => (Index::Partial, None),
+            },
+        };
+        let r = match answered {
             Some(r) => r,
             None => {
-                super::warm::warm(&app2, id);
+                if index == Index::Building {
+                    super::warm::warm(&app2, id);
+                }
                 query::search_with(&m, &needle, MAX_FOUND, &|b| app.kept.header(&m, b))?
             }
         };
         Ok(SearchOut {
-            indexing,
+            index,
             found: r
                 .found
                 .into_iter()
@@ -383,11 +387,22 @@ pub async fn search(
     .await
 }
 
+/// How a search was answered: the same answer each way, only slower by the walk.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Index {
+    /// From the medium's name index.
+    Used,
+    /// By walking the medium: its name index is still being built.
+    Building,
+    /// By walking the medium: it has more paths than an index holds, and the part indexed
+    /// could not settle this search.
+    Partial,
+}
+
 #[derive(Serialize)]
 pub struct SearchOut {
-    /// Answered by walking the medium: its name index is still being built (the answer is
-    /// the same, only slower).
-    indexing: bool,
+    index: Index,
     found: Vec<Keyed<query::Found>>,
     truncated: bool,
 }

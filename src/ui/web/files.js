@@ -141,7 +141,7 @@
         el('h2', { text: 'Found "' + text + '"' }),
         d.found.length ? list : el('p', { text: 'No name on this medium contains it.' }),
         d.truncated ? el('p', { class: 'muted', text: 'More matched; only the first ' + d.found.length + ' are shown.' }) : null,
-        d.indexing ? el('p', { class: 'muted indexing', text: 'Still indexing this medium: searches are faster when it is done.' }) : null));
+        d.index === 'building' ? el('p', { class: 'muted indexing', text: 'Still indexing this medium: searches are faster when it is done.' }) : null));
     } catch (e) {
       if (mine !== seq.found) return;
       box.found.replaceChildren(el('div', { class: 'panel' }, el('p', { class: 'error', text: e.message })));
