@@ -113,7 +113,8 @@ impl Ctx<'_> {
         for e in &entries {
             self.push_entry(&mut w, e)?;
         }
-        self.put_encoded(w.finish())
+        let bytes = w.finish().map_err(|e| Error::Refused(e.to_string()))?;
+        self.put_encoded(bytes)
     }
 
     /// A listing to write an entry at a time, in the format that goes with the medium's

@@ -197,10 +197,14 @@ impl Listing {
     /// encodes to the same bytes and the same id.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new(self.format, self.entries.len());
+        // A listing in memory is encoded whole, whatever its length (a store refuses one
+        // too long to put).
+        w.limit = usize::MAX;
         for e in &self.entries {
             w.push(e);
         }
         w.finish()
+            .expect("no limit on a listing encoded from memory")
     }
 
     /// Decode and check a listing: known format, every length inside the blob, names valid
@@ -282,10 +286,30 @@ fn encode_entry(e: &Entry, out: &mut Vec<u8>) {
 }
 
 /// A listing encoded an entry at a time, in name order (the caller's), with the same bytes
-/// as [`Listing::encode`]: a directory's listing without a `Vec<Entry>` of it.
+/// as [`Listing::encode`]: a directory's listing without a `Vec<Entry>` of it. Past
+/// [`MAX_LISTING_LEN`] it stops holding bytes (only counting them), and [`Writer::finish`]
+/// says the listing is too long: a directory too large for the format costs no more memory
+/// than the longest listing.
 pub struct Writer {
     out: Vec<u8>,
     count: u32,
+    /// Bytes the listing would have, once past the limit.
+    over: Option<usize>,
+    limit: usize,
+}
+
+/// A listing longer than the format allows ([`MAX_LISTING_LEN`]): how long it would be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong(pub usize);
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "listing of {} bytes is longer than the format allows ({MAX_LISTING_LEN})",
+            self.0
+        )
+    }
 }
 
 impl Writer {
@@ -295,28 +319,37 @@ impl Writer {
         out.extend_from_slice(LISTING_MAGIC);
         out.extend_from_slice(&format.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        Writer { out, count: 0 }
+        Writer {
+            out,
+            count: 0,
+            over: None,
+            limit: MAX_LISTING_LEN,
+        }
     }
 
     /// Add the next entry (its name sorts after the last one's).
     pub fn push(&mut self, e: &Entry) {
+        self.count = self.count.saturating_add(1);
+        if let Some(n) = &mut self.over {
+            let mut one = Vec::new();
+            encode_entry(e, &mut one);
+            *n += one.len();
+            return;
+        }
         encode_entry(e, &mut self.out);
-        self.count += 1;
+        if self.out.len() > self.limit {
+            self.over = Some(self.out.len());
+            self.out = Vec::new();
+        }
     }
 
-    /// Entries pushed.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The listing's bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    /// The listing's bytes, or how long it would be if longer than the format allows.
+    pub fn finish(mut self) -> Result<Vec<u8>, TooLong> {
+        if let Some(n) = self.over {
+            return Err(TooLong(n));
+        }
         self.out[8..12].copy_from_slice(&self.count.to_le_bytes());
-        self.out
+        Ok(self.out)
     }
 }
 

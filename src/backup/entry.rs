@@ -386,22 +386,15 @@ impl<'a> walk::Visitor for Ctx<'a> {
                 for m in &outs {
                     self.push_entry(w, &m.entry)?;
                 }
-                let bytes = job.written.take().expect("written above").finish();
-                if bytes.len() > MAX_LISTING_LEN {
-                    // One directory too large for the format must not fail the backup of
-                    // everything else: it is kept empty, and the problem names it.
-                    self.problem(
-                        &at.path(),
-                        format!(
-                            "its listing would be {} bytes, more than a listing holds \
-                             ({MAX_LISTING_LEN}): backed up empty",
-                            bytes.len()
-                        ),
-                    );
-                    drop(bytes);
-                    self.put_encoded(self.listing_writer(0).finish())?
-                } else {
-                    self.put_encoded(bytes)?
+                match job.written.take().expect("written above").finish() {
+                    Ok(bytes) => self.put_encoded(bytes)?,
+                    Err(too_long) => {
+                        // One directory too large for the format must not fail the backup
+                        // of everything else: it is kept empty, and the problem names it.
+                        self.problem(&at.path(), format!("{too_long}: backed up empty"));
+                        let empty = self.listing_writer(0).finish();
+                        self.put_encoded(empty.expect("an empty listing fits"))?
+                    }
                 }
             }
         };
