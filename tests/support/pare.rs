@@ -35,18 +35,7 @@ pub fn free(env: &Env) -> u64 {
 
 /// A backup of `kind` at `at` (`--json`), as it went.
 pub fn try_backup_at(env: &Env, kind: &str, at: DateTime<Utc>) -> std::process::Output {
-    env.run(&[
-        "backup",
-        "--medium",
-        "{medium}",
-        "--source",
-        "{src}",
-        "--kind",
-        kind,
-        "--at",
-        &at.to_rfc3339(),
-        "--json",
-    ])
+    env.try_backup(&["--kind", kind, "--at", &at.to_rfc3339(), "--json"])
 }
 
 /// A backup of `kind` at `at`, which must succeed.

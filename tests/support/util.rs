@@ -154,13 +154,18 @@ impl Env {
         ]);
     }
 
+    /// A backup of `src` with the given extra args, as it went.
+    pub fn try_backup(&self, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["backup", "--medium", "{medium}", "--source", "{src}"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// Back up `src` with the given extra args; returns the new backup's id.
     pub fn backup(&self, extra: &[&str]) -> u64 {
-        let mut args = vec![
-            "backup", "--medium", "{medium}", "--source", "{src}", "--json",
-        ];
+        let mut args = vec!["--json"];
         args.extend_from_slice(extra);
-        let out = self.run(&args);
+        let out = self.try_backup(&args);
         let code = out.status.code().unwrap_or(-1);
         assert!(
             code == 0 || code == 3,
