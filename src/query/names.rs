@@ -113,19 +113,20 @@ impl Names {
             if !matches(&p[r.name as usize..], &needle) {
                 continue;
             }
-            if out.found.len() == max {
-                out.truncated = true;
+            let more = out.offer(max, || {
+                let raw = PathBuf::from(std::ffi::OsStr::from_bytes(p));
+                Found {
+                    path: raw.display().to_string(),
+                    raw,
+                    kind: r.kind,
+                    size: r.size,
+                    mtime: super::mtime_of_ns(r.mtime_ns),
+                    backup: r.backup,
+                }
+            });
+            if !more {
                 return Some(out);
             }
-            let raw = PathBuf::from(std::ffi::OsStr::from_bytes(p));
-            out.found.push(Found {
-                path: raw.display().to_string(),
-                raw,
-                kind: r.kind,
-                size: r.size,
-                mtime: super::mtime_of_ns(r.mtime_ns),
-                backup: r.backup,
-            });
         }
         self.complete.then_some(out)
     }

@@ -41,6 +41,19 @@ pub struct Search {
     pub truncated: bool,
 }
 
+impl Search {
+    /// Add a match, unless `max` are found already (then the search is truncated); whether
+    /// to go on.
+    pub(super) fn offer(&mut self, max: usize, found: impl FnOnce() -> Found) -> bool {
+        if self.found.len() == max {
+            self.truncated = true;
+            return false;
+        }
+        self.found.push(found());
+        true
+    }
+}
+
 /// Whether `name` contains `needle` (already lowercase), ignoring case.
 pub(super) fn matches(name: &[u8], needle: &str) -> bool {
     if needle.is_ascii() {
@@ -74,22 +87,17 @@ pub fn search_with(
     let mut seen_paths = PathSet::new();
     walk_newest_first(m, header, &mut |rel, e, backup| {
         let path = rel.as_os_str().as_bytes();
-        if matches(&e.name.0, &needle) && !seen_paths.contains(path) {
-            if out.found.len() == max {
-                out.truncated = true;
-                return Ok(false);
-            }
-            seen_paths.insert(path);
-            out.found.push(Found {
-                path: rel.display().to_string(),
-                raw: rel.to_path_buf(),
-                kind: e.kind,
-                size: e.size,
-                mtime: super::mtime(e),
-                backup,
-            });
+        if !matches(&e.name.0, &needle) || !seen_paths.insert(path) {
+            return Ok(true);
         }
-        Ok(true)
+        Ok(out.offer(max, || Found {
+            path: rel.display().to_string(),
+            raw: rel.to_path_buf(),
+            kind: e.kind,
+            size: e.size,
+            mtime: super::mtime(e),
+            backup,
+        }))
     })?;
     Ok(out)
 }
