@@ -118,7 +118,8 @@ impl Store {
             let pid = PackId::random();
             let tmp = format!("tmp/{pid}.pack");
             let file = self.dir.create_new(&tmp)?;
-            let pw = PackWriter::new(pid, file, &self.crypt).map_err(|e| self.dir.err(&tmp, e))?;
+            let pw = PackWriter::new(pid, file, &self.crypt, self.framed)
+                .map_err(|e| self.dir.err(&tmp, e))?;
             w.current[slot] = Some((pw, tmp));
         }
         let (pw, tmp) = w.current[slot].as_mut().unwrap();

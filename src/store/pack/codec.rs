@@ -14,6 +14,7 @@ use crate::crypt::{self, Crypt, Keys, SEAL_OVERHEAD};
 use crate::ids::BlockId;
 
 thread_local! {
+    static FCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
@@ -131,7 +132,7 @@ fn check_stream(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
-fn mismatch(crypt: &Crypt) -> &'static str {
+pub(super) fn mismatch(crypt: &Crypt) -> &'static str {
     match crypt {
         Crypt::Plain => "content does not match its SHA-256",
         Crypt::Sealed(_) => "content does not match its keyed id",
@@ -176,10 +177,20 @@ fn gate<'a>(crypt: &'a Crypt, e: &Entry, payload: &[u8]) -> Result<Gate<'a>, Str
     }
 }
 
+/// A blob in a frame is read through its frame (`frame::open`, `frame::blob`), never as a
+/// record of its own.
+fn not_framed(e: &Entry) -> Result<(), String> {
+    if e.encoding.inner() == Encoding::Frame {
+        return Err("a blob in a frame, not a record of its own".into());
+    }
+    Ok(())
+}
+
 /// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
 /// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
 /// plaintext one, [`decode`] and its hash.
 pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
+    not_framed(e)?;
     match gate(crypt, e, payload)? {
         Gate::Plain => decode(crypt, e, payload).map(drop),
         Gate::Sealed(keys, ad) if keys.authentic(&ad, payload) => Ok(()),
@@ -195,6 +206,7 @@ pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
 /// medium); then it is decoded like a plaintext payload (its keyed id is authenticated with
 /// it, and not recomputed).
 pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    not_framed(e)?;
     let inner: std::borrow::Cow<[u8]> = match gate(crypt, e, payload)? {
         Gate::Plain => std::borrow::Cow::Borrowed(payload),
         Gate::Sealed(keys, ad) => {
@@ -232,4 +244,57 @@ pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, Strin
         return Err(mismatch(crypt).into());
     }
     Ok(raw)
+}
+
+/// Compress a frame's content at `level`, with zstd's content checksum (a frame is opened as
+/// a whole, so damage anywhere in it is caught before any blob is taken out).
+pub(super) fn compress_frame(content: &[u8], level: i32) -> Option<Vec<u8>> {
+    FCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = zstd::bulk::Compressor::new(level)
+                .ok()
+                .and_then(|mut z| {
+                    z.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                        .ok()?;
+                    Some(z)
+                })
+                .map(|z| (level, z));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(content).ok())
+    })
+}
+
+/// Open a frame record's payload (`head`: the frame's record header) and inflate it to its
+/// content: the lengths checked first (the content at most [`super::frame::FRAME_MAX`]), at
+/// most `head.raw_len` bytes allocated, and exactly that many produced.
+pub(super) fn open_frame(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    if head.id.0 != [0; 32] || head.encoding.inner() != Encoding::Frame {
+        return Err("not a frame record".into());
+    }
+    let inner: std::borrow::Cow<[u8]> = match gate(crypt, head, payload)? {
+        Gate::Plain => std::borrow::Cow::Borrowed(payload),
+        Gate::Sealed(keys, ad) => {
+            std::borrow::Cow::Owned(keys.open(&ad, payload).ok_or(NOT_AUTHENTIC)?)
+        }
+    };
+    let content = DCTX
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            d.as_mut()
+                .map(|z| z.decompress(&inner, head.raw_len as usize))
+        })
+        .unwrap_or_else(|| zstd::bulk::decompress(&inner, head.raw_len as usize))
+        .map_err(|err| format!("cannot decompress frame: {err}"))?;
+    if content.len() != head.raw_len as usize {
+        return Err(format!(
+            "frame inflates to {} bytes where {} were recorded",
+            content.len(),
+            head.raw_len
+        ));
+    }
+    Ok(content)
 }
