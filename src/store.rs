@@ -157,12 +157,13 @@ impl Store {
         dir: Arc<Beneath>,
         level: i32,
         crypt: Crypt,
+        framed: bool,
     ) -> Result<(Store, Vec<PackDamage>)> {
         let store = Store {
             dir,
             crypt,
             level,
-            framed: false,
+            framed,
             serial: {
                 static NEXT: AtomicU64 = AtomicU64::new(0);
                 NEXT.fetch_add(1, Ordering::Relaxed)
@@ -338,6 +339,21 @@ impl Store {
         }
         self.index_all();
         self.index.read().unwrap().get(id)
+    }
+
+    /// Whether some pack on the medium is of version 1 or 2 (written before frames): a tree
+    /// rebuilt for such a medium keeps the format that writes them.
+    pub fn has_unframed_packs(&self) -> bool {
+        self.packs().iter().any(|p| {
+            self.open_pack(&p.id).is_ok_and(|(f, _)| {
+                let mut h = [0u8; 12];
+                f.read_exact_at(&mut h, 0).is_ok()
+                    && matches!(
+                        u32::from_le_bytes(h[8..12].try_into().unwrap()),
+                        pack::PACK_VERSION | pack::PACK_VERSION_SEALED
+                    )
+            })
+        })
     }
 
     /// Where pack `id` is, for messages.

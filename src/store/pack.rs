@@ -22,7 +22,7 @@ use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
 use crate::store::{MAX_BLOCK, PACK_TARGET};
-pub use codec::{check, compress, decode, encode};
+pub use codec::{check, compress, decode, encode, incompressible};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};

@@ -64,7 +64,7 @@ pub fn compress(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 /// Whether a large block looks like random or already compressed data: three 4 KiB samples
 /// (start, middle, end) that zstd's fastest level cannot shrink by 3%. Spares compressing
 /// media files, archives and encrypted data only to store them raw.
-fn incompressible(raw: &[u8]) -> bool {
+pub fn incompressible(raw: &[u8]) -> bool {
     const SAMPLE: usize = 4096;
     if raw.len() < 16 * SAMPLE {
         return false;
