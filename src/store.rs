@@ -475,7 +475,7 @@ impl Store {
     /// so reading its blobs one after another opens it once.
     fn read_framed(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
         thread_local! {
-            static LAST: std::cell::RefCell<Option<((u64, u32, u32), Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+            static LAST: std::cell::RefCell<Option<((u64, u32, u32), pack::frame::Opened)>> = const { std::cell::RefCell::new(None) };
         }
         let e = loc.entry(id);
         let bad = |detail: String| {
@@ -495,8 +495,9 @@ impl Store {
                     .map_err(bad)?;
                 *last = Some((key, content));
             }
-            let (_, content) = last.as_ref().expect("just filled");
-            pack::frame::blob(&self.crypt, &e, content)
+            let (_, opened) = last.as_ref().expect("just filled");
+            opened
+                .blob(&self.crypt, &e)
                 .map(|b| b.to_vec())
                 .map_err(bad)
         })

@@ -22,7 +22,7 @@ use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
 use crate::store::{MAX_BLOCK, PACK_TARGET};
-pub use codec::{check, compress, decode, encode, incompressible};
+pub use codec::{check, compress, decode, encode, encode_raw, incompressible};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -699,8 +699,8 @@ fn salvage(crypt: &Crypt, framed: bool, e: &Entry, payload: &[u8]) -> Option<Vec
     if !framed {
         return None;
     }
-    let content = frame::open(crypt, e, payload).ok()?;
-    frame::entries_of(crypt, e, &content).ok()
+    let opened = frame::open(crypt, e, payload).ok()?;
+    frame::entries_of(crypt, e, &opened).ok()
 }
 
 /// Constant-time equality of two 32-byte checks.

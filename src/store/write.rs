@@ -102,17 +102,21 @@ impl Store {
             return Ok(false);
         }
         self.backlog.wait_until_small();
-        if self.framed && raw.len() <= MAX_BLOCK && !pack::incompressible(raw) {
-            return self.put_in_frame(kind, id, raw);
-        }
-        let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
+        let (enc, payload) = if self.framed && raw.len() <= MAX_BLOCK {
+            if !pack::incompressible(raw) {
+                return self.put_in_frame(kind, id, raw);
+            }
+            pack::encode_raw(&self.crypt, &id, kind, raw)
+        } else {
+            pack::encode(&self.crypt, &id, kind, raw, self.level)
+        };
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
     }
 
     /// Write blob `id` again (garbage collection moving it out of a frame), whether or not
     /// the index has it: into a frame on a medium with frames, else as a record of its own.
     pub(super) fn put_moved(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<()> {
-        if self.framed && !pack::incompressible(raw) {
+        if self.framed && raw.len() <= MAX_BLOCK && !pack::incompressible(raw) {
             self.put_in_frame(kind, id, raw)?;
         } else {
             let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);

@@ -28,13 +28,28 @@ pub fn encode(
     raw: &[u8],
     level: i32,
 ) -> (Encoding, Vec<u8>) {
-    let (enc, payload) = compress(raw, level);
+    seal(crypt, id, kind, raw.len(), compress(raw, level))
+}
+
+/// Encode blob `id` of `kind` for its record stored raw (known to be incompressible), then on
+/// an encrypted medium sealed as [`encode`] seals.
+pub fn encode_raw(crypt: &Crypt, id: &BlockId, kind: BlobKind, raw: &[u8]) -> (Encoding, Vec<u8>) {
+    seal(crypt, id, kind, raw.len(), (Encoding::Raw, raw.to_vec()))
+}
+
+fn seal(
+    crypt: &Crypt,
+    id: &BlockId,
+    kind: BlobKind,
+    raw_len: usize,
+    (enc, payload): (Encoding, Vec<u8>),
+) -> (Encoding, Vec<u8>) {
     let Crypt::Sealed(keys) = crypt else {
         return (enc, payload);
     };
     let enc = enc.sealed();
     let stored = (payload.len() + SEAL_OVERHEAD) as u32;
-    let head = record_header(id, kind, enc, raw.len() as u32, stored);
+    let head = record_header(id, kind, enc, raw_len as u32, stored);
     (
         enc,
         keys.seal(&crypt::blob_ad(&keys.media_id, &head), &payload),
@@ -263,6 +278,19 @@ pub(super) fn compress_frame(content: &[u8], level: i32) -> Option<Vec<u8>> {
         }
         c.as_mut().and_then(|(_, z)| z.compress(content).ok())
     })
+}
+
+/// Whether a sealed frame record's payload (`head`: its record header) authenticates, the
+/// tag alone checked; on a plaintext medium, an error (its blobs are hashed instead).
+pub(super) fn check_frame_seal(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<(), String> {
+    if head.id.0 != [0; 32] || head.encoding.inner() != Encoding::Frame {
+        return Err("not a frame record".into());
+    }
+    match gate(crypt, head, payload)? {
+        Gate::Sealed(keys, ad) if keys.authentic(&ad, payload) => Ok(()),
+        Gate::Sealed(..) => Err(NOT_AUTHENTIC.into()),
+        Gate::Plain => Err("a plaintext frame has no seal".into()),
+    }
 }
 
 /// Open a frame record's payload (`head`: the frame's record header) and inflate it to its

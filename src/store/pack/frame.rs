@@ -130,18 +130,42 @@ pub fn record_of(e: &Entry) -> Entry {
     }
 }
 
+/// A frame opened and inflated, its table checked.
+pub struct Opened {
+    content: Vec<u8>,
+    /// Each blob's (offset, length) in `content`, in increasing offset order.
+    places: Vec<(u32, u32)>,
+}
+
 /// Open and inflate a frame record's payload (`head`: its record header, as [`record_of`]
 /// gives it or a pack's record says), and check its table: the content, at most
 /// [`FRAME_MAX`] bytes, exactly `head.raw_len` long.
-pub fn open(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+pub fn open(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<Opened, String> {
     let content = codec::open_frame(crypt, head, payload)?;
-    members(&content)?;
-    Ok(content)
+    let places = members(&content)?;
+    Ok(Opened { content, places })
 }
 
-/// Blob `e` (a trailer entry of a blob in a frame) out of its frame's `content`: at a place
-/// the frame's table names, and with the id its bytes hash to.
-pub fn blob<'a>(crypt: &Crypt, e: &Entry, content: &'a [u8]) -> Result<&'a [u8], String> {
+/// Whether a sealed frame's payload authenticates with `head` (its record header): the tag
+/// alone, nothing decrypted, as `verify` checks a sealed blob record after writing.
+pub fn authentic(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<(), String> {
+    codec::check_frame_seal(crypt, head, payload)
+}
+
+impl Opened {
+    /// Blob `e` (a trailer entry of a blob in this frame): at a place the frame's table
+    /// names, and with the id its bytes hash to.
+    pub fn blob(&self, crypt: &Crypt, e: &Entry) -> Result<&[u8], String> {
+        blob(crypt, e, &self.content, &self.places)
+    }
+}
+
+fn blob<'a>(
+    crypt: &Crypt,
+    e: &Entry,
+    content: &'a [u8],
+    places: &[(u32, u32)],
+) -> Result<&'a [u8], String> {
     if content.len() != e.frame_len as usize {
         return Err(format!(
             "frame of {} bytes where {} were recorded",
@@ -149,7 +173,6 @@ pub fn blob<'a>(crypt: &Crypt, e: &Entry, content: &'a [u8]) -> Result<&'a [u8],
             e.frame_len
         ));
     }
-    let places = members(content)?;
     if places.binary_search(&(e.at, e.raw_len)).is_err() {
         return Err(format!(
             "no blob of {} bytes at {} in its frame",
@@ -167,14 +190,15 @@ pub fn blob<'a>(crypt: &Crypt, e: &Entry, content: &'a [u8]) -> Result<&'a [u8],
 /// The trailer entries of the blobs in a frame whose record header is `head` (at
 /// `head.offset`) and whose content is `content` (checked by [`open`]): ids computed from
 /// the bytes, as salvage needs them.
-pub fn entries_of(crypt: &Crypt, head: &Entry, content: &[u8]) -> Result<Vec<Entry>, String> {
-    let places = members(content)?;
-    for &(_, len) in &places {
+pub fn entries_of(crypt: &Crypt, head: &Entry, frame: &Opened) -> Result<Vec<Entry>, String> {
+    let content = &frame.content;
+    for &(_, len) in &frame.places {
         super::check_raw_len(head.kind, len as u64)?;
     }
-    Ok(places
-        .into_iter()
-        .map(|(at, len)| Entry {
+    Ok(frame
+        .places
+        .iter()
+        .map(|&(at, len)| Entry {
             id: crypt.block_id(&content[at as usize..(at + len) as usize]),
             raw_len: len,
             at,
@@ -182,4 +206,71 @@ pub fn entries_of(crypt: &Crypt, head: &Entry, content: &[u8]) -> Result<Vec<Ent
             ..*head
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(frame_len: u32, stored_len: u32) -> Entry {
+        Entry {
+            id: BlockId([0; 32]),
+            kind: BlobKind::Data,
+            encoding: Encoding::Frame,
+            raw_len: frame_len,
+            stored_len,
+            offset: 60,
+            at: 0,
+            frame_len: 0,
+        }
+    }
+
+    #[test]
+    fn blobs_come_back_only_from_places_the_table_names() {
+        let (a, b) = (vec![1u8; 5000], vec![2u8; 7000]);
+        let f = encode(&Crypt::Plain, BlobKind::Data, &[&a, &b], 3).unwrap();
+        let opened = open(
+            &Crypt::Plain,
+            &head(f.frame_len, f.payload.len() as u32),
+            &f.payload,
+        )
+        .unwrap();
+        let entry = |at, len, id| Entry {
+            id,
+            raw_len: len,
+            at,
+            frame_len: f.frame_len,
+            ..head(0, f.payload.len() as u32)
+        };
+        let ea = entry(12, 5000, BlockId::of(&a));
+        assert_eq!(opened.blob(&Crypt::Plain, &ea).unwrap(), &a[..]);
+        let eb = entry(5012, 7000, BlockId::of(&b));
+        assert_eq!(opened.blob(&Crypt::Plain, &eb).unwrap(), &b[..]);
+        // A place straddling two blobs, or the right place with another id, is refused.
+        assert!(opened
+            .blob(&Crypt::Plain, &entry(13, 5000, BlockId::of(&a)))
+            .is_err());
+        assert!(opened
+            .blob(&Crypt::Plain, &entry(12, 5000, BlockId::of(&b)))
+            .is_err());
+    }
+
+    #[test]
+    fn hostile_frames_are_refused_before_allocating() {
+        // A table that claims more blobs than allowed, or lengths past the content.
+        let mut c = content(&[b"abc"]);
+        c[..4].copy_from_slice(&(FRAME_MAX_MEMBERS + 1).to_le_bytes());
+        assert!(members(&c).is_err());
+        let mut c = content(&[b"abc", b"de"]);
+        c[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(members(&c).is_err());
+        assert!(members(&[]).is_err());
+        // A frame record claiming more than FRAME_MAX, or inflating past its claim.
+        let big = vec![7u8; 100_000];
+        let f = encode(&Crypt::Plain, BlobKind::Data, &[&big], 3).unwrap();
+        let n = f.payload.len() as u32;
+        assert!(open(&Crypt::Plain, &head(FRAME_MAX + 1, n), &f.payload).is_err());
+        assert!(open(&Crypt::Plain, &head(f.frame_len - 1, n), &f.payload).is_err());
+        assert!(open(&Crypt::Plain, &head(f.frame_len + 1, n), &f.payload).is_err());
+    }
 }
