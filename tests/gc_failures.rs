@@ -220,7 +220,7 @@ fn duplicate_copies_do_not_make_the_survey_read_the_indexed_copy_each_time() {
     let dir = env.medium.join("trayback/packs/ff");
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{pid}.pack"))).unwrap();
-    let mut w = PackWriter::new(pid, f, &trayback::crypt::Crypt::Plain).unwrap();
+    let mut w = PackWriter::new(pid, f, &trayback::crypt::Crypt::Plain, false).unwrap();
     for _ in 0..250_000 {
         w.append(id, BlobKind::Data, enc, raw.len() as u32, &payload)
             .unwrap();

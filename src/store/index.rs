@@ -118,6 +118,8 @@ mod tests {
             pack,
             raw_len: 1,
             stored_len: 1,
+            at: 0,
+            frame_len: 0,
             kind: BlobKind::Data,
             encoding: Encoding::Raw,
         }
