@@ -131,6 +131,9 @@ pub struct Store {
     kept: Mutex<HashSet<PackId>>,
 }
 
+/// The frame a thread opened last: (store, pack, payload offset) and the frame.
+type LastFrame = ((u64, u32, u32), pack::frame::Opened);
+
 /// Where pack `id` lives below `trayback/`: `packs/<xx>/<id>.pack`.
 pub fn pack_rel(id: &PackId) -> String {
     let s = id.to_string();
@@ -475,7 +478,7 @@ impl Store {
     /// so reading its blobs one after another opens it once.
     fn read_framed(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
         thread_local! {
-            static LAST: std::cell::RefCell<Option<((u64, u32, u32), pack::frame::Opened)>> = const { std::cell::RefCell::new(None) };
+            static LAST: std::cell::RefCell<Option<LastFrame>> = const { std::cell::RefCell::new(None) };
         }
         let e = loc.entry(id);
         let bad = |detail: String| {

@@ -23,7 +23,7 @@ pub(super) struct Writing {
     pub(super) current: [Option<(PackWriter, String)>; 2],
     /// On a medium with frames: for each blob kind, the blobs waiting to be compressed
     /// together as the next frame, and their bytes (FORMAT.md "Frames").
-    pub(super) frames: [(Vec<(BlockId, Vec<u8>)>, usize); 2],
+    pub(super) frames: [NextFrame; 2],
     pub(super) pending: FxHashSet<BlockId>,
     pub(super) written: Vec<PackId>,
     pub(super) stats: WriteStats,
@@ -40,7 +40,7 @@ impl Writing {
             backup: 0,
             flags: 0,
             current: [None, None],
-            frames: [(Vec::new(), 0), (Vec::new(), 0)],
+            frames: Default::default(),
             pending: FxHashSet::default(),
             written: Vec::new(),
             stats: WriteStats::default(),
@@ -49,6 +49,13 @@ impl Writing {
             check: check_pack,
         }
     }
+}
+
+/// The blobs gathered for the next frame of a kind, and their bytes.
+#[derive(Default)]
+pub(super) struct NextFrame {
+    blobs: Vec<(BlockId, Vec<u8>)>,
+    bytes: usize,
 }
 
 /// What a writing session added to the store.
@@ -133,10 +140,10 @@ impl Store {
             if !w.pending.insert(id) {
                 return Ok(false);
             }
-            let (blobs, bytes) = &mut w.frames[kind as usize];
-            blobs.push((id, raw.to_vec()));
-            *bytes += raw.len();
-            (*bytes >= FRAME_TARGET).then(|| std::mem::take(&mut w.frames[kind as usize]).0)
+            let next = &mut w.frames[kind as usize];
+            next.blobs.push((id, raw.to_vec()));
+            next.bytes += raw.len();
+            (next.bytes >= FRAME_TARGET).then(|| std::mem::take(next).blobs)
         };
         if let Some(blobs) = full {
             self.write_frame(kind, blobs)?;
@@ -297,7 +304,8 @@ impl Store {
         self.writing.lock().unwrap().check_packs = false;
         // The frames not yet full go out first, into the packs about to close.
         for kind in [BlobKind::Data, BlobKind::Listing] {
-            let blobs = std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]).0;
+            let blobs =
+                std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]).blobs;
             self.write_frame(kind, blobs)?;
         }
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
@@ -336,7 +344,7 @@ impl Store {
                 let _ = self.dir.remove_file(&tmp);
             }
         }
-        w.frames = [(Vec::new(), 0), (Vec::new(), 0)];
+        w.frames = Default::default();
         w.pending.clear();
     }
 }
