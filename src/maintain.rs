@@ -323,6 +323,9 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
     let fixed = headers.iter().find_map(|h| m.listing(&h.root).ok());
     if fixed.is_some_and(|l| l.format == crate::listing::LISTING_FORMAT_FIXED) {
         tree.format = crate::tree::TREE_FORMAT_FIXED;
+    } else if m.store().has_unframed_packs() {
+        // Packs written before frames: the medium keeps writing packs of their version.
+        tree.format = crate::tree::TREE_FORMAT_CDC;
     }
     m.replace_tree(tree)?;
     notes.push(format!(

@@ -55,7 +55,7 @@ pub struct PackInfo {
 }
 
 /// Where a blob is: its pack (position in the pack list) and trailer entry, without the id
-/// (the index's key), in 20 bytes: a pack is at most [`MAX_PACK_LEN`] long, so an offset in
+/// (the index's key), in 28 bytes: a pack is at most [`MAX_PACK_LEN`] long, so an offset in
 /// it fits 32 bits.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
@@ -63,6 +63,9 @@ struct Loc {
     pack: u32,
     raw_len: u32,
     stored_len: u32,
+    /// A blob in a frame: its place in the frame's content, and the content's length.
+    at: u32,
+    frame_len: u32,
     kind: BlobKind,
     encoding: Encoding,
 }
@@ -78,6 +81,8 @@ impl Loc {
             pack,
             raw_len: e.raw_len,
             stored_len: e.stored_len,
+            at: e.at,
+            frame_len: e.frame_len,
             kind: e.kind,
             encoding: e.encoding,
         })
@@ -91,6 +96,8 @@ impl Loc {
             raw_len: self.raw_len,
             stored_len: self.stored_len,
             offset: u64::from(self.offset),
+            at: self.at,
+            frame_len: self.frame_len,
         }
     }
 }
@@ -99,6 +106,11 @@ pub struct Store {
     dir: Arc<Beneath>,
     crypt: Crypt,
     level: i32,
+    /// Whether new packs are of version 3 or 4 (frames, FORMAT.md "Frames"). Readers accept
+    /// both kinds whatever this says.
+    framed: bool,
+    /// This store's number in the process (keys the per-thread cache of the last frame read).
+    serial: u64,
     packs: RwLock<Vec<PackInfo>>,
     /// Every indexed blob's place (compact: see `store::index`).
     index: RwLock<BlobIndex>,
@@ -118,6 +130,9 @@ pub struct Store {
     /// pare again for them.
     kept: Mutex<HashSet<PackId>>,
 }
+
+/// The frame a thread opened last: (store, pack, payload offset) and the frame.
+type LastFrame = ((u64, u32, u32), pack::frame::Opened);
 
 /// Where pack `id` lives below `trayback/`: `packs/<xx>/<id>.pack`.
 pub fn pack_rel(id: &PackId) -> String {
@@ -145,11 +160,17 @@ impl Store {
         dir: Arc<Beneath>,
         level: i32,
         crypt: Crypt,
+        framed: bool,
     ) -> Result<(Store, Vec<PackDamage>)> {
         let store = Store {
             dir,
             crypt,
             level,
+            framed,
+            serial: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(BlobIndex::default()),
             unindexed: Mutex::new(Vec::new()),
@@ -323,6 +344,21 @@ impl Store {
         self.index.read().unwrap().get(id)
     }
 
+    /// Whether some pack on the medium is of version 1 or 2 (written before frames): a tree
+    /// rebuilt for such a medium keeps the format that writes them.
+    pub fn has_unframed_packs(&self) -> bool {
+        self.packs().iter().any(|p| {
+            self.open_pack(&p.id).is_ok_and(|(f, _)| {
+                let mut h = [0u8; 12];
+                f.read_exact_at(&mut h, 0).is_ok()
+                    && matches!(
+                        u32::from_le_bytes(h[8..12].try_into().unwrap()),
+                        pack::PACK_VERSION | pack::PACK_VERSION_SEALED
+                    )
+            })
+        })
+    }
+
     /// Where pack `id` is, for messages.
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
         self.dir.shown(&pack_rel(id))
@@ -425,6 +461,9 @@ impl Store {
     /// Read a block or listing blob and check its hash.
     pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
         let loc = self.loc(id).ok_or(Error::MissingBlock(*id))?;
+        if loc.encoding.inner() == Encoding::Frame {
+            return self.read_framed(*id, loc);
+        }
         let payload = self.read_payload(*id, loc)?;
         pack::decode(&self.crypt, &loc.entry(*id), &payload).map_err(|detail| {
             let pack = self.packs.read().unwrap()[loc.pack as usize].id;
@@ -432,6 +471,38 @@ impl Store {
                 id: *id,
                 detail: format!("in {}: {detail}", self.pack_path(&pack).display()),
             }
+        })
+    }
+
+    /// Read a blob in a frame: the frame is opened once and kept (per thread, the last one),
+    /// so reading its blobs one after another opens it once.
+    fn read_framed(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<LastFrame>> = const { std::cell::RefCell::new(None) };
+        }
+        let e = loc.entry(id);
+        let bad = |detail: String| {
+            let pack = self.packs.read().unwrap()[loc.pack as usize].id;
+            Error::BadBlock {
+                id,
+                detail: format!("in {}: {detail}", self.pack_path(&pack).display()),
+            }
+        };
+        let key = (self.serial, loc.pack, loc.offset);
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.as_ref().is_none_or(|(k, _)| *k != key) {
+                *last = None;
+                let payload = self.read_payload(id, loc)?;
+                let content = pack::frame::open(&self.crypt, &pack::frame::record_of(&e), &payload)
+                    .map_err(bad)?;
+                *last = Some((key, content));
+            }
+            let (_, opened) = last.as_ref().expect("just filled");
+            opened
+                .blob(&self.crypt, &e)
+                .map(|b| b.to_vec())
+                .map_err(bad)
         })
     }
 

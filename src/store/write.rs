@@ -6,9 +6,11 @@
 //! blobs pending in open packs); a pack left open by a failed session is dropped, never
 //! appended to; `abort` deletes every pack of the session (nothing committed refers to them).
 
+use super::MAX_BLOCK;
 use super::{check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store, PACK_TARGET};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
+use pack::frame::{self, FRAME_TARGET};
 use pack::{BlobKind, Encoding, PackWriter};
 use rustc_hash::FxHashSet;
 
@@ -19,6 +21,9 @@ pub(super) struct Writing {
     /// The open pack for each blob kind: data blocks and listings go to separate packs, so a
     /// backup's index reads back as a few compact packs.
     pub(super) current: [Option<(PackWriter, String)>; 2],
+    /// On a medium with frames: for each blob kind, the blobs waiting to be compressed
+    /// together as the next frame, and their bytes (FORMAT.md "Frames").
+    pub(super) frames: [NextFrame; 2],
     pub(super) pending: FxHashSet<BlockId>,
     pub(super) written: Vec<PackId>,
     pub(super) stats: WriteStats,
@@ -35,6 +40,7 @@ impl Writing {
             backup: 0,
             flags: 0,
             current: [None, None],
+            frames: Default::default(),
             pending: FxHashSet::default(),
             written: Vec::new(),
             stats: WriteStats::default(),
@@ -43,6 +49,13 @@ impl Writing {
             check: check_pack,
         }
     }
+}
+
+/// The blobs gathered for the next frame of a kind, and their bytes.
+#[derive(Default)]
+pub(super) struct NextFrame {
+    blobs: Vec<(BlockId, Vec<u8>)>,
+    bytes: usize,
 }
 
 /// What a writing session added to the store.
@@ -96,8 +109,106 @@ impl Store {
             return Ok(false);
         }
         self.backlog.wait_until_small();
-        let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
+        let (enc, payload) = if self.framed && raw.len() <= MAX_BLOCK {
+            if !pack::incompressible(raw) {
+                return self.put_in_frame(kind, id, raw);
+            }
+            pack::encode_raw(&self.crypt, &id, kind, raw)
+        } else {
+            pack::encode(&self.crypt, &id, kind, raw, self.level)
+        };
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
+    }
+
+    /// Write blob `id` again (garbage collection moving it out of a frame), whether or not
+    /// the index has it: into a frame on a medium with frames, else as a record of its own.
+    pub(super) fn put_moved(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<()> {
+        if self.framed && raw.len() <= MAX_BLOCK && !pack::incompressible(raw) {
+            self.put_in_frame(kind, id, raw)?;
+        } else {
+            let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
+            self.append(id, kind, enc, raw.len() as u32, &payload, true)?;
+        }
+        Ok(())
+    }
+
+    /// Add a blob to the next frame of its kind; once that holds [`FRAME_TARGET`] bytes,
+    /// compress it (outside the lock: other threads go on meanwhile) and append it.
+    fn put_in_frame(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        let full = {
+            let mut w = self.writing.lock().unwrap();
+            if !w.pending.insert(id) {
+                return Ok(false);
+            }
+            let next = &mut w.frames[kind as usize];
+            next.blobs.push((id, raw.to_vec()));
+            next.bytes += raw.len();
+            (next.bytes >= FRAME_TARGET).then(|| std::mem::take(next).blobs)
+        };
+        if let Some(blobs) = full {
+            self.write_frame(kind, blobs)?;
+        }
+        Ok(true)
+    }
+
+    /// Compress `blobs` (already `pending`) as one frame and append it; if that would not be
+    /// smaller, each as a record of its own.
+    fn write_frame(&self, kind: BlobKind, blobs: Vec<(BlockId, Vec<u8>)>) -> Result<()> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let slices: Vec<&[u8]> = blobs.iter().map(|(_, b)| b.as_slice()).collect();
+        let Some(f) = frame::encode(&self.crypt, kind, &slices, self.level) else {
+            for (id, raw) in &blobs {
+                let (enc, payload) = pack::encode(&self.crypt, id, kind, raw, self.level);
+                self.append(*id, kind, enc, raw.len() as u32, &payload, false)?;
+            }
+            return Ok(());
+        };
+        let ids: Vec<(BlockId, u32)> = blobs.iter().map(|(id, b)| (*id, b.len() as u32)).collect();
+        drop(slices);
+        drop(blobs);
+        let mut w = self.writing.lock().unwrap();
+        let slot = kind as usize;
+        self.open_pack_for(&mut w, slot)?;
+        let (pw, tmp) = w.current[slot].as_mut().unwrap();
+        pw.append_frame(kind, &ids, &f)
+            .map_err(|e| self.dir.err(tmp, e))?;
+        let full = pw.len >= PACK_TARGET;
+        w.stats.blocks += ids.len() as u64;
+        w.stats.bytes_raw += ids.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
+        w.stats.bytes_stored += f.payload.len() as u64;
+        self.close_if_full(w, slot, full)
+    }
+
+    /// Open a pack for blob kind `slot` if none is open.
+    fn open_pack_for(&self, w: &mut Writing, slot: usize) -> Result<()> {
+        if w.current[slot].is_none() {
+            let pid = PackId::random();
+            let tmp = format!("tmp/{pid}.pack");
+            let file = self.dir.create_new(&tmp)?;
+            let pw = PackWriter::new(pid, file, &self.crypt, self.framed)
+                .map_err(|e| self.dir.err(&tmp, e))?;
+            w.current[slot] = Some((pw, tmp));
+        }
+        Ok(())
+    }
+
+    /// Finish (fsync) the pack of `slot` if it is `full`, without holding the lock: the
+    /// other threads go on compressing into a new pack meanwhile.
+    fn close_if_full(
+        &self,
+        mut w: std::sync::MutexGuard<'_, Writing>,
+        slot: usize,
+        full: bool,
+    ) -> Result<()> {
+        if full {
+            let closing = w.current[slot].take();
+            let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
+            drop(w);
+            self.close_pack(closing, backup, flags)?;
+        }
+        Ok(())
     }
 
     pub(super) fn append(
@@ -114,13 +225,7 @@ impl Store {
             return Ok(false);
         }
         let slot = kind as usize;
-        if w.current[slot].is_none() {
-            let pid = PackId::random();
-            let tmp = format!("tmp/{pid}.pack");
-            let file = self.dir.create_new(&tmp)?;
-            let pw = PackWriter::new(pid, file, &self.crypt).map_err(|e| self.dir.err(&tmp, e))?;
-            w.current[slot] = Some((pw, tmp));
-        }
+        self.open_pack_for(&mut w, slot)?;
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload)
             .map_err(|e| self.dir.err(tmp, e))?;
@@ -129,14 +234,7 @@ impl Store {
         w.stats.blocks += 1;
         w.stats.bytes_raw += raw_len as u64;
         w.stats.bytes_stored += payload.len() as u64;
-        if full {
-            // Finish (fsync) the full pack without holding the lock: the other threads go on
-            // compressing into a new pack meanwhile.
-            let closing = w.current[slot].take();
-            let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
-            drop(w);
-            self.close_pack(closing, backup, flags)?;
-        }
+        self.close_if_full(w, slot, full)?;
         Ok(true)
     }
 
@@ -204,6 +302,12 @@ impl Store {
         // The last packs are left to the verify, which checks them in parallel; the checker
         // thread would take them one after the other.
         self.writing.lock().unwrap().check_packs = false;
+        // The frames not yet full go out first, into the packs about to close.
+        for kind in [BlobKind::Data, BlobKind::Listing] {
+            let blobs =
+                std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]).blobs;
+            self.write_frame(kind, blobs)?;
+        }
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
         for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {
             let (closing, backup, flags) = {
@@ -240,6 +344,7 @@ impl Store {
                 let _ = self.dir.remove_file(&tmp);
             }
         }
+        w.frames = Default::default();
         w.pending.clear();
     }
 }
