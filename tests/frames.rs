@@ -85,8 +85,8 @@ fn a_new_medium_stores_small_files_in_frames_and_restores_each_by_its_id() {
     assert!(tree.starts_with("format: 3\n"), "{tree}");
     let p = packs(&env.medium);
     assert!(p.iter().all(|(v, _)| *v == 3), "{p:?}");
-    // 400 small files, the big file's blocks and the listings: nearly all in frames (the
-    // random block is stored as it is).
+    // 400 small files and the big file's blocks in frames (the random block is stored as it
+    // is, and listings are records of their own).
     let framed: usize = p.iter().map(|(_, n)| n).sum();
     assert!(framed >= 400, "{p:?}");
     restores_byte_for_byte(&env);
@@ -137,15 +137,21 @@ fn a_damaged_frame_is_reported_by_verify() {
         for f in fs::read_dir(sub.unwrap().path()).unwrap() {
             let path = f.unwrap().path();
             let mut b = fs::read(&path).unwrap();
-            // The first record: a frame record has a zero id and encoding 2.
-            if !damaged && b[16..48] == [0; 32] && b[49] == 2 {
-                b[16 + 44 + 20] ^= 0x55;
-                fs::write(&path, &b).unwrap();
-                damaged = true;
+            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
+            // Walk the records from the front to the first frame record (zero id, encoding 2).
+            let mut pos = 16;
+            while !damaged && pos + 44 <= toff as usize {
+                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
+                if b[pos..pos + 32] == [0; 32] && b[pos + 33] == 2 {
+                    b[pos + 44 + stored as usize / 2] ^= 0x55;
+                    fs::write(&path, &b).unwrap();
+                    damaged = true;
+                }
+                pos += 44 + stored as usize;
             }
         }
     }
-    assert!(damaged, "no pack starts with a frame");
+    assert!(damaged, "no frame found");
     let out = env.run(&["verify", "--medium", "{medium}", "--read-all"]);
     assert!(!out.status.success(), "{}", stderr(&out));
 }

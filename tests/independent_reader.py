@@ -212,15 +212,16 @@ def open_frame(b, header, offset, frame_len, media_id, enc_key):
     content = unzstd(inner, frame_len)
     if len(content) != frame_len:
         fail("a frame does not inflate to its recorded length")
-    (count,) = struct.unpack("<I", content[:4])
-    if not 1 <= count <= 65536 or 4 + 4 * count > frame_len:
+    (count,) = struct.unpack("<I", content[-4:])
+    table = frame_len - 4 - 4 * count
+    if not 1 <= count <= 65536 or table < 0:
         fail("a frame's table is out of bounds")
-    lens = struct.unpack(f"<{count}I", content[4:4 + 4 * count])
-    places, at = set(), 4 + 4 * count
+    lens = struct.unpack(f"<{count}I", content[table:frame_len - 4])
+    places, at = set(), 0
     for n in lens:
         places.add((at, n))
         at += n
-    if at != frame_len:
+    if at != table:
         fail("a frame's table does not cover its content")
     LAST_FRAME.clear()
     LAST_FRAME[key] = (content, places)

@@ -349,7 +349,7 @@ impl PackWriter {
         self.out.write_all(&f.payload)?;
         let offset = self.len + RECORD_HEADER_LEN;
         let first = self.entries.len();
-        let mut at = 4 + 4 * blobs.len() as u32;
+        let mut at = 0;
         for &(id, raw_len) in blobs {
             self.entries.push(Entry {
                 id,
@@ -363,7 +363,7 @@ impl PackWriter {
             });
             at += raw_len;
         }
-        debug_assert_eq!(at, f.frame_len);
+        debug_assert_eq!(at + 4 + 4 * blobs.len() as u32, f.frame_len);
         self.len += RECORD_HEADER_LEN + f.payload.len() as u64;
         Ok(&self.entries[first..])
     }
@@ -596,7 +596,7 @@ fn tile(entries: &[Entry], framed: bool, trailer_offset: u64) -> Result<u64, Str
             .count();
         let head = frame::record_of(e);
         check_lengths(&head).map_err(|d| format!("pack trailer: {d}"))?;
-        let mut at = 4 + 4 * n as u64;
+        let mut at = 0;
         for (k, f) in entries[i..i + n].iter().enumerate() {
             let same = (f.kind, f.encoding, f.stored_len, f.frame_len)
                 == (e.kind, e.encoding, e.stored_len, e.frame_len);
@@ -611,7 +611,7 @@ fn tile(entries: &[Entry], framed: bool, trailer_offset: u64) -> Result<u64, Str
                 .map_err(|d| format!("pack trailer: record {}: {d}", f.id))?;
             at += u64::from(f.raw_len);
         }
-        if at != u64::from(e.frame_len) {
+        if at + 4 + 4 * n as u64 != u64::from(e.frame_len) {
             return Err(format!(
                 "pack trailer: the blobs of the frame at byte {} fill {at} of its {} bytes",
                 e.offset, e.frame_len

@@ -54,8 +54,10 @@ impl Writing {
 /// The blobs gathered for the next frame of a kind, and their bytes.
 #[derive(Default)]
 pub(super) struct NextFrame {
-    blobs: Vec<(BlockId, Vec<u8>)>,
-    bytes: usize,
+    /// Each blob's id and length, in order.
+    ids: Vec<(BlockId, u32)>,
+    /// The blobs, concatenated.
+    data: Vec<u8>,
 }
 
 /// What a writing session added to the store.
@@ -109,7 +111,7 @@ impl Store {
             return Ok(false);
         }
         self.backlog.wait_until_small();
-        let (enc, payload) = if self.framed && raw.len() <= MAX_BLOCK {
+        let (enc, payload) = if self.in_frames(kind, raw) {
             if !pack::incompressible(raw) {
                 return self.put_in_frame(kind, id, raw);
             }
@@ -120,10 +122,18 @@ impl Store {
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
     }
 
+    /// Whether `raw` goes into a frame unless it is incompressible: data blocks on a medium
+    /// with frames. Listings stay records of their own: a no-change backup, `ls` and `diff`
+    /// read many of them one by one, and a frame each would cost its whole content in memory
+    /// on every reading thread (they are a small part of a medium's bytes).
+    fn in_frames(&self, kind: BlobKind, raw: &[u8]) -> bool {
+        self.framed && kind == BlobKind::Data && raw.len() <= MAX_BLOCK
+    }
+
     /// Write blob `id` again (garbage collection moving it out of a frame), whether or not
     /// the index has it: into a frame on a medium with frames, else as a record of its own.
     pub(super) fn put_moved(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<()> {
-        if self.framed && raw.len() <= MAX_BLOCK && !pack::incompressible(raw) {
+        if self.in_frames(kind, raw) && !pack::incompressible(raw) {
             self.put_in_frame(kind, id, raw)?;
         } else {
             let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
@@ -132,7 +142,8 @@ impl Store {
         Ok(())
     }
 
-    /// Add a blob to the next frame of its kind; once that holds [`FRAME_TARGET`] bytes,
+    /// Add a blob to the next frame of its kind; once that holds [`FRAME_TARGET`] bytes (or
+    /// as many blobs as a frame may),
     /// compress it (outside the lock: other threads go on meanwhile) and append it.
     fn put_in_frame(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
         let full = {
@@ -141,33 +152,34 @@ impl Store {
                 return Ok(false);
             }
             let next = &mut w.frames[kind as usize];
-            next.blobs.push((id, raw.to_vec()));
-            next.bytes += raw.len();
-            (next.bytes >= FRAME_TARGET).then(|| std::mem::take(next).blobs)
+            next.ids.push((id, raw.len() as u32));
+            next.data.extend_from_slice(raw);
+            let full = next.data.len() >= FRAME_TARGET
+                || next.ids.len() >= frame::FRAME_MAX_MEMBERS as usize;
+            full.then(|| std::mem::take(next))
         };
-        if let Some(blobs) = full {
-            self.write_frame(kind, blobs)?;
+        if let Some(next) = full {
+            self.write_frame(kind, next)?;
         }
         Ok(true)
     }
 
     /// Compress `blobs` (already `pending`) as one frame and append it; if that would not be
     /// smaller, each as a record of its own.
-    fn write_frame(&self, kind: BlobKind, blobs: Vec<(BlockId, Vec<u8>)>) -> Result<()> {
-        if blobs.is_empty() {
+    fn write_frame(&self, kind: BlobKind, next: NextFrame) -> Result<()> {
+        if next.ids.is_empty() {
             return Ok(());
         }
-        let slices: Vec<&[u8]> = blobs.iter().map(|(_, b)| b.as_slice()).collect();
-        let Some(f) = frame::encode(&self.crypt, kind, &slices, self.level) else {
-            for (id, raw) in &blobs {
+        let NextFrame { ids, data } = next;
+        let content = frame::content(ids.iter().map(|(_, n)| *n), data);
+        let Some(f) = frame::encode(&self.crypt, kind, &content, self.level) else {
+            for ((id, _), raw) in ids.iter().zip(frame::blobs(&content)) {
                 let (enc, payload) = pack::encode(&self.crypt, id, kind, raw, self.level);
                 self.append(*id, kind, enc, raw.len() as u32, &payload, false)?;
             }
             return Ok(());
         };
-        let ids: Vec<(BlockId, u32)> = blobs.iter().map(|(id, b)| (*id, b.len() as u32)).collect();
-        drop(slices);
-        drop(blobs);
+        drop(content);
         let mut w = self.writing.lock().unwrap();
         let slot = kind as usize;
         self.open_pack_for(&mut w, slot)?;
@@ -304,9 +316,8 @@ impl Store {
         self.writing.lock().unwrap().check_packs = false;
         // The frames not yet full go out first, into the packs about to close.
         for kind in [BlobKind::Data, BlobKind::Listing] {
-            let blobs =
-                std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]).blobs;
-            self.write_frame(kind, blobs)?;
+            let next = std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]);
+            self.write_frame(kind, next)?;
         }
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
         for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {

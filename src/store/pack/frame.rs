@@ -1,8 +1,8 @@
 //! Frames (pack versions 3 and 4, FORMAT.md "Frames"): consecutive blobs of one kind
 //! compressed together as one zstd frame, each still addressed by its own id.
 //!
-//! A frame's content (what its zstd frame inflates to) is `u32 count | u32 len × count |
-//! the blobs' bytes, in order`; its record header carries 32 zero bytes where a blob record
+//! A frame's content (what its zstd frame inflates to) is `the blobs' bytes, in order |
+//! u32 len × count | u32 count`; its record header carries 32 zero bytes where a blob record
 //! has an id, encoding 2 (0x82 sealed), the content's length as `raw_len` (at most
 //! [`FRAME_MAX`]) and the payload's as `stored_len`. A trailer entry of a blob in a frame
 //! names the frame (its payload's offset, its lengths) and the blob's place in its content.
@@ -17,10 +17,11 @@ use super::{codec, record_header, BlobKind, Encoding, Entry};
 use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
 use crate::ids::BlockId;
 
-/// A writer closes a frame once its blobs reach this many bytes (measured: 2 MiB pieces
-/// store 4.3% less than 256 KiB blocks compressed alone on the `mixed` bench preset, and
-/// 32% less on `many-small`, for less CPU; `examples/pack_measure.rs`).
-pub const FRAME_TARGET: usize = 2 << 20;
+/// A writer closes a frame once its blobs reach this many bytes (measured: 1 MiB pieces
+/// store 3.8% less than 256 KiB blocks compressed alone on the `mixed` bench preset, and
+/// 31% less on `many-small`, for less CPU; 2 MiB pieces 0.5% less again, for twice the
+/// memory of every frame a writer or reader holds; `examples/pack_measure.rs`).
+pub const FRAME_TARGET: usize = 1 << 20;
 /// The largest frame content a reader accepts: [`FRAME_TARGET`] less a byte plus the largest
 /// data block (1 MiB) and the table fits; more is damage, refused before allocating.
 pub const FRAME_MAX: u32 = 4 << 20;
@@ -29,29 +30,25 @@ pub const FRAME_MAX_MEMBERS: u32 = 1 << 16;
 const _: () = assert!(FRAME_TARGET + (1 << 20) + 4 + 4 * (1 << 16) <= FRAME_MAX as usize);
 
 /// The place of each blob in a frame's content: (offset, length), checked to tile the
-/// content exactly after the table.
+/// content exactly up to the table at its end.
 pub fn members(content: &[u8]) -> Result<Vec<(u32, u32)>, String> {
-    let count = content
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-        .ok_or("frame content shorter than its table")?;
+    let short = "frame content shorter than its table";
+    let count_at = content.len().checked_sub(4).ok_or(short)?;
+    let count = u32::from_le_bytes(content[count_at..].try_into().unwrap());
     if count == 0 || count > FRAME_MAX_MEMBERS {
         return Err(format!(
             "frame claims {count} blobs (1 to {FRAME_MAX_MEMBERS})"
         ));
     }
-    let table_end = 4 + 4 * count as usize;
-    let table = content
-        .get(4..table_end)
-        .ok_or("frame content shorter than its table")?;
-    let mut at = table_end as u64;
+    let table_at = count_at.checked_sub(4 * count as usize).ok_or(short)?;
+    let mut at = 0u64;
     let mut out = Vec::with_capacity(count as usize);
-    for len in table.chunks_exact(4) {
+    for len in content[table_at..count_at].chunks_exact(4) {
         let len = u32::from_le_bytes(len.try_into().unwrap());
         out.push((at as u32, len));
         at += len as u64;
     }
-    if at != content.len() as u64 {
+    if at != table_at as u64 {
         return Err(format!(
             "frame table covers {at} bytes of a {}-byte content",
             content.len()
@@ -60,18 +57,24 @@ pub fn members(content: &[u8]) -> Result<Vec<(u32, u32)>, String> {
     Ok(out)
 }
 
-/// A frame's content: the table, then the blobs.
-pub fn content(blobs: &[&[u8]]) -> Vec<u8> {
-    let len = 4 + 4 * blobs.len() + blobs.iter().map(|b| b.len()).sum::<usize>();
-    let mut c = Vec::with_capacity(len);
-    c.extend_from_slice(&(blobs.len() as u32).to_le_bytes());
-    for b in blobs {
-        c.extend_from_slice(&(b.len() as u32).to_le_bytes());
+/// A frame's content: `data` (the blobs, concatenated) followed by its table of `lens` and
+/// their count (appended in place: no copy of the blobs).
+pub fn content(lens: impl ExactSizeIterator<Item = u32>, mut data: Vec<u8>) -> Vec<u8> {
+    let count = lens.len() as u32;
+    data.reserve_exact(4 * count as usize + 4);
+    for n in lens {
+        data.extend_from_slice(&n.to_le_bytes());
     }
-    for b in blobs {
-        c.extend_from_slice(b);
-    }
-    c
+    data.extend_from_slice(&count.to_le_bytes());
+    data
+}
+
+/// Each blob of a frame's `content` (as [`content`] made it), in order.
+pub fn blobs(content: &[u8]) -> impl Iterator<Item = &[u8]> {
+    members(content)
+        .unwrap_or_default()
+        .into_iter()
+        .map(move |(at, len)| &content[at as usize..(at + len) as usize])
 }
 
 /// A frame ready for its record: encoding, content length, payload.
@@ -81,17 +84,15 @@ pub struct Encoded {
     pub payload: Vec<u8>,
 }
 
-/// Compress `blobs` (of `kind`) as one frame at `level` and, on an encrypted medium, seal it
-/// with its record header as associated data. `None` when that would not be smaller than
-/// the content (the writer then stores the blobs as records of their own), or when the blobs
-/// break a frame's limits.
-pub fn encode(crypt: &Crypt, kind: BlobKind, blobs: &[&[u8]], level: i32) -> Option<Encoded> {
-    let c = content(blobs);
-    if blobs.is_empty() || blobs.len() > FRAME_MAX_MEMBERS as usize || c.len() > FRAME_MAX as usize
-    {
+/// Compress a frame's content ([`content`], blobs of `kind`) at `level` and, on an encrypted
+/// medium, seal it with its record header as associated data. `None` when that would not
+/// be smaller than the content (the writer then stores the blobs as records of their own),
+/// or when the content breaks a frame's limits.
+pub fn encode(crypt: &Crypt, kind: BlobKind, c: &[u8], level: i32) -> Option<Encoded> {
+    if c.len() > FRAME_MAX as usize || members(c).is_err() {
         return None;
     }
-    let compressed = codec::compress_frame(&c, level)?;
+    let compressed = codec::compress_frame(c, level)?;
     if compressed.len() >= c.len() {
         return None;
     }
@@ -228,7 +229,8 @@ mod tests {
     #[test]
     fn blobs_come_back_only_from_places_the_table_names() {
         let (a, b) = (vec![1u8; 5000], vec![2u8; 7000]);
-        let f = encode(&Crypt::Plain, BlobKind::Data, &[&a, &b], 3).unwrap();
+        let c = content([5000, 7000].into_iter(), [a.clone(), b.clone()].concat());
+        let f = encode(&Crypt::Plain, BlobKind::Data, &c, 3).unwrap();
         let opened = open(
             &Crypt::Plain,
             &head(f.frame_len, f.payload.len() as u32),
@@ -242,32 +244,34 @@ mod tests {
             frame_len: f.frame_len,
             ..head(0, f.payload.len() as u32)
         };
-        let ea = entry(12, 5000, BlockId::of(&a));
+        let ea = entry(0, 5000, BlockId::of(&a));
         assert_eq!(opened.blob(&Crypt::Plain, &ea).unwrap(), &a[..]);
-        let eb = entry(5012, 7000, BlockId::of(&b));
+        let eb = entry(5000, 7000, BlockId::of(&b));
         assert_eq!(opened.blob(&Crypt::Plain, &eb).unwrap(), &b[..]);
         // A place straddling two blobs, or the right place with another id, is refused.
         assert!(opened
-            .blob(&Crypt::Plain, &entry(13, 5000, BlockId::of(&a)))
+            .blob(&Crypt::Plain, &entry(1, 5000, BlockId::of(&a)))
             .is_err());
         assert!(opened
-            .blob(&Crypt::Plain, &entry(12, 5000, BlockId::of(&b)))
+            .blob(&Crypt::Plain, &entry(0, 5000, BlockId::of(&b)))
             .is_err());
     }
 
     #[test]
     fn hostile_frames_are_refused_before_allocating() {
         // A table that claims more blobs than allowed, or lengths past the content.
-        let mut c = content(&[b"abc"]);
-        c[..4].copy_from_slice(&(FRAME_MAX_MEMBERS + 1).to_le_bytes());
+        let mut c = content([3].into_iter(), b"abc".to_vec());
+        let n = c.len();
+        c[n - 4..].copy_from_slice(&(FRAME_MAX_MEMBERS + 1).to_le_bytes());
         assert!(members(&c).is_err());
-        let mut c = content(&[b"abc", b"de"]);
-        c[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut c = content([3, 2].into_iter(), b"abcde".to_vec());
+        c[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(members(&c).is_err());
         assert!(members(&[]).is_err());
         // A frame record claiming more than FRAME_MAX, or inflating past its claim.
         let big = vec![7u8; 100_000];
-        let f = encode(&Crypt::Plain, BlobKind::Data, &[&big], 3).unwrap();
+        let c = content([100_000].into_iter(), big);
+        let f = encode(&Crypt::Plain, BlobKind::Data, &c, 3).unwrap();
         let n = f.payload.len() as u32;
         assert!(open(&Crypt::Plain, &head(FRAME_MAX + 1, n), &f.payload).is_err());
         assert!(open(&Crypt::Plain, &head(f.frame_len - 1, n), &f.payload).is_err());
