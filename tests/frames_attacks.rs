@@ -226,14 +226,12 @@ fn a_restore_after_an_incremental_opens_each_frame_about_once() {
     );
 }
 
-/// Finding F4 (P2). A full backup of a few large compressible files holds a frame's blobs,
-/// its content and its compressed bytes per walk thread that fills one (8 to 32 threads),
-/// plus a level-3 compression context per thread: measured 54–60 MiB peak RSS for 8 files of
-/// 6.5 MiB on the 2-core VM, against 24 MiB on a medium of tree format 2, over the 48 MiB
-/// bound of tests/memory.rs (which, with 100 000 tiny files, never fills frames in
-/// parallel). More cores: more walk threads, more frames in flight.
+/// A full backup of a few large compressible files holds a frame's blobs, its content and
+/// its compressed bytes on every walk thread that fills one. With 2 MiB frames (before
+/// bfab3c0) this peaked at 54–60 MiB for 8 files of 6.5 MiB on the 2-core VM (24 MiB on a
+/// medium of tree format 2), over the 48 MiB bound of tests/memory.rs, whose 100 000 tiny
+/// files never fill frames in parallel; with 1 MiB frames, 28–31 MiB.
 #[test]
-#[ignore = "finding F4: frames in flight on every walk thread push a full backup over the 48 MiB bound"]
 fn a_full_backup_of_large_compressible_files_stays_under_the_memory_bound() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init_plaintext();
