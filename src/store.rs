@@ -114,6 +114,9 @@ pub struct Store {
     packs: RwLock<Vec<PackInfo>>,
     /// Every indexed blob's place (compact: see `store::index`).
     index: RwLock<BlobIndex>,
+    /// The id of each indexed frame ((pack, payload offset): `frame::frame_id` of the trailer
+    /// entries naming it), a reader's associated data: one per frame, not per blob.
+    frames: RwLock<HashMap<(u32, u32), BlockId>>,
     /// Packs (positions in `packs`) whose trailers are not in `index` yet. Opening reads the
     /// listing packs only: a backup with nothing changed, `ls` or `diff` never need the data
     /// packs' trailers (200 000 of them take longer to index than such a backup takes to walk).
@@ -173,6 +176,7 @@ impl Store {
             },
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(BlobIndex::default()),
+            frames: RwLock::new(HashMap::new()),
             unindexed: Mutex::new(Vec::new()),
             all_indexed: AtomicBool::new(false),
             expected_data_blocks: AtomicU64::new(0),
@@ -255,7 +259,22 @@ impl Store {
             entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
             true,
         );
+        self.note_frames(n, entries);
         n
+    }
+
+    /// Remember the id of each frame in pack `n` (its trailer `entries`, checked).
+    fn note_frames(&self, n: u32, entries: &[Entry]) {
+        let mut frames = self.frames.write().unwrap();
+        for group in entries.chunk_by(|a, b| a.offset == b.offset) {
+            let e = &group[0];
+            if e.encoding.inner() == Encoding::Frame {
+                if let Ok(offset) = u32::try_from(e.offset) {
+                    let id = pack::frame::frame_id(&self.crypt, group.iter().map(|b| &b.id));
+                    frames.insert((n, offset), id);
+                }
+            }
+        }
     }
 
     /// Read pack `id`'s trailer and index its records; a damaged trailer is salvaged by
@@ -297,6 +316,7 @@ impl Store {
                     entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
                     false,
                 );
+                self.note_frames(n, &entries);
             }
         }
         damage.map_or(Ok(()), Err)
@@ -423,6 +443,10 @@ impl Store {
                 .write()
                 .unwrap()
                 .retain(|loc| loc.pack as usize != n);
+            self.frames
+                .write()
+                .unwrap()
+                .retain(|&(pack, _), _| pack as usize != n);
         }
     }
 
@@ -493,9 +517,16 @@ impl Store {
             let mut last = last.borrow_mut();
             if last.as_ref().is_none_or(|(k, _)| *k != key) {
                 *last = None;
+                let frame = self
+                    .frames
+                    .read()
+                    .unwrap()
+                    .get(&(loc.pack, loc.offset))
+                    .copied();
+                let frame = frame.ok_or_else(|| bad("its frame is not indexed".into()))?;
                 let payload = self.read_payload(id, loc)?;
-                let content = pack::frame::open(&self.crypt, &pack::frame::record_of(&e), &payload)
-                    .map_err(bad)?;
+                let head = pack::frame::record_of(&e, frame);
+                let content = pack::frame::open(&self.crypt, &head, &payload).map_err(bad)?;
                 *last = Some((key, content));
             }
             let (_, opened) = last.as_ref().expect("just filled");

@@ -138,11 +138,11 @@ fn a_damaged_frame_is_reported_by_verify() {
             let path = f.unwrap().path();
             let mut b = fs::read(&path).unwrap();
             let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
-            // Walk the records from the front to the first frame record (zero id, encoding 2).
+            // Walk the records from the front to the first frame record (encoding 2).
             let mut pos = 16;
             while !damaged && pos + 44 <= toff as usize {
                 let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
-                if b[pos..pos + 32] == [0; 32] && b[pos + 33] == 2 {
+                if b[pos + 33] == 2 {
                     b[pos + 44 + stored as usize / 2] ^= 0x55;
                     fs::write(&path, &b).unwrap();
                     damaged = true;

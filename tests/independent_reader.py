@@ -175,13 +175,17 @@ def index_packs(medium, media_id, pack_mac_key):
                            hashlib.sha256).digest()
             if not hmac.compare_digest(mac, footer[24:56]) or footer[56:] != b"TRAYPEND":
                 fail(f"{path}: trailer does not authenticate")
+            # The ids of the blobs of each frame (by payload offset), in trailer order.
+            members = {}
             for i in range(count):
                 e = trailer[size * i:size * i + size]
                 (offset,) = struct.unpack("<Q", e[44:52])
                 at, frame_len = struct.unpack("<II", e[52:60]) if size == 60 else (0, 0)
                 if e[33] == 0x82 and version != 4:
                     fail(f"{path}: a frame in a pack of version 2")
-                index[e[:32]] = (b, e[:44], offset, at, frame_len)
+                ids = members.setdefault(offset, []) if e[33] == 0x82 else []
+                ids.append(e[:32])
+                index[e[:32]] = (b, e[:44], offset, at, frame_len, ids)
     return index
 
 
@@ -196,15 +200,17 @@ def unzstd(data, cap):
 LAST_FRAME = {}
 
 
-def open_frame(b, header, offset, frame_len, media_id, enc_key):
-    """A frame's content (FORMAT.md "Frames"), checked against its table; the last one kept."""
+def open_frame(b, header, offset, frame_len, members, media_id, enc_key, id_key):
+    """A frame's content (FORMAT.md "Frames"), checked against its table; the last one kept.
+    Its record header's id is the keyed hash of the ids of the blobs the trailer puts in it."""
     key = (id(b), offset)
     if key in LAST_FRAME:
         return LAST_FRAME[key]
     stored_len = struct.unpack("<I", header[40:44])[0]
     if frame_len > 4194304:
         fail("a frame longer than 4 MiB")
-    frame_header = bytes(32) + header[32:34] + bytes(2) + struct.pack("<II", frame_len, stored_len)
+    frame_id = hmac.new(id_key, b"trayback frame v1" + b"".join(members), hashlib.sha256).digest()
+    frame_header = frame_id + header[32:34] + bytes(2) + struct.pack("<II", frame_len, stored_len)
     if b[offset - 44:offset] != frame_header:
         fail("a frame record's header does not match the trailer")
     inner = open_sealed(enc_key, b"trayback blob v1" + media_id + frame_header,
@@ -229,12 +235,13 @@ def open_frame(b, header, offset, frame_len, media_id, enc_key):
 
 
 def read_blob(index, blob_id, media_id, enc_key, id_key):
-    b, header, offset, at, frame_len = index[blob_id]
+    b, header, offset, at, frame_len, members = index[blob_id]
     kind, enc, raw_len, stored_len = header[32], header[33], *struct.unpack("<II", header[36:44])
     if enc not in (0x80, 0x81, 0x82):
         fail("a plaintext record on an encrypted medium")
     if enc == 0x82:
-        content, places = open_frame(b, header, offset, frame_len, media_id, enc_key)
+        content, places = open_frame(b, header, offset, frame_len, members, media_id, enc_key,
+                                     id_key)
         if (at, raw_len) not in places:
             fail("a blob's place is not one its frame's table names")
         inner = content[at:at + raw_len]

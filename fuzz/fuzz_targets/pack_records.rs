@@ -17,7 +17,7 @@ fn read(e: &pack::Entry, data: &[u8]) {
         return;
     };
     if e.encoding.inner() == Encoding::Frame {
-        let head = if e.frame_len == 0 { *e } else { frame::record_of(e) };
+        let head = if e.frame_len == 0 { *e } else { frame::record_of(e, e.id) };
         if let Ok(opened) = frame::open(&Crypt::Plain, &head, payload) {
             let _ = opened.blob(&Crypt::Plain, e);
         }

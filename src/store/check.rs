@@ -169,7 +169,7 @@ pub fn check_pack_as(dir: &Beneath, crypt: &Crypt, id: &PackId, depth: Depth) ->
         i += n;
         let framed = e.encoding.inner() == pack::Encoding::Frame;
         let want = if framed {
-            pack::frame::record_of(e)
+            pack::frame::record_of(e, pack::frame::frame_id(crypt, blobs.iter().map(|b| &b.id)))
         } else {
             *e
         };

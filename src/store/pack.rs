@@ -231,7 +231,7 @@ pub fn parse_record(h: &[u8; 44], offset: u64) -> Result<Entry, String> {
 }
 
 /// The length rules every record keeps, checked before any length is used. A frame
-/// record's header (encoding 2 or 0x82, zero id) has its content's length as `raw_len`, at
+/// record's header (encoding 2 or 0x82, its frame id) has its content's length as `raw_len`, at
 /// most [`frame::FRAME_MAX`]; a trailer entry of a blob in a frame is checked further where
 /// the trailer is read.
 fn check_lengths(e: &Entry) -> Result<(), String> {
@@ -344,7 +344,7 @@ impl PackWriter {
     ) -> io::Result<&[Entry]> {
         assert!(self.framed, "a frame in a pack of version 1 or 2");
         let stored_len = f.payload.len() as u32;
-        let head = record_header(&BlockId([0; 32]), kind, f.encoding, f.frame_len, stored_len);
+        let head = record_header(&f.id, kind, f.encoding, f.frame_len, stored_len);
         self.out.write_all(&head)?;
         self.out.write_all(&f.payload)?;
         let offset = self.len + RECORD_HEADER_LEN;
@@ -594,7 +594,7 @@ fn tile(entries: &[Entry], framed: bool, trailer_offset: u64) -> Result<u64, Str
             .iter()
             .take_while(|f| f.offset == e.offset)
             .count();
-        let head = frame::record_of(e);
+        let head = frame::record_of(e, e.id);
         check_lengths(&head).map_err(|d| format!("pack trailer: {d}"))?;
         let mut at = 0;
         for (k, f) in entries[i..i + n].iter().enumerate() {

@@ -172,7 +172,8 @@ impl Store {
         }
         let NextFrame { ids, data } = next;
         let content = frame::content(ids.iter().map(|(_, n)| *n), data);
-        let Some(f) = frame::encode(&self.crypt, kind, &content, self.level) else {
+        let blob_ids: Vec<BlockId> = ids.iter().map(|(id, _)| *id).collect();
+        let Some(f) = frame::encode(&self.crypt, kind, &blob_ids, &content, self.level) else {
             for ((id, _), raw) in ids.iter().zip(frame::blobs(&content)) {
                 let (enc, payload) = pack::encode(&self.crypt, id, kind, raw, self.level);
                 self.append(*id, kind, enc, raw.len() as u32, &payload, false)?;

@@ -283,7 +283,7 @@ pub(super) fn compress_frame(content: &[u8], level: i32) -> Option<Vec<u8>> {
 /// Whether a sealed frame record's payload (`head`: its record header) authenticates, the
 /// tag alone checked; on a plaintext medium, an error (its blobs are hashed instead).
 pub(super) fn check_frame_seal(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<(), String> {
-    if head.id.0 != [0; 32] || head.encoding.inner() != Encoding::Frame {
+    if head.encoding.inner() != Encoding::Frame {
         return Err("not a frame record".into());
     }
     match gate(crypt, head, payload)? {
@@ -297,7 +297,7 @@ pub(super) fn check_frame_seal(crypt: &Crypt, head: &Entry, payload: &[u8]) -> R
 /// content: the lengths checked first (the content at most [`super::frame::FRAME_MAX`]), at
 /// most `head.raw_len` bytes allocated, and exactly that many produced.
 pub(super) fn open_frame(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
-    if head.id.0 != [0; 32] || head.encoding.inner() != Encoding::Frame {
+    if head.encoding.inner() != Encoding::Frame {
         return Err("not a frame record".into());
     }
     let inner: std::borrow::Cow<[u8]> = match gate(crypt, head, payload)? {

@@ -2,8 +2,9 @@
 //! compressed together as one zstd frame, each still addressed by its own id.
 //!
 //! A frame's content (what its zstd frame inflates to) is `the blobs' bytes, in order |
-//! u32 len × count | u32 count`; its record header carries 32 zero bytes where a blob record
-//! has an id, encoding 2 (0x82 sealed), the content's length as `raw_len` (at most
+//! u32 len × count | u32 count`; its record header carries the frame's id ([`frame_id`]: the
+//! hash, keyed on an encrypted medium, of its blobs' ids in order) where a blob record has an
+//! id, encoding 2 (0x82 sealed), the content's length as `raw_len` (at most
 //! [`FRAME_MAX`]) and the payload's as `stored_len`. A trailer entry of a blob in a frame
 //! names the frame (its payload's offset, its lengths) and the blob's place in its content.
 //!
@@ -11,7 +12,9 @@
 //! [`FRAME_MAX`] (decompression stops there); a blob is taken out of a frame only at a place
 //! the frame's own table names, and its id is recomputed from its bytes (keyed on an
 //! encrypted medium) whatever the seal says; a frame is sealed as a whole, with its record
-//! header as associated data, exactly as a blob record is.
+//! header as associated data, exactly as a blob record is; a reader takes the frame's id from
+//! the trailer entries naming it, never from the medium's record header, so a frame moved,
+//! swapped or brought from another pack does not open (sealed) or is refused (plaintext).
 
 use super::{codec, record_header, BlobKind, Encoding, Entry};
 use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
@@ -77,21 +80,39 @@ pub fn blobs(content: &[u8]) -> impl Iterator<Item = &[u8]> {
         .map(move |(at, len)| &content[at as usize..(at + len) as usize])
 }
 
-/// A frame ready for its record: encoding, content length, payload.
+/// The id in a frame's record header: the hash (keyed on an encrypted medium, as a blob id)
+/// of `"trayback frame v1"` and the ids of the blobs in it, in order (FORMAT.md "Frames").
+pub fn frame_id<'a>(crypt: &Crypt, ids: impl IntoIterator<Item = &'a BlockId>) -> BlockId {
+    let mut bytes = b"trayback frame v1".to_vec();
+    for id in ids {
+        bytes.extend_from_slice(&id.0);
+    }
+    crypt.block_id(&bytes)
+}
+
+/// A frame ready for its record: id, encoding, content length, payload.
 pub struct Encoded {
+    pub id: BlockId,
     pub encoding: Encoding,
     pub frame_len: u32,
     pub payload: Vec<u8>,
 }
 
-/// Compress a frame's content ([`content`], blobs of `kind`) at `level` and, on an encrypted
-/// medium, seal it with its record header as associated data. `None` when that would not
-/// be smaller than the content (the writer then stores the blobs as records of their own),
-/// or when the content breaks a frame's limits.
-pub fn encode(crypt: &Crypt, kind: BlobKind, c: &[u8], level: i32) -> Option<Encoded> {
-    if c.len() > FRAME_MAX as usize || members(c).is_err() {
+/// Compress a frame's content ([`content`], blobs of `kind` whose ids are `ids`) at `level`
+/// and, on an encrypted medium, seal it with its record header as associated data. `None`
+/// when that would not be smaller than the content (the writer then stores the blobs as
+/// records of their own), or when the content breaks a frame's limits.
+pub fn encode(
+    crypt: &Crypt,
+    kind: BlobKind,
+    ids: &[BlockId],
+    c: &[u8],
+    level: i32,
+) -> Option<Encoded> {
+    if c.len() > FRAME_MAX as usize || members(c).map_or(true, |m| m.len() != ids.len()) {
         return None;
     }
+    let id = frame_id(crypt, ids);
     let compressed = codec::compress_frame(c, level)?;
     if compressed.len() >= c.len() {
         return None;
@@ -99,31 +120,28 @@ pub fn encode(crypt: &Crypt, kind: BlobKind, c: &[u8], level: i32) -> Option<Enc
     let frame_len = c.len() as u32;
     let Crypt::Sealed(keys) = crypt else {
         return Some(Encoded {
+            id,
             encoding: Encoding::Frame,
             frame_len,
             payload: compressed,
         });
     };
     let stored = (compressed.len() + SEAL_OVERHEAD) as u32;
-    let head = record_header(
-        &BlockId([0; 32]),
-        kind,
-        Encoding::SealedFrame,
-        frame_len,
-        stored,
-    );
+    let head = record_header(&id, kind, Encoding::SealedFrame, frame_len, stored);
     Some(Encoded {
+        id,
         encoding: Encoding::SealedFrame,
         frame_len,
         payload: keys.seal(&crypt::blob_ad(&keys.media_id, &head), &compressed),
     })
 }
 
-/// The record header of the frame that holds trailer entry `e` (a blob in a frame), as an
-/// entry: zero id, the frame's content length as `raw_len`.
-pub fn record_of(e: &Entry) -> Entry {
+/// The record header of the frame that holds trailer entry `e` (a blob in a frame) and whose
+/// id is `id` ([`frame_id`] of the entries naming it), as an entry: the frame's content
+/// length as `raw_len`.
+pub fn record_of(e: &Entry, id: BlockId) -> Entry {
     Entry {
-        id: BlockId([0; 32]),
+        id,
         raw_len: e.frame_len,
         at: 0,
         frame_len: 0,
@@ -190,13 +208,13 @@ fn blob<'a>(
 
 /// The trailer entries of the blobs in a frame whose record header is `head` (at
 /// `head.offset`) and whose content is `content` (checked by [`open`]): ids computed from
-/// the bytes, as salvage needs them.
+/// the bytes, as salvage needs them, and their [`frame_id`] checked against the header's.
 pub fn entries_of(crypt: &Crypt, head: &Entry, frame: &Opened) -> Result<Vec<Entry>, String> {
     let content = &frame.content;
     for &(_, len) in &frame.places {
         super::check_raw_len(head.kind, len as u64)?;
     }
-    Ok(frame
+    let entries: Vec<Entry> = frame
         .places
         .iter()
         .map(|&(at, len)| Entry {
@@ -206,7 +224,11 @@ pub fn entries_of(crypt: &Crypt, head: &Entry, frame: &Opened) -> Result<Vec<Ent
             frame_len: head.raw_len,
             ..*head
         })
-        .collect())
+        .collect();
+    if frame_id(crypt, entries.iter().map(|e| &e.id)) != head.id {
+        return Err("a frame whose blobs are not those its record header names".into());
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -230,7 +252,8 @@ mod tests {
     fn blobs_come_back_only_from_places_the_table_names() {
         let (a, b) = (vec![1u8; 5000], vec![2u8; 7000]);
         let c = content([5000, 7000].into_iter(), [a.clone(), b.clone()].concat());
-        let f = encode(&Crypt::Plain, BlobKind::Data, &c, 3).unwrap();
+        let ids = [BlockId::of(&a), BlockId::of(&b)];
+        let f = encode(&Crypt::Plain, BlobKind::Data, &ids, &c, 3).unwrap();
         let opened = open(
             &Crypt::Plain,
             &head(f.frame_len, f.payload.len() as u32),
@@ -271,7 +294,7 @@ mod tests {
         // A frame record claiming more than FRAME_MAX, or inflating past its claim.
         let big = vec![7u8; 100_000];
         let c = content([100_000].into_iter(), big);
-        let f = encode(&Crypt::Plain, BlobKind::Data, &c, 3).unwrap();
+        let f = encode(&Crypt::Plain, BlobKind::Data, &[BlockId([0; 32])], &c, 3).unwrap();
         let n = f.payload.len() as u32;
         assert!(open(&Crypt::Plain, &head(FRAME_MAX + 1, n), &f.payload).is_err());
         assert!(open(&Crypt::Plain, &head(f.frame_len - 1, n), &f.payload).is_err());
