@@ -56,7 +56,7 @@ impl Pared {
 /// over the distinct listings (each read once, an explicit stack).
 pub fn sharing(m: &Medium) -> Result<Sharing> {
     let mut g = share::Builder::default();
-    let size = |id: &BlockId| m.store().locate(id).map_or(0, |(_, e)| e.stored_len as u64);
+    let size = |id: &BlockId| m.store().locate(id).map_or(0, |(_, e)| e.stored_share());
     let mut todo: Vec<(BlockId, u32)> = Vec::new();
     for b in &m.tree().backups {
         let root = m.header(b.id)?.root;
@@ -120,7 +120,7 @@ pub fn usage(m: &Medium) -> Result<(u64, u64)> {
     let live_bytes = live
         .iter()
         .filter_map(|id| m.store().locate(id))
-        .map(|(_, e)| e.stored_len as u64)
+        .map(|(_, e)| e.stored_share())
         .sum();
     Ok((packs, live_bytes))
 }

@@ -140,7 +140,6 @@ fn a_frame_swapped_for_another_of_equal_lengths_fails_verify() {
 /// of times the packs' bytes, and `media show --reach` (and the web UI's forecast, the
 /// agent's) sizes a full backup by the same count.
 #[test]
-#[ignore = "finding F2: live bytes and a backup's reachable size count a frame's stored length once per blob in it"]
 fn live_bytes_count_each_frame_once() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init_plaintext();

@@ -55,7 +55,7 @@ impl Store {
                 if is_live(&e.id) && (here || bad_original()) {
                     p.alive.push(e);
                 } else {
-                    p.dead += stored_share(&e) + pack::RECORD_HEADER_LEN;
+                    p.dead += e.stored_share() + pack::RECORD_HEADER_LEN;
                 }
             }
             if self.kept.lock().unwrap().contains(&p.id) {
@@ -79,7 +79,7 @@ impl Store {
                 live: p
                     .alive
                     .iter()
-                    .map(|e| (index[&e.id], stored_share(e)))
+                    .map(|e| (index[&e.id], e.stored_share()))
                     .collect(),
             })
             .collect())
@@ -212,7 +212,7 @@ impl PackSurvey {
     fn alive_len(&self) -> u64 {
         self.alive
             .iter()
-            .map(|e| stored_share(e) + SURVIVOR_OVERHEAD)
+            .map(|e| e.stored_share() + SURVIVOR_OVERHEAD)
             .sum()
     }
 }
@@ -220,16 +220,6 @@ impl PackSurvey {
 /// What a blob costs in a pack beyond its stored bytes: its record header and trailer entry
 /// (at most; a blob in a frame shares its frame's header).
 pub const SURVIVOR_OVERHEAD: u64 = pack::RECORD_HEADER_LEN + pack::TRAILER_ENTRY_LEN_FRAMED as u64;
-
-/// The stored bytes that are blob `e`'s: its record's, or for a blob in a frame its share of
-/// the frame's (in proportion to its length; what rewriting it elsewhere costs about).
-fn stored_share(e: &Entry) -> u64 {
-    if e.encoding.inner() == pack::Encoding::Frame {
-        (e.stored_len as u64 * e.raw_len as u64).div_ceil(u64::from(e.frame_len).max(1))
-    } else {
-        e.stored_len as u64
-    }
-}
 
 /// The packs garbage collection deletes whole, and those it rewrites as `reclaim` says in the
 /// order it rewrites them: deadest first, the most space back for the least copying.

@@ -230,6 +230,19 @@ pub fn parse_record(h: &[u8; 44], offset: u64) -> Result<Entry, String> {
     Ok(e)
 }
 
+impl Entry {
+    /// The stored bytes that are this blob's: its record's, or for a blob in a frame its share
+    /// of the frame's (in proportion to its length), so a frame counts once over its blobs.
+    pub fn stored_share(&self) -> u64 {
+        if self.encoding.inner() == Encoding::Frame {
+            (self.stored_len as u64 * self.raw_len as u64)
+                .div_ceil(u64::from(self.frame_len).max(1))
+        } else {
+            self.stored_len as u64
+        }
+    }
+}
+
 /// The length rules every record keeps, checked before any length is used. A frame
 /// record's header (encoding 2 or 0x82, its frame id) has its content's length as `raw_len`, at
 /// most [`frame::FRAME_MAX`]; a trailer entry of a blob in a frame is checked further where
