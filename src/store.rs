@@ -31,7 +31,7 @@ pub use check::{check_pack, check_pack_as, CheckFn, Depth, PackCheck};
 pub use gc::{GcReport, Reclaim, GC_MARGIN, SURVIVOR_OVERHEAD};
 use index::BlobIndex;
 use pack::{BlobKind, Encoding, Entry};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -134,8 +134,15 @@ pub struct Store {
     kept: Mutex<HashSet<PackId>>,
 }
 
-/// The frame a thread opened last: (store, pack, payload offset) and the frame.
+/// A frame a thread opened: (store, pack, payload offset) and the frame.
 type LastFrame = ((u64, u32, u32), pack::frame::Opened);
+
+/// The most frames a thread keeps open (a restore alternating between a full backup's frames
+/// and an incremental's, or a file whose blocks span frames of several backups).
+const FRAMES_KEPT: usize = 6;
+/// The most content bytes the frames a thread keeps hold (the last one opened is kept
+/// whatever its size, at most `frame::FRAME_MAX`).
+const FRAMES_KEPT_BYTES: usize = 8 << 20;
 
 /// Where pack `id` lives below `trayback/`: `packs/<xx>/<id>.pack`.
 pub fn pack_rel(id: &PackId) -> String {
@@ -498,11 +505,14 @@ impl Store {
         })
     }
 
-    /// Read a blob in a frame: the frame is opened once and kept (per thread, the last one),
-    /// so reading its blobs one after another opens it once.
+    /// Read a blob in a frame: the frame is opened once and kept (per thread, the last few
+    /// opened, [`FRAMES_KEPT`] at most and [`FRAMES_KEPT_BYTES`] of content), so reading its
+    /// blobs one after another, or alternately from a few frames (a restore after
+    /// incrementals), opens each about once.
     fn read_framed(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
         thread_local! {
-            static LAST: std::cell::RefCell<Option<LastFrame>> = const { std::cell::RefCell::new(None) };
+            static KEPT: std::cell::RefCell<VecDeque<LastFrame>> =
+                const { std::cell::RefCell::new(VecDeque::new()) };
         }
         let e = loc.entry(id);
         let bad = |detail: String| {
@@ -513,23 +523,40 @@ impl Store {
             }
         };
         let key = (self.serial, loc.pack, loc.offset);
-        LAST.with(|last| {
-            let mut last = last.borrow_mut();
-            if last.as_ref().is_none_or(|(k, _)| *k != key) {
-                *last = None;
-                let frame = self
-                    .frames
-                    .read()
-                    .unwrap()
-                    .get(&(loc.pack, loc.offset))
-                    .copied();
-                let frame = frame.ok_or_else(|| bad("its frame is not indexed".into()))?;
-                let payload = self.read_payload(id, loc)?;
-                let head = pack::frame::record_of(&e, frame);
-                let content = pack::frame::open(&self.crypt, &head, &payload).map_err(bad)?;
-                *last = Some((key, content));
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            match kept.iter().position(|(k, _)| *k == key) {
+                // Most recently used first.
+                Some(i) => {
+                    let hit = kept.remove(i).expect("just found");
+                    kept.push_front(hit);
+                }
+                None => {
+                    let frame = self
+                        .frames
+                        .read()
+                        .unwrap()
+                        .get(&(loc.pack, loc.offset))
+                        .copied();
+                    let frame = frame.ok_or_else(|| bad("its frame is not indexed".into()))?;
+                    let payload = self.read_payload(id, loc)?;
+                    let head = pack::frame::record_of(&e, frame);
+                    let opened = pack::frame::open(&self.crypt, &head, &payload).map_err(bad)?;
+                    kept.push_front((key, opened));
+                    let mut bytes = 0;
+                    let keep = kept
+                        .iter()
+                        .take(FRAMES_KEPT)
+                        .take_while(|(_, f)| {
+                            bytes += f.content_len();
+                            bytes <= FRAMES_KEPT_BYTES
+                        })
+                        .count()
+                        .max(1);
+                    kept.truncate(keep);
+                }
             }
-            let (_, opened) = last.as_ref().expect("just filled");
+            let (_, opened) = kept.front().expect("just filled");
             opened
                 .blob(&self.crypt, &e)
                 .map(|b| b.to_vec())

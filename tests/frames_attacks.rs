@@ -177,7 +177,6 @@ fn cpu_of(env: &Env, args: &[&str]) -> std::time::Duration {
 /// against 10 s of wall time; this test's 4 000 files: 4.3 s against 0.03 s). Such
 /// interleaving is what any history of incrementals has.
 #[test]
-#[ignore = "finding F3: one cached frame per thread; a restore of interleaved incrementals decompresses a frame per file"]
 fn a_restore_after_an_incremental_opens_each_frame_about_once() {
     let mut cpu = Vec::new();
     for format in [3, 2] {

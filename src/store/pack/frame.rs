@@ -172,6 +172,11 @@ pub fn authentic(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<(), Stri
 }
 
 impl Opened {
+    /// The content's length (what keeping this frame open holds).
+    pub fn content_len(&self) -> usize {
+        self.content.len()
+    }
+
     /// Blob `e` (a trailer entry of a blob in this frame): at a place the frame's table
     /// names, and with the id its bytes hash to.
     pub fn blob(&self, crypt: &Crypt, e: &Entry) -> Result<&[u8], String> {
