@@ -286,6 +286,27 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_whose_blobs_are_not_those_its_header_names_is_not_salvaged() {
+        let (a, b) = (vec![1u8; 5000], vec![2u8; 7000]);
+        let c = content([5000, 7000].into_iter(), [a.clone(), b.clone()].concat());
+        let ids = [BlockId::of(&a), BlockId::of(&b)];
+        let f = encode(&Crypt::Plain, BlobKind::Data, &ids, &c, 3).unwrap();
+        assert_eq!(f.id, frame_id(&Crypt::Plain, &ids));
+        let n = f.payload.len() as u32;
+        let opened = open(&Crypt::Plain, &head(f.frame_len, n), &f.payload).unwrap();
+        let named = |id| Entry {
+            id,
+            ..head(f.frame_len, f.payload.len() as u32)
+        };
+        let found = entries_of(&Crypt::Plain, &named(f.id), &opened).unwrap();
+        assert_eq!(found.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        // The same blobs in another order, or another frame's id, do not match.
+        let swapped = frame_id(&Crypt::Plain, [&ids[1], &ids[0]]);
+        assert!(entries_of(&Crypt::Plain, &named(swapped), &opened).is_err());
+        assert!(entries_of(&Crypt::Plain, &named(BlockId([0; 32])), &opened).is_err());
+    }
+
+    #[test]
     fn hostile_frames_are_refused_before_allocating() {
         // A table that claims more blobs than allowed, or lengths past the content.
         let mut c = content([3].into_iter(), b"abc".to_vec());
