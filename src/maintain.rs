@@ -56,7 +56,7 @@ impl Pared {
 /// over the distinct listings (each read once, an explicit stack).
 pub fn sharing(m: &Medium) -> Result<Sharing> {
     let mut g = share::Builder::default();
-    let size = |id: &BlockId| m.store().locate(id).map_or(0, |(_, e)| e.stored_len as u64);
+    let size = |id: &BlockId| m.store().locate(id).map_or(0, |(_, e)| e.stored_share());
     let mut todo: Vec<(BlockId, u32)> = Vec::new();
     for b in &m.tree().backups {
         let root = m.header(b.id)?.root;
@@ -120,7 +120,7 @@ pub fn usage(m: &Medium) -> Result<(u64, u64)> {
     let live_bytes = live
         .iter()
         .filter_map(|id| m.store().locate(id))
-        .map(|(_, e)| e.stored_len as u64)
+        .map(|(_, e)| e.stored_share())
         .sum();
     Ok((packs, live_bytes))
 }
@@ -323,6 +323,9 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
     let fixed = headers.iter().find_map(|h| m.listing(&h.root).ok());
     if fixed.is_some_and(|l| l.format == crate::listing::LISTING_FORMAT_FIXED) {
         tree.format = crate::tree::TREE_FORMAT_FIXED;
+    } else if m.store().has_unframed_packs() {
+        // Packs written before frames: the medium keeps writing packs of their version.
+        tree.format = crate::tree::TREE_FORMAT_CDC;
     }
     m.replace_tree(tree)?;
     notes.push(format!(

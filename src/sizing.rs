@@ -35,7 +35,9 @@ pub fn history(m: &Medium, sched: &Schedule) -> Result<History> {
     let span = match (by_time.first(), by_time.last()) {
         (Some(a), Some(b)) if b.started > a.started => Some((b.started - a.started).num_seconds()),
         _ => None,
-    };
+    }
+    // Whole seconds: backups less than one apart have no span to divide by.
+    .filter(|s| *s > 0);
     // Saturating: the sizes come from the medium's tree, which a forged medium may inflate.
     let stored_after_first = by_time
         .iter()

@@ -31,7 +31,7 @@ pub use check::{check_pack, check_pack_as, CheckFn, Depth, PackCheck};
 pub use gc::{GcReport, Reclaim, GC_MARGIN, SURVIVOR_OVERHEAD};
 use index::BlobIndex;
 use pack::{BlobKind, Encoding, Entry};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ pub struct PackInfo {
 }
 
 /// Where a blob is: its pack (position in the pack list) and trailer entry, without the id
-/// (the index's key), in 20 bytes: a pack is at most [`MAX_PACK_LEN`] long, so an offset in
+/// (the index's key), in 28 bytes: a pack is at most [`MAX_PACK_LEN`] long, so an offset in
 /// it fits 32 bits.
 #[derive(Clone, Copy, Debug)]
 struct Loc {
@@ -63,6 +63,9 @@ struct Loc {
     pack: u32,
     raw_len: u32,
     stored_len: u32,
+    /// A blob in a frame: its place in the frame's content, and the content's length.
+    at: u32,
+    frame_len: u32,
     kind: BlobKind,
     encoding: Encoding,
 }
@@ -78,6 +81,8 @@ impl Loc {
             pack,
             raw_len: e.raw_len,
             stored_len: e.stored_len,
+            at: e.at,
+            frame_len: e.frame_len,
             kind: e.kind,
             encoding: e.encoding,
         })
@@ -91,6 +96,8 @@ impl Loc {
             raw_len: self.raw_len,
             stored_len: self.stored_len,
             offset: u64::from(self.offset),
+            at: self.at,
+            frame_len: self.frame_len,
         }
     }
 }
@@ -99,9 +106,17 @@ pub struct Store {
     dir: Arc<Beneath>,
     crypt: Crypt,
     level: i32,
+    /// Whether new packs are of version 3 or 4 (frames, FORMAT.md "Frames"). Readers accept
+    /// both kinds whatever this says.
+    framed: bool,
+    /// This store's number in the process (keys the per-thread cache of the last frame read).
+    serial: u64,
     packs: RwLock<Vec<PackInfo>>,
     /// Every indexed blob's place (compact: see `store::index`).
     index: RwLock<BlobIndex>,
+    /// The id of each indexed frame ((pack, payload offset): `frame::frame_id` of the trailer
+    /// entries naming it), a reader's associated data: one per frame, not per blob.
+    frames: RwLock<HashMap<(u32, u32), BlockId>>,
     /// Packs (positions in `packs`) whose trailers are not in `index` yet. Opening reads the
     /// listing packs only: a backup with nothing changed, `ls` or `diff` never need the data
     /// packs' trailers (200 000 of them take longer to index than such a backup takes to walk).
@@ -118,6 +133,16 @@ pub struct Store {
     /// pare again for them.
     kept: Mutex<HashSet<PackId>>,
 }
+
+/// A frame a thread opened: (store, pack, payload offset) and the frame.
+type LastFrame = ((u64, u32, u32), pack::frame::Opened);
+
+/// The most frames a thread keeps open (a restore alternating between a full backup's frames
+/// and an incremental's, or a file whose blocks span frames of several backups).
+const FRAMES_KEPT: usize = 6;
+/// The most content bytes the frames a thread keeps hold (the last one opened is kept
+/// whatever its size, at most `frame::FRAME_MAX`).
+const FRAMES_KEPT_BYTES: usize = 8 << 20;
 
 /// Where pack `id` lives below `trayback/`: `packs/<xx>/<id>.pack`.
 pub fn pack_rel(id: &PackId) -> String {
@@ -145,13 +170,20 @@ impl Store {
         dir: Arc<Beneath>,
         level: i32,
         crypt: Crypt,
+        framed: bool,
     ) -> Result<(Store, Vec<PackDamage>)> {
         let store = Store {
             dir,
             crypt,
             level,
+            framed,
+            serial: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             packs: RwLock::new(Vec::new()),
             index: RwLock::new(BlobIndex::default()),
+            frames: RwLock::new(HashMap::new()),
             unindexed: Mutex::new(Vec::new()),
             all_indexed: AtomicBool::new(false),
             expected_data_blocks: AtomicU64::new(0),
@@ -218,6 +250,7 @@ impl Store {
             // of backups that was most of the time an open took).
             let (info, entries, detail) = store.read_pack_index(id, &file);
             let n = store.register(info, &[]);
+            store.note_frames(n, &entries);
             listed.extend(entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))));
             if let Some(detail) = detail {
                 damage.push(PackDamage { path: p, detail });
@@ -243,7 +276,22 @@ impl Store {
             entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
             true,
         );
+        self.note_frames(n, entries);
         n
+    }
+
+    /// Remember the id of each frame in pack `n` (its trailer `entries`, checked).
+    fn note_frames(&self, n: u32, entries: &[Entry]) {
+        let mut frames = self.frames.write().unwrap();
+        for group in entries.chunk_by(|a, b| a.offset == b.offset) {
+            let e = &group[0];
+            if e.encoding.inner() == Encoding::Frame {
+                if let Ok(offset) = u32::try_from(e.offset) {
+                    let id = pack::frame::frame_id(&self.crypt, group.iter().map(|b| &b.id));
+                    frames.insert((n, offset), id);
+                }
+            }
+        }
     }
 
     /// Index the records of pack `id`, registered already at `n` (from its trailer, or, if
@@ -254,6 +302,7 @@ impl Store {
             entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
             false,
         );
+        self.note_frames(n, &entries);
         damage.map_or(Ok(()), Err)
     }
 
@@ -331,6 +380,21 @@ impl Store {
         self.index.read().unwrap().get(id)
     }
 
+    /// Whether some pack on the medium is of version 1 or 2 (written before frames): a tree
+    /// rebuilt for such a medium keeps the format that writes them.
+    pub fn has_unframed_packs(&self) -> bool {
+        self.packs().iter().any(|p| {
+            self.open_pack(&p.id).is_ok_and(|(f, _)| {
+                let mut h = [0u8; 12];
+                f.read_exact_at(&mut h, 0).is_ok()
+                    && matches!(
+                        u32::from_le_bytes(h[8..12].try_into().unwrap()),
+                        pack::PACK_VERSION | pack::PACK_VERSION_SEALED
+                    )
+            })
+        })
+    }
+
     /// Where pack `id` is, for messages.
     pub fn pack_path(&self, id: &PackId) -> PathBuf {
         self.dir.shown(&pack_rel(id))
@@ -395,6 +459,10 @@ impl Store {
                 .write()
                 .unwrap()
                 .retain(|loc| loc.pack as usize != n);
+            self.frames
+                .write()
+                .unwrap()
+                .retain(|&(pack, _), _| pack as usize != n);
         }
     }
 
@@ -433,6 +501,9 @@ impl Store {
     /// Read a block or listing blob and check its hash.
     pub fn read(&self, id: &BlockId) -> Result<Vec<u8>> {
         let loc = self.loc(id).ok_or(Error::MissingBlock(*id))?;
+        if loc.encoding.inner() == Encoding::Frame {
+            return self.read_framed(*id, loc);
+        }
         let payload = self.read_payload(*id, loc)?;
         pack::decode(&self.crypt, &loc.entry(*id), &payload).map_err(|detail| {
             let pack = self.packs.read().unwrap()[loc.pack as usize].id;
@@ -440,6 +511,65 @@ impl Store {
                 id: *id,
                 detail: format!("in {}: {detail}", self.pack_path(&pack).display()),
             }
+        })
+    }
+
+    /// Read a blob in a frame: the frame is opened once and kept (per thread, the last few
+    /// opened, [`FRAMES_KEPT`] at most and [`FRAMES_KEPT_BYTES`] of content), so reading its
+    /// blobs one after another, or alternately from a few frames (a restore after
+    /// incrementals), opens each about once.
+    fn read_framed(&self, id: BlockId, loc: Loc) -> Result<Vec<u8>> {
+        thread_local! {
+            static KEPT: std::cell::RefCell<VecDeque<LastFrame>> =
+                const { std::cell::RefCell::new(VecDeque::new()) };
+        }
+        let e = loc.entry(id);
+        let bad = |detail: String| {
+            let pack = self.packs.read().unwrap()[loc.pack as usize].id;
+            Error::BadBlock {
+                id,
+                detail: format!("in {}: {detail}", self.pack_path(&pack).display()),
+            }
+        };
+        let key = (self.serial, loc.pack, loc.offset);
+        KEPT.with(|kept| {
+            let mut kept = kept.borrow_mut();
+            match kept.iter().position(|(k, _)| *k == key) {
+                // Most recently used first.
+                Some(i) => {
+                    let hit = kept.remove(i).expect("just found");
+                    kept.push_front(hit);
+                }
+                None => {
+                    let frame = self
+                        .frames
+                        .read()
+                        .unwrap()
+                        .get(&(loc.pack, loc.offset))
+                        .copied();
+                    let frame = frame.ok_or_else(|| bad("its frame is not indexed".into()))?;
+                    let payload = self.read_payload(id, loc)?;
+                    let head = pack::frame::record_of(&e, frame);
+                    let opened = pack::frame::open(&self.crypt, &head, &payload).map_err(bad)?;
+                    kept.push_front((key, opened));
+                    let mut bytes = 0;
+                    let keep = kept
+                        .iter()
+                        .take(FRAMES_KEPT)
+                        .take_while(|(_, f)| {
+                            bytes += f.content_len();
+                            bytes <= FRAMES_KEPT_BYTES
+                        })
+                        .count()
+                        .max(1);
+                    kept.truncate(keep);
+                }
+            }
+            let (_, opened) = kept.front().expect("just filled");
+            opened
+                .blob(&self.crypt, &e)
+                .map(|b| b.to_vec())
+                .map_err(bad)
         })
     }
 

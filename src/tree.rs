@@ -19,8 +19,12 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The tree format of new media: their files are cut into content-defined blocks.
-pub const TREE_FORMAT: u32 = 2;
+/// The tree format of new media: their files are cut into content-defined blocks, and their
+/// packs hold frames (pack versions 3 and 4, FORMAT.md "Frames").
+pub const TREE_FORMAT: u32 = 3;
+/// The tree format of media made with content-defined blocks before frames: they keep
+/// writing packs of versions 1 and 2.
+pub const TREE_FORMAT_CDC: u32 = 2;
 /// The tree format of media made before content-defined blocks: they keep fixed 256 KiB
 /// blocks (FORMAT.md "Blobs and blob ids"), read and written as ever.
 pub const TREE_FORMAT_FIXED: u32 = 1;

@@ -36,8 +36,8 @@ fn a_tree_turned_back_to_fixed_blocks_never_yields_a_verified_backup_that_cannot
     env.backup(&["--kind", "monthly"]);
     let tree = env.medium.join("trayback/tree.yaml");
     let t = fs::read_to_string(&tree).unwrap();
-    assert!(t.starts_with("format: 2\n"), "{t}");
-    fs::write(&tree, t.replacen("format: 2", "format: 1", 1)).unwrap();
+    assert!(t.starts_with("format: 3\n"), "{t}");
+    fs::write(&tree, t.replacen("format: 3", "format: 1", 1)).unwrap();
     // A small change next to the unchanged large file, then two incrementals: the first
     // writes the listing of `d` and fails verification, the second (whose parent is the
     // monthly again) writes the same listing and finds it stored.

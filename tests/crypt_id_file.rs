@@ -80,6 +80,13 @@ fn a_format_3_medium_is_read_and_written_and_upgraded_at_its_first_key_change() 
     write(&env.src.join("new.txt"), b"after the upgrade of trayback");
     env.backup(&["--kind", "weekly"]);
     assert_eq!(media_format(&env.medium), "3");
+    // Its tree is format 2 (made before frames): it keeps writing packs of version 2.
+    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
+        for p in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let b = fs::read(p.unwrap().path()).unwrap();
+            assert_eq!(b[8..12], 2u32.to_le_bytes(), "a pack of another version");
+        }
+    }
     let v3 = fs::read(env.medium.join("trayback/media.yaml")).unwrap();
     // Its first change of key slots writes format 4, generation 1.
     env.ok(&["media", "passphrase", "{medium}", "--remove"]);

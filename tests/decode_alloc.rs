@@ -102,6 +102,8 @@ fn decoding_allocates_in_proportion_to_the_input() {
         raw_len: 4096,
         stored_len: big.len() as u32,
         offset: 60,
+        at: 0,
+        frame_len: 0,
     };
     let peak = peak_of(|| pack::decode(&trayback::crypt::Crypt::Plain, &e, &big));
     assert!(peak < 64 << 10, "{peak}");

@@ -49,9 +49,11 @@ fn packs(env: &Env) -> Vec<(std::path::PathBuf, u64, u32, Vec<TrailerEntry>)> {
             let flags = u32::from_le_bytes(d[foot + 8..foot + 12].try_into().unwrap());
             let count = u32::from_le_bytes(d[foot + 12..foot + 16].try_into().unwrap()) as usize;
             let toff = u64::from_le_bytes(d[foot + 16..foot + 24].try_into().unwrap()) as usize;
+            // Trailer entries: 52 bytes, 60 in packs of version 3 (FORMAT.md "Frames").
+            let size = if d[8] == 3 { 60 } else { 52 };
             let entries = (0..count)
                 .map(|i| {
-                    let e = &d[toff + 52 * i..toff + 52 * (i + 1)];
+                    let e = &d[toff + size * i..toff + size * (i + 1)];
                     (
                         e[..32].try_into().unwrap(),
                         u32::from_le_bytes(e[36..40].try_into().unwrap()),
@@ -220,7 +222,7 @@ fn duplicate_copies_do_not_make_the_survey_read_the_indexed_copy_each_time() {
     let dir = env.medium.join("trayback/packs/ff");
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{pid}.pack"))).unwrap();
-    let mut w = PackWriter::new(pid, f, &trayback::crypt::Crypt::Plain).unwrap();
+    let mut w = PackWriter::new(pid, f, &trayback::crypt::Crypt::Plain, false).unwrap();
     for _ in 0..250_000 {
         w.append(id, BlobKind::Data, enc, raw.len() as u32, &payload)
             .unwrap();

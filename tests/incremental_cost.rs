@@ -179,8 +179,8 @@ fn a_medium_of_tree_format_1_keeps_fixed_blocks() {
     // What trayback before content-defined blocks enrolled: the same files, tree format 1.
     let tree = env.medium.join("trayback/tree.yaml");
     let t = fs::read_to_string(&tree).unwrap();
-    assert!(t.starts_with("format: 2\n"), "{t}");
-    fs::write(&tree, t.replacen("format: 2", "format: 1", 1)).unwrap();
+    assert!(t.starts_with("format: 3\n"), "{t}");
+    fs::write(&tree, t.replacen("format: 3", "format: 1", 1)).unwrap();
     let big = env.src.join("db.img");
     fs::write(&big, bytes(5, (12 << 20) + 5)).unwrap();
     let b1 = env.backup(&["--kind", "monthly"]);

@@ -10,7 +10,9 @@ trailer's MAC checked), walks the listings to PATH_IN_BACKUP and writes that fil
 to OUTPUT, every record opened with XChaCha20-Poly1305 and every block checked against its
 keyed id, the file's number of blocks checked against its size by its listing's format (2:
 fixed 256 KiB blocks, 3: content-defined, 192 KiB to 1 MiB) and their lengths against the size.
-Reads media of tree format 1 and 2.
+Reads media of tree formats 1, 2 and 3 (packs of version 2, and of version 4 with frames:
+several blobs compressed together, each taken out of its frame's content at the place the
+frame's table and the trailer name).
 Uses the `cryptography` package (ChaCha20-Poly1305, Argon2id), PyYAML and the `zstd` tool;
 XChaCha20 is built here from HChaCha20 (draft-irtf-cfrg-xchacha), as FORMAT.md says.
 """
@@ -159,33 +161,95 @@ def index_packs(medium, media_id, pack_mac_key):
         for name in sorted(os.listdir(os.path.join(root, sub))):
             path = os.path.join(root, sub, name)
             b = open(path, "rb").read()
-            if b[:8] != b"TRAYPACK" or struct.unpack("<I", b[8:12])[0] != 2:
+            version = struct.unpack("<I", b[8:12])[0]
+            if b[:8] != b"TRAYPACK" or version not in (2, 4):
                 fail(f"{path}: not an encrypted pack")
+            size = 60 if version == 4 else 52
             footer = b[-64:]
             writer, flags, count, toff = struct.unpack("<QIIQ", footer[:24])
-            trailer = b[toff:toff + 52 * count]
+            if toff + size * count + 64 != len(b):
+                fail(f"{path}: trailer offset does not match the file length")
+            trailer = b[toff:toff + size * count]
             pack_id = bytes.fromhex(name[:-5])
             mac = hmac.new(pack_mac_key, media_id + pack_id + b[:16] + trailer + footer[:24],
                            hashlib.sha256).digest()
             if not hmac.compare_digest(mac, footer[24:56]) or footer[56:] != b"TRAYPEND":
                 fail(f"{path}: trailer does not authenticate")
+            # The ids of the blobs of each frame (by payload offset), in trailer order.
+            members = {}
             for i in range(count):
-                e = trailer[52 * i:52 * i + 52]
+                e = trailer[size * i:size * i + size]
                 (offset,) = struct.unpack("<Q", e[44:52])
-                index[e[:32]] = (b, e[:44], offset)
+                at, frame_len = struct.unpack("<II", e[52:60]) if size == 60 else (0, 0)
+                if e[33] == 0x82 and version != 4:
+                    fail(f"{path}: a frame in a pack of version 2")
+                ids = members.setdefault(offset, []) if e[33] == 0x82 else []
+                ids.append(e[:32])
+                index[e[:32]] = (b, e[:44], offset, at, frame_len, ids)
     return index
 
 
-def read_blob(index, blob_id, media_id, enc_key, id_key):
-    b, header, offset = index[blob_id]
-    kind, enc, raw_len, stored_len = header[32], header[33], *struct.unpack("<II", header[36:44])
-    if enc not in (0x80, 0x81):
-        fail("a plaintext record on an encrypted medium")
-    inner = open_sealed(enc_key, b"trayback blob v1" + media_id + header,
+def unzstd(data, cap):
+    out = subprocess.run(["zstd", "-d", "-c", "-q"], input=data, capture_output=True,
+                         check=True).stdout
+    if len(out) > cap:
+        fail("a payload inflates past its recorded length")
+    return out
+
+
+LAST_FRAME = {}
+
+
+def open_frame(b, header, offset, frame_len, members, media_id, enc_key, id_key):
+    """A frame's content (FORMAT.md "Frames"), checked against its table; the last one kept.
+    Its record header's id is the keyed hash of the ids of the blobs the trailer puts in it."""
+    key = (id(b), offset)
+    if key in LAST_FRAME:
+        return LAST_FRAME[key]
+    stored_len = struct.unpack("<I", header[40:44])[0]
+    if frame_len > 4194304:
+        fail("a frame longer than 4 MiB")
+    frame_id = hmac.new(id_key, b"trayback frame v1" + b"".join(members), hashlib.sha256).digest()
+    frame_header = frame_id + header[32:34] + bytes(2) + struct.pack("<II", frame_len, stored_len)
+    if b[offset - 44:offset] != frame_header:
+        fail("a frame record's header does not match the trailer")
+    inner = open_sealed(enc_key, b"trayback blob v1" + media_id + frame_header,
                         b[offset:offset + stored_len])
-    if enc == 0x81:
-        inner = subprocess.run(["zstd", "-d", "-c", "-q"], input=inner, capture_output=True,
-                               check=True).stdout
+    content = unzstd(inner, frame_len)
+    if len(content) != frame_len:
+        fail("a frame does not inflate to its recorded length")
+    (count,) = struct.unpack("<I", content[-4:])
+    table = frame_len - 4 - 4 * count
+    if not 1 <= count <= 65536 or table < 0:
+        fail("a frame's table is out of bounds")
+    lens = struct.unpack(f"<{count}I", content[table:frame_len - 4])
+    places, at = set(), 0
+    for n in lens:
+        places.add((at, n))
+        at += n
+    if at != table:
+        fail("a frame's table does not cover its content")
+    LAST_FRAME.clear()
+    LAST_FRAME[key] = (content, places)
+    return content, places
+
+
+def read_blob(index, blob_id, media_id, enc_key, id_key):
+    b, header, offset, at, frame_len, members = index[blob_id]
+    kind, enc, raw_len, stored_len = header[32], header[33], *struct.unpack("<II", header[36:44])
+    if enc not in (0x80, 0x81, 0x82):
+        fail("a plaintext record on an encrypted medium")
+    if enc == 0x82:
+        content, places = open_frame(b, header, offset, frame_len, members, media_id, enc_key,
+                                     id_key)
+        if (at, raw_len) not in places:
+            fail("a blob's place is not one its frame's table names")
+        inner = content[at:at + raw_len]
+    else:
+        inner = open_sealed(enc_key, b"trayback blob v1" + media_id + header,
+                            b[offset:offset + stored_len])
+        if enc == 0x81:
+            inner = unzstd(inner, raw_len)
     if len(inner) != raw_len or hmac.new(id_key, inner, hashlib.sha256).digest() != blob_id:
         fail("a blob does not match its keyed id")
     return inner
@@ -242,7 +306,7 @@ def main():
     pack_mac_key = subkey(data_key, "trayback pack trailer v1")
     _, tree_text = open_file(medium, "tree.sealed", 1, media_id, enc_key)
     tree = yaml.safe_load(tree_text)
-    if tree["format"] not in (1, 2):
+    if tree["format"] not in (1, 2, 3):
         fail(f"tree format {tree['format']} is not known")
     newest = max(b["id"] for b in tree["backups"])
     counter, header_text = open_file(medium, f"backups/{newest:08}/header.sealed", 2,

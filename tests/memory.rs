@@ -23,29 +23,20 @@ use util::*;
 const BOUND_MIB: u64 = 48;
 
 /// Run `trayback args` to the end; its peak RSS in MiB (from `wait4`, the kernel's count).
-// The child is reaped by `wait4`, which `Child` does not know of.
-#[allow(clippy::zombie_processes)]
 fn peak_mib(env: &Env, args: &[&str]) -> u64 {
     let log = env.path("cmd.err");
-    let child = env
-        .command_as(&env.state_dir(), args)
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, filled by wait4.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, writing into the two locals.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as i32, "wait4 failed");
-    let code = libc::WEXITSTATUS(status);
+    let u = run_measured(
+        env.command_as(&env.state_dir(), args)
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log).unwrap()),
+    );
     assert!(
-        libc::WIFEXITED(status) && (code == 0 || code == 3),
-        "trayback {args:?} failed ({status}): {}",
+        matches!(u.code, Some(0 | 3)),
+        "trayback {args:?} failed ({:?}): {}",
+        u.code,
         fs::read_to_string(&log).unwrap_or_default()
     );
-    usage.ru_maxrss as u64 / 1024
+    u.peak_kib / 1024
 }
 
 #[test]

@@ -298,7 +298,7 @@ fn write_pack(
     let dir = medium.join("trayback/packs").join(&name[..2]);
     fs::create_dir_all(&dir).unwrap();
     let f = fs::File::create(dir.join(format!("{name}.pack"))).unwrap();
-    let mut w = PackWriter::new(id, f, &Crypt::Plain).unwrap();
+    let mut w = PackWriter::new(id, f, &Crypt::Plain, false).unwrap();
     w.append(rec.0, rec.1, rec.2, rec.3, rec.4).unwrap();
     w.finish(1, flags).unwrap();
 }
@@ -1157,6 +1157,8 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
             raw_len: raw.len() as u32,
             stored_len: raw.len() as u32,
             offset: at + 44,
+            at: 0,
+            frame_len: 0,
         });
         at += 44 + raw.len() as u64;
     }
@@ -1228,6 +1230,8 @@ fn trailer_entries_that_repeat_or_overlap_a_record_are_refused() {
                     raw_len: listing.len() as u32,
                     stored_len: listing.len() as u32,
                     offset: 60,
+                    at: 0,
+                    frame_len: 0,
                 }
             })
             .collect();

@@ -156,7 +156,23 @@ pub fn check_pack_as(dir: &Beneath, crypt: &Crypt, id: &PackId, depth: Depth) ->
     let mut pos = 0u64;
     let mut head = [0u8; pack::RECORD_HEADER_LEN as usize];
     let mut payload = Vec::new();
-    for e in &trailer.entries {
+    let mut i = 0;
+    while i < trailer.entries.len() {
+        let e = &trailer.entries[i];
+        // A frame's blobs are consecutive entries naming it: it is read and opened once, and
+        // every blob in it is checked against its id (at either depth).
+        let n = trailer.entries[i..]
+            .iter()
+            .take_while(|f| f.offset == e.offset)
+            .count();
+        let blobs = &trailer.entries[i..i + n];
+        i += n;
+        let framed = e.encoding.inner() == pack::Encoding::Frame;
+        let want = if framed {
+            pack::frame::record_of(e, pack::frame::frame_id(crypt, blobs.iter().map(|b| &b.id)))
+        } else {
+            *e
+        };
         let start = e.offset - pack::RECORD_HEADER_LEN;
         let read = (|| -> std::io::Result<()> {
             if start != pos {
@@ -167,17 +183,48 @@ pub fn check_pack_as(dir: &Beneath, crypt: &Crypt, id: &PackId, depth: Depth) ->
             r.read_exact(&mut payload)
         })();
         pos = e.offset + e.stored_len as u64;
+        let mut damaged = |detail: String| {
+            for b in blobs {
+                out.damage.push((Some(b.id), detail.clone()));
+            }
+        };
         if let Err(err) = read {
-            out.damage
-                .push((Some(e.id), format!("cannot read from pack {id}: {err}")));
+            damaged(format!("cannot read from pack {id}: {err}"));
             pos = u64::MAX;
             continue;
         }
-        if pack::parse_record_header(&head, e.offset).as_ref() != Some(e) {
-            out.damage.push((
-                Some(e.id),
-                format!("record header in pack {id} does not match the trailer"),
+        if pack::parse_record_header(&head, e.offset) != Some(want) {
+            damaged(format!(
+                "record header in pack {id} does not match the trailer"
             ));
+            continue;
+        }
+        if framed && crypt.is_sealed() && depth == Depth::AsWritten {
+            // As a sealed blob record: the tag proves the medium returns exactly what the
+            // writer sealed (the trailer's MAC, each blob's place in it).
+            match pack::frame::authentic(crypt, &want, &payload) {
+                Ok(()) => out.good += blobs.len() as u64,
+                Err(detail) => damaged(format!("in {}: {detail}", dir.shown(&rel).display())),
+            }
+            continue;
+        }
+        if framed {
+            let content = match pack::frame::open(crypt, &want, &payload) {
+                Ok(c) => c,
+                Err(detail) => {
+                    damaged(format!("in {}: {detail}", dir.shown(&rel).display()));
+                    continue;
+                }
+            };
+            for b in blobs {
+                match content.blob(crypt, b) {
+                    Ok(_) => out.good += 1,
+                    Err(detail) => out.damage.push((
+                        Some(b.id),
+                        format!("in {}: {detail}", dir.shown(&rel).display()),
+                    )),
+                }
+            }
             continue;
         }
         let checked = match depth {

@@ -55,7 +55,7 @@ impl Store {
                 if is_live(&e.id) && (here || bad_original()) {
                     p.alive.push(e);
                 } else {
-                    p.dead += e.stored_len as u64 + pack::RECORD_HEADER_LEN;
+                    p.dead += e.stored_share() + pack::RECORD_HEADER_LEN;
                 }
             }
             if self.kept.lock().unwrap().contains(&p.id) {
@@ -79,7 +79,7 @@ impl Store {
                 live: p
                     .alive
                     .iter()
-                    .map(|e| (index[&e.id], e.stored_len as u64))
+                    .map(|e| (index[&e.id], e.stored_share()))
                     .collect(),
             })
             .collect())
@@ -134,6 +134,20 @@ impl Store {
                     id: e.id,
                     detail: "offset past the end of any pack".into(),
                 });
+                if e.encoding.inner() == pack::Encoding::Frame {
+                    // A blob in a frame moves by itself: taken out of its frame (opened once
+                    // for all its survivors) and written anew, into a frame of the new pack.
+                    match loc.and_then(|loc| self.read_framed(e.id, loc)) {
+                        Ok(raw) => self.put_moved(e.kind, e.id, &raw)?,
+                        Err(cause) => {
+                            tracing::warn!(pack = %p.id, %cause, "garbage collection keeps a pack it cannot read whole");
+                            self.kept.lock().unwrap().insert(p.id);
+                            whole = false;
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 let payload = match loc.and_then(|loc| self.read_payload(e.id, loc)) {
                     Ok(payload) => payload,
                     Err(cause) => {
@@ -198,13 +212,14 @@ impl PackSurvey {
     fn alive_len(&self) -> u64 {
         self.alive
             .iter()
-            .map(|e| e.stored_len as u64 + SURVIVOR_OVERHEAD)
+            .map(|e| e.stored_share() + SURVIVOR_OVERHEAD)
             .sum()
     }
 }
 
-/// What a blob costs in a pack beyond its stored bytes: its record header and trailer entry.
-pub const SURVIVOR_OVERHEAD: u64 = pack::RECORD_HEADER_LEN + pack::TRAILER_ENTRY_LEN as u64;
+/// What a blob costs in a pack beyond its stored bytes: its record header and trailer entry
+/// (at most; a blob in a frame shares its frame's header).
+pub const SURVIVOR_OVERHEAD: u64 = pack::RECORD_HEADER_LEN + pack::TRAILER_ENTRY_LEN_FRAMED as u64;
 
 /// The packs garbage collection deletes whole, and those it rewrites as `reclaim` says in the
 /// order it rewrites them: deadest first, the most space back for the least copying.

@@ -2,9 +2,9 @@
 //!
 //! A medium of 2 000 000 files holds some 2 000 000 blobs; a hash map of them took 57 bytes a
 //! bucket in twice as many buckets as entries (~240 MB). Here they are two sorted vectors of
-//! 52-byte slots: `main`, and `fresh`, which takes what packs add until it is an eighth of
+//! 60-byte slots: `main`, and `fresh`, which takes what packs add until it is an eighth of
 //! `main`'s size and is then merged into it in place (from the back, so no second copy is
-//! made). So memory is 52 bytes a blob plus at most an eighth, and adding a pack costs time
+//! made). So memory is 60 bytes a blob plus at most an eighth, and adding a pack costs time
 //! in proportion to the fresh part only.
 //!
 //! Invariants: both vectors are sorted by id and hold each id at most once between them;
@@ -118,6 +118,8 @@ mod tests {
             pack,
             raw_len: 1,
             stored_len: 1,
+            at: 0,
+            frame_len: 0,
             kind: BlobKind::Data,
             encoding: Encoding::Raw,
         }

@@ -16,12 +16,13 @@
 //! and decoded, and the caps that keeps, is `codec`'s.
 
 mod codec;
+pub mod frame;
 
 use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
 use crate::store::{MAX_BLOCK, PACK_TARGET};
-pub use codec::{check, compress, decode, encode};
+pub use codec::{check, compress, decode, encode, encode_raw, incompressible};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -32,9 +33,17 @@ pub const PACK_END_MAGIC: &[u8; 8] = b"TRAYPEND";
 pub const PACK_VERSION: u32 = 1;
 /// The version of a pack of an encrypted medium: sealed records, a MAC over the trailer.
 pub const PACK_VERSION_SEALED: u32 = 2;
+/// The version of a pack that may hold frames (several blobs compressed together, FORMAT.md
+/// "Frames"), on a plaintext medium ...
+pub const PACK_VERSION_FRAMED: u32 = 3;
+/// ... and on an encrypted one.
+pub const PACK_VERSION_FRAMED_SEALED: u32 = 4;
 pub const HEADER_LEN: u64 = 16;
 pub const RECORD_HEADER_LEN: u64 = 44;
 pub const TRAILER_ENTRY_LEN: usize = 52;
+/// A trailer entry of a pack of version 3 or 4: the 52 bytes, then the blob's offset in its
+/// frame's content and the frame's content length (both 0 for a blob record).
+pub const TRAILER_ENTRY_LEN_FRAMED: usize = 60;
 pub const FOOTER_LEN: u64 = 64;
 /// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
 /// bytes and every record takes at least its 44-byte header, so a pack holds at most
@@ -63,13 +72,19 @@ pub enum BlobKind {
 pub enum Encoding {
     Raw = 0,
     Zstd = 1,
+    /// A blob in a frame (packs of version 3 and 4 only, FORMAT.md "Frames").
+    Frame = 2,
     SealedRaw = 0x80,
     SealedZstd = 0x81,
+    SealedFrame = 0x82,
 }
 
 impl Encoding {
     pub fn is_sealed(self) -> bool {
-        matches!(self, Encoding::SealedRaw | Encoding::SealedZstd)
+        matches!(
+            self,
+            Encoding::SealedRaw | Encoding::SealedZstd | Encoding::SealedFrame
+        )
     }
 
     /// The encoding of the plaintext inside.
@@ -77,6 +92,7 @@ impl Encoding {
         match self {
             Encoding::SealedRaw => Encoding::Raw,
             Encoding::SealedZstd => Encoding::Zstd,
+            Encoding::SealedFrame => Encoding::Frame,
             e => e,
         }
     }
@@ -85,18 +101,25 @@ impl Encoding {
         match self {
             Encoding::Raw => Encoding::SealedRaw,
             Encoding::Zstd => Encoding::SealedZstd,
+            Encoding::Frame => Encoding::SealedFrame,
             e => e,
         }
     }
 }
 
-/// The pack format version for a medium protected as `crypt` says.
-pub fn version_for(crypt: &Crypt) -> u32 {
-    if crypt.is_sealed() {
-        PACK_VERSION_SEALED
-    } else {
-        PACK_VERSION
+/// The pack format version for a medium protected as `crypt` says, with frames or not.
+pub fn version_for(crypt: &Crypt, framed: bool) -> u32 {
+    match (crypt.is_sealed(), framed) {
+        (false, false) => PACK_VERSION,
+        (true, false) => PACK_VERSION_SEALED,
+        (false, true) => PACK_VERSION_FRAMED,
+        (true, true) => PACK_VERSION_FRAMED_SEALED,
     }
+}
+
+/// Whether packs of `version` may hold frames.
+fn framed(version: u32) -> bool {
+    matches!(version, PACK_VERSION_FRAMED | PACK_VERSION_FRAMED_SEALED)
 }
 
 /// One record of a pack, as its trailer lists it.
@@ -107,8 +130,13 @@ pub struct Entry {
     pub encoding: Encoding,
     pub raw_len: u32,
     pub stored_len: u32,
-    /// Offset of the payload (just after the record header) in the pack file.
+    /// Offset of the payload (just after the record header) in the pack file; for a blob
+    /// in a frame, of the frame's payload (`stored_len` is then the frame's).
     pub offset: u64,
+    /// For a blob in a frame: its offset in the frame's content (0 otherwise).
+    pub at: u32,
+    /// For a blob in a frame: the length of the frame's content (0 otherwise).
+    pub frame_len: u32,
 }
 
 /// A pack's trailer and footer.
@@ -132,8 +160,10 @@ fn encoding_from(b: u8) -> Option<Encoding> {
     match b {
         0 => Some(Encoding::Raw),
         1 => Some(Encoding::Zstd),
+        2 => Some(Encoding::Frame),
         0x80 => Some(Encoding::SealedRaw),
         0x81 => Some(Encoding::SealedZstd),
+        0x82 => Some(Encoding::SealedFrame),
         _ => None,
     }
 }
@@ -193,13 +223,48 @@ pub fn parse_record(h: &[u8; 44], offset: u64) -> Result<Entry, String> {
         raw_len: u32::from_le_bytes(h[36..40].try_into().unwrap()),
         stored_len: u32::from_le_bytes(h[40..44].try_into().unwrap()),
         offset,
+        at: 0,
+        frame_len: 0,
     };
     check_lengths(&e)?;
     Ok(e)
 }
 
-/// The length rules every record keeps, checked before any length is used.
+impl Entry {
+    /// The stored bytes that are this blob's: its record's, or for a blob in a frame its share
+    /// of the frame's (in proportion to its length), so a frame counts once over its blobs.
+    pub fn stored_share(&self) -> u64 {
+        if self.encoding.inner() == Encoding::Frame {
+            (self.stored_len as u64 * self.raw_len as u64)
+                .div_ceil(u64::from(self.frame_len).max(1))
+        } else {
+            self.stored_len as u64
+        }
+    }
+}
+
+/// The length rules every record keeps, checked before any length is used. A frame
+/// record's header (encoding 2 or 0x82, its frame id) has its content's length as `raw_len`, at
+/// most [`frame::FRAME_MAX`]; a trailer entry of a blob in a frame is checked further where
+/// the trailer is read.
 fn check_lengths(e: &Entry) -> Result<(), String> {
+    if e.encoding.inner() == Encoding::Frame {
+        let overhead = if e.encoding.is_sealed() {
+            SEAL_OVERHEAD as u32
+        } else {
+            0
+        };
+        if e.raw_len > frame::FRAME_MAX
+            || e.stored_len < overhead
+            || e.stored_len > frame::FRAME_MAX + overhead
+        {
+            return Err(format!(
+                "record {}: a frame of {} stored bytes for {} raw bytes breaks the frame caps",
+                e.id, e.stored_len, e.raw_len
+            ));
+        }
+        return Ok(());
+    }
     check_raw_len(e.kind, e.raw_len as u64).map_err(|d| format!("record {}: {d}", e.id))?;
     // A writer stores a payload compressed only when that makes it smaller.
     // A sealed payload is its plaintext payload plus nonce and tag.
@@ -231,18 +296,22 @@ pub fn parse_record_header(h: &[u8; 44], offset: u64) -> Option<Entry> {
 pub struct PackWriter {
     pub id: PackId,
     crypt: Crypt,
+    /// Version 3 or 4 (frames allowed), or 1 or 2.
+    framed: bool,
     out: BufWriter<File>,
     pub len: u64,
     pub entries: Vec<Entry>,
 }
 
 impl PackWriter {
-    pub fn new(id: PackId, file: File, crypt: &Crypt) -> io::Result<PackWriter> {
+    /// A pack of version [`version_for`]`(crypt, framed)`.
+    pub fn new(id: PackId, file: File, crypt: &Crypt, framed: bool) -> io::Result<PackWriter> {
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        out.write_all(&pack_header(crypt))?;
+        out.write_all(&pack_header(crypt, framed))?;
         Ok(PackWriter {
             id,
             crypt: crypt.clone(),
+            framed,
             out,
             len: HEADER_LEN,
             entries: Vec::new(),
@@ -269,16 +338,58 @@ impl PackWriter {
             raw_len,
             stored_len,
             offset: self.len + RECORD_HEADER_LEN,
+            at: 0,
+            frame_len: 0,
         };
         self.len += RECORD_HEADER_LEN + payload.len() as u64;
         self.entries.push(entry);
         Ok(entry)
     }
 
+    /// Append one frame ([`frame::encode`]) holding `blobs` (id and length, in the order
+    /// they were given to it), all of `kind`; returns their trailer entries. Only in a pack
+    /// of version 3 or 4.
+    pub fn append_frame(
+        &mut self,
+        kind: BlobKind,
+        blobs: &[(BlockId, u32)],
+        f: &frame::Encoded,
+    ) -> io::Result<&[Entry]> {
+        assert!(self.framed, "a frame in a pack of version 1 or 2");
+        let stored_len = f.payload.len() as u32;
+        let head = record_header(&f.id, kind, f.encoding, f.frame_len, stored_len);
+        self.out.write_all(&head)?;
+        self.out.write_all(&f.payload)?;
+        let offset = self.len + RECORD_HEADER_LEN;
+        let first = self.entries.len();
+        let mut at = 0;
+        for &(id, raw_len) in blobs {
+            self.entries.push(Entry {
+                id,
+                kind,
+                encoding: f.encoding,
+                raw_len,
+                stored_len,
+                offset,
+                at,
+                frame_len: f.frame_len,
+            });
+            at += raw_len;
+        }
+        debug_assert_eq!(at + 4 + 4 * blobs.len() as u32, f.frame_len);
+        self.len += RECORD_HEADER_LEN + f.payload.len() as u64;
+        Ok(&self.entries[first..])
+    }
+
     /// Write trailer and footer and fsync; the caller renames the file into place.
     pub fn finish(mut self, writer: u64, flags: u32) -> io::Result<(PackId, Vec<Entry>, u64)> {
         let trailer_offset = self.len;
-        let mut trailer = Vec::with_capacity(self.entries.len() * TRAILER_ENTRY_LEN);
+        let entry_len = if self.framed {
+            TRAILER_ENTRY_LEN_FRAMED
+        } else {
+            TRAILER_ENTRY_LEN
+        };
+        let mut trailer = Vec::with_capacity(self.entries.len() * entry_len);
         for e in &self.entries {
             trailer.extend_from_slice(&record_header(
                 &e.id,
@@ -288,6 +399,10 @@ impl PackWriter {
                 e.stored_len,
             ));
             trailer.extend_from_slice(&e.offset.to_le_bytes());
+            if self.framed {
+                trailer.extend_from_slice(&e.at.to_le_bytes());
+                trailer.extend_from_slice(&e.frame_len.to_le_bytes());
+            }
         }
         self.out.write_all(&trailer)?;
         let mut footer = Vec::with_capacity(FOOTER_LEN as usize);
@@ -295,7 +410,7 @@ impl PackWriter {
         footer.extend_from_slice(&flags.to_le_bytes());
         footer.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         footer.extend_from_slice(&trailer_offset.to_le_bytes());
-        let sum = trailer_sum(&self.crypt, &self.id, &trailer, &footer);
+        let sum = trailer_sum(&self.crypt, self.framed, &self.id, &trailer, &footer);
         footer.extend_from_slice(&sum);
         footer.extend_from_slice(PACK_END_MAGIC);
         debug_assert_eq!(footer.len() as u64, FOOTER_LEN);
@@ -307,20 +422,31 @@ impl PackWriter {
     }
 }
 
-fn pack_header(crypt: &Crypt) -> [u8; HEADER_LEN as usize] {
+fn pack_header(crypt: &Crypt, framed: bool) -> [u8; HEADER_LEN as usize] {
     let mut h = [0u8; HEADER_LEN as usize];
     h[..8].copy_from_slice(PACK_MAGIC);
-    h[8..12].copy_from_slice(&version_for(crypt).to_le_bytes());
+    h[8..12].copy_from_slice(&version_for(crypt, framed).to_le_bytes());
     h
 }
 
 /// The footer's 32-byte check of the trailer: its SHA-256 on a plaintext medium; on an
 /// encrypted one a MAC over the medium id, the pack id, the pack header, the trailer and the
 /// footer's first 24 bytes (writer, flags, count, trailer offset).
-fn trailer_sum(crypt: &Crypt, pack: &PackId, trailer: &[u8], footer24: &[u8]) -> [u8; 32] {
+fn trailer_sum(
+    crypt: &Crypt,
+    framed: bool,
+    pack: &PackId,
+    trailer: &[u8],
+    footer24: &[u8],
+) -> [u8; 32] {
     match crypt {
         Crypt::Plain => Sha256::digest(trailer).into(),
-        Crypt::Sealed(k) => k.pack_mac(&[&pack.0, &pack_header(crypt), trailer, &footer24[..24]]),
+        Crypt::Sealed(k) => k.pack_mac(&[
+            &pack.0,
+            &pack_header(crypt, framed),
+            trailer,
+            &footer24[..24],
+        ]),
     }
 }
 
@@ -366,16 +492,24 @@ pub fn read_trailer(crypt: &Crypt, pack: &PackId, file: &File) -> Result<Trailer
         return Err("pack header magic is wrong".into());
     }
     let version = u32::from_le_bytes(header[8..12].try_into().unwrap());
-    if version != version_for(crypt) {
+    let framed = framed(version);
+    if version != version_for(crypt, framed) {
         return Err(match (version, crypt.is_sealed()) {
-            (PACK_VERSION, true) => {
+            (PACK_VERSION | PACK_VERSION_FRAMED, true) => {
                 "a plaintext pack on an encrypted medium (not written by this medium's writer)"
                     .into()
             }
-            (PACK_VERSION_SEALED, false) => "an encrypted pack on a plaintext medium".into(),
+            (PACK_VERSION_SEALED | PACK_VERSION_FRAMED_SEALED, false) => {
+                "an encrypted pack on a plaintext medium".into()
+            }
             _ => format!("pack format version {version} is not supported"),
         });
     }
+    let entry_len = if framed {
+        TRAILER_ENTRY_LEN_FRAMED
+    } else {
+        TRAILER_ENTRY_LEN
+    };
     let mut footer = [0u8; FOOTER_LEN as usize];
     file.read_exact_at(&mut footer, len - FOOTER_LEN)
         .map_err(|e| e.to_string())?;
@@ -391,7 +525,7 @@ pub fn read_trailer(crypt: &Crypt, pack: &PackId, file: &File) -> Result<Trailer
         ));
     }
     let trailer_offset = u64::from_le_bytes(footer[16..24].try_into().unwrap());
-    let trailer_len = count * TRAILER_ENTRY_LEN as u64;
+    let trailer_len = count * entry_len as u64;
     // Checked: a hostile offset must not wrap around to match the length.
     let end = trailer_offset
         .checked_add(trailer_len)
@@ -402,7 +536,7 @@ pub fn read_trailer(crypt: &Crypt, pack: &PackId, file: &File) -> Result<Trailer
     let mut trailer = vec![0u8; trailer_len as usize];
     file.read_exact_at(&mut trailer, trailer_offset)
         .map_err(|e| e.to_string())?;
-    let sum = trailer_sum(crypt, pack, &trailer, &footer);
+    let sum = trailer_sum(crypt, framed, pack, &trailer, &footer);
     if !bool::from(subtle_eq(&sum, &footer[24..56])) {
         return Err(match crypt {
             Crypt::Plain => "pack trailer checksum mismatch".into(),
@@ -411,27 +545,18 @@ pub fn read_trailer(crypt: &Crypt, pack: &PackId, file: &File) -> Result<Trailer
             }
         });
     }
-    // The entries tile the records area exactly as a writer lays it out: each record starts
-    // where the previous one ends, the first just after the header, the last ending at the
-    // trailer. So no two entries share or overlap bytes, and a trailer lists at most as many
-    // records as the file has room for (FORMAT.md "Pack files").
     let mut entries = Vec::with_capacity(count as usize);
-    let mut next = HEADER_LEN;
-    for chunk in trailer.chunks_exact(TRAILER_ENTRY_LEN) {
+    for chunk in trailer.chunks_exact(entry_len) {
         let offset = u64::from_le_bytes(chunk[44..52].try_into().unwrap());
-        let e = parse_record(chunk[..44].try_into().unwrap(), offset)
+        let mut e = parse_record(chunk[..44].try_into().unwrap(), offset)
             .map_err(|d| format!("pack trailer: {d}"))?;
-        let end = e.offset.saturating_add(e.stored_len as u64);
-        if e.offset != next + RECORD_HEADER_LEN || end > trailer_offset {
-            return Err(format!(
-                "pack trailer entry {} (for {}) does not start where the previous record ends",
-                entries.len(),
-                e.id
-            ));
+        if framed {
+            e.at = u32::from_le_bytes(chunk[52..56].try_into().unwrap());
+            e.frame_len = u32::from_le_bytes(chunk[56..60].try_into().unwrap());
         }
-        next = end;
         entries.push(e);
     }
+    let next = tile(&entries, framed, trailer_offset)?;
     if next != trailer_offset {
         return Err(format!(
             "pack trailer's records end at byte {next}, not at the trailer ({trailer_offset})"
@@ -444,6 +569,72 @@ pub fn read_trailer(crypt: &Crypt, pack: &PackId, file: &File) -> Result<Trailer
     })
 }
 
+/// Check that trailer `entries` tile the records area exactly as a writer lays it out: each
+/// record starts where the previous one ends, the first just after the header, none past the
+/// trailer; the blobs of a frame are consecutive entries that name it alike and tile its
+/// content after its table. So no two entries share or overlap bytes (FORMAT.md "Pack files",
+/// "Frames"). Returns where the last record ends.
+fn tile(entries: &[Entry], framed: bool, trailer_offset: u64) -> Result<u64, String> {
+    let mut next = HEADER_LEN;
+    let mut i = 0;
+    while i < entries.len() {
+        let e = &entries[i];
+        let end = e.offset.saturating_add(e.stored_len as u64);
+        if e.offset != next + RECORD_HEADER_LEN || end > trailer_offset {
+            return Err(format!(
+                "pack trailer entry {i} (for {}) does not start where the previous record ends",
+                e.id
+            ));
+        }
+        next = end;
+        if e.encoding.inner() != Encoding::Frame {
+            if e.at != 0 || e.frame_len != 0 {
+                return Err(format!(
+                    "pack trailer entry {i} (for {}) places a blob record in a frame",
+                    e.id
+                ));
+            }
+            i += 1;
+            continue;
+        }
+        if !framed {
+            return Err(format!(
+                "pack trailer entry {i} (for {}): a frame in a pack of version 1 or 2",
+                e.id
+            ));
+        }
+        let n = entries[i..]
+            .iter()
+            .take_while(|f| f.offset == e.offset)
+            .count();
+        let head = frame::record_of(e, e.id);
+        check_lengths(&head).map_err(|d| format!("pack trailer: {d}"))?;
+        let mut at = 0;
+        for (k, f) in entries[i..i + n].iter().enumerate() {
+            let same = (f.kind, f.encoding, f.stored_len, f.frame_len)
+                == (e.kind, e.encoding, e.stored_len, e.frame_len);
+            if !same || u64::from(f.at) != at || n > frame::FRAME_MAX_MEMBERS as usize {
+                return Err(format!(
+                    "pack trailer entry {} (for {}) does not follow the blob before it in its frame",
+                    i + k,
+                    f.id
+                ));
+            }
+            check_raw_len(f.kind, f.raw_len as u64)
+                .map_err(|d| format!("pack trailer: record {}: {d}", f.id))?;
+            at += u64::from(f.raw_len);
+        }
+        if at + 4 + 4 * n as u64 != u64::from(e.frame_len) {
+            return Err(format!(
+                "pack trailer: the blobs of the frame at byte {} fill {at} of its {} bytes",
+                e.offset, e.frame_len
+            ));
+        }
+        i += n;
+    }
+    Ok(next)
+}
+
 /// Salvage a pack whose trailer is unreadable: walk its records from the front and keep each
 /// whose header is sane and whose content matches its id. Stops at the first bad record.
 pub fn scan_records(crypt: &Crypt, bytes: &[u8]) -> Vec<Entry> {
@@ -451,6 +642,7 @@ pub fn scan_records(crypt: &Crypt, bytes: &[u8]) -> Vec<Entry> {
     if bytes.len() < HEADER_LEN as usize || &bytes[..8] != PACK_MAGIC {
         return out;
     }
+    let framed = framed(u32::from_le_bytes(bytes[8..12].try_into().unwrap()));
     let mut pos = HEADER_LEN as usize;
     while pos + RECORD_HEADER_LEN as usize <= bytes.len() {
         let head: &[u8; 44] = bytes[pos..pos + 44].try_into().unwrap();
@@ -459,10 +651,13 @@ pub fn scan_records(crypt: &Crypt, bytes: &[u8]) -> Vec<Entry> {
             break;
         };
         let end = offset as usize + e.stored_len as usize;
-        if end > bytes.len() || decode(crypt, &e, &bytes[offset as usize..end]).is_err() {
+        let Some(found) = bytes
+            .get(offset as usize..end)
+            .and_then(|p| salvage(crypt, framed, &e, p))
+        else {
             break;
-        }
-        out.push(e);
+        };
+        out.extend(found);
         pos = end;
     }
     out
@@ -475,10 +670,11 @@ pub fn scan_file(crypt: &Crypt, file: &File) -> Vec<Entry> {
     let Ok(len) = file.metadata().map(|m| m.len()) else {
         return out;
     };
-    let mut magic = [0u8; 8];
-    if file.read_exact_at(&mut magic, 0).is_err() || &magic != PACK_MAGIC {
+    let mut magic = [0u8; 12];
+    if file.read_exact_at(&mut magic, 0).is_err() || &magic[..8] != PACK_MAGIC {
         return out;
     }
+    let framed = framed(u32::from_le_bytes(magic[8..12].try_into().unwrap()));
     let mut pos = HEADER_LEN;
     let mut payload = Vec::new();
     while pos + RECORD_HEADER_LEN <= len && (out.len() as u64) < MAX_PACK_RECORDS {
@@ -491,17 +687,33 @@ pub fn scan_file(crypt: &Crypt, file: &File) -> Vec<Entry> {
             break;
         };
         let end = offset + e.stored_len as u64;
-        payload.resize(e.stored_len as usize, 0);
-        if end > len
-            || file.read_exact_at(&mut payload, offset).is_err()
-            || decode(crypt, &e, &payload).is_err()
-        {
+        if end > len {
             break;
         }
-        out.push(e);
+        payload.resize(e.stored_len as usize, 0);
+        if file.read_exact_at(&mut payload, offset).is_err() {
+            break;
+        }
+        let Some(found) = salvage(crypt, framed, &e, &payload) else {
+            break;
+        };
+        out.extend(found);
         pos = end;
     }
     out
+}
+
+/// The entries a record found walking a pack from the front yields if it is intact: a blob
+/// record itself, or each blob of a frame (frames only in a pack of version 3 or 4).
+fn salvage(crypt: &Crypt, framed: bool, e: &Entry, payload: &[u8]) -> Option<Vec<Entry>> {
+    if e.encoding.inner() != Encoding::Frame {
+        return decode(crypt, e, payload).ok().map(|_| vec![*e]);
+    }
+    if !framed {
+        return None;
+    }
+    let opened = frame::open(crypt, e, payload).ok()?;
+    frame::entries_of(crypt, e, &opened).ok()
 }
 
 /// Constant-time equality of two 32-byte checks.

@@ -6,9 +6,11 @@
 //! blobs pending in open packs); a pack left open by a failed session is dropped, never
 //! appended to; `abort` deletes every pack of the session (nothing committed refers to them).
 
+use super::MAX_BLOCK;
 use super::{check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store, PACK_TARGET};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
+use pack::frame::{self, FRAME_TARGET};
 use pack::{BlobKind, Encoding, PackWriter};
 use rustc_hash::FxHashSet;
 
@@ -19,6 +21,9 @@ pub(super) struct Writing {
     /// The open pack for each blob kind: data blocks and listings go to separate packs, so a
     /// backup's index reads back as a few compact packs.
     pub(super) current: [Option<(PackWriter, String)>; 2],
+    /// On a medium with frames: for each blob kind, the blobs waiting to be compressed
+    /// together as the next frame, and their bytes (FORMAT.md "Frames").
+    pub(super) frames: [NextFrame; 2],
     pub(super) pending: FxHashSet<BlockId>,
     pub(super) written: Vec<PackId>,
     pub(super) stats: WriteStats,
@@ -35,6 +40,7 @@ impl Writing {
             backup: 0,
             flags: 0,
             current: [None, None],
+            frames: Default::default(),
             pending: FxHashSet::default(),
             written: Vec::new(),
             stats: WriteStats::default(),
@@ -43,6 +49,15 @@ impl Writing {
             check: check_pack,
         }
     }
+}
+
+/// The blobs gathered for the next frame of a kind, and their bytes.
+#[derive(Default)]
+pub(super) struct NextFrame {
+    /// Each blob's id and length, in order.
+    ids: Vec<(BlockId, u32)>,
+    /// The blobs, concatenated.
+    data: Vec<u8>,
 }
 
 /// What a writing session added to the store.
@@ -96,8 +111,117 @@ impl Store {
             return Ok(false);
         }
         self.backlog.wait_until_small();
-        let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
+        let (enc, payload) = if self.in_frames(kind, raw) {
+            if !pack::incompressible(raw) {
+                return self.put_in_frame(kind, id, raw);
+            }
+            pack::encode_raw(&self.crypt, &id, kind, raw)
+        } else {
+            pack::encode(&self.crypt, &id, kind, raw, self.level)
+        };
         self.append(id, kind, enc, raw.len() as u32, &payload, true)
+    }
+
+    /// Whether `raw` goes into a frame unless it is incompressible: data blocks on a medium
+    /// with frames. Listings stay records of their own: a no-change backup, `ls` and `diff`
+    /// read many of them one by one, and a frame each would cost its whole content in memory
+    /// on every reading thread (they are a small part of a medium's bytes).
+    fn in_frames(&self, kind: BlobKind, raw: &[u8]) -> bool {
+        self.framed && kind == BlobKind::Data && raw.len() <= MAX_BLOCK
+    }
+
+    /// Write blob `id` again (garbage collection moving it out of a frame), whether or not
+    /// the index has it: into a frame on a medium with frames, else as a record of its own.
+    pub(super) fn put_moved(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<()> {
+        if self.in_frames(kind, raw) && !pack::incompressible(raw) {
+            self.put_in_frame(kind, id, raw)?;
+        } else {
+            let (enc, payload) = pack::encode(&self.crypt, &id, kind, raw, self.level);
+            self.append(id, kind, enc, raw.len() as u32, &payload, true)?;
+        }
+        Ok(())
+    }
+
+    /// Add a blob to the next frame of its kind; once that holds [`FRAME_TARGET`] bytes (or
+    /// as many blobs as a frame may),
+    /// compress it (outside the lock: other threads go on meanwhile) and append it.
+    fn put_in_frame(&self, kind: BlobKind, id: BlockId, raw: &[u8]) -> Result<bool> {
+        let full = {
+            let mut w = self.writing.lock().unwrap();
+            if !w.pending.insert(id) {
+                return Ok(false);
+            }
+            let next = &mut w.frames[kind as usize];
+            next.ids.push((id, raw.len() as u32));
+            next.data.extend_from_slice(raw);
+            let full = next.data.len() >= FRAME_TARGET
+                || next.ids.len() >= frame::FRAME_MAX_MEMBERS as usize;
+            full.then(|| std::mem::take(next))
+        };
+        if let Some(next) = full {
+            self.write_frame(kind, next)?;
+        }
+        Ok(true)
+    }
+
+    /// Compress `blobs` (already `pending`) as one frame and append it; if that would not be
+    /// smaller, each as a record of its own.
+    fn write_frame(&self, kind: BlobKind, next: NextFrame) -> Result<()> {
+        if next.ids.is_empty() {
+            return Ok(());
+        }
+        let NextFrame { ids, data } = next;
+        let content = frame::content(ids.iter().map(|(_, n)| *n), data);
+        let blob_ids: Vec<BlockId> = ids.iter().map(|(id, _)| *id).collect();
+        let Some(f) = frame::encode(&self.crypt, kind, &blob_ids, &content, self.level) else {
+            for ((id, _), raw) in ids.iter().zip(frame::blobs(&content)) {
+                let (enc, payload) = pack::encode(&self.crypt, id, kind, raw, self.level);
+                self.append(*id, kind, enc, raw.len() as u32, &payload, false)?;
+            }
+            return Ok(());
+        };
+        drop(content);
+        let mut w = self.writing.lock().unwrap();
+        let slot = kind as usize;
+        self.open_pack_for(&mut w, slot)?;
+        let (pw, tmp) = w.current[slot].as_mut().unwrap();
+        pw.append_frame(kind, &ids, &f)
+            .map_err(|e| self.dir.err(tmp, e))?;
+        let full = pw.len >= PACK_TARGET;
+        w.stats.blocks += ids.len() as u64;
+        w.stats.bytes_raw += ids.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
+        w.stats.bytes_stored += f.payload.len() as u64;
+        self.close_if_full(w, slot, full)
+    }
+
+    /// Open a pack for blob kind `slot` if none is open.
+    fn open_pack_for(&self, w: &mut Writing, slot: usize) -> Result<()> {
+        if w.current[slot].is_none() {
+            let pid = PackId::random();
+            let tmp = format!("tmp/{pid}.pack");
+            let file = self.dir.create_new(&tmp)?;
+            let pw = PackWriter::new(pid, file, &self.crypt, self.framed)
+                .map_err(|e| self.dir.err(&tmp, e))?;
+            w.current[slot] = Some((pw, tmp));
+        }
+        Ok(())
+    }
+
+    /// Finish (fsync) the pack of `slot` if it is `full`, without holding the lock: the
+    /// other threads go on compressing into a new pack meanwhile.
+    fn close_if_full(
+        &self,
+        mut w: std::sync::MutexGuard<'_, Writing>,
+        slot: usize,
+        full: bool,
+    ) -> Result<()> {
+        if full {
+            let closing = w.current[slot].take();
+            let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
+            drop(w);
+            self.close_pack(closing, backup, flags)?;
+        }
+        Ok(())
     }
 
     pub(super) fn append(
@@ -114,13 +238,7 @@ impl Store {
             return Ok(false);
         }
         let slot = kind as usize;
-        if w.current[slot].is_none() {
-            let pid = PackId::random();
-            let tmp = format!("tmp/{pid}.pack");
-            let file = self.dir.create_new(&tmp)?;
-            let pw = PackWriter::new(pid, file, &self.crypt).map_err(|e| self.dir.err(&tmp, e))?;
-            w.current[slot] = Some((pw, tmp));
-        }
+        self.open_pack_for(&mut w, slot)?;
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload)
             .map_err(|e| self.dir.err(tmp, e))?;
@@ -129,14 +247,7 @@ impl Store {
         w.stats.blocks += 1;
         w.stats.bytes_raw += raw_len as u64;
         w.stats.bytes_stored += payload.len() as u64;
-        if full {
-            // Finish (fsync) the full pack without holding the lock: the other threads go on
-            // compressing into a new pack meanwhile.
-            let closing = w.current[slot].take();
-            let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
-            drop(w);
-            self.close_pack(closing, backup, flags)?;
-        }
+        self.close_if_full(w, slot, full)?;
         Ok(true)
     }
 
@@ -204,6 +315,11 @@ impl Store {
         // The last packs are left to the verify, which checks them in parallel; the checker
         // thread would take them one after the other.
         self.writing.lock().unwrap().check_packs = false;
+        // The frames not yet full go out first, into the packs about to close.
+        for kind in [BlobKind::Data, BlobKind::Listing] {
+            let next = std::mem::take(&mut self.writing.lock().unwrap().frames[kind as usize]);
+            self.write_frame(kind, next)?;
+        }
         // (Order does not matter for safety: nothing refers to these blobs until the commit.)
         for slot in [BlobKind::Data as usize, BlobKind::Listing as usize] {
             let (closing, backup, flags) = {
@@ -240,6 +356,7 @@ impl Store {
                 let _ = self.dir.remove_file(&tmp);
             }
         }
+        w.frames = Default::default();
         w.pending.clear();
     }
 }

@@ -227,6 +227,38 @@ impl Drop for Env {
     }
 }
 
+/// What a finished child used, from `wait4` (the kernel's count): its exit code (`None`
+/// if it did not exit), peak RSS in KiB, and CPU time in user and in system mode.
+pub struct Usage {
+    pub code: Option<i32>,
+    pub peak_kib: u64,
+    pub user: std::time::Duration,
+    pub system: std::time::Duration,
+}
+
+/// Run `cmd` to the end (its stdout and stderr as `cmd` says) and measure it with `wait4`.
+// The child is reaped by `wait4`, which `Child` does not know of.
+#[allow(clippy::zombie_processes)]
+pub fn run_measured(cmd: &mut Command) -> Usage {
+    let child = cmd.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value, filled by wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4 failed");
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec as u64)
+            + std::time::Duration::from_micros(t.tv_usec as u64)
+    };
+    Usage {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        peak_kib: usage.ru_maxrss as u64,
+        user: tv(usage.ru_utime),
+        system: tv(usage.ru_stime),
+    }
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

@@ -14,6 +14,7 @@ use crate::crypt::{self, Crypt, Keys, SEAL_OVERHEAD};
 use crate::ids::BlockId;
 
 thread_local! {
+    static FCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     static CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
     static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
@@ -27,13 +28,28 @@ pub fn encode(
     raw: &[u8],
     level: i32,
 ) -> (Encoding, Vec<u8>) {
-    let (enc, payload) = compress(raw, level);
+    seal(crypt, id, kind, raw.len(), compress(raw, level))
+}
+
+/// Encode blob `id` of `kind` for its record stored raw (known to be incompressible), then on
+/// an encrypted medium sealed as [`encode`] seals.
+pub fn encode_raw(crypt: &Crypt, id: &BlockId, kind: BlobKind, raw: &[u8]) -> (Encoding, Vec<u8>) {
+    seal(crypt, id, kind, raw.len(), (Encoding::Raw, raw.to_vec()))
+}
+
+fn seal(
+    crypt: &Crypt,
+    id: &BlockId,
+    kind: BlobKind,
+    raw_len: usize,
+    (enc, payload): (Encoding, Vec<u8>),
+) -> (Encoding, Vec<u8>) {
     let Crypt::Sealed(keys) = crypt else {
         return (enc, payload);
     };
     let enc = enc.sealed();
     let stored = (payload.len() + SEAL_OVERHEAD) as u32;
-    let head = record_header(id, kind, enc, raw.len() as u32, stored);
+    let head = record_header(id, kind, enc, raw_len as u32, stored);
     (
         enc,
         keys.seal(&crypt::blob_ad(&keys.media_id, &head), &payload),
@@ -63,7 +79,7 @@ pub fn compress(raw: &[u8], level: i32) -> (Encoding, Vec<u8>) {
 /// Whether a large block looks like random or already compressed data: three 4 KiB samples
 /// (start, middle, end) that zstd's fastest level cannot shrink by 3%. Spares compressing
 /// media files, archives and encrypted data only to store them raw.
-fn incompressible(raw: &[u8]) -> bool {
+pub fn incompressible(raw: &[u8]) -> bool {
     const SAMPLE: usize = 4096;
     if raw.len() < 16 * SAMPLE {
         return false;
@@ -131,7 +147,7 @@ fn check_stream(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> 
     Ok(())
 }
 
-fn mismatch(crypt: &Crypt) -> &'static str {
+pub(super) fn mismatch(crypt: &Crypt) -> &'static str {
     match crypt {
         Crypt::Plain => "content does not match its SHA-256",
         Crypt::Sealed(_) => "content does not match its keyed id",
@@ -176,10 +192,20 @@ fn gate<'a>(crypt: &'a Crypt, e: &Entry, payload: &[u8]) -> Result<Gate<'a>, Str
     }
 }
 
+/// A blob in a frame is read through its frame (`frame::open`, `frame::blob`), never as a
+/// record of its own.
+fn not_framed(e: &Entry) -> Result<(), String> {
+    if e.encoding.inner() == Encoding::Frame {
+        return Err("a blob in a frame, not a record of its own".into());
+    }
+    Ok(())
+}
+
 /// Check a record as `verify` does: on an encrypted medium, that its seal authenticates
 /// (the medium returns exactly what the writer sealed: tag only, nothing decrypted); on a
 /// plaintext one, [`decode`] and its hash.
 pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
+    not_framed(e)?;
     match gate(crypt, e, payload)? {
         Gate::Plain => decode(crypt, e, payload).map(drop),
         Gate::Sealed(keys, ad) if keys.authentic(&ad, payload) => Ok(()),
@@ -195,6 +221,7 @@ pub fn check(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<(), String> {
 /// medium); then it is decoded like a plaintext payload (its keyed id is authenticated with
 /// it, and not recomputed).
 pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    not_framed(e)?;
     let inner: std::borrow::Cow<[u8]> = match gate(crypt, e, payload)? {
         Gate::Plain => std::borrow::Cow::Borrowed(payload),
         Gate::Sealed(keys, ad) => {
@@ -232,4 +259,70 @@ pub fn decode(crypt: &Crypt, e: &Entry, payload: &[u8]) -> Result<Vec<u8>, Strin
         return Err(mismatch(crypt).into());
     }
     Ok(raw)
+}
+
+/// Compress a frame's content at `level`, with zstd's content checksum (a frame is opened as
+/// a whole, so damage anywhere in it is caught before any blob is taken out).
+pub(super) fn compress_frame(content: &[u8], level: i32) -> Option<Vec<u8>> {
+    FCTX.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = zstd::bulk::Compressor::new(level)
+                .ok()
+                .and_then(|mut z| {
+                    z.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+                        .ok()?;
+                    Some(z)
+                })
+                .map(|z| (level, z));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(content).ok())
+    })
+}
+
+/// Whether a sealed frame record's payload (`head`: its record header) authenticates, the
+/// tag alone checked; on a plaintext medium, an error (its blobs are hashed instead).
+pub(super) fn check_frame_seal(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<(), String> {
+    if head.encoding.inner() != Encoding::Frame {
+        return Err("not a frame record".into());
+    }
+    match gate(crypt, head, payload)? {
+        Gate::Sealed(keys, ad) if keys.authentic(&ad, payload) => Ok(()),
+        Gate::Sealed(..) => Err(NOT_AUTHENTIC.into()),
+        Gate::Plain => Err("a plaintext frame has no seal".into()),
+    }
+}
+
+/// Open a frame record's payload (`head`: the frame's record header) and inflate it to its
+/// content: the lengths checked first (the content at most [`super::frame::FRAME_MAX`]), at
+/// most `head.raw_len` bytes allocated, and exactly that many produced.
+pub(super) fn open_frame(crypt: &Crypt, head: &Entry, payload: &[u8]) -> Result<Vec<u8>, String> {
+    if head.encoding.inner() != Encoding::Frame {
+        return Err("not a frame record".into());
+    }
+    let inner: std::borrow::Cow<[u8]> = match gate(crypt, head, payload)? {
+        Gate::Plain => std::borrow::Cow::Borrowed(payload),
+        Gate::Sealed(keys, ad) => {
+            std::borrow::Cow::Owned(keys.open(&ad, payload).ok_or(NOT_AUTHENTIC)?)
+        }
+    };
+    let content = DCTX
+        .with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            d.as_mut()
+                .map(|z| z.decompress(&inner, head.raw_len as usize))
+        })
+        .unwrap_or_else(|| zstd::bulk::decompress(&inner, head.raw_len as usize))
+        .map_err(|err| format!("cannot decompress frame: {err}"))?;
+    if content.len() != head.raw_len as usize {
+        return Err(format!(
+            "frame inflates to {} bytes where {} were recorded",
+            content.len(),
+            head.raw_len
+        ));
+    }
+    Ok(content)
 }

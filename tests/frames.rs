@@ -1,0 +1,157 @@
+//! Frames (FORMAT.md "Frames"): a new medium compresses consecutive blobs together, each
+//! still read, verified and restored by its own id; a medium of tree format 2 keeps writing
+//! packs without frames for as long as it exists.
+
+#[path = "support/util.rs"]
+mod util;
+use std::fs;
+use std::path::Path;
+use util::*;
+
+/// Each pack's header version and how many of its trailer entries are blobs in frames.
+fn packs(medium: &Path) -> Vec<(u32, usize)> {
+    let mut out = Vec::new();
+    for sub in fs::read_dir(medium.join("trayback/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let b = fs::read(f.unwrap().path()).unwrap();
+            let version = u32::from_le_bytes(b[8..12].try_into().unwrap());
+            let footer = &b[b.len() - 64..];
+            let count = u32::from_le_bytes(footer[12..16].try_into().unwrap()) as usize;
+            let toff = u64::from_le_bytes(footer[16..24].try_into().unwrap()) as usize;
+            let size = if version == 3 { 60 } else { 52 };
+            let framed = (0..count).filter(|i| b[toff + size * i + 33] == 2).count();
+            out.push((version, framed));
+        }
+    }
+    out
+}
+
+/// Text of `n` words from a small vocabulary: compressible, different for each seed.
+fn text(seed: u64, n: usize) -> Vec<u8> {
+    const WORDS: [&str; 8] = [
+        "tray", "block", "pack", "frame", "verify", "the", "of", "restore",
+    ];
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.extend_from_slice(WORDS[(x >> 61) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out
+}
+
+fn source(env: &Env) {
+    for i in 0..400 {
+        write(
+            &env.src.join(format!("d{}/t{i}.txt", i % 7)),
+            &text(i, 50 + i as usize),
+        );
+    }
+    write(&env.src.join("big.txt"), &text(999, 700_000));
+    write(&env.src.join("random.bin"), &bytes(3, 1 << 20));
+}
+
+fn restores_byte_for_byte(env: &Env) {
+    env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
+    let to = env.path("restored");
+    env.ok(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    let landed = to.join(env.src.strip_prefix("/").unwrap());
+    for rel in ["d3/t3.txt", "d0/t399.txt", "big.txt", "random.bin"] {
+        assert_eq!(
+            fs::read(landed.join(rel)).unwrap(),
+            fs::read(env.src.join(rel)).unwrap(),
+            "{rel}"
+        );
+    }
+    fs::remove_dir_all(&to).unwrap();
+}
+
+#[test]
+fn a_new_medium_stores_small_files_in_frames_and_restores_each_by_its_id() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    source(&env);
+    env.backup(&["--kind", "monthly"]);
+    let tree = fs::read_to_string(env.medium.join("trayback/tree.yaml")).unwrap();
+    assert!(tree.starts_with("format: 3\n"), "{tree}");
+    let p = packs(&env.medium);
+    assert!(p.iter().all(|(v, _)| *v == 3), "{p:?}");
+    // 400 small files and the big file's blocks in frames (the random block is stored as it
+    // is, and listings are records of their own).
+    let framed: usize = p.iter().map(|(_, n)| n).sum();
+    assert!(framed >= 400, "{p:?}");
+    restores_byte_for_byte(&env);
+    // An incremental that changes one small file deduplicates against blobs in frames.
+    write(&env.src.join("d3/t3.txt"), b"changed");
+    let b2 = env.backup(&["--kind", "micro"]);
+    let new = env.header(b2)["bytes"]["new"].as_u64().unwrap();
+    // The changed file and the listings above it (the others' blocks are found in frames).
+    assert!(new < 16 << 10, "{new} bytes new for a 7-byte change");
+    restores_byte_for_byte(&env);
+}
+
+#[test]
+fn a_medium_of_tree_format_2_keeps_writing_packs_without_frames() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    // What trayback before frames enrolled: tree format 2.
+    let tree = env.medium.join("trayback/tree.yaml");
+    let t = fs::read_to_string(&tree).unwrap();
+    fs::write(&tree, t.replacen("format: 3", "format: 2", 1)).unwrap();
+    source(&env);
+    env.backup(&["--kind", "monthly"]);
+    write(&env.src.join("d3/t3.txt"), b"changed");
+    env.backup(&["--kind", "micro"]);
+    let p = packs(&env.medium);
+    assert!(p.iter().all(|&(v, n)| v == 1 && n == 0), "{p:?}");
+    assert!(fs::read_to_string(&tree)
+        .unwrap()
+        .starts_with("format: 2\n"));
+    restores_byte_for_byte(&env);
+    // Rebuilding the tree keeps format 2: the medium has packs of version 1.
+    env.ok(&["repair", "--medium", "{medium}", "--tree"]);
+    assert!(fs::read_to_string(&tree)
+        .unwrap()
+        .starts_with("format: 2\n"));
+}
+
+/// One byte changed inside a frame: verify names damage, and the blobs of other frames still
+/// restore (a frame is opened as a whole; zstd's checksum and each blob's id catch it).
+#[test]
+fn a_damaged_frame_is_reported_by_verify() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    source(&env);
+    env.backup(&["--kind", "monthly"]);
+    let mut damaged = false;
+    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            let mut b = fs::read(&path).unwrap();
+            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
+            // Walk the records from the front to the first frame record (encoding 2).
+            let mut pos = 16;
+            while !damaged && pos + 44 <= toff as usize {
+                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
+                if b[pos + 33] == 2 {
+                    b[pos + 44 + stored as usize / 2] ^= 0x55;
+                    fs::write(&path, &b).unwrap();
+                    damaged = true;
+                }
+                pos += 44 + stored as usize;
+            }
+        }
+    }
+    assert!(damaged, "no frame found");
+    let out = env.run(&["verify", "--medium", "{medium}", "--read-all"]);
+    assert!(!out.status.success(), "{}", stderr(&out));
+}
