@@ -272,11 +272,12 @@ impl Store {
         let mut packs = self.packs.write().unwrap();
         let n = packs.len() as u32;
         packs.push(info);
+        // Frames first: a reader that finds a blob in the index finds its frame too.
+        self.note_frames(n, entries);
         self.index.write().unwrap().add(
             entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
             true,
         );
-        self.note_frames(n, entries);
         n
     }
 
@@ -298,11 +299,12 @@ impl Store {
     /// that is damaged, salvaged by walking the records, and reported).
     fn index_pack(&self, id: PackId, file: &File, n: u32) -> Result<(), String> {
         let (_, entries, damage) = self.read_pack_index(id, file);
+        // Frames first: a reader that finds a blob in the index finds its frame too.
+        self.note_frames(n, &entries);
         self.index.write().unwrap().add(
             entries.iter().filter_map(|e| Some((e.id, Loc::new(n, e)?))),
             false,
         );
-        self.note_frames(n, &entries);
         damage.map_or(Ok(()), Err)
     }
 
