@@ -26,31 +26,14 @@ fn packs(medium: &Path) -> Vec<(u32, usize)> {
     out
 }
 
-/// Text of `n` words from a small vocabulary: compressible, different for each seed.
-fn text(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 8] = [
-        "tray", "block", "pack", "frame", "verify", "the", "of", "restore",
-    ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let mut out = Vec::new();
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        out.extend_from_slice(WORDS[(x >> 61) as usize].as_bytes());
-        out.push(b' ');
-    }
-    out
-}
-
 fn source(env: &Env) {
     for i in 0..400 {
         write(
             &env.src.join(format!("d{}/t{i}.txt", i % 7)),
-            &text(i, 50 + i as usize),
+            &words(i, 50 + i as usize),
         );
     }
-    write(&env.src.join("big.txt"), &text(999, 700_000));
+    write(&env.src.join("big.txt"), &words(999, 700_000));
     write(&env.src.join("random.bin"), &bytes(3, 1 << 20));
 }
 

@@ -51,23 +51,6 @@ fn records(medium: &Path) -> Vec<Record> {
     out
 }
 
-/// Text of `n` words from a small vocabulary: compressible, different for each seed.
-fn words(seed: u64, n: usize) -> Vec<u8> {
-    const WORDS: [&str; 8] = [
-        "tray", "block", "pack", "frame", "verify", "the", "of", "restore",
-    ];
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let mut out = Vec::with_capacity(n * 6);
-    for _ in 0..n {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        out.extend_from_slice(WORDS[(x >> 61) as usize].as_bytes());
-        out.push(b' ');
-    }
-    out
-}
-
 /// `n` small text files (about 3 KB each) in 40 directories.
 fn small_files(src: &Path, n: u64) {
     for i in 0..n {
