@@ -78,6 +78,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         Utc::now(),
         &state,
         crate::medium::Protection::Encrypted { passphrase: None },
+        crate::tree::TREE_FORMAT,
     )?
     .media;
     println!("   medium {} (label {:?})", media.media_id, media.label);

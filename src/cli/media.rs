@@ -37,6 +37,12 @@ pub enum MediaCmd {
         /// As --passphrase, from the first line of this file.
         #[arg(long, value_name = "PATH", conflicts_with = "plaintext")]
         passphrase_file: Option<PathBuf>,
+        /// The medium's tree format (FORMAT.md "The tree"): 3, the newest, unless a host
+        /// running an older trayback must read and write it too — 2: content-defined blocks
+        /// without frames; 1: fixed 256 KiB blocks. A medium keeps its format for life.
+        #[arg(long, value_name = "N", env = "TRAYBACK_TREE_FORMAT",
+              value_parser = clap::value_parser!(u32).range(1..=3))]
+        tree_format: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -104,6 +110,7 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             plaintext,
             passphrase,
             passphrase_file,
+            tree_format,
             json,
         } => {
             let cfg = load_config(config.as_deref(), &sources)?;
@@ -133,7 +140,15 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                     );
                 }
             }
-            let enrolled = Medium::init(&dir, &label, force, Utc::now(), &state, protection)?;
+            let enrolled = Medium::init(
+                &dir,
+                &label,
+                force,
+                Utc::now(),
+                &state,
+                protection,
+                tree_format.unwrap_or(crate::tree::TREE_FORMAT),
+            )?;
             let m = &enrolled.media;
             let recovery = enrolled.recovery.as_ref().map(|r| r.display());
             // The wiped medium's key is of no more use (init proved it before wiping).

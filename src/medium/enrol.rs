@@ -10,7 +10,7 @@ use super::{MEDIA_FORMAT, READERS_LOCK};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::ids::MediaId;
-use crate::tree::Tree;
+use crate::tree::{Tree, TREE_FORMAT, TREE_FORMAT_FIXED};
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use tracing::info;
@@ -40,8 +40,10 @@ pub fn host_name() -> String {
 }
 
 impl Medium {
-    /// Enrol `root` as a new medium, keeping its key in `state_dir`. Refuses an enrolled one
-    /// unless `force` (which wipes it, and only a medium proven to be this host's).
+    /// Enrol `root` as a new medium of tree format `tree_format` (FORMAT.md "The tree":
+    /// [`TREE_FORMAT`] unless an older trayback must read it too), keeping its key in
+    /// `state_dir`. Refuses an enrolled one unless `force` (which wipes it, and only a medium
+    /// proven to be this host's).
     pub fn init(
         root: &Path,
         label: &str,
@@ -49,7 +51,13 @@ impl Medium {
         now: DateTime<Utc>,
         state_dir: &Path,
         protection: Protection,
+        tree_format: u32,
     ) -> Result<Enrolled> {
+        if !(TREE_FORMAT_FIXED..=TREE_FORMAT).contains(&tree_format) {
+            return Err(Error::Refused(format!(
+                "tree format {tree_format}: this trayback makes media of formats {TREE_FORMAT_FIXED} to {TREE_FORMAT}"
+            )));
+        }
         let dir = Beneath::create(root)?;
         dir.make_private()?;
         if dir.exists("media.yaml")? {
@@ -108,7 +116,11 @@ impl Medium {
                 (c, Some(r))
             }
         };
-        let (rel, bytes) = records::tree_file(&crypt, &Tree::default(), 1);
+        let tree = Tree {
+            format: tree_format,
+            ..Tree::default()
+        };
+        let (rel, bytes) = records::tree_file(&crypt, &tree, 1);
         dir.atomic_write(rel, &bytes)?;
         if crypt.is_sealed() {
             keyring::seen::record_tree_generation(state_dir, &media.media_id, 1)?;
