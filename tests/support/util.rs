@@ -152,6 +152,12 @@ impl Env {
             "Test",
             "--plaintext",
         ]);
+        // scripts/test.sh runs tests again on older media (`TRAYBACK_TREE_FORMAT`, which
+        // `media init` takes): make sure they got one.
+        if let Ok(want) = std::env::var("TRAYBACK_TREE_FORMAT") {
+            let tree = std::fs::read_to_string(self.medium.join("trayback/tree.yaml")).unwrap();
+            assert!(tree.starts_with(&format!("format: {want}\n")), "{tree}");
+        }
     }
 
     /// A backup of `src` with the given extra args, as it went.
