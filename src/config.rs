@@ -9,6 +9,7 @@
 
 use crate::pare::Policy;
 use crate::schedule::{Monthly, Schedule};
+use crate::tree::{TREE_FORMAT, TREE_FORMAT_FIXED};
 use chrono::{Duration, NaiveTime};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -59,6 +60,8 @@ struct RawConfig {
     compression_level: Option<i32>,
     /// New media are encrypted unless this is `false` (FORMAT.md "Encryption").
     encrypt: Option<bool>,
+    /// The tree format of new media (FORMAT.md "Versioning"); the newest unless set.
+    tree_format: Option<u32>,
     schedule: Option<RawSchedule>,
     pare: Option<RawPare>,
     agent: Option<RawAgent>,
@@ -142,6 +145,9 @@ pub struct Config {
     pub compression_level: i32,
     /// Whether new media (`media init`, the agent's auto-enrolment) are encrypted.
     pub encrypt: bool,
+    /// The tree format of new media (`media init`, the agent's auto-enrolment): the newest,
+    /// unless a host running an older trayback must use the same disks.
+    pub tree_format: u32,
     pub schedule: Schedule,
     pub pare: Policy,
     pub agent: Agent,
@@ -248,6 +254,13 @@ impl Config {
         }
         let exclude = raw.exclude.unwrap_or_default();
         let exclude_set = build_excludes(&exclude).map_err(|e| bad(format!("exclude: {e}")))?;
+        let tree_format = in_range(
+            "tree_format",
+            raw.tree_format.unwrap_or(TREE_FORMAT),
+            TREE_FORMAT_FIXED,
+            TREE_FORMAT,
+        )
+        .map_err(bad)?;
         let compression_level = raw.compression_level.unwrap_or(3);
         if !(1..=19).contains(&compression_level) {
             return Err(bad(format!(
@@ -386,6 +399,7 @@ impl Config {
             one_file_system: raw.one_file_system.unwrap_or(true),
             compression_level,
             encrypt: raw.encrypt.unwrap_or(true),
+            tree_format,
             schedule,
             pare,
         })
@@ -456,6 +470,9 @@ mod tests {
         assert!(parse("compression_level: 40")
             .unwrap_err()
             .contains("compression_level"));
+        for bad in ["tree_format: 0", "tree_format: 4"] {
+            assert!(parse(bad).unwrap_err().contains("tree_format"), "{bad}");
+        }
         assert!(parse("sources: [relative/path]")
             .unwrap_err()
             .contains("sources"));

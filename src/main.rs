@@ -28,10 +28,10 @@ fn main() -> ExitCode {
 /// and the verify's threads an arena of its own (up to 8 per core) and, after a large buffer
 /// is freed, serves buffers up to 32 MiB from those arenas instead of `mmap`: at 2 000 000
 /// files that left ~115 MiB of a full backup's 270 MiB peak RSS in freed, unreturned memory.
-/// Two arenas at most, shared by the threads (peak 155 MiB; the backup took 179 s against
-/// 165 s, on a machine loaded by other builds: not told apart from noise there), and fixed
-/// thresholds, so that what is freed goes back to the system beyond a bound: buffers over
-/// 4 MiB are their own `mmap`, and an arena keeps at most 16 MiB free at its top.
+/// Two arenas at most, shared by the threads, and fixed thresholds, so that what is freed goes
+/// back to the system beyond a bound: buffers over 4 MiB are their own `mmap`, and an arena
+/// keeps at most 16 MiB free at its top (so up to 32 MiB held free; README "Benchmarks" has
+/// what each setting measured).
 /// Not lower: a full backup makes and frees a ~1 MiB buffer several times per frame written
 /// (content, compressed, sealed, and verify's inflated copy); with a 1 MiB `mmap` threshold
 /// and glibc's 128 KiB trim threshold each of them was fresh pages from the kernel, and the

@@ -92,7 +92,8 @@ pub struct BackupRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
-    /// [`TREE_FORMAT`] or [`TREE_FORMAT_FIXED`]: it decides how the medium cuts content.
+    /// [`TREE_FORMAT`], [`TREE_FORMAT_CDC`] or [`TREE_FORMAT_FIXED`]: how the medium cuts
+    /// content and whether its packs hold frames.
     pub format: u32,
     pub next_id: BackupId,
     pub backups: Vec<BackupRecord>,

@@ -182,3 +182,40 @@ fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
     // The real medium is still this host's.
     env.backup(&["--kind", "monthly"]);
 }
+
+/// A medium for a host running an older trayback: the tree format comes from the config's
+/// `tree_format` (what the agent's enrolment of blank disks follows too) unless `--tree-format`
+/// says otherwise, and a format this trayback does not make is refused with nothing written.
+#[test]
+fn a_new_medium_takes_the_tree_format_asked_for() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    let config = env.src.parent().unwrap().join("old-format.yaml");
+    fs::write(
+        &config,
+        format!("sources: [{}]\ntree_format: 1\n", env.src.display()),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let tree = env.medium.join("trayback/tree.yaml");
+    let init = |extra: &[&str]| {
+        let mut args = vec!["media", "init", "{medium}", "--label", "Old", "--plaintext"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    assert!(init(&["--config", cfg]).status.success());
+    assert!(fs::read_to_string(&tree).unwrap().starts_with("format: 1\n"));
+    assert!(init(&["--config", cfg, "--tree-format", "2", "--force"])
+        .status
+        .success());
+    assert!(fs::read_to_string(&tree).unwrap().starts_with("format: 2\n"));
+    fs::remove_dir_all(env.medium.join("trayback")).unwrap();
+    let out = init(&["--tree-format", "4"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tree-format"));
+    assert!(!env.medium.join("trayback").exists());
+    fs::write(&config, "tree_format: 9\n").unwrap();
+    let out = init(&["--config", cfg]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tree_format"));
+    assert!(!env.medium.join("trayback").exists());
+}

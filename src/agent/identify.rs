@@ -27,7 +27,6 @@ use super::devices::Disk;
 use super::{mounts, superblock};
 use crate::error::Error;
 use crate::medium::{self, ForeignReason, MediaFile, Medium, Proof, Unproven};
-use crate::tree::TREE_FORMAT;
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use tracing::info;
@@ -275,8 +274,16 @@ pub(super) fn open_identified(
             } else {
                 medium::Protection::Plaintext
             };
-            let enrolled = Medium::init(mp, &label, false, now, state_dir, protection, TREE_FORMAT)
-                .map_err(failed)?;
+            let enrolled = Medium::init(
+                mp,
+                &label,
+                false,
+                now,
+                state_dir,
+                protection,
+                cfg.tree_format,
+            )
+            .map_err(failed)?;
             if let Some(r) = &enrolled.recovery {
                 let path = medium::keep_recovery_key(state_dir, &enrolled.media.media_id, r)
                     .map_err(|e| Refusal::Failed(e.to_string()))?;

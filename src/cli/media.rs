@@ -6,6 +6,7 @@ use super::output::{self, print_json};
 use super::{held, keys, load_config, state_dir};
 use crate::maintain;
 use crate::medium::{self, Medium};
+use crate::tree::{TREE_FORMAT, TREE_FORMAT_FIXED};
 use anyhow::Result;
 use chrono::Utc;
 use clap::Subcommand;
@@ -37,11 +38,12 @@ pub enum MediaCmd {
         /// As --passphrase, from the first line of this file.
         #[arg(long, value_name = "PATH", conflicts_with = "plaintext")]
         passphrase_file: Option<PathBuf>,
-        /// The medium's tree format (FORMAT.md "The tree"): 3, the newest, unless a host
-        /// running an older trayback must read and write it too — 2: content-defined blocks
-        /// without frames; 1: fixed 256 KiB blocks. A medium keeps its format for life.
-        #[arg(long, value_name = "N", env = "TRAYBACK_TREE_FORMAT",
-              value_parser = clap::value_parser!(u32).range(1..=3))]
+        /// The medium's tree format (FORMAT.md "Versioning"; default: the config's
+        /// `tree_format`, else the newest), for a disk a host running an older trayback must
+        /// also use — 2: content-defined blocks without frames; 1: fixed 256 KiB blocks.
+        /// A medium keeps its format for life.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32)
+              .range(TREE_FORMAT_FIXED as i64..=TREE_FORMAT as i64))]
         tree_format: Option<u32>,
         #[arg(long)]
         json: bool,
@@ -147,7 +149,7 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
                 Utc::now(),
                 &state,
                 protection,
-                tree_format.unwrap_or(crate::tree::TREE_FORMAT),
+                tree_format.unwrap_or(cfg.tree_format),
             )?;
             let m = &enrolled.media;
             let recovery = enrolled.recovery.as_ref().map(|r| r.display());

@@ -40,7 +40,7 @@ pub fn host_name() -> String {
 }
 
 impl Medium {
-    /// Enrol `root` as a new medium of tree format `tree_format` (FORMAT.md "The tree":
+    /// Enrol `root` as a new medium of tree format `tree_format` (FORMAT.md "Versioning":
     /// [`TREE_FORMAT`] unless an older trayback must read it too), keeping its key in
     /// `state_dir`. Refuses an enrolled one unless `force` (which wipes it, and only a medium
     /// proven to be this host's).
@@ -55,7 +55,8 @@ impl Medium {
     ) -> Result<Enrolled> {
         if !(TREE_FORMAT_FIXED..=TREE_FORMAT).contains(&tree_format) {
             return Err(Error::Refused(format!(
-                "tree format {tree_format}: this trayback makes media of formats {TREE_FORMAT_FIXED} to {TREE_FORMAT}"
+                "{}: tree format {tree_format}: this trayback makes media of formats {TREE_FORMAT_FIXED} to {TREE_FORMAT}",
+                root.display()
             )));
         }
         let dir = Beneath::create(root)?;

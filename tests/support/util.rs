@@ -137,24 +137,32 @@ impl Env {
 
     /// Enrol the medium with the shipped defaults (encrypted); returns its recovery key.
     pub fn init(&self) -> String {
-        let out = self.ok(&["media", "init", "{medium}", "--label", "Test", "--json"]);
+        let mut args = vec!["media", "init", "{medium}", "--label", "Test", "--json"];
+        let format = old_tree_format();
+        if let Some(f) = &format {
+            args.extend(["--tree-format", f]);
+        }
+        let out = self.ok(&args);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["recovery_key"].as_str().unwrap_or_default().to_string()
     }
 
     /// Enrol the medium in plaintext (`--plaintext`): for tests that read or forge records.
     pub fn init_plaintext(&self) {
-        self.ok(&[
+        let mut args = vec![
             "media",
             "init",
             "{medium}",
             "--label",
             "Test",
             "--plaintext",
-        ]);
-        // scripts/test.sh runs tests again on older media (`TRAYBACK_TREE_FORMAT`, which
-        // `media init` takes): make sure they got one.
-        if let Ok(want) = std::env::var("TRAYBACK_TREE_FORMAT") {
+        ];
+        let format = old_tree_format();
+        if let Some(f) = &format {
+            args.extend(["--tree-format", f]);
+        }
+        self.ok(&args);
+        if let Some(want) = format {
             let tree = std::fs::read_to_string(self.medium.join("trayback/tree.yaml")).unwrap();
             assert!(tree.starts_with(&format!("format: {want}\n")), "{tree}");
         }
@@ -590,4 +598,10 @@ pub fn words(seed: u64, n: usize) -> Vec<u8> {
         out.push(b' ');
     }
     out
+}
+
+/// The tree format scripts/test.sh asks new media to have when it runs tests again on media of
+/// an older format (`TRAYBACK_TREE_FORMAT`); None: the newest.
+pub fn old_tree_format() -> Option<String> {
+    std::env::var("TRAYBACK_TREE_FORMAT").ok()
 }
