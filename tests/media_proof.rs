@@ -203,11 +203,15 @@ fn a_new_medium_takes_the_tree_format_asked_for() {
         env.run(&args)
     };
     assert!(init(&["--config", cfg]).status.success());
-    assert!(fs::read_to_string(&tree).unwrap().starts_with("format: 1\n"));
+    assert!(fs::read_to_string(&tree)
+        .unwrap()
+        .starts_with("format: 1\n"));
     assert!(init(&["--config", cfg, "--tree-format", "2", "--force"])
         .status
         .success());
-    assert!(fs::read_to_string(&tree).unwrap().starts_with("format: 2\n"));
+    assert!(fs::read_to_string(&tree)
+        .unwrap()
+        .starts_with("format: 2\n"));
     fs::remove_dir_all(env.medium.join("trayback")).unwrap();
     let out = init(&["--tree-format", "4"]);
     assert!(!out.status.success());
