@@ -21,7 +21,10 @@ use std::str::FromStr;
 
 /// The tree format of new media: their files are cut into content-defined blocks, and their
 /// packs hold frames (pack versions 3 and 4, FORMAT.md "Frames").
-pub const TREE_FORMAT: u32 = 3;
+pub const TREE_FORMAT: u32 = TREE_FORMAT_FRAMES;
+/// The first tree format whose packs hold frames (versions 3 and 4); later formats keep them
+/// unless they say otherwise.
+pub const TREE_FORMAT_FRAMES: u32 = 3;
 /// The tree format of media made with content-defined blocks before frames: they keep
 /// writing packs of versions 1 and 2.
 pub const TREE_FORMAT_CDC: u32 = 2;
