@@ -138,3 +138,40 @@ fn a_damaged_frame_is_reported_by_verify() {
     let out = env.run(&["verify", "--medium", "{medium}", "--read-all"]);
     assert!(!out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_pack_of_small_blobs_in_frames_is_closed_by_its_count_of_blobs() {
+    // 60 000 distinct small files (~100 bytes: ~10 000 to a 1 MiB frame) compress to far
+    // less than a pack's 32 MiB, but a pack is also closed at 32 768 blobs (a frame may add
+    // up to 65 536 past it): a writer's memory follows an open pack's blobs, and a reader
+    // refuses a trailer of over 1 048 576.
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    let text = |i: usize| format!("{i} ").repeat(100 / (i.to_string().len() + 1));
+    for i in 0..60_000 {
+        write(
+            &env.src.join(format!("d{}/f{i}.txt", i / 1000)),
+            text(i).as_bytes(),
+        );
+    }
+    env.backup(&["--kind", "monthly"]);
+    let p = packs(&env.medium);
+    let framed: Vec<usize> = p.iter().map(|(_, n)| *n).filter(|n| *n > 0).collect();
+    assert!(framed.len() >= 2, "{p:?}");
+    assert!(framed.iter().all(|n| *n <= 32_768 + 65_536), "{p:?}");
+    assert!(framed.iter().sum::<usize>() >= 60_000, "{p:?}");
+    env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
+    let to = env.path("restored");
+    env.ok(&[
+        "restore",
+        "--medium",
+        "{medium}",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    let landed = to.join(env.src.strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read(landed.join("d59/f59999.txt")).unwrap(),
+        text(59_999).as_bytes()
+    );
+}

@@ -46,8 +46,8 @@ pub const TRAILER_ENTRY_LEN: usize = 52;
 pub const TRAILER_ENTRY_LEN_FRAMED: usize = 60;
 pub const FOOTER_LEN: u64 = 64;
 /// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
-/// bytes and every record takes at least its 44-byte header, so a pack holds at most
-/// 762 601; readers refuse a footer that claims more (its trailer would be read into memory).
+/// bytes and every record takes at least its 44-byte header (so at most 762 601 records), or
+/// once it holds [`crate::store::PACK_MAX_BLOBS`] blobs (entries of frames); readers refuse a footer that claims more (its trailer would be read into memory).
 pub const MAX_PACK_RECORDS: u64 = 1 << 20;
 const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN < MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.

@@ -1,5 +1,5 @@
 //! Writing blobs into packs: a writing session (a backup's, or garbage collection's) appends
-//! each new blob to the open pack of its kind, closes a pack once it reaches [`PACK_TARGET`],
+//! each new blob to the open pack of its kind, closes a pack once it reaches [`PACK_TARGET`] (or [`PACK_MAX_BLOBS`] blobs),
 //! and makes it visible only once it is complete, fsync'd and renamed into `packs/`.
 //!
 //! Invariants: a blob is written once per medium (deduplicated against the index and the
@@ -7,7 +7,10 @@
 //! appended to; `abort` deletes every pack of the session (nothing committed refers to them).
 
 use super::MAX_BLOCK;
-use super::{check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store, PACK_TARGET};
+use super::{
+    check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store, PACK_MAX_BLOBS,
+    PACK_TARGET,
+};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
 use pack::frame::{self, FRAME_TARGET};
@@ -187,7 +190,7 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append_frame(kind, &ids, &f)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.len >= PACK_TARGET;
+        let full = pw.len >= PACK_TARGET || pw.entries.len() >= PACK_MAX_BLOBS;
         w.stats.blocks += ids.len() as u64;
         w.stats.bytes_raw += ids.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
         w.stats.bytes_stored += f.payload.len() as u64;
@@ -242,7 +245,7 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.len >= PACK_TARGET;
+        let full = pw.len >= PACK_TARGET || pw.entries.len() >= PACK_MAX_BLOBS;
         w.pending.insert(id);
         w.stats.blocks += 1;
         w.stats.bytes_raw += raw_len as u64;
