@@ -9,7 +9,7 @@
 
 use crate::pare::Policy;
 use crate::schedule::{Monthly, Schedule};
-use crate::tree::{TREE_FORMAT, TREE_FORMAT_FIXED};
+use crate::tree::{TREE_FORMAT, TREE_FORMATS};
 use chrono::{Duration, NaiveTime};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -257,8 +257,8 @@ impl Config {
         let tree_format = in_range(
             "tree_format",
             raw.tree_format.unwrap_or(TREE_FORMAT),
-            TREE_FORMAT_FIXED,
-            TREE_FORMAT,
+            *TREE_FORMATS.start(),
+            *TREE_FORMATS.end(),
         )
         .map_err(bad)?;
         let compression_level = raw.compression_level.unwrap_or(3);

@@ -31,6 +31,8 @@ pub const TREE_FORMAT_CDC: u32 = 2;
 /// The tree format of media made before content-defined blocks: they keep fixed 256 KiB
 /// blocks (FORMAT.md "Blobs and blob ids"), read and written as ever.
 pub const TREE_FORMAT_FIXED: u32 = 1;
+/// The tree formats this trayback reads, writes and makes new media of.
+pub const TREE_FORMATS: std::ops::RangeInclusive<u32> = TREE_FORMAT_FIXED..=TREE_FORMAT;
 
 /// The kind of a backup: `monthly` is full, the others incremental.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

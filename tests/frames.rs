@@ -154,22 +154,14 @@ fn a_pack_of_small_blobs_in_frames_is_closed_by_its_count_of_blobs() {
             text(i).as_bytes(),
         );
     }
-    env.backup(&["--kind", "monthly"]);
+    let id = env.backup(&["--kind", "monthly"]);
     let p = packs(&env.medium);
     let framed: Vec<usize> = p.iter().map(|(_, n)| *n).filter(|n| *n > 0).collect();
     assert!(framed.len() >= 2, "{p:?}");
     assert!(framed.iter().all(|n| *n <= 32_768 + 65_536), "{p:?}");
     assert!(framed.iter().sum::<usize>() >= 60_000, "{p:?}");
     env.ok(&["verify", "--medium", "{medium}", "--read-all"]);
-    let to = env.path("restored");
-    env.ok(&[
-        "restore",
-        "--medium",
-        "{medium}",
-        "--to",
-        to.to_str().unwrap(),
-    ]);
-    let landed = to.join(env.src.strip_prefix("/").unwrap());
+    let landed = env.restore(id, "restored");
     assert_eq!(
         fs::read(landed.join("d59/f59999.txt")).unwrap(),
         text(59_999).as_bytes()

@@ -6,7 +6,7 @@ use super::output::{self, print_json};
 use super::{held, keys, load_config, state_dir};
 use crate::maintain;
 use crate::medium::{self, Medium};
-use crate::tree::{TREE_FORMAT, TREE_FORMAT_FIXED};
+use crate::tree::TREE_FORMATS;
 use anyhow::Result;
 use chrono::Utc;
 use clap::Subcommand;
@@ -43,7 +43,7 @@ pub enum MediaCmd {
         /// also use — 2: content-defined blocks without frames; 1: fixed 256 KiB blocks.
         /// A medium keeps its format for life.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32)
-              .range(TREE_FORMAT_FIXED as i64..=TREE_FORMAT as i64))]
+              .range(*TREE_FORMATS.start() as i64..=*TREE_FORMATS.end() as i64))]
         tree_format: Option<u32>,
         #[arg(long)]
         json: bool,

@@ -10,7 +10,7 @@ use super::{MEDIA_FORMAT, READERS_LOCK};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::ids::MediaId;
-use crate::tree::{Tree, TREE_FORMAT, TREE_FORMAT_FIXED};
+use crate::tree::{Tree, TREE_FORMATS};
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use tracing::info;
@@ -41,7 +41,7 @@ pub fn host_name() -> String {
 
 impl Medium {
     /// Enrol `root` as a new medium of tree format `tree_format` (FORMAT.md "Versioning":
-    /// [`TREE_FORMAT`] unless an older trayback must read it too), keeping its key in
+    /// [`crate::tree::TREE_FORMAT`] unless an older trayback must read it too), keeping its key in
     /// `state_dir`. Refuses an enrolled one unless `force` (which wipes it, and only a medium
     /// proven to be this host's).
     pub fn init(
@@ -53,10 +53,12 @@ impl Medium {
         protection: Protection,
         tree_format: u32,
     ) -> Result<Enrolled> {
-        if !(TREE_FORMAT_FIXED..=TREE_FORMAT).contains(&tree_format) {
+        if !TREE_FORMATS.contains(&tree_format) {
             return Err(Error::Refused(format!(
-                "{}: tree format {tree_format}: this trayback makes media of formats {TREE_FORMAT_FIXED} to {TREE_FORMAT}",
-                root.display()
+                "{}: tree format {tree_format}: this trayback makes media of formats {} to {}",
+                root.display(),
+                TREE_FORMATS.start(),
+                TREE_FORMATS.end()
             )));
         }
         let dir = Beneath::create(root)?;

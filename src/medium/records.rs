@@ -17,7 +17,7 @@ use super::{BackupHeader, Beneath, HEADER_FORMAT};
 use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::ids::BackupId;
-use crate::tree::{Tree, TREE_FORMAT, TREE_FORMAT_FIXED};
+use crate::tree::{Tree, TREE_FORMAT, TREE_FORMATS};
 
 pub const SEAL_MAGIC: &[u8; 8] = b"TRAYSEAL";
 pub const SEAL_VERSION: u32 = 1;
@@ -146,7 +146,7 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
     let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).map_err(hint)?;
     let tree: Tree = parse_yaml(dir, rel, &plain).map_err(hint)?;
     let path = dir.shown(rel);
-    if !(TREE_FORMAT_FIXED..=TREE_FORMAT).contains(&tree.format) {
+    if !TREE_FORMATS.contains(&tree.format) {
         return Err(Error::Version {
             path,
             found: tree.format,

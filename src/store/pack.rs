@@ -21,7 +21,7 @@ pub mod frame;
 use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
-use crate::store::{MAX_BLOCK, PACK_TARGET};
+use crate::store::{MAX_BLOCK, PACK_MAX_BLOBS, PACK_TARGET};
 pub use codec::{check, compress, decode, encode, encode_raw, incompressible};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -47,7 +47,8 @@ pub const TRAILER_ENTRY_LEN_FRAMED: usize = 60;
 pub const FOOTER_LEN: u64 = 64;
 /// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
 /// bytes and every record takes at least its 44-byte header (so at most 762 601 records), or
-/// once it holds [`crate::store::PACK_MAX_BLOBS`] blobs (entries of frames); readers refuse a footer that claims more (its trailer would be read into memory).
+/// once it holds [`PACK_MAX_BLOBS`] blobs (entries of frames); readers refuse a footer that
+/// claims more (its trailer would be read into memory).
 pub const MAX_PACK_RECORDS: u64 = 1 << 20;
 const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN < MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.
@@ -316,6 +317,11 @@ impl PackWriter {
             len: HEADER_LEN,
             entries: Vec::new(),
         })
+    }
+
+    /// Whether the pack is to be closed: [`PACK_TARGET`] bytes or [`PACK_MAX_BLOBS`] blobs.
+    pub fn is_full(&self) -> bool {
+        self.len >= PACK_TARGET || self.entries.len() >= PACK_MAX_BLOBS
     }
 
     /// Append one record; returns its trailer entry.

@@ -1,16 +1,14 @@
 //! Writing blobs into packs: a writing session (a backup's, or garbage collection's) appends
-//! each new blob to the open pack of its kind, closes a pack once it reaches [`PACK_TARGET`] (or [`PACK_MAX_BLOBS`] blobs),
-//! and makes it visible only once it is complete, fsync'd and renamed into `packs/`.
+//! each new blob to the open pack of its kind, closes a pack once it is full
+//! ([`PackWriter::is_full`]), and makes it visible only once it is complete, fsync'd and
+//! renamed into `packs/`.
 //!
 //! Invariants: a blob is written once per medium (deduplicated against the index and the
 //! blobs pending in open packs); a pack left open by a failed session is dropped, never
 //! appended to; `abort` deletes every pack of the session (nothing committed refers to them).
 
 use super::MAX_BLOCK;
-use super::{
-    check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store, PACK_MAX_BLOBS,
-    PACK_TARGET,
-};
+use super::{check::Checker, check_pack, pack, pack_rel, CheckFn, PackInfo, Store};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
 use pack::frame::{self, FRAME_TARGET};
@@ -190,7 +188,7 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append_frame(kind, &ids, &f)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.len >= PACK_TARGET || pw.entries.len() >= PACK_MAX_BLOBS;
+        let full = pw.is_full();
         w.stats.blocks += ids.len() as u64;
         w.stats.bytes_raw += ids.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
         w.stats.bytes_stored += f.payload.len() as u64;
@@ -245,7 +243,7 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.len >= PACK_TARGET || pw.entries.len() >= PACK_MAX_BLOBS;
+        let full = pw.is_full();
         w.pending.insert(id);
         w.stats.blocks += 1;
         w.stats.bytes_raw += raw_len as u64;
