@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 /// files that left ~115 MiB of a full backup's 270 MiB peak RSS in freed, unreturned memory.
 /// Two arenas at most, shared by the threads, and fixed thresholds, so that what is freed goes
 /// back to the system beyond a bound: buffers over 4 MiB are their own `mmap`, and an arena
-/// keeps at most 16 MiB free at its top (so up to 32 MiB held free; README "Benchmarks" has
+/// keeps at most 8 MiB free at its top (so up to 16 MiB held free; README "Benchmarks" has
 /// what each setting measured).
 /// Not lower: a full backup makes and frees a ~1 MiB buffer several times per frame written
 /// (content, compressed, sealed, and verify's inflated copy); with a 1 MiB `mmap` threshold
@@ -43,7 +43,7 @@ fn flat_heap() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 
