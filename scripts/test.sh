@@ -15,10 +15,12 @@ cargo test --release
 # The same reading, writing, paring and damage tests again on media of the older tree formats
 # a medium keeps for life (FORMAT.md "The tree"): 1, fixed blocks; 2, content-defined blocks
 # without frames; tests/support's Env makes its media so when TRAYBACK_TREE_FORMAT is set.
-# Not among them: tests of one format's own behaviour (frames, frames_attacks, cdc_attacks,
-# incremental_cost, scale_attacks), of the source side (walk, walk_attacks, memory), the agent,
-# UI and package tests (their media are the agent's or the lab's), and gc_failures (100 s a
-# format). About 4 minutes for both formats.
+# Every `media init` a test runs through tests/support (Env, in_test_tree_format) takes the
+# format, unless the test names one itself. Not among them: tests of one format's own
+# behaviour (frames, frames_attacks, cdc_attacks, incremental_cost, scale_attacks), of the
+# source side (walk, walk_attacks, memory, logs: what a backup logs of its source), the agent,
+# UI and package tests (their media are the agent's or the lab's), gc_failures (100 s a
+# format), and tests without a medium (planners, decode_alloc). About 4 minutes for both.
 OLD_FORMAT_TESTS=(roundtrip crash damage hostile hostile_media readers restore_safety room
     room_failures crypt crypt_attacks crypt_id_file crypt_rollback no_panic errors schedule_pare
     reach_attacks media_proof)

@@ -41,20 +41,7 @@ pub use write::WriteStats;
 use write::Writing;
 
 pub use chunk::{Chunker, MAX_BLOCK};
-/// A pack is closed once it reaches this size.
-pub const PACK_TARGET: u64 = 32 << 20;
-/// A pack is also closed once it holds this many blobs. Small blobs in frames pack tightly
-/// (2 000 000 small text files filled a few packs of ~450 000 blobs each: a full backup of
-/// them peaked at 280 MiB, 184 MiB with this cap; tests/memory.rs's 100 000 files made one
-/// pack): an open pack's
-/// trailer entries and pending ids, and the copies made when it is indexed, are per blob, so
-/// this bounds a writer's memory by blobs, not bytes. It also keeps a framed pack's trailer
-/// within [`pack::MAX_PACK_RECORDS`] whatever its frames compress to (a frame adds at most
-/// [`pack::frame::FRAME_MAX_MEMBERS`] entries past it).
-pub const PACK_MAX_BLOBS: usize = 1 << 15;
-const _: () = assert!(
-    PACK_MAX_BLOBS as u64 + pack::frame::FRAME_MAX_MEMBERS as u64 <= pack::MAX_PACK_RECORDS
-);
+pub use pack::{PACK_MAX_BLOBS, PACK_TARGET};
 
 #[derive(Clone, Debug)]
 pub struct PackInfo {

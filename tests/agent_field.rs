@@ -406,7 +406,7 @@ fn a_failing_disk_is_notified_once_and_not_written_again_and_the_others_go_on() 
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let failing = Immutable::set(&img);
-    lab.devices.push(text(&out.stdout).trim().to_string());
+    lab.track(text(&out.stdout).trim());
     let t0 = Instant::now();
     let failing_notes = |lab: &Lab| {
         lab.notes()

@@ -150,18 +150,17 @@ fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
     let fake = env.path("fake");
     fs::create_dir(&fake).unwrap();
     let other_state = env.path("other-host-state");
-    let out = std::process::Command::new(bin())
-        .args([
+    let out = env.run_as(
+        &other_state,
+        &[
             "media",
             "init",
             fake.to_str().unwrap(),
             "--label",
             "Fake",
             "--plaintext",
-        ])
-        .env("TRAYBACK_STATE_DIR", &other_state)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let fake_media = fake.join("trayback/media.yaml");
     let t = fs::read_to_string(&fake_media).unwrap();
@@ -189,7 +188,7 @@ fn a_disk_claiming_a_known_medium_id_is_not_adopted_over_it() {
 #[test]
 fn a_new_medium_takes_the_tree_format_asked_for() {
     let env = Env::new(MediumKind::Dir).unwrap();
-    let config = env.src.parent().unwrap().join("old-format.yaml");
+    let config = env.path("old-format.yaml");
     fs::write(
         &config,
         format!("sources: [{}]\ntree_format: 1\n", env.src.display()),
@@ -215,11 +214,11 @@ fn a_new_medium_takes_the_tree_format_asked_for() {
     fs::remove_dir_all(env.medium.join("trayback")).unwrap();
     let out = init(&["--tree-format", "4"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tree-format"));
+    assert!(stderr(&out).contains("--tree-format"));
     assert!(!env.medium.join("trayback").exists());
     fs::write(&config, "tree_format: 9\n").unwrap();
     let out = init(&["--config", cfg]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tree_format"));
+    assert!(stderr(&out).contains("tree_format"));
     assert!(!env.medium.join("trayback").exists());
 }

@@ -278,7 +278,7 @@ fn a_medium_inside_the_source_is_left_out_even_when_named_relatively() {
     fs::create_dir(env.src.join("disk")).unwrap();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(bin())
-            .args(args)
+            .args(in_test_tree_format(args))
             .current_dir(&env.src)
             .env("TRAYBACK_LOG", "warn")
             .env("TRAYBACK_STATE_DIR", env.state_dir())

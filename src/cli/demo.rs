@@ -71,6 +71,7 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     );
     // The demo's medium key is kept beside it, not in the host's state directory.
     let state = workdir.join("state");
+    let cfg = Config::builtin()?.with_sources(vec![source.clone()])?;
     let media = Medium::init(
         &medium_dir,
         "demo",
@@ -78,12 +79,11 @@ pub fn run(a: DemoArgs) -> Result<u8> {
         Utc::now(),
         &state,
         crate::medium::Protection::Encrypted { passphrase: None },
-        crate::tree::TREE_FORMAT,
+        cfg.tree_format,
     )?
     .media;
     println!("   medium {} (label {:?})", media.media_id, media.label);
 
-    let cfg = Config::builtin()?.with_sources(vec![source.clone()])?;
     let mut m = Medium::open_write(&medium_dir, cfg.compression_level, &state)?;
     let cancel = AtomicBool::new(false);
     let meter = Meter::hidden();

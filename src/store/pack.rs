@@ -21,7 +21,7 @@ pub mod frame;
 use crate::crypt::{Crypt, SEAL_OVERHEAD};
 use crate::ids::{BlockId, PackId};
 use crate::listing::MAX_LISTING_LEN;
-use crate::store::{MAX_BLOCK, PACK_MAX_BLOBS, PACK_TARGET};
+use crate::store::MAX_BLOCK;
 pub use codec::{check, compress, decode, encode, encode_raw, incompressible};
 use sha2::{Digest, Sha256};
 use std::fs::File;
@@ -45,12 +45,23 @@ pub const TRAILER_ENTRY_LEN: usize = 52;
 /// frame's content and the frame's content length (both 0 for a blob record).
 pub const TRAILER_ENTRY_LEN_FRAMED: usize = 60;
 pub const FOOTER_LEN: u64 = 64;
+/// A pack is closed once it reaches this size.
+pub const PACK_TARGET: u64 = 32 << 20;
+/// A pack is also closed once it holds this many blobs: an open pack's trailer entries and
+/// pending ids, and the copies made when it is indexed, are per blob, so this bounds a
+/// writer's memory by blobs, not bytes (small blobs in frames pack tightly: 2 000 000 small
+/// text files filled packs of ~450 000 blobs, and a full backup of them peaked at 280 MiB;
+/// 184 MiB with this cap). It also keeps a framed pack's trailer within [`MAX_PACK_RECORDS`]
+/// whatever its frames compress to (a frame adds at most [`frame::FRAME_MAX_MEMBERS`]
+/// entries past it).
+pub const PACK_MAX_BLOBS: usize = 1 << 15;
 /// The most records a pack may hold: a writer closes a pack once it reaches [`PACK_TARGET`]
 /// bytes and every record takes at least its 44-byte header (so at most 762 601 records), or
 /// once it holds [`PACK_MAX_BLOBS`] blobs (entries of frames); readers refuse a footer that
 /// claims more (its trailer would be read into memory).
 pub const MAX_PACK_RECORDS: u64 = 1 << 20;
 const _: () = assert!(PACK_TARGET / RECORD_HEADER_LEN < MAX_PACK_RECORDS);
+const _: () = assert!(PACK_MAX_BLOBS as u64 + frame::FRAME_MAX_MEMBERS as u64 <= MAX_PACK_RECORDS);
 /// Footer flag: the pack was written by garbage collection, not by a backup.
 pub const FLAG_GC: u32 = 1;
 /// Footer flag: the pack holds listing blobs only.

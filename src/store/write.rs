@@ -188,11 +188,10 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append_frame(kind, &ids, &f)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.is_full();
         w.stats.blocks += ids.len() as u64;
         w.stats.bytes_raw += ids.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
         w.stats.bytes_stored += f.payload.len() as u64;
-        self.close_if_full(w, slot, full)
+        self.close_if_full(w, slot)
     }
 
     /// Open a pack for blob kind `slot` if none is open.
@@ -208,15 +207,10 @@ impl Store {
         Ok(())
     }
 
-    /// Finish (fsync) the pack of `slot` if it is `full`, without holding the lock: the
-    /// other threads go on compressing into a new pack meanwhile.
-    fn close_if_full(
-        &self,
-        mut w: std::sync::MutexGuard<'_, Writing>,
-        slot: usize,
-        full: bool,
-    ) -> Result<()> {
-        if full {
+    /// Finish (fsync) the pack of `slot` if it is full ([`PackWriter::is_full`]), without
+    /// holding the lock: the other threads go on compressing into a new pack meanwhile.
+    fn close_if_full(&self, mut w: std::sync::MutexGuard<'_, Writing>, slot: usize) -> Result<()> {
+        if w.current[slot].as_ref().is_some_and(|(pw, _)| pw.is_full()) {
             let closing = w.current[slot].take();
             let (backup, flags) = (w.backup, slot_flags(w.flags, slot));
             drop(w);
@@ -243,12 +237,11 @@ impl Store {
         let (pw, tmp) = w.current[slot].as_mut().unwrap();
         pw.append(id, kind, enc, raw_len, payload)
             .map_err(|e| self.dir.err(tmp, e))?;
-        let full = pw.is_full();
         w.pending.insert(id);
         w.stats.blocks += 1;
         w.stats.bytes_raw += raw_len as u64;
         w.stats.bytes_stored += payload.len() as u64;
-        self.close_if_full(w, slot, full)?;
+        self.close_if_full(w, slot)?;
         Ok(true)
     }
 

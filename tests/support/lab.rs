@@ -93,6 +93,8 @@ pub struct Lab {
     pub agent: Option<Child>,
     pub agent_env: Vec<(String, String)>,
     pub devices: Vec<String>,
+    /// Every device this lab has inserted, pulled or not.
+    inserted: Vec<String>,
     pub _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -143,6 +145,7 @@ impl Lab {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             devices: Vec::new(),
+            inserted: Vec::new(),
             _serial: serial,
         };
         fs::write(&lab.config, config(&lab)).unwrap();
@@ -216,8 +219,15 @@ impl Lab {
         let _ = Command::new("udevadm")
             .args(["settle", "-t", "10"])
             .status();
-        self.devices.push(dev.clone());
+        self.track(&dev);
         dev
+    }
+
+    /// Count `dev` (attached by the test itself) as one of this lab's trays: pulled at the
+    /// end, and its notifications among [`Lab::notes`].
+    pub fn track(&mut self, dev: &str) {
+        self.devices.push(dev.to_string());
+        self.inserted.push(dev.to_string());
     }
 
     /// Pull a tray: the file system vanishes under the agent (as hotplug-lab.sh does).
@@ -294,11 +304,19 @@ impl Lab {
         })
     }
 
+    /// The agent's notifications, but those about a device this lab never inserted: the labs
+    /// of one test binary run side by side, and each agent watches every `/dev/loop*` (one
+    /// lab's tray is an unknown disk to another's agent).
     pub fn notes(&self) -> Vec<serde_json::Value> {
         fs::read_to_string(&self.notes)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|n| {
+                n["device"]
+                    .as_str()
+                    .is_none_or(|d| self.inserted.iter().any(|ours| ours == d))
+            })
             .collect()
     }
 

@@ -102,7 +102,7 @@ impl Env {
 
     /// The command [`Env::run_as`] runs, not started.
     pub fn command_as(&self, state: &Path, args: &[&str]) -> Command {
-        let args: Vec<String> = args
+        let args: Vec<String> = in_test_tree_format(args)
             .iter()
             .map(|a| {
                 a.replace("{medium}", self.medium.to_str().unwrap())
@@ -137,32 +137,22 @@ impl Env {
 
     /// Enrol the medium with the shipped defaults (encrypted); returns its recovery key.
     pub fn init(&self) -> String {
-        let mut args = vec!["media", "init", "{medium}", "--label", "Test", "--json"];
-        let format = old_tree_format();
-        if let Some(f) = &format {
-            args.extend(["--tree-format", f]);
-        }
-        let out = self.ok(&args);
+        let out = self.ok(&["media", "init", "{medium}", "--label", "Test", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         v["recovery_key"].as_str().unwrap_or_default().to_string()
     }
 
     /// Enrol the medium in plaintext (`--plaintext`): for tests that read or forge records.
     pub fn init_plaintext(&self) {
-        let mut args = vec![
+        self.ok(&[
             "media",
             "init",
             "{medium}",
             "--label",
             "Test",
             "--plaintext",
-        ];
-        let format = old_tree_format();
-        if let Some(f) = &format {
-            args.extend(["--tree-format", f]);
-        }
-        self.ok(&args);
-        if let Some(want) = format {
+        ]);
+        if let Some(want) = old_tree_format() {
             let tree = std::fs::read_to_string(self.medium.join("trayback/tree.yaml")).unwrap();
             assert!(tree.starts_with(&format!("format: {want}\n")), "{tree}");
         }
@@ -602,6 +592,20 @@ pub fn words(seed: u64, n: usize) -> Vec<u8> {
 
 /// The tree format scripts/test.sh asks new media to have when it runs tests again on media of
 /// an older format (`TRAYBACK_TREE_FORMAT`); None: the newest.
-pub fn old_tree_format() -> Option<String> {
+fn old_tree_format() -> Option<String> {
     std::env::var("TRAYBACK_TREE_FORMAT").ok()
+}
+
+/// `args` of a trayback command, with `--tree-format` added to a `media init` that names no
+/// format of its own (neither the flag nor a `--config`) when scripts/test.sh asks for media
+/// of an older format: every medium a test makes through [`Env`] (or this) has it.
+pub fn in_test_tree_format(args: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let names_one = args
+        .iter()
+        .any(|a| *a == "--tree-format" || *a == "--config");
+    if let (["media", "init", ..], false, Some(f)) = (args, names_one, old_tree_format()) {
+        out.extend(["--tree-format".to_string(), f]);
+    }
+    out
 }
