@@ -68,3 +68,42 @@ fn an_incremental_onto_a_format_edited_down_restores_byte_for_byte() {
     let got = fs::read(env.restore(id, "r").join("big.bin")).unwrap();
     assert!(got == big, "restored {} bytes, differs", got.len());
 }
+
+/// atk13 finding 6: a format-1 medium (made for a host running an older trayback) whose
+/// listing packs are lost: `repair --tree` finds no root listing to tell fixed blocks by and
+/// rebuilds it as format 2 (its packs are of version 1), without a word; the older trayback
+/// then refuses the whole medium, and new backups cut content-defined blocks into it.
+#[test]
+#[ignore = "atk13 F6: repair --tree turns a format-1 medium whose listings are lost into format 2"]
+fn repair_keeps_a_format_1_medium_at_format_1() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.ok(&[
+        "media",
+        "init",
+        "{medium}",
+        "--label",
+        "Old",
+        "--plaintext",
+        "--tree-format",
+        "1",
+    ]);
+    write(&env.src.join("big.bin"), &bytes(1, 3_000_000));
+    env.backup(&["--kind", "monthly"]);
+    // Delete the packs of listings (footer flag bit 1); the data packs stay.
+    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let b = fs::read(&p).unwrap();
+            let flags = u32::from_le_bytes(b[b.len() - 56..b.len() - 52].try_into().unwrap());
+            if flags & 2 != 0 {
+                fs::remove_file(&p).unwrap();
+            }
+        }
+    }
+    let out = env.ok(&["repair", "--medium", "{medium}", "--tree"]);
+    let tree = fs::read_to_string(env.medium.join("trayback/tree.yaml")).unwrap();
+    assert!(
+        tree.starts_with("format: 1\n"),
+        "repair said: {out}\ntree.yaml:\n{tree}"
+    );
+}
