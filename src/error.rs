@@ -43,11 +43,11 @@ pub enum Error {
     ReadersBusy(PathBuf),
     #[error("{}: damaged medium: {detail}", path.display())]
     Damaged { path: PathBuf, detail: String },
-    #[error("{}: format version {found} is not supported (this trayback reads version {supported})", path.display())]
+    #[error("{}: format version {found} is not supported (this trayback reads {})", path.display(), versions(supported))]
     Version {
         path: PathBuf,
         found: u32,
-        supported: u32,
+        supported: std::ops::RangeInclusive<u32>,
     },
     #[error("backup {0} is not on this medium")]
     NoSuchBackup(BackupId),
@@ -135,5 +135,13 @@ impl<T> IoContext<T> for io::Result<T> {
             path: path.into(),
             cause,
         })
+    }
+}
+
+/// "version 3", or "versions 1 to 3": the formats a reader takes, for [`Error::Version`].
+fn versions(r: &std::ops::RangeInclusive<u32>) -> String {
+    match r.start() == r.end() {
+        true => format!("version {}", r.start()),
+        false => format!("versions {} to {}", r.start(), r.end()),
     }
 }

@@ -294,6 +294,17 @@ pub fn room_for_backup(
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
 /// state is not in the headers, so every backup comes back unverified until verified again.
 pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
+    use crate::tree::{TREE_FORMAT, TREE_FORMATS, TREE_FORMAT_CDC, TREE_FORMAT_FIXED};
+    // A tree of a later trayback's format is left alone: this one would rewrite it in a format
+    // that trayback's backups do not fit.
+    let claimed = m.claimed_tree_format();
+    if let Some(found) = claimed.filter(|f| *f > TREE_FORMAT) {
+        return Err(Error::Version {
+            path: m.shown_tree(),
+            found,
+            supported: TREE_FORMATS,
+        });
+    }
     let (mut headers, mut notes) = m.headers_on_disk()?;
     headers.sort_by_key(|h| h.id);
     let ids: HashSet<BackupId> = headers.iter().map(|h| h.id).collect();
@@ -318,15 +329,32 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
             bytes_stored: h.bytes.stored,
         });
     }
-    // A medium whose backups cut content into fixed blocks keeps them (FORMAT.md "Blobs and
-    // blob ids"): the format of the first readable root listing says which.
-    let fixed = headers.iter().find_map(|h| m.listing(&h.root).ok());
-    if fixed.is_some_and(|l| l.format == crate::listing::LISTING_FORMAT_FIXED) {
-        tree.format = crate::tree::TREE_FORMAT_FIXED;
-    } else if m.store().has_unframed_packs() {
-        // Packs written before frames: the medium keeps writing packs of their version.
-        tree.format = crate::tree::TREE_FORMAT_CDC;
-    }
+    // A medium keeps its format for life (FORMAT.md "The tree"). The first readable root
+    // listing says whether its backups cut content into fixed blocks (format 1) or not;
+    // within that, the format the old tree claims is kept, else packs written before frames
+    // say 2 and none say 3.
+    let listing = headers.iter().find_map(|h| m.listing(&h.root).ok());
+    let fixed = listing
+        .as_ref()
+        .map(|l| l.format == crate::listing::LISTING_FORMAT_FIXED);
+    let claimed = claimed.filter(|f| TREE_FORMATS.contains(f));
+    tree.format = match (fixed, claimed) {
+        (Some(true), _) => TREE_FORMAT_FIXED,
+        (Some(false), Some(f)) if f != TREE_FORMAT_FIXED => f,
+        (None, Some(f)) => f,
+        _ if m.store().has_unframed_packs() => TREE_FORMAT_CDC,
+        _ => TREE_FORMAT,
+    };
+    notes.push(format!(
+        "tree format {} ({})",
+        tree.format,
+        match (fixed, claimed) {
+            (Some(true), _) => "its backups' listings are of fixed blocks",
+            (_, Some(f)) if f == tree.format => "as the old tree said",
+            _ if tree.format == TREE_FORMAT_CDC => "its packs are of the versions before frames",
+            _ => "the newest",
+        }
+    ));
     m.replace_tree(tree)?;
     notes.push(format!(
         "tree rebuilt with {} backups, all unverified: run `trayback verify --all`",

@@ -221,7 +221,7 @@ fn read_media_bytes(dir: &Beneath) -> Result<(MediaFile, Vec<u8>)> {
         return Err(Error::Version {
             path: dir.shown("media.yaml"),
             found: m.format,
-            supported: MEDIA_FORMAT_ENCRYPTED,
+            supported: 1..=MEDIA_FORMAT_ENCRYPTED,
         });
     }
     let damaged = |detail: String| Error::Damaged {
@@ -294,6 +294,17 @@ impl Medium {
                 self.root.display()
             )))
         }
+    }
+
+    /// Where the tree file is, for messages.
+    pub fn shown_tree(&self) -> PathBuf {
+        self.dir.shown(records::tree_rel(&self.crypt))
+    }
+
+    /// The format the medium's tree file claims, even if the file is otherwise damaged
+    /// (`repair --tree`; see [`records::claimed_tree_format`]).
+    pub fn claimed_tree_format(&self) -> Option<u32> {
+        records::claimed_tree_format(&self.dir, &self.crypt)
     }
 
     /// Every `backups/<id>/header.yaml` on the medium, listed or not (`repair --tree`), and

@@ -17,7 +17,7 @@ use super::{BackupHeader, Beneath, HEADER_FORMAT};
 use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::ids::BackupId;
-use crate::tree::{Tree, TREE_FORMAT, TREE_FORMATS};
+use crate::tree::{Tree, TREE_FORMATS};
 
 pub const SEAL_MAGIC: &[u8; 8] = b"TRAYSEAL";
 pub const SEAL_VERSION: u32 = 1;
@@ -150,12 +150,25 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
         return Err(Error::Version {
             path,
             found: tree.format,
-            supported: TREE_FORMAT,
+            supported: TREE_FORMATS,
         });
     }
     tree.check()
         .map_err(|detail| Error::Damaged { path, detail })?;
     Ok((tree, generation))
+}
+
+/// The format the tree file claims, if it reads (and unseals) and its `format` is a number,
+/// whether or not the rest is a tree this trayback takes: what `repair --tree` keeps.
+pub fn claimed_tree_format(dir: &Beneath, crypt: &Crypt) -> Option<u32> {
+    let (plain, _) = read(dir, crypt, tree_rel(crypt), MAX_TREE_FILE, FileKind::Tree).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        format: u32,
+    }
+    parse_yaml::<Claim>(dir, tree_rel(crypt), &plain)
+        .ok()
+        .map(|c| c.format)
 }
 
 /// The bytes of the tree file at `generation`, and where they go.
@@ -192,7 +205,7 @@ pub fn read_header(dir: &Beneath, crypt: &Crypt, id: BackupId) -> Result<BackupH
         return Err(Error::Version {
             path: dir.shown(&rel),
             found: h.format,
-            supported: HEADER_FORMAT,
+            supported: HEADER_FORMAT..=HEADER_FORMAT,
         });
     }
     if h.id != id {

@@ -1,4 +1,4 @@
-//! atk13: media whose tree.yaml format was edited (a format this trayback does not know, or
+//! Media whose tree.yaml format was edited (a format this trayback does not know, or
 //! one that disagrees with the blocks the medium holds).
 
 #[path = "support/util.rs"]
@@ -18,7 +18,6 @@ fn set_format(env: &Env, format: &str) -> String {
 /// A tree of format 0 is refused naming the formats this trayback reads (1 to 3), not
 /// "version 3" alone (it reads media of formats 1 and 2 as well).
 #[test]
-#[ignore = "atk13 F4: the refusal says `this trayback reads version 3`; it reads 1 to 3"]
 fn an_unknown_tree_format_is_refused_naming_the_formats_read() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init_plaintext();
@@ -33,7 +32,6 @@ fn an_unknown_tree_format_is_refused_naming_the_formats_read() {
 /// `repair --tree` rewrote it as format 2 or 3, so this trayback (and the newer one, reading
 /// a tree it then takes for its own older format) went on writing to it by the old rules.
 #[test]
-#[ignore = "atk13 F3: repair --tree rewrites a newer (format 4) tree.yaml as an older format"]
 fn repair_leaves_a_tree_of_a_newer_format_alone() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.init_plaintext();
@@ -69,12 +67,12 @@ fn an_incremental_onto_a_format_edited_down_restores_byte_for_byte() {
     assert!(got == big, "restored {} bytes, differs", got.len());
 }
 
-/// atk13 finding 6: a format-1 medium (made for a host running an older trayback) whose
+/// A format-1 medium (made for a host running an older trayback) whose
 /// listing packs are lost: `repair --tree` finds no root listing to tell fixed blocks by and
-/// rebuilds it as format 2 (its packs are of version 1), without a word; the older trayback
-/// then refuses the whole medium, and new backups cut content-defined blocks into it.
+/// rebuilt it as format 2 (its packs are of version 1), without a word (attack review of
+/// issue 13, F6); the older trayback then refused the whole medium, and new backups cut
+/// content-defined blocks into it. The old tree's format is kept.
 #[test]
-#[ignore = "atk13 F6: repair --tree turns a format-1 medium whose listings are lost into format 2"]
 fn repair_keeps_a_format_1_medium_at_format_1() {
     let env = Env::new(MediumKind::Dir).unwrap();
     env.ok(&[
