@@ -140,8 +140,9 @@ impl<T> IoContext<T> for io::Result<T> {
 
 /// "version 3", or "versions 1 to 3": the formats a reader takes, for [`Error::Version`].
 fn versions(r: &std::ops::RangeInclusive<u32>) -> String {
-    match r.start() == r.end() {
-        true => format!("version {}", r.start()),
-        false => format!("versions {} to {}", r.start(), r.end()),
+    if r.start() == r.end() {
+        format!("version {}", r.start())
+    } else {
+        format!("versions {} to {}", r.start(), r.end())
     }
 }

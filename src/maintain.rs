@@ -300,7 +300,7 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
     let claimed = m.claimed_tree_format();
     if let Some(found) = claimed.filter(|f| *f > TREE_FORMAT) {
         return Err(Error::Version {
-            path: m.shown_tree(),
+            path: m.tree_path(),
             found,
             supported: TREE_FORMATS,
         });
@@ -338,23 +338,22 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
         .as_ref()
         .map(|l| l.format == crate::listing::LISTING_FORMAT_FIXED);
     let claimed = claimed.filter(|f| TREE_FORMATS.contains(f));
-    tree.format = match (fixed, claimed) {
-        (Some(true), _) => TREE_FORMAT_FIXED,
-        (Some(false), Some(f)) if f != TREE_FORMAT_FIXED => f,
-        (None, Some(f)) => f,
-        _ if m.store().has_unframed_packs() => TREE_FORMAT_CDC,
-        _ => TREE_FORMAT,
+    let (format, why) = match (fixed, claimed) {
+        (Some(true), _) => (
+            TREE_FORMAT_FIXED,
+            "its backups' listings are of fixed blocks",
+        ),
+        (Some(false), Some(f)) if f != TREE_FORMAT_FIXED => (f, "as the old tree said"),
+        (None, Some(f)) => (f, "as the old tree said"),
+        _ if m.store().has_unframed_packs() => (
+            TREE_FORMAT_CDC,
+            "its packs are of the versions before frames; a medium of fixed blocks whose tree \
+             and listings are both lost cannot be told from it",
+        ),
+        _ => (TREE_FORMAT, "the newest"),
     };
-    notes.push(format!(
-        "tree format {} ({})",
-        tree.format,
-        match (fixed, claimed) {
-            (Some(true), _) => "its backups' listings are of fixed blocks",
-            (_, Some(f)) if f == tree.format => "as the old tree said",
-            _ if tree.format == TREE_FORMAT_CDC => "its packs are of the versions before frames",
-            _ => "the newest",
-        }
-    ));
+    tree.format = format;
+    notes.push(format!("tree format {format} ({why})"));
     m.replace_tree(tree)?;
     notes.push(format!(
         "tree rebuilt with {} backups, all unverified: run `trayback verify --all`",

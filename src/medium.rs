@@ -296,11 +296,6 @@ impl Medium {
         }
     }
 
-    /// Where the tree file is, for messages.
-    pub fn shown_tree(&self) -> PathBuf {
-        self.dir.shown(records::tree_rel(&self.crypt))
-    }
-
     /// The format the medium's tree file claims, even if the file is otherwise damaged
     /// (`repair --tree`; see [`records::claimed_tree_format`]).
     pub fn claimed_tree_format(&self) -> Option<u32> {

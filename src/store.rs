@@ -133,8 +133,10 @@ pub struct Store {
     kept: Mutex<HashSet<PackId>>,
 }
 
-/// A frame a thread opened: (store, pack, payload offset) and the frame.
-type LastFrame = ((u64, u32, u32), pack::frame::Opened);
+/// Which frame: (store, pack, payload offset).
+type FrameKey = (u64, u32, u32);
+/// A frame a thread opened, and the frame.
+type LastFrame = (FrameKey, pack::frame::Opened);
 
 /// The most frames a thread keeps open (a restore alternating between a full backup's frames
 /// and an incremental's, or a file whose blocks span frames of several backups).
@@ -523,6 +525,8 @@ impl Store {
         thread_local! {
             static KEPT: std::cell::RefCell<VecDeque<LastFrame>> =
                 const { std::cell::RefCell::new(VecDeque::new()) };
+            static FAILED: std::cell::RefCell<VecDeque<(FrameKey, String)>> =
+                const { std::cell::RefCell::new(VecDeque::new()) };
         }
         let e = loc.entry(id);
         let bad = |detail: String| {
@@ -533,6 +537,16 @@ impl Store {
             }
         };
         let key = (self.serial, loc.pack, loc.offset);
+        // A frame that did not open is not read again for each of its blobs (a damaged frame
+        // of 65 536 blobs would be read and decoded 65 536 times by a verify or a restore).
+        if let Some(detail) = FAILED.with(|f| {
+            f.borrow()
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, d)| d.clone())
+        }) {
+            return Err(bad(detail));
+        }
         KEPT.with(|kept| {
             let mut kept = kept.borrow_mut();
             match kept.iter().position(|(k, _)| *k == key) {
@@ -551,7 +565,15 @@ impl Store {
                     let frame = frame.ok_or_else(|| bad("its frame is not indexed".into()))?;
                     let payload = self.read_payload(id, loc)?;
                     let head = pack::frame::record_of(&e, frame);
-                    let opened = pack::frame::open(&self.crypt, &head, &payload).map_err(bad)?;
+                    let opened =
+                        pack::frame::open(&self.crypt, &head, &payload).map_err(|detail| {
+                            FAILED.with(|f| {
+                                let mut f = f.borrow_mut();
+                                f.truncate(FRAMES_KEPT - 1);
+                                f.push_front((key, detail.clone()));
+                            });
+                            bad(detail)
+                        })?;
                     kept.push_front((key, opened));
                     let mut bytes = 0;
                     let keep = kept

@@ -139,11 +139,14 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     for p in &suspect {
         m.store().drop_cached(p);
     }
+    // This backup's own packs that were not checked whole (a trailer that did not read, or
+    // more damaged blocks than a check lists) have their blocks read one by one too, so that
+    // every file a damaged block touches is named.
     let reread = |b: &BlockId| {
         read_all
-            || m.store()
-                .locate(b)
-                .is_some_and(|(p, _)| suspect.contains(&p))
+            || m.store().locate(b).is_some_and(|(p, _)| {
+                suspect.contains(&p) || (own.contains(&p) && !checked_packs.contains(&p))
+            })
     };
     let mut check_block = |b: &BlockId, damage: &mut Vec<Damage>| -> bool {
         if let Some(detail) = bad_blocks.get(b) {

@@ -169,3 +169,56 @@ fn a_pack_of_small_blobs_in_frames_is_closed_by_its_count_of_blobs() {
         text(59_999).as_bytes()
     );
 }
+
+/// A pack's check lists at most 1 000 damaged blocks (a crafted pack of a million damaged
+/// blobs took verify to 2 GiB), and past them the pack counts as damaged whole: verify then
+/// reads the blocks it needs from it one by one, so every file that lost its content is still
+/// named, with and without `--read-all`, and a damaged frame is opened once, not once a blob.
+#[test]
+fn every_file_of_a_pack_with_over_a_thousand_damaged_blocks_is_named_by_verify() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init_plaintext();
+    let n = 3000;
+    for i in 0..n {
+        write(
+            &env.src.join(format!("d{}/f{i}.txt", i % 10)),
+            &words(i as u64, 60),
+        );
+    }
+    env.backup(&["--kind", "monthly"]);
+    // Damage every frame record (encoding 2) of every pack.
+    let mut frames = 0;
+    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            let mut b = fs::read(&path).unwrap();
+            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
+            let mut pos = 16;
+            while pos + 44 <= toff as usize {
+                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
+                if b[pos + 33] == 2 {
+                    b[pos + 44 + stored as usize / 2] ^= 0x55;
+                    frames += 1;
+                }
+                pos += 44 + stored as usize;
+            }
+            fs::write(&path, &b).unwrap();
+        }
+    }
+    assert!(frames > 0, "no frame found");
+    for extra in [&[][..], &["--read-all"][..]] {
+        let mut args = vec!["verify", "--medium", "{medium}"];
+        args.extend_from_slice(extra);
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{}", stderr(&out));
+        let said = text(&out.stdout);
+        assert!(
+            said.contains("more damaged blocks than the 1000 listed"),
+            "{said}"
+        );
+        let named = (0..n)
+            .filter(|i| said.contains(&format!("/d{}/f{i}.txt\n", i % 10)))
+            .count();
+        assert_eq!(named, n, "verify {extra:?} named {named} of {n} files");
+    }
+}

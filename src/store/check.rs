@@ -101,15 +101,15 @@ impl Checker {
 /// What re-reading one pack from the device found.
 #[derive(Clone, Debug, Default)]
 pub struct PackCheck {
-    /// How many records' content matched their id (every other record of a pack whose
-    /// trailer reads is in `damage`, with its block).
+    /// How many blocks' content matched their id (every other block of a pack whose trailer
+    /// reads is in `damage`, up to [`MAX_BLOCKS_LISTED`]).
     pub good: u64,
     /// Bytes of the pack file.
     pub bytes: u64,
     /// Each problem: with the block it concerns, or `None` for the pack as a whole. At most
     /// [`MAX_BLOCKS_LISTED`] blocks; past them the pack as a whole is damaged.
     pub damage: Vec<(Option<BlockId>, String)>,
-    /// Damaged records past the [`MAX_BLOCKS_LISTED`] listed.
+    /// Damaged blocks past the [`MAX_BLOCKS_LISTED`] listed.
     unlisted: u64,
 }
 
@@ -117,8 +117,8 @@ pub struct PackCheck {
 /// holds up to ~98 000 (a crafted one up to [`pack::MAX_PACK_RECORDS`]), and a list of each
 /// with its detail took ~400 bytes a blob (verify of four crafted packs: 2 GiB); past this
 /// many, the pack is reported damaged as a whole and a verify reads the blocks it needs from
-/// it one by one, as for a pack whose trailer does not read.
-pub const MAX_BLOCKS_LISTED: usize = 1000;
+/// it one by one (`verify::verify`: a backup's own packs, and every pack with `--read-all`).
+pub(crate) const MAX_BLOCKS_LISTED: usize = 1000;
 
 impl PackCheck {
     /// Note block `id` as damaged, for `detail`.
@@ -134,7 +134,7 @@ impl PackCheck {
     fn finish(mut self) -> PackCheck {
         if self.unlisted > 0 {
             let more = format!(
-                "{} more damaged records than the {MAX_BLOCKS_LISTED} listed",
+                "{} more damaged blocks than the {MAX_BLOCKS_LISTED} listed",
                 self.unlisted
             );
             self.damage.push((None, more));

@@ -94,7 +94,7 @@ pub struct Lab {
     pub agent_env: Vec<(String, String)>,
     pub devices: Vec<String>,
     /// Every device this lab has inserted, pulled or not.
-    inserted: Vec<String>,
+    ours: Vec<String>,
     pub _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -145,7 +145,7 @@ impl Lab {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             devices: Vec::new(),
-            inserted: Vec::new(),
+            ours: Vec::new(),
             _serial: serial,
         };
         fs::write(&lab.config, config(&lab)).unwrap();
@@ -227,7 +227,7 @@ impl Lab {
     /// end, and its notifications among [`Lab::notes`].
     pub fn track(&mut self, dev: &str) {
         self.devices.push(dev.to_string());
-        self.inserted.push(dev.to_string());
+        self.ours.push(dev.to_string());
     }
 
     /// Pull a tray: the file system vanishes under the agent (as hotplug-lab.sh does).
@@ -315,7 +315,7 @@ impl Lab {
             .filter(|n| {
                 n["device"]
                     .as_str()
-                    .is_none_or(|d| self.inserted.iter().any(|ours| ours == d))
+                    .is_none_or(|d| self.ours.iter().any(|o| o == d))
             })
             .collect()
     }

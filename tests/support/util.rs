@@ -603,7 +603,7 @@ pub fn in_test_tree_format(args: &[&str]) -> Vec<String> {
     let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let names_one = args
         .iter()
-        .any(|a| *a == "--tree-format" || *a == "--config");
+        .any(|a| a.starts_with("--tree-format") || a.starts_with("--config"));
     if let (["media", "init", ..], false, Some(f)) = (args, names_one, old_tree_format()) {
         out.extend(["--tree-format".to_string(), f]);
     }
