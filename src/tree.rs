@@ -34,6 +34,16 @@ pub const TREE_FORMAT_FIXED: u32 = 1;
 /// The tree formats this trayback reads, writes and makes new media of.
 pub const TREE_FORMATS: std::ops::RangeInclusive<u32> = TREE_FORMAT_FIXED..=TREE_FORMAT;
 
+/// What tree format `format` means to a user (`media show`): how its files are cut and which
+/// trayback reads it.
+pub fn tree_format_meaning(format: u32) -> &'static str {
+    match format {
+        TREE_FORMAT_FIXED => "fixed 256 KiB blocks; every trayback reads it",
+        TREE_FORMAT_CDC => "content-defined blocks; trayback since content-defined blocks",
+        _ => "content-defined blocks in frames; trayback since frames",
+    }
+}
+
 /// The kind of a backup: `monthly` is full, the others incremental.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

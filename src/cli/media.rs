@@ -268,7 +268,8 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             if json {
                 let (packs_bytes, live_bytes) = maintain::usage(&m)?;
                 print_json(&serde_json::json!({
-                    "media": m.media(), "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
+                    "media": m.media(), "tree_format": m.tree().format,
+                    "backups": m.tree().backups.len(), "packs": m.store().packs().len(),
                     "blocks": m.store().block_count(), "free_bytes": m.free_space()?,
                     "packs_bytes": packs_bytes, "live_bytes": live_bytes, "reach": reach,
                 }))?;

@@ -29,6 +29,11 @@ pub fn print_media(m: &Medium) -> anyhow::Result<()> {
         m.media().created.format("%Y-%m-%d %H:%M:%S UTC")
     );
     println!("path     {}", m.root().display());
+    println!(
+        "format   tree format {} ({})",
+        m.tree().format,
+        crate::tree::tree_format_meaning(m.tree().format)
+    );
     match &m.media().encryption {
         Some(e) => println!(
             "records  encrypted (XChaCha20-Poly1305); key slots: {}",

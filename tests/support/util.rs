@@ -139,6 +139,11 @@ impl Env {
     pub fn init(&self) -> String {
         let out = self.ok(&["media", "init", "{medium}", "--label", "Test", "--json"]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if let Some(want) = old_tree_format() {
+            let shown = self.ok(&["media", "show", "{medium}", "--json"]);
+            let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+            assert_eq!(shown["tree_format"].to_string(), want, "{shown}");
+        }
         v["recovery_key"].as_str().unwrap_or_default().to_string()
     }
 
