@@ -144,6 +144,7 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
         e => e,
     };
     let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).map_err(hint)?;
+    shallow(dir, rel, &plain).map_err(hint)?;
     let tree: Tree = parse_yaml(dir, rel, &plain).map_err(hint)?;
     let path = dir.shown(rel);
     if !TREE_FORMATS.contains(&tree.format) {
@@ -160,15 +161,49 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
 
 /// The format the tree file claims, if it reads (and unseals) and its `format` is a number,
 /// whether or not the rest is a tree this trayback takes: what `repair --tree` keeps.
+/// If the file does not parse, the highest `format:` line at its top level is taken, so a
+/// damaged tree of a later trayback's format is still known for one.
 pub fn claimed_tree_format(dir: &Beneath, crypt: &Crypt) -> Option<u32> {
     let (plain, _) = read(dir, crypt, tree_rel(crypt), MAX_TREE_FILE, FileKind::Tree).ok()?;
     #[derive(serde::Deserialize)]
     struct Claim {
         format: u32,
     }
-    parse_yaml::<Claim>(dir, tree_rel(crypt), &plain)
-        .ok()
-        .map(|c| c.format)
+    let parsed = shallow(dir, tree_rel(crypt), &plain)
+        .and_then(|()| parse_yaml::<Claim>(dir, tree_rel(crypt), &plain));
+    match parsed {
+        Ok(c) => Some(c.format),
+        Err(_) => plain
+            .split(|b| *b == b'\n')
+            .filter_map(|l| l.strip_prefix(b"format:"))
+            .filter_map(|n| std::str::from_utf8(n).ok()?.trim().parse().ok())
+            .max(),
+    }
+}
+
+/// The most `[` and `{` a tree file may nest (a tree nests none; its writer uses block style):
+/// the YAML parser's time grows with the square of the nesting (128 Ki levels: 20 s; a 64 MiB
+/// file of them: days), so a deeper file is refused before it is parsed. A tree holds no
+/// user's strings, so brackets in quotes need not be told apart.
+const MAX_TREE_NESTING: usize = 16;
+
+/// Refuse a tree file nesting flow collections deeper than [`MAX_TREE_NESTING`].
+fn shallow(dir: &Beneath, rel: &str, bytes: &[u8]) -> Result<()> {
+    let mut depth = 0usize;
+    for b in bytes {
+        match b {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => continue,
+        }
+        if depth > MAX_TREE_NESTING {
+            return Err(Error::Damaged {
+                path: dir.shown(rel),
+                detail: format!("nests deeper than {MAX_TREE_NESTING} levels"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of the tree file at `generation`, and where they go.
