@@ -27,6 +27,30 @@ fn packs(medium: &Path) -> Vec<(u32, usize)> {
     out
 }
 
+/// Flip a byte in the middle of the first `most` frame records (encoding 2) of the medium's
+/// packs, walking each pack's records from the front (all of them if `None`); how many.
+fn damage_frames(medium: &Path, most: Option<usize>) -> usize {
+    let mut n = 0;
+    for sub in fs::read_dir(medium.join("trayback/packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let path = f.unwrap().path();
+            let mut b = fs::read(&path).unwrap();
+            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
+            let mut pos = 16;
+            while most.is_none_or(|m| n < m) && pos + 44 <= toff as usize {
+                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
+                if b[pos + 33] == 2 {
+                    b[pos + 44 + stored as usize / 2] ^= 0x55;
+                    n += 1;
+                }
+                pos += 44 + stored as usize;
+            }
+            fs::write(&path, &b).unwrap();
+        }
+    }
+    n
+}
+
 fn source(env: &Env) {
     for i in 0..400 {
         write(
@@ -116,26 +140,7 @@ fn a_damaged_frame_is_reported_by_verify() {
     env.init_plaintext();
     source(&env);
     env.backup(&["--kind", "monthly"]);
-    let mut damaged = false;
-    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
-        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
-            let path = f.unwrap().path();
-            let mut b = fs::read(&path).unwrap();
-            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
-            // Walk the records from the front to the first frame record (encoding 2).
-            let mut pos = 16;
-            while !damaged && pos + 44 <= toff as usize {
-                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
-                if b[pos + 33] == 2 {
-                    b[pos + 44 + stored as usize / 2] ^= 0x55;
-                    fs::write(&path, &b).unwrap();
-                    damaged = true;
-                }
-                pos += 44 + stored as usize;
-            }
-        }
-    }
-    assert!(damaged, "no frame found");
+    assert_eq!(damage_frames(&env.medium, Some(1)), 1, "no frame found");
     let out = env.run(&["verify", "--medium", "{medium}", "--read-all"]);
     assert!(!out.status.success(), "{}", stderr(&out));
 }
@@ -186,26 +191,7 @@ fn every_file_of_a_pack_with_over_a_thousand_damaged_blocks_is_named_by_verify()
         );
     }
     env.backup(&["--kind", "monthly"]);
-    // Damage every frame record (encoding 2) of every pack.
-    let mut frames = 0;
-    for sub in fs::read_dir(env.medium.join("trayback/packs")).unwrap() {
-        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
-            let path = f.unwrap().path();
-            let mut b = fs::read(&path).unwrap();
-            let toff = u64::from_le_bytes(b[b.len() - 48..b.len() - 40].try_into().unwrap());
-            let mut pos = 16;
-            while pos + 44 <= toff as usize {
-                let stored = u32::from_le_bytes(b[pos + 40..pos + 44].try_into().unwrap());
-                if b[pos + 33] == 2 {
-                    b[pos + 44 + stored as usize / 2] ^= 0x55;
-                    frames += 1;
-                }
-                pos += 44 + stored as usize;
-            }
-            fs::write(&path, &b).unwrap();
-        }
-    }
-    assert!(frames > 0, "no frame found");
+    assert!(damage_frames(&env.medium, None) > 0, "no frame found");
     for extra in [&[][..], &["--read-all"][..]] {
         let mut args = vec!["verify", "--medium", "{medium}"];
         args.extend_from_slice(extra);

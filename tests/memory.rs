@@ -13,7 +13,6 @@
 #[path = "support/util.rs"]
 mod util;
 use std::fs;
-use std::process::Stdio;
 use util::*;
 
 /// Peak RSS of this tree's commands but the full backup, MiB. Measured on the 2-core
@@ -32,19 +31,12 @@ const FULL_BOUND_MIB: u64 = 64;
 
 /// Run `trayback args` to the end; its peak RSS in MiB (from `wait4`, the kernel's count).
 fn peak_mib(env: &Env, args: &[&str]) -> u64 {
-    let log = env.path("cmd.err");
-    let u = run_measured(
-        env.command_as(&env.state_dir(), args)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
+    let (code, mib, _, err) = env.measured(args);
     assert!(
-        matches!(u.code, Some(0 | 3)),
-        "trayback {args:?} failed ({:?}): {}",
-        u.code,
-        fs::read_to_string(&log).unwrap_or_default()
+        matches!(code, Some(0 | 3)),
+        "trayback {args:?} failed ({code:?}): {err}"
     );
-    u.peak_kib / 1024
+    mib
 }
 
 /// A backup of the test's source of `kind`, as arguments.

@@ -8,7 +8,6 @@
 #[path = "support/util.rs"]
 mod util;
 use std::fs;
-use std::process::Stdio;
 use trayback::crypt::Crypt;
 use trayback::ids::{BlockId, PackId};
 use trayback::store::pack::{frame, BlobKind, PackWriter};
@@ -47,20 +46,6 @@ fn hostile_pack(env: &Env, seed: u32, frames: u32, members: u32, valid: bool) {
     pw.finish(0, 0).unwrap();
 }
 
-fn peak(env: &Env, args: &[&str]) -> (Option<i32>, u64, String) {
-    let log = env.path("cmd.err");
-    let u = run_measured(
-        env.command_as(&env.state_dir(), args)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
-    (
-        u.code,
-        u.peak_kib / 1024,
-        fs::read_to_string(&log).unwrap_or_default(),
-    )
-}
-
 /// A medium with `packs` crafted packs of 16 frames of 65 536 blobs: 1 048 576 entries each, the most a reader takes.
 fn medium_with_dense_packs(packs: u32, valid: bool) -> Env {
     let env = Env::new(MediumKind::Dir).unwrap();
@@ -88,7 +73,7 @@ fn a_pack_of_a_million_valid_blobs_keeps_memory_bounded() {
         &["verify", "--medium", "{medium}", "--read-all"][..],
         &["media", "show", "{medium}"][..],
     ] {
-        let (code, mib, err) = peak(&env, args);
+        let (code, mib, _, err) = env.measured(args);
         assert_eq!(code, Some(0), "{args:?}: {err}");
         peaks.push((args[0], mib));
     }
@@ -104,7 +89,7 @@ fn a_pack_of_a_million_valid_blobs_keeps_memory_bounded() {
 #[test]
 fn verify_of_packs_of_damaged_blobs_keeps_memory_bounded() {
     let env = medium_with_dense_packs(4, false);
-    let (code, mib, err) = peak(&env, &["verify", "--medium", "{medium}", "--read-all"]);
+    let (code, mib, _, err) = env.measured(&["verify", "--medium", "{medium}", "--read-all"]);
     eprintln!("verify --read-all: exit {code:?}, peak {mib} MiB, {err}");
     // The crafted packs belong to no backup: backup 1 still verifies.
     assert_eq!(code, Some(0), "{err}");
@@ -147,7 +132,7 @@ fn a_full_backup_of_small_and_mid_sized_files_stays_under_its_bound() {
     let args = [
         "backup", "--medium", "{medium}", "--source", "{src}", "--kind", "monthly",
     ];
-    let (code, mib, err) = peak(&env, &args);
+    let (code, mib, _, err) = env.measured(&args);
     assert_eq!(code, Some(0), "{err}");
     assert!(mib <= 64, "full backup peaked at {mib} MiB");
 }
@@ -176,7 +161,7 @@ fn a_restore_of_files_linked_outside_the_tree_stays_under_the_bound() {
     env.backup(&["--kind", "monthly"]);
     let to = env.path("restored");
     let args = ["restore", "--medium", "{medium}", "--backup", "1", "--to"];
-    let (code, mib, err) = peak(&env, &[&args[..], &[to.to_str().unwrap()]].concat());
+    let (code, mib, _, err) = env.measured(&[&args[..], &[to.to_str().unwrap()]].concat());
     assert_eq!(code, Some(0), "{err}");
     assert!(mib <= 48, "restore peaked at {mib} MiB");
 }

@@ -6,26 +6,7 @@
 #[path = "support/util.rs"]
 mod util;
 use std::fs;
-use std::process::Stdio;
-use std::time::Instant;
 use util::*;
-
-/// Run `args`, measured: (exit code, peak RSS MiB, seconds, stderr).
-fn measured(env: &Env, args: &[&str]) -> (Option<i32>, u64, f64, String) {
-    let log = env.path("cmd.err");
-    let t = Instant::now();
-    let u = run_measured(
-        env.command_as(&env.state_dir(), args)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap()),
-    );
-    (
-        u.code,
-        u.peak_kib / 1024,
-        t.elapsed().as_secs_f64(),
-        fs::read_to_string(&log).unwrap_or_default(),
-    )
-}
 
 fn medium_with_tree(tree: &[u8]) -> Env {
     let env = Env::new(MediumKind::Dir).unwrap();
@@ -49,7 +30,7 @@ fn repair_tree_of_a_huge_tree_yaml_keeps_memory_bounded() {
         &["repair", "--medium", "{medium}", "--tree"][..],
         &["ls", "--medium", "{medium}"][..],
     ] {
-        let (code, mib, secs, err) = measured(&env, args);
+        let (code, mib, secs, err) = env.measured(args);
         eprintln!("{args:?}: exit {code:?}, peak {mib} MiB, {secs:.1} s, {err}");
         assert!(matches!(code, Some(0) | Some(1)), "{args:?}: {err}");
         assert!(mib <= 256, "{args:?} peaked at {mib} MiB");
@@ -64,7 +45,7 @@ fn repair_tree_of_a_deeply_nested_tree_yaml_does_not_crash() {
     let mut t = b"format: 3\nx: ".to_vec();
     t.extend(b"[".repeat(128 << 10));
     let env = medium_with_tree(&t);
-    let (code, mib, secs, err) = measured(&env, &["repair", "--medium", "{medium}", "--tree"]);
+    let (code, mib, secs, err) = env.measured(&["repair", "--medium", "{medium}", "--tree"]);
     eprintln!("exit {code:?}, peak {mib} MiB, {secs:.1} s, {err}");
     assert!(matches!(code, Some(0) | Some(1)), "{err}");
     assert!(secs < 10.0, "repair --tree took {secs:.1} s");
@@ -82,7 +63,7 @@ fn repair_tree_of_an_alias_bomb_finishes() {
             &format!("a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n");
     }
     let env = medium_with_tree(t.as_bytes());
-    let (code, mib, secs, err) = measured(&env, &["repair", "--medium", "{medium}", "--tree"]);
+    let (code, mib, secs, err) = env.measured(&["repair", "--medium", "{medium}", "--tree"]);
     eprintln!("exit {code:?}, peak {mib} MiB, {secs:.1} s, {err}");
     assert!(matches!(code, Some(0) | Some(1)), "{err}");
     assert!(secs < 30.0 && mib <= 128, "{secs} s, {mib} MiB");

@@ -117,6 +117,24 @@ impl Env {
         cmd
     }
 
+    /// Run `trayback args` to the end, measured (`wait4`): its exit code, peak RSS in MiB,
+    /// seconds and standard error.
+    pub fn measured(&self, args: &[&str]) -> (Option<i32>, u64, f64, String) {
+        let log = self.path("cmd.err");
+        let t = std::time::Instant::now();
+        let u = run_measured(
+            self.command_as(&self.state_dir(), args)
+                .stdout(std::process::Stdio::null())
+                .stderr(fs::File::create(&log).unwrap()),
+        );
+        (
+            u.code,
+            u.peak_kib / 1024,
+            t.elapsed().as_secs_f64(),
+            fs::read_to_string(&log).unwrap_or_default(),
+        )
+    }
+
     /// The loop device's image file, for an ext4 medium.
     pub fn image(&self) -> Option<&Path> {
         self.image.as_deref()
