@@ -164,13 +164,13 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
 /// If the file does not parse, the highest `format:` line at its top level is taken, so a
 /// damaged tree of a later trayback's format is still known for one.
 pub fn claimed_tree_format(dir: &Beneath, crypt: &Crypt) -> Option<u32> {
-    let (plain, _) = read(dir, crypt, tree_rel(crypt), MAX_TREE_FILE, FileKind::Tree).ok()?;
+    let rel = tree_rel(crypt);
+    let (plain, _) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).ok()?;
     #[derive(serde::Deserialize)]
     struct Claim {
         format: u32,
     }
-    let parsed = shallow(dir, tree_rel(crypt), &plain)
-        .and_then(|()| parse_yaml::<Claim>(dir, tree_rel(crypt), &plain));
+    let parsed = shallow(dir, rel, &plain).and_then(|()| parse_yaml::<Claim>(dir, rel, &plain));
     match parsed {
         Ok(c) => Some(c.format),
         Err(_) => plain
