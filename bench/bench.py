@@ -166,6 +166,10 @@ def run(cmd, cold=False, env=None, who="bench"):
     worth of paths."""
     if cold:
         drop_caches()
+    else:
+        # What the steps before wrote (a restore, a tree removed after it) is flushed first:
+        # a step that syncs its own writes would otherwise also wait for theirs.
+        os.sync()
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), f".rss-{os.getpid()}")
     t0 = time.perf_counter()
     proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", out, *cmd], stdout=subprocess.DEVNULL,
