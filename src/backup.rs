@@ -90,7 +90,8 @@ struct Ctx<'a> {
     dry: bool,
     estimate: AtomicU64,
     tally: Tally,
-    problems: Mutex<Vec<Problem>>,
+    /// The first [`medium::MAX_PROBLEMS_LISTED`] problems met, and how many more.
+    problems: Mutex<(Vec<Problem>, u64)>,
     meter: &'a Meter,
     cancel: &'a AtomicBool,
     /// How the medium cuts content into blocks (its tree's format decides).
@@ -100,10 +101,16 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn problem(&self, path: &Path, error: impl std::fmt::Display) {
         warn!(path = %path.display(), %error, "backup problem");
-        self.problems.lock().unwrap().push(Problem {
-            path: path.to_string_lossy().into_owned(),
-            error: error.to_string(),
-        });
+        let mut problems = self.problems.lock().unwrap();
+        let (listed, unlisted) = &mut *problems;
+        if listed.len() < medium::MAX_PROBLEMS_LISTED {
+            listed.push(Problem {
+                path: path.to_string_lossy().into_owned(),
+                error: error.to_string(),
+            });
+        } else {
+            *unlisted += 1;
+        }
     }
 
     /// Store the listing of `entries` (sorted by name), in the format that goes with the
@@ -286,7 +293,7 @@ fn make(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         dry: false,
         estimate: AtomicU64::new(0),
         tally: Tally::default(),
-        problems: Mutex::new(Vec::new()),
+        problems: Mutex::default(),
         meter: req.meter,
         cancel: req.cancel,
         chunker: medium.chunker(),
@@ -312,7 +319,7 @@ fn make(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
     let stats = staged.stats;
     let t = &ctx.tally;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut problems = ctx.problems.into_inner().unwrap();
+    let (mut problems, problems_unlisted) = ctx.problems.into_inner().unwrap();
     problems.sort_by(|a, b| a.path.cmp(&b.path));
     let elapsed = chrono::Duration::from_std(t0.elapsed()).unwrap_or_default();
     let header = BackupHeader {
@@ -346,6 +353,7 @@ fn make(medium: &mut Medium, req: &Request) -> Result<BackupHeader> {
         },
         partial: !problems.is_empty(),
         problems,
+        problems_unlisted,
         packs: staged.packs.clone(),
     };
     drop(writer);
@@ -379,7 +387,7 @@ pub fn estimate(
         dry: true,
         estimate: AtomicU64::new(0),
         tally: Tally::default(),
-        problems: Mutex::new(Vec::new()),
+        problems: Mutex::default(),
         meter: &meter,
         cancel,
         chunker: medium.chunker(),

@@ -9,7 +9,7 @@
 
 use crate::pare::Policy;
 use crate::schedule::{Monthly, Schedule};
-use crate::tree::{TREE_FORMAT, TREE_FORMATS};
+use crate::tree::TreeFormat;
 use chrono::{Duration, NaiveTime};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
@@ -147,7 +147,7 @@ pub struct Config {
     pub encrypt: bool,
     /// The tree format of new media (`media init`, the agent's auto-enrolment): the newest,
     /// unless a host running an older trayback must use the same disks.
-    pub tree_format: u32,
+    pub tree_format: TreeFormat,
     pub schedule: Schedule,
     pub pare: Policy,
     pub agent: Agent,
@@ -254,13 +254,10 @@ impl Config {
         }
         let exclude = raw.exclude.unwrap_or_default();
         let exclude_set = build_excludes(&exclude).map_err(|e| bad(format!("exclude: {e}")))?;
-        let tree_format = in_range(
-            "tree_format",
-            raw.tree_format.unwrap_or(TREE_FORMAT),
-            *TREE_FORMATS.start(),
-            *TREE_FORMATS.end(),
-        )
-        .map_err(bad)?;
+        let tree_format = match raw.tree_format {
+            None => TreeFormat::NEWEST,
+            Some(n) => TreeFormat::try_from(n).map_err(|e| bad(format!("tree_format: {e}")))?,
+        };
         let compression_level = raw.compression_level.unwrap_or(3);
         if !(1..=19).contains(&compression_level) {
             return Err(bad(format!(

@@ -294,15 +294,15 @@ pub fn room_for_backup(
 /// Rebuild `tree.yaml` from the backup headers (`trayback repair --tree`). Verification
 /// state is not in the headers, so every backup comes back unverified until verified again.
 pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
-    use crate::tree::{TREE_FORMAT, TREE_FORMATS, TREE_FORMAT_CDC, TREE_FORMAT_FIXED};
+    use crate::tree::TreeFormat;
     // A tree of a later trayback's format is left alone: this one would rewrite it in a format
     // that trayback's backups do not fit.
     let claimed = m.claimed_tree_format();
-    if let Some(found) = claimed.filter(|f| *f > TREE_FORMAT) {
+    if let Some(found) = claimed.filter(|f| f > TreeFormat::NUMBERS.end()) {
         return Err(Error::Version {
             path: m.tree_path(),
             found,
-            supported: TREE_FORMATS,
+            supported: TreeFormat::NUMBERS,
         });
     }
     let (mut headers, mut notes) = m.headers_on_disk()?;
@@ -337,20 +337,20 @@ pub fn rebuild_tree(m: &mut Medium) -> Result<Vec<String>> {
     let fixed = listing
         .as_ref()
         .map(|l| l.format == crate::listing::LISTING_FORMAT_FIXED);
-    let claimed = claimed.filter(|f| TREE_FORMATS.contains(f));
+    let claimed = claimed.and_then(TreeFormat::from_number);
     let (format, why) = match (fixed, claimed) {
         (Some(true), _) => (
-            TREE_FORMAT_FIXED,
+            TreeFormat::Fixed,
             "its backups' listings are of fixed blocks",
         ),
-        (Some(false), Some(f)) if f != TREE_FORMAT_FIXED => (f, "as the old tree said"),
+        (Some(false), Some(f)) if !f.fixed_blocks() => (f, "as the old tree said"),
         (None, Some(f)) => (f, "as the old tree said"),
         _ if m.store().has_unframed_packs() => (
-            TREE_FORMAT_CDC,
+            TreeFormat::Cdc,
             "its packs are of the versions before frames; a medium of fixed blocks whose tree \
              and listings are both lost cannot be told from it",
         ),
-        _ => (TREE_FORMAT, "the newest"),
+        _ => (TreeFormat::NEWEST, "the newest"),
     };
     tree.format = format;
     notes.push(format!("tree format {format} ({why})"));

@@ -44,7 +44,7 @@ use crate::tree::{Kind, Tree};
 pub use beneath::Beneath;
 use beneath::Kind as EntryType;
 use chrono::{DateTime, Utc};
-pub use enrol::{host_name, Enrolled, Protection};
+pub use enrol::{host_name, Enrolled, Enrolment, Protection};
 pub use key::{adopt, key_path, prove, Adopted, ForeignReason, MediumKey, Proof, Unproven};
 pub use keyring::{
     keep_recovery_key, rotate_host_key, set_passphrase, Ask, Encryption, KeyChange, SlotKind,
@@ -61,7 +61,11 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 pub use write::{BackupWriter, Staged};
 
+/// The format of a plaintext medium's `media.yaml` (encrypted ones:
+/// [`MEDIA_FORMAT_ENCRYPTED`]).
 pub const MEDIA_FORMAT: u32 = 2;
+/// The formats of `media.yaml` this trayback reads: 1 (no MAC), 2, and the encrypted 3 and 4.
+pub const MEDIA_FORMATS: std::ops::RangeInclusive<u32> = 1..=MEDIA_FORMAT_ENCRYPTED;
 pub const HEADER_FORMAT: u32 = 1;
 
 /// The media ID file, `trayback/media.yaml`.
@@ -141,10 +145,23 @@ pub struct BackupHeader {
     pub counts: Counts,
     pub bytes: Bytes,
     pub partial: bool,
+    /// The first [`MAX_PROBLEMS_LISTED`] source paths that could not be backed up, and why.
     #[serde(default)]
     pub problems: Vec<Problem>,
+    /// How many more problems the backup met (each is in the log).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub problems_unlisted: u64,
     /// Packs this backup wrote (what `verify` re-reads).
     pub packs: Vec<PackId>,
+}
+
+/// The most problems a header lists one by one (the rest are counted): a backup of a tree
+/// whose files are all unreadable would otherwise write a header as large as the tree's
+/// names, over what readers take ([`MAX_HEADER_FILE`]), and hold it all in memory.
+pub const MAX_PROBLEMS_LISTED: usize = 1000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How much of `media.yaml` a reader takes before refusing it as damage.
@@ -217,11 +234,11 @@ fn read_media_bytes(dir: &Beneath) -> Result<(MediaFile, Vec<u8>)> {
     let bytes = dir.read_small("media.yaml", MAX_MEDIA_FILE)?;
     let m: MediaFile = parse_yaml(dir, "media.yaml", &bytes)?;
     // Format 1 (no MAC) stays readable; writers require the proof (`key::prove`).
-    if !(1..=MEDIA_FORMAT_ENCRYPTED).contains(&m.format) {
+    if !MEDIA_FORMATS.contains(&m.format) {
         return Err(Error::Version {
             path: dir.shown("media.yaml"),
             found: m.format,
-            supported: 1..=MEDIA_FORMAT_ENCRYPTED,
+            supported: MEDIA_FORMATS,
         });
     }
     let damaged = |detail: String| Error::Damaged {
@@ -267,7 +284,7 @@ impl Medium {
     /// How this medium cuts file content into blocks: its tree's format decides (FORMAT.md
     /// "Blobs and blob ids"); on an encrypted medium the boundaries are keyed.
     pub fn chunker(&self) -> Chunker {
-        if self.tree.format == crate::tree::TREE_FORMAT_FIXED {
+        if self.tree.format.fixed_blocks() {
             return Chunker::Fixed;
         }
         Chunker::Content(match &self.crypt {

@@ -19,28 +19,88 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// The tree format of new media: their files are cut into content-defined blocks, and their
-/// packs hold frames (pack versions 3 and 4, FORMAT.md "Frames").
-pub const TREE_FORMAT: u32 = TREE_FORMAT_FRAMES;
-/// The first tree format whose packs hold frames (versions 3 and 4); later formats keep them
-/// unless they say otherwise.
-pub const TREE_FORMAT_FRAMES: u32 = 3;
-/// The tree format of media made with content-defined blocks before frames: they keep
-/// writing packs of versions 1 and 2.
-pub const TREE_FORMAT_CDC: u32 = 2;
-/// The tree format of media made before content-defined blocks: they keep fixed 256 KiB
-/// blocks (FORMAT.md "Blobs and blob ids"), read and written as ever.
-pub const TREE_FORMAT_FIXED: u32 = 1;
-/// The tree formats this trayback reads, writes and makes new media of.
-pub const TREE_FORMATS: std::ops::RangeInclusive<u32> = TREE_FORMAT_FIXED..=TREE_FORMAT;
+/// A medium's tree format (the `format` of its tree file, FORMAT.md "Versioning"): how its
+/// files are cut into blocks and how its packs hold them. A medium keeps its format for life;
+/// this trayback reads, writes and makes new media of every one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "u32", try_from = "u32")]
+pub enum TreeFormat {
+    /// 1: fixed 256 KiB blocks (FORMAT.md "Blobs and blob ids"), read and written as ever.
+    Fixed = 1,
+    /// 2: content-defined blocks; packs of the versions before frames (1 and 2).
+    Cdc = 2,
+    /// 3: content-defined blocks compressed together in frames (pack versions 3 and 4,
+    /// FORMAT.md "Frames").
+    Frames = 3,
+}
 
-/// What tree format `format` means to a user (`media show`): how its files are cut and which
-/// trayback reads it.
-pub fn tree_format_meaning(format: u32) -> &'static str {
-    match format {
-        TREE_FORMAT_FIXED => "fixed 256 KiB blocks; every trayback reads it",
-        TREE_FORMAT_CDC => "content-defined blocks; trayback since content-defined blocks",
-        _ => "content-defined blocks in frames; trayback since frames",
+impl TreeFormat {
+    /// The format of new media.
+    pub const NEWEST: TreeFormat = TreeFormat::Frames;
+    /// Every format, oldest first.
+    pub const ALL: [TreeFormat; 3] = [TreeFormat::Fixed, TreeFormat::Cdc, TreeFormat::Frames];
+    /// The numbers of [`TreeFormat::ALL`], for [`crate::error::Error::Version`].
+    pub const NUMBERS: std::ops::RangeInclusive<u32> =
+        TreeFormat::Fixed as u32..=TreeFormat::NEWEST as u32;
+
+    /// The format numbered `n`, if this trayback knows it.
+    pub fn from_number(n: u32) -> Option<TreeFormat> {
+        TreeFormat::ALL.into_iter().find(|f| *f as u32 == n)
+    }
+
+    /// Whether files are cut into fixed 256 KiB blocks rather than content-defined ones.
+    pub fn fixed_blocks(self) -> bool {
+        self == TreeFormat::Fixed
+    }
+
+    /// Whether new packs hold frames (versions 3 and 4) rather than lone blobs.
+    pub fn framed(self) -> bool {
+        self >= TreeFormat::Frames
+    }
+
+    /// What the format means to a user (`media show`): how its files are cut and which
+    /// trayback reads it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            TreeFormat::Fixed => "fixed 256 KiB blocks; every trayback reads it",
+            TreeFormat::Cdc => "content-defined blocks; trayback since content-defined blocks",
+            TreeFormat::Frames => "content-defined blocks in frames; trayback since frames",
+        }
+    }
+}
+
+impl From<TreeFormat> for u32 {
+    fn from(f: TreeFormat) -> u32 {
+        f as u32
+    }
+}
+
+impl TryFrom<u32> for TreeFormat {
+    type Error = String;
+    fn try_from(n: u32) -> Result<TreeFormat, String> {
+        TreeFormat::from_number(n).ok_or_else(|| {
+            format!(
+                "{n} is not a tree format this trayback knows ({} to {})",
+                TreeFormat::NUMBERS.start(),
+                TreeFormat::NUMBERS.end()
+            )
+        })
+    }
+}
+
+impl fmt::Display for TreeFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&(*self as u32), f)
+    }
+}
+
+impl FromStr for TreeFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<TreeFormat, String> {
+        let n: u32 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a tree format (a number)"))?;
+        TreeFormat::try_from(n)
     }
 }
 
@@ -107,9 +167,8 @@ pub struct BackupRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tree {
-    /// [`TREE_FORMAT`], [`TREE_FORMAT_CDC`] or [`TREE_FORMAT_FIXED`]: how the medium cuts
-    /// content and whether its packs hold frames.
-    pub format: u32,
+    /// How the medium cuts content and whether its packs hold frames.
+    pub format: TreeFormat,
     pub next_id: BackupId,
     pub backups: Vec<BackupRecord>,
 }
@@ -117,7 +176,7 @@ pub struct Tree {
 impl Default for Tree {
     fn default() -> Self {
         Tree {
-            format: TREE_FORMAT,
+            format: TreeFormat::NEWEST,
             next_id: BackupId(1),
             backups: Vec::new(),
         }

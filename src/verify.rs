@@ -16,10 +16,42 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use tracing::{debug, info, warn};
 
+/// One piece of damage a verify found: in what, and what is wrong.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Damage {
-    pub what: String,
+    pub what: DamagedPart,
     pub detail: String,
+}
+
+/// What a piece of damage is in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DamagedPart {
+    /// A block (or listing) the backup needs, by id.
+    Block(BlockId),
+    /// A pack the backup wrote, as a whole (it does not open, or its trailer does not read).
+    Pack(PackId),
+    /// The listing of `/`.
+    RootListing,
+    /// The listing of a directory, by its path in the backup.
+    Listing(String),
+    /// A file whose blocks do not add up to its size, by its path in the backup.
+    File(String),
+    /// The index as a whole (a hostile listing, or more entries than the header counts).
+    Index,
+}
+
+impl std::fmt::Display for DamagedPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DamagedPart::Block(b) => write!(f, "block {b}"),
+            DamagedPart::Pack(p) => write!(f, "pack {p}"),
+            DamagedPart::RootListing => f.write_str("root listing"),
+            DamagedPart::Listing(path) => write!(f, "listing of {path}"),
+            DamagedPart::File(path) => write!(f, "file {path}"),
+            DamagedPart::Index => f.write_str("index"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,11 +140,11 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                         unreported.insert(b);
                         continue;
                     }
-                    format!("block {b}")
+                    DamagedPart::Block(b)
                 }
                 // Another backup's pack: its blocks are read one by one below, if referenced.
                 None if !own.contains(p) => continue,
-                None => format!("pack {p}"),
+                None => DamagedPart::Pack(*p),
             };
             damage.push(Damage { what, detail });
         }
@@ -152,7 +184,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
         if let Some(detail) = bad_blocks.get(b) {
             if unreported.remove(b) {
                 damage.push(Damage {
-                    what: format!("block {b}"),
+                    what: DamagedPart::Block(*b),
                     detail: detail.clone(),
                 });
             }
@@ -178,7 +210,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
             Err(e) => {
                 let detail = e.to_string();
                 damage.push(Damage {
-                    what: format!("block {b}"),
+                    what: DamagedPart::Block(*b),
                     detail: detail.clone(),
                 });
                 bad_blocks.insert(*b, detail);
@@ -189,7 +221,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     let root_ok = m.listing(&header.root);
     if let Err(e) = &root_ok {
         damage.push(Damage {
-            what: "root listing".into(),
+            what: DamagedPart::RootListing,
             detail: e.to_string(),
         });
         affected.push("/".to_string());
@@ -225,7 +257,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                         });
                         if held != Some(e.size) {
                             damage.push(Damage {
-                                what: format!("file {}", rel.display()),
+                                what: DamagedPart::File(rel.display().to_string()),
                                 detail: format!(
                                     "its blocks hold {} bytes, its listing says {}",
                                     held.map_or("too many".into(), |n| n.to_string()),
@@ -263,7 +295,7 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
                 // the backup fails verification and is never a parent again.
                 Err(err @ (Error::Hostile { .. } | Error::Damaged { .. })) => {
                     damage.push(Damage {
-                        what: "index".into(),
+                        what: DamagedPart::Index,
                         detail: err.to_string(),
                     });
                     affected.push("/".to_string());
@@ -287,8 +319,8 @@ pub fn verify(m: &mut Medium, id: BackupId, read_all: bool, meter: &Meter) -> Re
     }
     damage.extend(walk_damage.iter().cloned());
     for d in &walk_damage {
-        if let Some(p) = d.what.strip_prefix("listing of ") {
-            affected.push(p.to_string());
+        if let DamagedPart::Listing(p) = &d.what {
+            affected.push(p.clone());
         }
     }
     affected.sort();
@@ -345,7 +377,7 @@ fn subtree(
 ) -> Result<Option<Listing>> {
     let missing = |detail: String, damage: &mut Vec<Damage>| {
         damage.push(Damage {
-            what: format!("listing of {}", rel.display()),
+            what: DamagedPart::Listing(rel.display().to_string()),
             detail,
         })
     };

@@ -184,35 +184,30 @@ fn sockets_are_skipped_and_counted() {
     assert_eq!(env.header(b)["counts"]["sockets_skipped"], 1);
 }
 
-#[test]
-fn unreadable_files_make_a_partial_backup_that_names_them() {
-    let env = Env::new(MediumKind::Dir).unwrap();
-    env.init();
-    write(&env.src.join("ok"), b"x");
-    write(&env.src.join("secret"), b"y");
-    fs::create_dir(env.src.join("locked")).unwrap();
-    write(&env.src.join("locked/inside"), b"z");
-    // As root every file is readable: run the backup as `nobody` (owning the medium and
-    // the source, but not `secret` and `locked`, which only root may read).
+/// Back up `env.src` as a user who cannot read `unreadable` (mode 000): as root, as `nobody`,
+/// who then owns the medium, its key and the rest of the source.
+fn backup_unable_to_read(env: &Env, unreadable: &[std::path::PathBuf]) -> std::process::Output {
     let mut cmd = std::process::Command::new(if is_root() { "setpriv" } else { "env" });
     if is_root() {
         let nobody = 65534;
-        for p in [env.tmp.path(), &env.src, &env.src.join("ok")] {
-            std::os::unix::fs::chown(p, Some(nobody), Some(nobody)).unwrap();
-        }
+        std::os::unix::fs::chown(env.tmp.path(), Some(nobody), Some(nobody)).unwrap();
         fs::set_permissions(env.tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
         std::process::Command::new("chown")
             .args(["-R", "65534:65534"])
+            .arg(&env.src)
             .arg(&env.medium)
             .arg(env.state_dir()) // the medium's key: the user's own
             .status()
             .unwrap();
+        for p in unreadable {
+            std::os::unix::fs::chown(p, Some(0), Some(0)).unwrap();
+        }
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]);
     }
-    fs::set_permissions(env.src.join("secret"), fs::Permissions::from_mode(0o000)).unwrap();
-    fs::set_permissions(env.src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
-    let out = cmd
-        .arg(bin())
+    for p in unreadable {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    cmd.arg(bin())
         .env("TRAYBACK_STATE_DIR", env.state_dir())
         .args([
             "backup",
@@ -222,7 +217,18 @@ fn unreadable_files_make_a_partial_backup_that_names_them() {
             env.src.to_str().unwrap(),
         ])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn unreadable_files_make_a_partial_backup_that_names_them() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("ok"), b"x");
+    write(&env.src.join("secret"), b"y");
+    fs::create_dir(env.src.join("locked")).unwrap();
+    write(&env.src.join("locked/inside"), b"z");
+    let out = backup_unable_to_read(&env, &[env.src.join("secret"), env.src.join("locked")]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -239,6 +245,41 @@ fn unreadable_files_make_a_partial_backup_that_names_them() {
     let h = env.header(1);
     assert_eq!(h["partial"], true);
     assert_eq!(h["problems"].as_array().unwrap().len(), 2, "{h:?}");
+}
+
+/// A header listed every problem: a tree of unreadable files made one as large as its
+/// names, past the 64 MiB readers take, and the backup committed could not be read. A
+/// header lists the first 1 000 and counts the rest; the backup reads, restores and
+/// parents the next.
+#[test]
+fn a_backup_with_more_problems_than_a_header_lists_counts_the_rest() {
+    let env = Env::new(MediumKind::Dir).unwrap();
+    env.init();
+    write(&env.src.join("ok"), b"x");
+    let unreadable: Vec<_> = (0..1200)
+        .map(|i| {
+            let p = env.src.join(format!("secret-{i:04}"));
+            write(&p, b"y");
+            p
+        })
+        .collect();
+    let out = backup_unable_to_read(&env, &unreadable);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("PARTIAL: 1200 problems") && stdout.contains("and 200 more"),
+        "{stdout:.2000}"
+    );
+    let h = env.header(1);
+    assert_eq!(h["problems"].as_array().unwrap().len(), 1000, "{h:.2000}");
+    assert_eq!(h["problems_unlisted"], 200);
+    let restored = env.restore(1, "r");
+    assert_eq!(fs::read(restored.join("ok")).unwrap(), b"x");
 }
 
 #[test]

@@ -276,12 +276,14 @@ pub(super) fn open_identified(
             };
             let enrolled = Medium::init(
                 mp,
-                &label,
-                false,
-                now,
-                state_dir,
-                protection,
-                cfg.tree_format,
+                medium::Enrolment {
+                    label: &label,
+                    force: false,
+                    now,
+                    state_dir,
+                    protection,
+                    tree_format: cfg.tree_format,
+                },
             )
             .map_err(failed)?;
             if let Some(r) = &enrolled.recovery {

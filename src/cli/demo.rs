@@ -74,12 +74,14 @@ pub fn run(a: DemoArgs) -> Result<u8> {
     let cfg = Config::builtin()?.with_sources(vec![source.clone()])?;
     let media = Medium::init(
         &medium_dir,
-        "demo",
-        false,
-        Utc::now(),
-        &state,
-        crate::medium::Protection::Encrypted { passphrase: None },
-        cfg.tree_format,
+        crate::medium::Enrolment {
+            label: "demo",
+            force: false,
+            now: Utc::now(),
+            state_dir: &state,
+            protection: crate::medium::Protection::Encrypted { passphrase: None },
+            tree_format: cfg.tree_format,
+        },
     )?
     .media;
     println!("   medium {} (label {:?})", media.media_id, media.label);

@@ -6,7 +6,7 @@ use super::output::{self, print_json};
 use super::{held, keys, load_config, state_dir};
 use crate::maintain;
 use crate::medium::{self, Medium};
-use crate::tree::TREE_FORMATS;
+use crate::tree::TreeFormat;
 use anyhow::Result;
 use chrono::Utc;
 use clap::Subcommand;
@@ -42,9 +42,8 @@ pub enum MediaCmd {
         /// `tree_format`, else the newest), for a disk a host running an older trayback must
         /// also use — 2: content-defined blocks without frames; 1: fixed 256 KiB blocks.
         /// A medium keeps its format for life.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32)
-              .range(*TREE_FORMATS.start() as i64..=*TREE_FORMATS.end() as i64))]
-        tree_format: Option<u32>,
+        #[arg(long, value_name = "N")]
+        tree_format: Option<TreeFormat>,
         #[arg(long)]
         json: bool,
     },
@@ -144,12 +143,14 @@ pub fn run(cmd: MediaCmd) -> Result<u8> {
             }
             let enrolled = Medium::init(
                 &dir,
-                &label,
-                force,
-                Utc::now(),
-                &state,
-                protection,
-                tree_format.unwrap_or(cfg.tree_format),
+                medium::Enrolment {
+                    label: &label,
+                    force,
+                    now: Utc::now(),
+                    state_dir: &state,
+                    protection,
+                    tree_format: tree_format.unwrap_or(cfg.tree_format),
+                },
             )?;
             let m = &enrolled.media;
             let recovery = enrolled.recovery.as_ref().map(|r| r.display());

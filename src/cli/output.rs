@@ -32,7 +32,7 @@ pub fn print_media(m: &Medium) -> anyhow::Result<()> {
     println!(
         "format   tree format {} ({})",
         m.tree().format,
-        crate::tree::tree_format_meaning(m.tree().format)
+        m.tree().format.meaning()
     );
     match &m.media().encryption {
         Some(e) => println!(
@@ -116,9 +116,13 @@ pub fn print_backup(label: &str, root: &Path, h: &BackupHeader, v: Option<&verif
         );
     }
     if h.partial {
-        println!("  PARTIAL: {} problems:", h.problems.len());
+        let all = h.problems.len() as u64 + h.problems_unlisted;
+        println!("  PARTIAL: {all} problems:");
         for p in &h.problems {
             println!("    {}: {}", p.path, p.error);
+        }
+        if h.problems_unlisted > 0 {
+            println!("    and {} more (each is in the log)", h.problems_unlisted);
         }
     }
     match v {

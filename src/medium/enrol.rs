@@ -10,7 +10,7 @@ use super::{MEDIA_FORMAT, READERS_LOCK};
 use crate::crypt::Crypt;
 use crate::error::{Error, Result};
 use crate::ids::MediaId;
-use crate::tree::{Tree, TREE_FORMATS};
+use crate::tree::{Tree, TreeFormat};
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use tracing::info;
@@ -23,6 +23,20 @@ pub enum Protection {
     Encrypted {
         passphrase: Option<zeroize::Zeroizing<String>>,
     },
+}
+
+/// What a new medium is to be: the arguments of [`Medium::init`].
+pub struct Enrolment<'a> {
+    pub label: &'a str,
+    /// Wipe an enrolled medium first (only one proven to be this host's).
+    pub force: bool,
+    pub now: DateTime<Utc>,
+    /// Where the host keeps the medium's key.
+    pub state_dir: &'a Path,
+    pub protection: Protection,
+    /// [`TreeFormat::NEWEST`] unless an older trayback must read the medium too
+    /// (FORMAT.md "Versioning").
+    pub tree_format: TreeFormat,
 }
 
 /// What enrolling made: the media ID file, and for an encrypted medium its recovery key (to
@@ -40,27 +54,18 @@ pub fn host_name() -> String {
 }
 
 impl Medium {
-    /// Enrol `root` as a new medium of tree format `tree_format` (FORMAT.md "Versioning":
-    /// [`crate::tree::TREE_FORMAT`] unless an older trayback must read it too), keeping its key in
-    /// `state_dir`. Refuses an enrolled one unless `force` (which wipes it, and only a medium
-    /// proven to be this host's).
-    pub fn init(
-        root: &Path,
-        label: &str,
-        force: bool,
-        now: DateTime<Utc>,
-        state_dir: &Path,
-        protection: Protection,
-        tree_format: u32,
-    ) -> Result<Enrolled> {
-        if !TREE_FORMATS.contains(&tree_format) {
-            return Err(Error::Refused(format!(
-                "{}: tree format {tree_format}: this trayback makes media of formats {} to {}",
-                root.display(),
-                TREE_FORMATS.start(),
-                TREE_FORMATS.end()
-            )));
-        }
+    /// Enrol `root` as a new medium, keeping its key in the state directory. Refuses an
+    /// enrolled one unless `force` (which wipes it, and only a medium proven to be this
+    /// host's).
+    pub fn init(root: &Path, e: Enrolment) -> Result<Enrolled> {
+        let Enrolment {
+            label,
+            force,
+            now,
+            state_dir,
+            protection,
+            tree_format,
+        } = e;
         let dir = Beneath::create(root)?;
         dir.make_private()?;
         if dir.exists("media.yaml")? {

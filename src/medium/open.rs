@@ -146,7 +146,7 @@ impl Medium {
     ) -> Result<Medium> {
         let (tree, generation) = tree(&dir, &crypt)?;
         let dir = Arc::new(dir);
-        let framed = tree.format >= crate::tree::TREE_FORMAT_FRAMES;
+        let framed = tree.format.framed();
         let (store, damage) = Store::open(dir.clone(), level, crypt.clone(), framed)?;
         for d in &damage {
             warn!(path = %d.path.display(), detail = %d.detail, "unreadable pack");

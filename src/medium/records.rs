@@ -17,7 +17,7 @@ use super::{BackupHeader, Beneath, HEADER_FORMAT};
 use crate::crypt::{self, Crypt, SEAL_OVERHEAD};
 use crate::error::{Error, Result};
 use crate::ids::BackupId;
-use crate::tree::{Tree, TREE_FORMATS};
+use crate::tree::{Tree, TreeFormat};
 
 pub const SEAL_MAGIC: &[u8; 8] = b"TRAYSEAL";
 pub const SEAL_VERSION: u32 = 1;
@@ -101,12 +101,22 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     rel: &str,
     bytes: &[u8],
 ) -> Result<T> {
+    parse_yaml_at(dir, rel, bytes, 0)
+}
+
+/// [`parse_yaml`] of a part of record `rel` that starts after its first `line` lines.
+fn parse_yaml_at<T: serde::de::DeserializeOwned>(
+    dir: &Beneath,
+    rel: &str,
+    bytes: &[u8],
+    line: usize,
+) -> Result<T> {
     serde_yaml::from_slice(bytes).map_err(|e| Error::Damaged {
         path: dir.shown(rel),
         detail: match e.location() {
             Some(l) => format!(
                 "does not parse as this record (line {}, column {})",
-                l.line(),
+                line + l.line(),
                 l.column()
             ),
             None => "does not parse as this record".into(),
@@ -145,18 +155,99 @@ pub fn read_tree(dir: &Beneath, crypt: &Crypt) -> Result<(Tree, u64)> {
     };
     let (plain, generation) = read(dir, crypt, rel, MAX_TREE_FILE, FileKind::Tree).map_err(hint)?;
     shallow(dir, rel, &plain).map_err(hint)?;
-    let tree: Tree = parse_yaml(dir, rel, &plain).map_err(hint)?;
     let path = dir.shown(rel);
-    if !TREE_FORMATS.contains(&tree.format) {
-        return Err(Error::Version {
-            path,
-            found: tree.format,
-            supported: TREE_FORMATS,
-        });
-    }
+    // A tree of a format this trayback does not know does not parse as a `Tree`: say which
+    // format it is rather than how it does not parse.
+    let tree = parse_tree(dir, rel, &plain).map_err(|e| match format_line(&plain) {
+        Some(found) if TreeFormat::from_number(found).is_none() => Error::Version {
+            path: path.clone(),
+            found,
+            supported: TreeFormat::NUMBERS,
+        },
+        _ => hint(e),
+    })?;
     tree.check()
         .map_err(|detail| Error::Damaged { path, detail })?;
     Ok((tree, generation))
+}
+
+/// The most bytes of a tree file's head (what comes before its first backup) and of each
+/// backup's record in it (a record as written is ~300 bytes). The tree is parsed a part at a
+/// time: the YAML parser holds every event of what it parses (~135 bytes each), and a
+/// 64 MiB tree parsed whole took it to 2.2 GiB.
+const MAX_TREE_PART: usize = 64 << 10;
+
+/// The parts of a tree file's text, with the line each starts at: its head (`format`,
+/// `next_id`, `backups:`), then each backup's record, which begins with a line starting `- `
+/// (FORMAT.md "tree.yaml": the layout a reader may require).
+fn tree_parts(plain: &[u8]) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+    let mut rest = Some((0, plain));
+    std::iter::from_fn(move || {
+        let (line, text) = rest.take()?;
+        let mut lines = 0;
+        for (i, b) in text.iter().enumerate() {
+            if *b == b'\n' {
+                lines += 1;
+                if text[i + 1..].starts_with(b"- ") {
+                    rest = Some((line + lines, &text[i + 1..]));
+                    return Some((line, &text[..i + 1]));
+                }
+            }
+        }
+        Some((line, text))
+    })
+}
+
+/// Parse a tree file a part at a time (see [`MAX_TREE_PART`]), each part within the cap.
+fn parse_tree(dir: &Beneath, rel: &str, plain: &[u8]) -> Result<Tree> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Head {
+        format: TreeFormat,
+        next_id: BackupId,
+        /// Empty (`backups: []`), or null when the records follow.
+        backups: Option<Vec<crate::tree::BackupRecord>>,
+    }
+    let not_laid_out = |line: usize, what: &str| Error::Damaged {
+        path: dir.shown(rel),
+        detail: format!(
+            "line {}: {what} (not a tree as trayback writes it, FORMAT.md \"tree.yaml\")",
+            line + 1
+        ),
+    };
+    let too_long = format!("a part over {MAX_TREE_PART} bytes");
+    let mut parts = tree_parts(plain);
+    let (line, head) = parts.next().expect("a first part");
+    if head.len() > MAX_TREE_PART {
+        return Err(not_laid_out(line, &too_long));
+    }
+    let head: Head = parse_yaml_at(dir, rel, head, line)?;
+    let inline = head.backups.is_some();
+    let mut backups = head.backups.unwrap_or_default();
+    for (line, part) in parts {
+        if inline {
+            return Err(not_laid_out(line, "backups after `backups` was given"));
+        }
+        if part.len() > MAX_TREE_PART {
+            return Err(not_laid_out(line, &too_long));
+        }
+        backups.extend(parse_yaml_at::<Vec<_>>(dir, rel, part, line)?);
+    }
+    Ok(Tree {
+        format: head.format,
+        next_id: head.next_id,
+        backups,
+    })
+}
+
+/// The highest `format:` line at the top level of a tree file's text, read without parsing
+/// it: a tree's writer puts its format on such a line.
+fn format_line(plain: &[u8]) -> Option<u32> {
+    plain
+        .split(|b| *b == b'\n')
+        .filter_map(|l| l.strip_prefix(b"format:"))
+        .filter_map(|n| std::str::from_utf8(n).ok()?.trim().parse().ok())
+        .max()
 }
 
 /// The format the tree file claims, if it reads (and unseals) and its `format` is a number,
@@ -170,14 +261,13 @@ pub fn claimed_tree_format(dir: &Beneath, crypt: &Crypt) -> Option<u32> {
     struct Claim {
         format: u32,
     }
-    let parsed = shallow(dir, rel, &plain).and_then(|()| parse_yaml::<Claim>(dir, rel, &plain));
+    let (_, head) = tree_parts(&plain).next().expect("a first part");
+    let parsed = (head.len() <= MAX_TREE_PART)
+        .then(|| shallow(dir, rel, head).and_then(|()| parse_yaml::<Claim>(dir, rel, head)))
+        .and_then(Result::ok);
     match parsed {
-        Ok(c) => Some(c.format),
-        Err(_) => plain
-            .split(|b| *b == b'\n')
-            .filter_map(|l| l.strip_prefix(b"format:"))
-            .filter_map(|n| std::str::from_utf8(n).ok()?.trim().parse().ok())
-            .max(),
+        Some(c) => Some(c.format),
+        None => format_line(&plain),
     }
 }
 
