@@ -118,3 +118,19 @@ fn repair_leaves_a_tree_claiming_format_4_twice_alone() {
         now
     );
 }
+
+/// One record and aliases of it under lines `-` alone (one part: only a line starting `- `
+/// begins one; the attack review of the per-record parse): each alias became a record, so a
+/// 64 MiB tree could still grow to ~1 GiB of them. A part is one backup, or refused.
+#[test]
+fn a_tree_of_aliased_records_is_refused() {
+    let mut t = b"format: 3\nnext_id: 3\nbackups:\n- &a\n  id: 2\n  kind: monthly\n  \
+        parent: null\n  started: 2026-01-01T00:00:00Z\n  finished: 2026-01-01T00:00:01Z\n  \
+        verified: true\n  partial: false\n  bytes_total: 1\n  bytes_new: 1\n  bytes_stored: 1\n"
+        .to_vec();
+    t.extend(b"-\n  *a\n".repeat(5000));
+    let env = medium_with_tree(&t);
+    let (code, _, _, err) = env.measured(&["list", "--medium", "{medium}"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not one backup"), "{err}");
+}

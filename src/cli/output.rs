@@ -116,7 +116,7 @@ pub fn print_backup(label: &str, root: &Path, h: &BackupHeader, v: Option<&verif
         );
     }
     if h.partial {
-        let all = h.problems.len() as u64 + h.problems_unlisted;
+        let all = (h.problems.len() as u64).saturating_add(h.problems_unlisted);
         println!("  PARTIAL: {all} problems:");
         for p in &h.problems {
             println!("    {}: {}", p.path, p.error);

@@ -222,8 +222,13 @@ fn parse_tree(dir: &Beneath, rel: &str, plain: &[u8]) -> Result<Tree> {
         return Err(not_laid_out(line, &too_long));
     }
     let head: Head = parse_yaml_at(dir, rel, head, line)?;
+    // Each part holds one backup: a part of many items (a line `-` alone continues a part),
+    // or aliases of one record, would grow the tree past what its bytes hold.
     let inline = head.backups.is_some();
-    let mut backups = head.backups.unwrap_or_default();
+    if head.backups.is_some_and(|b| !b.is_empty()) {
+        return Err(not_laid_out(line, "backups listed in the head"));
+    }
+    let mut backups = Vec::new();
     for (line, part) in parts {
         if inline {
             return Err(not_laid_out(line, "backups after `backups` was given"));
@@ -231,7 +236,10 @@ fn parse_tree(dir: &Beneath, rel: &str, plain: &[u8]) -> Result<Tree> {
         if part.len() > MAX_TREE_PART {
             return Err(not_laid_out(line, &too_long));
         }
-        backups.extend(parse_yaml_at::<Vec<_>>(dir, rel, part, line)?);
+        match <[_; 1]>::try_from(parse_yaml_at::<Vec<_>>(dir, rel, part, line)?) {
+            Ok([record]) => backups.push(record),
+            Err(_) => return Err(not_laid_out(line, "not one backup")),
+        }
     }
     Ok(Tree {
         format: head.format,

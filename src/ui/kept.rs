@@ -106,6 +106,7 @@ fn agrees(h: &BackupHeader, rec: &BackupRecord) -> bool {
 /// `h` as it is kept: without its lists, its strings cut short.
 fn slim(mut h: BackupHeader) -> BackupHeader {
     h.problems = Vec::new();
+    h.problems_unlisted = 0;
     h.sources = Vec::new();
     h.packs = Vec::new();
     for s in [&mut h.host, &mut h.software] {
