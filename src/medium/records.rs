@@ -215,26 +215,26 @@ fn parse_tree(dir: &Beneath, rel: &str, plain: &[u8]) -> Result<Tree> {
             line + 1
         ),
     };
-    let too_long = format!("a part over {MAX_TREE_PART} bytes");
-    let mut parts = tree_parts(plain);
-    let (line, head) = parts.next().expect("a first part");
-    if head.len() > MAX_TREE_PART {
-        return Err(not_laid_out(line, &too_long));
-    }
+    let mut parts = tree_parts(plain).map(|(line, part)| match part.len() > MAX_TREE_PART {
+        true => Err(not_laid_out(
+            line,
+            &format!("a part over {MAX_TREE_PART} bytes"),
+        )),
+        false => Ok((line, part)),
+    });
+    let (line, head) = parts.next().expect("a first part")?;
     let head: Head = parse_yaml_at(dir, rel, head, line)?;
     // Each part holds one backup: a part of many items (a line `-` alone continues a part),
     // or aliases of one record, would grow the tree past what its bytes hold.
-    let inline = head.backups.is_some();
-    if head.backups.is_some_and(|b| !b.is_empty()) {
-        return Err(not_laid_out(line, "backups listed in the head"));
-    }
+    let inline = match head.backups {
+        Some(b) if !b.is_empty() => return Err(not_laid_out(line, "backups listed in the head")),
+        b => b.is_some(),
+    };
     let mut backups = Vec::new();
-    for (line, part) in parts {
+    for part in parts {
+        let (line, part) = part?;
         if inline {
             return Err(not_laid_out(line, "backups after `backups` was given"));
-        }
-        if part.len() > MAX_TREE_PART {
-            return Err(not_laid_out(line, &too_long));
         }
         match <[_; 1]>::try_from(parse_yaml_at::<Vec<_>>(dir, rel, part, line)?) {
             Ok([record]) => backups.push(record),
